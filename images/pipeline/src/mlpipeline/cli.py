@@ -1,0 +1,231 @@
+"""`mlpipeline <stage>`: one JSON result on stdout, progress on stderr, a one-line error and exit 1 on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import logging
+import os
+import sys
+
+from .errors import PipelineError
+from .logs import setup_logging
+from .output import emit
+
+log = logging.getLogger("mlpipeline")
+
+DEFAULT_MODEL = "iris-classifier"
+
+
+def _common(parser: argparse.ArgumentParser, *, registry: bool = False, run_key: bool = False) -> None:
+    parser.add_argument("--data-root", default=os.environ.get("MLPIPELINE_DATA_ROOT"),
+                        required="MLPIPELINE_DATA_ROOT" not in os.environ,
+                        help="the data volume (env MLPIPELINE_DATA_ROOT)")
+    if run_key:
+        parser.add_argument("--run-key", required=True, help="the run's key, as printed by split")
+    if registry:
+        parser.add_argument("--model-name", default=os.environ.get("MLPIPELINE_MODEL_NAME", DEFAULT_MODEL),
+                            help=f"registered model name (env MLPIPELINE_MODEL_NAME, default {DEFAULT_MODEL})")
+        parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""),
+                            help="MLflow tracking server (env MLFLOW_TRACKING_URI)")
+
+
+def _context(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dag-id", default="", help="Airflow DAG id, recorded as lineage")
+    parser.add_argument("--dag-run-id", default="", help="Airflow DAG run id, recorded as lineage")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlpipeline", description=__doc__)
+    parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="stage")
+
+    p = sub.add_parser("simulate", help="write a simulated labelled CSV batch into landing/<partition>/")
+    _common(p)
+    p.add_argument("--partition", required=True)
+    p.add_argument("--rows", type=int, default=1000)
+    p.add_argument("--drift", default="none", help="none | covariate | concept")
+    p.add_argument("--severity", type=float, default=1.0,
+                   help="covariate: shift in pooled std devs; concept: share of rotated labels (0-1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--schema", help="dataset schema YAML (default: bundled iris)")
+
+    p = sub.add_parser("ingest", help="validate landing/<partition>/ into curated/ or quarantine/")
+    _common(p)
+    p.add_argument("--partition", required=True)
+    p.add_argument("--schema", help="dataset schema YAML (default: bundled iris)")
+
+    p = sub.add_parser("split", help="stratified train/test split of the training window + the fresh set")
+    _common(p)
+    p.add_argument("--partition", required=True)
+    p.add_argument("--run-key", help="default: derived from data fingerprint, config hash and code version")
+    p.add_argument("--window", help="'all' or 'last:N' partitions (default from the config)")
+    p.add_argument("--config", help="training config YAML merged over the bundled defaults")
+    p.add_argument("--schema", help="dataset schema YAML (default: bundled iris)")
+
+    p = sub.add_parser("detect", help="score the champion on the fresh set and measure drift")
+    _common(p, registry=True, run_key=True)
+
+    p = sub.add_parser("train-local", help="run the compiled KFP training pipeline with kfp.local")
+    _common(p, registry=True, run_key=True)
+    _context(p)
+
+    p = sub.add_parser("register", help="register the run's challenger; move champion on promote")
+    _common(p, registry=True, run_key=True)
+    _context(p)
+    p.add_argument("--kfp-run-id", default="", help="KFP run id (default: the one the training run recorded)")
+
+    p = sub.add_parser("champion-at", help="which version was champion at a time, from the promotion record")
+    p.add_argument("--time", default="now", help="ISO 8601 time (default: now)")
+    p.add_argument("--model-name", default=os.environ.get("MLPIPELINE_MODEL_NAME", DEFAULT_MODEL))
+    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""))
+
+    p = sub.add_parser("compile", help="compile the KFP pipeline to pipelines/training.yaml")
+    p.add_argument("--output", help="output path (default: the committed pipelines/training.yaml)")
+    return parser
+
+
+def _volume(args):
+    from .volume import DataVolume
+
+    return DataVolume(args.data_root)
+
+
+def _use_tracking(args) -> None:
+    if getattr(args, "tracking_uri", ""):
+        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise PipelineError("no MLflow tracking server: pass --tracking-uri or set MLFLOW_TRACKING_URI")
+    # Fail in seconds, not minutes, when the server is down.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+def cmd_simulate(args) -> dict:
+    from .schema import load_schema
+    from .simulate import batch_name, simulate, to_csv_bytes
+    from .volume import check_partition, write_bytes_atomic
+
+    check_partition(args.partition)
+    schema = load_schema(args.schema)
+    log.info("simulating %d rows (drift %s, severity %g, seed %d)", args.rows, args.drift, args.severity, args.seed)
+    frame = simulate(schema, args.rows, args.drift, args.severity, args.seed)
+    data = to_csv_bytes(frame)
+    folder = _volume(args).landing(args.partition)
+    target = folder / batch_name(args.rows, args.drift, args.severity, args.seed, data)
+    write_bytes_atomic(target, data)
+    write_bytes_atomic(folder / "_SUCCESS", b"")
+    counts = frame[schema.label].value_counts()
+    return {"path": str(target), "partition": args.partition, "rows": len(frame), "bytes": len(data),
+            "drift": args.drift, "severity": args.severity, "seed": args.seed,
+            "class_counts": {c: int(counts.get(c, 0)) for c in schema.classes}}
+
+
+def cmd_ingest(args) -> dict:
+    from .ingest import ingest_partition
+    from .schema import load_schema
+
+    return ingest_partition(_volume(args), args.partition, load_schema(args.schema))
+
+
+def cmd_split(args) -> dict:
+    from .config import load_config
+    from .schema import load_schema
+    from .split import split_partition
+    from .volume import check_partition, check_run_key
+
+    check_partition(args.partition)
+    if args.run_key:
+        check_run_key(args.run_key)
+    return split_partition(_volume(args), args.partition, load_schema(args.schema),
+                           load_config(args.config, args.window), args.run_key)
+
+
+def cmd_detect(args) -> dict:
+    from .detect import detect
+
+    _use_tracking(args)
+    return detect(_volume(args), args.run_key, args.model_name)
+
+
+def cmd_train_local(args) -> dict:
+    from .kfp_local import run_training_locally
+
+    _use_tracking(args)
+    return run_training_locally(_volume(args), args.run_key, args.model_name, os.environ["MLFLOW_TRACKING_URI"],
+                                args.dag_id, args.dag_run_id)
+
+
+def cmd_register(args) -> dict:
+    from .register import register_run
+
+    _use_tracking(args)
+    context = {"airflow_dag_id": args.dag_id, "airflow_run_id": args.dag_run_id, "kfp_run_id": args.kfp_run_id}
+    return register_run(_volume(args), args.run_key, args.model_name, context)
+
+
+def cmd_champion_at(args) -> dict:
+    from .registry import Registry
+
+    _use_tracking(args)
+    try:
+        when = dt.datetime.now(dt.timezone.utc) if args.time == "now" else dt.datetime.fromisoformat(args.time)
+    except ValueError as exc:
+        raise PipelineError(f"--time must be ISO 8601 (e.g. 2026-11-27T12:00:00+00:00), got {args.time!r}") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    registry = Registry(args.model_name)
+    at_ms = int(when.timestamp() * 1000)
+    return {"model_name": args.model_name, "time": when.isoformat(), "champion_version": registry.champion_at(at_ms),
+            "history": registry.champion_history()}
+
+
+def cmd_compile(args) -> dict:
+    from pathlib import Path
+
+    from .kfp_pipeline import TRAINING_YAML, compile_pipeline
+
+    return {"compiled": str(compile_pipeline(Path(args.output) if args.output else TRAINING_YAML))}
+
+
+COMMANDS = {"simulate": cmd_simulate, "ingest": cmd_ingest, "split": cmd_split, "detect": cmd_detect,
+            "train-local": cmd_train_local, "register": cmd_register, "champion-at": cmd_champion_at,
+            "compile": cmd_compile}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(logging.WARNING if args.quiet else logging.INFO)
+    try:
+        # Libraries (MLflow, kfp.local) print progress to stdout; keep stdout for the JSON result.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = COMMANDS[args.command](args)
+    except PipelineError as exc:
+        print(f"mlpipeline {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        message = _external_failure(exc)
+        if message is None:
+            raise
+        print(f"mlpipeline {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    emit(result)
+    return 0
+
+
+def _external_failure(exc: Exception) -> str | None:
+    """One-line messages for failures of systems we talk to (MLflow)."""
+    from mlflow.exceptions import MlflowException
+    from requests.exceptions import RequestException
+
+    if isinstance(exc, MlflowException):
+        first = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else type(exc).__name__
+        return f"MLflow at {os.environ.get('MLFLOW_TRACKING_URI')}: {first}"
+    if isinstance(exc, RequestException):
+        return f"cannot reach MLflow at {os.environ.get('MLFLOW_TRACKING_URI')}: {type(exc).__name__}"
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

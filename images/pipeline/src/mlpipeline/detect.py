@@ -1,0 +1,46 @@
+"""Score the serving champion on the fresh labelled batch and measure drift.
+
+The threshold comparison is the DAG's branch, not this stage's: it reports.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .drift import drift_report
+from .evaluate import score
+from .registry import Registry
+from .schema import schema_from_dict
+from .split import load_run, load_set
+from .volume import DataVolume, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def detect(volume: DataVolume, run_key: str, model_name: str) -> dict:
+    manifest, config = load_run(volume, run_key)
+    schema = schema_from_dict(manifest["schema"])
+    fresh = load_set(volume, run_key, "fresh")
+    registry = Registry(model_name)
+    champion = registry.champion()
+    result = {"run_key": run_key, "model_name": model_name, "partition": manifest["partition"],
+              "fresh_rows": len(fresh)}
+    if champion is None:
+        result.update(champion=None, degraded_by_definition=True, fresh_metrics=None, drift=None,
+                      reason=f"no champion: models:/{model_name}@champion does not exist, so the model is "
+                             "degraded by definition and must be trained")
+        log.info(result["reason"])
+    else:
+        model = registry.load_version(champion)
+        metrics = score(fresh[schema.label], model.predict(fresh[schema.feature_names]), list(schema.classes))
+        reference = registry.reference_sample(champion)
+        drift = drift_report(reference, fresh, schema.feature_names, schema.label, list(schema.classes),
+                             config["drift"])
+        result.update(champion={"version": champion.version, "run_id": champion.run_id},
+                      degraded_by_definition=False, fresh_metrics=metrics, drift=drift,
+                      reason=f"champion v{champion.version}: fresh accuracy {metrics['accuracy']:.4f}, "
+                             f"{len(drift['drifted_features'])}/{len(schema.features)} feature(s) drifted "
+                             f"({drift['method']})")
+        log.info(result["reason"])
+    write_json_atomic(volume.run_dir(run_key) / "detect.json", result)
+    return result

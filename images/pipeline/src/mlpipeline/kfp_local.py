@@ -1,0 +1,59 @@
+"""Run the committed, compiled training pipeline with kfp.local (no Docker, no cluster)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import warnings
+
+from kfp import components, local
+
+from .errors import PipelineError
+from .kfp_pipeline import TRAINING_YAML
+from .volume import DataVolume
+
+log = logging.getLogger(__name__)
+
+
+def run_training_locally(volume: DataVolume, run_key: str, model_name: str, tracking_uri: str,
+                         dag_id: str = "", dag_run_id: str = "") -> dict:
+    run_dir = volume.run_dir(run_key)
+    if not (run_dir / "manifest.json").exists():
+        raise PipelineError(f"run {run_key} has no split at {run_dir}; run split first")
+    if not TRAINING_YAML.exists():
+        raise PipelineError(f"compiled pipeline missing at {TRAINING_YAML}; run 'mlpipeline compile'")
+    pipeline = components.load_component_from_file(str(TRAINING_YAML))
+    pipeline_root = run_dir / "kfp-local"
+    # The subprocess runner uses this interpreter, which has mlpipeline and kfp installed.
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+               raise_on_error=False)
+    log.info("running %s with kfp.local (outputs under %s)", TRAINING_YAML.name, pipeline_root)
+    env_tracking = {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {}
+    with _env(env_tracking), warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        task = pipeline(run_key=run_key, data_root=str(volume.root.resolve()), model_name=model_name,
+                        mlflow_tracking_uri=tracking_uri, dag_id=dag_id, dag_run_id=dag_run_id)
+    try:
+        output = task.output
+    except Exception as exc:  # kfp.local raises a bare RuntimeError/KeyError when a task failed
+        raise PipelineError(f"the kfp.local training run failed ({exc}); see the task logs above") from exc
+    if output is None:
+        raise PipelineError("the kfp.local training run failed; see the task logs above")
+    return {**json.loads(output), "pipeline_root": str(pipeline_root), "engine": "kfp.local"}
+
+
+@contextlib.contextmanager
+def _env(values: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old

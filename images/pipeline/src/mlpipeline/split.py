@@ -1,0 +1,109 @@
+"""Reproducible, stratified train/test split of the training window, plus the fresh set."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import pandas as pd
+import pyarrow.parquet as pq
+from sklearn.model_selection import train_test_split
+
+from . import lineage
+from .config import config_hash
+from .errors import PipelineError
+from .schema import DatasetSchema
+from .volume import DataVolume, read_json, write_atomic, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+SETS = ("train", "test", "fresh")
+
+
+def window_partitions(volume: DataVolume, partition: str, window: str) -> list[str]:
+    available = volume.curated_partitions(up_to=partition)
+    if partition not in available:
+        raise PipelineError(f"partition {partition} has no curated data; run ingest for it first")
+    if window == "all":
+        return available
+    return available[-int(window.split(":", 1)[1]):]
+
+
+def _read_partitions(volume: DataVolume, partitions: list[str], schema: DatasetSchema) -> tuple[pd.DataFrame, list[str]]:
+    files = [f for p in partitions for f in volume.curated_files(p)]
+    frames = [pq.read_table(f, columns=schema.columns).to_pandas() for f in files]
+    return pd.concat(frames, ignore_index=True), [f.name for f in files]
+
+
+def describe(frame: pd.DataFrame, schema: DatasetSchema) -> dict:
+    counts = frame[schema.label].value_counts()
+    return {
+        "rows": int(len(frame)),
+        "class_balance": {c: int(counts.get(c, 0)) for c in schema.classes},
+        "fingerprint": lineage.frame_fingerprint(frame),
+    }
+
+
+def split_partition(volume: DataVolume, partition: str, schema: DatasetSchema, config: dict,
+                    run_key: str | None = None) -> dict:
+    partitions = window_partitions(volume, partition, config["window"])
+    window_files = [f.name for p in partitions for f in volume.curated_files(p)]
+    data_fingerprint = lineage.files_fingerprint(window_files)
+    cfg_hash = config_hash({"config": config, "schema": schema.fingerprint()})
+    run_key = run_key or lineage.run_key(data_fingerprint, cfg_hash)
+    run_dir = volume.run_dir(run_key)
+    manifest_path = run_dir / "manifest.json"
+    if manifest_path.exists():
+        existing = read_json(manifest_path)
+        if (existing.get("data_fingerprint"), existing.get("config_hash")) != (data_fingerprint, cfg_hash):
+            raise PipelineError(f"run key {run_key} already holds a split of other data or config "
+                                f"({existing.get('data_fingerprint')}/{existing.get('config_hash')}); use a new run key")
+        log.info("run %s already split; reusing %s", run_key, manifest_path)
+        return {**existing, "reused": True}
+
+    log.info("reading %d curated file(s) from %d partition(s) (%s)", len(window_files), len(partitions),
+             config["window"])
+    window, _ = _read_partitions(volume, partitions, schema)
+    fresh, _ = _read_partitions(volume, [partition], schema)
+    counts = window[schema.label].value_counts()
+    test_size = config["split"]["test_size"]
+    if counts.min() < 2 or round(len(window) * test_size) < len(counts):
+        raise PipelineError(f"training window too small to stratify: class counts {counts.to_dict()}, "
+                            f"test_size {test_size}; widen the window or land more data")
+    train, test = train_test_split(window, test_size=test_size, random_state=config["split"]["seed"],
+                                   stratify=window[schema.label])
+    sets = {"train": train.reset_index(drop=True), "test": test.reset_index(drop=True), "fresh": fresh}
+    for name, frame in sets.items():
+        write_atomic(run_dir / f"{name}.parquet", lambda tmp, f=frame: f.to_parquet(tmp, index=False))
+    manifest = {
+        "run_key": run_key,
+        "partition": partition,
+        "window": config["window"],
+        "window_partitions": partitions,
+        "window_files": window_files,
+        "data_fingerprint": data_fingerprint,
+        "config_hash": cfg_hash,
+        "code_version": lineage.code_version(),
+        "schema": schema.as_dict(),
+        "sets": {name: describe(frame, schema) for name, frame in sets.items()},
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json_atomic(run_dir / "config.json", config)
+    write_json_atomic(manifest_path, manifest)
+    log.info("run %s: train %d, test %d, fresh %d rows", run_key, len(train), len(test), len(fresh))
+    return {**manifest, "reused": False}
+
+
+def load_set(volume: DataVolume, run_key: str, name: str) -> pd.DataFrame:
+    path = volume.run_dir(run_key) / f"{name}.parquet"
+    if not path.exists():
+        raise PipelineError(f"run {run_key} has no {name} set at {path}; run split first")
+    return pd.read_parquet(path)
+
+
+def load_run(volume: DataVolume, run_key: str) -> tuple[dict, dict]:
+    """The run's manifest and the config it was split with."""
+    run_dir = volume.run_dir(run_key)
+    if not run_dir.is_dir():
+        raise PipelineError(f"unknown run key {run_key}: {run_dir} does not exist; run split first")
+    return read_json(run_dir / "manifest.json"), read_json(run_dir / "config.json")

@@ -1,0 +1,155 @@
+"""The training stages the KFP pipeline runs: train, evaluate, decide.
+
+Each reads its inputs from the run's folder on the data volume and writes its
+result there too, so a retried step can pick up where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+
+from . import lineage
+from .decide import decide
+from .evaluate import score
+from .model import fit
+from .registry import REFERENCE_ARTIFACT, Registry
+from .schema import schema_from_dict
+from .split import load_run, load_set
+from .volume import DataVolume, read_json, write_atomic, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def _flat_metrics(prefix: str, metrics: dict) -> dict[str, float]:
+    flat = {f"{prefix}_accuracy": metrics["accuracy"], f"{prefix}_macro_f1": metrics["macro_f1"]}
+    flat.update({f"{prefix}_recall_{c}": r for c, r in metrics["per_class_recall"].items()})
+    return flat
+
+
+def _serving_requirements() -> list[str]:
+    """Pinned from this environment; stating them skips MLflow's slow requirement inference."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("scikit-learn", "skops", "numpy", "scipy", "pandas")]
+
+
+def _existing_training_run(experiment_id: str, run_key: str):
+    runs = mlflow.search_runs([experiment_id], f"tags.run_key = '{run_key}' and tags.stage = 'train' "
+                              "and attributes.status = 'FINISHED'", output_format="list", max_results=1)
+    return runs[0] if runs and runs[0].data.tags.get("model_uri") else None
+
+
+def train_challenger(volume: DataVolume, run_key: str, model_name: str, context: dict[str, str]) -> dict:
+    manifest, config = load_run(volume, run_key)
+    schema = schema_from_dict(manifest["schema"])
+    experiment = mlflow.set_experiment(model_name)
+    existing = _existing_training_run(experiment.experiment_id, run_key)
+    if existing:
+        log.info("run key %s already trained in MLflow run %s; reusing it", run_key, existing.info.run_id)
+        result = {"run_id": existing.info.run_id, "model_uri": existing.data.tags["model_uri"], "reused": True}
+        write_json_atomic(volume.run_dir(run_key) / "challenger.json", result)
+        return result
+
+    train, test = load_set(volume, run_key, "train"), load_set(volume, run_key, "test")
+    features, label = schema.feature_names, schema.label
+    tags = {"run_key": run_key, "stage": "train", "data_fingerprint": manifest["data_fingerprint"],
+            "config_hash": manifest["config_hash"], "code_version": lineage.code_version(),
+            "partition": manifest["partition"], **{k: v for k, v in context.items() if v}}
+    with mlflow.start_run(run_name=f"train {run_key}", tags=tags) as run:
+        mlflow.log_params({"model_kind": config["model"]["kind"], "window": config["window"],
+                           "test_size": config["split"]["test_size"], "seed": config["split"]["seed"],
+                           "train_rows": len(train), "test_rows": len(test),
+                           **{f"param_{k}": v for k, v in (config["model"].get("params") or {}).items()}})
+        log.info("fitting %s on %d rows", config["model"]["kind"], len(train))
+        model = fit(train, features, label, config["model"], config["split"]["seed"])
+        predictions = model.predict(test[features])
+        metrics = score(test[label], predictions, list(schema.classes))
+        mlflow.log_metrics(_flat_metrics("test", metrics))
+        mlflow.log_input(mlflow.data.from_pandas(train, name=f"train-{manifest['data_fingerprint']}",
+                                                 targets=label, digest=manifest["sets"]["train"]["fingerprint"]),
+                         context="training")
+        mlflow.log_input(mlflow.data.from_pandas(test, name=f"test-{manifest['data_fingerprint']}",
+                                                 targets=label, digest=manifest["sets"]["test"]["fingerprint"]),
+                         context="evaluation")
+        reference = train.sample(n=min(len(train), config["reference_rows"]), random_state=config["split"]["seed"])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
+            reference.to_parquet(path, index=False)
+            mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+        example = test[features].head(5)
+        info = mlflow.sklearn.log_model(model, name="model", input_example=example,
+                                        signature=infer_signature(example, model.predict(example)),
+                                        pip_requirements=_serving_requirements())
+        mlflow.set_tag("model_uri", info.model_uri)
+        result = {"run_id": run.info.run_id, "model_uri": info.model_uri, "reused": False,
+                  "test_metrics": metrics}
+    write_json_atomic(volume.run_dir(run_key) / "challenger.json", result)
+    log.info("challenger %s: test accuracy %.4f", info.model_uri, metrics["accuracy"])
+    return result
+
+
+def evaluate_models(volume: DataVolume, run_key: str, model_name: str, challenger_run_id: str) -> dict:
+    """Score challenger and champion on the same held-out test set."""
+    manifest, _ = load_run(volume, run_key)
+    schema = schema_from_dict(manifest["schema"])
+    challenger = read_json(volume.run_dir(run_key) / "challenger.json")
+    test = load_set(volume, run_key, "test")
+    features, label, classes = schema.feature_names, schema.label, list(schema.classes)
+    predictions = pd.DataFrame({"label": test[label].astype(str)})
+    predictions["challenger"] = mlflow.sklearn.load_model(challenger["model_uri"]).predict(test[features])
+    registry = Registry(model_name)
+    champion = registry.champion()
+    result = {"challenger": {"run_id": challenger_run_id, "model_uri": challenger["model_uri"],
+                             "metrics": score(predictions["label"], predictions["challenger"], classes)},
+              "champion": None}
+    if champion is not None:
+        predictions["champion"] = registry.load_version(champion).predict(test[features])
+        result["champion"] = {"version": champion.version, "run_id": champion.run_id,
+                              "metrics": score(predictions["label"], predictions["champion"], classes)}
+        with mlflow.start_run(run_id=challenger_run_id):
+            mlflow.log_metrics(_flat_metrics("champion_test", result["champion"]["metrics"]))
+            mlflow.set_tag("compared_with_champion_version", champion.version)
+    run_dir = volume.run_dir(run_key)
+    write_atomic(run_dir / "predictions.parquet", lambda tmp: predictions.to_parquet(tmp, index=False))
+    write_json_atomic(run_dir / "evaluation.json", result)
+    log.info("evaluated on %d test rows: challenger %.4f, champion %s", len(test),
+             result["challenger"]["metrics"]["accuracy"],
+             f"{result['champion']['metrics']['accuracy']:.4f}" if champion else "none")
+    return result
+
+
+def decide_promotion(volume: DataVolume, run_key: str, kfp_run_id: str = "") -> dict:
+    _, config = load_run(volume, run_key)
+    run_dir = volume.run_dir(run_key)
+    evaluation = read_json(run_dir / "evaluation.json")
+    predictions = pd.read_parquet(run_dir / "predictions.parquet")
+    champion_pred = predictions["champion"].to_numpy() if "champion" in predictions else None
+    outcome = decide(predictions["label"].to_numpy(), predictions["challenger"].to_numpy(), champion_pred,
+                     config["decision"], seed=config["split"]["seed"])
+    challenger = evaluation["challenger"]
+    result = {
+        "run_key": run_key,
+        "kfp_run_id": kfp_run_id or None,
+        **outcome,
+        "challenger_run_id": challenger["run_id"],
+        "challenger_model_uri": challenger["model_uri"],
+        "challenger_metrics": challenger["metrics"],
+        "champion_version": evaluation["champion"]["version"] if evaluation["champion"] else None,
+        "champion_metrics": evaluation["champion"]["metrics"] if evaluation["champion"] else None,
+    }
+    with mlflow.start_run(run_id=challenger["run_id"]):
+        mlflow.set_tags({"decision": outcome["decision"], "decision_reason": outcome["reason"][:4000]})
+        if "mcnemar" in outcome:
+            mlflow.log_metrics({"improvement": outcome["improvement"], "mcnemar_pvalue": outcome["mcnemar"]["pvalue"],
+                                "improvement_ci95_low": outcome["bootstrap_ci95"][0],
+                                "improvement_ci95_high": outcome["bootstrap_ci95"][1]})
+    write_json_atomic(run_dir / "decision.json", result)
+    log.info("decision: %s (%s)", outcome["decision"], outcome["reason"])
+    return result
+
