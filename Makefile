@@ -22,9 +22,11 @@ $(UV):
 	$(PYTHON) -m venv $(VENV)/bootstrap
 	$(VENV)/bootstrap/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# --compile-bytecode: the machines set PYTHONDONTWRITEBYTECODE, and importing
+# mlflow/sklearn from source costs ~3 s per process otherwise.
 $(PIPELINE)/.installed: $(PIPELINE_DIR)/requirements.txt $(PIPELINE_DIR)/requirements-dev.txt $(PIPELINE_DIR)/pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(PIPELINE)
-	VIRTUAL_ENV=$(PIPELINE) $(UV) pip install --quiet -r $(PIPELINE_DIR)/requirements.txt -r $(PIPELINE_DIR)/requirements-dev.txt
+	VIRTUAL_ENV=$(PIPELINE) $(UV) pip install --quiet --compile-bytecode -r $(PIPELINE_DIR)/requirements.txt -r $(PIPELINE_DIR)/requirements-dev.txt
 	VIRTUAL_ENV=$(PIPELINE) $(UV) pip install --quiet --no-deps -e $(PIPELINE_DIR)
 	touch $@
 

@@ -1,4 +1,4 @@
-"""The KFP v2 training pipeline: train a challenger, evaluate it beside the champion, decide.
+"""The KFP v2 training pipeline: train a challenger, then evaluate it beside the champion and decide.
 
 Components are lightweight Python components whose bodies only call
 `mlpipeline.training`; the pipeline image already holds mlpipeline and kfp, so
@@ -8,6 +8,7 @@ directory with kfp.local), and small results through parameters.
 """
 
 
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,7 +19,9 @@ from . import __version__
 PIPELINE_IMAGE = f"ghcr.io/mlops-ct/pipeline:{__version__}"
 # No "from __future__ import annotations" here: KFP reads the real annotation objects.
 DATA_MOUNT = "/data"
-TRAINING_YAML = Path(__file__).resolve().parents[2] / "pipelines" / "training.yaml"
+# The committed, compiled pipeline: in the source tree, or where the image puts it.
+TRAINING_YAML = Path(os.environ.get("MLPIPELINE_TRAINING_YAML",
+                                    Path(__file__).resolve().parents[2] / "pipelines" / "training.yaml"))
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
@@ -40,36 +43,22 @@ def train_challenger(data_root: str, run_key: str, model_name: str, mlflow_track
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def evaluate_models(data_root: str, run_key: str, model_name: str, mlflow_tracking_uri: str,
-                    challenger_run_id: str) -> str:
+def evaluate_and_decide(data_root: str, run_key: str, model_name: str, mlflow_tracking_uri: str,
+                        challenger_run_id: str, kfp_run_id: str) -> str:
+    # One step, not two: each step pays ~5 s of interpreter and MLflow start-up.
     import json
     import os
 
     if mlflow_tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
     from mlpipeline.logs import setup_logging
-    from mlpipeline.training import evaluate_models as evaluate
+    from mlpipeline.training import decide_promotion, evaluate_models
     from mlpipeline.volume import DataVolume
 
     setup_logging()
-    return json.dumps(evaluate(DataVolume(data_root), run_key, model_name, challenger_run_id))
-
-
-@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def decide_promotion(data_root: str, run_key: str, mlflow_tracking_uri: str, kfp_run_id: str,
-                     evaluation: str) -> str:
-    import json
-    import os
-
-    if mlflow_tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
-    from mlpipeline.logs import setup_logging
-    from mlpipeline.training import decide_promotion as decide
-    from mlpipeline.volume import DataVolume
-
-    setup_logging()
-    del evaluation  # only orders this step after evaluation; the data is on the volume
-    return json.dumps(decide(DataVolume(data_root), run_key, kfp_run_id))
+    volume = DataVolume(data_root)
+    evaluate_models(volume, run_key, model_name, challenger_run_id)
+    return json.dumps(decide_promotion(volume, run_key, kfp_run_id))
 
 
 def _in_cluster(task: dsl.PipelineTask, pvc_name, cpu: str, memory: str) -> dsl.PipelineTask:
@@ -93,14 +82,11 @@ def training_pipeline(run_key: str, data_root: str = DATA_MOUNT, model_name: str
         data_root=data_root, run_key=run_key, model_name=model_name, mlflow_tracking_uri=mlflow_tracking_uri,
         kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, dag_id=dag_id, dag_run_id=dag_run_id), data_pvc, "1", "2Gi")
     trained.set_display_name("train challenger")
-    evaluated = _in_cluster(evaluate_models(
+    decided = _in_cluster(evaluate_and_decide(
         data_root=data_root, run_key=run_key, model_name=model_name, mlflow_tracking_uri=mlflow_tracking_uri,
-        challenger_run_id=trained.outputs["run_id"]), data_pvc, "500m", "1Gi")
-    evaluated.set_display_name("evaluate challenger and champion")
-    decided = _in_cluster(decide_promotion(
-        data_root=data_root, run_key=run_key, mlflow_tracking_uri=mlflow_tracking_uri,
-        kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, evaluation=evaluated.output), data_pvc, "250m", "512Mi")
-    decided.set_display_name("decide promote or reject")
+        challenger_run_id=trained.outputs["run_id"], kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+        data_pvc, "500m", "1Gi")
+    decided.set_display_name("evaluate challenger and champion, decide")
     return decided.output
 
 

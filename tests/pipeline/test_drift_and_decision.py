@@ -1,0 +1,115 @@
+"""Drift statistics and the promote/reject decision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlpipeline.config import default_config
+from mlpipeline.decide import bootstrap_ci, decide, mcnemar_exact
+from mlpipeline.drift import drift_report, psi
+from mlpipeline.simulate import simulate
+
+DRIFT = default_config()["drift"]
+DECISION = default_config()["decision"]
+
+
+def report(schema, reference, current):
+    return drift_report(reference, current, schema.feature_names, schema.label, list(schema.classes), DRIFT)
+
+
+def test_psi_is_zero_for_the_same_distribution_and_grows_with_shift():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=50_000)
+    assert psi(ref, rng.normal(size=50_000)) < 0.01
+    assert 0.1 < psi(ref, rng.normal(0.5, 1, size=50_000)) < psi(ref, rng.normal(1.5, 1, size=50_000))
+
+
+def test_small_samples_use_ks_and_large_ones_psi(schema):
+    small = report(schema, simulate(schema, 1000, seed=1), simulate(schema, 1000, seed=2))
+    large = report(schema, simulate(schema, 20_000, seed=1), simulate(schema, 20_000, seed=2))
+    assert small["method"] == "ks" and large["method"] == "psi"
+    assert small["drifted_features"] == [] and large["drifted_features"] == []
+
+
+@pytest.mark.parametrize("rows", [600, 20_000])
+def test_covariate_shift_is_flagged_on_every_feature(schema, rows):
+    result = report(schema, simulate(schema, rows, seed=1), simulate(schema, rows, "covariate", 1.0, seed=2))
+    assert result["drifted_features"] == schema.feature_names and result["share_drifted"] == 1.0
+
+
+def test_concept_drift_leaves_features_alone(schema):
+    result = report(schema, simulate(schema, 3000, seed=1), simulate(schema, 3000, "concept", 1.0, seed=2))
+    assert result["drifted_features"] == []
+
+
+def test_label_mix_change_is_measured(schema):
+    reference = simulate(schema, 3000, seed=1)
+    skewed = reference[reference[schema.label] != "setosa"]
+    assert report(schema, reference, skewed)["label"]["pvalue"] < 1e-6
+
+
+def outcomes(n_both, n_only_challenger, n_only_champion, n_neither):
+    y = np.zeros(n_both + n_only_challenger + n_only_champion + n_neither, dtype=int)
+    challenger = np.concatenate([np.zeros(n_both + n_only_challenger), np.ones(n_only_champion + n_neither)])
+    champion = np.concatenate([np.zeros(n_both), np.ones(n_only_challenger), np.zeros(n_only_champion),
+                               np.ones(n_neither)])
+    return y, challenger.astype(int), champion.astype(int)
+
+
+def test_no_champion_promotes_only_above_the_floor():
+    y = np.zeros(100, dtype=int)
+    assert decide(y, np.zeros(100, dtype=int), None, DECISION)["decision"] == "promote"
+    worse = np.r_[np.zeros(50), np.ones(50)].astype(int)
+    result = decide(y, worse, None, DECISION)
+    assert result["decision"] == "reject" and "below the minimum" in result["reason"]
+
+
+def test_clear_significant_improvement_promotes():
+    result = decide(*outcomes(300, 60, 5, 35), DECISION)
+    assert result["decision"] == "promote" and result["mcnemar"]["pvalue"] < 1e-6
+    low, high = result["bootstrap_ci95"]
+    assert low < result["improvement"] < high and low > 0
+
+
+def test_small_improvement_on_one_split_is_not_enough():
+    # Challenger is right on 3 more rows out of 400: greater, but not by the margin nor significantly.
+    result = decide(*outcomes(350, 5, 2, 43), DECISION)
+    assert result["improvement"] > 0 and result["decision"] == "reject"
+    assert "below the required margin" in result["reason"]
+
+
+def test_margin_met_but_not_significant_is_rejected():
+    result = decide(*outcomes(30, 4, 1, 5), DECISION)  # +7.5% on 40 rows, McNemar p = 0.375
+    assert result["improvement"] >= DECISION["min_improvement"] and result["decision"] == "reject"
+    assert "not significant" in result["reason"]
+
+
+def test_worse_challenger_is_rejected():
+    assert decide(*outcomes(300, 5, 60, 35), DECISION)["decision"] == "reject"
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 200), st.integers(0, 50), st.integers(0, 50), st.integers(0, 100))
+def test_mcnemar_and_bootstrap_agree_with_counts(both, only_a, only_b, neither):
+    if both + only_a + only_b + neither == 0:
+        return
+    y, a, b = outcomes(both, only_a, only_b, neither)
+    test = mcnemar_exact(a == y, b == y)
+    assert (test["only_challenger_right"], test["only_champion_right"]) == (only_a, only_b)
+    assert 0 <= test["pvalue"] <= 1
+    low, high = bootstrap_ci(a == y, b == y, 200, seed=1)
+    assert -1 <= low <= high <= 1
+    if only_a == only_b == 0:
+        assert low == high == 0
+    if only_b == 0:
+        assert low >= 0  # the challenger is never wrong where the champion is right
+
+
+def test_frames_with_missing_label_column_still_report_feature_drift(schema):
+    current = simulate(schema, 500, seed=3).drop(columns=[schema.label])
+    reference = simulate(schema, 500, seed=4).drop(columns=[schema.label])
+    result = drift_report(reference, current, schema.feature_names, schema.label, list(schema.classes), DRIFT)
+    assert result["label"] is None and set(result["features"]) == set(schema.feature_names)

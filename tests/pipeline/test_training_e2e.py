@@ -1,0 +1,160 @@
+"""End to end through the CLI: kfp.local training runs against a real MLflow server.
+
+The scenario the product exists for: train on clean data -> a clean batch does
+not displace the champion -> a concept-drift batch degrades it -> retraining
+promotes a challenger that beats the old champion on the drifted data.
+"""
+
+from __future__ import annotations
+
+import time
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from .helpers import run_cli, tree_snapshot
+
+pytestmark = pytest.mark.slow
+
+DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
+
+
+def stage(volume, partition, rows, seed, drift="none", severity=1.0):
+    root = volume.root
+    run_cli("simulate", "--data-root", root, "--partition", partition, "--rows", rows, "--seed", seed,
+            "--drift", drift, "--severity", severity)
+    run_cli("ingest", "--data-root", root, "--partition", partition)
+    return run_cli("split", "--data-root", root, "--partition", partition).json["run_key"]
+
+
+def test_continuous_training_scenario(volume, tracking, model_name):
+    client = MlflowClient(tracking)
+    root, name = volume.root, ["--model-name", model_name]
+
+    # Day 1: no champion yet.
+    rk1 = stage(volume, DAYS[0], 1500, seed=1)
+    detect1 = run_cli("detect", "--data-root", root, "--run-key", rk1, *name).json
+    assert detect1["champion"] is None and detect1["degraded_by_definition"] and "no champion" in detect1["reason"]
+    train1 = run_cli("train-local", "--data-root", root, "--run-key", rk1, *name,
+                     "--dag-id", "continuous_training", "--dag-run-id", "manual__1").json
+    assert train1["decision"] == "promote" and train1["champion_version"] is None and train1["kfp_run_id"]
+    reg1 = run_cli("register", "--data-root", root, "--run-key", rk1, *name,
+                   "--dag-id", "continuous_training", "--dag-run-id", "manual__1").json
+    assert reg1["created"] and reg1["version"] == "1" and reg1["champion_version"] == "1"
+    after_promotion_1 = int(time.time() * 1000)
+
+    v1 = client.get_model_version(model_name, "1")
+    assert v1.tags["run_key"] == rk1 and v1.tags["decision"] == "promote"
+    for tag in ("data_fingerprint", "config_hash", "code_version", "kfp_run_id", "test_accuracy", "partition"):
+        assert v1.tags[tag], tag
+    assert v1.tags["airflow_dag_id"] == "continuous_training" and v1.tags["airflow_run_id"] == "manual__1"
+    assert v1.tags["kfp_run_id"] == train1["kfp_run_id"]
+    training_run = client.get_run(v1.run_id)
+    assert training_run.data.metrics["test_accuracy"] > 0.9
+    assert training_run.data.tags["run_key"] == rk1
+    assert [i.dataset.digest for i in training_run.inputs.dataset_inputs]  # the dataset and its fingerprint
+
+    # The model is logged so that a serving runtime can load it: signature with column names, an input example.
+    model_info = mlflow.models.get_model_info(f"models:/{model_name}/1")
+    assert [c.name for c in model_info.signature.inputs.inputs] == \
+        ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    assert model_info.saved_input_example_info
+
+    # Register again with the same run key: nothing changes.
+    assert not run_cli("register", "--data-root", root, "--run-key", rk1, *name).json["created"]
+    assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
+
+    # Day 2: more clean data; the challenger is no better, so it is registered but not promoted.
+    rk2 = stage(volume, DAYS[1], 1500, seed=2)
+    detect2 = run_cli("detect", "--data-root", root, "--run-key", rk2, *name).json
+    assert detect2["champion"]["version"] == "1" and detect2["fresh_metrics"]["accuracy"] > 0.9
+    assert detect2["drift"]["drifted_features"] == []
+    train2 = run_cli("train-local", "--data-root", root, "--run-key", rk2, *name).json
+    assert train2["decision"] == "reject" and train2["champion_version"] == "1"
+    reg2 = run_cli("register", "--data-root", root, "--run-key", rk2, *name).json
+    assert reg2["version"] == "2" and reg2["promotion"] is None and reg2["champion_version"] == "1"
+    assert client.get_model_version_by_alias(model_name, "challenger").version == "2"
+    assert client.get_model_version_by_alias(model_name, "champion").version == "1"
+    assert client.get_model_version(model_name, "2").tags["decision"] == "reject"
+
+    # Day 3: concept drift. detect shows the drop; retraining promotes a better model.
+    rk3 = stage(volume, DAYS[2], 1500, seed=3, drift="concept", severity=1.0)
+    detect3 = run_cli("detect", "--data-root", root, "--run-key", rk3, *name).json
+    assert detect3["fresh_metrics"]["accuracy"] < 0.2 < detect2["fresh_metrics"]["accuracy"] - 0.5
+    train3 = run_cli("train-local", "--data-root", root, "--run-key", rk3, *name).json
+    assert train3["decision"] == "promote" and train3["mcnemar"]["pvalue"] < 0.05
+    reg3 = run_cli("register", "--data-root", root, "--run-key", rk3, *name).json
+    assert reg3["version"] == "3" and reg3["champion_version"] == "3"
+    assert reg3["promotion"]["previous_version"] == "1"
+
+    fresh = pd.read_parquet(volume.run_dir(rk3) / "fresh.parquet")
+    features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    new = mlflow.sklearn.load_model(f"models:/{model_name}@champion")
+    old = mlflow.sklearn.load_model(f"models:/{model_name}/1")
+    new_acc = np.mean(new.predict(fresh[features]) == fresh["species"])
+    old_acc = np.mean(old.predict(fresh[features]) == fresh["species"])
+    assert new_acc > 0.9 > 0.2 > old_acc
+
+    # "Which version was champion at time T" is answered from MLflow's promotion record.
+    history = run_cli("champion-at", "--model-name", model_name, "--time", "now").json
+    assert history["champion_version"] == "3"
+    assert [(e["event"], e["version"]) for e in history["history"]] == [("promote", "1"), ("promote", "3")]
+    import datetime as dt
+
+    at = dt.datetime.fromtimestamp(after_promotion_1 / 1000, dt.timezone.utc).isoformat()
+    assert run_cli("champion-at", "--model-name", model_name, "--time", at).json["champion_version"] == "1"
+    before_any = run_cli("champion-at", "--model-name", model_name, "--time", "2000-01-01T00:00:00").json
+    assert before_any["champion_version"] is None
+    assert client.get_model_version(model_name, "1").tags["champion_until_ms"]
+
+
+def test_training_twice_with_one_run_key_reuses_the_run_and_registers_once(volume, schema, tracking, model_name):
+    """In-process (no kfp.local start-up cost): the same stage functions the components call."""
+    from mlpipeline.config import load_config
+    from mlpipeline.ingest import ingest_partition
+    from mlpipeline.register import register_run
+    from mlpipeline.simulate import simulate, to_csv_bytes
+    from mlpipeline.split import split_partition
+    from mlpipeline.training import decide_promotion, evaluate_models, train_challenger
+
+    volume.landing(DAYS[0]).mkdir(parents=True)
+    (volume.landing(DAYS[0]) / "b.csv").write_bytes(to_csv_bytes(simulate(schema, 600, seed=9)))
+    ingest_partition(volume, DAYS[0], schema)
+    rk = split_partition(volume, DAYS[0], schema, load_config())["run_key"]
+    first = train_challenger(volume, rk, model_name, {})
+    evaluate_models(volume, rk, model_name, first["run_id"])
+    decide_promotion(volume, rk)
+    assert register_run(volume, rk, model_name, {})["created"]
+
+    second = train_challenger(volume, rk, model_name, {})
+    assert second["reused"] and second["run_id"] == first["run_id"]
+    again = register_run(volume, rk, model_name, {})
+    assert not again["created"] and again["version"] == "1" and again["promotion"] is None
+    client = MlflowClient(tracking)
+    assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
+    runs = client.search_runs([client.get_experiment_by_name(model_name).experiment_id],
+                              f"tags.run_key = '{rk}' and tags.stage = 'train'")
+    assert len(runs) == 1
+    assert len(run_cli("champion-at", "--model-name", model_name).json["history"]) == 1
+
+
+def test_stages_fail_with_one_line_on_bad_input(volume, tracking, model_name, mlflow_server):
+    rk = stage(volume, DAYS[0], 300, seed=4)
+    before = tree_snapshot(volume.root / "curated")
+    cases = [
+        (["detect", "--data-root", volume.root, "--run-key", "rk-unknown"], "unknown run key rk-unknown"),
+        (["register", "--data-root", volume.root, "--run-key", rk], "decision.json: run the earlier stage first"),
+        (["train-local", "--data-root", volume.root, "--run-key", "nope"], "run nope has no split"),
+        (["detect", "--data-root", volume.root, "--run-key", rk, "--tracking-uri", "http://127.0.0.1:9"],
+         "http://127.0.0.1:9"),
+        (["champion-at", "--time", "yesterday"], "--time must be ISO 8601"),
+    ]
+    for args, message in cases:
+        result = run_cli(*args, "--model-name", model_name, check=False, env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+        assert result.returncode == 1 and result.stdout == "", args
+        assert message in result.error_line, (args, result.stderr[-2000:])
+    assert tree_snapshot(volume.root / "curated") == before
+    assert MlflowClient(mlflow_server).search_model_versions(f"name = '{model_name}'") == []
