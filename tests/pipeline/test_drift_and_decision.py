@@ -113,3 +113,20 @@ def test_frames_with_missing_label_column_still_report_feature_drift(schema):
     reference = simulate(schema, 500, seed=4).drop(columns=[schema.label])
     result = drift_report(reference, current, schema.feature_names, schema.label, list(schema.classes), DRIFT)
     assert result["label"] is None and set(result["features"]) == set(schema.feature_names)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["a", "b", "c", "zz"])), min_size=1,
+                max_size=80))
+def test_score_matches_sklearn(pairs):
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+    from mlpipeline.evaluate import score
+
+    y_true, y_pred = [t for t, _ in pairs], [p for _, p in pairs]
+    result = score(y_true, y_pred, ["a", "b", "c"])
+    assert result["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert result["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, labels=["a", "b", "c"], average="macro",
+                                                        zero_division=0))
+    recalls = recall_score(y_true, y_pred, labels=["a", "b", "c"], average=None, zero_division=0)
+    assert list(result["per_class_recall"].values()) == pytest.approx(list(recalls))

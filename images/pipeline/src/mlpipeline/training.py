@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.models import infer_signature
 
 from . import lineage
@@ -37,6 +40,16 @@ def _serving_requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{name}=={version(name)}" for name in ("scikit-learn", "skops", "numpy", "scipy", "pandas")]
+
+
+def _dataset(volume: DataVolume, run_key: str, name: str, frame: pd.DataFrame, manifest: dict) -> MetaDataset:
+    """The set's location, fingerprint and schema; not its rows (from_pandas profiles every row)."""
+    with warnings.catch_warnings():  # a local path matches two equivalent local source types
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(volume.run_dir(run_key) / f"{name}.parquet"))
+    return MetaDataset(source,
+                       name=f"{name}-{manifest['data_fingerprint']} ({len(frame)} rows)",
+                       digest=manifest["sets"][name]["fingerprint"], schema=infer_signature(frame.head(100)).inputs)
 
 
 def _existing_training_run(experiment_id: str, run_key: str):
@@ -71,12 +84,8 @@ def train_challenger(volume: DataVolume, run_key: str, model_name: str, context:
         predictions = model.predict(test[features])
         metrics = score(test[label], predictions, list(schema.classes))
         mlflow.log_metrics(_flat_metrics("test", metrics))
-        mlflow.log_input(mlflow.data.from_pandas(train, name=f"train-{manifest['data_fingerprint']}",
-                                                 targets=label, digest=manifest["sets"]["train"]["fingerprint"]),
-                         context="training")
-        mlflow.log_input(mlflow.data.from_pandas(test, name=f"test-{manifest['data_fingerprint']}",
-                                                 targets=label, digest=manifest["sets"]["test"]["fingerprint"]),
-                         context="evaluation")
+        for name, frame, context in (("train", train, "training"), ("test", test, "evaluation")):
+            mlflow.log_input(_dataset(volume, run_key, name, frame, manifest), context=context)
         reference = train.sample(n=min(len(train), config["reference_rows"]), random_state=config["split"]["seed"])
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
