@@ -32,7 +32,10 @@ $(PIPELINE)/.installed: $(PIPELINE_DIR)/requirements.txt $(PIPELINE_DIR)/require
 
 envs: $(PIPELINE)/.installed
 
-test: test-pipeline
+test: lint test-pipeline
+
+lint: $(PIPELINE)/.installed
+	$(PIPELINE)/bin/ruff check .
 
 test-pipeline: $(PIPELINE)/.installed
 	$(PIPELINE)/bin/python -m pytest tests/pipeline $(PYTEST_ARGS)
@@ -50,6 +53,7 @@ bench-pipeline: $(PIPELINE)/.installed
 	$(PIPELINE)/bin/python benchmarks/pipeline_stages.py $(BENCH_ARGS)
 
 lock: | $(UV)
+	$(UV) pip compile requirements.in --python-version 3.11 --no-header --annotation-style line -o requirements.txt
 	cd $(PIPELINE_DIR) && ../../$(UV) pip compile pyproject.toml --python-version 3.11 --no-header \
 	  --annotation-style line -o requirements.txt && ../../$(UV) pip compile requirements-dev.in \
 	  -c requirements.txt --python-version 3.11 --no-header --annotation-style line -o requirements-dev.txt

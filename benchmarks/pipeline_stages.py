@@ -34,7 +34,8 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
-    out, err = proc.stdout.read(), proc.stderr.read()
+    err = proc.stderr.read()
+    proc.stdout.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{err.decode()[-3000:]}")
     return wall, usage.ru_maxrss / 1024
@@ -60,8 +61,8 @@ def floor(root: Path, rows: int) -> dict[str, tuple[float, float]]:
 
 def start_mlflow(run_dir: Path, port: int) -> dict:
     env = {"RUN_DIR": str(run_dir), "MLFLOW_PORT": str(port)}
-    subprocess.run(["bash", str(REPO / "scripts/services.sh"), "start", "mlflow"], check=True, env={**os.environ, **env},
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(["bash", str(REPO / "scripts/services.sh"), "start", "mlflow"], check=True,
+                   env={**os.environ, **env}, stdout=subprocess.DEVNULL)
     return env
 
 

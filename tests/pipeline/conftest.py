@@ -43,9 +43,9 @@ def mlflow_server(tmp_path_factory) -> str:
         try:
             urllib.request.urlopen(f"{uri}/health", timeout=2)
             break
-        except OSError:
+        except OSError as exc:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}") from exc
             time.sleep(0.5)
     yield uri
     os.killpg(proc.pid, signal.SIGTERM)

@@ -25,17 +25,21 @@ def test_default_schema_describes_iris(schema):
         assert feature.min <= data[:, i].min() and data[:, i].max() <= feature.max
 
 
-@pytest.mark.parametrize("content, message", [
-    ("name: x\nfeatures: []\nlabel: {column: y, classes: [a, b]}\n", "needs features"),
-    ("name: x\nfeatures: [{name: a, min: 1, max: 0}]\nlabel: {column: y, classes: [a, b]}\n", "min < max"),
-    ("name: x\nfeatures: [{name: a, min: 0, max: 1}]\n", "missing or bad field"),
-    ("name: x\nfeatures: [{name: y, min: 0, max: 1}]\nlabel: {column: y, classes: [a, b]}\n", "duplicate column"),
-])
-def test_bad_schema_files_are_explained(tmp_path, content, message):
-    path = tmp_path / "schema.yaml"
+@pytest.mark.parametrize("loader, content, message", [
+    (load_schema, "name: x\nfeatures: []\nlabel: {column: y, classes: [a, b]}\n", "needs features"),
+    (load_schema, "name: x\nfeatures: [{name: a, min: 1, max: 0}]\nlabel: {column: y, classes: [a, b]}\n", "min < max"),
+    (load_schema, "name: x\nfeatures: [{name: a, min: 0, max: 1}]\n", "missing or bad field"),
+    (load_schema, "name: x\nfeatures: [{name: y, min: 0, max: 1}]\nlabel: {column: y, classes: [a, b]}\n",
+     "duplicate column"),
+    (load_config, "split: {test_size: 1.5}\n", "test_size must be between 0 and 1"),
+    (load_config, "window: last:x\n", "training window must be"),
+    (load_config, "- a\n- b\n", "must be a YAML mapping"),
+], ids=lambda v: getattr(v, "__name__", None))
+def test_bad_schema_and_config_files_are_explained(tmp_path, loader, content, message):
+    path = tmp_path / "file.yaml"
     path.write_text(content)
     with pytest.raises(PipelineError, match=message):
-        load_schema(path)
+        loader(path)
 
 
 def test_config_overrides_merge_and_change_the_hash(tmp_path):
@@ -45,18 +49,6 @@ def test_config_overrides_merge_and_change_the_hash(tmp_path):
     assert config["decision"]["min_improvement"] == 0.05 and config["decision"]["alpha"] == 0.05
     assert config_hash(config) != config_hash(load_config())
     assert load_config(window="all")["window"] == "all"
-
-
-@pytest.mark.parametrize("content, message", [
-    ("split: {test_size: 1.5}\n", "test_size must be between 0 and 1"),
-    ("window: last:x\n", "training window must be"),
-    ("- a\n- b\n", "must be a YAML mapping"),
-])
-def test_bad_config_files_are_explained(tmp_path, content, message):
-    path = tmp_path / "config.yaml"
-    path.write_text(content)
-    with pytest.raises(PipelineError, match=message):
-        load_config(path)
 
 
 def test_result_is_also_written_for_the_kpo_xcom_sidecar(volume, tmp_path):

@@ -54,8 +54,9 @@ def test_split_is_reproducible_and_the_run_key_is_derived(three_days, schema):
     assert first["run_key"] == second["run_key"] and first["run_key"].startswith("rk-")
     assert first["sets"] == second["sets"]
     for name in ("train", "test"):
-        pd.testing.assert_frame_equal(pd.read_parquet(three_days.run_dir(first["run_key"]) / f"{name}.parquet"),
-                                      pd.read_parquet(DataVolume(other_root).run_dir(first["run_key"]) / f"{name}.parquet"))
+        here = three_days.run_dir(first["run_key"]) / f"{name}.parquet"
+        there = DataVolume(other_root).run_dir(first["run_key"]) / f"{name}.parquet"
+        pd.testing.assert_frame_equal(pd.read_parquet(here), pd.read_parquet(there))
     # Another window is other data, hence another run key.
     assert split_partition(three_days, DAYS[2], schema, load_config(window="all"))["run_key"] != first["run_key"]
 

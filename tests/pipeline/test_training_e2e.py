@@ -104,11 +104,21 @@ def test_continuous_training_scenario(volume, tracking, model_name):
     assert [(e["event"], e["version"]) for e in history["history"]] == [("promote", "1"), ("promote", "3")]
     import datetime as dt
 
-    at = dt.datetime.fromtimestamp(after_promotion_1 / 1000, dt.timezone.utc).isoformat()
+    at = dt.datetime.fromtimestamp(after_promotion_1 / 1000, dt.UTC).isoformat()
     assert run_cli("champion-at", "--model-name", model_name, "--time", at).json["champion_version"] == "1"
     before_any = run_cli("champion-at", "--model-name", model_name, "--time", "2000-01-01T00:00:00").json
     assert before_any["champion_version"] is None
     assert client.get_model_version(model_name, "1").tags["champion_until_ms"]
+
+    # A rollback is recorded like a promotion; an unknown version is refused and changes nothing.
+    refused = run_cli("rollback", "--model-name", model_name, "--to-version", "9", "--reason", "x", check=False)
+    assert refused.returncode == 1 and f"{model_name} has no version '9'" in refused.error_line
+    assert client.get_model_version_by_alias(model_name, "champion").version == "3"
+    rolled = run_cli("rollback", "--model-name", model_name, "--to-version", "1", "--reason", "smoke test failed").json
+    assert rolled["event"] == "rollback" and rolled["previous_version"] == "3"
+    assert client.get_model_version_by_alias(model_name, "champion").version == "1"
+    events = run_cli("champion-at", "--model-name", model_name).json["history"]
+    assert [(e["event"], e["version"], e["reason"]) for e in events][-1] == ("rollback", "1", "smoke test failed")
 
 
 def test_training_twice_with_one_run_key_reuses_the_run_and_registers_once(volume, schema, tracking, model_name):

@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     _context(p)
     p.add_argument("--kfp-run-id", default="", help="KFP run id (default: the one the training run recorded)")
 
+    p = sub.add_parser("rollback", help="move champion back to an earlier version, recorded like a promotion")
+    p.add_argument("--to-version", required=True, help="the registry version to serve again")
+    p.add_argument("--reason", required=True, help="why (recorded with the event)")
+    p.add_argument("--model-name", default=os.environ.get("MLPIPELINE_MODEL_NAME", DEFAULT_MODEL))
+    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""))
+    _context(p)
+
     p = sub.add_parser("champion-at", help="which version was champion at a time, from the promotion record")
     p.add_argument("--time", default="now", help="ISO 8601 time (default: now)")
     p.add_argument("--model-name", default=os.environ.get("MLPIPELINE_MODEL_NAME", DEFAULT_MODEL))
@@ -170,15 +177,25 @@ def cmd_champion_at(args) -> dict:
 
     _use_tracking(args)
     try:
-        when = dt.datetime.now(dt.timezone.utc) if args.time == "now" else dt.datetime.fromisoformat(args.time)
+        when = dt.datetime.now(dt.UTC) if args.time == "now" else dt.datetime.fromisoformat(args.time)
     except ValueError as exc:
         raise PipelineError(f"--time must be ISO 8601 (e.g. 2026-11-27T12:00:00+00:00), got {args.time!r}") from exc
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     registry = Registry(args.model_name)
     at_ms = int(when.timestamp() * 1000)
     return {"model_name": args.model_name, "time": when.isoformat(), "champion_version": registry.champion_at(at_ms),
             "history": registry.champion_history()}
+
+
+def cmd_rollback(args) -> dict:
+    from .registry import Registry
+
+    _use_tracking(args)
+    registry = Registry(args.model_name)
+    version = registry.version(args.to_version)
+    context = {"airflow_dag_id": args.dag_id, "airflow_run_id": args.dag_run_id}
+    return {"model_name": args.model_name, **registry.move_champion(version, "rollback", args.reason, context)}
 
 
 def cmd_compile(args) -> dict:
@@ -190,8 +207,8 @@ def cmd_compile(args) -> dict:
 
 
 COMMANDS = {"simulate": cmd_simulate, "ingest": cmd_ingest, "split": cmd_split, "detect": cmd_detect,
-            "train-local": cmd_train_local, "register": cmd_register, "champion-at": cmd_champion_at,
-            "compile": cmd_compile}
+            "train-local": cmd_train_local, "register": cmd_register, "rollback": cmd_rollback,
+            "champion-at": cmd_champion_at, "compile": cmd_compile}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,7 +60,8 @@ def decide(y_true, challenger_pred, champion_pred, settings: dict, seed: int = 0
     elif not enough:
         reason = f"improvement {improvement:+.4f} is below the required margin {settings['min_improvement']}"
     else:
-        reason = f"improvement {improvement:+.4f} is not significant (McNemar p={test['pvalue']:.3g} >= {settings['alpha']})"
+        reason = (f"improvement {improvement:+.4f} is not significant "
+                  f"(McNemar p={test['pvalue']:.3g} >= {settings['alpha']})")
     return {
         "decision": "promote" if promote else "reject",
         "reason": reason,

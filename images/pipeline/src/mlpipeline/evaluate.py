@@ -34,5 +34,5 @@ def score(y_true, y_pred, classes: list[str]) -> dict:
         "rows": rows,
         "accuracy": float(right.sum() / rows) if rows else 0.0,
         "macro_f1": float(f1.mean()),
-        "per_class_recall": {c: float(r) for c, r in zip(classes, recall)},
+        "per_class_recall": {c: float(r) for c, r in zip(classes, recall, strict=True)},
     }

@@ -48,7 +48,7 @@ def _quarantine(volume: DataVolume, partition: str, source: Path, data: bytes, d
         "message": first.message,
         "violations": [v.as_dict() for v in result.violations],
         "notes": result.notes,
-        "quarantined_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "quarantined_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     reason_path = target.with_name(target.name + ".reason.json")
     if not reason_path.exists():
@@ -92,5 +92,6 @@ def ingest_partition(volume: DataVolume, partition: str, schema: DatasetSchema) 
     }
     if not curated_files:
         reasons = "; ".join(f"{q['file']}: {q['rule']}" for q in quarantined) or "no data files"
-        raise PipelineError(f"partition {partition} yielded no usable data ({reasons}); see {volume.quarantine(partition)}")
+        raise PipelineError(f"partition {partition} yielded no usable data ({reasons}); "
+                            f"see {volume.quarantine(partition)}")
     return summary

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from pathlib import Path
 
 import pandas as pd
 from mlflow import MlflowClient
@@ -50,13 +49,17 @@ class Registry:
     def champion(self) -> ModelVersion | None:
         return self.alias(CHAMPION)
 
-    def versions(self) -> list[ModelVersion]:
-        found = self.client.search_model_versions(f"name = '{self.name}'")
-        return sorted(found, key=lambda v: int(v.version))
+    def version(self, number: str) -> ModelVersion:
+        try:
+            return self.client.get_model_version(self.name, str(number))
+        except MlflowException as exc:
+            if _missing(exc):
+                raise PipelineError(f"{self.name} has no version {number!r}") from exc
+            raise
 
     def version_for_run_key(self, run_key: str) -> ModelVersion | None:
-        matches = [v for v in self.versions() if v.tags.get("run_key") == run_key]
-        return matches[0] if matches else None
+        found = self.client.search_model_versions(f"name = '{self.name}' and tags.run_key = '{run_key}'")
+        return min(found, key=lambda v: int(v.version)) if found else None
 
     def load_version(self, version: ModelVersion):
         import mlflow.sklearn

@@ -75,7 +75,8 @@ def _parse(doc: dict, origin: str) -> DatasetSchema:
         raise PipelineError(f"invalid dataset schema {origin}: duplicate column names")
     for f in schema.features:
         if f.dtype != "float64" or not f.min < f.max:
-            raise PipelineError(f"invalid dataset schema {origin}: feature {f.name!r} needs dtype float64 and min < max")
+            raise PipelineError(f"invalid dataset schema {origin}: feature {f.name!r} needs dtype float64 "
+                                "and min < max")
     return schema
 
 

@@ -32,7 +32,7 @@ class ClassGenerator:
     chols: np.ndarray  # (classes, features, features), Cholesky factors of the covariances
 
     @classmethod
-    def fit_iris(cls, n_features: int) -> "ClassGenerator":
+    def fit_iris(cls, n_features: int) -> ClassGenerator:
         iris = load_iris()
         logs = np.log(iris.data)
         if n_features != logs.shape[1]:
@@ -53,7 +53,7 @@ class ClassGenerator:
     def posterior_labels(self, logs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Draw labels from the original generator's P(class | x), equal priors."""
         loglik = np.empty((logs.shape[0], self.means.shape[0]))
-        for c, (mean, chol) in enumerate(zip(self.means, self.chols)):
+        for c, (mean, chol) in enumerate(zip(self.means, self.chols, strict=True)):
             z = np.linalg.solve(chol, (logs - mean).T)
             loglik[:, c] = -0.5 * (z * z).sum(axis=0) - np.log(np.diag(chol)).sum()
         post = np.exp(loglik - loglik.max(axis=1, keepdims=True))

@@ -29,10 +29,9 @@ def window_partitions(volume: DataVolume, partition: str, window: str) -> list[s
     return available[-int(window.split(":", 1)[1]):]
 
 
-def _read_partitions(volume: DataVolume, partitions: list[str], schema: DatasetSchema) -> tuple[pd.DataFrame, list[str]]:
+def _read_partitions(volume: DataVolume, partitions: list[str], schema: DatasetSchema) -> pd.DataFrame:
     files = [f for p in partitions for f in volume.curated_files(p)]
-    frames = [pq.read_table(f, columns=schema.columns).to_pandas() for f in files]
-    return pd.concat(frames, ignore_index=True), [f.name for f in files]
+    return pd.concat([pq.read_table(f, columns=schema.columns).to_pandas() for f in files], ignore_index=True)
 
 
 def describe(frame: pd.DataFrame, schema: DatasetSchema) -> dict:
@@ -57,14 +56,15 @@ def split_partition(volume: DataVolume, partition: str, schema: DatasetSchema, c
         existing = read_json(manifest_path)
         if (existing.get("data_fingerprint"), existing.get("config_hash")) != (data_fingerprint, cfg_hash):
             raise PipelineError(f"run key {run_key} already holds a split of other data or config "
-                                f"({existing.get('data_fingerprint')}/{existing.get('config_hash')}); use a new run key")
+                                f"({existing.get('data_fingerprint')}/{existing.get('config_hash')}); "
+                                "use a new run key")
         log.info("run %s already split; reusing %s", run_key, manifest_path)
         return {**existing, "reused": True}
 
     log.info("reading %d curated file(s) from %d partition(s) (%s)", len(window_files), len(partitions),
              config["window"])
-    window, _ = _read_partitions(volume, partitions, schema)
-    fresh, _ = _read_partitions(volume, [partition], schema)
+    window = _read_partitions(volume, partitions, schema)
+    fresh = _read_partitions(volume, [partition], schema)
     counts = window[schema.label].value_counts()
     test_size = config["split"]["test_size"]
     if counts.min() < 2 or round(len(window) * test_size) < len(counts):
@@ -86,7 +86,7 @@ def split_partition(volume: DataVolume, partition: str, schema: DatasetSchema, c
         "code_version": lineage.code_version(),
         "schema": schema.as_dict(),
         "sets": {name: describe(frame, schema) for name, frame in sets.items()},
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     write_json_atomic(run_dir / "config.json", config)
     write_json_atomic(manifest_path, manifest)

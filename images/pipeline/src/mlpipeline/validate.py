@@ -22,6 +22,7 @@ from .schema import DatasetSchema
 UTF8_BOM = b"\xef\xbb\xbf"
 MAX_LISTED = 20  # offending rows listed per violation; the count is always exact
 OTHER_DELIMITERS = (";", "\t", "|")
+MISSING_TOKENS = ["", "nan", "na", "n/a", "null", "none"]  # missing, not "non-numeric": non_finite reports them
 
 
 @dataclass
@@ -135,17 +136,15 @@ def _to_frame(data: bytes, names: list[str], schema: DatasetSchema) -> tuple[pd.
     frame = table.to_pandas()
     violations = []
     for column in schema.feature_names:
-        raw = frame[column]
-        numbers = pd.to_numeric(raw.str.strip(), errors="coerce")
-        not_numeric = numbers.isna().to_numpy() & ~raw.str.strip().str.lower().isin(
-            ["", "nan", "na", "n/a", "null", "inf", "-inf", "+inf", "infinity", "-infinity"]).to_numpy()
+        text = frame[column].str.strip()
+        numbers = pd.to_numeric(text, errors="coerce")  # parses inf and nan; the finiteness rule judges them
+        not_numeric = (numbers.isna() & ~text.str.lower().isin(MISSING_TOKENS)).to_numpy()
         if not_numeric.any():
             lines, count = _lines(not_numeric)
-            samples = sorted(set(raw[not_numeric].head(5)))
+            samples = sorted(set(frame[column][not_numeric].head(5)))
             violations.append(Violation("non_numeric", f"column {column!r} has non-numeric values such as {samples}",
                                         [column], lines, count))
-        frame[column] = numbers.mask(raw.str.strip().str.lower().isin(["inf", "+inf", "infinity"]), np.inf).mask(
-            raw.str.strip().str.lower().isin(["-inf", "-infinity"]), -np.inf)
+        frame[column] = numbers
     return frame, bad_count, violations
 
 
