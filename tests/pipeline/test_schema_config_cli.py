@@ -86,3 +86,14 @@ def test_compiled_pipeline_mounts_the_data_volume_and_installs_nothing():
     params = pipeline["root"]["inputDefinitions"]["parameters"]
     assert {"run_key", "data_root", "model_name", "mlflow_tracking_uri", "dag_id", "dag_run_id",
             "data_pvc"} <= set(params)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["simulate", "--data-root", "/tmp/x"], "the following arguments are required: --partition"),
+    (["simulate", "--data-root", "/tmp/x", "--partition", "2026-11-01", "--rows", "many"], "invalid int value"),
+    (["explode"], "invalid choice: 'explode'"),
+])
+def test_usage_errors_are_one_line(args, message):
+    result = run_cli(*args, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr

@@ -36,8 +36,15 @@ def _context(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dag-run-id", default="", help="Airflow DAG run id, recorded as lineage")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (`mlpipeline <stage>: error: ...`), like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlpipeline", description=__doc__)
+    parser = OneLineParser(prog="mlpipeline", description=__doc__)
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="stage")
 
