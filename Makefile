@@ -7,9 +7,11 @@ VENV := .venv
 UV := $(VENV)/bootstrap/bin/uv
 PIPELINE := $(VENV)/pipeline
 PIPELINE_DIR := images/pipeline
+SERVING := $(VENV)/serving
+SERVING_DIR := images/serving
 RUN := .run
 
-.PHONY: help test test-pipeline demo down envs lock compile-pipeline bench-pipeline lint clean
+.PHONY: help test test-pipeline test-serving demo down envs lock compile-pipeline bench-pipeline lint clean
 
 help:
 	@echo "make demo    run the continuous-training loop on the local target"
@@ -30,15 +32,24 @@ $(PIPELINE)/.installed: $(PIPELINE_DIR)/requirements.txt $(PIPELINE_DIR)/require
 	VIRTUAL_ENV=$(PIPELINE) $(UV) pip install --quiet --no-deps -e $(PIPELINE_DIR)
 	touch $@
 
-envs: $(PIPELINE)/.installed
+$(SERVING)/.installed: $(SERVING_DIR)/requirements.txt $(SERVING_DIR)/requirements-dev.txt $(SERVING_DIR)/pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(SERVING)
+	VIRTUAL_ENV=$(SERVING) $(UV) pip install --quiet --compile-bytecode -r $(SERVING_DIR)/requirements.txt -r $(SERVING_DIR)/requirements-dev.txt
+	VIRTUAL_ENV=$(SERVING) $(UV) pip install --quiet --no-deps -e $(SERVING_DIR)
+	touch $@
 
-test: lint test-pipeline
+envs: $(PIPELINE)/.installed $(SERVING)/.installed
+
+test: lint test-pipeline test-serving
 
 lint: $(PIPELINE)/.installed
 	$(PIPELINE)/bin/ruff check .
 
 test-pipeline: $(PIPELINE)/.installed
 	$(PIPELINE)/bin/python -m pytest tests/pipeline $(PYTEST_ARGS)
+
+test-serving: $(PIPELINE)/.installed $(SERVING)/.installed
+	$(SERVING)/bin/python -m pytest tests/serving $(PYTEST_ARGS)
 
 demo: $(PIPELINE)/.installed
 	bash scripts/demo.sh

@@ -35,11 +35,19 @@ def _flat_metrics(prefix: str, metrics: dict) -> dict[str, float]:
     return flat
 
 
-def _serving_requirements() -> list[str]:
-    """Pinned from this environment; stating them skips MLflow's slow requirement inference."""
+def model_logging_kwargs(model, features: pd.DataFrame) -> dict:
+    """How every model is logged: the serving image loads exactly this (skops format,
+    a signature naming the columns, an input example, pinned requirements)."""
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in ("scikit-learn", "skops", "numpy", "scipy", "pandas")]
+    example = features.head(5)
+    return {
+        "input_example": example,
+        "signature": infer_signature(example, model.predict(example)),
+        # Stating them skips MLflow's slow requirement inference.
+        "pip_requirements": [f"{name}=={version(name)}" for name in ("scikit-learn", "skops", "numpy", "scipy")],
+        "serialization_format": "skops",
+    }
 
 
 def _dataset(volume: DataVolume, run_key: str, name: str, frame: pd.DataFrame, manifest: dict) -> MetaDataset:
@@ -91,10 +99,7 @@ def train_challenger(volume: DataVolume, run_key: str, model_name: str, context:
             path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
             reference.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
-        example = test[features].head(5)
-        info = mlflow.sklearn.log_model(model, name="model", input_example=example,
-                                        signature=infer_signature(example, model.predict(example)),
-                                        pip_requirements=_serving_requirements())
+        info = mlflow.sklearn.log_model(model, name="model", **model_logging_kwargs(model, test[features]))
         mlflow.set_tag("model_uri", info.model_uri)
         result = {"run_id": run.info.run_id, "model_uri": info.model_uri, "reused": False,
                   "test_metrics": metrics}

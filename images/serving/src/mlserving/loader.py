@@ -1,0 +1,115 @@
+"""Load an MLflow-logged scikit-learn model directory and prove it predicts.
+
+The directory is exactly what `mlpipeline register` produced (MLmodel, the skops
+file, input_example.json): in a cluster KServe's storage initializer puts it in
+/mnt/models; locally the deploy backend downloads it. An optional registry.json
+beside MLmodel ({"name", "version", "run_id", "model_uri"}) names the registry
+version; without it the version is reported as "unregistered".
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from mlflow.models import Model as MLmodel
+
+REGISTRY_FILE = "registry.json"
+
+
+class ModelLoadError(Exception):
+    """The directory does not hold a model this server can serve; the message says why."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    estimator: object
+    features: tuple[str, ...]
+    classes: tuple[str, ...]
+    version: str
+    run_id: str
+    model_uri: str
+    source: str
+    loaded_at: float = field(default_factory=time.time)
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        return self.estimator.predict(rows)
+
+
+def _signature_features(meta: MLmodel, path: Path) -> tuple[str, ...]:
+    if meta.signature is None or meta.signature.inputs is None:
+        raise ModelLoadError(f"{path}: the MLmodel has no input signature; log the model with one")
+    names = meta.signature.inputs.input_names()
+    if not names or any(not isinstance(n, str) for n in names):
+        raise ModelLoadError(f"{path}: the input signature must name its columns, got {names}")
+    return tuple(names)
+
+
+def _strip_feature_names(estimator, features: tuple[str, ...]) -> None:
+    """The server validates names against the signature, then passes plain arrays.
+
+    sklearn would warn (slowly, on every call) that an array has no feature
+    names, so after checking they match the signature, the fitted names go.
+    """
+    steps = [s for _, s in getattr(estimator, "steps", [])] or [estimator]
+    for step in steps:
+        fitted = getattr(step, "feature_names_in_", None)
+        if fitted is not None:
+            if tuple(fitted) != features:
+                raise ModelLoadError(f"the estimator was fitted on {list(fitted)}, but the signature says "
+                                     f"{list(features)}")
+            del step.feature_names_in_
+
+
+def _probe_rows(path: Path, features: tuple[str, ...]) -> np.ndarray:
+    example = path / "input_example.json"
+    if example.exists():
+        doc = json.loads(example.read_text())
+        columns, data = doc.get("columns"), doc.get("data")
+        if columns and data:
+            index = [columns.index(f) for f in features]
+            return np.asarray(data, dtype=np.float64)[:, index]
+    return np.ones((1, len(features)))
+
+
+def load_model_dir(path: str | Path) -> LoadedModel:
+    """Load and check a model directory; raise ModelLoadError with the reason if it cannot serve."""
+    import mlflow.sklearn
+
+    path = Path(path)
+    if not (path / "MLmodel").is_file():
+        raise ModelLoadError(f"{path} has no MLmodel file: not an MLflow model directory")
+    try:
+        meta = MLmodel.load(str(path / "MLmodel"))
+    except Exception as exc:
+        raise ModelLoadError(f"{path}/MLmodel is unreadable: {exc}") from exc
+    if "sklearn" not in meta.flavors:
+        raise ModelLoadError(f"{path}: flavors {sorted(meta.flavors)} include no 'sklearn'")
+    features = _signature_features(meta, path)
+    try:
+        estimator = mlflow.sklearn.load_model(str(path))
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: the sklearn model failed to load: {type(exc).__name__}: {exc}") from exc
+    if not hasattr(estimator, "predict") or not hasattr(estimator, "classes_"):
+        raise ModelLoadError(f"{path}: the model is not a fitted classifier")
+    _strip_feature_names(estimator, features)
+    probe = _probe_rows(path, features)
+    try:
+        predicted = estimator.predict(probe)
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: the model failed a test prediction: {type(exc).__name__}: {exc}") from exc
+    if len(predicted) != len(probe):
+        raise ModelLoadError(f"{path}: a test prediction returned {len(predicted)} rows for {len(probe)}")
+    registry = json.loads((path / REGISTRY_FILE).read_text()) if (path / REGISTRY_FILE).exists() else {}
+    return LoadedModel(
+        estimator=estimator,
+        features=features,
+        classes=tuple(str(c) for c in estimator.classes_),
+        version=str(registry.get("version", "unregistered")),
+        run_id=str(registry.get("run_id") or meta.run_id or ""),
+        model_uri=str(registry.get("model_uri") or (f"models:/{meta.model_id}" if meta.model_id else "")),
+        source=str(path.resolve()),
+    )

@@ -1,0 +1,108 @@
+"""The KServe model: validated v1/v2 inference on the active model, and atomic swaps.
+
+Each request takes one reference to the active model at its start and uses it to
+the end, so a swap (a single attribute assignment, after the new model has
+loaded and passed a test prediction) never changes a request in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from pathlib import Path
+
+import numpy as np
+from kserve import Model
+from kserve.errors import InferenceError
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from .loader import LoadedModel, ModelLoadError, load_model_dir
+from .metrics import SWAPS, ModelMetrics
+from .validation import rows_from_v1, rows_from_v2
+
+log = logging.getLogger(__name__)
+
+
+class RegistryModel(Model):
+    def __init__(self, name: str, model_dir: str | Path, max_rows: int = 10_000, buckets=None):
+        super().__init__(name)
+        self.model_dir = Path(model_dir)
+        self.max_rows = max_rows
+        self.metrics = ModelMetrics(name, *([buckets] if buckets else []))
+        self._active: LoadedModel | None = None
+        self._swap_lock = threading.Lock()
+
+    @property
+    def active(self) -> LoadedModel:
+        return self._active
+
+    def load(self) -> bool:
+        self._activate(load_model_dir(self.model_dir))
+        self.ready = True
+        return True
+
+    def swap(self, model_dir: str | Path | None = None) -> dict:
+        """Load model_dir beside the active model, test it, then switch; on failure keep serving the old one."""
+        target = Path(model_dir) if model_dir else self.model_dir
+        with self._swap_lock:
+            previous = self._active
+            try:
+                candidate = load_model_dir(target)
+            except ModelLoadError:
+                SWAPS.labels(self.name, "rejected").inc()
+                raise
+            self._activate(candidate)
+            self.model_dir = target
+            SWAPS.labels(self.name, "swapped").inc()
+        log.info("%s: now serving version %s from %s (was %s)", self.name, candidate.version, target,
+                 previous.version if previous else None)
+        return {"name": self.name, "version": candidate.version, "run_id": candidate.run_id,
+                "source": candidate.source, "previous_version": previous.version if previous else None}
+
+    def _activate(self, model: LoadedModel) -> None:
+        previous = self._active
+        self.metrics.serving(model.version, model.run_id, model.features,
+                             (previous.version, previous.run_id) if previous else None)
+        self._active = model
+
+    def predict(self, payload, headers=None):
+        active = self._active
+        if isinstance(payload, InferRequest):
+            rows = rows_from_v2(payload.inputs, active.features, self.max_rows)
+        else:
+            rows = rows_from_v1(payload, active.features, self.max_rows)
+        try:
+            predicted = active.predict(rows)
+        except Exception as exc:
+            log.exception("%s v%s failed to predict", self.name, active.version)
+            raise InferenceError(f"model {self.name} version {active.version} failed to predict: {exc}") from exc
+        self.metrics.observe(active.version, rows, predicted)
+        labels = predicted.tolist() if isinstance(predicted, np.ndarray) else list(predicted)
+        if isinstance(payload, InferRequest):
+            output = InferOutput(name="predictions", shape=[len(labels)], datatype="BYTES", data=labels,
+                                 parameters={"content_type": "str"})
+            # parameters must be an object per the OIP spec (KServe would send null).
+            return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
+                                 model_version=active.version, infer_outputs=[output],
+                                 parameters={"run_id": active.run_id})
+        return {"predictions": labels, "model_version": active.version}
+
+    def get_input_types(self) -> list[dict]:
+        return [{"name": f, "datatype": "FP64", "shape": [-1]} for f in self._active.features]
+
+    def get_output_types(self) -> list[dict]:
+        return [{"name": "predictions", "datatype": "BYTES", "shape": [-1]}]
+
+    def metadata(self) -> dict:
+        active = self._active
+        return {
+            "name": self.name,
+            "versions": [active.version],
+            "platform": "sklearn_mlflow",
+            "inputs": self.get_input_types(),
+            "outputs": self.get_output_types(),
+            "parameters": {"registry_version": active.version, "run_id": active.run_id,
+                           "model_uri": active.model_uri, "classes": list(active.classes),
+                           "matrix_input": f"[N,{len(active.features)}] FP32/FP64, columns in input order"},
+        }

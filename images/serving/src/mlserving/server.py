@@ -1,0 +1,78 @@
+"""`mlserving`: serve an MLflow-logged model directory with KServe's ModelServer.
+
+    mlserving --model-dir DIR --model-name NAME --http-port PORT
+KServe's own flags (--http_port, --model_name, --workers, ...) work too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .loader import ModelLoadError
+
+
+def build_parser(kserve_parser) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlserving", parents=[kserve_parser], description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", "--model_dir", dest="model_dir", default="/mnt/models",
+                        help="MLflow model directory (KServe's storage initializer uses /mnt/models)")
+    parser.add_argument("--model-name", dest="model_name", help="alias of --model_name")
+    parser.add_argument("--http-port", dest="http_port", type=int, help="alias of --http_port")
+    parser.add_argument("--max-batch-rows", type=int, default=10_000, help="rows accepted per request")
+    parser.add_argument("--quiet-access-log", action="store_true",
+                        help="no per-request access log lines (faster under load)")
+    return parser
+
+
+def make_server(model_name: str, model_dir: str, http_port: int, max_rows: int = 10_000, **server_args):
+    """The ModelServer with our model loaded and our routes installed on KServe's app."""
+    from kserve import ModelServer
+    from kserve.model_server import app
+
+    from . import routes
+    from .model import RegistryModel
+
+    model = RegistryModel(model_name, model_dir, max_rows=max_rows)
+    model.load()
+    routes.install(app, {model_name: model})
+    server = ModelServer(http_port=http_port, enable_grpc=False, **server_args)
+    return server, model, app
+
+
+def create_app(server, model):
+    """The FastAPI app ModelServer.start() would serve, without starting it (for in-process clients)."""
+    from kserve.model_server import FASTAPI_APP_IMPORT_STRING
+    from kserve.protocol.rest.server import RESTServer
+
+    server.register_model(model)
+    rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension,
+                      server.http_port)
+    rest.create_application()
+    from kserve.model_server import app
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kserve.model_server import parser as kserve_parser
+
+    args = build_parser(kserve_parser).parse_args(argv)
+    if not args.model_name:
+        print("mlserving: error: --model-name is required", file=sys.stderr)
+        return 2
+    try:
+        server, model, _ = make_server(args.model_name, args.model_dir, args.http_port, args.max_batch_rows,
+                                       workers=args.workers)
+    except ModelLoadError as exc:
+        print(f"mlserving: error: {exc}", file=sys.stderr)
+        return 1
+    if args.quiet_access_log:
+        logging.getLogger("uvicorn.access").disabled = True
+    server.start([model])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Fixtures for the serving layer: real model directories (made by the pipeline environment),
+the server in-process (FastAPI TestClient over KServe's app) and on a real port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+PIPELINE_PYTHON = REPO / ".venv/pipeline/bin/python"
+OIP_SPEC = REPO.parent / "shared/reference/open-inference-protocol-rest-v2.yaml"
+MODEL = "iris"
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("models")
+    subprocess.run([str(PIPELINE_PYTHON), str(Path(__file__).with_name("make_models.py")), str(out)], check=True,
+                   capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def served(model_dirs):
+    """One in-process server per test session: KServe's FastAPI app is a module-level global."""
+    from fastapi.testclient import TestClient
+
+    from mlserving.server import create_app, make_server
+
+    server, model, _ = make_server(MODEL, str(model_dirs / "good-v1"), http_port=0)
+    client = TestClient(create_app(server, model), raise_server_exceptions=False)
+    return client, model
+
+
+@pytest.fixture
+def client(served, model_dirs):
+    client, model = served
+    if model.active.version != "1":
+        model.swap(model_dirs / "good-v1")
+    return client
+
+
+@pytest.fixture(scope="session")
+def oip():
+    spec = yaml.safe_load(OIP_SPEC.read_text())
+    from openapi_schema_validator import OAS30Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT4
+
+    registry = Registry().with_resource("spec", Resource.from_contents(spec, default_specification=DRAFT4))
+
+    def check(schema_name: str, document: dict) -> None:
+        schema = {"$ref": f"spec#/components/schemas/{schema_name}"}
+        OAS30Validator(schema, registry=registry).validate(document)
+
+    return check
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(model_dirs, tmp_path):
+    """`mlserving` as users start it, on a real port."""
+    port = free_port()
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlserving"), "--model-dir", str(model_dirs / "good-v1"),
+                             "--model-name", MODEL, "--http-port", str(port), "--quiet-access-log"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError((tmp_path / "server.log").read_text()[-3000:])
+        time.sleep(0.2)
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+    log.close()

@@ -1,0 +1,155 @@
+"""Every v2/v1 endpoint in-process, checked against the Open Inference Protocol spec."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import MODEL
+
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.4, 3.2, 4.5, 1.5], [6.3, 3.3, 6.0, 2.5]]
+EXPECTED = ["setosa", "versicolor", "virginica"]
+
+
+def matrix_request(rows=ROWS, **extra):
+    return {"inputs": [{"name": "features", "shape": [len(rows), 4], "datatype": "FP32", "data": rows}], **extra}
+
+
+def per_feature_request(rows=ROWS):
+    return {"inputs": [{"name": f, "shape": [len(rows)], "datatype": "FP64", "data": [r[i] for r in rows]}
+                       for i, f in enumerate(FEATURES)]}
+
+
+def test_server_health_and_metadata(client, oip):
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    server = client.get("/v2").json()
+    oip("metadata_server_response", server)
+    assert server["name"] and server["version"]
+
+
+def test_model_metadata_reports_version_run_and_signature(client, oip):
+    meta = client.get(f"/v2/models/{MODEL}").json()
+    oip("metadata_model_response", meta)
+    assert meta["versions"] == ["1"]
+    assert meta["parameters"]["registry_version"] == "1" and meta["parameters"]["run_id"] == "run-1"
+    assert [i["name"] for i in meta["inputs"]] == FEATURES
+    assert client.get(f"/v2/models/{MODEL}/ready").json() == {"name": MODEL, "ready": True}
+
+
+@pytest.mark.parametrize("body", [matrix_request(), per_feature_request(), matrix_request(id="req-7")],
+                         ids=["matrix", "per-feature", "with-id"])
+def test_v2_infer(client, oip, body):
+    response = client.post(f"/v2/models/{MODEL}/infer", json=body)
+    assert response.status_code == 200, response.text
+    doc = response.json()
+    oip("inference_response", doc)
+    assert doc["model_name"] == MODEL and doc["model_version"] == "1"
+    assert doc["outputs"][0]["data"] == EXPECTED and doc["outputs"][0]["shape"] == [3]
+    assert doc["id"] == body.get("id", doc["id"]) and doc["id"]
+
+
+def test_v2_request_is_valid_per_spec(oip):
+    oip("inference_request", matrix_request())
+    oip("inference_request", per_feature_request())
+
+
+@pytest.mark.parametrize("body", [{"instances": ROWS},
+                                  {"instances": [dict(zip(FEATURES, r, strict=True)) for r in ROWS]}],
+                         ids=["lists", "objects"])
+def test_v1_predict(client, body):
+    response = client.post(f"/v1/models/{MODEL}:predict", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == EXPECTED
+
+
+def test_v1_model_listing_and_readiness(client):
+    assert client.get("/v1/models").json() == {"models": [MODEL]}
+    assert client.get(f"/v1/models/{MODEL}").json() == {"name": MODEL, "ready": True}
+
+
+BAD = {
+    "no inputs": ({"inputs": []}, "no inputs"),
+    "wrong shape": (matrix_request([[5.1, 3.5, 1.4]]), "shape [1, 4] needs 4 values, got 3"),
+    "wrong width": ({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]},
+                    "expected [N, 4]"),
+    "strings": (matrix_request([[5.1, "wide", 1.4, 0.2]]), "data must be numbers"),
+    "nan literal string": (matrix_request([[5.1, "NaN", 1.4, 0.2]]), "data must be numbers"),
+    "wrong datatype": ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "INT64", "data": [5, 3, 1, 0]}]},
+                       "datatype INT64 is not accepted"),
+    "bytes datatype": ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BYTES", "data": ["a"] * 4}]},
+                       "datatype BYTES"),
+    "missing feature": ({"inputs": per_feature_request()["inputs"][:3]}, "missing inputs ['petal_width']"),
+    "unknown feature": ({"inputs": [*per_feature_request()["inputs"],
+                                    {"name": "colour", "shape": [3], "datatype": "FP32", "data": [1, 2, 3]}]},
+                        "unknown inputs ['colour']"),
+    "ragged features": ({"inputs": [*per_feature_request()["inputs"][:3],
+                                    {"name": "petal_width", "shape": [2], "datatype": "FP32", "data": [1, 2]}]},
+                        "different lengths"),
+    "empty batch": (matrix_request([]) | {"inputs": [{"name": "x", "shape": [0, 4], "datatype": "FP32", "data": []}]},
+                    "no rows"),
+    "huge batch": ({"inputs": [{"name": "x", "shape": [10_001, 4], "datatype": "FP32",
+                                "data": [1.0] * 40_004}]}, "the limit is 10000"),
+    "negative shape": ({"inputs": [{"name": "x", "shape": [-1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
+                       "non-negative"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_v2_payloads_get_400_with_the_reason(client, name):
+    body, message = BAD[name]
+    response = client.post(f"/v2/models/{MODEL}/infer", json=body)
+    assert response.status_code == 400, (response.status_code, response.text)
+    assert message in response.json()["error"]
+    assert client.post(f"/v2/models/{MODEL}/infer", json=matrix_request()).status_code == 200
+
+
+@pytest.mark.parametrize("path, kwargs, status, message", [
+    (f"/v2/models/{MODEL}/infer", {"content": b'{"inputs": [', "headers": {"content-type": "application/json"}},
+     422, "JSON decode error"),
+    (f"/v2/models/{MODEL}/infer", {"content": b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", '
+                                              b'"data": [5.1, 1e400, 1.0, 1.0]}]}',
+                                   "headers": {"content-type": "application/json"}}, 400, "NaN or infinite"),
+    (f"/v2/models/{MODEL}/infer", {"content": b"sepal_length=5", "headers": {"content-type": "text/plain"}}, 400, ""),
+    (f"/v2/models/{MODEL}/infer", {"json": {"inputs": "five"}}, 422, ""),
+    ("/v2/models/tulip/infer", {"json": matrix_request()}, 404, "tulip"),
+    (f"/v1/models/{MODEL}:predict", {"json": {"rows": ROWS}}, 400, "a v1 request is"),
+    (f"/v1/models/{MODEL}:predict", {"json": {"instances": [[1, 2, 3]]}}, 400, "expected [N, 4]"),
+    (f"/v1/models/{MODEL}:predict", {"json": {"instances": [{"sepal_length": 1}]}}, 400, "missing"),
+    (f"/v1/models/{MODEL}:predict", {"json": {"instances": [[1, 2, 3, None]]}}, 400, "data must be numbers"),
+    ("/v1/models/tulip:predict", {"json": {"instances": ROWS}}, 404, "tulip"),
+])
+def test_malformed_requests_get_4xx_and_the_server_keeps_serving(client, path, kwargs, status, message):
+    response = client.post(path, **kwargs)
+    assert 400 <= response.status_code < 500 and response.status_code == status, (response.status_code, response.text)
+    assert message in response.text
+    assert client.post(f"/v2/models/{MODEL}/infer", json=matrix_request()).status_code == 200
+
+
+def scrape(client) -> dict[str, float]:
+    values = {}
+    for line in client.get("/metrics").text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            values[key] = float(value)
+    return values
+
+
+def test_metrics_move_with_requests(client):
+    before = scrape(client)
+    client.post(f"/v2/models/{MODEL}/infer", json=matrix_request())
+    client.post(f"/v2/models/{MODEL}/infer", json=BAD["strings"][0])
+    after = scrape(client)
+
+    def delta(key):
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta(f'mlserving_requests_total{{model="{MODEL}",outcome="ok",version="1"}}') == 1
+    assert delta(f'mlserving_requests_total{{model="{MODEL}",outcome="client_error",version="1"}}') == 1
+    for cls in EXPECTED:
+        assert delta(f'mlserving_predicted_class_total{{model="{MODEL}",predicted_class="{cls}",version="1"}}') == 1
+    assert delta(f'mlserving_feature_value_count{{feature="petal_length",model="{MODEL}"}}') == 3
+    assert delta(f'mlserving_feature_value_bucket{{feature="petal_length",le="1.5",model="{MODEL}"}}') == 1
+    assert delta(f'mlserving_feature_value_sum{{feature="sepal_length",model="{MODEL}"}}') == pytest.approx(17.8)
+    assert delta(f'request_predict_seconds_count{{model_name="{MODEL}"}}') >= 1
+    assert after[f'mlserving_model_info{{model="{MODEL}",run_id="run-1",version="1"}}'] == 1

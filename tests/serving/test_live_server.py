@@ -1,0 +1,105 @@
+"""`mlserving` on a real port: KServe's own REST client, and model swaps under load."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import httpx
+import numpy as np
+
+from .conftest import MODEL
+from .test_endpoints import ROWS, matrix_request
+
+
+def test_kserve_rest_client_talks_to_it(live_server):
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    async def run():
+        client = InferenceRESTClient(RESTConfig(protocol="v2", retries=0))
+        try:
+            assert await client.is_server_live(live_server)
+            assert await client.is_server_ready(live_server)
+            assert await client.is_model_ready(live_server, MODEL)
+            tensor = InferInput(name="features", shape=[3, 4], datatype="FP64")
+            tensor.set_data_from_numpy(np.asarray(ROWS, dtype=np.float64))
+            response = await client.infer(live_server, InferRequest(model_name=MODEL, infer_inputs=[tensor]),
+                                          model_name=MODEL)
+            return response
+        finally:
+            await client.close()
+
+    response = asyncio.run(run())
+    # KServe's client does not parse model_version back; the run id travels in parameters.
+    assert response.parameters["run_id"] == "run-1"
+    assert response.outputs[0].data == ["setosa", "versicolor", "virginica"]
+
+
+class Load(threading.Thread):
+    """A client sending requests back to back (bounded in count and time), recording every answer."""
+
+    def __init__(self, url: str, seconds: float = 60, max_requests: int = 20_000):
+        super().__init__(daemon=True)
+        self.url, self.deadline, self.max_requests = url, time.monotonic() + seconds, max_requests
+        self.stop = threading.Event()
+        self.answers: list[tuple[int, str | None]] = []
+
+    def run(self):
+        with httpx.Client(timeout=10) as client:
+            while not self.stop.is_set() and time.monotonic() < self.deadline and len(self.answers) < self.max_requests:
+                try:
+                    r = client.post(f"{self.url}/v2/models/{MODEL}/infer", json=matrix_request())
+                    self.answers.append((r.status_code, r.json().get("model_version")))
+                except httpx.HTTPError as exc:
+                    self.answers.append((0, repr(exc)))
+
+
+def load_model(url: str, model_dir) -> httpx.Response:
+    return httpx.post(f"{url}/v2/repository/models/{MODEL}/load", json={"parameters": {"model_dir": str(model_dir)}},
+                      timeout=120)
+
+
+def test_swaps_under_load_drop_nothing(live_server, model_dirs):
+    load = Load(live_server)
+    load.start()
+    while len(load.answers) < 20:
+        time.sleep(0.05)
+
+    good = load_model(live_server, model_dirs / "good-v2")
+    assert good.status_code == 200, good.text
+    assert good.json()["version"] == "2" and good.json()["previous_version"] == "1"
+    served_after_good = len(load.answers)
+    while len(load.answers) < served_after_good + 20:
+        time.sleep(0.05)
+
+    for broken in ("corrupt", "wrong-features", "does-not-exist"):
+        refused = load_model(live_server, model_dirs / broken)
+        assert refused.status_code == 422, refused.text
+        assert "still serving version 2" in refused.json()["error"]
+    served_after_broken = len(load.answers)
+    while len(load.answers) < served_after_broken + 20:
+        time.sleep(0.05)
+    load.stop.set()
+    load.join(timeout=30)
+
+    statuses = {status for status, _ in load.answers}
+    assert statuses == {200}, [a for a in load.answers if a[0] != 200][:5]
+    versions = [v for _, v in load.answers]
+    switch = versions.index("2")
+    assert set(versions[:switch]) == {"1"} and set(versions[switch:]) == {"2"}  # one clean switch, never back
+    # The drifted model answers differently on the same rows: the swap really took effect.
+    answer = httpx.post(f"{live_server}/v2/models/{MODEL}/infer", json=matrix_request()).json()
+    assert answer["model_version"] == "2" and answer["outputs"][0]["data"] != ["setosa", "versicolor", "virginica"]
+    metrics = httpx.get(f"{live_server}/metrics").text
+    assert f'mlserving_model_swaps_total{{model="{MODEL}",result="rejected"}} 3.0' in metrics
+    assert f'mlserving_model_info{{model="{MODEL}",run_id="run-2",version="2"}} 1.0' in metrics
+    assert f'mlserving_model_info{{model="{MODEL}",run_id="run-1",version="1"}} 0.0' in metrics
+
+
+def test_load_endpoint_rejects_bad_requests(live_server):
+    assert httpx.post(f"{live_server}/v2/repository/models/tulip/load").status_code == 404
+    bad = httpx.post(f"{live_server}/v2/repository/models/{MODEL}/load", content=b"{not json")
+    assert bad.status_code == 400 and "model_dir" in bad.json()["error"]
+    reload = httpx.post(f"{live_server}/v2/repository/models/{MODEL}/load")  # no body: reload the current dir
+    assert reload.status_code == 200 and reload.json()["version"] == "1"
