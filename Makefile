@@ -11,7 +11,7 @@ SERVING := $(VENV)/serving
 SERVING_DIR := images/serving
 RUN := .run
 
-.PHONY: help test test-pipeline test-serving demo down envs lock compile-pipeline bench-pipeline lint clean
+.PHONY: help test test-pipeline test-serving bench-serving demo down envs lock compile-pipeline bench-pipeline lint clean
 
 help:
 	@echo "make demo    run the continuous-training loop on the local target"
@@ -62,6 +62,15 @@ compile-pipeline: $(PIPELINE)/.installed
 
 bench-pipeline: $(PIPELINE)/.installed
 	$(PIPELINE)/bin/python benchmarks/pipeline_stages.py $(BENCH_ARGS)
+
+$(VENV)/mlserver/.installed: benchmarks/serving/requirements-mlserver.txt | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)/mlserver
+	VIRTUAL_ENV=$(VENV)/mlserver $(UV) pip install --quiet --compile-bytecode -r $<
+	touch $@
+
+bench-serving: $(PIPELINE)/.installed $(SERVING)/.installed $(VENV)/mlserver/.installed
+	command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
+	$(SERVING)/bin/python benchmarks/serving_throughput.py $(BENCH_ARGS)
 
 lock: | $(UV)
 	$(UV) pip compile requirements.in --python-version 3.11 --no-header --annotation-style line -o requirements.txt

@@ -106,12 +106,14 @@ def test_bad_v2_payloads_get_400_with_the_reason(client, name):
 
 @pytest.mark.parametrize("path, kwargs, status, message", [
     (f"/v2/models/{MODEL}/infer", {"content": b'{"inputs": [', "headers": {"content-type": "application/json"}},
-     422, "JSON decode error"),
+     400, "malformed JSON"),
     (f"/v2/models/{MODEL}/infer", {"content": b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", '
                                               b'"data": [5.1, 1e400, 1.0, 1.0]}]}',
-                                   "headers": {"content-type": "application/json"}}, 400, "NaN or infinite"),
+                                   "headers": {"content-type": "application/json"}}, 400, "infinity"),
     (f"/v2/models/{MODEL}/infer", {"content": b"sepal_length=5", "headers": {"content-type": "text/plain"}}, 400, ""),
-    (f"/v2/models/{MODEL}/infer", {"json": {"inputs": "five"}}, 422, ""),
+    (f"/v2/models/{MODEL}/infer", {"json": {"inputs": "five"}}, 400, "list (Open Inference Protocol v2)"),
+    (f"/v2/models/{MODEL}/infer", {"json": {"inputs": [{"name": "x", "data": [1]}]}}, 400, "needs name, shape"),
+    (f"/v2/models/{MODEL}/infer", {"json": [1, 2]}, 400, "JSON object"),
     ("/v2/models/tulip/infer", {"json": matrix_request()}, 404, "tulip"),
     (f"/v1/models/{MODEL}:predict", {"json": {"rows": ROWS}}, 400, "a v1 request is"),
     (f"/v1/models/{MODEL}:predict", {"json": {"instances": [[1, 2, 3]]}}, 400, "expected [N, 4]"),

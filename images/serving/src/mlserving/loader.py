@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from mlflow.models import Model as MLmodel
+
+from .fastpath import verified_fast_predict
 
 REGISTRY_FILE = "registry.json"
 
@@ -27,6 +30,7 @@ class ModelLoadError(Exception):
 @dataclass(frozen=True)
 class LoadedModel:
     estimator: object
+    predict: Callable[[np.ndarray], np.ndarray]  # sklearn's, or a verified numpy fold of it (fastpath.py)
     features: tuple[str, ...]
     classes: tuple[str, ...]
     version: str
@@ -34,9 +38,6 @@ class LoadedModel:
     model_uri: str
     source: str
     loaded_at: float = field(default_factory=time.time)
-
-    def predict(self, rows: np.ndarray) -> np.ndarray:
-        return self.estimator.predict(rows)
 
 
 def _signature_features(meta: MLmodel, path: Path) -> tuple[str, ...]:
@@ -106,6 +107,7 @@ def load_model_dir(path: str | Path) -> LoadedModel:
     registry = json.loads((path / REGISTRY_FILE).read_text()) if (path / REGISTRY_FILE).exists() else {}
     return LoadedModel(
         estimator=estimator,
+        predict=verified_fast_predict(estimator, probe),
         features=features,
         classes=tuple(str(c) for c in estimator.classes_),
         version=str(registry.get("version", "unregistered")),

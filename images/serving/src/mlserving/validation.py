@@ -7,10 +7,38 @@ one numpy conversion per tensor, one finiteness test for the batch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from kserve.errors import InvalidInput
 
 FLOAT_TYPES = {"FP16", "FP32", "FP64"}
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """An input tensor of a JSON v2 request (the fields KServe's InferInput exposes)."""
+
+    name: str
+    shape: list
+    datatype: str
+    data: object
+
+
+def tensors_from_json(doc) -> tuple[list[Tensor], str | None]:
+    """The inputs and id of a decoded v2 JSON body, checked for the OIP request structure."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
+        raise InvalidInput('the body must be a JSON object with an "inputs" list (Open Inference Protocol v2)')
+    tensors = []
+    for index, item in enumerate(doc["inputs"]):
+        if not isinstance(item, dict) or not {"name", "shape", "datatype", "data"} <= set(item):
+            raise InvalidInput(f"input {index} needs name, shape, datatype and data")
+        if not isinstance(item["name"], str) or not isinstance(item["shape"], list) or \
+                not isinstance(item["datatype"], str):
+            raise InvalidInput(f"input {index}: name and datatype must be strings and shape a list")
+        tensors.append(Tensor(item["name"], item["shape"], item["datatype"].upper(), item["data"]))
+    request_id = doc.get("id")
+    return tensors, request_id if isinstance(request_id, str) else None
 
 
 def _numbers(data, what: str) -> np.ndarray:

@@ -1,0 +1,170 @@
+"""Serving benchmark: our server vs a bare KServe ModelServer vs MLServer + MLflow runtime vs an ASGI floor.
+
+Same machine, same load generator (Debian's wrk, Lua body), each server pinned to core 0 and
+wrk to core 1, same requests (v2, one tensor per named feature, 1-row and 100-row), each
+measured twice; then 1-row requests on a single connection for p99. Prints requests/s,
+p50/p99 and ratios.   .venv/serving/bin/python benchmarks/serving_throughput.py [--seconds 10]
+Needs wrk (apt-get install wrk) and the benchmark-only .venv/mlserver (make bench-serving builds both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+VENV = REPO / ".venv"
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+def body(rows: int, pandas_codec: bool) -> str:
+    doc = {"inputs": [{"name": f, "shape": [rows], "datatype": "FP64", "data": [ROW[i] + 0.01 * (r % 7)
+                                                                              for r in range(rows)]}
+                      for i, f in enumerate(FEATURES)]}
+    if pandas_codec:  # MLServer's MLflow runtime decodes named columns into a DataFrame
+        doc["parameters"] = {"content_type": "pd"}
+    return json.dumps(doc)
+
+
+def lua(path: Path, payload: str) -> Path:
+    path.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                    f"wrk.body = [[{payload}]]\n")
+    return path
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"server not ready at {url}:\n{log.read_text()[-3000:]}")
+
+
+def start(name: str, cmd: list[str], ready_url: str, tmp: Path, cwd: Path | None = None) -> subprocess.Popen:
+    log = tmp / f"{name}.log"
+    proc = subprocess.Popen(["taskset", "-c", "0", *cmd], stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            cwd=cwd, start_new_session=True)
+    wait_ready(ready_url, proc, log)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def to_ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
+    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+                          "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = to_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = to_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": errors.group(1) if errors else ""}
+
+
+def servers(model_dir: Path, tmp: Path) -> dict:
+    mlserver_dir = tmp / "mlserver"
+    mlserver_dir.mkdir()
+    # parallel_workers=0: MLServer 1.7.1's worker pool dies at start with the uvloop it resolves
+    # ("There is no current event loop"), so inference runs in the server process.
+    (mlserver_dir / "settings.json").write_text(json.dumps({"http_port": 9102, "grpc_port": 9112,
+                                                            "metrics_port": 9122, "parallel_workers": 0}))
+    (mlserver_dir / "model-settings.json").write_text(json.dumps({
+        "name": "iris", "implementation": "mlserver_mlflow.MLflowRuntime", "parameters": {"uri": str(model_dir)}}))
+    return {
+        "ours": (9100, [str(VENV / "serving/bin/mlserving"), "--model-dir", str(model_dir), "--model-name", "iris",
+                        "--http-port", "9100", "--quiet-access-log"], None, False),
+        "kserve-bare": (9101, [str(VENV / "serving/bin/python"), str(HERE / "serving/bare_kserve.py"),
+                               str(model_dir), "9101"], None, False),
+        "mlserver-mlflow": (9102, [str(VENV / "mlserver/bin/mlserver"), "start", "."], mlserver_dir, True),
+        "asgi-floor": (9103, [str(VENV / "serving/bin/python"), str(HERE / "serving/floor_asgi.py"), "9103"], None,
+                       False),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--only", nargs="*", help="servers to run (default: all)")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is missing: apt-get install wrk")
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
+        tmp = Path(tmp)
+        subprocess.run([str(VENV / "pipeline/bin/python"), str(REPO / "tests/serving/make_models.py"), str(tmp)],
+                       check=True, capture_output=True)
+        model_dir = tmp / "good-v1"
+        for name, (port, cmd, cwd, pandas_codec) in servers(model_dir, tmp).items():
+            if args.only and name not in args.only:
+                continue
+            url = f"http://127.0.0.1:{port}/v2/models/iris/infer"
+            ready = f"http://127.0.0.1:{port}/v2/models/iris/ready" if name != "asgi-floor" else url
+            print(f"{name} ...", file=sys.stderr, flush=True)
+            proc = start(name, cmd, ready, tmp, cwd)
+            try:
+                scripts = {rows: lua(tmp / f"{name}-{rows}.lua", body(rows, pandas_codec)) for rows in (1, 100)}
+                check = httpx.post(url, content=body(1, pandas_codec), headers={"content-type": "application/json"})
+                assert check.status_code == 200, check.text
+                wrk(url, scripts[1], 8, 2)  # warm-up
+                results[name] = {f"{rows}-row run {i}": wrk(url, scripts[rows], 8, args.seconds)
+                                 for rows in (1, 100) for i in (1, 2)}
+                results[name]["1-row single connection"] = wrk(url, scripts[1], 1, args.seconds)
+            finally:
+                stop(proc)
+    report(results)
+
+
+def report(results: dict) -> None:
+    print(f"\n{'server':<16} {'mix':<24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for name, runs in results.items():
+        for mix, r in runs.items():
+            print(f"{name:<16} {mix:<24} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} "
+                  f"{r['non2xx'] or r['socket_errors'] or 0:>7}")
+
+    def best(name, rows):
+        return max(results[name][f"{rows}-row run {i}"]["rps"] for i in (1, 2)) if name in results else None
+
+    print()
+    for rows in (1, 100):
+        ours = best("ours", rows)
+        for other in ("kserve-bare", "mlserver-mlflow", "asgi-floor"):
+            theirs = best(other, rows)
+            if ours and theirs:
+                print(f"{rows:>3}-row, 8 connections: ours / {other:<16} = {ours / theirs:5.2f}x")
+    if "ours" in results:
+        print(f"ours, 1-row single connection p99: {results['ours']['1-row single connection']['p99']:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
