@@ -18,6 +18,7 @@ help:
 	@echo "make test    create the environments and run the whole test suite"
 	@echo "make down    stop every service the demo started"
 	@echo "make bench-pipeline   stage benchmark (10k, 100k, 1M rows) against a bare-script floor"
+	@echo "make bench-serving    serving throughput: ours vs bare KServe vs MLServer+MLflow vs an ASGI floor"
 
 $(UV):
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -74,6 +75,9 @@ bench-serving: $(PIPELINE)/.installed $(SERVING)/.installed $(VENV)/mlserver/.in
 
 lock: | $(UV)
 	$(UV) pip compile requirements.in --python-version 3.11 --no-header --annotation-style line -o requirements.txt
+	cd $(SERVING_DIR) && ../../$(UV) pip compile pyproject.toml --python-version 3.11 --no-header \
+	  --annotation-style line -o requirements.txt && ../../$(UV) pip compile requirements-dev.in \
+	  -c requirements.txt --python-version 3.11 --no-header --annotation-style line -o requirements-dev.txt
 	cd $(PIPELINE_DIR) && ../../$(UV) pip compile pyproject.toml --python-version 3.11 --no-header \
 	  --annotation-style line -o requirements.txt && ../../$(UV) pip compile requirements-dev.in \
 	  -c requirements.txt --python-version 3.11 --no-header --annotation-style line -o requirements-dev.txt

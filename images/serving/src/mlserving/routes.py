@@ -16,13 +16,17 @@ import json
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import ORJSONResponse
 from kserve.errors import InferenceError, InvalidInput
 from starlette.responses import Response
 
 from .loader import ModelLoadError
 from .metrics import REQUESTS
 from .model import RegistryModel
+
+
+def _json(document, status_code: int = 200) -> Response:
+    # Not FastAPI's ORJSONResponse: it is deprecated and warns on every instantiation.
+    return Response(orjson.dumps(document), status_code=status_code, media_type="application/json")
 
 
 def _outcome(status: int) -> str:
@@ -90,18 +94,18 @@ class JsonInferFastPath:
     @staticmethod
     def _answer(model: RegistryModel, body: bytes) -> Response:
         if not model.ready:
-            return ORJSONResponse({"error": f"Model with name {model.name} is not ready."}, status_code=503)
+            return _json({"error": f"Model with name {model.name} is not ready."}, status_code=503)
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return ORJSONResponse({"error": f"malformed JSON: {exc}"}, status_code=400)
+            return _json({"error": f"malformed JSON: {exc}"}, status_code=400)
         try:
             answer = model.infer_json(doc)
         except InvalidInput as exc:
-            return ORJSONResponse({"error": str(exc)}, status_code=400)
+            return _json({"error": str(exc)}, status_code=400)
         except InferenceError as exc:
-            return ORJSONResponse({"error": str(exc)}, status_code=500)
-        return Response(orjson.dumps(answer), media_type="application/json")
+            return _json({"error": str(exc)}, status_code=500)
+        return _json(answer)
 
 
 def install(app: FastAPI, models: dict[str, RegistryModel]) -> None:
@@ -111,7 +115,7 @@ def install(app: FastAPI, models: dict[str, RegistryModel]) -> None:
     async def load(model_name: str, request: Request):
         model = models.get(model_name)
         if model is None:
-            return ORJSONResponse({"error": f"model {model_name!r} does not exist"}, status_code=404)
+            return _json({"error": f"model {model_name!r} does not exist"}, status_code=404)
         body = await request.body()
         model_dir = None
         if body.strip():
@@ -119,23 +123,23 @@ def install(app: FastAPI, models: dict[str, RegistryModel]) -> None:
                 doc = json.loads(body)
                 model_dir = (doc.get("parameters") or {}).get("model_dir")
             except (ValueError, AttributeError):
-                return ORJSONResponse({"error": 'body must be JSON like {"parameters": {"model_dir": "/path"}}'},
+                return _json({"error": 'body must be JSON like {"parameters": {"model_dir": "/path"}}'},
                                       status_code=400)
             if model_dir is not None and not isinstance(model_dir, str):
-                return ORJSONResponse({"error": "parameters.model_dir must be a string path"}, status_code=400)
+                return _json({"error": "parameters.model_dir must be a string path"}, status_code=400)
         try:
             result = await asyncio.to_thread(model.swap, model_dir)
         except ModelLoadError as exc:
-            return ORJSONResponse({"error": f"not loaded, still serving version {model.active.version}: {exc}"},
+            return _json({"error": f"not loaded, still serving version {model.active.version}: {exc}"},
                                   status_code=422)
-        return ORJSONResponse(result)
+        return _json(result)
 
     @app.get("/v2/models/{model_name}")
     async def metadata(model_name: str):
         model = models.get(model_name)
         if model is None:
-            return ORJSONResponse({"error": f"Model with name {model_name} does not exist."}, status_code=404)
-        return ORJSONResponse(model.metadata())
+            return _json({"error": f"Model with name {model_name} does not exist."}, status_code=404)
+        return _json(model.metadata())
 
     app.add_middleware(JsonInferFastPath, models=models)
     app.add_middleware(OutcomeCounter, models=models)  # added last = outermost: sees fast-path answers too
