@@ -15,9 +15,10 @@ import httpx
 import pytest
 import yaml
 
+from tests.reference import reference_file
+
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE_PYTHON = REPO / ".venv/pipeline/bin/python"
-OIP_SPEC = REPO.parent / "shared/reference/open-inference-protocol-rest-v2.yaml"
 MODEL = "iris"
 
 
@@ -50,7 +51,7 @@ def client(served, model_dirs):
 
 @pytest.fixture(scope="session")
 def oip():
-    spec = yaml.safe_load(OIP_SPEC.read_text())
+    spec = yaml.safe_load(reference_file("open-inference-protocol-rest-v2.yaml").read_text())
     from openapi_schema_validator import OAS30Validator
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT4

@@ -10,8 +10,9 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
+from tests.reference import reference_file
+
 REPO = Path(__file__).resolve().parents[2]
-CRD = REPO.parent / "shared/reference/kserve-crd-clusterservingruntimes.json"
 RUNTIME = REPO / "k8s-yaml/kserve/cluster-serving-runtime.yaml"
 
 
@@ -36,7 +37,7 @@ def strict(schema):
 
 @pytest.fixture(scope="module")
 def validator():
-    crd = json.loads(CRD.read_text())
+    crd = json.loads(reference_file("kserve-crd-clusterservingruntimes.json").read_text())
     return Draft7Validator(strict(crd["versions"]["v1alpha1"]))
 
 
