@@ -96,11 +96,12 @@ BAD = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
-def test_bad_v2_payloads_get_400_with_the_reason(client, name):
+def test_bad_v2_payloads_get_400_with_the_reason(client, oip, name):
     body, message = BAD[name]
     response = client.post(f"/v2/models/{MODEL}/infer", json=body)
     assert response.status_code == 400, (response.status_code, response.text)
     assert message in response.json()["error"]
+    oip("inference_error_response", response.json())
     assert client.post(f"/v2/models/{MODEL}/infer", json=matrix_request()).status_code == 200
 
 
