@@ -8,10 +8,11 @@ UV := $(VENV)/bootstrap/bin/uv
 PIPELINE := $(VENV)/pipeline
 PIPELINE_DIR := images/pipeline
 SERVING := $(VENV)/serving
+AIRFLOW := $(VENV)/airflow
 SERVING_DIR := images/serving
 RUN := .run
 
-.PHONY: help test test-pipeline test-serving bench-serving demo down envs lock compile-pipeline bench-pipeline lint clean
+.PHONY: help test test-pipeline test-serving test-airflow bench-serving demo down envs lock compile-pipeline bench-pipeline lint clean
 
 help:
 	@echo "make demo    run the continuous-training loop on the local target"
@@ -39,9 +40,14 @@ $(SERVING)/.installed: $(SERVING_DIR)/requirements.txt $(SERVING_DIR)/requiremen
 	VIRTUAL_ENV=$(SERVING) $(UV) pip install --quiet --no-deps -e $(SERVING_DIR)
 	touch $@
 
-envs: $(PIPELINE)/.installed $(SERVING)/.installed
+$(AIRFLOW)/.installed: requirements.txt requirements-dev.txt | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(AIRFLOW)
+	VIRTUAL_ENV=$(AIRFLOW) $(UV) pip install --quiet --compile-bytecode -r requirements.txt -r requirements-dev.txt
+	touch $@
 
-test: lint test-pipeline test-serving
+envs: $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed
+
+test: lint test-pipeline test-serving test-airflow
 
 lint: $(PIPELINE)/.installed
 	$(PIPELINE)/bin/ruff check .
@@ -51,6 +57,9 @@ test-pipeline: $(PIPELINE)/.installed
 
 test-serving: $(PIPELINE)/.installed $(SERVING)/.installed
 	$(SERVING)/bin/python -m pytest tests/serving $(PYTEST_ARGS)
+
+test-airflow: $(PIPELINE)/.installed $(AIRFLOW)/.installed
+	$(AIRFLOW)/bin/python -m pytest tests/airflow -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: $(PIPELINE)/.installed
 	bash scripts/demo.sh
@@ -75,6 +84,8 @@ bench-serving: $(PIPELINE)/.installed $(SERVING)/.installed $(VENV)/mlserver/.in
 
 lock: | $(UV)
 	$(UV) pip compile requirements.in --python-version 3.11 --no-header --annotation-style line -o requirements.txt
+	$(UV) pip compile requirements-dev.in -c requirements.txt --python-version 3.11 --no-header \
+	  --annotation-style line -o requirements-dev.txt
 	cd $(SERVING_DIR) && ../../$(UV) pip compile pyproject.toml --python-version 3.11 --no-header \
 	  --annotation-style line -o requirements.txt && ../../$(UV) pip compile requirements-dev.in \
 	  -c requirements.txt --python-version 3.11 --no-header --annotation-style line -o requirements-dev.txt

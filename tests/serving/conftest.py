@@ -34,6 +34,7 @@ def model_dirs(tmp_path_factory) -> Path:
 def served(model_dirs):
     """One in-process server per test session: KServe's FastAPI app is a module-level global."""
     from fastapi.testclient import TestClient
+
     from mlserving.server import create_app, make_server
 
     server, model, _ = make_server(MODEL, str(model_dirs / "good-v1"), http_port=0)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mlserving.fastpath import fold_linear, verified_fast_predict
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from mlserving.fastpath import fold_linear, verified_fast_predict
 
 
 def data(classes: int, seed: int = 0):

@@ -66,6 +66,7 @@ def test_runtime_serves_our_image_safely():
     assert container["resources"]["requests"] and container["resources"]["limits"]
     # The flags must be ones mlserving accepts.
     from kserve.model_server import parser as kserve_parser
+
     from mlserving.server import build_parser
 
     args = build_parser(kserve_parser).parse_args([a.replace("{{.Name}}", "iris") for a in container["args"]])

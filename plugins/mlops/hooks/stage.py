@@ -1,0 +1,86 @@
+"""StageHook: run one `mlpipeline <stage>` as a subprocess of the pipeline environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from airflow.sdk import BaseHook
+
+
+class StageFailed(RuntimeError):
+    """The stage exited non-zero; the message is the stage's own one-line error."""
+
+
+def stage_arguments(options: Mapping[str, object]) -> list[str]:
+    """{"data_root": "/d", "window": None, "quiet": True} -> ["--data-root", "/d", "--quiet"]."""
+    argv: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        argv += [flag] if value is True else [flag, str(value)]
+    return argv
+
+
+class StageHook(BaseHook):
+    """Runs the stage CLI locally. The pod path (kubernetes target) runs the same command line."""
+
+    hook_name = "mlpipeline stage"
+
+    def __init__(self, executable: str | Path, env: Mapping[str, str] | None = None):
+        super().__init__()
+        self.executable = str(executable)
+        self.env = dict(env or {})
+
+    def command(self, stage: str, options: Mapping[str, object]) -> list[str]:
+        return [self.executable, stage, *stage_arguments(options)]
+
+    def run(self, stage: str, options: Mapping[str, object], on_line: Callable[[str], None] | None = None,
+            timeout: float | None = None) -> dict:
+        """Run the stage, stream its stderr (progress) to on_line, return its JSON result."""
+        command = self.command(stage, options)
+        if not Path(self.executable).exists():
+            raise StageFailed(f"the pipeline environment is missing: {self.executable} does not exist "
+                              "(run `make envs` or set MLOPS_PIPELINE_BIN)")
+        log_line = on_line or self.log.info
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **self.env})
+        errors: list[str] = []
+
+        def pump():
+            for line in proc.stderr:
+                line = line.rstrip("\n")
+                log_line(line)
+                if line.startswith(f"mlpipeline {stage}: error:") or line.startswith("mlpipeline: error:"):
+                    errors.append(line)
+
+        out: list[str] = []
+        readers = [threading.Thread(target=pump, daemon=True),
+                   threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)]
+        for reader in readers:
+            reader.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise StageFailed(f"mlpipeline {stage} did not finish within {timeout} s") from None
+        finally:
+            for reader in readers:
+                reader.join(timeout=10)
+        stdout = "".join(out)
+        if proc.returncode != 0:
+            raise StageFailed(errors[-1] if errors else f"mlpipeline {stage} exited with {proc.returncode}")
+        try:
+            return json.loads(stdout)
+        except json.JSONDecodeError as exc:
+            raise StageFailed(f"mlpipeline {stage} printed no JSON result: {stdout[:200]!r}") from exc
+
+    @staticmethod
+    def render(command: Sequence[str]) -> str:
+        return " ".join(command)

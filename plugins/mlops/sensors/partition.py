@@ -1,0 +1,41 @@
+"""PartitionSensor: a deferrable wait for landing/<partition>/_SUCCESS; no data in time -> skipped."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+from ..settings import load_settings
+from ..triggers.partition import MARKER, PartitionTrigger, batch_complete
+
+
+class PartitionSensor(BaseSensorOperator):
+    template_fields: Sequence[str] = ("partition",)
+
+    def __init__(self, *, partition: str, wait: timedelta = timedelta(hours=6), poll_interval: float = 30.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.partition, self.wait, self.poll_interval = partition, wait, poll_interval
+
+    def _folder(self) -> Path:
+        return load_settings().data_root / "landing" / self.partition
+
+    def execute(self, context):
+        folder = self._folder()
+        if batch_complete(folder):
+            self.log.info("batch complete: %s", folder / MARKER)
+            return str(folder)
+        self.log.info("waiting up to %s for %s (in the triggerer)", self.wait, folder / MARKER)
+        self.defer(trigger=PartitionTrigger(str(folder), time.time() + self.wait.total_seconds(),
+                                            self.poll_interval),
+                   method_name="execute_complete")
+
+    def execute_complete(self, context, event=None):
+        if not event or event.get("status") != "ready":
+            raise AirflowSkipException(f"no complete batch in {self._folder()} within {self.wait}; nothing to do")
+        return event["folder"]

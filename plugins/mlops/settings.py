@@ -1,0 +1,58 @@
+"""Where things are, from one place: environment variables (or Airflow Variables) read at run time.
+
+| setting | env | default |
+|---|---|---|
+| target (`local` or `kubernetes`) | `AIRFLOW_VAR_MLOPS_TARGET` (the Airflow Variable `mlops_target`) | `local` |
+| data volume | `MLOPS_DATA_ROOT` | `<repo>/.run/data` |
+| pipeline environment's bin folder (local target) | `MLOPS_PIPELINE_BIN` | `<repo>/.venv/pipeline/bin` |
+| MLflow tracking server | `MLFLOW_TRACKING_URI` | `http://127.0.0.1:5000` |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TARGETS = ("local", "kubernetes")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the platform cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    target: str
+    data_root: Path
+    pipeline_bin: Path
+    mlflow_tracking_uri: str
+
+    @property
+    def mlpipeline(self) -> Path:
+        return self.pipeline_bin / "mlpipeline"
+
+
+def _target() -> str:
+    value = os.environ.get("AIRFLOW_VAR_MLOPS_TARGET")
+    if value is None:
+        try:
+            from airflow.sdk import Variable
+
+            value = Variable.get("mlops_target", default="local")
+        except Exception:  # no Airflow context (parsing, plain tests): the default target
+            value = "local"
+    value = value.strip().lower()
+    if value not in TARGETS:
+        raise SettingsError(f"mlops_target must be one of {', '.join(TARGETS)}, got {value!r}")
+    return value
+
+
+def load_settings() -> Settings:
+    return Settings(
+        target=_target(),
+        data_root=Path(os.environ.get("MLOPS_DATA_ROOT", REPO / ".run" / "data")),
+        pipeline_bin=Path(os.environ.get("MLOPS_PIPELINE_BIN", REPO / ".venv" / "pipeline" / "bin")),
+        mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000"),
+    )

@@ -1,0 +1,1 @@
+"""See mlops/__init__.py."""

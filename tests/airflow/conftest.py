@@ -1,0 +1,29 @@
+"""The Airflow layer's tests run in the Airflow environment, with a throwaway AIRFLOW_HOME and
+the repository's plugins/ on the path (as Airflow puts them)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PIPELINE_BIN = REPO / ".venv/pipeline/bin"
+
+os.environ.setdefault("AIRFLOW_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"airflow-tests-{os.getpid()}"))
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+sys.path.insert(0, str(REPO / "plugins"))
+
+
+@pytest.fixture
+def local_target(tmp_path, monkeypatch) -> Path:
+    """The local target on a fresh data volume."""
+    root = tmp_path / "volume"
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_TARGET", "local")
+    monkeypatch.setenv("MLOPS_DATA_ROOT", str(root))
+    monkeypatch.setenv("MLOPS_PIPELINE_BIN", str(PIPELINE_BIN))
+    return root

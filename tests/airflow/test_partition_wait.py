@@ -1,0 +1,57 @@
+"""The deferrable partition wait: trigger in an event loop, sensor's defer and outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
+
+from mlops.sensors.partition import PartitionSensor
+from mlops.triggers.partition import PartitionTrigger
+
+
+async def first_event(trigger):
+    async for event in trigger.run():
+        return event.payload
+
+
+def test_trigger_fires_when_the_marker_lands(tmp_path):
+    folder = tmp_path / "landing" / "2026-11-01"
+    threading.Timer(0.3, lambda: (folder.mkdir(parents=True), (folder / "_SUCCESS").touch())).start()
+    started = time.monotonic()
+    event = asyncio.run(first_event(PartitionTrigger(str(folder), time.time() + 10, poll_interval=0.05)))
+    assert event == {"status": "ready", "folder": str(folder)} and time.monotonic() - started < 5
+
+
+def test_trigger_gives_up_at_its_deadline(tmp_path):
+    event = asyncio.run(first_event(PartitionTrigger(str(tmp_path / "never"), time.time() + 0.2, 0.05)))
+    assert event["status"] == "timeout"
+
+
+def test_trigger_serializes_to_its_importable_path(tmp_path):
+    path, kwargs = PartitionTrigger(str(tmp_path), 123.0, 5.0).serialize()
+    assert path == "mlops.triggers.partition.PartitionTrigger"
+    assert PartitionTrigger(**kwargs).serialize() == (path, kwargs)
+
+
+def test_sensor_returns_at_once_when_the_batch_is_there(local_target):
+    folder = local_target / "landing" / "2026-11-01"
+    folder.mkdir(parents=True)
+    (folder / "_SUCCESS").touch()
+    assert PartitionSensor(task_id="wait", partition="2026-11-01").execute({}) == str(folder)
+
+
+def test_sensor_defers_to_the_trigger_and_skips_on_timeout(local_target):
+    sensor = PartitionSensor(task_id="wait", partition="2026-11-02", wait=timedelta(minutes=5))
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({})
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, PartitionTrigger) and trigger.folder.endswith("landing/2026-11-02")
+    assert 250 < trigger.deadline - time.time() <= 300
+    with pytest.raises(AirflowSkipException, match="no complete batch"):
+        sensor.execute_complete({}, {"status": "timeout", "folder": trigger.folder})
+    assert sensor.execute_complete({}, {"status": "ready", "folder": trigger.folder}) == trigger.folder
