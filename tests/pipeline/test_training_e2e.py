@@ -150,6 +150,18 @@ def test_training_twice_with_one_run_key_reuses_the_run_and_registers_once(volum
     assert len(runs) == 1
     assert len(run_cli("champion-at", "--model-name", model_name).json["history"]) == 1
 
+    # What the serving runtime gets: the model directory plus registry.json naming the version.
+    dest = volume.root / "serving" / model_name
+    fetched = run_cli("fetch-model", "--model-name", model_name, "--alias", "champion", "--dest", dest).json
+    assert fetched["version"] == "1" and (dest / "MLmodel").is_file() and list(dest.glob("*.skops"))
+    import json
+
+    assert json.loads((dest / "registry.json").read_text())["version"] == "1"
+    assert not [p for p in dest.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
+    missing = run_cli("fetch-model", "--model-name", model_name, "--alias", "nope", "--dest", dest, check=False)
+    assert missing.returncode == 1 and "has no version with alias 'nope'" in missing.error_line
+    assert (dest / "MLmodel").is_file()  # a failed fetch leaves the served copy alone
+
 
 def test_stages_fail_with_one_line_on_bad_input(volume, tracking, model_name, mlflow_server):
     rk = stage(volume, DAYS[0], 300, seed=4)

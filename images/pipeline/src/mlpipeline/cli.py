@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""))
     _context(p)
 
+    p = sub.add_parser("fetch-model", help="download a registry version's model directory (for serving)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--version", help="registry version number")
+    which.add_argument("--alias", help="registry alias, e.g. champion")
+    p.add_argument("--dest", required=True, help="directory to create (replaced whole, never half-written)")
+    p.add_argument("--model-name", default=os.environ.get("MLPIPELINE_MODEL_NAME", DEFAULT_MODEL))
+    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""))
+
     p = sub.add_parser("champion-at", help="which version was champion at a time, from the promotion record")
     p.add_argument("--time", default="now", help="ISO 8601 time (default: now)")
     p.add_argument("--model-name", default=os.environ.get("MLPIPELINE_MODEL_NAME", DEFAULT_MODEL))
@@ -205,6 +213,21 @@ def cmd_rollback(args) -> dict:
     return {"model_name": args.model_name, **registry.move_champion(version, "rollback", args.reason, context)}
 
 
+def cmd_fetch_model(args) -> dict:
+    from pathlib import Path
+
+    from .registry import Registry
+
+    _use_tracking(args)
+    registry = Registry(args.model_name)
+    version = registry.version(args.version) if args.version else registry.alias(args.alias)
+    if version is None:
+        raise PipelineError(f"{args.model_name} has no version with alias {args.alias!r}")
+    path = registry.download(version, Path(args.dest))
+    return {"model_name": args.model_name, "version": version.version, "run_id": version.run_id,
+            "model_dir": str(path.resolve())}
+
+
 def cmd_compile(args) -> dict:
     from pathlib import Path
 
@@ -215,7 +238,7 @@ def cmd_compile(args) -> dict:
 
 COMMANDS = {"simulate": cmd_simulate, "ingest": cmd_ingest, "split": cmd_split, "detect": cmd_detect,
             "train-local": cmd_train_local, "register": cmd_register, "rollback": cmd_rollback,
-            "champion-at": cmd_champion_at, "compile": cmd_compile}
+            "fetch-model": cmd_fetch_model, "champion-at": cmd_champion_at, "compile": cmd_compile}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,9 +8,12 @@ is a query: the latest event at or before T.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import tempfile
 import time
+from pathlib import Path
 
 import pandas as pd
 from mlflow import MlflowClient
@@ -74,6 +77,31 @@ class Registry:
                 raise PipelineError(f"champion {self.name} v{version.version} has no training reference "
                                     f"({REFERENCE_ARTIFACT} in run {version.run_id}): {exc}") from exc
             return pd.read_parquet(path)
+
+    def download(self, version: ModelVersion, destination: Path) -> Path:
+        """The version's MLflow model directory at destination (complete or absent), plus registry.json
+        naming the version, which the serving runtime reports."""
+        import mlflow.artifacts
+
+        destination = Path(destination)
+        if (destination / "MLmodel").exists() and (destination / "registry.json").exists():
+            known = json.loads((destination / "registry.json").read_text())
+            if known.get("name") == self.name and known.get("version") == version.version:
+                return destination
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{self.name}/{version.version}",
+                                                dst_path=str(staging))
+            (staging / "registry.json").write_text(json.dumps({
+                "name": self.name, "version": version.version, "run_id": version.run_id,
+                "model_uri": f"models:/{self.name}/{version.version}"}))
+            if destination.exists():
+                shutil.rmtree(destination)
+            staging.rename(destination)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return destination
 
     # -- writing ----------------------------------------------------------------
     def ensure_model(self) -> None:
