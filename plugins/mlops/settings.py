@@ -6,6 +6,8 @@
 | data volume | `MLOPS_DATA_ROOT` | `<repo>/.run/data` |
 | pipeline environment's bin folder (local target) | `MLOPS_PIPELINE_BIN` | `<repo>/.venv/pipeline/bin` |
 | MLflow tracking server | `MLFLOW_TRACKING_URI` | `http://127.0.0.1:5000` |
+| serving environment's bin folder (local target) | `MLOPS_SERVING_BIN` | `<repo>/.venv/serving/bin` |
+| local model server port | `MLOPS_SERVING_PORT` | `8080` |
 """
 
 from __future__ import annotations
@@ -28,10 +30,16 @@ class Settings:
     data_root: Path
     pipeline_bin: Path
     mlflow_tracking_uri: str
+    serving_bin: Path
+    serving_port: int
 
     @property
     def mlpipeline(self) -> Path:
         return self.pipeline_bin / "mlpipeline"
+
+    @property
+    def serving_url(self) -> str:
+        return f"http://127.0.0.1:{self.serving_port}"
 
 
 def _target() -> str:
@@ -55,4 +63,6 @@ def load_settings() -> Settings:
         data_root=Path(os.environ.get("MLOPS_DATA_ROOT", REPO / ".run" / "data")),
         pipeline_bin=Path(os.environ.get("MLOPS_PIPELINE_BIN", REPO / ".venv" / "pipeline" / "bin")),
         mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000"),
+        serving_bin=Path(os.environ.get("MLOPS_SERVING_BIN", REPO / ".venv" / "serving" / "bin")),
+        serving_port=int(os.environ.get("MLOPS_SERVING_PORT", "8080")),
     )

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import support
+
 REPO = Path(__file__).resolve().parents[2]
-PIPELINE_BIN = REPO / ".venv/pipeline/bin"
+PIPELINE_BIN = support.PIPELINE_BIN
 
 os.environ.setdefault("AIRFLOW_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"airflow-tests-{os.getpid()}"))
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,10 +14,11 @@ import httpx
 import pytest
 import yaml
 
+from tests import support
 from tests.reference import reference_file
 
 REPO = Path(__file__).resolve().parents[2]
-PIPELINE_PYTHON = REPO / ".venv/pipeline/bin/python"
+PIPELINE_PYTHON = support.PIPELINE_BIN / "python"
 MODEL = "iris"
 
 
@@ -66,16 +66,10 @@ def oip():
     return check
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def live_server(model_dirs, tmp_path):
     """`mlserving` as users start it, on a real port."""
-    port = free_port()
+    port = support.free_port()
     log = open(tmp_path / "server.log", "wb")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "mlserving"), "--model-dir", str(model_dirs / "good-v1"),
                              "--model-name", MODEL, "--http-port", str(port), "--quiet-access-log"],

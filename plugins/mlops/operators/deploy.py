@@ -1,0 +1,74 @@
+"""LocalDeployOperator: put the registry's champion behind the local KServe ModelServer, or roll back.
+
+Steps: ask the registry for the champion -> fetch its model directory (a pipeline stage) -> start
+`mlserving` if it is not running, else swap the new directory in through its load endpoint -> wait
+until ready -> a real v2 inference built from the signature must be answered by the new version.
+If any step fails after the server was serving an earlier version, the `champion` alias moves back
+to that version (recorded as a rollback) and the server keeps/gets that version back; the task fails
+with the failing step's own message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from airflow.sdk import BaseOperator
+
+from ..hooks.serving import ServingError, ServingHook
+from ..hooks.stage import StageFailed, StageHook
+from ..settings import load_settings
+
+
+class LocalDeployOperator(BaseOperator):
+    template_fields: Sequence[str] = ("model_name",)
+    ui_color = "#fdf1e6"
+
+    def __init__(self, *, model_name: str, **kwargs):
+        super().__init__(**kwargs)
+        self.model_name = model_name
+
+    def execute(self, context):
+        settings = load_settings()
+        stages = StageHook(settings.mlpipeline, env={"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri})
+        serving = ServingHook(settings.serving_url, self.model_name)
+        registry = {"model_name": self.model_name}
+        served_dir = settings.data_root / "serving" / self.model_name
+
+        previous = serving.served_version()
+        champion = stages.run("champion-at", registry)["champion_version"]
+        if champion is None:
+            raise RuntimeError(f"{self.model_name} has no champion to deploy")
+        if champion == previous:
+            self.log.info("version %s is already served; nothing to deploy", champion)
+            return {"version": champion, "previous_version": previous, "endpoint": self._endpoint(settings),
+                    "changed": False}
+        try:
+            fetched = stages.run("fetch-model", {**registry, "version": champion,
+                                                 "dest": served_dir / f"v{champion}"})
+            model_dir = fetched["model_dir"]
+            if previous is None and not serving.is_live():
+                serving.start(settings.serving_bin, model_dir, settings.serving_port,
+                              settings.data_root / "serving" / "mlserving.log")
+            else:
+                serving.load(model_dir)
+            smoke = serving.smoke_test(champion)
+        except (ServingError, StageFailed) as exc:
+            self._roll_back(stages, serving, registry, served_dir, previous, champion, str(exc))
+            raise RuntimeError(f"deploy of {self.model_name} v{champion} failed: {exc}") from None
+        self.log.info("serving %s v%s (was %s); smoke test answered %s", self.model_name, champion, previous,
+                      smoke["prediction"])
+        return {"version": champion, "previous_version": previous, "endpoint": self._endpoint(settings),
+                "smoke_test": smoke, "changed": True}
+
+    def _endpoint(self, settings) -> str:
+        return f"{settings.serving_url}/v2/models/{self.model_name}/infer"
+
+    def _roll_back(self, stages, serving, registry, served_dir, previous, failed, reason) -> None:
+        if previous is None:
+            self.log.error("nothing to roll back to: no version was being served")
+            return
+        self.log.error("rolling back %s from v%s to v%s: %s", self.model_name, failed, previous, reason)
+        stages.run("rollback", {**registry, "to_version": previous,
+                                "reason": f"deploy of v{failed} failed: {reason}"[:1000]})
+        if serving.served_version() != previous:
+            serving.load(served_dir / f"v{previous}")

@@ -1,0 +1,54 @@
+"""Test support shared by every layer (standard library only: each layer has its own environment)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PIPELINE_BIN = REPO / ".venv/pipeline/bin"
+SERVING_BIN = REPO / ".venv/serving/bin"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError as exc:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not come up: {log.read_text()[-2000:]}") from exc
+            time.sleep(0.3)
+
+
+@contextmanager
+def mlflow_server(root: Path):
+    """A real MLflow tracking server (sqlite, local artifacts, one worker, no job runner)."""
+    port = free_port()
+    log_path = root / "mlflow.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(PIPELINE_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        try:
+            uri = f"http://127.0.0.1:{port}"
+            wait_http(f"{uri}/health", proc, log_path, 180)
+            yield uri
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
