@@ -1,0 +1,102 @@
+"""
+# Continuous training
+
+Keeps the `iris-classifier` fresh, one daily data partition at a time (the partition is the run's
+logical date, so backfills replay past partitions):
+
+1. **wait_for_batch**: waits, in the triggerer, for `landing/<date>/_SUCCESS`; skips the run if no
+   batch arrives in time.
+2. **data.ingest / data.split**: validate the batch (bad files are quarantined with a reason),
+   then a reproducible stratified split of the training window plus the fresh batch.
+3. **detect_degradation**: score the served champion on the fresh batch, measure drift.
+4. **decide_retraining**: retrain when there is no champion, accuracy is below
+   `accuracy_threshold`, the drifted-feature share is above `drift_limit`, or `force_retrain`.
+5. **training.train**: a Kubeflow Pipelines run (kfp.local on the local target) trains a challenger and
+   compares it with the champion; **training.register** registers and promotes it only on promote.
+6. **deploy**: the champion goes behind the KServe model server (smoke-tested, rolled back on failure).
+7. **report**: pipeline metrics to the Prometheus Pushgateway.
+
+Failures and retries alert through Alertmanager. Stages run the `mlpipeline` CLI (see the README).
+"""
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.python import BranchPythonOperator
+from airflow.sdk import DAG, Param, TaskGroup
+
+from mlops.branching import choose_after_training, choose_retraining
+from mlops.notifications.alertmanager import AlertmanagerNotifier
+from mlops.operators.deploy import LocalDeployOperator
+from mlops.operators.report import ReportOperator
+from mlops.operators.stage import StageOperator
+from mlops.operators.training import KfpTrainingOperator
+from mlops.sensors.partition import PartitionSensor
+
+MODEL = "{{ params.model_name }}"
+RUN_KEY = "{{ ti.xcom_pull(task_ids='data.split')['run_key'] }}"
+
+with DAG(
+    dag_id="continuous_training",
+    description="Validate new data, detect degradation, retrain with KFP, register in MLflow, serve with KServe",
+    schedule="@daily",
+    start_date=datetime(2026, 11, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["mlops", "continuous-training"],
+    render_template_as_native_obj=True,
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=20),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+        "on_failure_callback": AlertmanagerNotifier(),
+        "on_retry_callback": AlertmanagerNotifier(severity="warning", summary="Airflow task is being retried"),
+    },
+    params={
+        "accuracy_threshold": Param(0.85, type="number", minimum=0, maximum=1,
+                                    description="Retrain when the champion's fresh-batch accuracy is below this."),
+        "drift_limit": Param(0.5, type="number", minimum=0, maximum=1,
+                             description="Retrain when more than this share of features has drifted."),
+        "force_retrain": Param(False, type="boolean", description="Retrain whatever detection says."),
+        "model_name": Param("iris-classifier", type="string", pattern="^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                            description="Registered model name in MLflow."),
+        "training_window": Param("last:1", type="string", pattern="^(all|last:[1-9][0-9]*)$",
+                                 description="Curated partitions to train on: 'all' or 'last:N'."),
+    },
+) as dag:
+    wait_for_batch = PartitionSensor(task_id="wait_for_batch", partition="{{ ds }}", wait=timedelta(hours=6),
+                                     retries=0)
+
+    with TaskGroup("data", tooltip="validate, store and split the batch") as data:
+        ingest = StageOperator(task_id="ingest", stage="ingest", options={"partition": "{{ ds }}"})
+        split = StageOperator(task_id="split", stage="split",
+                              options={"partition": "{{ ds }}", "window": "{{ params.training_window }}"})
+        ingest >> split
+
+    detect_degradation = StageOperator(task_id="detect_degradation", stage="detect",
+                           options={"run_key": RUN_KEY, "model_name": MODEL})
+    decide_retraining = BranchPythonOperator(task_id="decide_retraining", python_callable=choose_retraining)
+    skip = EmptyOperator(task_id="skip")
+
+    with TaskGroup("training", tooltip="KFP training run, then registration on promote") as training:
+        train = KfpTrainingOperator(task_id="train", run_key=RUN_KEY, model_name=MODEL, retries=1)
+        check_decision = BranchPythonOperator(task_id="check_decision", python_callable=choose_after_training)
+        register = StageOperator(task_id="register", stage="register",
+                                 options={"run_key": RUN_KEY, "model_name": MODEL, "dag_id": "{{ dag.dag_id }}",
+                                          "dag_run_id": "{{ run_id }}"})
+        keep_champion = EmptyOperator(task_id="keep_champion")
+        train >> check_decision >> [register, keep_champion]
+
+    deploy = LocalDeployOperator(task_id="deploy", model_name=MODEL)
+    report = ReportOperator(
+        task_id="report", model_name=MODEL, trigger_rule="none_failed_min_one_success",
+        detect="{{ ti.xcom_pull(task_ids='detect_degradation') }}",
+        train="{{ ti.xcom_pull(task_ids='training.train') }}",
+        deploy="{{ ti.xcom_pull(task_ids='deploy') }}",
+    )
+
+    wait_for_batch >> data >> detect_degradation >> decide_retraining >> [skip, train]
+    register >> deploy
+    [skip, keep_champion, deploy] >> report
