@@ -12,7 +12,7 @@ AIRFLOW := $(VENV)/airflow
 SERVING_DIR := images/serving
 RUN := .run
 
-.PHONY: help test test-pipeline test-serving test-airflow bench-serving demo down envs lock compile-pipeline bench-pipeline lint clean
+.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving demo down envs lock compile-pipeline bench-pipeline lint clean
 
 help:
 	@echo "make demo    run the continuous-training loop on the local target"
@@ -58,7 +58,13 @@ test-pipeline: $(PIPELINE)/.installed
 test-serving: $(PIPELINE)/.installed $(SERVING)/.installed
 	$(SERVING)/bin/python -m pytest tests/serving $(PYTEST_ARGS)
 
-test-airflow: $(PIPELINE)/.installed $(AIRFLOW)/.installed
+# Debian's Prometheus, Alertmanager and Pushgateway (promtool comes with prometheus).
+system-deps:
+	@command -v prometheus-alertmanager >/dev/null && command -v prometheus-pushgateway >/dev/null \
+	  && command -v promtool >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -q --no-install-recommends prometheus prometheus-alertmanager prometheus-pushgateway; }
+
+test-airflow: system-deps $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed
 	$(AIRFLOW)/bin/python -m pytest tests/airflow -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: $(PIPELINE)/.installed

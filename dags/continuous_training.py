@@ -32,6 +32,7 @@ from mlops.operators.report import ReportOperator
 from mlops.operators.stage import StageOperator
 from mlops.operators.training import KfpTrainingOperator
 from mlops.sensors.partition import PartitionSensor
+from mlops.settings import task_retries
 
 MODEL = "{{ params.model_name }}"
 RUN_KEY = "{{ ti.xcom_pull(task_ids='data.split')['run_key'] }}"
@@ -47,7 +48,7 @@ with DAG(
     tags=["mlops", "continuous-training"],
     render_template_as_native_obj=True,
     default_args={
-        "retries": 2,
+        "retries": task_retries(),
         "retry_delay": timedelta(seconds=20),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
@@ -81,7 +82,7 @@ with DAG(
     skip = EmptyOperator(task_id="skip")
 
     with TaskGroup("training", tooltip="KFP training run, then registration on promote") as training:
-        train = KfpTrainingOperator(task_id="train", run_key=RUN_KEY, model_name=MODEL, retries=1)
+        train = KfpTrainingOperator(task_id="train", run_key=RUN_KEY, model_name=MODEL)
         check_decision = BranchPythonOperator(task_id="check_decision", python_callable=choose_after_training)
         register = StageOperator(task_id="register", stage="register",
                                  options={"run_key": RUN_KEY, "model_name": MODEL, "dag_id": "{{ dag.dag_id }}",

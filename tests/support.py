@@ -52,3 +52,35 @@ def mlflow_server(root: Path):
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+
+
+@contextmanager
+def daemon(argv: list[str], ready_url: str, log_path: Path, seconds: float = 60):
+    """Any HTTP service (Alertmanager, Pushgateway, ...) for the length of a test."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_http(ready_url, proc, log_path, seconds)
+            yield proc
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+@contextmanager
+def alertmanager(root: Path):
+    port = free_port()
+    config = root / "alertmanager.yml"
+    config.write_text("route:\n  receiver: log\n  group_wait: 1s\nreceivers:\n  - name: log\n")
+    argv = ["prometheus-alertmanager", f"--config.file={config}", f"--storage.path={root / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
+    with daemon(argv, f"http://127.0.0.1:{port}/-/ready", root / "alertmanager.log"):
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def pushgateway(root: Path):
+    port = free_port()
+    argv = ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"]
+    with daemon(argv, f"http://127.0.0.1:{port}/-/ready", root / "pushgateway.log"):
+        yield f"127.0.0.1:{port}"

@@ -57,6 +57,11 @@ def _target() -> str:
     return value
 
 
+def task_retries(default: int = 2) -> int:
+    """Retries per task (env MLOPS_TASK_RETRIES); read when the DAG is parsed."""
+    return int(os.environ.get("MLOPS_TASK_RETRIES", default))
+
+
 def load_settings() -> Settings:
     return Settings(
         target=_target(),

@@ -16,6 +16,7 @@ PIPELINE_BIN = support.PIPELINE_BIN
 
 os.environ.setdefault("AIRFLOW_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"airflow-tests-{os.getpid()}"))
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ.setdefault("MLOPS_TASK_RETRIES", "0")  # dag.test() would sit out every retry delay
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 sys.path.insert(0, str(REPO / "plugins"))

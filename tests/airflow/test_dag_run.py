@@ -1,0 +1,103 @@
+"""dag.test() runs of the whole loop on the local target: a real MLflow server, real kfp.local trainings,
+a real mlserving process, a real Alertmanager and Pushgateway."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from mlops.hooks.stage import StageHook
+from tests import support
+
+from .test_dag import dag  # noqa: F401  (fixture)
+
+MODEL = "iris-dagtest"
+pytestmark = pytest.mark.slow
+
+
+def tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stack")
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
+                   env=os.environ.copy())
+    with support.mlflow_server(root) as mlflow_uri, support.alertmanager(root) as am, \
+            support.pushgateway(root) as pgw:
+        yield {"mlflow": mlflow_uri, "alertmanager": am, "pushgateway": pgw}
+
+
+@pytest.fixture
+def env(stack, local_target, monkeypatch):
+    port = support.free_port()
+    for key, value in {"MLFLOW_TRACKING_URI": stack["mlflow"], "MLOPS_SERVING_PORT": str(port),
+                       "MLOPS_SERVING_BIN": str(support.SERVING_BIN), "MLOPS_ALERTMANAGER_URL": stack["alertmanager"],
+                       "MLOPS_PUSHGATEWAY_URL": stack["pushgateway"]}.items():
+        monkeypatch.setenv(key, value)
+    yield local_target, f"http://127.0.0.1:{port}"
+    pidfile = local_target / "serving" / "mlserving.pid"
+    if pidfile.exists():
+        os.killpg(int(pidfile.read_text()), signal.SIGTERM)
+
+
+def land(root, stack, day, drift="none", rows=900, seed=1):
+    StageHook(support.PIPELINE_BIN / "mlpipeline", env={"MLFLOW_TRACKING_URI": stack["mlflow"]}).run(
+        "simulate", {"data_root": root, "partition": day, "rows": rows, "drift": drift, "seed": seed},
+        on_line=lambda _: None)
+
+
+def run(dag, day: str):  # noqa: F811
+    dagrun = dag.test(logical_date=dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC),
+                      run_conf={"model_name": MODEL})
+    return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
+
+
+def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):  # noqa: F811
+    root, serving = env
+
+    land(root, stack, "2026-11-01", seed=1)
+    dagrun, states = run(dag, "2026-11-01")
+    assert dagrun.state == "success", states
+    assert states["training.register"] == "success" and states["deploy"] == "success" and states["skip"] == "skipped"
+    first = httpx.get(f"{serving}/v2/models/{MODEL}").json()
+    assert first["parameters"]["registry_version"] == "1"
+
+    land(root, stack, "2026-11-02", seed=2)
+    dagrun, states = run(dag, "2026-11-02")
+    assert dagrun.state == "success" and states["skip"] == "success" and states["training.train"] == "skipped"
+
+    land(root, stack, "2026-11-03", drift="concept", seed=3)
+    dagrun, states = run(dag, "2026-11-03")
+    assert dagrun.state == "success" and states["deploy"] == "success", states
+    answer = httpx.post(f"{serving}/v2/models/{MODEL}/infer", json={"inputs": [
+        {"name": "features", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}).json()
+    assert answer["model_version"] == "2"
+    assert answer["outputs"][0]["data"] == ["versicolor"]  # concept drift rotated setosa -> versicolor
+    metrics = httpx.get(f"http://{stack['pushgateway']}/metrics").text
+    assert f'mlops_champion_version{{instance="",job="continuous_training",model="{MODEL}"}} 2' in metrics
+
+    # A corrupt batch fails ingest with the stage's message, alerts, and changes nothing stored.
+    curated_before, registry_before = tree(root / "curated"), httpx.get(
+        f"{stack['mlflow']}/api/2.0/mlflow/registered-models/get", params={"name": MODEL}).json()
+    (root / "landing" / "2026-11-04").mkdir(parents=True)
+    (root / "landing" / "2026-11-04" / "broken.csv").write_bytes(b"sepal_length;sepal_width\n1;2\n")
+    (root / "landing" / "2026-11-04" / "_SUCCESS").touch()
+    dagrun, states = run(dag, "2026-11-04")
+    assert dagrun.state == "failed" and states["data.ingest"] == "failed"
+    alerts = httpx.get(f"{stack['alertmanager']}/api/v2/alerts",
+                       params={"filter": ['alertname="AirflowTaskFailed"', 'task_id="data.ingest"']}).json()
+    assert alerts, "no alert reached Alertmanager"
+    assert "yielded no usable data" in alerts[0]["annotations"]["error"]
+    assert alerts[0]["labels"]["dag_id"] == "continuous_training"
+    assert tree(root / "curated") == curated_before
+    registry_after = httpx.get(f"{stack['mlflow']}/api/2.0/mlflow/registered-models/get",
+                               params={"name": MODEL}).json()
+    assert registry_after["registered_model"]["aliases"] == registry_before["registered_model"]["aliases"]
