@@ -40,9 +40,13 @@ def test_params_are_typed_and_described(dag):
     assert dag.doc_md and "Continuous training" in dag.doc_md
 
 
-def test_retries_back_off_and_alert(dag):
+def test_retries_back_off_and_alert(dag, monkeypatch):
+    from mlops.settings import task_retries
+
     task = dag.get_task("data.ingest")
-    assert task.retries == 2 and task.retry_exponential_backoff
+    assert task.retries == task_retries() and task.retry_exponential_backoff  # the tests set 0 retries
+    monkeypatch.delenv("MLOPS_TASK_RETRIES")
+    assert task_retries() == 2
     assert task.on_failure_callback and task.on_retry_callback
 
 

@@ -7,7 +7,6 @@ import time
 from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator
-from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
 
 class ReportOperator(BaseOperator):
@@ -40,6 +39,8 @@ class ReportOperator(BaseOperator):
         }
 
     def execute(self, context):
+        from prometheus_client import CollectorRegistry, Gauge, push_to_gateway  # not at DAG parse time
+
         summary = self.summary(context)
         registry = CollectorRegistry()
         labels = {"model": self.model_name}

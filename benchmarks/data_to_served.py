@@ -1,0 +1,71 @@
+"""Data-to-served latency on the local target: from a drifted batch landing to the new champion
+answering, through the real DAG under dag.test() (real MLflow, kfp.local, mlserving).
+
+A first run (clean data, no champion) sets the stage; the measured run lands a concept-drift batch
+and times until a v2 inference is answered by the new version. Prints the time per task.
+    .venv/airflow/bin/python benchmarks/data_to_served.py
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "plugins")]
+
+from tests import support  # noqa: E402
+
+MODEL = "iris-latency"
+
+
+def main() -> None:
+    import httpx
+
+    tmp = Path(tempfile.mkdtemp(prefix="latency-"))
+    port = support.free_port()
+    os.environ.update({"AIRFLOW_HOME": str(tmp / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                       "MLOPS_TASK_RETRIES": "0", "MLOPS_DATA_ROOT": str(tmp / "volume"),
+                       "MLOPS_PIPELINE_BIN": str(support.PIPELINE_BIN), "MLOPS_SERVING_BIN": str(support.SERVING_BIN),
+                       "MLOPS_SERVING_PORT": str(port), "AIRFLOW_VAR_MLOPS_TARGET": "local"})
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    from airflow.dag_processing.dagbag import DagBag
+
+    from mlops.hooks.stage import StageHook
+
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["continuous_training"]
+    with support.mlflow_server(tmp) as mlflow_uri, support.alertmanager(tmp) as am, support.pushgateway(tmp) as pgw:
+        os.environ.update({"MLFLOW_TRACKING_URI": mlflow_uri, "MLOPS_ALERTMANAGER_URL": am,
+                           "MLOPS_PUSHGATEWAY_URL": pgw})
+        stages = StageHook(support.PIPELINE_BIN / "mlpipeline", env={"MLFLOW_TRACKING_URI": mlflow_uri})
+        try:
+            for day, drift in (("2026-11-01", "none"), ("2026-11-02", "concept")):
+                started = time.monotonic()
+                stages.run("simulate", {"data_root": tmp / "volume", "partition": day, "rows": 1000, "drift": drift},
+                           on_line=lambda _: None)
+                dagrun = dag.test(logical_date=dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC),
+                                  run_conf={"model_name": MODEL})
+                answer = httpx.post(f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer", json={"inputs": [
+                    {"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}).json()
+                elapsed = time.monotonic() - started
+                print(f"\n{day} ({drift}): batch landed -> v{answer['model_version']} answering: {elapsed:.1f} s "
+                      f"(dag run {dagrun.state})")
+                for ti in sorted(dagrun.get_task_instances(), key=lambda t: t.start_date or dt.datetime.max.replace(
+                        tzinfo=dt.UTC)):
+                    if ti.start_date and ti.end_date:
+                        print(f"  {ti.task_id:<26} {(ti.end_date - ti.start_date).total_seconds():6.1f} s  {ti.state}")
+        finally:
+            pidfile = tmp / "volume" / "serving" / "mlserving.pid"
+            if pidfile.exists():
+                os.killpg(int(pidfile.read_text()), signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    main()
