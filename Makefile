@@ -67,7 +67,7 @@ system-deps:
 test-airflow: system-deps $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed
 	$(AIRFLOW)/bin/python -m pytest tests/airflow -p no:cacheprovider $(PYTEST_ARGS)
 
-demo: $(PIPELINE)/.installed
+demo: system-deps envs
 	bash scripts/demo.sh
 
 down:

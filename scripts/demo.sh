@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# `make demo`: the continuous-training loop on the local target.
-# Today it drives the stage CLIs directly (the Airflow DAG that will drive them is the next step):
-# MLflow server -> three daily partitions (clean, clean, concept drift) -> ingest, split, detect,
-# kfp.local training and registration for each -> a summary.
+# `make demo`: the continuous-training loop on the local target, driven through Airflow itself.
+# Starts MLflow, Alertmanager, Pushgateway, Prometheus and `airflow standalone` from a clean slate
+# (.run/), lands three daily partitions (clean, clean, concept drift), backfills them through the
+# DAG, waits, and prints what happened.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export MLFLOW_PORT=${MLFLOW_PORT:-5000}
-scripts/services.sh start mlflow
-export MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT"
-exec .venv/pipeline/bin/python scripts/demo_stages.py "$@"
+export RUN_DIR=${RUN_DIR:-$PWD/.run}
+scripts/services.sh stop >/dev/null 2>&1 || true
+rm -rf "$RUN_DIR"/{data,airflow,mlflow,prometheus,alertmanager}
+scripts/services.sh start mlflow alertmanager pushgateway prometheus airflow
+exec .venv/airflow/bin/python scripts/demo_story.py

@@ -7,7 +7,7 @@
 | pipeline environment's bin folder (local target) | `MLOPS_PIPELINE_BIN` | `<repo>/.venv/pipeline/bin` |
 | MLflow tracking server | `MLFLOW_TRACKING_URI` | `http://127.0.0.1:5000` |
 | serving environment's bin folder (local target) | `MLOPS_SERVING_BIN` | `<repo>/.venv/serving/bin` |
-| local model server port | `MLOPS_SERVING_PORT` | `8080` |
+| local model server port | `MLOPS_SERVING_PORT` | `8085` (8080 is Airflow's UI) |
 """
 
 from __future__ import annotations
@@ -69,5 +69,5 @@ def load_settings() -> Settings:
         pipeline_bin=Path(os.environ.get("MLOPS_PIPELINE_BIN", REPO / ".venv" / "pipeline" / "bin")),
         mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000"),
         serving_bin=Path(os.environ.get("MLOPS_SERVING_BIN", REPO / ".venv" / "serving" / "bin")),
-        serving_port=int(os.environ.get("MLOPS_SERVING_PORT", "8080")),
+        serving_port=int(os.environ.get("MLOPS_SERVING_PORT", "8085")),
     )

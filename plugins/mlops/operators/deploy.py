@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator
 
-from ..hooks.serving import ServingError, ServingHook
-from ..hooks.stage import StageFailed, StageHook
-from ..settings import load_settings
+from mlops.hooks.serving import ServingError, ServingHook
+from mlops.hooks.stage import StageFailed, StageHook
+from mlops.settings import load_settings
 
 
 class LocalDeployOperator(BaseOperator):

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 
 from airflow.sdk import BaseOperator
 
-from ..hooks.stage import StageFailed, StageHook
-from ..settings import load_settings
+from mlops.hooks.stage import StageFailed, StageHook
+from mlops.settings import load_settings
 
 
 class StageOperator(BaseOperator):

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator
 
-from ..hooks.stage import StageFailed, StageHook
-from ..settings import load_settings
+from mlops.hooks.stage import StageFailed, StageHook
+from mlops.settings import load_settings
 
 
 class KfpTrainingOperator(BaseOperator):

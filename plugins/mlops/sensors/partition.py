@@ -10,8 +10,8 @@ from pathlib import Path
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
-from ..settings import load_settings
-from ..triggers.partition import MARKER, PartitionTrigger, batch_complete
+from mlops.settings import load_settings
+from mlops.triggers.partition import MARKER, PartitionTrigger, batch_complete
 
 
 class PartitionSensor(BaseSensorOperator):

@@ -1,0 +1,44 @@
+"""The local Prometheus setup: alert rules checked and unit-tested with Debian's promtool."""
+
+from __future__ import annotations
+
+import subprocess
+
+from .conftest import REPO
+
+MONITORING = REPO / "monitoring"
+
+
+def promtool(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["promtool", *args], cwd=MONITORING, capture_output=True, text=True)
+
+
+def test_alert_rules_are_valid():
+    result = promtool("check", "rules", "alerts.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 5 rules found" in result.stdout
+
+
+def test_each_alert_fires_when_it_should_and_only_then():
+    result = promtool("test", "rules", "alerts_test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_broken_expectation_is_caught(tmp_path):
+    broken = (MONITORING / "alerts_test.yml").read_text().replace("0.95 0.95 0.40", "0.95 0.95 0.95")
+    (tmp_path / "alerts.yml").write_text((MONITORING / "alerts.yml").read_text())
+    (tmp_path / "alerts_test.yml").write_text(broken)
+    result = subprocess.run(["promtool", "test", "rules", "alerts_test.yml"], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert result.returncode != 0 and "FreshAccuracyLow" in result.stdout + result.stderr
+
+
+def test_prometheus_config_is_valid(tmp_path):
+    config = (MONITORING / "prometheus.yml").read_text()
+    for name, port in {"ALERTMANAGER_PORT": "9093", "MLOPS_SERVING_PORT": "8085", "PUSHGATEWAY_PORT": "9091"}.items():
+        config = config.replace("${" + name + "}", port)
+    (tmp_path / "prometheus.yml").write_text(config)
+    (tmp_path / "alerts.yml").write_text((MONITORING / "alerts.yml").read_text())
+    result = subprocess.run(["promtool", "check", "config", "prometheus.yml"], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
