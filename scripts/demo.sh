@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUN_DIR=${RUN_DIR:-$PWD/.run}
 scripts/services.sh stop >/dev/null 2>&1 || true
-rm -rf "$RUN_DIR"/{data,airflow,mlflow,prometheus,alertmanager}
+rm -rf "$RUN_DIR"/{data,airflow,mlflow,prometheus,alertmanager,pushgateway.data}
 scripts/services.sh start mlflow alertmanager pushgateway prometheus airflow
 exec .venv/airflow/bin/python scripts/demo_story.py

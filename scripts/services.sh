@@ -55,7 +55,9 @@ start_alertmanager() {
 }
 
 start_pushgateway() {
-  launch pushgateway prometheus-pushgateway --web.listen-address="127.0.0.1:$PUSHGATEWAY_PORT" || return 0
+  # Debian's default persistence file is machine-wide (/var/lib/prometheus): keep ours in RUN_DIR.
+  launch pushgateway prometheus-pushgateway --web.listen-address="127.0.0.1:$PUSHGATEWAY_PORT" \
+    --persistence.file="$RUN_DIR/pushgateway.data" || return 0
   wait_http "http://127.0.0.1:$PUSHGATEWAY_PORT/-/ready" 60 pushgateway
   echo "pushgateway: http://127.0.0.1:$PUSHGATEWAY_PORT"
 }

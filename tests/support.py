@@ -81,6 +81,7 @@ def alertmanager(root: Path):
 @contextmanager
 def pushgateway(root: Path):
     port = free_port()
-    argv = ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"]
+    argv = ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}",
+            f"--persistence.file={root / 'pushgateway.data'}"]  # not Debian's machine-wide default
     with daemon(argv, f"http://127.0.0.1:{port}/-/ready", root / "pushgateway.log"):
         yield f"127.0.0.1:{port}"
