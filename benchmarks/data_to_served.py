@@ -30,6 +30,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="latency-"))
     port = support.free_port()
     os.environ.update({"AIRFLOW_HOME": str(tmp / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                       "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+                       "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
                        "MLOPS_TASK_RETRIES": "0", "MLOPS_DATA_ROOT": str(tmp / "volume"),
                        "MLOPS_PIPELINE_BIN": str(support.PIPELINE_BIN), "MLOPS_SERVING_BIN": str(support.SERVING_BIN),
                        "MLOPS_SERVING_PORT": str(port), "AIRFLOW_VAR_MLOPS_TARGET": "local"})
