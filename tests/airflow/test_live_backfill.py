@@ -41,8 +41,10 @@ def live(tmp_path):
 def airflow_cli(env, *args) -> str:
     cli_env = {**env, "AIRFLOW_HOME": f"{env['RUN_DIR']}/airflow", "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins")}
-    return subprocess.run([str(REPO / ".venv/airflow/bin/airflow"), *args], env=cli_env, capture_output=True,
-                          text=True, check=True).stdout
+    done = subprocess.run([str(REPO / ".venv/airflow/bin/airflow"), *args], env=cli_env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, f"airflow {' '.join(args)} failed: {done.stderr[-2000:]}"
+    return done.stdout
 
 
 def test_backfill_replays_three_partitions(live):
@@ -51,19 +53,19 @@ def test_backfill_replays_three_partitions(live):
     for seed, (day, drift) in enumerate(DAYS, 1):
         stages.run("simulate", {"data_root": f"{live['RUN_DIR']}/data", "partition": day, "rows": 900,
                                 "drift": drift, "seed": seed}, on_line=lambda _: None)
-    deadline = time.monotonic() + 180
-    while "continuous_training" not in airflow_cli(live, "dags", "list", "-o", "plain"):
-        assert time.monotonic() < deadline, "the DAG processor never parsed the DAG"
-        time.sleep(3)
-    airflow_cli(live, "dags", "unpause", "continuous_training")
-    airflow_cli(live, "backfill", "create", "--dag-id", "continuous_training", "--from-date", DAYS[0][0],
-                "--to-date", DAYS[-1][0], "--max-active-runs", "1")
-
     password_file = f"{live['RUN_DIR']}/airflow/simple_auth_manager_passwords.json.generated"
     with open(password_file) as handle:
         passwords = json.load(handle)
     token = httpx.post(f"{api}/auth/token", json={"username": "admin", "password": passwords["admin"]}).json()
     headers = {"Authorization": f"Bearer {token['access_token']}"}
+    deadline = time.monotonic() + 180
+    # The DAG must be parsed and serialized before a backfill can be created for it.
+    while httpx.get(f"{api}/api/v2/dags/continuous_training", headers=headers).status_code != 200:
+        assert time.monotonic() < deadline, "the DAG processor never serialized the DAG"
+        time.sleep(3)
+    airflow_cli(live, "dags", "unpause", "continuous_training")
+    airflow_cli(live, "backfill", "create", "--dag-id", "continuous_training", "--from-date", DAYS[0][0],
+                "--to-date", DAYS[-1][0], "--max-active-runs", "1")
     deadline = time.monotonic() + 600
     while True:
         runs = httpx.get(f"{api}/api/v2/dags/continuous_training/dagRuns", headers=headers,
