@@ -85,3 +85,10 @@ def pushgateway(root: Path):
             f"--persistence.file={root / 'pushgateway.data'}"]  # not Debian's machine-wide default
     with daemon(argv, f"http://127.0.0.1:{port}/-/ready", root / "pushgateway.log"):
         yield f"127.0.0.1:{port}"
+
+
+def tree_snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under folder with its bytes: compare before/after to prove nothing changed."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -21,10 +21,6 @@ MODEL = "iris-dagtest"
 pytestmark = pytest.mark.slow
 
 
-def tree(folder):
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("stack")
@@ -85,7 +81,7 @@ def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):  # noqa: F8
     assert f'mlops_champion_version{{instance="",job="continuous_training",model="{MODEL}"}} 2' in metrics
 
     # A corrupt batch fails ingest with the stage's message, alerts, and changes nothing stored.
-    curated_before, registry_before = tree(root / "curated"), httpx.get(
+    curated_before, registry_before = support.tree_snapshot(root / "curated"), httpx.get(
         f"{stack['mlflow']}/api/2.0/mlflow/registered-models/get", params={"name": MODEL}).json()
     (root / "landing" / "2026-11-04").mkdir(parents=True)
     (root / "landing" / "2026-11-04" / "broken.csv").write_bytes(b"sepal_length;sepal_width\n1;2\n")
@@ -97,7 +93,7 @@ def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):  # noqa: F8
     assert alerts, "no alert reached Alertmanager"
     assert "yielded no usable data" in alerts[0]["annotations"]["error"]
     assert alerts[0]["labels"]["dag_id"] == "continuous_training"
-    assert tree(root / "curated") == curated_before
+    assert support.tree_snapshot(root / "curated") == curated_before
     registry_after = httpx.get(f"{stack['mlflow']}/api/2.0/mlflow/registered-models/get",
                                params={"name": MODEL}).json()
     assert registry_after["registered_model"]["aliases"] == registry_before["registered_model"]["aliases"]

@@ -35,10 +35,3 @@ def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: in
     if check:
         assert proc.returncode == 0, f"mlpipeline {args} failed: {proc.stderr[-4000:]}"
     return result
-
-
-def tree_snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under folder with its bytes: compare before/after to prove nothing changed."""
-    if not folder.exists():
-        return {}
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -7,8 +7,10 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from tests.support import tree_snapshot
+
 from .corpus import ACCEPTED_FILES, BAD_FILES, GOOD
-from .helpers import run_cli, tree_snapshot
+from .helpers import run_cli
 
 PARTITION = "2026-11-01"
 

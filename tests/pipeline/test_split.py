@@ -10,8 +10,9 @@ from mlpipeline.errors import PipelineError
 from mlpipeline.ingest import ingest_partition
 from mlpipeline.simulate import simulate, to_csv_bytes
 from mlpipeline.split import split_partition
+from tests.support import tree_snapshot
 
-from .helpers import run_cli, tree_snapshot
+from .helpers import run_cli
 
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
 

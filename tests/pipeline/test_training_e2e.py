@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from .helpers import run_cli, tree_snapshot
+from tests.support import tree_snapshot
+
+from .helpers import run_cli
 
 pytestmark = pytest.mark.slow
 

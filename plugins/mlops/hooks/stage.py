@@ -37,6 +37,11 @@ class StageHook(BaseHook):
         self.executable = str(executable)
         self.env = dict(env or {})
 
+    @classmethod
+    def from_settings(cls, settings) -> StageHook:
+        """The pipeline environment's CLI, talking to the configured MLflow server."""
+        return cls(settings.mlpipeline, env={"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri})
+
     def command(self, stage: str, options: Mapping[str, object]) -> list[str]:
         return [self.executable, stage, *stage_arguments(options)]
 

@@ -29,7 +29,7 @@ class LocalDeployOperator(BaseOperator):
 
     def execute(self, context):
         settings = load_settings()
-        stages = StageHook(settings.mlpipeline, env={"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri})
+        stages = StageHook.from_settings(settings)
         serving = ServingHook(settings.serving_url, self.model_name)
         registry = {"model_name": self.model_name}
         served_dir = settings.data_root / "serving" / self.model_name

@@ -32,7 +32,7 @@ class StageOperator(BaseOperator):
         settings = load_settings()
         if settings.target != "local":
             raise NotImplementedError(f"target {settings.target!r}: stage pods come with the Kubernetes target")
-        hook = StageHook(settings.mlpipeline, env={"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri})
+        hook = StageHook.from_settings(settings)
         options = {"data_root": str(settings.data_root), **self.options}
         self.log.info("running: %s", hook.render(hook.command(self.stage, options)))
         try:

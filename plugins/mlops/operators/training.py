@@ -28,7 +28,7 @@ class KfpTrainingOperator(BaseOperator):
         if settings.target != "local":
             raise NotImplementedError(f"target {settings.target!r}: KFP runs over REST come with the Kubernetes target")
         dag_run = context.get("dag_run")
-        hook = StageHook(settings.mlpipeline, env={"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri})
+        hook = StageHook.from_settings(settings)
         options = {"data_root": settings.data_root, "run_key": self.run_key, "model_name": self.model_name,
                    "dag_id": getattr(dag_run, "dag_id", "") or "", "dag_run_id": getattr(dag_run, "run_id", "") or ""}
         try:

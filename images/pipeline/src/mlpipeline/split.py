@@ -29,9 +29,9 @@ def window_partitions(volume: DataVolume, partition: str, window: str) -> list[s
     return available[-int(window.split(":", 1)[1]):]
 
 
-def _read_partitions(volume: DataVolume, partitions: list[str], schema: DatasetSchema) -> pd.DataFrame:
-    files = [f for p in partitions for f in volume.curated_files(p)]
-    return pd.concat([pq.read_table(f, columns=schema.columns).to_pandas() for f in files], ignore_index=True)
+def _read_partitions(volume: DataVolume, partitions: list[str], schema: DatasetSchema) -> dict[str, pd.DataFrame]:
+    return {p: pd.concat([pq.read_table(f, columns=schema.columns).to_pandas() for f in volume.curated_files(p)],
+                         ignore_index=True) for p in partitions}
 
 
 def describe(frame: pd.DataFrame, schema: DatasetSchema) -> dict:
@@ -63,8 +63,9 @@ def split_partition(volume: DataVolume, partition: str, schema: DatasetSchema, c
 
     log.info("reading %d curated file(s) from %d partition(s) (%s)", len(window_files), len(partitions),
              config["window"])
-    window = _read_partitions(volume, partitions, schema)
-    fresh = _read_partitions(volume, [partition], schema)
+    by_partition = _read_partitions(volume, partitions, schema)  # the window always ends with the partition
+    window = pd.concat(list(by_partition.values()), ignore_index=True)
+    fresh = by_partition[partition]
     counts = window[schema.label].value_counts()
     test_size = config["split"]["test_size"]
     if counts.min() < 2 or round(len(window) * test_size) < len(counts):
