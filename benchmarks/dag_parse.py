@@ -45,19 +45,21 @@ def main() -> None:
         bare.append(measure("none"))
         trivial.append(measure("trivial"))
         full.append(measure("dag"))
-    # The minimum: start-up noise only ever adds time.
-    sdk = min(r["sdk"] + r["dag"] for r in bare)
-    total = min(r["sdk"] + r["dag"] for r in full)
-    one_task = min(r["sdk"] + r["dag"] for r in trivial)
-    spread = statistics.pstdev(r["sdk"] + r["dag"] for r in bare)
+    # Each probe times `import airflow.sdk` and the DAG file in the same interpreter, so the ratio is not
+    # swamped by start-up noise between processes; the minimum, since noise only ever adds time.
+    sdk = min(r["sdk"] for r in bare + trivial + full)
+    extra = min(r["dag"] for r in full)
+    one_task = min(r["dag"] for r in trivial)
+    spread = statistics.pstdev(r["sdk"] for r in bare + trivial + full)
+    total = sdk + extra
     added = full[0]["added"]
     top = sorted({m.split(".")[0] for m in added})
-    print(f"bare `import airflow.sdk`:            {sdk * 1000:8.1f} ms (min of {args.repeat}; "
+    print(f"bare `import airflow.sdk`:            {sdk * 1000:8.1f} ms (min of {3 * args.repeat}; "
           f"run-to-run spread {spread * 1000:.0f} ms)")
     print(f"airflow.sdk + the DAG file:           {total * 1000:8.1f} ms")
-    print(f"extra for the DAG file:               {(total - sdk) * 1000:8.1f} ms = {(total - sdk) / sdk:.1%}")
-    print(f"a one-task DAG (what any DAG pays):   {one_task * 1000:8.1f} ms; ours over it: "
-          f"{(total - one_task) * 1000:.1f} ms = {(total - one_task) / one_task:.1%}")
+    print(f"extra for the DAG file:               {extra * 1000:8.1f} ms = {extra / sdk:.1%} (goal: < 5%)")
+    print(f"extra for a one-task @daily DAG:      {one_task * 1000:8.1f} ms = {one_task / sdk:.1%}; ours over it: "
+          f"{(extra - one_task) * 1000:.1f} ms")
     print(f"modules the DAG file adds: {len(added)} ({', '.join(top)})")
     heavy = {"sklearn", "mlflow", "kfp", "kserve", "pandas"} & set(top)
     print(f"heavy modules imported: {sorted(heavy) or 'none'}")

@@ -22,11 +22,10 @@ Failures and retries alert through Alertmanager. Stages run the `mlpipeline` CLI
 from datetime import UTC, datetime, timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.providers.standard.operators.python import BranchPythonOperator
 from airflow.sdk import DAG, Param, TaskGroup
 
-from mlops.branching import choose_after_training, choose_retraining
 from mlops.notifications.alertmanager import AlertmanagerNotifier
+from mlops.operators.branch import PromotionBranchOperator, RetrainingBranchOperator
 from mlops.operators.deploy import LocalDeployOperator
 from mlops.operators.report import ReportOperator
 from mlops.operators.stage import StageOperator
@@ -78,12 +77,14 @@ with DAG(
 
     detect_degradation = StageOperator(task_id="detect_degradation", stage="detect",
                            options={"run_key": RUN_KEY, "model_name": MODEL})
-    decide_retraining = BranchPythonOperator(task_id="decide_retraining", python_callable=choose_retraining)
+    decide_retraining = RetrainingBranchOperator(task_id="decide_retraining", detect_task_id="detect_degradation",
+                                                 retrain="training.train", keep="skip")
     skip = EmptyOperator(task_id="skip")
 
     with TaskGroup("training", tooltip="KFP training run, then registration on promote") as training:
         train = KfpTrainingOperator(task_id="train", run_key=RUN_KEY, model_name=MODEL)
-        check_decision = BranchPythonOperator(task_id="check_decision", python_callable=choose_after_training)
+        check_decision = PromotionBranchOperator(task_id="check_decision", train_task_id="training.train",
+                                                 promote="training.register", keep="training.keep_champion")
         register = StageOperator(task_id="register", stage="register",
                                  options={"run_key": RUN_KEY, "model_name": MODEL, "dag_id": "{{ dag.dag_id }}",
                                           "dag_run_id": "{{ run_id }}"})

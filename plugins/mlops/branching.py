@@ -18,20 +18,3 @@ def retraining_reasons(detect: dict, accuracy_threshold: float, drift_limit: flo
     if drift is not None and drift > drift_limit:
         reasons.append(f"drifted feature share {drift:.2f} > limit {drift_limit}")
     return reasons
-
-
-def choose_retraining(ti, params, **_) -> str:
-    detect = ti.xcom_pull(task_ids="detect_degradation")
-    reasons = retraining_reasons(detect, float(params["accuracy_threshold"]), float(params["drift_limit"]),
-                                 bool(params["force_retrain"]))
-    if reasons:
-        print(f"retraining: {'; '.join(reasons)}")
-        return "training.train"
-    print(f"no retraining: {detect.get('reason')}")
-    return "skip"
-
-
-def choose_after_training(ti, **_) -> str:
-    decision = ti.xcom_pull(task_ids="training.train")
-    print(f"training decided {decision['decision']}: {decision['reason']}")
-    return "training.register" if decision["decision"] == "promote" else "training.keep_champion"

@@ -10,8 +10,8 @@ from pathlib import Path
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
+from mlops.landing import MARKER, batch_complete
 from mlops.settings import load_settings
-from mlops.triggers.partition import MARKER, PartitionTrigger, batch_complete
 
 
 class PartitionSensor(BaseSensorOperator):
@@ -31,6 +31,8 @@ class PartitionSensor(BaseSensorOperator):
             self.log.info("batch complete: %s", folder / MARKER)
             return str(folder)
         self.log.info("waiting up to %s for %s (in the triggerer)", self.wait, folder / MARKER)
+        from mlops.triggers.partition import PartitionTrigger  # only runs that wait pay for the trigger machinery
+
         self.defer(trigger=PartitionTrigger(str(folder), time.time() + self.wait.total_seconds(),
                                             self.poll_interval),
                    method_name="execute_complete")

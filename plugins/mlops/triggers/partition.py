@@ -8,12 +8,7 @@ from pathlib import Path
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-MARKER = "_SUCCESS"
-
-
-def batch_complete(folder: Path) -> bool:
-    """A batch is complete when its writer has dropped the _SUCCESS marker."""
-    return (folder / MARKER).is_file()
+from mlops.landing import batch_complete
 
 
 class PartitionTrigger(BaseTrigger):
