@@ -97,6 +97,7 @@ with DAG(
         detect="{{ ti.xcom_pull(task_ids='detect_degradation') }}",
         train="{{ ti.xcom_pull(task_ids='training.train') }}",
         deploy="{{ ti.xcom_pull(task_ids='deploy') }}",
+        started_at="{{ ti.xcom_pull(task_ids='wait_for_batch')['started_at'] }}",
     )
 
     wait_for_batch >> data >> detect_degradation >> decide_retraining >> [skip, train]

@@ -79,6 +79,9 @@ def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):  # noqa: F8
     assert answer["outputs"][0]["data"] == ["versicolor"]  # concept drift rotated setosa -> versicolor
     metrics = httpx.get(f"http://{stack['pushgateway']}/metrics").text
     assert f'mlops_champion_version{{instance="",job="continuous_training",model="{MODEL}"}} 2' in metrics
+    duration = next(float(line.split()[-1]) for line in metrics.splitlines()
+                    if line.startswith("mlops_run_duration_seconds{") and f'model="{MODEL}"' in line)
+    assert 1 < duration < 600  # from the sensor's start, not dag.test()'s logical-date start date
 
     # A corrupt batch fails ingest with the stage's message, alerts, and changes nothing stored.
     curated_before, registry_before = support.tree_snapshot(root / "curated"), httpx.get(

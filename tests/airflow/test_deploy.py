@@ -8,7 +8,7 @@ import signal
 import httpx
 import pytest
 
-from mlops.hooks.stage import StageHook
+from mlops.hooks.stage import StageFailed, StageHook
 from mlops.operators.deploy import LocalDeployOperator
 from tests import support
 
@@ -50,6 +50,9 @@ def served(url) -> str:
 def test_deploy_swap_and_roll_back(deploy_env):
     stages, url, root = deploy_env
     deploy = LocalDeployOperator(task_id="deploy", model_name=MODEL)
+    with pytest.raises(StageFailed, match="iris-deploy has no version with alias 'champion'"):
+        deploy.execute({})  # nothing registered yet: a clear error, and no server started
+    assert not (root / "serving" / "mlserving.pid").exists()
 
     assert train_and_register(stages, root, "2026-11-01", "none", 1)["champion_version"] == "1"
     first = deploy.execute({})

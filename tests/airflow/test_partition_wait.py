@@ -42,7 +42,9 @@ def test_sensor_returns_at_once_when_the_batch_is_there(local_target):
     folder = local_target / "landing" / "2026-11-01"
     folder.mkdir(parents=True)
     (folder / "_SUCCESS").touch()
-    assert PartitionSensor(task_id="wait", partition="2026-11-01").execute({}) == str(folder)
+    before = time.time()
+    found = PartitionSensor(task_id="wait", partition="2026-11-01").execute({})
+    assert found["folder"] == str(folder) and before <= found["started_at"] <= time.time()
 
 
 def test_sensor_defers_to_the_trigger_and_skips_on_timeout(local_target):
@@ -52,6 +54,8 @@ def test_sensor_defers_to_the_trigger_and_skips_on_timeout(local_target):
     trigger = deferred.value.trigger
     assert isinstance(trigger, PartitionTrigger) and trigger.folder.endswith("landing/2026-11-02")
     assert 250 < trigger.deadline - time.time() <= 300
+    assert 0 < time.time() - deferred.value.kwargs["started_at"] < 60  # the run's clock survives the deferral
     with pytest.raises(AirflowSkipException, match="no complete batch"):
         sensor.execute_complete({}, {"status": "timeout", "folder": trigger.folder})
-    assert sensor.execute_complete({}, {"status": "ready", "folder": trigger.folder}) == trigger.folder
+    done = sensor.execute_complete({}, {"status": "ready", "folder": trigger.folder}, started_at=123.0)
+    assert done == {"folder": trigger.folder, "started_at": 123.0}

@@ -163,6 +163,8 @@ def test_training_twice_with_one_run_key_reuses_the_run_and_registers_once(volum
     missing = run_cli("fetch-model", "--model-name", model_name, "--alias", "nope", "--dest", dest, check=False)
     assert missing.returncode == 1 and "has no version with alias 'nope'" in missing.error_line
     assert (dest / "MLmodel").is_file()  # a failed fetch leaves the served copy alone
+    into = run_cli("fetch-model", "--model-name", model_name, "--alias", "champion", "--into", dest.parent).json
+    assert into["model_dir"] == str((dest.parent / "v1").resolve()) and (dest.parent / "v1" / "MLmodel").is_file()
 
 
 def test_stages_fail_with_one_line_on_bad_input(volume, tracking, model_name, mlflow_server):

@@ -1,6 +1,6 @@
 """LocalDeployOperator: put the registry's champion behind the local KServe ModelServer, or roll back.
 
-Steps: ask the registry for the champion -> fetch its model directory (a pipeline stage) -> start
+Steps: fetch the registry champion's model directory (one pipeline stage) -> start
 `mlserving` if it is not running, else swap the new directory in through its load endpoint -> wait
 until ready -> a real v2 inference built from the signature must be answered by the new version.
 If any step fails after the server was serving an earlier version, the `champion` alias moves back
@@ -35,16 +35,14 @@ class LocalDeployOperator(BaseOperator):
         served_dir = settings.data_root / "serving" / self.model_name
 
         previous = serving.served_version()
-        champion = stages.run("champion-at", registry)["champion_version"]
-        if champion is None:
-            raise RuntimeError(f"{self.model_name} has no champion to deploy")
+        # One stage call resolves the champion and fetches it (a no-op when that version is already on disk).
+        fetched = stages.run("fetch-model", {**registry, "alias": "champion", "into": served_dir})
+        champion = fetched["version"]
         if champion == previous:
             self.log.info("version %s is already served; nothing to deploy", champion)
             return {"version": champion, "previous_version": previous, "endpoint": self._endpoint(settings),
                     "changed": False}
         try:
-            fetched = stages.run("fetch-model", {**registry, "version": champion,
-                                                 "dest": served_dir / f"v{champion}"})
             model_dir = fetched["model_dir"]
             if previous is None and not serving.is_live():
                 serving.start(settings.serving_bin, model_dir, settings.serving_port,

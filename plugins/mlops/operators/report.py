@@ -13,21 +13,24 @@ class ReportOperator(BaseOperator):
     """Pushes fresh-set accuracy, drift statistics, the decision, the champion and the run duration.
 
     `detect`, `train`, `deploy` are the upstream tasks' XCom results (templated; any may be empty
-    when the run skipped training).
+    when the run skipped training). `started_at` (epoch seconds) is when the run began; without it the
+    DAG run's own start date is used (dag.test() sets that to the logical date, hence the option).
     """
 
-    template_fields: Sequence[str] = ("detect", "train", "deploy", "model_name")
+    template_fields: Sequence[str] = ("detect", "train", "deploy", "model_name", "started_at")
 
-    def __init__(self, *, model_name: str, detect=None, train=None, deploy=None, pushgateway: str | None = None,
-                 job: str = "continuous_training", **kwargs):
+    def __init__(self, *, model_name: str, detect=None, train=None, deploy=None, started_at=None,
+                 pushgateway: str | None = None, job: str = "continuous_training", **kwargs):
         super().__init__(**kwargs)
         self.model_name, self.detect, self.train, self.deploy = model_name, detect, train, deploy
+        self.started_at = started_at
         self.pushgateway, self.job = pushgateway, job
 
     def summary(self, context) -> dict:
         detect, train, deploy = self.detect or {}, self.train or {}, self.deploy or {}
-        dag_run = context.get("dag_run")
-        started = getattr(dag_run, "start_date", None)
+        started = float(self.started_at) if self.started_at else None
+        if started is None and getattr(context.get("dag_run"), "start_date", None):
+            started = context["dag_run"].start_date.timestamp()
         return {
             "model_name": self.model_name,
             "fresh_accuracy": (detect.get("fresh_metrics") or {}).get("accuracy"),
@@ -35,7 +38,7 @@ class ReportOperator(BaseOperator):
             "drift_max_psi": (detect.get("drift") or {}).get("max_psi"),
             "decision": train.get("decision", "skipped"),
             "champion_version": deploy.get("version") or (detect.get("champion") or {}).get("version"),
-            "duration_seconds": time.time() - started.timestamp() if started else None,
+            "duration_seconds": time.time() - started if started else None,
         }
 
     def execute(self, context):

@@ -26,18 +26,20 @@ class PartitionSensor(BaseSensorOperator):
         return load_settings().data_root / "landing" / self.partition
 
     def execute(self, context):
+        started_at = time.time()
         folder = self._folder()
         if batch_complete(folder):
             self.log.info("batch complete: %s", folder / MARKER)
-            return str(folder)
+            return {"folder": str(folder), "started_at": started_at}
         self.log.info("waiting up to %s for %s (in the triggerer)", self.wait, folder / MARKER)
         from mlops.triggers.partition import PartitionTrigger  # only runs that wait pay for the trigger machinery
 
         self.defer(trigger=PartitionTrigger(str(folder), time.time() + self.wait.total_seconds(),
                                             self.poll_interval),
-                   method_name="execute_complete")
+                   method_name="execute_complete", kwargs={"started_at": started_at})
 
-    def execute_complete(self, context, event=None):
+    def execute_complete(self, context, event=None, started_at: float | None = None):
+        """Returns the batch folder and when the run started waiting for it (the run's clock for the report)."""
         if not event or event.get("status") != "ready":
             raise AirflowSkipException(f"no complete batch in {self._folder()} within {self.wait}; nothing to do")
-        return event["folder"]
+        return {"folder": event["folder"], "started_at": started_at}

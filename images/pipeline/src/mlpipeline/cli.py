@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--version", help="registry version number")
     which.add_argument("--alias", help="registry alias, e.g. champion")
-    p.add_argument("--dest", required=True, help="directory to create (replaced whole, never half-written)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dest", help="directory to create (replaced whole, never half-written)")
+    where.add_argument("--into", help="parent directory: the model goes to INTO/v<version> (kept if already there)")
     p.add_argument("--model-name", default=os.environ.get("MLPIPELINE_MODEL_NAME", DEFAULT_MODEL))
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""))
 
@@ -223,7 +225,7 @@ def cmd_fetch_model(args) -> dict:
     version = registry.version(args.version) if args.version else registry.alias(args.alias)
     if version is None:
         raise PipelineError(f"{args.model_name} has no version with alias {args.alias!r}")
-    path = registry.download(version, Path(args.dest))
+    path = registry.download(version, Path(args.dest) if args.dest else Path(args.into) / f"v{version.version}")
     return {"model_name": args.model_name, "version": version.version, "run_id": version.run_id,
             "model_dir": str(path.resolve())}
 

@@ -7,7 +7,6 @@ import logging
 
 import pandas as pd
 import pyarrow.parquet as pq
-from sklearn.model_selection import train_test_split
 
 from . import lineage
 from .config import config_hash
@@ -71,6 +70,8 @@ def split_partition(volume: DataVolume, partition: str, schema: DatasetSchema, c
     if counts.min() < 2 or round(len(window) * test_size) < len(counts):
         raise PipelineError(f"training window too small to stratify: class counts {counts.to_dict()}, "
                             f"test_size {test_size}; widen the window or land more data")
+    from sklearn.model_selection import train_test_split  # here: register and detect load runs without it
+
     train, test = train_test_split(window, test_size=test_size, random_state=config["split"]["seed"],
                                    stratify=window[schema.label])
     sets = {"train": train.reset_index(drop=True), "test": test.reset_index(drop=True), "fresh": fresh}
