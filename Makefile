@@ -12,7 +12,7 @@ AIRFLOW := $(VENV)/airflow
 SERVING_DIR := images/serving
 RUN := .run
 
-.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving demo down envs lock compile-pipeline bench-pipeline lint clean
+.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving demo down envs lock compile-pipeline bench-pipeline lint clean manifests
 
 help:
 	@echo "make demo    run the continuous-training loop on the local target"
@@ -20,6 +20,7 @@ help:
 	@echo "make down    stop every service the demo started"
 	@echo "make bench-pipeline   stage benchmark (10k, 100k, 1M rows) against a bare-script floor"
 	@echo "make bench-serving    serving throughput: ours vs bare KServe vs MLServer+MLflow vs an ASGI floor"
+	@echo "make manifests        the Kubernetes objects the DAG creates for a sample run, in build/manifests/"
 
 $(UV):
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -72,6 +73,12 @@ demo: system-deps envs
 
 down:
 	bash scripts/services.sh stop
+
+# The kubernetes target's objects for a sample run, for review (like `helm template`).
+manifests: $(AIRFLOW)/.installed
+	rm -rf build/manifests
+	cd plugins && AIRFLOW_HOME=$(CURDIR)/$(RUN)/airflow-manifests AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	  ../$(AIRFLOW)/bin/python -m mlops.manifests $(CURDIR)/build/manifests
 
 compile-pipeline: $(PIPELINE)/.installed
 	$(PIPELINE)/bin/mlpipeline compile

@@ -1,6 +1,8 @@
 """Where the public reference schemas live: ../shared/reference beside the clone (as in CI),
 or MLOPS_SHARED_DIR/reference."""
 
+import copy
+import json
 import os
 from pathlib import Path
 
@@ -13,3 +15,28 @@ def reference_file(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"reference file {path} is missing: clone beside shared/ or set MLOPS_SHARED_DIR")
     return path
+
+
+def strict_schema(schema: dict) -> dict:
+    """Unknown fields rejected wherever the schema does not say to preserve them (as a real apiserver
+    prunes or, with `kubectl --validate=strict`, refuses them)."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node and \
+                    not node.get("x-kubernetes-preserve-unknown-fields") and "additionalProperties" not in node:
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return schema
+
+
+def crd_schema(name: str, version: str) -> dict:
+    """A CRD's openAPIV3Schema for one version, from ../shared/reference/<name>.json, made strict."""
+    return strict_schema(json.loads(reference_file(name).read_text())["versions"][version])

@@ -6,6 +6,7 @@
 | data volume | `MLOPS_DATA_ROOT` | `<repo>/.run/data` |
 | pipeline environment's bin folder (local target) | `MLOPS_PIPELINE_BIN` | `<repo>/.venv/pipeline/bin` |
 | MLflow tracking server | `MLFLOW_TRACKING_URI` | `http://127.0.0.1:5000` |
+| MLflow UI, as users' browsers reach it (task links) | `MLOPS_MLFLOW_UI_URL` | the tracking server |
 | serving environment's bin folder (local target) | `MLOPS_SERVING_BIN` | `<repo>/.venv/serving/bin` |
 | local model server port | `MLOPS_SERVING_PORT` | `8085` (8080 is Airflow's UI) |
 """
@@ -30,6 +31,7 @@ class Settings:
     data_root: Path
     pipeline_bin: Path
     mlflow_tracking_uri: str
+    mlflow_ui_url: str
     serving_bin: Path
     serving_port: int
 
@@ -42,7 +44,8 @@ class Settings:
         return f"http://127.0.0.1:{self.serving_port}"
 
 
-def _target() -> str:
+def target() -> str:
+    """`local` or `kubernetes`; the DAG reads it when parsed, to pick each task's operator."""
     value = os.environ.get("AIRFLOW_VAR_MLOPS_TARGET")
     if value is None:
         try:
@@ -63,11 +66,13 @@ def task_retries(default: int = 2) -> int:
 
 
 def load_settings() -> Settings:
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     return Settings(
-        target=_target(),
+        target=target(),
         data_root=Path(os.environ.get("MLOPS_DATA_ROOT", REPO / ".run" / "data")),
         pipeline_bin=Path(os.environ.get("MLOPS_PIPELINE_BIN", REPO / ".venv" / "pipeline" / "bin")),
-        mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000"),
+        mlflow_tracking_uri=tracking,
+        mlflow_ui_url=os.environ.get("MLOPS_MLFLOW_UI_URL", tracking),
         serving_bin=Path(os.environ.get("MLOPS_SERVING_BIN", REPO / ".venv" / "serving" / "bin")),
         serving_port=int(os.environ.get("MLOPS_SERVING_PORT", "8085")),
     )

@@ -2,43 +2,21 @@
 
 from __future__ import annotations
 
-import copy
-import json
 from pathlib import Path
 
 import pytest
 import yaml
 from jsonschema import Draft7Validator
 
-from tests.reference import reference_file
+from tests.reference import crd_schema
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME = REPO / "k8s-yaml/kserve/cluster-serving-runtime.yaml"
 
 
-def strict(schema):
-    """Reject unknown fields, as the reference README suggests, where the CRD does not preserve them."""
-    schema = copy.deepcopy(schema)
-
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("type") == "object" and "properties" in node and \
-                    not node.get("x-kubernetes-preserve-unknown-fields") and "additionalProperties" not in node:
-                node["additionalProperties"] = False
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(schema)
-    return schema
-
-
 @pytest.fixture(scope="module")
 def validator():
-    crd = json.loads(reference_file("kserve-crd-clusterservingruntimes.json").read_text())
-    return Draft7Validator(strict(crd["versions"]["v1alpha1"]))
+    return Draft7Validator(crd_schema("kserve-crd-clusterservingruntimes.json", "v1alpha1"))
 
 
 def test_runtime_is_valid_against_the_crd(validator):

@@ -7,19 +7,21 @@ from collections.abc import Mapping, Sequence
 from airflow.sdk import BaseOperator
 
 from mlops.hooks.stage import StageFailed, StageHook
-from mlops.settings import load_settings
+from mlops.links import RESULT_LINKS, result_links
+from mlops.settings import load_settings, target
 
 
 class StageOperator(BaseOperator):
-    """Runs `mlpipeline <stage> --data-root <volume> <options>`.
+    """Runs `mlpipeline <stage> --data-root <volume> <options>` (the local target).
 
-    On the local target the stage runs as a subprocess of the pipeline environment, its progress
-    streamed into the task log; a failing stage fails the task with the stage's own error line.
+    The stage runs as a subprocess of the pipeline environment, its progress streamed into the task
+    log; a failing stage fails the task with the stage's own error line.
     """
 
     template_fields: Sequence[str] = ("options",)
     template_fields_renderers = {"options": "json"}
     ui_color = "#e8f1fb"
+    operator_extra_links = RESULT_LINKS
 
     def __init__(self, *, stage: str, options: Mapping[str, object] | None = None, stage_timeout: float = 3600,
                  **kwargs):
@@ -30,12 +32,22 @@ class StageOperator(BaseOperator):
 
     def execute(self, context):
         settings = load_settings()
-        if settings.target != "local":
-            raise NotImplementedError(f"target {settings.target!r}: stage pods come with the Kubernetes target")
         hook = StageHook.from_settings(settings)
         options = {"data_root": str(settings.data_root), **self.options}
         self.log.info("running: %s", hook.render(hook.command(self.stage, options)))
         try:
-            return hook.run(self.stage, options, timeout=self.stage_timeout)
+            result = hook.run(self.stage, options, timeout=self.stage_timeout)
         except StageFailed as exc:
             raise RuntimeError(str(exc)) from None
+        self.link_urls = result_links(result, settings.mlflow_ui_url)
+        return result
+
+
+def stage_task(*, task_id: str, stage: str, options: Mapping[str, object] | None = None, **kwargs) -> BaseOperator:
+    """The stage's task for the configured target (read when the DAG is parsed): a subprocess of the
+    pipeline environment on `local`, a pod of the pipeline image on `kubernetes`."""
+    if target() == "kubernetes":
+        from mlops.operators.stage_pod import StagePodOperator  # the Kubernetes client only where it is used
+
+        return StagePodOperator(task_id=task_id, stage=stage, options=options, **kwargs)
+    return StageOperator(task_id=task_id, stage=stage, options=options, **kwargs)

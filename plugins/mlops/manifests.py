@@ -1,0 +1,104 @@
+"""The Kubernetes objects the DAG would create for a sample run, rendered like a real run would render them.
+
+`python -m mlops.manifests OUT_DIR` (what `make manifests` runs) writes one YAML file per object, so a
+platform team can review them like `helm template` output. The sample run's upstream XCom values are
+declared in SAMPLE_XCOMS: rendering needs them, and they are what a real run's split stage returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+SAMPLE_DAY = "2026-11-01"
+SAMPLE_XCOMS = {"data.split": {"run_key": "rk-0123456789abcdef"}}
+# The champion the deploy task would find in MLflow for the sample run.
+SAMPLE_CHAMPION = {"version": "1", "run_id": "0123456789abcdef0123456789abcdef",
+                   "artifact_uri": "mlflow-artifacts:/1/models/m-0123456789abcdef/artifacts"}
+
+
+class _SampleTaskInstance:
+    """Answers the templates' xcom_pull calls from SAMPLE_XCOMS."""
+
+    def __init__(self, xcoms: dict):
+        self.xcoms = xcoms
+
+    def xcom_pull(self, task_ids=None, key="return_value", **_):
+        return self.xcoms.get(task_ids)
+
+
+def sample_context(dag) -> dict:
+    logical = dt.datetime.fromisoformat(SAMPLE_DAY).replace(tzinfo=dt.UTC)
+    return {"dag": dag, "ds": SAMPLE_DAY, "ds_nodash": SAMPLE_DAY.replace("-", ""), "logical_date": logical,
+            "run_id": f"scheduled__{logical.isoformat()}", "params": dag.params.validate(),
+            "ti": _SampleTaskInstance(SAMPLE_XCOMS)}
+
+
+def stage_pods(dag) -> dict[str, dict]:
+    """task_id -> the pod (as the API server receives it) for every stage pod task of the DAG."""
+    from kubernetes.client import ApiClient
+
+    from mlops.operators.stage_pod import StagePodOperator
+
+    context, pods = sample_context(dag), {}
+    for task in dag.tasks:
+        if isinstance(task, StagePodOperator):
+            task = task.prepare_for_execution()
+            task.render_template_fields(context, jinja_env=dag.get_template_env())
+            pods[task.task_id] = ApiClient().sanitize_for_serialization(task.build_pod_request_obj(dry_run=True))
+    return pods
+
+
+def inference_services(dag) -> dict[str, dict]:
+    """task_id -> the InferenceService each KServe deploy task would apply for the sample champion."""
+    from mlops.inference_service import inference_service, storage_uri
+    from mlops.operators.kserve import KServeDeployOperator
+
+    context, found = sample_context(dag), {}
+    for task in dag.tasks:
+        if isinstance(task, KServeDeployOperator):
+            task = task.prepare_for_execution()
+            task.render_template_fields(context, jinja_env=dag.get_template_env())
+            cluster = task._cluster()
+            found[task.task_id] = inference_service(
+                task.model_name, SAMPLE_CHAMPION["version"], SAMPLE_CHAMPION["run_id"],
+                storage_uri(SAMPLE_CHAMPION["artifact_uri"], cluster), cluster)
+    return found
+
+
+def write(out_dir: Path, dag) -> list[Path]:
+    import yaml
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    objects = {f"pod-{task_id}": pod for task_id, pod in stage_pods(dag).items()}
+    objects.update({f"inferenceservice-{task_id}": isvc for task_id, isvc in inference_services(dag).items()})
+    written = []
+    for name, obj in objects.items():
+        path = out_dir / f"{name.replace('.', '-')}.yaml"
+        path.write_text(yaml.safe_dump(obj, sort_keys=False))
+        written.append(path)
+    return written
+
+
+def main(argv: list[str]) -> int:
+    import os
+
+    if len(argv) != 1:
+        print("usage: python -m mlops.manifests OUT_DIR", file=sys.stderr)
+        return 2
+    os.environ["AIRFLOW_VAR_MLOPS_TARGET"] = "kubernetes"  # the objects of the kubernetes target
+    from airflow.dag_processing.dagbag import DagBag
+
+    repo = Path(__file__).resolve().parents[2]
+    bag = DagBag(dag_folder=str(repo / "dags"))
+    if bag.import_errors:
+        print(f"the DAG does not parse: {bag.import_errors}", file=sys.stderr)
+        return 1
+    for path in write(Path(argv[0]), bag.dags["continuous_training"]):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,108 @@
+"""StagePodOperator: one pipeline stage as a pod of the pipeline image (the kubernetes target).
+
+The container runs the same `mlpipeline <stage> <options>` command line as the local target's
+subprocess; the stage writes its JSON result to /airflow/xcom/return.json, which KPO's sidecar hands
+to XCom. Everything cluster-specific comes from `mlops.cluster.ClusterSettings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from kubernetes.client import models as k8s
+
+from mlops.cluster import ClusterSettings, load_cluster_settings
+from mlops.hooks.stage import stage_arguments
+from mlops.links import RESULT_LINKS, result_links
+from mlops.settings import load_settings
+
+SCRATCH = "/tmp"  # the only writable path besides the data volume (read-only root filesystem)
+
+
+def hardened_container_context(cluster: ClusterSettings) -> k8s.V1SecurityContext:
+    return k8s.V1SecurityContext(
+        allow_privilege_escalation=False, read_only_root_filesystem=True, run_as_non_root=True,
+        run_as_user=cluster.run_as_user, run_as_group=cluster.run_as_user,
+        capabilities=k8s.V1Capabilities(drop=["ALL"]), seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"))
+
+
+def hardened_pod_context(cluster: ClusterSettings) -> k8s.V1PodSecurityContext:
+    return k8s.V1PodSecurityContext(
+        run_as_non_root=True, run_as_user=cluster.run_as_user, run_as_group=cluster.run_as_user,
+        fs_group=cluster.run_as_user, seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"))
+
+
+class StagePodOperator(KubernetesPodOperator):
+    """`options` become the stage's flags; `data_root` defaults to the data volume's mount path (pass
+    None for stages that take no data volume, such as rollback)."""
+
+    operator_extra_links = RESULT_LINKS
+
+    def __init__(self, *, stage: str, options: Mapping[str, object] | None = None,
+                 cluster: ClusterSettings | None = None, **kwargs):
+        cluster = cluster or load_cluster_settings()
+        self.stage = stage
+        options = {"data_root": cluster.data_mount, **(options or {})}
+        defaults = dict(
+            kubernetes_conn_id=cluster.kubernetes_conn_id,
+            namespace=cluster.namespace,
+            name=f"mlpipeline-{stage}",
+            labels={**cluster.labels, "app.kubernetes.io/name": "mlpipeline", "mlops-ct/stage": stage},
+            image=cluster.pipeline_image,
+            image_pull_policy=cluster.image_pull_policy,
+            image_pull_secrets=[k8s.V1LocalObjectReference(name=n) for n in cluster.image_pull_secrets] or None,
+            cmds=["mlpipeline"],
+            arguments=[stage, *stage_arguments(options)],
+            env_vars=[k8s.V1EnvVar(name="TMPDIR", value=SCRATCH), k8s.V1EnvVar(name="HOME", value=SCRATCH)],
+            env_from=[
+                k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=cluster.mlflow_config_map)),
+                # optional: a tracking server without auth and a PVC-backed artifact store need no secret
+                k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=cluster.mlflow_secret, optional=True)),
+            ],
+            volumes=[
+                k8s.V1Volume(name="data", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
+                    claim_name=cluster.data_pvc)),
+                k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=cluster.scratch_size)),
+            ],
+            volume_mounts=[k8s.V1VolumeMount(name="data", mount_path=cluster.data_mount),
+                           k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH)],
+            container_resources=k8s.V1ResourceRequirements(requests=cluster.requests, limits=cluster.limits),
+            service_account_name=cluster.service_account,
+            automount_service_account_token=False,  # stages talk to MLflow and the volume, never to the API server
+            security_context=hardened_pod_context(cluster),
+            container_security_context=hardened_container_context(cluster),
+            xcom_sidecar_container_security_context=hardened_container_context(cluster),
+            node_selector=cluster.node_selector or None,
+            # The stage's one-line error becomes the pod's termination message.
+            termination_message_policy="FallbackToLogsOnError",
+            do_xcom_push=True,
+            get_logs=True,
+            log_events_on_failure=True,
+            deferrable=cluster.deferrable,
+            poll_interval=cluster.pod_poll_interval_seconds,
+            startup_timeout_seconds=cluster.startup_timeout_seconds,
+            on_finish_action="delete_succeeded_pod",  # failed pods stay for `kubectl logs/describe`
+        )
+        super().__init__(**{**defaults, **kwargs})  # callers may override any default, e.g. deferrable
+
+    def build_pod_request_obj(self, context=None, *, dry_run: bool = False) -> k8s.V1Pod:
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        # The DAG renders templates as native objects, which turns "3" into 3 (KPO renders args and
+        # resources); a container's args are strings, and quantities are kept as written.
+        stage = pod.spec.containers[0]
+        stage.args = [str(arg) for arg in stage.args]
+        for quantities in (stage.resources.requests, stage.resources.limits):
+            for name, value in (quantities or {}).items():
+                quantities[name] = str(value)
+        return pod
+
+    def _record_links(self, result):
+        self.link_urls = result_links(result if isinstance(result, dict) else None, load_settings().mlflow_ui_url)
+        return result
+
+    def execute(self, context):
+        return self._record_links(super().execute(context))
+
+    def trigger_reentry(self, context, event):
+        return self._record_links(super().trigger_reentry(context, event))

@@ -1,0 +1,123 @@
+"""Contract tests for the kubernetes target's stage pods: no cluster runs here, so every pod the DAG
+would create is rendered for a sample run and validated against the Kubernetes API schema (strict:
+unknown fields rejected) with kubernetes-validate, and checked for what the design requires."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+
+from mlops.cluster import load_cluster_settings
+from mlops.hooks.stage import stage_arguments
+from mlops.manifests import SAMPLE_XCOMS, stage_pods
+from mlops.operators.stage import StageOperator, stage_task
+from mlops.operators.stage_pod import StagePodOperator
+from mlops.settings import SettingsError
+
+from .conftest import REPO
+
+KUBERNETES_VERSION = "1.33.0"
+STAGES = {"data.ingest", "data.split", "detect_degradation", "training.register"}
+
+
+@pytest.fixture
+def kubernetes_dag(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_TARGET", "kubernetes")
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags["continuous_training"]
+
+
+def test_the_target_picks_the_operator(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_TARGET", "local")
+    assert type(stage_task(task_id="a", stage="ingest")) is StageOperator
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_TARGET", "kubernetes")
+    assert type(stage_task(task_id="a", stage="ingest")) is StagePodOperator
+
+
+def test_the_kubernetes_dag_trains_over_kfp_and_deploys_to_kserve(kubernetes_dag):
+    from mlops.operators.kfp import KfpRunOperator
+    from mlops.operators.kserve import KServeDeployOperator
+
+    assert type(kubernetes_dag.get_task("training.train")) is KfpRunOperator
+    assert type(kubernetes_dag.get_task("deploy")) is KServeDeployOperator
+
+
+def test_make_manifests_writes_valid_objects(kubernetes_dag, tmp_path):
+    import yaml
+    from jsonschema import Draft7Validator
+
+    from mlops.manifests import write
+    from tests.reference import crd_schema
+
+    written = {path.name: yaml.safe_load(path.read_text()) for path in write(tmp_path, kubernetes_dag)}
+    assert set(written) == {"pod-data-ingest.yaml", "pod-data-split.yaml", "pod-detect_degradation.yaml",
+                            "pod-training-register.yaml", "inferenceservice-deploy.yaml"}
+    isvc = written.pop("inferenceservice-deploy.yaml")
+    assert not list(Draft7Validator(crd_schema("kserve-crd-inferenceservices.json", "v1beta1")).iter_errors(isvc))
+    for pod in written.values():
+        kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+
+
+def test_every_stage_pod_is_a_valid_pod(kubernetes_dag):
+    pods = stage_pods(kubernetes_dag)
+    assert set(pods) == STAGES
+    for pod in pods.values():
+        kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)  # raises on any schema violation
+
+
+def test_pods_run_the_local_command_line_hardened_on_the_data_volume(kubernetes_dag):
+    cluster = load_cluster_settings()
+    pods = stage_pods(kubernetes_dag)
+    register = pods["training.register"]["spec"]
+    stage = register["containers"][0]
+    # The same command line as the local subprocess, rendered for the run.
+    assert stage["command"] == ["mlpipeline"]
+    assert stage["args"] == ["register", *stage_arguments({
+        "data_root": "/data", "run_key": SAMPLE_XCOMS["data.split"]["run_key"], "model_name": "iris-classifier",
+        "dag_id": "continuous_training", "dag_run_id": "scheduled__2026-11-01T00:00:00+00:00"})]
+    assert pods["data.ingest"]["spec"]["containers"][0]["args"] == ["ingest", "--data-root", "/data",
+                                                                    "--partition", "2026-11-01"]
+    for pod in pods.values():
+        spec = pod["spec"]
+        assert pod["metadata"]["namespace"] == cluster.namespace
+        assert spec["serviceAccountName"] == cluster.service_account and spec["automountServiceAccountToken"] is False
+        assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["seccompProfile"] == {
+            "type": "RuntimeDefault"}
+        for container in spec["containers"]:  # the stage and KPO's XCom sidecar alike
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] and not context["allowPrivilegeEscalation"]
+            assert context["capabilities"] == {"drop": ["ALL"]} and context["runAsNonRoot"]
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["data"]["persistentVolumeClaim"]["claimName"] == cluster.data_pvc
+        assert "emptyDir" in volumes["scratch"]
+        stage = spec["containers"][0]
+        assert {m["mountPath"] for m in stage["volumeMounts"]} == {"/data", "/tmp", "/airflow/xcom"}
+        assert stage["resources"] == {"requests": cluster.requests, "limits": cluster.limits}
+        assert [e.get("configMapRef", e.get("secretRef"))["name"] for e in stage["envFrom"]] == [
+            cluster.mlflow_config_map, cluster.mlflow_secret]
+        assert stage["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_pod_settings_come_from_the_one_variable(monkeypatch, kubernetes_dag):
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_KUBERNETES", '{"namespace": "ml-prod", "data_pvc": "lake", '
+                                                       '"pipeline_image": "registry.local/pipeline:9"}')
+    task = stage_task(task_id="ingest", stage="ingest", options={"partition": "2026-11-01"})
+    pod = task.build_pod_request_obj(dry_run=True)
+    assert pod.metadata.namespace == "ml-prod" and pod.spec.containers[0].image == "registry.local/pipeline:9"
+    assert [v.persistent_volume_claim.claim_name for v in pod.spec.volumes if v.persistent_volume_claim] == ["lake"]
+    # The kubernetes task is deferrable and keeps failed pods for debugging.
+    assert task.deferrable and task.on_finish_action.value == "delete_succeeded_pod"
+
+
+@pytest.mark.parametrize("raw, message", [
+    ('{"namespaces": "x"}', "unknown key(s) namespaces"),
+    ('{"startup_timeout_seconds": "600"}', "startup_timeout_seconds must be int"),
+    ('["mlops"]', "must be a JSON object"),
+    ("{nope", "is not valid JSON"),
+])
+def test_bad_cluster_settings_are_refused_by_name(raw, message):
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_cluster_settings(raw)
