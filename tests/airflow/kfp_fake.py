@@ -1,0 +1,196 @@
+"""A stand-in for the KFP v2beta1 API server, for contract tests: every request is checked against the
+published swagger (`../shared/reference/kfp-v2beta1-*.swagger.json`): operation, query parameters,
+body schema with unknown fields rejected, bearer auth; every answer is itself validated against the
+operation's response schema. Run states follow a per-test script; `on_create` lets a test execute the
+submitted run for real (the whole-DAG contract test runs it with kfp.local)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import jsonschema
+
+from tests import support
+from tests.reference import reference_file
+
+SWAGGERS = ("kfp-v2beta1-run.swagger.json", "kfp-v2beta1-experiment.swagger.json", "kfp-v2beta1-healthz.swagger.json")
+# Inputs the swagger documents as required in prose ("Required input") but cannot mark as such.
+REQUIRED_INPUTS = {"v2beta1Run": ["display_name"], "v2beta1Experiment": ["display_name"]}
+
+
+def _strict(definitions: dict) -> dict:
+    """The definitions with unknown fields rejected and the prose-required inputs required."""
+    strict = copy.deepcopy(definitions)
+    for name, schema in strict.items():
+        if "properties" in schema and "additionalProperties" not in schema:
+            schema["additionalProperties"] = False
+        if name in REQUIRED_INPUTS:
+            schema["required"] = REQUIRED_INPUTS[name]
+    return strict
+
+
+class Swagger:
+    def __init__(self):
+        self.operations = []  # (method, regex, operation)
+        self.definitions: dict = {}
+        for name in SWAGGERS:
+            spec = json.loads(reference_file(name).read_text())
+            self.definitions.update(spec["definitions"])
+            for path, ops in spec["paths"].items():
+                pattern = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/:]+)", re.escape(path)) + "$"
+                for method, op in ops.items():
+                    self.operations.append((method.upper(), re.compile(pattern), op))
+        self.strict_definitions = _strict(self.definitions)
+
+    def match(self, method: str, path: str):
+        for op_method, regex, op in self.operations:
+            found = regex.match(path)
+            if found and op_method == method:
+                return op, found.groupdict()
+        return None, None
+
+    def validate(self, schema: dict, value, strict: bool = True) -> None:
+        jsonschema.validate(value, {**schema, "definitions": self.strict_definitions if strict else self.definitions})
+
+
+class FakeKfp:
+    def __init__(self, script: list[str] | None = None, token: str | None = None,
+                 run_error: str = "train-challenger: exit code 1: ValueError: no rows",
+                 on_create: Callable[[dict], None] | None = None):
+        self.swagger = Swagger()
+        self.script = script or ["PENDING", "RUNNING", "SUCCEEDED"]
+        self.token, self.run_error, self.on_create = token, run_error, on_create
+        self.experiments: dict[str, dict] = {}
+        self.runs: dict[str, dict] = {}
+        self.polls: dict[str, int] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.violations: list[str] = []
+        self.lock = threading.Lock()
+
+    # -- the API ------------------------------------------------------------------------------
+    def handle(self, method: str, raw_path: str, headers, body: bytes) -> tuple[int, dict]:
+        url = urlsplit(raw_path)
+        op, path_params = self.swagger.match(method, url.path)
+        self.calls.append((method, url.path))
+        if op is None:
+            return self._violation(404, f"no operation {method} {url.path} in the swagger")
+        if self.token and headers.get("Authorization") != f"Bearer {self.token}":
+            return 401, {"code": 16, "message": "Unauthenticated: missing or wrong bearer token"}
+        declared = {p["name"]: p for p in op.get("parameters", [])}
+        for name, values in parse_qs(url.query).items():
+            if declared.get(name, {}).get("in") != "query":
+                return self._violation(400, f"{op['operationId']}: undeclared query parameter {name}")
+            if declared[name].get("type") == "integer" and not values[0].lstrip("-").isdigit():
+                return self._violation(400, f"{op['operationId']}: {name} must be an integer")
+        payload = None
+        body_param = next((p for p in declared.values() if p["in"] == "body"), None)
+        if body_param:
+            try:
+                payload = json.loads(body or b"null")
+                self.swagger.validate(body_param["schema"], payload)
+            except (ValueError, jsonschema.ValidationError) as exc:
+                return self._violation(400, f"{op['operationId']}: body does not match the swagger: "
+                                            f"{getattr(exc, 'message', exc)}")
+        elif body:
+            return self._violation(400, f"{op['operationId']} takes no body")
+        status, answer = getattr(self, op["operationId"])(path_params, parse_qs(url.query), payload)
+        if status == 200:
+            self.swagger.validate(op["responses"]["200"]["schema"], answer, strict=False)
+        return status, answer
+
+    def _violation(self, status: int, message: str) -> tuple[int, dict]:
+        self.violations.append(message)
+        return status, {"code": 3, "message": message}
+
+    def HealthzService_GetHealthz(self, params, query, body):
+        return 200, {"multi_user": False}
+
+    def ExperimentService_ListExperiments(self, params, query, body):
+        experiments = list(self.experiments.values())
+        if "filter" in query:
+            wanted = json.loads(query["filter"][0])["predicates"][0]["string_value"]
+            experiments = [e for e in experiments if e["display_name"] == wanted]
+        return 200, {"experiments": experiments, "total_size": len(experiments)}
+
+    def ExperimentService_CreateExperiment(self, params, query, body):
+        experiment = {**body, "experiment_id": str(uuid.uuid4()), "created_at": _now(), "storage_state": "AVAILABLE"}
+        self.experiments[experiment["experiment_id"]] = experiment
+        return 200, experiment
+
+    def RunService_CreateRun(self, params, query, body):
+        if body.get("experiment_id") not in self.experiments:
+            return 404, {"code": 5, "message": f"experiment {body.get('experiment_id')} not found"}
+        run = {**body, "run_id": str(uuid.uuid4()), "created_at": _now(), "state": self.script[0],
+               "storage_state": "AVAILABLE"}
+        with self.lock:
+            self.runs[run["run_id"]] = run
+            self.polls[run["run_id"]] = 0
+        if self.on_create:
+            self.on_create(run)
+        return 200, run
+
+    def RunService_GetRun(self, params, query, body):
+        run = self.runs.get(params["run_id"])
+        if run is None:
+            return 404, {"code": 5, "message": f"run {params['run_id']} not found"}
+        with self.lock:
+            if run["state"] not in ("CANCELING", "CANCELED"):
+                self.polls[run["run_id"]] += 1
+                run["state"] = self.script[min(self.polls[run["run_id"]], len(self.script) - 1)]
+            elif run["state"] == "CANCELING":
+                run["state"] = "CANCELED"
+            if run["state"] == "FAILED":
+                run["error"] = {"code": 2, "message": self.run_error}
+                run["run_details"] = {"task_details": [{"display_name": "train-challenger", "state": "FAILED",
+                                                        "error": {"code": 2, "message": self.run_error}}]}
+            if run["state"] in ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"):
+                run.setdefault("finished_at", _now())
+        return 200, run
+
+    def RunService_TerminateRun(self, params, query, body):
+        run = self.runs.get(params["run_id"])
+        if run is None:
+            return 404, {"code": 5, "message": f"run {params['run_id']} not found"}
+        run["state"] = "CANCELING"
+        return 200, {}
+
+    # -- serving it ------------------------------------------------------------------------------
+    def __enter__(self) -> FakeKfp:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                status, answer = fake.handle(self.command, self.path, self.headers, self.rfile.read(length))
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = _any
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", support.free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,185 @@
+"""Contract tests for training over the KFP v2beta1 REST API: the hook, trigger and operator against a
+local server that checks every request against the published swagger (no KFP backend runs here)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from mlops.cluster import ClusterSettings
+from mlops.hooks.kfp import KfpError, KfpHook, load_pipeline_package
+from mlops.operators.kfp import KfpRunOperator
+from mlops.triggers.kfp import KfpRunTrigger
+from tests import support
+
+from .kfp_fake import FakeKfp
+
+PIPELINE = support.REPO / "images" / "pipeline" / "pipelines" / "training.yaml"
+
+
+def first_event(trigger):
+    async def one():
+        return (await anext(trigger.run())).payload
+
+    return asyncio.run(one())
+
+
+def submit(hook: KfpHook) -> str:
+    experiment = hook.get_or_create_experiment("iris")
+    return hook.create_run(experiment, "iris rk-1", load_pipeline_package(PIPELINE), {"run_key": "rk-1"})["run_id"]
+
+
+def test_the_hook_speaks_the_swagger_with_bearer_auth(tmp_path):
+    with FakeKfp(token="s3cret") as kfp:
+        assert KfpHook(host=kfp.url, token="s3cret").healthz() == {"multi_user": False}
+        with pytest.raises(KfpError, match="refused: HTTP 401: Unauthenticated"):
+            KfpHook(host=kfp.url, token="wrong").healthz()
+        token_file = tmp_path / "token"
+        token_file.write_text("s3cret\n")  # a projected service-account token, re-read per request
+        hook = KfpHook(host=kfp.url, token_path=str(token_file), retries=1)
+        first, again = hook.get_or_create_experiment("iris"), hook.get_or_create_experiment("iris")
+        assert first == again and kfp.calls.count(("POST", "/apis/v2beta1/experiments")) == 1
+        run_id = submit(hook)
+        submitted = kfp.runs[run_id]
+        # The committed pipeline goes with its platform spec (the PVC mount and the MLflow secret).
+        assert set(submitted["pipeline_spec"]) == {"pipeline_spec", "platform_spec"}
+        assert "pvcMount" in str(submitted["pipeline_spec"]["platform_spec"])
+        assert submitted["runtime_config"] == {"parameters": {"run_key": "rk-1"}}
+        assert hook.run_url(run_id).endswith(f"/#/runs/details/{run_id}")
+        assert kfp.violations == []
+
+
+def test_a_request_off_the_swagger_is_refused():
+    with FakeKfp() as kfp:
+        hook = KfpHook(host=kfp.url)
+        with pytest.raises(KfpError, match="body does not match the swagger"):
+            hook.request("POST", "/experiments", body={"display_name": "x", "colour": "red"})
+        with pytest.raises(KfpError, match="no operation GET /apis/v2beta1/pipelines"):
+            hook.request("GET", "/pipelines")
+        assert len(kfp.violations) == 2
+
+
+def test_a_bad_pipeline_package_is_a_clear_error(tmp_path):
+    (tmp_path / "p.yaml").write_text("kind: Deployment\n")
+    with pytest.raises(KfpError, match="is not a compiled KFP pipeline"):
+        load_pipeline_package(tmp_path / "p.yaml")
+    with pytest.raises(KfpError, match="cannot read the compiled pipeline"):
+        load_pipeline_package(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("script, state, error", [
+    (["PENDING", "RUNNING", "SUCCEEDED"], "SUCCEEDED", None),
+    (["RUNNING", "FAILED"], "FAILED", "train-challenger: exit code 1: ValueError: no rows"),
+    (["RUNNING", "CANCELED"], "CANCELED", "run ended CANCELED"),
+    (["SKIPPED"], "SKIPPED", "run ended SKIPPED"),
+])
+def test_the_trigger_reports_how_the_run_ended(script, state, error):
+    with FakeKfp(script=script) as kfp:
+        run_id = submit(KfpHook(host=kfp.url))
+        event = first_event(KfpRunTrigger(run_id, time.time() + 60, host=kfp.url, poll_interval=0.01))
+    assert event == {"status": "done", "run_id": run_id, "state": state, "error": error}
+
+
+def test_the_trigger_gives_up_on_a_stuck_run_at_its_deadline():
+    with FakeKfp(script=["RUNNING"]) as kfp:
+        run_id = submit(KfpHook(host=kfp.url))
+        event = first_event(KfpRunTrigger(run_id, time.time() + 0.3, host=kfp.url, poll_interval=0.05))
+    assert event == {"status": "timeout", "run_id": run_id, "state": "RUNNING"}
+
+
+def test_a_server_that_is_down_is_retried_then_named():
+    down = f"http://127.0.0.1:{support.free_port()}"
+    hook = KfpHook(host=down, retries=3, backoff_seconds=0.01)
+    started = time.monotonic()
+    with pytest.raises(KfpError, match=f"KFP API at {down} unreachable after 3 attempts"):
+        hook.healthz()
+    assert time.monotonic() - started < 5
+    event = first_event(KfpRunTrigger("r-1", time.time() + 60, host=down, poll_interval=0.01))
+    assert event["status"] == "error" and "unreachable" in event["message"]
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory):
+    with support.mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
+
+
+def record_decision(mlflow_uri: str, model: str, run_key: str, decision: str) -> str:
+    """What the pipeline's evaluate-and-decide step leaves in MLflow, written through its REST API."""
+    api = f"{mlflow_uri}/api/2.0/mlflow"
+    experiment = httpx.post(f"{api}/experiments/create", json={"name": model}).json()["experiment_id"]
+    run = httpx.post(f"{api}/runs/create", json={"experiment_id": experiment, "tags": [
+        {"key": "run_key", "value": run_key}, {"key": "stage", "value": "train"},
+        {"key": "decision", "value": decision}, {"key": "decision_reason", "value": "challenger is better"},
+        {"key": "model_uri", "value": "models:/m-1"}]}).json()["run"]["info"]["run_id"]
+    httpx.post(f"{api}/runs/log-metric", json={"run_id": run, "key": "test_accuracy", "value": 0.97,
+                                                "timestamp": 0})
+    return run
+
+
+def kfp_operator(monkeypatch, kfp, mlflow_uri, model="iris-kfp"):
+    monkeypatch.setenv("AIRFLOW_CONN_KFP_TEST", f'{{"conn_type": "http", "host": "{kfp.url}"}}')
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    cluster = ClusterSettings(kfp_conn_id="kfp_test", kfp_poll_interval_seconds=0.01, kfp_run_timeout_seconds=30)
+    return KfpRunOperator(task_id="train", run_key="rk-7", model_name=model, cluster=cluster)
+
+
+def test_the_operator_submits_defers_and_returns_the_recorded_decision(monkeypatch, mlflow_uri):
+    with FakeKfp() as kfp:
+        operator = kfp_operator(monkeypatch, kfp, mlflow_uri)
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute({})
+        run_id = deferred.value.kwargs["run_id"]
+        submitted = kfp.runs[run_id]["runtime_config"]["parameters"]
+        assert submitted["run_key"] == "rk-7" and submitted["mlflow_tracking_uri"] == mlflow_uri
+        assert submitted["data_pvc"] == "mlops-data"
+        event = first_event(deferred.value.trigger)
+        challenger = record_decision(mlflow_uri, "iris-kfp", "rk-7", "promote")
+        result = operator.execute_complete({}, event, run_id=run_id)
+    assert result["decision"] == "promote" and result["kfp_run_id"] == run_id
+    assert result["challenger_run_id"] == challenger and result["challenger_metrics"] == {"accuracy": 0.97}
+    assert operator.link_urls["KFP run"] == f"{kfp.url}/#/runs/details/{run_id}"
+    assert operator.link_urls["MLflow run"] == f"{mlflow_uri}/#/runs/{challenger}"
+    assert kfp.violations == []
+
+
+def test_the_operator_fails_with_the_runs_own_error_and_terminates_a_stuck_run(monkeypatch, mlflow_uri):
+    with FakeKfp(script=["RUNNING", "FAILED"], run_error="evaluate-and-decide: OOMKilled") as kfp:
+        operator = kfp_operator(monkeypatch, kfp, mlflow_uri)
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute({})
+        event = first_event(deferred.value.trigger)
+        with pytest.raises(RuntimeError, match="FAILED: evaluate-and-decide: OOMKilled"):
+            operator.execute_complete({}, event, run_id=deferred.value.kwargs["run_id"])
+    with FakeKfp(script=["RUNNING"]) as kfp:
+        operator = kfp_operator(monkeypatch, kfp, mlflow_uri)
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute({})
+        run_id = deferred.value.kwargs["run_id"]
+        with pytest.raises(RuntimeError, match="still RUNNING after 30 s; terminated it"):
+            operator.execute_complete({}, {"status": "timeout", "run_id": run_id, "state": "RUNNING"}, run_id=run_id)
+        assert ("POST", f"/apis/v2beta1/runs/{run_id}:terminate") in kfp.calls
+        assert kfp.runs[run_id]["state"] == "CANCELING"
+
+
+def test_a_succeeded_run_without_a_recorded_decision_fails_clearly(monkeypatch, mlflow_uri):
+    with FakeKfp(script=["SUCCEEDED"]) as kfp:
+        operator = kfp_operator(monkeypatch, kfp, mlflow_uri, model="iris-nodecision")
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute({})
+        run_id = deferred.value.kwargs["run_id"]
+        with pytest.raises(RuntimeError, match="MLflow has no training decision for iris-nodecision run key rk-7"):
+            operator.execute_complete({}, first_event(deferred.value.trigger), run_id=run_id)
+
+
+def test_killing_the_task_terminates_the_run(monkeypatch, mlflow_uri):
+    with FakeKfp(script=["RUNNING"]) as kfp:
+        operator = kfp_operator(monkeypatch, kfp, mlflow_uri)
+        with pytest.raises(TaskDeferred):
+            operator.execute({})
+        operator.on_kill()
+        assert kfp.runs[operator.kfp_run_id]["state"] == "CANCELING"
