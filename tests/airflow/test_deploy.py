@@ -12,6 +12,8 @@ from mlops.hooks.stage import StageFailed, StageHook
 from mlops.operators.deploy import LocalDeployOperator
 from tests import support
 
+from .registry_setup import train_and_register
+
 MODEL = "iris-deploy"
 
 
@@ -34,15 +36,6 @@ def deploy_env(local_target, registry_uri, monkeypatch):
         os.killpg(int(pidfile.read_text()), signal.SIGTERM)
 
 
-def train_and_register(stages, root, partition, drift, seed) -> dict:
-    data = {"data_root": root}
-    stages.run("simulate", {**data, "partition": partition, "rows": 600, "drift": drift, "seed": seed})
-    stages.run("ingest", {**data, "partition": partition})
-    run_key = stages.run("split", {**data, "partition": partition})["run_key"]
-    stages.run("train-local", {**data, "run_key": run_key, "model_name": MODEL})
-    return stages.run("register", {**data, "run_key": run_key, "model_name": MODEL})
-
-
 def served(url) -> str:
     return httpx.get(f"{url}/v2/models/{MODEL}").json()["parameters"]["registry_version"]
 
@@ -54,13 +47,16 @@ def test_deploy_swap_and_roll_back(deploy_env):
         deploy.execute({})  # nothing registered yet: a clear error, and no server started
     assert not (root / "serving" / "mlserving.pid").exists()
 
-    assert train_and_register(stages, root, "2026-11-01", "none", 1)["champion_version"] == "1"
+    assert train_and_register(stages, root, MODEL, "2026-11-01", "none", 1)["champion_version"] == "1"
     first = deploy.execute({})
     assert first["changed"] and first["version"] == "1" and first["previous_version"] is None
     assert first["smoke_test"]["model_version"] == "1" and served(url) == "1"
+    # The task's links: the registry version in MLflow's UI and the served model's metadata.
+    assert deploy.link_urls["MLflow model version"].endswith(f"/#/models/{MODEL}/versions/1")
+    assert httpx.get(deploy.link_urls["Serving endpoint"]).json()["parameters"]["registry_version"] == "1"
     assert not deploy.execute({})["changed"]  # the same champion is not redeployed
 
-    assert train_and_register(stages, root, "2026-11-02", "concept", 2)["champion_version"] == "2"
+    assert train_and_register(stages, root, MODEL, "2026-11-02", "concept", 2)["champion_version"] == "2"
     second = deploy.execute({})
     assert second["version"] == "2" and second["previous_version"] == "1" and served(url) == "2"
 

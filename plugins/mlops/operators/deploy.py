@@ -16,12 +16,14 @@ from airflow.sdk import BaseOperator
 
 from mlops.hooks.serving import ServingError, ServingHook
 from mlops.hooks.stage import StageFailed, StageHook
-from mlops.settings import load_settings
+from mlops.links import MlflowModelVersionLink, ServingEndpointLink, result_links
+from mlops.settings import load_settings, target
 
 
 class LocalDeployOperator(BaseOperator):
     template_fields: Sequence[str] = ("model_name",)
     ui_color = "#fdf1e6"
+    operator_extra_links = (MlflowModelVersionLink(), ServingEndpointLink())
 
     def __init__(self, *, model_name: str, **kwargs):
         super().__init__(**kwargs)
@@ -38,10 +40,12 @@ class LocalDeployOperator(BaseOperator):
         # One stage call resolves the champion and fetches it (a no-op when that version is already on disk).
         fetched = stages.run("fetch-model", {**registry, "alias": "champion", "into": served_dir})
         champion = fetched["version"]
+        served = {"model_name": self.model_name, "version": champion, "previous_version": previous,
+                  "endpoint": self._endpoint(settings)}
+        self.link_urls = result_links(served, settings.mlflow_ui_url)
         if champion == previous:
             self.log.info("version %s is already served; nothing to deploy", champion)
-            return {"version": champion, "previous_version": previous, "endpoint": self._endpoint(settings),
-                    "changed": False}
+            return {**served, "changed": False}
         try:
             model_dir = fetched["model_dir"]
             if previous is None and not serving.is_live():
@@ -55,8 +59,7 @@ class LocalDeployOperator(BaseOperator):
             raise RuntimeError(f"deploy of {self.model_name} v{champion} failed: {exc}") from None
         self.log.info("serving %s v%s (was %s); smoke test answered %s", self.model_name, champion, previous,
                       smoke["prediction"])
-        return {"version": champion, "previous_version": previous, "endpoint": self._endpoint(settings),
-                "smoke_test": smoke, "changed": True}
+        return {**served, "smoke_test": smoke, "changed": True}
 
     def _endpoint(self, settings) -> str:
         return f"{settings.serving_url}/v2/models/{self.model_name}/infer"
@@ -70,3 +73,13 @@ class LocalDeployOperator(BaseOperator):
                                 "reason": f"deploy of v{failed} failed: {reason}"[:1000]})
         if serving.served_version() != previous:
             serving.load(served_dir / f"v{previous}")
+
+
+def deploy_task(*, task_id: str, model_name: str, **kwargs) -> BaseOperator:
+    """The deploy task for the configured target (read when the DAG is parsed): the local model server,
+    or a KServe InferenceService on `kubernetes`."""
+    if target() == "kubernetes":
+        from mlops.operators.kserve import KServeDeployOperator
+
+        return KServeDeployOperator(task_id=task_id, model_name=model_name, **kwargs)
+    return LocalDeployOperator(task_id=task_id, model_name=model_name, **kwargs)

@@ -1,0 +1,76 @@
+"""KServeHook: InferenceServices through the cncf-kubernetes provider's KubernetesHook (the KServe SDK
+cannot live in the Airflow environment). Creates when absent, merge-patches otherwise: an
+InferenceService is never deleted and re-created, so its URL and traffic survive a deploy."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+from airflow.sdk import BaseHook
+from kubernetes.client.exceptions import ApiException
+
+from mlops.inference_service import GROUP, PLURAL, VERSION, merge_patch
+
+
+class KServeError(RuntimeError):
+    """The Kubernetes API refused an InferenceService call; the message carries the API's reason."""
+
+
+def _reason(exc: ApiException) -> str:
+    import json
+
+    try:
+        return json.loads(exc.body).get("message") or exc.reason
+    except (TypeError, ValueError):
+        return f"{exc.status} {exc.reason}"
+
+
+class KServeHook(BaseHook):
+    hook_name = "KServe InferenceServices"
+
+    def __init__(self, kubernetes_conn_id: str = "kubernetes_default", namespace: str = "mlops-serving",
+                 kubernetes: KubernetesHook | None = None):
+        super().__init__()
+        self.namespace = namespace
+        self._kubernetes = kubernetes or KubernetesHook(conn_id=kubernetes_conn_id)
+
+    @cached_property
+    def api(self):
+        return self._kubernetes.custom_object_client
+
+    def get(self, name: str) -> dict | None:
+        try:
+            return self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KServeError(f"cannot read InferenceService {self.namespace}/{name}: {_reason(exc)}") from None
+
+    def apply(self, body: dict) -> tuple[dict, bool]:
+        """Create the InferenceService, or merge-patch the live one to match; returns (object, created)."""
+        name = body["metadata"]["name"]
+        current = self.get(name)
+        if current is None:
+            try:
+                return self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body), True
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise KServeError(f"cannot create InferenceService {self.namespace}/{name}: {_reason(exc)}") \
+                        from None
+                current = self.get(name)  # created meanwhile by someone else: converge on it by patching
+                if current is None:
+                    raise KServeError(f"InferenceService {self.namespace}/{name}: 409 on create, then not found") \
+                        from None
+        return self.patch_to(current, body), False
+
+    def patch_to(self, current: dict, desired: dict) -> dict:
+        """Merge-patch `current` so that its labels, annotations and spec equal `desired`'s."""
+        name = current["metadata"]["name"]
+        patch = {"metadata": {key: merge_patch(current["metadata"].get(key) or {}, desired["metadata"].get(key) or {})
+                              for key in ("labels", "annotations")},
+                 "spec": merge_patch(current.get("spec") or {}, desired["spec"])}
+        try:
+            return self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch)
+        except ApiException as exc:
+            raise KServeError(f"cannot patch InferenceService {self.namespace}/{name}: {_reason(exc)}") from None

@@ -1,0 +1,205 @@
+"""A Kubernetes API for contract tests: kmock's KubernetesEmulator (an in-memory API over HTTP) with the
+apiserver behaviour the tests rely on and kmock lacks, served from a background thread so that the
+synchronous kubernetes client (as Airflow's KubernetesHook uses it) can talk to it.
+
+Added behaviour: server-filled metadata on create (uid, resourceVersion, generation 1,
+creationTimestamp; a Pending status for pods) and 201; 409 AlreadyExists; generation bumped only
+when a patch changes `spec`; label selectors on list; the discovery paths the typed client asks for
+(with a trailing slash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import inspect
+import re
+import threading
+import uuid
+from collections.abc import Callable
+
+import aiohttp.web
+import attrs
+import kmock
+
+ISVC = kmock.resource("serving.kserve.io", "v1beta1", "inferenceservices")
+PODS = kmock.resource("", "v1", "pods")
+CONFIGMAPS = kmock.resource("", "v1", "configmaps")
+SECRETS = kmock.resource("", "v1", "secrets")
+EVENTS = kmock.resource("", "v1", "events")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _labels_match(obj: dict, selector: str | None) -> bool:
+    """Equality-based selectors (a=b, a==b, a!=b, a, !a): what the provider and our code send."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for term in filter(None, (t.strip() for t in (selector or "").split(","))):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            ok = labels.get(key.strip()) != value.strip()
+        elif "=" in term:
+            key, value = re.split(r"==?", term, maxsplit=1)
+            ok = labels.get(key.strip()) == value.strip()
+        elif term.startswith("!"):
+            ok = term[1:] not in labels
+        else:
+            ok = term in labels
+        if not ok:
+            return False
+    return True
+
+
+@attrs.define(kw_only=True)
+class ApiServer(kmock.KubernetesEmulator):
+    _resource_version: int = attrs.field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.resources[ISVC] = kmock.ResourceInfo(
+            kind="InferenceService", singular="inferenceservice", namespaced=True, shortnames={"isvc"},
+            categories={"kserve"}, subresources={"status"},
+            verbs={"create", "delete", "get", "list", "patch", "watch"})
+        self.resources[PODS] = kmock.ResourceInfo(
+            kind="Pod", singular="pod", namespaced=True, shortnames={"po"}, categories={"all"},
+            subresources={"status", "log", "exec"}, verbs={"create", "delete", "get", "list", "patch", "watch"})
+        self.resources[EVENTS] = kmock.ResourceInfo(
+            kind="Event", singular="event", namespaced=True, shortnames={"ev"}, categories=set(), subresources=set(),
+            verbs={"create", "get", "list", "watch"})
+        early = self ** -1000  # above kmock's own fallbacks, below a test's reactions
+        early["get", re.compile(r"/apis/[^/]+/[^/]+/")] << self._serve_version
+        early["get", re.compile(r"/apis/[^/]+/")] << self._serve_group
+        early["get", re.compile(r"/api/[^/]+/")] << self._serve_version
+        early["get /version/"] << self._serve_server_version
+        early["get /apis/"] << self._serve_apis
+        early["get /api/"] << self._serve_api
+
+    def next_resource_version(self) -> str:
+        self._resource_version += 1
+        return str(self._resource_version)
+
+    def _bookkeeping(self, stored: dict, patch):
+        preview = kmock.Object(copy.deepcopy(stored))
+        preview.patch(patch)
+        meta = {"resourceVersion": self.next_resource_version()}
+        if preview.raw.get("spec") != stored.get("spec"):
+            meta["generation"] = int((stored.get("metadata") or {}).get("generation") or 1) + 1
+        if isinstance(patch, dict):
+            return {**patch, "metadata": {**(patch.get("metadata") or {}), **meta}}
+        return [*patch, *({"op": "add", "path": f"/metadata/{k}", "value": v} for k, v in meta.items())]
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        # kmock matches reactions to requests by identity: enrich request.data in place, never copy it.
+        if request.action == kmock.action.LIST and str(request.params.get("watch", "")).lower() in ("true", "1"):
+            object.__setattr__(request, "action", kmock.action.WATCH)  # the client sends watch=True
+        resource = request.resource
+        if resource is not None and request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            namespace = request.namespace or meta.get("namespace")
+            key = (resource, namespace, meta.get("name"))
+            if key in self.objects and not self.objects[key].deleted:
+                return aiohttp.web.json_response(
+                    {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 409,
+                     "reason": "AlreadyExists",
+                     "message": f'{resource.plural}.{resource.group} "{meta.get("name")}" already exists',
+                     "details": {"name": meta.get("name"), "group": resource.group, "kind": resource.plural}},
+                    status=409)
+            meta.update(namespace=namespace, uid=str(uuid.uuid4()), resourceVersion=self.next_resource_version(),
+                        generation=1, creationTimestamp=_now())
+            if resource == PODS:
+                request.data["status"] = {"phase": "Pending", "qosClass": "Burstable"}  # until a kubelet takes it
+            response = await super()._handle(request)
+            if response.status == 200:
+                response.set_status(201)
+            return response
+        if resource is not None and request.action == kmock.action.UPDATE and request.name and \
+                isinstance(request.data, (dict, list)):
+            key = (resource, request.namespace, request.name)
+            if key in self.objects and not self.objects[key].deleted:
+                enriched = self._bookkeeping(self.objects[key].raw, request.data)
+                if isinstance(request.data, dict):
+                    request.data.clear()
+                    request.data.update(enriched)
+                else:
+                    request.data[:] = enriched
+        return await super()._handle(request)
+
+    async def _serve_list(self, request: kmock.Request):
+        result = await super()._serve_list(request)
+        result["items"] = [o for o in result["items"] if _labels_match(o, request.params.get("labelSelector"))]
+        result["metadata"] = {"resourceVersion": str(self._resource_version)}
+        return result
+
+    async def patch_stored(self, resource, namespace: str, name: str, patch) -> dict:
+        """Change a stored object as a controller or kubelet would (resourceVersion bump, watch event)."""
+        async with self._lock:
+            obj = self.objects[resource, namespace, name]
+            obj.patch(self._bookkeeping(obj.raw, patch))
+            await self._buses[resource].put({"type": "MODIFIED", "object": obj.raw})
+            return copy.deepcopy(obj.raw)
+
+
+class KubeEmulator:
+    """ApiServer on a free port, in a thread with its own event loop. `call` runs code in that loop
+    (the thread-safe way to read or change stored objects)."""
+
+    def __init__(self):
+        self.api = ApiServer()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.port: int | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="kube-emulator", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # noqa: BLE001 - reported by __enter__
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self.loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        async with self.api, kmock.Server(self.api, host="127.0.0.1") as server:
+            self.port = server.port
+            self._ready.set()
+            await self._stop.wait()
+
+    def call(self, fn: Callable, *args, timeout: float = 10, **kwargs):
+        async def run():
+            result = fn(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+
+    def stored(self, resource, namespace: str, name: str) -> dict | None:
+        def read():
+            key = (resource, namespace, name)
+            return copy.deepcopy(self.api.objects[key].raw) if key in self.api.objects and \
+                not self.api.objects[key].deleted else None
+
+        return self.call(read)
+
+    def patch(self, resource, namespace: str, name: str, patch) -> dict:
+        return self.call(self.api.patch_stored, resource, namespace, name, patch)
+
+    def requests(self, *criteria) -> list[kmock.Request]:
+        return self.call(lambda: list(self.api[criteria] if criteria else self.api))
+
+    def __enter__(self) -> KubeEmulator:
+        self._thread.start()
+        if not self._ready.wait(10) or self._error:
+            raise RuntimeError("the Kubernetes emulator did not start") from self._error
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
