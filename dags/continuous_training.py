@@ -16,7 +16,10 @@ logical date, so backfills replay past partitions):
 6. **deploy**: the champion goes behind the KServe model server (smoke-tested, rolled back on failure).
 7. **report**: pipeline metrics to the Prometheus Pushgateway.
 
-Failures and retries alert through Alertmanager. Stages run the `mlpipeline` CLI (see the README).
+Failures and retries alert through Alertmanager. Stages run the `mlpipeline` CLI (see the README):
+as subprocesses on the `local` target, as pods on `kubernetes` (Airflow Variable `mlops_target`,
+read when the DAG is parsed; cluster settings in the Variable `mlops_kubernetes`, see
+docs/configuration.md). Task links open the MLflow run, the model version and the serving endpoint.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -26,10 +29,10 @@ from airflow.sdk import DAG, Param, TaskGroup
 
 from mlops.notifications.alertmanager import AlertmanagerNotifier
 from mlops.operators.branch import PromotionBranchOperator, RetrainingBranchOperator
-from mlops.operators.deploy import LocalDeployOperator
+from mlops.operators.deploy import deploy_task
 from mlops.operators.report import ReportOperator
-from mlops.operators.stage import StageOperator
-from mlops.operators.training import KfpTrainingOperator
+from mlops.operators.stage import stage_task
+from mlops.operators.training import training_task
 from mlops.sensors.partition import PartitionSensor
 from mlops.settings import task_retries
 
@@ -70,28 +73,28 @@ with DAG(
                                      retries=0)
 
     with TaskGroup("data", tooltip="validate, store and split the batch") as data:
-        ingest = StageOperator(task_id="ingest", stage="ingest", options={"partition": "{{ ds }}"})
-        split = StageOperator(task_id="split", stage="split",
+        ingest = stage_task(task_id="ingest", stage="ingest", options={"partition": "{{ ds }}"})
+        split = stage_task(task_id="split", stage="split",
                               options={"partition": "{{ ds }}", "window": "{{ params.training_window }}"})
         ingest >> split
 
-    detect_degradation = StageOperator(task_id="detect_degradation", stage="detect",
+    detect_degradation = stage_task(task_id="detect_degradation", stage="detect",
                            options={"run_key": RUN_KEY, "model_name": MODEL})
     decide_retraining = RetrainingBranchOperator(task_id="decide_retraining", detect_task_id="detect_degradation",
                                                  retrain="training.train", keep="skip")
     skip = EmptyOperator(task_id="skip")
 
     with TaskGroup("training", tooltip="KFP training run, then registration on promote") as training:
-        train = KfpTrainingOperator(task_id="train", run_key=RUN_KEY, model_name=MODEL)
+        train = training_task(task_id="train", run_key=RUN_KEY, model_name=MODEL)
         check_decision = PromotionBranchOperator(task_id="check_decision", train_task_id="training.train",
                                                  promote="training.register", keep="training.keep_champion")
-        register = StageOperator(task_id="register", stage="register",
+        register = stage_task(task_id="register", stage="register",
                                  options={"run_key": RUN_KEY, "model_name": MODEL, "dag_id": "{{ dag.dag_id }}",
                                           "dag_run_id": "{{ run_id }}"})
         keep_champion = EmptyOperator(task_id="keep_champion")
         train >> check_decision >> [register, keep_champion]
 
-    deploy = LocalDeployOperator(task_id="deploy", model_name=MODEL)
+    deploy = deploy_task(task_id="deploy", model_name=MODEL)
     report = ReportOperator(
         task_id="report", model_name=MODEL, trigger_rule="none_failed_min_one_success",
         detect="{{ ti.xcom_pull(task_ids='detect_degradation') }}",

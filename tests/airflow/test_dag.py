@@ -56,3 +56,14 @@ def test_parsing_the_dag_folder_imports_nothing_heavy():
             "print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_extra_links_survive_serialization(dag):
+    """The UI reads links through the serialized DAG; the stages that produce runs, versions and an endpoint
+    carry them."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    tasks = {t["__var"]["task_id"]: t["__var"] for t in DagSerialization.to_dict(dag)["dag"]["tasks"]}
+    assert tasks["training.train"]["_operator_extra_links"] == {"MLflow run": "_link_MlflowRunLink"}
+    assert set(tasks["deploy"]["_operator_extra_links"]) == {"MLflow model version", "Serving endpoint"}
+    assert "MLflow model version" in tasks["training.register"]["_operator_extra_links"]

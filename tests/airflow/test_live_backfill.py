@@ -40,9 +40,14 @@ def live(tmp_path):
 
 def airflow_cli(env, *args) -> str:
     cli_env = {**env, "AIRFLOW_HOME": f"{env['RUN_DIR']}/airflow", "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-               "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins")}
-    done = subprocess.run([str(REPO / ".venv/airflow/bin/airflow"), *args], env=cli_env, capture_output=True,
-                          text=True)
+               "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+               "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "mlops.local_db.CONNECT_ARGS"}  # as services.sh
+    for attempt in range(3):  # SQLite refuses a lock upgrade at once while another process writes
+        done = subprocess.run([str(REPO / ".venv/airflow/bin/airflow"), *args], env=cli_env, capture_output=True,
+                              text=True)
+        if done.returncode == 0 or "database is locked" not in done.stderr:
+            break
+        time.sleep(2 * (attempt + 1))
     assert done.returncode == 0, f"airflow {' '.join(args)} failed: {done.stderr[-2000:]}"
     return done.stdout
 
@@ -87,3 +92,16 @@ def test_backfill_replays_three_partitions(live):
     assert third["training.register"] == "success" and third["deploy"] == "success"
     served = httpx.get(f"http://127.0.0.1:{live['MLOPS_SERVING_PORT']}/v2/models/iris-classifier").json()
     assert served["parameters"]["registry_version"] == "2"
+
+    # The task links the UI shows, as its REST API serves them.
+    def links(run, task_id):
+        return httpx.get(f"{api}/api/v2/dags/continuous_training/dagRuns/{run['dag_run_id']}/taskInstances/"
+                         f"{task_id}/links", headers=headers).json()["extra_links"]
+
+    deploy_links = links(runs[2], "deploy")
+    assert deploy_links["MLflow model version"] == \
+        f"http://127.0.0.1:{live['MLFLOW_PORT']}/#/models/iris-classifier/versions/2"
+    assert httpx.get(deploy_links["Serving endpoint"]).json()["parameters"]["registry_version"] == "2"
+    run_link = links(runs[2], "training.train")["MLflow run"]
+    assert httpx.get(run_link.split("#")[0]).status_code == 200 and "/#/runs/" in run_link
+    assert links(runs[1], "training.train")["MLflow run"] is None  # skipped: nothing to link
