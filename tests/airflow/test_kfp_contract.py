@@ -133,13 +133,13 @@ def test_the_operator_submits_defers_and_returns_the_recorded_decision(monkeypat
         operator = kfp_operator(monkeypatch, kfp, mlflow_uri)
         with pytest.raises(TaskDeferred) as deferred:
             operator.execute({})
-        run_id = deferred.value.kwargs["run_id"]
+        run_id = deferred.value.trigger.run_id
         submitted = kfp.runs[run_id]["runtime_config"]["parameters"]
         assert submitted["run_key"] == "rk-7" and submitted["mlflow_tracking_uri"] == mlflow_uri
         assert submitted["data_pvc"] == "mlops-data"
         event = first_event(deferred.value.trigger)
         challenger = record_decision(mlflow_uri, "iris-kfp", "rk-7", "promote")
-        result = operator.execute_complete({}, event, run_id=run_id)
+        result = operator.execute_complete({}, event)
     assert result["decision"] == "promote" and result["kfp_run_id"] == run_id
     assert result["challenger_run_id"] == challenger and result["challenger_metrics"] == {"accuracy": 0.97}
     assert operator.link_urls["KFP run"] == f"{kfp.url}/#/runs/details/{run_id}"
@@ -154,14 +154,14 @@ def test_the_operator_fails_with_the_runs_own_error_and_terminates_a_stuck_run(m
             operator.execute({})
         event = first_event(deferred.value.trigger)
         with pytest.raises(RuntimeError, match="FAILED: evaluate-and-decide: OOMKilled"):
-            operator.execute_complete({}, event, run_id=deferred.value.kwargs["run_id"])
+            operator.execute_complete({}, event)
     with FakeKfp(script=["RUNNING"]) as kfp:
         operator = kfp_operator(monkeypatch, kfp, mlflow_uri)
         with pytest.raises(TaskDeferred) as deferred:
             operator.execute({})
-        run_id = deferred.value.kwargs["run_id"]
+        run_id = deferred.value.trigger.run_id
         with pytest.raises(RuntimeError, match="still RUNNING after 30 s; terminated it"):
-            operator.execute_complete({}, {"status": "timeout", "run_id": run_id, "state": "RUNNING"}, run_id=run_id)
+            operator.execute_complete({}, {"status": "timeout", "run_id": run_id, "state": "RUNNING"})
         assert ("POST", f"/apis/v2beta1/runs/{run_id}:terminate") in kfp.calls
         assert kfp.runs[run_id]["state"] == "CANCELING"
 
@@ -171,9 +171,8 @@ def test_a_succeeded_run_without_a_recorded_decision_fails_clearly(monkeypatch, 
         operator = kfp_operator(monkeypatch, kfp, mlflow_uri, model="iris-nodecision")
         with pytest.raises(TaskDeferred) as deferred:
             operator.execute({})
-        run_id = deferred.value.kwargs["run_id"]
         with pytest.raises(RuntimeError, match="MLflow has no training decision for iris-nodecision run key rk-7"):
-            operator.execute_complete({}, first_event(deferred.value.trigger), run_id=run_id)
+            operator.execute_complete({}, first_event(deferred.value.trigger))
 
 
 def test_killing_the_task_terminates_the_run(monkeypatch, mlflow_uri):

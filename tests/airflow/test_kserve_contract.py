@@ -5,7 +5,6 @@ real MLflow server with versions trained by the real pipeline, the predictor a r
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from types import SimpleNamespace
 
@@ -20,23 +19,12 @@ from mlops.operators.kserve import KServeDeployOperator
 from tests import support
 
 from .cluster_actors import ScriptedKServe, ScriptedKubelet
-from .kube_emulator import CONFIGMAPS, ISVC, KubeEmulator
+from .kube_emulator import CONFIGMAPS, ISVC, KubeEmulator, kube_connection
 from .registry_setup import train_and_register
 
 MODEL = "iris-kserve"
 NAMESPACE = "mlops-serving"
 pytestmark = pytest.mark.slow
-
-
-def kube_connection(monkeypatch, url: str, conn_id: str = "kubernetes_emulator") -> str:
-    """An Airflow connection to the emulator, as the provider's KubernetesHook reads it (inline kubeconfig)."""
-    config = {"apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-              "clusters": [{"name": "emulator", "cluster": {"server": url}}],
-              "users": [{"name": "tests", "user": {}}],
-              "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tests"}}]}
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}",
-                       json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": config}}))
-    return conn_id
 
 
 def task_context() -> dict:
@@ -93,7 +81,7 @@ def deploy(settings) -> tuple[dict | None, Exception | None]:
             return operator.execute(task_context()), None
         except TaskDeferred as deferred:
             event = first_event(deferred.trigger)
-            return operator.execute_complete(task_context(), event, **deferred.kwargs), None
+            return operator.execute_complete(task_context(), event), None
     except RuntimeError as exc:
         return None, exc
 
@@ -191,4 +179,4 @@ def test_the_trigger_ignores_an_old_generations_ready(cluster):
 
     event = first_event(InferenceServiceReadyTrigger(MODEL, NAMESPACE, applied["metadata"]["generation"],
                                                      time.time() + 1, settings.kubernetes_conn_id, 0.1))
-    assert event == {"status": "timeout", "message": "controller has seen generation 1, waiting for 2"}
+    assert event == {"status": "timeout", "message": "controller has seen generation 1, waiting for 2", "resume": {}}

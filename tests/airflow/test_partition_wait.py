@@ -24,7 +24,7 @@ def test_trigger_fires_when_the_marker_lands(tmp_path):
     threading.Timer(0.3, lambda: (folder.mkdir(parents=True), (folder / "_SUCCESS").touch())).start()
     started = time.monotonic()
     event = asyncio.run(first_event(PartitionTrigger(str(folder), time.time() + 10, poll_interval=0.05)))
-    assert event == {"status": "ready", "folder": str(folder)} and time.monotonic() - started < 5
+    assert event == {"status": "ready", "folder": str(folder), "resume": {}} and time.monotonic() - started < 5
 
 
 def test_trigger_gives_up_at_its_deadline(tmp_path):
@@ -54,8 +54,8 @@ def test_sensor_defers_to_the_trigger_and_skips_on_timeout(local_target):
     trigger = deferred.value.trigger
     assert isinstance(trigger, PartitionTrigger) and trigger.folder.endswith("landing/2026-11-02")
     assert 250 < trigger.deadline - time.time() <= 300
-    assert 0 < time.time() - deferred.value.kwargs["started_at"] < 60  # the run's clock survives the deferral
+    assert 0 < time.time() - trigger.resume["started_at"] < 60  # the run's clock survives the deferral
     with pytest.raises(AirflowSkipException, match="no complete batch"):
         sensor.execute_complete({}, {"status": "timeout", "folder": trigger.folder})
-    done = sensor.execute_complete({}, {"status": "ready", "folder": trigger.folder}, started_at=123.0)
+    done = sensor.execute_complete({}, {"status": "ready", "folder": trigger.folder, "resume": {"started_at": 123.0}})
     assert done == {"folder": trigger.folder, "started_at": 123.0}

@@ -56,10 +56,11 @@ class KfpRunOperator(BaseOperator):
 
         self.defer(trigger=KfpRunTrigger(self.kfp_run_id, time.time() + cluster.kfp_run_timeout_seconds,
                                          cluster.kfp_conn_id, poll_interval=cluster.kfp_poll_interval_seconds),
-                   method_name="execute_complete", kwargs={"run_id": self.kfp_run_id})
+                   method_name="execute_complete")
 
-    def execute_complete(self, context, event: dict, run_id: str):
+    def execute_complete(self, context, event: dict):
         cluster, settings = self._cluster(), load_settings()
+        run_id = event["run_id"]
         hook = KfpHook(cluster.kfp_conn_id)
         self.kfp_run_id = run_id
         self.link_urls = {KfpRunLink.name: hook.run_url(run_id)}

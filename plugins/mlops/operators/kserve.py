@@ -77,14 +77,16 @@ class KServeDeployOperator(BaseOperator):
         self.defer(trigger=InferenceServiceReadyTrigger(
                        self.model_name, cluster.serving_namespace, generation,
                        time.time() + cluster.serving_ready_timeout_seconds, cluster.kubernetes_conn_id,
-                       cluster.serving_poll_interval_seconds),
-                   method_name="execute_complete",
-                   kwargs={"version": version, "generation": generation, "previous": previous,
-                           "previous_version": previous_version})
+                       cluster.serving_poll_interval_seconds,
+                       resume={"version": version, "generation": generation, "previous": previous,
+                               "previous_version": previous_version}),
+                   method_name="execute_complete")
 
-    def execute_complete(self, context, event: dict, version: str, generation: int, previous: dict | None,
-                         previous_version: str | None):
+    def execute_complete(self, context, event: dict):
         cluster = self._cluster()
+        resume = event["resume"]
+        version, generation = resume["version"], resume["generation"]
+        previous, previous_version = resume["previous"], resume["previous_version"]
         self._record(version)
         status = event.get("status")
         if status == "ready":

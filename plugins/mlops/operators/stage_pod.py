@@ -8,8 +8,10 @@ to XCom. Everything cluster-specific comes from `mlops.cluster.ClusterSettings`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import contextmanager
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import models as k8s
 
 from mlops.cluster import ClusterSettings, load_cluster_settings
@@ -102,7 +104,35 @@ class StagePodOperator(KubernetesPodOperator):
         return result
 
     def execute(self, context):
-        return self._record_links(super().execute(context))
+        with self._stage_error():
+            return self._record_links(super().execute(context))
 
     def trigger_reentry(self, context, event):
-        return self._record_links(super().trigger_reentry(context, event))
+        with self._stage_error():
+            return self._record_links(super().trigger_reentry(context, event))
+
+    @contextmanager
+    def _stage_error(self):
+        """A failed pod fails the task with the stage's own error line (the container's termination
+        message), not KPO's dump of the whole pod."""
+        try:
+            yield
+        except AirflowException as exc:
+            message = self._termination_message()
+            if not message:
+                raise
+            raise RuntimeError(f"stage {self.stage} failed in pod {self.pod.metadata.name}: {message}") from exc
+
+    def _termination_message(self) -> str | None:
+        pod = getattr(self, "pod", None)
+        if pod is None:
+            return None
+        try:
+            remote = self.client.read_namespaced_pod(pod.metadata.name, pod.metadata.namespace)
+        except Exception:  # the pod may be gone; then KPO's own error stands
+            return None
+        for status in (remote.status and remote.status.container_statuses) or []:
+            terminated = status.state and status.state.terminated
+            if status.name == self.base_container_name and terminated and terminated.exit_code:
+                return (terminated.message or terminated.reason or f"exit code {terminated.exit_code}").strip()
+        return None

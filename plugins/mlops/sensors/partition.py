@@ -35,11 +35,11 @@ class PartitionSensor(BaseSensorOperator):
         from mlops.triggers.partition import PartitionTrigger  # only runs that wait pay for the trigger machinery
 
         self.defer(trigger=PartitionTrigger(str(folder), time.time() + self.wait.total_seconds(),
-                                            self.poll_interval),
-                   method_name="execute_complete", kwargs={"started_at": started_at})
+                                            self.poll_interval, resume={"started_at": started_at}),
+                   method_name="execute_complete")
 
-    def execute_complete(self, context, event=None, started_at: float | None = None):
+    def execute_complete(self, context, event=None):
         """Returns the batch folder and when the run started waiting for it (the run's clock for the report)."""
         if not event or event.get("status") != "ready":
             raise AirflowSkipException(f"no complete batch in {self._folder()} within {self.wait}; nothing to do")
-        return {"folder": event["folder"], "started_at": started_at}
+        return {"folder": event["folder"], "started_at": (event.get("resume") or {}).get("started_at")}
