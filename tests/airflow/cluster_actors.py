@@ -46,8 +46,22 @@ class ScriptedKubelet:
         self._thread = threading.Thread(target=self._loop, name="scripted-kubelet", daemon=True)
 
     def __enter__(self) -> ScriptedKubelet:
+        self.kube.api.exec_handler = self.exec
         self._thread.start()
         return self
+
+    def exec(self, namespace: str, name: str, container: str, command: list[str], stdin: str | None):
+        """What KPO runs in the XCom sidecar: reading /airflow/xcom/return.json, then `kill -s SIGINT 1`."""
+        run = self.runs.get(name)
+        if run is None or container != "airflow-xcom-sidecar":
+            return f"exec into {container} of {name} is not scripted", 1
+        if stdin and "kill -s SIGINT 1" in stdin:
+            self.kill_sidecar(namespace, name)
+            return "", 0
+        script = " ".join(command[2:]) if command[:2] == ["/bin/sh", "-c"] else " ".join(command)
+        done = subprocess.run(["/bin/sh", "-c", script.replace("/airflow/xcom", str(run["xcom_dir"]))],
+                              capture_output=True, text=True)
+        return done.stdout, done.returncode
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
@@ -117,6 +131,7 @@ class ScriptedKubelet:
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
             returncode, stderr = 128, f"CreateContainerConfigError: {exc}"
         self.runs[name] = {"argv": argv, "returncode": returncode, "stderr": stderr, "xcom_dir": xcom}
+        self.kube.api.pod_logs[(namespace, name)] = stderr  # the stage's progress log (stdout is its result)
         lines = stderr.strip().splitlines()
         terminated = {"terminated": {"exitCode": returncode, "reason": "Completed" if returncode == 0 else "Error",
                                      "startedAt": "2026-11-28T00:00:00Z", "finishedAt": "2026-11-28T00:00:01Z",

@@ -1,8 +1,8 @@
 """A stand-in for the KFP v2beta1 API server, for contract tests: every request is checked against the
 published swagger (`../shared/reference/kfp-v2beta1-*.swagger.json`): operation, query parameters,
 body schema with unknown fields rejected, bearer auth; every answer is itself validated against the
-operation's response schema. Run states follow a per-test script; `on_create` lets a test execute the
-submitted run for real (the whole-DAG contract test runs it with kfp.local)."""
+operation's response schema. Run states follow a per-test script, or an `executor` runs the submitted
+run for real (the whole-DAG contract test runs it with kfp.local)."""
 
 from __future__ import annotations
 
@@ -64,10 +64,12 @@ class Swagger:
 class FakeKfp:
     def __init__(self, script: list[str] | None = None, token: str | None = None,
                  run_error: str = "train-challenger: exit code 1: ValueError: no rows",
-                 on_create: Callable[[dict], None] | None = None):
+                 executor: Callable[[dict], str | None] | None = None):
+        """`executor(run)` runs a submitted run for real, in a thread, and returns None on success or
+        the run's error; the run is RUNNING until it returns. Without it, states follow `script`."""
         self.swagger = Swagger()
         self.script = script or ["PENDING", "RUNNING", "SUCCEEDED"]
-        self.token, self.run_error, self.on_create = token, run_error, on_create
+        self.token, self.run_error, self.executor = token, run_error, executor
         self.experiments: dict[str, dict] = {}
         self.runs: dict[str, dict] = {}
         self.polls: dict[str, int] = {}
@@ -133,20 +135,30 @@ class FakeKfp:
         with self.lock:
             self.runs[run["run_id"]] = run
             self.polls[run["run_id"]] = 0
-        if self.on_create:
-            self.on_create(run)
-        return 200, run
+        if self.executor:
+            run["state"] = "RUNNING"
+            threading.Thread(target=self._execute, args=(run,), daemon=True).start()
+        return 200, copy.deepcopy(run)
+
+    def _execute(self, run: dict) -> None:
+        error = self.executor(run)
+        with self.lock:
+            if error is None:
+                run["state"] = "SUCCEEDED"
+            else:
+                run["state"], self.run_error = "FAILED", error
+            run["finished_at"] = _now()
 
     def RunService_GetRun(self, params, query, body):
         run = self.runs.get(params["run_id"])
         if run is None:
             return 404, {"code": 5, "message": f"run {params['run_id']} not found"}
         with self.lock:
-            if run["state"] not in ("CANCELING", "CANCELED"):
+            if run["state"] == "CANCELING":
+                run["state"] = "CANCELED"
+            elif run["state"] != "CANCELED" and not self.executor:  # with an executor, its thread moves the state
                 self.polls[run["run_id"]] += 1
                 run["state"] = self.script[min(self.polls[run["run_id"]], len(self.script) - 1)]
-            elif run["state"] == "CANCELING":
-                run["state"] = "CANCELED"
             if run["state"] == "FAILED":
                 run["error"] = {"code": 2, "message": self.run_error}
                 run["run_details"] = {"task_details": [{"display_name": "train-challenger", "state": "FAILED",

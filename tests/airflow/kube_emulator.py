@@ -14,6 +14,7 @@ import asyncio
 import copy
 import datetime as dt
 import inspect
+import json
 import re
 import threading
 import uuid
@@ -28,6 +29,9 @@ PODS = kmock.resource("", "v1", "pods")
 CONFIGMAPS = kmock.resource("", "v1", "configmaps")
 SECRETS = kmock.resource("", "v1", "secrets")
 EVENTS = kmock.resource("", "v1", "events")
+
+
+POD_SUBRESOURCE = re.compile(r"/api/v1/namespaces/(?P<namespace>[^/]+)/pods/(?P<name>[^/]+)/(?P<sub>exec|log)")
 
 
 def _now() -> str:
@@ -55,7 +59,13 @@ def _labels_match(obj: dict, selector: str | None) -> bool:
 
 @attrs.define(kw_only=True)
 class ApiServer(kmock.KubernetesEmulator):
+    """`exec_handler(namespace, pod, container, command, stdin) -> (stdout, exit code)` answers
+    `pods/exec` (KPO reads XCom through the sidecar that way); `pod_logs[(namespace, pod)]` answers
+    `pods/log`. A scripted kubelet provides both."""
+
     _resource_version: int = attrs.field(default=0, init=False)
+    exec_handler: Callable | None = attrs.field(default=None, init=False)
+    pod_logs: dict = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -76,6 +86,37 @@ class ApiServer(kmock.KubernetesEmulator):
         early["get /version/"] << self._serve_server_version
         early["get /apis/"] << self._serve_apis
         early["get /api/"] << self._serve_api
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        found = POD_SUBRESOURCE.fullmatch(raw_request.path)
+        if found and found["sub"] == "exec":
+            return await self._serve_exec(raw_request, found["namespace"], found["name"])
+        if found and found["sub"] == "log":
+            lines = self.pod_logs.get((found["namespace"], found["name"]), "").splitlines()
+            if raw_request.query.get("timestamps", "").lower() == "true":
+                lines = [f"{_now().replace('Z', '.000000000Z')} {line}" for line in lines]
+            return aiohttp.web.Response(text="".join(f"{line}\n" for line in lines), content_type="text/plain")
+        return await super().__call__(raw_request)
+
+    async def _serve_exec(self, raw_request, namespace: str, name: str) -> aiohttp.web.StreamResponse:
+        """The `v4.channel.k8s.io` websocket protocol: stdin on channel 0, stdout 1, the exit status 3."""
+        ws = aiohttp.web.WebSocketResponse(protocols=("v4.channel.k8s.io",))
+        await ws.prepare(raw_request)
+        query = raw_request.query
+        stdin = None
+        if query.get("stdin", "").lower() == "true":
+            message = await ws.receive(timeout=10)
+            stdin = bytes(message.data[1:]).decode() if message.type == aiohttp.WSMsgType.BINARY else message.data[1:]
+        stdout, code = await asyncio.to_thread(self.exec_handler, namespace, name, query.get("container"),
+                                               query.getall("command", []), stdin)
+        if stdout:
+            await ws.send_bytes(b"\x01" + stdout.encode())
+        status = {"metadata": {}, "status": "Success"} if code == 0 else {
+            "metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
+        await ws.send_bytes(b"\x03" + json.dumps(status).encode())
+        await ws.close()
+        return ws
 
     def next_resource_version(self) -> str:
         self._resource_version += 1
@@ -203,3 +244,14 @@ class KubeEmulator:
     def __exit__(self, *exc) -> None:
         self.loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
+
+
+def kube_connection(monkeypatch, url: str, conn_id: str = "kubernetes_emulator") -> str:
+    """An Airflow connection to the emulator, as the provider's KubernetesHook reads it (inline kubeconfig)."""
+    config = {"apiVersion": "v1", "kind": "Config", "current-context": "emulator",
+              "clusters": [{"name": "emulator", "cluster": {"server": url}}],
+              "users": [{"name": "tests", "user": {}}],
+              "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tests"}}]}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}",
+                       json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": config}}))
+    return conn_id
