@@ -55,7 +55,8 @@ with DAG(
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
         "on_failure_callback": AlertmanagerNotifier(),
-        "on_retry_callback": AlertmanagerNotifier(severity="warning", summary="Airflow task is being retried"),
+        "on_retry_callback": AlertmanagerNotifier(severity="warning", summary="Airflow task is being retried",
+                                                  record_failure=False),
     },
     params={
         "accuracy_threshold": Param(0.85, type="number", minimum=0, maximum=1,

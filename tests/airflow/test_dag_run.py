@@ -4,6 +4,7 @@ a real mlserving process, a real Alertmanager and Pushgateway."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from mlops.hooks.stage import StageHook
 from tests import support
 
+from .conftest import REPO
 from .test_dag import dag  # noqa: F401  (fixture)
 
 MODEL = "iris-dagtest"
@@ -77,6 +79,9 @@ def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):  # noqa: F8
         {"name": "features", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}).json()
     assert answer["model_version"] == "2"
     assert answer["outputs"][0]["data"] == ["versicolor"]  # concept drift rotated setosa -> versicolor
+    documented = json.loads((REPO / "docs" / "iris-v2-request.json").read_text())  # the guide's sample request
+    answer = httpx.post(f"{serving}/v2/models/{MODEL}/infer", json=documented).json()
+    assert answer["id"] == "docs-example" and len(answer["outputs"][0]["data"]) == 2
     metrics = httpx.get(f"http://{stack['pushgateway']}/metrics").text
     assert f'mlops_champion_version{{instance="",job="continuous_training",model="{MODEL}"}} 2' in metrics
     duration = next(float(line.split()[-1]) for line in metrics.splitlines()
@@ -96,6 +101,9 @@ def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):  # noqa: F8
     assert alerts, "no alert reached Alertmanager"
     assert "yielded no usable data" in alerts[0]["annotations"]["error"]
     assert alerts[0]["labels"]["dag_id"] == "continuous_training"
+    failures = httpx.get(f"http://{stack['pushgateway']}/metrics").text
+    assert f'mlops_last_failure_timestamp_seconds{{instance="",job="continuous_training",model="{MODEL}"}}' in failures
+    assert f'mlops_champion_version{{instance="",job="continuous_training",model="{MODEL}"}} 2' in failures  # kept
     assert support.tree_snapshot(root / "curated") == curated_before
     registry_after = httpx.get(f"{stack['mlflow']}/api/2.0/mlflow/registered-models/get",
                                params={"name": MODEL}).json()

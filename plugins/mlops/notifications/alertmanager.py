@@ -13,6 +13,8 @@ import os
 import httpx
 from airflow.sdk import BaseNotifier
 
+from mlops.pipeline_metrics import push, pushgateway_url
+
 log = logging.getLogger(__name__)
 
 
@@ -20,10 +22,13 @@ class AlertmanagerNotifier(BaseNotifier):
     template_fields = ("summary",)
 
     def __init__(self, url: str | None = None, severity: str = "critical", summary: str = "Airflow task failed",
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, record_failure: bool = True):
+        """record_failure: also push the failure's time to the Pushgateway (`mlops_last_failure_timestamp_seconds`,
+        which the PipelineRunFailed rule watches); off for retries, which are not failures yet."""
         super().__init__()
         self.url = url
         self.severity, self.summary, self.timeout = severity, summary, timeout
+        self.record_failure = record_failure
 
     def alert(self, context) -> dict:
         ti = context.get("ti") or context.get("task_instance")
@@ -58,3 +63,11 @@ class AlertmanagerNotifier(BaseNotifier):
             response.raise_for_status()
         except httpx.HTTPError as exc:  # alerting must never mask the task's own failure
             log.error("could not post the alert to Alertmanager at %s: %s", url, exc)
+        model = (context.get("params") or {}).get("model_name")
+        if self.record_failure and model:
+            try:
+                push(model, {"mlops_last_failure_timestamp_seconds": (
+                    "When a pipeline task last failed (cleared by the next successful run's report)",
+                    dt.datetime.now(dt.UTC).timestamp())}, replace=False)
+            except OSError as exc:
+                log.error("could not push the failure to the Pushgateway at %s: %s", pushgateway_url(), exc)

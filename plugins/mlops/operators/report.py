@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator
+
+from mlops.pipeline_metrics import push, pushgateway_url
 
 
 class ReportOperator(BaseOperator):
@@ -20,11 +21,11 @@ class ReportOperator(BaseOperator):
     template_fields: Sequence[str] = ("detect", "train", "deploy", "model_name", "started_at")
 
     def __init__(self, *, model_name: str, detect=None, train=None, deploy=None, started_at=None,
-                 pushgateway: str | None = None, job: str = "continuous_training", **kwargs):
+                 pushgateway: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.model_name, self.detect, self.train, self.deploy = model_name, detect, train, deploy
         self.started_at = started_at
-        self.pushgateway, self.job = pushgateway, job
+        self.pushgateway = pushgateway
 
     def summary(self, context) -> dict:
         detect, train, deploy = self.detect or {}, self.train or {}, self.deploy or {}
@@ -42,26 +43,19 @@ class ReportOperator(BaseOperator):
         }
 
     def execute(self, context):
-        from prometheus_client import CollectorRegistry, Gauge, push_to_gateway  # not at DAG parse time
-
         summary = self.summary(context)
-        registry = CollectorRegistry()
-        labels = {"model": self.model_name}
-
-        def gauge(name, doc, value):
-            if value is not None:
-                Gauge(name, doc, list(labels), registry=registry).labels(**labels).set(float(value))
-
-        gauge("mlops_fresh_accuracy", "Champion accuracy on the run's fresh labelled batch", summary["fresh_accuracy"])
-        gauge("mlops_drift_share", "Share of features flagged as drifted", summary["drift_share"])
-        gauge("mlops_drift_max_psi", "Largest per-feature PSI", summary["drift_max_psi"])
-        gauge("mlops_promoted", "1 if this run promoted a new champion", summary["decision"] == "promote")
-        gauge("mlops_champion_version", "Registry version of the champion", summary["champion_version"])
-        gauge("mlops_run_duration_seconds", "DAG run duration up to the report", summary["duration_seconds"])
-        gauge("mlops_last_run_timestamp_seconds", "When the pipeline last reported", time.time())
-        url = self.pushgateway or os.environ.get("MLOPS_PUSHGATEWAY_URL", "127.0.0.1:9091")
+        gauges = {
+            "mlops_fresh_accuracy": ("Champion accuracy on the run's fresh labelled batch", summary["fresh_accuracy"]),
+            "mlops_drift_share": ("Share of features flagged as drifted", summary["drift_share"]),
+            "mlops_drift_max_psi": ("Largest per-feature PSI", summary["drift_max_psi"]),
+            "mlops_promoted": ("1 if this run promoted a new champion", summary["decision"] == "promote"),
+            "mlops_champion_version": ("Registry version of the champion", summary["champion_version"]),
+            "mlops_run_duration_seconds": ("DAG run duration up to the report", summary["duration_seconds"]),
+            "mlops_last_run_timestamp_seconds": ("When the pipeline last reported", time.time()),
+        }
+        url = self.pushgateway or pushgateway_url()
         try:
-            push_to_gateway(url, job=self.job, registry=registry, grouping_key=labels)
+            push(self.model_name, gauges, replace=True, url=url)
         except OSError as exc:
             self.log.warning("could not push metrics to the Pushgateway at %s: %s", url, exc)
             summary["pushed"] = False
