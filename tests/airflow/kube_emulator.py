@@ -66,6 +66,7 @@ class ApiServer(kmock.KubernetesEmulator):
     _resource_version: int = attrs.field(default=0, init=False)
     exec_handler: Callable | None = attrs.field(default=None, init=False)
     pod_logs: dict = attrs.field(factory=dict, init=False)
+    subresource_calls: list = attrs.field(factory=list, init=False)  # (namespace, pod, "exec" | "log")
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -89,6 +90,8 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         found = POD_SUBRESOURCE.fullmatch(raw_request.path)
+        if found:
+            self.subresource_calls.append((found["namespace"], found["name"], found["sub"]))
         if found and found["sub"] == "exec":
             return await self._serve_exec(raw_request, found["namespace"], found["name"])
         if found and found["sub"] == "log":
@@ -255,3 +258,20 @@ def kube_connection(monkeypatch, url: str, conn_id: str = "kubernetes_emulator")
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}",
                        json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": config}}))
     return conn_id
+
+
+RBAC_VERBS = {kmock.action.LIST: "list", kmock.action.WATCH: "watch", kmock.action.FETCH: "get",
+              kmock.action.CREATE: "create", kmock.action.UPDATE: "patch", kmock.action.DELETE: "delete"}
+
+
+def api_calls(kube: KubeEmulator) -> set[tuple[str, str, str, str]]:
+    """Every resource call the emulator served, as RBAC sees it: (namespace, apiGroup, resource, verb).
+    A websocket exec is authorised as `create` on pods/exec (Kubernetes 1.30+); a log read is `get`."""
+    calls = set()
+    for request in kube.requests():
+        if request.resource is not None and request.action in RBAC_VERBS:
+            resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
+            calls.add((request.namespace or "", request.resource.group, resource, RBAC_VERBS[request.action]))
+    for namespace, _, sub in kube.call(lambda: list(kube.api.subresource_calls)):
+        calls.add((namespace, "", f"pods/{sub}", "create" if sub == "exec" else "get"))
+    return calls

@@ -21,7 +21,8 @@ from tests import support
 
 from .cluster_actors import ScriptedKServe, ScriptedKubelet
 from .kfp_fake import FakeKfp
-from .kube_emulator import CONFIGMAPS, ISVC, PODS, KubeEmulator, kube_connection
+from .kube_emulator import CONFIGMAPS, ISVC, PODS, KubeEmulator, api_calls, kube_connection
+from .test_rbac_contract import granted
 
 MODEL = "iris-k8s"
 pytestmark = pytest.mark.slow
@@ -128,5 +129,6 @@ def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, services
     error = alerts[0]["annotations"]["error"]
     assert error.startswith("stage ingest failed in pod mlpipeline-ingest-") and "yielded no usable data" in error
     assert support.tree_snapshot(target["volume"] / "curated") == curated_before
+    assert api_calls(kube) <= granted()  # the whole DAG needs nothing k8s-yaml/rbac/ does not grant
     failed_pods = [name for name, run in kubelet.runs.items() if run["returncode"] != 0]
     assert len(failed_pods) == 1 and kube.stored(PODS, "mlops", failed_pods[0]) is not None  # kept for debugging

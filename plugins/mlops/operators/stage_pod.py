@@ -134,5 +134,7 @@ class StagePodOperator(KubernetesPodOperator):
         for status in (remote.status and remote.status.container_statuses) or []:
             terminated = status.state and status.state.terminated
             if status.name == self.base_container_name and terminated and terminated.exit_code:
-                return (terminated.message or terminated.reason or f"exit code {terminated.exit_code}").strip()
+                # FallbackToLogsOnError: the log's tail; the stage's one-line error is its last line.
+                lines = (terminated.message or "").strip().splitlines()
+                return lines[-1] if lines else terminated.reason or f"exit code {terminated.exit_code}"
         return None
