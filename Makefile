@@ -12,7 +12,7 @@ AIRFLOW := $(VENV)/airflow
 SERVING_DIR := images/serving
 RUN := .run
 
-.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving demo down envs lock compile-pipeline bench-pipeline lint clean manifests
+.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving demo down envs lock compile-pipeline bench-pipeline lint clean manifests k8s-rules test-deploy
 
 help:
 	@echo "make demo    run the continuous-training loop on the local target"
@@ -48,7 +48,7 @@ $(AIRFLOW)/.installed: requirements.txt requirements-dev.txt | $(UV)
 
 envs: $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed
 
-test: lint test-pipeline test-serving test-airflow
+test: lint test-pipeline test-serving test-airflow test-deploy
 
 lint: $(PIPELINE)/.installed
 	$(PIPELINE)/bin/ruff check .
@@ -68,6 +68,10 @@ system-deps:
 test-airflow: system-deps $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed
 	$(AIRFLOW)/bin/python -m pytest tests/airflow -p no:cacheprovider $(PYTEST_ARGS)
 
+# The deployment assets (k8s-yaml/, helm-values/, images/, docs/) against the published schemas.
+test-deploy: system-deps $(AIRFLOW)/.installed
+	$(AIRFLOW)/bin/python -m pytest tests/deploy -p no:cacheprovider $(PYTEST_ARGS)
+
 demo: system-deps envs
 	bash scripts/demo.sh
 
@@ -79,6 +83,10 @@ manifests: $(AIRFLOW)/.installed
 	rm -rf build/manifests
 	cd plugins && AIRFLOW_HOME=$(CURDIR)/$(RUN)/airflow-manifests AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	  ../$(AIRFLOW)/bin/python -m mlops.manifests $(CURDIR)/build/manifests
+
+# The cluster's PrometheusRule, from the same rule file the local Prometheus loads.
+k8s-rules: $(AIRFLOW)/.installed
+	$(AIRFLOW)/bin/python scripts/prometheus_rule.py
 
 compile-pipeline: $(PIPELINE)/.installed
 	$(PIPELINE)/bin/mlpipeline compile
@@ -102,6 +110,8 @@ lock: | $(UV)
 	cd $(SERVING_DIR) && ../../$(UV) pip compile pyproject.toml --python-version 3.11 --no-header \
 	  --annotation-style line -o requirements.txt && ../../$(UV) pip compile requirements-dev.in \
 	  -c requirements.txt --python-version 3.11 --no-header --annotation-style line -o requirements-dev.txt
+	$(UV) pip compile images/mlflow/requirements.in --python-version 3.11 --no-header --annotation-style line \
+	  -o images/mlflow/requirements.txt
 	cd $(PIPELINE_DIR) && ../../$(UV) pip compile pyproject.toml --python-version 3.11 --no-header \
 	  --annotation-style line -o requirements.txt && ../../$(UV) pip compile requirements-dev.in \
 	  -c requirements.txt --python-version 3.11 --no-header --annotation-style line -o requirements-dev.txt

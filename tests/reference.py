@@ -21,6 +21,9 @@ def strict_schema(schema: dict) -> dict:
     """Unknown fields rejected wherever the schema does not say to preserve them (as a real apiserver
     prunes or, with `kubectl --validate=strict`, refuses them)."""
     schema = copy.deepcopy(schema)
+    # Some CRDs (Istio's) describe only spec/status; every object also has these.
+    for field, kind in (("apiVersion", "string"), ("kind", "string"), ("metadata", "object")):
+        schema.setdefault("properties", {}).setdefault(field, {"type": kind})
 
     def walk(node):
         if isinstance(node, dict):

@@ -1,0 +1,47 @@
+"""helm-values/airflow.yaml against the official Airflow chart's values.schema.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from jsonschema import Draft7Validator
+
+from tests.reference import reference_file
+
+from .conftest import REPO
+
+VALUES = REPO / "helm-values" / "airflow.yaml"
+
+
+@pytest.fixture(scope="module")
+def validator():
+    return Draft7Validator(json.loads(reference_file("airflow-helm-chart-values.schema.json").read_text()))
+
+
+def test_values_are_valid_for_the_chart(validator):
+    errors = list(validator.iter_errors(yaml.safe_load(VALUES.read_text())))
+    assert not errors, [f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors]
+
+
+def test_a_misspelled_key_is_caught(validator):
+    values = yaml.safe_load(VALUES.read_text())
+    values["triggerer"]["enabledd"] = values["triggerer"].pop("enabled")
+    assert list(validator.iter_errors(values))
+
+
+def test_values_run_the_project_as_designed():
+    values = yaml.safe_load(VALUES.read_text())
+    assert values["executor"] == "KubernetesExecutor" and values["triggerer"]["enabled"] is True
+    assert values["config"]["operators"]["default_deferrable"] == "True"
+    assert values["config"]["core"]["load_examples"] == "False"
+    assert values["dags"]["gitSync"]["enabled"] is False  # DAGs come with the image
+    env = {item["name"]: item["value"] for item in values["env"]}
+    assert env["AIRFLOW_VAR_MLOPS_TARGET"] == "kubernetes"
+    json.loads(env["AIRFLOW_VAR_MLOPS_KUBERNETES"])  # the one cluster setting is valid JSON
+    assert "password" not in VALUES.read_text().lower()  # secrets come from Secrets
+    # the service accounts the RBAC binds
+    roles = list(yaml.safe_load_all((REPO / "k8s-yaml" / "rbac" / "airflow-roles.yaml").read_text()))
+    bound = {s["name"] for doc in roles if doc["kind"] == "RoleBinding" for s in doc["subjects"]}
+    assert bound == {values["workers"]["serviceAccount"]["name"], values["triggerer"]["serviceAccount"]["name"]}

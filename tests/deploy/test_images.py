@@ -1,0 +1,65 @@
+"""The Dockerfiles, which cannot be built here (no Docker engine): parsed and checked for what matters:
+pinned bases, installs from the pinned environment files, non-root users, no build tools left in the
+final stage, labels with source and version."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+# image -> the pinned environment file it must install
+IMAGES = {"airflow": "requirements.txt", "pipeline": "images/pipeline/requirements.txt",
+          "serving": "images/serving/requirements.txt", "mlflow": "images/mlflow/requirements.txt"}
+BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|build-essential|make|cmake|git)\b")
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments), continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+            for line in (raw.strip() for raw in text.splitlines()) if line and not line.startswith("#")]
+
+
+def final_stage(steps):
+    start = max(i for i, (op, _) in enumerate(steps) if op == "FROM")
+    return steps[start:]
+
+
+def resolve(arg: str, steps) -> str:
+    defaults = dict(a.split("=", 1) for op, a in steps if op == "ARG" and "=" in a)
+    return re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m[1], m[0]), arg)
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_dockerfile(image):
+    path = REPO / "images" / image / "Dockerfile"
+    steps = instructions(path)
+    for op, arg in steps:
+        if op == "FROM":
+            base = resolve(arg.split()[0], steps)
+            assert re.search(r":\d[\w.-]*$", base), f"{image}: base {base} is not pinned to a version"
+    final = final_stage(steps)
+    users = [arg for op, arg in final if op == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), f"{image}: final stage must run as non-root"
+    copied = {src for op, arg in steps if op == "COPY" for src in arg.split()[:-1] if not src.startswith("--")}
+    assert IMAGES[image] in copied, f"{image}: does not install {IMAGES[image]}"
+    runs = " ".join(arg for op, arg in steps if op == "RUN")
+    assert re.search(r"-r /\S*requirements\.txt", runs), f"{image}: installs something other than the pinned file"
+    assert not BUILD_TOOLS.search(" ".join(arg for op, arg in final if op == "RUN")), f"{image}: build tools"
+    labels = " ".join(arg for op, arg in final if op == "LABEL")
+    for key in ("org.opencontainers.image.source", "org.opencontainers.image.version"):
+        assert key in labels, f"{image}: no {key} label"
+    for src in copied - {"/opt/venv"}:
+        assert (REPO / src.rstrip("/")).exists(), f"{image}: COPY {src} does not exist in the repository"
+
+
+def test_pinned_files_pin_every_package():
+    for name in IMAGES.values():
+        for line in (REPO / name).read_text().splitlines():
+            requirement = line.split("#")[0].strip()
+            if requirement:
+                assert re.fullmatch(r"[A-Za-z0-9_.\[\],-]+==[\w.+-]+", requirement), f"{name}: {requirement}"

@@ -1,0 +1,116 @@
+"""Contract tests for k8s-yaml/: every object valid against its schema (core kinds with kubernetes-validate,
+strict; KServe, Prometheus Operator and Istio kinds against their CRDs with unknown fields rejected), the
+kustomization complete, every workload hardened, no credentials in the repository."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import kubernetes_validate
+import pytest
+import yaml
+from jsonschema import Draft7Validator
+
+from tests.reference import reference_file, strict_schema
+
+from .conftest import K8S, REPO, manifest_files, objects
+
+KUBERNETES_VERSION = "1.33.0"
+CRDS = {
+    ("serving.kserve.io", "ClusterServingRuntime"): "kserve-crd-clusterservingruntimes.json",
+    ("serving.kserve.io", "InferenceService"): "kserve-crd-inferenceservices.json",
+    ("monitoring.coreos.com", "ServiceMonitor"): "prometheus-operator-crd-servicemonitors.json",
+    ("monitoring.coreos.com", "PodMonitor"): "prometheus-operator-crd-podmonitors.json",
+    ("monitoring.coreos.com", "PrometheusRule"): "prometheus-operator-crd-prometheusrules.json",
+    ("networking.istio.io", "Gateway"): "istio-crd-gateways.json",
+    ("networking.istio.io", "VirtualService"): "istio-crd-virtualservices.json",
+    ("security.istio.io", "AuthorizationPolicy"): "istio-crd-authorizationpolicies.json",
+    ("security.istio.io", "RequestAuthentication"): "istio-crd-requestauthentications.json",
+}
+ALL = [(path.relative_to(K8S).as_posix(), obj) for path in manifest_files() for obj in objects(path)]
+
+
+def crd_validator(name: str, version: str) -> Draft7Validator:
+    text = reference_file(name).read_text()
+    # Go's inline (?i) in this one pattern is not a Python regex (see the reference README).
+    text = text.replace('"pattern":"^(?i)(abort|warn)?$",', "")
+    return Draft7Validator(strict_schema(json.loads(text)["versions"][version]))
+
+
+@pytest.mark.parametrize("where, obj", ALL, ids=[f"{w}:{o['kind']}/{o['metadata']['name']}" for w, o in ALL])
+def test_every_object_is_valid(where, obj):
+    group, _, version = obj["apiVersion"].rpartition("/")
+    if (group, obj["kind"]) in CRDS:
+        errors = list(crd_validator(CRDS[group, obj["kind"]], version).iter_errors(obj))
+        assert not errors, [f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors]
+    else:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_a_misspelled_field_is_caught():
+    deployment = objects(K8S / "mlflow" / "deployment.yaml")[0]
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+    gateway = objects(K8S / "istio" / "gateway.yaml")[0]
+    gateway["spec"]["server"] = gateway["spec"].pop("servers")
+    assert list(crd_validator(CRDS["networking.istio.io", "Gateway"], "v1").iter_errors(gateway))
+
+
+def test_the_kustomization_lists_every_object_file_once():
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    component = yaml.safe_load((K8S / "istio-auth" / "kustomization.yaml").read_text())
+    listed = kustomization["resources"] + [f"istio-auth/{r}" for r in component["resources"]]
+    assert len(listed) == len(set(listed))
+    assert sorted(listed) == sorted(p.relative_to(K8S).as_posix() for p in manifest_files())
+    for generator in kustomization["secretGenerator"]:
+        for env_file in generator["envs"]:
+            assert (K8S / f"{env_file}.example").is_file(), f"{env_file} has no example to copy"
+
+
+def pod_specs():
+    for where, obj in ALL:
+        if obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            yield where, obj["spec"]["template"]["spec"]
+        elif obj["kind"] == "ClusterServingRuntime":
+            yield where, obj["spec"]
+
+
+def test_every_workload_runs_as_non_root_without_capabilities():
+    specs = list(pod_specs())
+    assert len(specs) == 3  # MLflow, the Pushgateway, the serving runtime
+    for where, spec in specs:
+        for container in spec["containers"]:
+            context = {**(spec.get("securityContext") or {}), **(container.get("securityContext") or {})}
+            assert context.get("runAsNonRoot") is True, where
+            assert context.get("allowPrivilegeEscalation") is False, where
+            assert context.get("capabilities", {}).get("drop") == ["ALL"], where
+            assert context.get("readOnlyRootFilesystem") is True, where
+
+
+def test_the_data_volume_is_read_write_many():
+    pvc = objects(K8S / "storage" / "data-pvc.yaml")[0]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_no_credentials_in_the_repository():
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    assert not [f for f in tracked if f.startswith("k8s-yaml/secrets/") and f.endswith(".env")]
+    patterns = [re.compile(p) for p in (r"AKIA[0-9A-Z]{16}", r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
+                                         r"(?i)(password|secret_access_key)\s*[:=]\s*['\"]?(?!CHANGE-ME)[A-Za-z0-9/+]{12,}")]
+    for name in tracked:
+        path = REPO / name
+        if path.suffix in (".yaml", ".yml", ".env", ".example", ".md", ".json", ".py", ".txt", ".cfg", ".toml"):
+            text = path.read_text(errors="replace")
+            found = [p.pattern for p in patterns if p.search(text)]
+            assert not found, f"{name} looks like it holds a credential ({found})"
+    for where, obj in ALL:
+        assert obj["kind"] != "Secret", f"{where}: Secrets are generated from git-ignored env files"
+
+
+def test_the_rbac_is_namespaced():
+    rbac = [obj for _, obj in ALL if obj["apiVersion"].startswith("rbac.authorization.k8s.io")]
+    assert rbac and all(obj["kind"] in ("Role", "RoleBinding") for obj in rbac)
+    assert {obj["metadata"]["namespace"] for obj in rbac} == {"mlops", "mlops-serving"}
