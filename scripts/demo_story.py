@@ -12,23 +12,19 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from scripts.airflow_cli import airflow_env, run_airflow  # noqa: E402
+
 RUN_DIR = Path(os.environ["RUN_DIR"])
 PORTS = {name: os.environ.get(f"{name.upper()}_PORT", default) for name, default in
          {"mlflow": "5000", "prometheus": "9090", "airflow": "8080", "mlops_serving": "8085"}.items()}
 DAYS = [("2026-11-01", "none"), ("2026-11-02", "none"), ("2026-11-03", "concept")]
 MODEL = "iris-classifier"
-AIRFLOW_ENV = {**os.environ, "AIRFLOW_HOME": str(RUN_DIR / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-               "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-               "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "mlops.local_db.CONNECT_ARGS"}  # as services.sh
+AIRFLOW_ENV = airflow_env(RUN_DIR)
 
 
 def airflow(*args) -> str:
-    for attempt in range(3):  # SQLite refuses a lock upgrade at once while another process writes
-        done = subprocess.run([str(REPO / ".venv/airflow/bin/airflow"), *args], capture_output=True, text=True,
-                              env=AIRFLOW_ENV)
-        if done.returncode == 0 or "database is locked" not in done.stderr:
-            break
-        time.sleep(2 * (attempt + 1))
+    done = run_airflow(args, AIRFLOW_ENV)
     if done.returncode != 0:
         sys.exit(f"airflow {' '.join(map(str, args))} failed: {done.stderr.strip().splitlines()[-1:]}")
     return done.stdout

@@ -35,19 +35,24 @@ def sample_context(dag) -> dict:
             "ti": _SampleTaskInstance(SAMPLE_XCOMS)}
 
 
+def rendered_tasks(dag, operator_class):
+    """The DAG's tasks of one class, templates rendered as the sample run would render them."""
+    context = sample_context(dag)
+    for task in dag.tasks:
+        if isinstance(task, operator_class):
+            task = task.prepare_for_execution()
+            task.render_template_fields(context, jinja_env=dag.get_template_env())
+            yield task
+
+
 def stage_pods(dag) -> dict[str, dict]:
     """task_id -> the pod (as the API server receives it) for every stage pod task of the DAG."""
     from kubernetes.client import ApiClient
 
     from mlops.operators.stage_pod import StagePodOperator
 
-    context, pods = sample_context(dag), {}
-    for task in dag.tasks:
-        if isinstance(task, StagePodOperator):
-            task = task.prepare_for_execution()
-            task.render_template_fields(context, jinja_env=dag.get_template_env())
-            pods[task.task_id] = ApiClient().sanitize_for_serialization(task.build_pod_request_obj(dry_run=True))
-    return pods
+    return {task.task_id: ApiClient().sanitize_for_serialization(task.build_pod_request_obj(dry_run=True))
+            for task in rendered_tasks(dag, StagePodOperator)}
 
 
 def inference_services(dag) -> dict[str, dict]:
@@ -55,15 +60,12 @@ def inference_services(dag) -> dict[str, dict]:
     from mlops.inference_service import inference_service, storage_uri
     from mlops.operators.kserve import KServeDeployOperator
 
-    context, found = sample_context(dag), {}
-    for task in dag.tasks:
-        if isinstance(task, KServeDeployOperator):
-            task = task.prepare_for_execution()
-            task.render_template_fields(context, jinja_env=dag.get_template_env())
-            cluster = task._cluster()
-            found[task.task_id] = inference_service(
-                task.model_name, SAMPLE_CHAMPION["version"], SAMPLE_CHAMPION["run_id"],
-                storage_uri(SAMPLE_CHAMPION["artifact_uri"], cluster), cluster)
+    found = {}
+    for task in rendered_tasks(dag, KServeDeployOperator):
+        cluster = task._cluster()
+        found[task.task_id] = inference_service(
+            task.model_name, SAMPLE_CHAMPION["version"], SAMPLE_CHAMPION["run_id"],
+            storage_uri(SAMPLE_CHAMPION["artifact_uri"], cluster), cluster)
     return found
 
 

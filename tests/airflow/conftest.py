@@ -30,3 +30,16 @@ def local_target(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("MLOPS_DATA_ROOT", str(root))
     monkeypatch.setenv("MLOPS_PIPELINE_BIN", str(PIPELINE_BIN))
     return root
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """An initialised Airflow metadata DB (dag.test() needs one) and real MLflow, Alertmanager and Pushgateway."""
+    import subprocess
+
+    root = tmp_path_factory.mktemp("stack")
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
+                   env=os.environ.copy())
+    with support.mlflow_server(root) as mlflow_uri, support.alertmanager(root) as am, \
+            support.pushgateway(root) as pgw:
+        yield {"mlflow": mlflow_uri, "alertmanager": am, "pushgateway": pgw}

@@ -11,7 +11,6 @@ import datetime as dt
 import json
 import os
 import subprocess
-import sys
 
 import httpx
 import pytest
@@ -26,15 +25,6 @@ from .test_rbac_contract import granted
 
 MODEL = "iris-k8s"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def services(tmp_path_factory):
-    root = tmp_path_factory.mktemp("k8s-services")
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
-                   env=os.environ.copy())
-    with support.mlflow_server(root) as mlflow_uri, support.alertmanager(root) as alertmanager:
-        yield {"mlflow": mlflow_uri, "alertmanager": alertmanager}
 
 
 def kfp_backend(volume, mlflow_uri):
@@ -54,14 +44,14 @@ def kfp_backend(volume, mlflow_uri):
 
 
 @pytest.fixture
-def kubernetes_target(services, monkeypatch, tmp_path):
+def kubernetes_target(stack, monkeypatch, tmp_path):
     volume = tmp_path / "volume"  # the data PVC, as the stage pods and the sensor see it
-    with KubeEmulator() as kube, FakeKfp(executor=kfp_backend(volume, services["mlflow"])) as kfp, \
+    with KubeEmulator() as kube, FakeKfp(executor=kfp_backend(volume, stack["mlflow"])) as kfp, \
             ScriptedKubelet(kube, volume, tmp_path / "kubelet") as kubelet, \
-            ScriptedKServe(kube, lambda generation: "serve", services["mlflow"], tmp_path / "kserve") as kserve:
+            ScriptedKServe(kube, lambda generation: "serve", stack["mlflow"], tmp_path / "kserve") as kserve:
         kube.call(lambda: kube.api.objects.__setitem__((CONFIGMAPS, "mlops", "mlops-mlflow"), {
             "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mlops-mlflow", "namespace": "mlops"},
-            "data": {"MLFLOW_TRACKING_URI": services["mlflow"]}}))
+            "data": {"MLFLOW_TRACKING_URI": stack["mlflow"]}}))
         conn_id = kube_connection(monkeypatch, kube.url)
         for key, value in {
             "AIRFLOW_VAR_MLOPS_TARGET": "kubernetes",
@@ -70,8 +60,8 @@ def kubernetes_target(services, monkeypatch, tmp_path):
                 "kfp_poll_interval_seconds": 0.5, "serving_poll_interval_seconds": 0.3,
                 "serving_ready_timeout_seconds": 120}),
             "AIRFLOW_CONN_KFP_DEFAULT": json.dumps({"conn_type": "http", "host": kfp.url}),
-            "MLFLOW_TRACKING_URI": services["mlflow"], "MLOPS_DATA_ROOT": str(volume),
-            "MLOPS_ALERTMANAGER_URL": services["alertmanager"],
+            "MLFLOW_TRACKING_URI": stack["mlflow"], "MLOPS_DATA_ROOT": str(volume),
+            "MLOPS_ALERTMANAGER_URL": stack["alertmanager"], "MLOPS_PUSHGATEWAY_URL": stack["pushgateway"],
         }.items():
             monkeypatch.setenv(key, value)
         from airflow.dag_processing.dagbag import DagBag
@@ -81,7 +71,7 @@ def kubernetes_target(services, monkeypatch, tmp_path):
         bag = DagBag(dag_folder=str(REPO / "dags"))
         assert bag.import_errors == {}
         yield {"dag": bag.dags["continuous_training"], "kube": kube, "kfp": kfp, "kubelet": kubelet,
-               "kserve": kserve, "volume": volume, "mlflow": services["mlflow"]}
+               "kserve": kserve, "volume": volume, "mlflow": stack["mlflow"]}
 
 
 def run(dag, day: str):
@@ -90,7 +80,7 @@ def run(dag, day: str):
     return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
 
-def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, services):
+def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, stack):
     target = kubernetes_target
     kube, kubelet = target["kube"], target["kubelet"]
     StageHook(support.PIPELINE_BIN / "mlpipeline").run(
@@ -123,7 +113,7 @@ def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, services
     (landing / "_SUCCESS").touch()
     dagrun, states = run(target["dag"], "2026-11-02")
     assert dagrun.state == "failed" and states["data.ingest"] == "failed"
-    alerts = httpx.get(f"{services['alertmanager']}/api/v2/alerts",
+    alerts = httpx.get(f"{stack['alertmanager']}/api/v2/alerts",
                        params={"filter": ['alertname="AirflowTaskFailed"', 'task_id="data.ingest"']}).json()
     assert alerts, "no alert reached Alertmanager"
     error = alerts[0]["annotations"]["error"]

@@ -7,8 +7,6 @@ import datetime as dt
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import httpx
 import pytest
@@ -21,16 +19,6 @@ from .test_dag import dag  # noqa: F401  (fixture)
 
 MODEL = "iris-dagtest"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stack")
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
-                   env=os.environ.copy())
-    with support.mlflow_server(root) as mlflow_uri, support.alertmanager(root) as am, \
-            support.pushgateway(root) as pgw:
-        yield {"mlflow": mlflow_uri, "alertmanager": am, "pushgateway": pgw}
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from mlops.hooks.stage import StageHook
+from scripts.airflow_cli import airflow_env, run_airflow
 from tests import support
 
 from .conftest import REPO
@@ -39,15 +40,7 @@ def live(tmp_path):
 
 
 def airflow_cli(env, *args) -> str:
-    cli_env = {**env, "AIRFLOW_HOME": f"{env['RUN_DIR']}/airflow", "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-               "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-               "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "mlops.local_db.CONNECT_ARGS"}  # as services.sh
-    for attempt in range(3):  # SQLite refuses a lock upgrade at once while another process writes
-        done = subprocess.run([str(REPO / ".venv/airflow/bin/airflow"), *args], env=cli_env, capture_output=True,
-                              text=True)
-        if done.returncode == 0 or "database is locked" not in done.stderr:
-            break
-        time.sleep(2 * (attempt + 1))
+    done = run_airflow(args, airflow_env(env["RUN_DIR"], env))
     assert done.returncode == 0, f"airflow {' '.join(args)} failed: {done.stderr[-2000:]}"
     return done.stdout
 
