@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 
-from mlops.settings import REPO, SettingsError
+from mlops.settings import REPO, SettingsError, airflow_variable
 
 VARIABLE = "mlops_kubernetes"
 
@@ -62,20 +61,8 @@ class ClusterSettings:
     inference_base_url: str = ""
 
 
-def _raw() -> str | None:
-    value = os.environ.get(f"AIRFLOW_VAR_{VARIABLE.upper()}")
-    if value is not None:
-        return value
-    try:
-        from airflow.sdk import Variable
-
-        return Variable.get(VARIABLE, default=None)
-    except Exception:  # no Airflow context (parsing outside Airflow, plain tests): the defaults
-        return None
-
-
 def load_cluster_settings(raw: str | None = None) -> ClusterSettings:
-    text = _raw() if raw is None else raw
+    text = airflow_variable(VARIABLE) if raw is None else raw
     if not text:
         return ClusterSettings()
     try:

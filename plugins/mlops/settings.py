@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,17 +46,30 @@ class Settings:
         return f"http://127.0.0.1:{self.serving_port}"
 
 
+def airflow_variable(name: str, default: str | None = None) -> str | None:
+    """An Airflow Variable: its AIRFLOW_VAR_<NAME> env var, else the Variable itself, asked only where
+    Airflow can answer (a task, a DAG-processor parse) and once per process: the DAG reads its settings
+    while it is parsed, which must stay cheap."""
+    value = os.environ.get(f"AIRFLOW_VAR_{name.upper()}")
+    return value if value is not None else _stored_variable(name, default)
+
+
+@functools.cache
+def _stored_variable(name: str, default: str | None) -> str | None:
+    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    if getattr(runner, "SUPERVISOR_COMMS", None) is None:  # a plain import of the DAG file, a script
+        return default
+    from airflow.sdk import Variable
+
+    try:
+        return Variable.get(name, default=default)
+    except Exception:  # no Variable backend answering: the default, as when the Variable is unset
+        return default
+
+
 def target() -> str:
     """`local` or `kubernetes`; the DAG reads it when parsed, to pick each task's operator."""
-    value = os.environ.get("AIRFLOW_VAR_MLOPS_TARGET")
-    if value is None:
-        try:
-            from airflow.sdk import Variable
-
-            value = Variable.get("mlops_target", default="local")
-        except Exception:  # no Airflow context (parsing, plain tests): the default target
-            value = "local"
-    value = value.strip().lower()
+    value = (airflow_variable("mlops_target", "local") or "local").strip().lower()
     if value not in TARGETS:
         raise SettingsError(f"mlops_target must be one of {', '.join(TARGETS)}, got {value!r}")
     return value
