@@ -182,3 +182,11 @@ def test_killing_the_task_terminates_the_run(monkeypatch, mlflow_uri):
             operator.execute({})
         operator.on_kill()
         assert kfp.runs[operator.kfp_run_id]["state"] == "CANCELING"
+
+
+def test_killing_the_deferred_task_terminates_the_run_from_the_triggerer():
+    with FakeKfp(script=["RUNNING"]) as kfp:
+        run_id = submit(KfpHook(host=kfp.url))
+        asyncio.run(KfpRunTrigger(run_id, time.time() + 60, host=kfp.url).on_kill())
+        assert kfp.runs[run_id]["state"] == "CANCELING"
+        assert ("POST", f"/apis/v2beta1/runs/{run_id}:terminate") in kfp.calls and kfp.violations == []

@@ -29,6 +29,11 @@ class KfpRunTrigger(BaseTrigger):
     def _hook(self) -> KfpHook:
         return KfpHook(self.kfp_conn_id, host=self.host)
 
+    async def on_kill(self) -> None:
+        """A user cleared or marked the deferred task: the KFP run is terminated too (not on triggerer
+        restarts or redistribution, where Airflow does not call this)."""
+        await asyncio.to_thread(self._hook().terminate_run, self.run_id)
+
     async def run(self):
         hook = await asyncio.to_thread(self._hook)
         while True:
