@@ -92,3 +92,13 @@ def tree_snapshot(folder: Path) -> dict[str, bytes]:
     if not folder.exists():
         return {}
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def first_event(trigger) -> dict:
+    """Run a trigger (as the triggerer would) until its first event; return the event's payload."""
+    import asyncio
+
+    async def first():
+        return (await anext(trigger.run())).payload
+
+    return asyncio.run(first())

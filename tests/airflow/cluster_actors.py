@@ -20,12 +20,24 @@ import threading
 import time
 from pathlib import Path
 
+import yaml
+
 from mlops.hooks.serving import ServingHook
 from mlops.hooks.stage import StageHook
 from mlops.inference_service import VERSION_ANNOTATION
 from tests import support
+from tests.support import REPO
 
 from .kube_emulator import CONFIGMAPS, ISVC, PODS, SECRETS, KubeEmulator
+
+
+def install_mlflow_config(kube: KubeEmulator, tracking_uri: str) -> None:
+    """What `kubectl apply -k k8s-yaml/` installs for the stage pods: the shipped MLflow ConfigMap,
+    pointed at the test's tracking server."""
+    configmap = yaml.safe_load((REPO / "k8s-yaml" / "mlflow" / "configmap.yaml").read_text())
+    configmap["data"]["MLFLOW_TRACKING_URI"] = tracking_uri
+    key = (CONFIGMAPS, configmap["metadata"]["namespace"], configmap["metadata"]["name"])
+    kube.call(lambda: kube.api.objects.__setitem__(key, configmap))
 
 
 def _stored_of(kube: KubeEmulator, resource) -> list[dict]:

@@ -18,9 +18,9 @@ import pytest
 from mlops.hooks.stage import StageHook
 from tests import support
 
-from .cluster_actors import ScriptedKServe, ScriptedKubelet
+from .cluster_actors import ScriptedKServe, ScriptedKubelet, install_mlflow_config
 from .kfp_fake import FakeKfp
-from .kube_emulator import CONFIGMAPS, ISVC, PODS, KubeEmulator, api_calls, kube_connection
+from .kube_emulator import ISVC, PODS, KubeEmulator, api_calls, kube_connection
 from .test_rbac_contract import granted
 
 MODEL = "iris-k8s"
@@ -49,9 +49,7 @@ def kubernetes_target(stack, monkeypatch, tmp_path):
     with KubeEmulator() as kube, FakeKfp(executor=kfp_backend(volume, stack["mlflow"])) as kfp, \
             ScriptedKubelet(kube, volume, tmp_path / "kubelet") as kubelet, \
             ScriptedKServe(kube, lambda generation: "serve", stack["mlflow"], tmp_path / "kserve") as kserve:
-        kube.call(lambda: kube.api.objects.__setitem__((CONFIGMAPS, "mlops", "mlops-mlflow"), {
-            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mlops-mlflow", "namespace": "mlops"},
-            "data": {"MLFLOW_TRACKING_URI": stack["mlflow"]}}))
+        install_mlflow_config(kube, stack["mlflow"])
         conn_id = kube_connection(monkeypatch, kube.url)
         for key, value in {
             "AIRFLOW_VAR_MLOPS_TARGET": "kubernetes",

@@ -15,17 +15,11 @@ from mlops.hooks.kfp import KfpError, KfpHook, load_pipeline_package
 from mlops.operators.kfp import KfpRunOperator
 from mlops.triggers.kfp import KfpRunTrigger
 from tests import support
+from tests.support import first_event
 
 from .kfp_fake import FakeKfp
 
 PIPELINE = support.REPO / "images" / "pipeline" / "pipelines" / "training.yaml"
-
-
-def first_event(trigger):
-    async def one():
-        return (await anext(trigger.run())).payload
-
-    return asyncio.run(one())
 
 
 def submit(hook: KfpHook) -> str:

@@ -4,7 +4,6 @@ real MLflow server with versions trained by the real pipeline, the predictor a r
 
 from __future__ import annotations
 
-import asyncio
 import time
 from types import SimpleNamespace
 
@@ -17,9 +16,10 @@ from mlops.hooks.stage import StageHook
 from mlops.inference_service import inference_service
 from mlops.operators.kserve import KServeDeployOperator
 from tests import support
+from tests.support import first_event
 
-from .cluster_actors import ScriptedKServe, ScriptedKubelet
-from .kube_emulator import CONFIGMAPS, ISVC, KubeEmulator, kube_connection
+from .cluster_actors import ScriptedKServe, ScriptedKubelet, install_mlflow_config
+from .kube_emulator import ISVC, KubeEmulator, kube_connection
 from .registry_setup import train_and_register
 
 MODEL = "iris-kserve"
@@ -34,13 +34,6 @@ def task_context() -> dict:
     run_id = "manual__2026-11-28T00:00:00+00:00"
     return {"ti": ti, "run_id": run_id, "dag": SimpleNamespace(dag_id="continuous_training"),
             "dag_run": SimpleNamespace(dag_id="continuous_training", run_id=run_id)}
-
-
-def first_event(trigger) -> dict:
-    async def one():
-        return (await anext(trigger.run())).payload
-
-    return asyncio.run(one())
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +55,7 @@ def cluster(registry, monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["uri"])
     with KubeEmulator() as kube:
         conn_id = kube_connection(monkeypatch, kube.url)
-        kube.call(lambda: kube.api.objects.__setitem__((CONFIGMAPS, "mlops", "mlops-mlflow"), {
-            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mlops-mlflow", "namespace": "mlops"},
-            "data": {"MLFLOW_TRACKING_URI": registry["uri"]}}))
+        install_mlflow_config(kube, registry["uri"])
         settings = ClusterSettings(kubernetes_conn_id=conn_id, serving_ready_timeout_seconds=20,
                                    serving_poll_interval_seconds=0.2, startup_timeout_seconds=60,
                                    pod_poll_interval_seconds=0.2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from datetime import timedelta
@@ -12,23 +11,19 @@ from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 
 from mlops.sensors.partition import PartitionSensor
 from mlops.triggers.partition import PartitionTrigger
-
-
-async def first_event(trigger):
-    async for event in trigger.run():
-        return event.payload
+from tests.support import first_event
 
 
 def test_trigger_fires_when_the_marker_lands(tmp_path):
     folder = tmp_path / "landing" / "2026-11-01"
     threading.Timer(0.3, lambda: (folder.mkdir(parents=True), (folder / "_SUCCESS").touch())).start()
     started = time.monotonic()
-    event = asyncio.run(first_event(PartitionTrigger(str(folder), time.time() + 10, poll_interval=0.05)))
+    event = first_event(PartitionTrigger(str(folder), time.time() + 10, poll_interval=0.05))
     assert event == {"status": "ready", "folder": str(folder), "resume": {}} and time.monotonic() - started < 5
 
 
 def test_trigger_gives_up_at_its_deadline(tmp_path):
-    event = asyncio.run(first_event(PartitionTrigger(str(tmp_path / "never"), time.time() + 0.2, 0.05)))
+    event = first_event(PartitionTrigger(str(tmp_path / "never"), time.time() + 0.2, 0.05))
     assert event["status"] == "timeout"
 
 

@@ -18,11 +18,12 @@ from mlops.hooks.kserve import KServeHook
 from mlops.inference_service import inference_service
 from mlops.operators.stage_pod import StagePodOperator
 from mlops.triggers.kserve import InferenceServiceReadyTrigger
+from tests.support import first_event
 
-from .cluster_actors import ScriptedKubelet
+from .cluster_actors import ScriptedKubelet, install_mlflow_config
 from .conftest import REPO
-from .kube_emulator import CONFIGMAPS, KubeEmulator, api_calls, kube_connection
-from .test_kserve_contract import first_event, task_context
+from .kube_emulator import KubeEmulator, api_calls, kube_connection
+from .test_kserve_contract import task_context
 
 ROLES = REPO / "k8s-yaml" / "rbac" / "airflow-roles.yaml"
 
@@ -43,9 +44,7 @@ def exercised(monkeypatch, tmp_path):
     """Run every Kubernetes code path of the plugins once; return the calls the API served."""
     volume = tmp_path / "volume"
     with KubeEmulator() as kube, ScriptedKubelet(kube, volume, tmp_path / "kubelet"):
-        kube.call(lambda: kube.api.objects.__setitem__((CONFIGMAPS, "mlops", "mlops-mlflow"), {
-            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mlops-mlflow", "namespace": "mlops"},
-            "data": {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}}))
+        install_mlflow_config(kube, "http://127.0.0.1:9")
         cluster = ClusterSettings(kubernetes_conn_id=kube_connection(monkeypatch, kube.url),
                                   pod_poll_interval_seconds=0.2, startup_timeout_seconds=60)
 

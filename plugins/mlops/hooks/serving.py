@@ -22,6 +22,11 @@ class ServingHook(BaseHook):
         super().__init__()
         self.base_url, self.model_name, self.timeout = base_url.rstrip("/"), model_name, timeout
 
+    @property
+    def infer_url(self) -> str:
+        """The model's v2 inference endpoint."""
+        return f"{self.base_url}/v2/models/{self.model_name}/infer"
+
     def _get(self, path: str) -> httpx.Response:
         return httpx.get(f"{self.base_url}{path}", timeout=self.timeout)
 
@@ -84,7 +89,7 @@ class ServingHook(BaseHook):
         meta = self.metadata()
         body = {"inputs": [{"name": i["name"], "shape": [1], "datatype": "FP64", "data": [1.0]}
                            for i in meta["inputs"]]}
-        response = httpx.post(f"{self.base_url}/v2/models/{self.model_name}/infer", json=body, timeout=self.timeout)
+        response = httpx.post(self.infer_url, json=body, timeout=self.timeout)
         if response.status_code != 200:
             raise ServingError(f"smoke test: HTTP {response.status_code} {response.text[:300]}")
         answer = response.json()

@@ -27,6 +27,12 @@ def stage_arguments(options: Mapping[str, object]) -> list[str]:
     return argv
 
 
+def run_lineage(context) -> dict[str, str]:
+    """The Airflow DAG and run a stage works for, as the stage CLIs and the KFP pipeline record them."""
+    dag_run = context.get("dag_run")
+    return {"dag_id": getattr(dag_run, "dag_id", "") or "", "dag_run_id": getattr(dag_run, "run_id", "") or ""}
+
+
 class StageHook(BaseHook):
     """Runs the stage CLI locally. The pod path (kubernetes target) runs the same command line."""
 

@@ -41,7 +41,7 @@ class LocalDeployOperator(BaseOperator):
         fetched = stages.run("fetch-model", {**registry, "alias": "champion", "into": served_dir})
         champion = fetched["version"]
         served = {"model_name": self.model_name, "version": champion, "previous_version": previous,
-                  "endpoint": self._endpoint(settings)}
+                  "endpoint": serving.infer_url}
         self.link_urls = result_links(served, settings.mlflow_ui_url)
         if champion == previous:
             self.log.info("version %s is already served; nothing to deploy", champion)
@@ -60,9 +60,6 @@ class LocalDeployOperator(BaseOperator):
         self.log.info("serving %s v%s (was %s); smoke test answered %s", self.model_name, champion, previous,
                       smoke["prediction"])
         return {**served, "smoke_test": smoke, "changed": True}
-
-    def _endpoint(self, settings) -> str:
-        return f"{settings.serving_url}/v2/models/{self.model_name}/infer"
 
     def _roll_back(self, stages, serving, registry, served_dir, previous, failed, reason) -> None:
         if previous is None:

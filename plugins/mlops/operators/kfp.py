@@ -16,6 +16,7 @@ from airflow.sdk import BaseOperator
 from mlops.cluster import ClusterSettings, load_cluster_settings
 from mlops.hooks.kfp import KfpHook, load_pipeline_package
 from mlops.hooks.mlflow import MlflowRestHook
+from mlops.hooks.stage import run_lineage
 from mlops.links import KfpRunLink, MlflowRunLink, result_links
 from mlops.settings import load_settings
 
@@ -40,11 +41,9 @@ class KfpRunOperator(BaseOperator):
         hook.healthz()
         experiment_id = hook.get_or_create_experiment(cluster.kfp_experiment or self.model_name,
                                                       description=f"continuous training of {self.model_name}")
-        dag_run = context.get("dag_run")
         parameters = {"run_key": self.run_key, "model_name": self.model_name,
                       "mlflow_tracking_uri": settings.mlflow_tracking_uri, "data_pvc": cluster.data_pvc,
-                      "data_root": cluster.data_mount, "dag_id": getattr(dag_run, "dag_id", "") or "",
-                      "dag_run_id": getattr(dag_run, "run_id", "") or ""}
+                      "data_root": cluster.data_mount, **run_lineage(context)}
         run = hook.create_run(experiment_id, f"{self.model_name} {self.run_key}",
                               load_pipeline_package(cluster.training_pipeline), parameters,
                               service_account=cluster.kfp_service_account or None,

@@ -20,6 +20,7 @@ from mlops.cluster import ClusterSettings, load_cluster_settings
 from mlops.hooks.kserve import KServeHook
 from mlops.hooks.mlflow import MlflowRestHook
 from mlops.hooks.serving import ServingError, ServingHook
+from mlops.hooks.stage import run_lineage
 from mlops.inference_service import inference_service, readiness, served_version, storage_uri
 from mlops.links import MlflowModelVersionLink, ServingEndpointLink, result_links
 from mlops.settings import load_settings
@@ -55,12 +56,12 @@ class KServeDeployOperator(BaseOperator):
         kserve = self._hook(cluster)
         current = kserve.get(self.model_name)
         previous_version = served_version(current)
-        if current is not None and previous_version == version and \
-                readiness(current, current["metadata"].get("generation", 1))[0]:
-            self.log.info("version %s is already served and Ready; nothing to deploy", version)
-            base = self._base_url(cluster, readiness(current, current["metadata"].get("generation", 1))[1])
-            return {**self._record(version, f"{base}/v2/models/{self.model_name}/infer"),
-                    "previous_version": previous_version, "changed": False}
+        if current is not None and previous_version == version:
+            ready, url = readiness(current, current["metadata"].get("generation", 1))
+            if ready:
+                self.log.info("version %s is already served and Ready; nothing to deploy", version)
+                return {**self._record(version, self._serving(cluster, url).infer_url),
+                        "previous_version": previous_version, "changed": False}
         location = storage_uri(mlflow.artifact_location(champion["source"]), cluster)
         desired = inference_service(self.model_name, version, champion["run_id"], location, cluster)
         applied, created = kserve.apply(desired)
@@ -90,10 +91,10 @@ class KServeDeployOperator(BaseOperator):
         self._record(version)
         status = event.get("status")
         if status == "ready":
-            base = self._base_url(cluster, event.get("url", ""))
-            endpoint = f"{base}/v2/models/{self.model_name}/infer"
+            serving = self._serving(cluster, event.get("url", ""))
+            endpoint = serving.infer_url
             try:
-                smoke = ServingHook(base, self.model_name).smoke_test(version)
+                smoke = serving.smoke_test(version)
             except ServingError as exc:
                 failure = str(exc)
             else:
@@ -109,10 +110,10 @@ class KServeDeployOperator(BaseOperator):
         self._roll_back(context, cluster, previous, previous_version, version, failure)
         raise RuntimeError(f"deploy of {self.model_name} v{version} failed: {failure}")
 
-    @staticmethod
-    def _base_url(cluster: ClusterSettings, url: str) -> str:
-        """Where the smoke test reaches the model: the configured gateway, else the service's own URL."""
-        return (cluster.inference_base_url or url).rstrip("/")
+    def _serving(self, cluster: ClusterSettings, url: str) -> ServingHook:
+        """The model where the smoke test reaches it: through the configured gateway, else at the
+        InferenceService's own URL."""
+        return ServingHook(cluster.inference_base_url or url, self.model_name)
 
     def _roll_back(self, context, cluster, previous, previous_version, failed, reason) -> None:
         if previous is None or previous_version is None:
@@ -126,11 +127,9 @@ class KServeDeployOperator(BaseOperator):
             kserve.patch_to(current, previous)
         from mlops.operators.stage_pod import StagePodOperator
 
-        dag_run = context.get("dag_run")
         StagePodOperator(
             task_id=f"{self.task_id}_rollback", stage="rollback", cluster=cluster,
             options={"data_root": None, "model_name": self.model_name, "to_version": previous_version,
-                     "reason": f"deploy of v{failed} failed: {reason}"[:1000],
-                     "dag_id": getattr(dag_run, "dag_id", None), "dag_run_id": getattr(dag_run, "run_id", None)},
+                     "reason": f"deploy of v{failed} failed: {reason}"[:1000], **run_lineage(context)},
             deferrable=False, do_xcom_push=False,
         ).execute(context)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator
 
-from mlops.hooks.stage import StageFailed, StageHook
+from mlops.hooks.stage import StageFailed, StageHook, run_lineage
 from mlops.links import MlflowRunLink, result_links
 from mlops.settings import load_settings, target
 
@@ -27,10 +27,9 @@ class KfpTrainingOperator(BaseOperator):
 
     def execute(self, context):
         settings = load_settings()
-        dag_run = context.get("dag_run")
         hook = StageHook.from_settings(settings)
         options = {"data_root": settings.data_root, "run_key": self.run_key, "model_name": self.model_name,
-                   "dag_id": getattr(dag_run, "dag_id", "") or "", "dag_run_id": getattr(dag_run, "run_id", "") or ""}
+                   **run_lineage(context)}
         try:
             result = hook.run("train-local", options)
         except StageFailed as exc:
