@@ -131,11 +131,13 @@ class ScriptedKubelet:
             else:
                 local_paths[path] = str(tmp)
         argv = [*(base.get("command") or []), *(base.get("args") or [])]
-        argv[0] = str(support.PIPELINE_BIN / argv[0]) if argv[0] == "mlpipeline" else argv[0]
-        for i, arg in enumerate(argv):
+        for i, arg in enumerate(argv):  # the container's paths onto this machine's folders
             for path, local in local_paths.items():
                 if arg == path or arg.startswith(path + "/"):
                     argv[i] = local + arg[len(path):]
+        # The image's entry point is the pipeline environment's CLI here (mapped after the paths: the
+        # environment itself may live under a folder a container path also names, such as /tmp).
+        argv[0] = str(support.PIPELINE_BIN / argv[0]) if argv[0] == "mlpipeline" else argv[0]
         try:
             env = {**self._env(namespace, base, tmp), "MLPIPELINE_XCOM_DIR": str(xcom)}
             done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
