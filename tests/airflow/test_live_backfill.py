@@ -70,7 +70,7 @@ def test_backfill_replays_three_partitions(live):
                          params={"run_type": "backfill", "order_by": "logical_date"}).json()["dag_runs"]
         if len(runs) == 3 and all(r["state"] in ("success", "failed") for r in runs):
             break
-        assert time.monotonic() < deadline, f"backfill did not finish: {[(r['run_id'], r['state']) for r in runs]}"
+        assert time.monotonic() < deadline, f"backfill did not finish: {[(r['dag_run_id'], r['state']) for r in runs]}"
         time.sleep(5)
     assert [(r["logical_date"][:10], r["state"]) for r in runs] == [(d, "success") for d, _ in DAYS]
 
