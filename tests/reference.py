@@ -1,19 +1,17 @@
-"""Where the public reference schemas live: ../shared/reference beside the clone (as in CI),
-or MLOPS_SHARED_DIR/reference."""
+"""The public schemas and API specs the tests check against, copied into tests/schemas/ (their
+upstream project, path, release and licence are in tests/schemas/SOURCES.md)."""
 
 import copy
 import json
-import os
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE = Path(os.environ.get("MLOPS_SHARED_DIR", REPO.parent / "shared")) / "reference"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 
 def reference_file(name: str) -> Path:
-    path = REFERENCE / name
+    path = SCHEMAS / name
     if not path.is_file():
-        raise FileNotFoundError(f"reference file {path} is missing: clone beside shared/ or set MLOPS_SHARED_DIR")
+        raise FileNotFoundError(f"schema {path} is missing: tests/schemas/SOURCES.md says where each one comes from")
     return path
 
 
@@ -41,5 +39,5 @@ def strict_schema(schema: dict) -> dict:
 
 
 def crd_schema(name: str, version: str) -> dict:
-    """A CRD's openAPIV3Schema for one version, from ../shared/reference/<name>.json, made strict."""
+    """A CRD's openAPIV3Schema for one version, from tests/schemas/<name>.json, made strict."""
     return strict_schema(json.loads(reference_file(name).read_text())["versions"][version])

@@ -1,5 +1,5 @@
 """Deployment assets (k8s-yaml/, helm-values/, images/, docs/): checked offline against the published
-schemas in ../shared/reference/ and kubernetes-validate, in the Airflow environment."""
+schemas in tests/schemas/ and kubernetes-validate, in the Airflow environment."""
 
 from __future__ import annotations
 

@@ -45,3 +45,12 @@ def test_values_run_the_project_as_designed():
     roles = list(yaml.safe_load_all((REPO / "k8s-yaml" / "rbac" / "airflow-roles.yaml").read_text()))
     bound = {s["name"] for doc in roles if doc["kind"] == "RoleBinding" for s in doc["subjects"]}
     assert bound == {values["workers"]["serviceAccount"]["name"], values["triggerer"]["serviceAccount"]["name"]}
+
+
+def test_the_schema_is_a_released_airflow_3_chart_and_the_docs_pin_it():
+    chart = yaml.safe_load(reference_file("airflow-helm-chart-Chart.yaml").read_text())
+    assert chart["name"] == "airflow" and "-" not in chart["version"]  # a release, not a -dev schema
+    assert chart["appVersion"].startswith("3.")
+    pinned = f"--version {chart['version']}"
+    for path in ("docs/deploy.md", "helm-values/airflow.yaml"):
+        assert pinned in (REPO / path).read_text(), f"{path} does not install chart {chart['version']}"

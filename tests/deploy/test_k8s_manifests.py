@@ -34,7 +34,7 @@ ALL = [(path.relative_to(K8S).as_posix(), obj) for path in manifest_files() for 
 
 def crd_validator(name: str, version: str) -> Draft7Validator:
     text = reference_file(name).read_text()
-    # Go's inline (?i) in this one pattern is not a Python regex (see the reference README).
+    # Go's inline (?i) in this one pattern is not a Python regex (see tests/schemas/SOURCES.md).
     text = text.replace('"pattern":"^(?i)(abort|warn)?$",', "")
     return Draft7Validator(strict_schema(json.loads(text)["versions"][version]))
 

@@ -1,4 +1,4 @@
-"""The three environments stay separate and exactly pinned (see ARCHITECTURE.md)."""
+"""The three environments stay separate and exactly pinned (see docs/architecture.md)."""
 
 from __future__ import annotations
 
