@@ -57,7 +57,8 @@ def main() -> None:
     print(f"bare `import airflow.sdk`:            {sdk * 1000:8.1f} ms (min of {3 * args.repeat}; "
           f"run-to-run spread {spread * 1000:.0f} ms)")
     print(f"airflow.sdk + the DAG file:           {total * 1000:8.1f} ms")
-    print(f"extra for the DAG file:               {extra * 1000:8.1f} ms = {extra / sdk:.1%} (goal: < 5%)")
+    print(f"extra for the DAG file:               {extra * 1000:8.1f} ms = {extra / sdk:.1%} (budget: at most 10%: "
+          f"{'within' if extra / sdk <= 0.10 else 'OVER'})")
     print(f"extra for a one-task @daily DAG:      {one_task * 1000:8.1f} ms = {one_task / sdk:.1%}; ours over it: "
           f"{(extra - one_task) * 1000:.1f} ms")
     print(f"modules the DAG file adds: {len(added)} ({', '.join(top)})")

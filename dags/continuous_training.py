@@ -9,10 +9,12 @@ logical date, so backfills replay past partitions):
 2. **data.ingest / data.split**: validate the batch (bad files are quarantined with a reason),
    then a reproducible stratified split of the training window plus the fresh batch.
 3. **detect_degradation**: score the served champion on the fresh batch, measure drift.
-4. **decide_retraining**: retrain when there is no champion, accuracy is below
-   `accuracy_threshold`, the drifted-feature share is above `drift_limit`, or `force_retrain`.
+4. **decide_retraining** (a BranchPythonOperator): retrain when there is no champion, accuracy is
+   below `accuracy_threshold`, the drifted-feature share is above `drift_limit`, or `force_retrain`;
+   the task log says which of these held.
 5. **training.train**: a Kubeflow Pipelines run (kfp.local on the local target) trains a challenger and
-   compares it with the champion; **training.register** registers and promotes it only on promote.
+   compares it with the champion; **training.check_decision** (a BranchPythonOperator) sends a promote
+   to **training.register**, which registers the challenger and moves the `champion` alias.
 6. **deploy**: the champion goes behind the KServe model server (smoke-tested, rolled back on failure).
 7. **report**: pipeline metrics to the Prometheus Pushgateway.
 
@@ -25,10 +27,11 @@ docs/configuration.md). Task links open the MLflow run, the model version and th
 from datetime import UTC, datetime, timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.python import BranchPythonOperator
 from airflow.sdk import DAG, Param, TaskGroup
 
+from mlops.branching import choose_promotion, choose_retraining
 from mlops.notifications.alertmanager import AlertmanagerNotifier
-from mlops.operators.branch import PromotionBranchOperator, RetrainingBranchOperator
 from mlops.operators.deploy import deploy_task
 from mlops.operators.report import ReportOperator
 from mlops.operators.stage import stage_task
@@ -81,14 +84,18 @@ with DAG(
 
     detect_degradation = stage_task(task_id="detect_degradation", stage="detect",
                            options={"run_key": RUN_KEY, "model_name": MODEL})
-    decide_retraining = RetrainingBranchOperator(task_id="decide_retraining", detect_task_id="detect_degradation",
-                                                 retrain="training.train", keep="skip")
+    decide_retraining = BranchPythonOperator(
+        task_id="decide_retraining", python_callable=choose_retraining,
+        op_kwargs={"detect": "{{ ti.xcom_pull(task_ids='detect_degradation') }}", "retrain": "training.train",
+                   "keep": "skip"})
     skip = EmptyOperator(task_id="skip")
 
     with TaskGroup("training", tooltip="KFP training run, then registration on promote") as training:
         train = training_task(task_id="train", run_key=RUN_KEY, model_name=MODEL)
-        check_decision = PromotionBranchOperator(task_id="check_decision", train_task_id="training.train",
-                                                 promote="training.register", keep="training.keep_champion")
+        check_decision = BranchPythonOperator(
+            task_id="check_decision", python_callable=choose_promotion,
+            op_kwargs={"decision": "{{ ti.xcom_pull(task_ids='training.train') }}", "promote": "training.register",
+                       "keep": "training.keep_champion"})
         register = stage_task(task_id="register", stage="register",
                                  options={"run_key": RUN_KEY, "model_name": MODEL, "dag_id": "{{ dag.dag_id }}",
                                           "dag_run_id": "{{ run_id }}"})

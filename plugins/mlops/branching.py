@@ -1,6 +1,14 @@
-"""The DAG's two decisions, as plain functions of upstream results (the thresholds are DAG Params)."""
+"""The DAG's two decisions: plain functions of upstream results (the thresholds are DAG Params).
+
+`choose_retraining` and `choose_promotion` are the `python_callable`s of the DAG's two
+`BranchPythonOperator`s; they log why they chose a branch and return its task id.
+"""
 
 from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
 
 
 def retraining_reasons(detect: dict, accuracy_threshold: float, drift_limit: float, force: bool) -> list[str]:
@@ -18,3 +26,21 @@ def retraining_reasons(detect: dict, accuracy_threshold: float, drift_limit: flo
     if drift is not None and drift > drift_limit:
         reasons.append(f"drifted feature share {drift:.2f} > limit {drift_limit}")
     return reasons
+
+
+def choose_retraining(detect: dict, params: dict, retrain: str, keep: str) -> str:
+    """`retrain` when detection's result calls for it under the run's Params, else `keep`."""
+    reasons = retraining_reasons(detect, float(params["accuracy_threshold"]), float(params["drift_limit"]),
+                                 bool(params["force_retrain"]))
+    if reasons:
+        log.info("retraining: %s", "; ".join(reasons))
+        return retrain
+    log.info("no retraining (accuracy threshold %s, drift limit %s): %s", params["accuracy_threshold"],
+             params["drift_limit"], detect.get("reason"))
+    return keep
+
+
+def choose_promotion(decision: dict, promote: str, keep: str) -> str:
+    """`promote` when the training run decided to promote its challenger, else `keep`."""
+    log.info("training decided %s: %s", decision["decision"], decision["reason"])
+    return promote if decision["decision"] == "promote" else keep

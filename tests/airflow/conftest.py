@@ -32,14 +32,19 @@ def local_target(tmp_path, monkeypatch) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """An initialised Airflow metadata DB (dag.test() needs one) and real MLflow, Alertmanager and Pushgateway."""
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """An initialised Airflow metadata DB (dag.test() needs one), once per test session."""
     import subprocess
 
-    root = tmp_path_factory.mktemp("stack")
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
-                   env=os.environ.copy())
+                   env=os.environ.copy(), timeout=300)
+
+
+@pytest.fixture(scope="module")
+def stack(airflow_db, tmp_path_factory):
+    """The metadata DB and real MLflow, Alertmanager and Pushgateway."""
+    root = tmp_path_factory.mktemp("stack")
     with support.mlflow_server(root) as mlflow_uri, support.alertmanager(root) as am, \
             support.pushgateway(root) as pgw:
         yield {"mlflow": mlflow_uri, "alertmanager": am, "pushgateway": pgw}

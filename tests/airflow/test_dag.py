@@ -19,13 +19,18 @@ EDGES = {
 }
 
 
-@pytest.fixture(scope="module")
-def dag():
+def parse_dag():
+    """The DAG as the DAG processor parses it (for the target the environment names)."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}
     return bag.dags["continuous_training"]
+
+
+@pytest.fixture(scope="module")
+def dag():
+    return parse_dag()
 
 
 def test_tasks_and_edges(dag):

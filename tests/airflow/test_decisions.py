@@ -1,0 +1,179 @@
+"""The DAG's two decisions: the pure functions, the BranchPythonOperators that call them (run for real
+under dag.test(), with the DAG's own callables, templates and Params), on both targets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+
+import pytest
+from airflow.providers.standard.operators.python import BranchPythonOperator
+
+from mlops.branching import choose_promotion, choose_retraining, retraining_reasons
+
+from .test_dag import parse_dag
+
+HEALTHY = {"champion": {"version": "3"}, "fresh_metrics": {"accuracy": 0.97},
+           "drift": {"share_drifted": 0.25}, "reason": "champion v3: fresh accuracy 0.9700, 1 of 4 features drifted"}
+PARAMS = {"accuracy_threshold": 0.85, "drift_limit": 0.5, "force_retrain": False}
+
+
+def reasons(detect=HEALTHY, accuracy_threshold=0.85, drift_limit=0.5, force=False):
+    return retraining_reasons(detect, accuracy_threshold, drift_limit, force)
+
+
+def test_a_healthy_champion_is_kept():
+    assert reasons() == []
+
+
+def test_no_champion_means_retraining():
+    assert reasons({"champion": None, "degraded_by_definition": True}) == ["there is no champion"]
+
+
+def test_accuracy_below_the_threshold_means_retraining_and_at_it_does_not():
+    low = {**HEALTHY, "fresh_metrics": {"accuracy": 0.61}}
+    assert reasons(low) == ["fresh accuracy 0.6100 < threshold 0.85"]
+    assert reasons(low, accuracy_threshold=0.61) == []
+    assert reasons(HEALTHY, accuracy_threshold=0.98) == ["fresh accuracy 0.9700 < threshold 0.98"]
+
+
+def test_drift_above_the_limit_means_retraining_and_at_it_does_not():
+    drifted = {**HEALTHY, "drift": {"share_drifted": 0.75}}
+    assert reasons(drifted) == ["drifted feature share 0.75 > limit 0.5"]
+    assert reasons(drifted, drift_limit=0.75) == []
+    assert reasons(HEALTHY, drift_limit=0.0) == ["drifted feature share 0.25 > limit 0.0"]
+
+
+def test_force_retrain_retrains_a_healthy_champion():
+    assert reasons(force=True) == ["force_retrain is set"]
+    assert reasons({"champion": None}, force=True) == ["force_retrain is set", "there is no champion"]
+
+
+def test_every_reason_is_named_when_all_hold():
+    bad = {**HEALTHY, "fresh_metrics": {"accuracy": 0.5}, "drift": {"share_drifted": 1.0}}
+    assert reasons(bad, force=True) == ["force_retrain is set", "fresh accuracy 0.5000 < threshold 0.85",
+                                        "drifted feature share 1.00 > limit 0.5"]
+
+
+def test_missing_measurements_are_not_reasons():
+    # detect reports no accuracy on an empty fresh set and no drift without a reference sample.
+    assert reasons({"champion": {"version": "1"}, "fresh_metrics": {}, "drift": None}) == []
+
+
+def test_choose_retraining_logs_why(caplog):
+    caplog.set_level(logging.INFO, logger="mlops.branching")
+    drifted = {**HEALTHY, "drift": {"share_drifted": 0.75}}
+    assert choose_retraining(drifted, {**PARAMS, "force_retrain": True}, "retrain", "keep") == "retrain"
+    assert "retraining: force_retrain is set; drifted feature share 0.75 > limit 0.5" in caplog.text
+    caplog.clear()
+    assert choose_retraining(HEALTHY, PARAMS, "retrain", "keep") == "keep"
+    assert "no retraining" in caplog.text and HEALTHY["reason"] in caplog.text
+
+
+def test_choose_promotion_follows_the_runs_decision(caplog):
+    caplog.set_level(logging.INFO, logger="mlops.branching")
+    promote = {"decision": "promote", "reason": "challenger 0.97 beats champion 0.61 (McNemar p=0.0001)"}
+    assert choose_promotion(promote, "register", "keep") == "register"
+    assert "training decided promote: challenger 0.97 beats champion 0.61" in caplog.text
+    for other in ("keep", "reject"):
+        assert choose_promotion({"decision": other, "reason": "no gain"}, "register", "keep") == "keep"
+
+
+@pytest.mark.parametrize("target", ["local", "kubernetes"])
+def test_the_branch_points_are_branch_python_operators(target, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_TARGET", target)
+    dag = parse_dag()
+    retrain, promote = dag.get_task("decide_retraining"), dag.get_task("training.check_decision")
+    assert isinstance(retrain, BranchPythonOperator) and retrain.python_callable is choose_retraining
+    assert isinstance(promote, BranchPythonOperator) and promote.python_callable is choose_promotion
+    assert retrain.downstream_task_ids == {retrain.op_kwargs["retrain"], retrain.op_kwargs["keep"]}
+    assert promote.downstream_task_ids == {promote.op_kwargs["promote"], promote.op_kwargs["keep"]}
+
+
+# dag.test() runs only DAGs it finds in a DAG bundle, so the stand-in DAG is written to a bundle of its own.
+BRANCH_DAG = """
+import datetime as dt
+import json
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
+from airflow.sdk import DAG, Param, TaskGroup
+
+from mlops.branching import {callable}
+
+SPEC = json.loads({spec!r})
+
+
+def upstream_result(dag_run):
+    return dag_run.conf["upstream_result"]
+
+
+def in_group(task_id, groups):
+    group, _, name = task_id.rpartition(".")
+    if group and group not in groups:
+        groups[group] = TaskGroup(group)
+    return {{"task_id": name, **({{"task_group": groups[group]}} if group else {{}})}}
+
+
+PARAMS = {{name: Param(p["value"], description=p["description"], **p["schema"]) for name, p in SPEC["params"].items()}}
+
+with DAG(SPEC["dag_id"], schedule=None, render_template_as_native_obj=True,
+         start_date=dt.datetime(2026, 11, 1, tzinfo=dt.UTC), params=PARAMS):
+    groups = {{}}
+    upstream = PythonOperator(python_callable=upstream_result, **in_group(SPEC["upstream"], groups))
+    branch = BranchPythonOperator(python_callable={callable}, op_kwargs=SPEC["op_kwargs"],
+                                  **in_group(SPEC["branch"], groups))
+    upstream >> branch >> [EmptyOperator(**in_group(task_id, groups)) for task_id in SPEC["downstream"]]
+"""
+
+
+def run_branch(tmp_path, monkeypatch, branch_id: str, upstream_id: str, upstream_result: dict,
+               conf: dict) -> dict[str, str]:
+    """The real DAG's branch task (its callable, templated op_kwargs and Params) between a stand-in for its
+    upstream task, which returns `upstream_result` as XCom, and empty downstream tasks; run with dag.test()."""
+    real = parse_dag()
+    branch = real.get_task(branch_id)
+    dag_id = f"branch_{branch_id.replace('.', '_')}"
+    spec = {"dag_id": dag_id, "upstream": upstream_id, "branch": branch_id,
+            "downstream": sorted(branch.downstream_task_ids), "op_kwargs": branch.op_kwargs,
+            "params": {k: real.params.get_param(k).dump() for k in real.params}}
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / f"{dag_id}.py").write_text(BRANCH_DAG.format(callable=branch.python_callable.__name__,
+                                                           spec=json.dumps(spec)))
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([
+        {"name": f"test-{dag_id}", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+         "kwargs": {"path": str(bundle)}}]))
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(bundle))
+    assert bag.import_errors == {}
+    dagrun = bag.dags[dag_id].test(logical_date=dt.datetime(2026, 11, 2, tzinfo=dt.UTC),
+                                   run_conf={**conf, "upstream_result": upstream_result})
+    assert dagrun.state == "success"
+    return {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
+
+
+@pytest.mark.parametrize(("detect", "conf", "taken", "skipped"), [
+    (HEALTHY, {}, "skip", "training.train"),
+    ({"champion": None}, {}, "training.train", "skip"),
+    ({**HEALTHY, "fresh_metrics": {"accuracy": 0.6}}, {}, "training.train", "skip"),
+    (HEALTHY, {"accuracy_threshold": 0.99}, "training.train", "skip"),
+    (HEALTHY, {"drift_limit": 0.1}, "training.train", "skip"),
+    (HEALTHY, {"force_retrain": True}, "training.train", "skip"),
+], ids=["healthy", "no-champion", "low-accuracy", "stricter-threshold", "drift-limit", "forced"])
+def test_decide_retraining_runs_the_branch_the_params_call_for(airflow_db, tmp_path, monkeypatch, detect, conf, taken,
+                                                               skipped):
+    states = run_branch(tmp_path, monkeypatch, "decide_retraining", "detect_degradation", detect, conf)
+    assert states[taken] == "success" and states[skipped] == "skipped"
+
+
+@pytest.mark.parametrize(("decision", "taken", "skipped"), [
+    ("promote", "training.register", "training.keep_champion"),
+    ("keep", "training.keep_champion", "training.register"),
+])
+def test_check_decision_runs_the_branch_training_decided(airflow_db, tmp_path, monkeypatch, decision, taken, skipped):
+    states = run_branch(tmp_path, monkeypatch, "training.check_decision", "training.train",
+                        {"decision": decision, "reason": "evidence"}, {})
+    assert states[taken] == "success" and states[skipped] == "skipped"
