@@ -1,5 +1,5 @@
 """A stand-in for the KFP v2beta1 API server, for contract tests: every request is checked against the
-published swagger (`../shared/reference/kfp-v2beta1-*.swagger.json`): operation, query parameters,
+published swagger (`tests/schemas/kfp-v2beta1-*.swagger.json`): operation, query parameters,
 body schema with unknown fields rejected, bearer auth; every answer is itself validated against the
 operation's response schema. Run states follow a per-test script, or an `executor` runs the submitted
 run for real (the whole-DAG contract test runs it with kfp.local)."""
@@ -141,7 +141,10 @@ class FakeKfp:
         return 200, copy.deepcopy(run)
 
     def _execute(self, run: dict) -> None:
-        error = self.executor(run)
+        try:
+            error = self.executor(run)
+        except Exception as exc:  # a broken executor fails the run at once, as a crashed KFP driver would
+            error = f"the run's executor raised {type(exc).__name__}: {exc}"
         with self.lock:
             if error is None:
                 run["state"] = "SUCCEEDED"

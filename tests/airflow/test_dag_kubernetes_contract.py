@@ -78,6 +78,7 @@ def run(dag, day: str):
     return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
 
+@pytest.mark.timeout(600)
 def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, stack):
     target = kubernetes_target
     kube, kubelet = target["kube"], target["kubelet"]

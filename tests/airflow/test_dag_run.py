@@ -46,6 +46,7 @@ def run(dag, day: str):  # noqa: F811
     return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
 
+@pytest.mark.timeout(600)
 def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):  # noqa: F811
     root, serving = env
 

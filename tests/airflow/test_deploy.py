@@ -40,6 +40,7 @@ def served(url) -> str:
     return httpx.get(f"{url}/v2/models/{MODEL}").json()["parameters"]["registry_version"]
 
 
+@pytest.mark.timeout(400)
 def test_deploy_swap_and_roll_back(deploy_env):
     stages, url, root = deploy_env
     deploy = LocalDeployOperator(task_id="deploy", model_name=MODEL)

@@ -85,6 +85,17 @@ def test_the_trigger_gives_up_on_a_stuck_run_at_its_deadline():
     assert event == {"status": "timeout", "run_id": run_id, "state": "RUNNING"}
 
 
+def test_an_executor_that_raises_fails_the_run_at_once():
+    """The fake backend's own failure must end the run, not leave it RUNNING until the task's timeout."""
+    def broken(run):
+        raise KeyError("pipeline_spec")
+
+    with FakeKfp(executor=broken) as kfp:
+        run_id = submit(KfpHook(host=kfp.url))
+        event = first_event(KfpRunTrigger(run_id, time.time() + 30, host=kfp.url, poll_interval=0.05))
+    assert event["state"] == "FAILED" and "executor raised KeyError: 'pipeline_spec'" in event["error"]
+
+
 def test_a_server_that_is_down_is_retried_then_named():
     down = f"http://127.0.0.1:{support.free_port()}"
     hook = KfpHook(host=down, retries=3, backoff_seconds=0.01)

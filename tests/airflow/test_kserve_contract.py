@@ -24,7 +24,7 @@ from .registry_setup import train_and_register
 
 MODEL = "iris-kserve"
 NAMESPACE = "mlops-serving"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # the module fixture starts MLflow and a cluster
 
 
 def task_context() -> dict:

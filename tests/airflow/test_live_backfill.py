@@ -45,6 +45,7 @@ def airflow_cli(env, *args) -> str:
     return done.stdout
 
 
+@pytest.mark.timeout(900)
 def test_backfill_replays_three_partitions(live):
     api = f"http://127.0.0.1:{live['AIRFLOW_PORT']}"
     stages = StageHook(support.PIPELINE_BIN / "mlpipeline")

@@ -32,6 +32,7 @@ def stage(volume, partition, rows, seed, drift="none", severity=1.0):
     return run_cli("split", "--data-root", root, "--partition", partition).json["run_key"]
 
 
+@pytest.mark.timeout(600)
 def test_continuous_training_scenario(volume, tracking, model_name):
     client = MlflowClient(tracking)
     root, name = volume.root, ["--model-name", model_name]

@@ -55,6 +55,15 @@ class Load(threading.Thread):
                     self.answers.append((0, repr(exc)))
 
 
+def wait_for_answers(load: Load, count: int, seconds: float = 30) -> None:
+    """Until the load has `count` answers; fails if the load thread stopped or time ran out first."""
+    deadline = time.monotonic() + seconds
+    while len(load.answers) < count:
+        assert load.is_alive(), f"the load stopped after {len(load.answers)} answers: {load.answers[-3:]}"
+        assert time.monotonic() < deadline, f"{len(load.answers)} of {count} answers after {seconds} s"
+        time.sleep(0.05)
+
+
 def load_model(url: str, model_dir) -> httpx.Response:
     return httpx.post(f"{url}/v2/repository/models/{MODEL}/load", json={"parameters": {"model_dir": str(model_dir)}},
                       timeout=120)
@@ -63,25 +72,23 @@ def load_model(url: str, model_dir) -> httpx.Response:
 def test_swaps_under_load_drop_nothing(live_server, model_dirs):
     load = Load(live_server)
     load.start()
-    while len(load.answers) < 20:
-        time.sleep(0.05)
+    wait_for_answers(load, 20)
 
     good = load_model(live_server, model_dirs / "good-v2")
     assert good.status_code == 200, good.text
     assert good.json()["version"] == "2" and good.json()["previous_version"] == "1"
     served_after_good = len(load.answers)
-    while len(load.answers) < served_after_good + 20:
-        time.sleep(0.05)
+    wait_for_answers(load, served_after_good + 20)
 
     for broken in ("corrupt", "wrong-features", "does-not-exist"):
         refused = load_model(live_server, model_dirs / broken)
         assert refused.status_code == 422, refused.text
         assert "still serving version 2" in refused.json()["error"]
     served_after_broken = len(load.answers)
-    while len(load.answers) < served_after_broken + 20:
-        time.sleep(0.05)
+    wait_for_answers(load, served_after_broken + 20)
     load.stop.set()
     load.join(timeout=30)
+    assert not load.is_alive(), "the load thread did not stop"
 
     statuses = {status for status, _ in load.answers}
     assert statuses == {200}, [a for a in load.answers if a[0] != 200][:5]
