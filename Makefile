@@ -12,7 +12,7 @@ AIRFLOW := $(VENV)/airflow
 SERVING_DIR := images/serving
 RUN := .run
 
-.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving demo down envs lock compile-pipeline bench-pipeline lint clean manifests k8s-rules test-deploy
+.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving demo down envs lock compile-pipeline bench-pipeline lint clean manifests k8s-rules test-deploy images
 
 help:
 	@echo "make demo    run the continuous-training loop on the local target"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-pipeline   stage benchmark (10k, 100k, 1M rows) against a bare-script floor"
 	@echo "make bench-serving    serving throughput: ours vs bare KServe vs MLServer+MLflow vs an ASGI floor"
 	@echo "make manifests        the Kubernetes objects the DAG creates for a sample run, in build/manifests/"
+	@echo "make images           build the images (pipeline, serving, mlflow, airflow) with the checkout's Docker engine"
 
 $(UV):
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -65,12 +66,18 @@ system-deps:
 	  && command -v promtool >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 	  apt-get install -y -q --no-install-recommends prometheus prometheus-alertmanager prometheus-pushgateway; }
 
-test-airflow: system-deps $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed
+# The kubernetes target's tests run every pod as a container of the images: built first.
+test-airflow: system-deps $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed images
 	$(AIRFLOW)/bin/python -m pytest tests/airflow -p no:cacheprovider $(PYTEST_ARGS)
 
 # The deployment assets (k8s-yaml/, helm-values/, images/, docs/) against the published schemas.
-test-deploy: system-deps $(AIRFLOW)/.installed
+test-deploy: system-deps $(AIRFLOW)/.installed images
 	$(AIRFLOW)/bin/python -m pytest tests/deploy -p no:cacheprovider $(PYTEST_ARGS)
+
+# The four images, plus the test-only storage initializer, with Debian's Docker engine (started under
+# .run/docker); a local Python base is made from Debian's archive where registry bases cannot be pulled.
+images:
+	scripts/images.sh build
 
 demo: system-deps envs
 	bash scripts/demo.sh
