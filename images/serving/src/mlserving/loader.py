@@ -2,14 +2,19 @@
 
 The directory is exactly what `mlpipeline register` produced (MLmodel, the skops
 file, input_example.json): in a cluster KServe's storage initializer puts it in
-/mnt/models; locally the deploy backend downloads it. An optional registry.json
-beside MLmodel ({"name", "version", "run_id", "model_uri"}) names the registry
-version; without it the version is reported as "unregistered".
+/mnt/models; locally the deploy backend downloads it.
+
+Which registry version it is comes from the deployer: a registry.json beside MLmodel
+({"name", "version", "run_id", "model_uri"}, written by `mlpipeline fetch-model`), else
+the environment (MLSERVING_REGISTRY_VERSION, MLSERVING_RUN_ID, MLSERVING_MODEL_URI: the
+InferenceService sets them on the predictor, since KServe's storage initializer copies
+only the artifact folder); without either the version is reported as "unregistered".
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +26,8 @@ from mlflow.models import Model as MLmodel
 from .fastpath import verified_fast_predict
 
 REGISTRY_FILE = "registry.json"
+REGISTRY_ENV = {"version": "MLSERVING_REGISTRY_VERSION", "run_id": "MLSERVING_RUN_ID",
+                "model_uri": "MLSERVING_MODEL_URI"}
 
 
 class ModelLoadError(Exception):
@@ -76,6 +83,13 @@ def _probe_rows(path: Path, features: tuple[str, ...]) -> np.ndarray:
     return np.ones((1, len(features)))
 
 
+def registry_identity(path: Path) -> dict:
+    """The registry's name for the model in `path`: its registry.json, else the deployer's environment."""
+    if (path / REGISTRY_FILE).exists():
+        return json.loads((path / REGISTRY_FILE).read_text())
+    return {key: os.environ[env] for key, env in REGISTRY_ENV.items() if os.environ.get(env)}
+
+
 def load_model_dir(path: str | Path) -> LoadedModel:
     """Load and check a model directory; raise ModelLoadError with the reason if it cannot serve."""
     import mlflow.sklearn
@@ -104,7 +118,7 @@ def load_model_dir(path: str | Path) -> LoadedModel:
         raise ModelLoadError(f"{path}: the model failed a test prediction: {type(exc).__name__}: {exc}") from exc
     if len(predicted) != len(probe):
         raise ModelLoadError(f"{path}: a test prediction returned {len(predicted)} rows for {len(probe)}")
-    registry = json.loads((path / REGISTRY_FILE).read_text()) if (path / REGISTRY_FILE).exists() else {}
+    registry = registry_identity(path)
     return LoadedModel(
         estimator=estimator,
         predict=verified_fast_predict(estimator, probe),
