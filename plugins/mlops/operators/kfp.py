@@ -1,7 +1,8 @@
 """KfpRunOperator: training as a Kubeflow Pipelines run over REST (the kubernetes target).
 
-Submits the committed, compiled pipeline (with its platform spec: the data PVC, the MLflow secret)
-with the run's parameters, then defers: KfpRunTrigger polls the run in the triggerer. SUCCEEDED
+Submits the committed, compiled pipeline (with its platform spec: the data PVC, the MLflow Secret and
+ConfigMap), fitted to the cluster settings (mlops.kfp_spec), with the run's parameters, then
+defers: KfpRunTrigger polls the run in the triggerer. SUCCEEDED
 returns the decision the pipeline recorded in MLflow and the ids; FAILED, CANCELED, SKIPPED or the
 timeout (the run is then terminated) fail the task with the run's own error.
 """
@@ -17,6 +18,7 @@ from mlops.cluster import ClusterSettings, load_cluster_settings
 from mlops.hooks.kfp import KfpHook, load_pipeline_package
 from mlops.hooks.mlflow import MlflowRestHook
 from mlops.hooks.stage import run_lineage
+from mlops.kfp_spec import fit_to_cluster, pipeline_parameters
 from mlops.links import KfpRunLink, MlflowRunLink, result_links
 from mlops.settings import load_settings
 
@@ -36,16 +38,16 @@ class KfpRunOperator(BaseOperator):
         return self.cluster or load_cluster_settings()
 
     def execute(self, context):
-        cluster, settings = self._cluster(), load_settings()
+        cluster = self._cluster()
         hook = KfpHook(cluster.kfp_conn_id)
         hook.healthz()
         experiment_id = hook.get_or_create_experiment(cluster.kfp_experiment or self.model_name,
                                                       description=f"continuous training of {self.model_name}")
-        parameters = {"run_key": self.run_key, "model_name": self.model_name,
-                      "mlflow_tracking_uri": settings.mlflow_tracking_uri, "data_pvc": cluster.data_pvc,
-                      "data_root": cluster.data_mount, **run_lineage(context)}
-        run = hook.create_run(experiment_id, f"{self.model_name} {self.run_key}",
-                              load_pipeline_package(cluster.training_pipeline), parameters,
+        # The steps read the tracking server's URI from the same ConfigMap as the stage pods.
+        parameters = {"run_key": self.run_key, "model_name": self.model_name, "mlflow_tracking_uri": "",
+                      **pipeline_parameters(cluster), **run_lineage(context)}
+        package = fit_to_cluster(load_pipeline_package(cluster.training_pipeline), cluster)
+        run = hook.create_run(experiment_id, f"{self.model_name} {self.run_key}", package, parameters,
                               service_account=cluster.kfp_service_account or None,
                               description=f"Airflow {parameters['dag_id']} {parameters['dag_run_id']}")
         self.kfp_run_id = run["run_id"]

@@ -61,12 +61,20 @@ def evaluate_and_decide(data_root: str, run_key: str, model_name: str, mlflow_tr
     return json.dumps(decide_promotion(volume, run_key, kfp_run_id))
 
 
-def _in_cluster(task: dsl.PipelineTask, pvc_name, cpu: str, memory: str) -> dsl.PipelineTask:
-    """Platform settings a cluster run needs; kfp.local ignores them."""
+def _in_cluster(task: dsl.PipelineTask, pvc_name, secret_name, config_map_name, cpu: str,
+                memory: str) -> dsl.PipelineTask:
+    """Platform settings a cluster run needs; kfp.local ignores them. The names are pipeline parameters
+    and the Airflow side fills them, and the image, mount path and user, from the same settings its
+    stage pods use (plugins/mlops/kfp_spec.py): what is compiled here are only defaults."""
     kubernetes.mount_pvc(task, pvc_name=pvc_name, mount_path=DATA_MOUNT)
-    kubernetes.use_secret_as_env(task, secret_name="mlflow-s3-credentials", optional=True, secret_key_to_env={
+    kubernetes.use_secret_as_env(task, secret_name=secret_name, optional=True, secret_key_to_env={
         "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
         "MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_TRACKING_TOKEN": "MLFLOW_TRACKING_TOKEN"})
+    # The tracking server's URI from the ConfigMap the stage pods read too (the mlflow_tracking_uri
+    # parameter, when set, wins: kfp.local runs pass it).
+    kubernetes.use_config_map_as_env(task, config_map_name=config_map_name, optional=True, config_map_key_to_env={
+        "MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "MLFLOW_HTTP_REQUEST_MAX_RETRIES"})
     kubernetes.set_security_context(task, run_as_user=1000, run_as_group=1000, run_as_non_root=True)
     task.set_cpu_request(cpu).set_memory_request(memory).set_cpu_limit("2").set_memory_limit("4Gi")
     task.set_caching_options(False)  # run keys make steps idempotent; KFP's cache would hide registry changes
@@ -77,15 +85,17 @@ def _in_cluster(task: dsl.PipelineTask, pvc_name, cpu: str, memory: str) -> dsl.
               "same test set, and decide promote/reject (registration is the next DAG task).")
 def training_pipeline(run_key: str, data_root: str = DATA_MOUNT, model_name: str = "iris-classifier",
                       mlflow_tracking_uri: str = "", dag_id: str = "", dag_run_id: str = "",
-                      data_pvc: str = "mlops-data") -> str:
+                      data_pvc: str = "mlops-data", mlflow_secret: str = "mlflow-s3-credentials",
+                      mlflow_config_map: str = "mlops-mlflow") -> str:
     trained = _in_cluster(train_challenger(
         data_root=data_root, run_key=run_key, model_name=model_name, mlflow_tracking_uri=mlflow_tracking_uri,
-        kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, dag_id=dag_id, dag_run_id=dag_run_id), data_pvc, "1", "2Gi")
+        kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, dag_id=dag_id, dag_run_id=dag_run_id),
+        data_pvc, mlflow_secret, mlflow_config_map, "1", "2Gi")
     trained.set_display_name("train challenger")
     decided = _in_cluster(evaluate_and_decide(
         data_root=data_root, run_key=run_key, model_name=model_name, mlflow_tracking_uri=mlflow_tracking_uri,
         challenger_run_id=trained.outputs["run_id"], kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
-        data_pvc, "500m", "1Gi")
+        data_pvc, mlflow_secret, mlflow_config_map, "500m", "1Gi")
     decided.set_display_name("evaluate challenger and champion, decide")
     return decided.output
 
