@@ -53,6 +53,12 @@ class ClusterSettings:
     serving_requests: dict = field(default_factory=lambda: {"cpu": "500m", "memory": "512Mi"})
     serving_limits: dict = field(default_factory=lambda: {"cpu": "1", "memory": "1Gi"})
     serving_min_replicas: int = 1
+    # KServe's deployment mode: Serverless (Knative) or RawDeployment (plain Deployment + Service, no Knative).
+    serving_deployment_mode: str = "Serverless"
+    # The shared inference host on the Istio gateway (k8s-yaml/istio/gateway.yaml); each model gets a
+    # VirtualService there. Empty: no route is made.
+    inference_host: str = "inference.mlops.example.com"
+    inference_gateway: str = "mlops-inference"
     # The object store behind the tracking server's mlflow-artifacts:/ URIs (its --artifacts-destination).
     artifact_store_root: str = "s3://mlflow"
     serving_ready_timeout_seconds: int = 900
@@ -83,4 +89,8 @@ def load_cluster_settings(raw: str | None = None) -> ClusterSettings:
             continue
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise SettingsError(f"Variable {VARIABLE}: {key} must be {expected.__name__}, got {value!r}")
-    return dataclasses.replace(defaults, **overrides)
+    settings = dataclasses.replace(defaults, **overrides)
+    if settings.serving_deployment_mode not in ("Serverless", "RawDeployment"):
+        raise SettingsError(f"Variable {VARIABLE}: serving_deployment_mode must be Serverless or RawDeployment, "
+                            f"got {settings.serving_deployment_mode!r}")
+    return settings

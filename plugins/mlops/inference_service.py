@@ -1,5 +1,23 @@
-"""The InferenceService the kubernetes target deploys for a champion: what it contains, and how its
-readiness and storage location are read. Plain functions of dicts; the hook does the API calls."""
+"""The InferenceService the kubernetes target deploys for a champion: what it contains, the gateway
+route to it, and how its rollout and storage location are read. Plain functions of dicts; the hook
+does the API calls.
+
+When is a patched InferenceService serving the new spec? Not when status.observedGeneration reaches
+the object's generation: KServe copies that field from the child Knative Service or Deployment
+(kserve v0.20.0 pkg/apis/serving/v1beta1/inference_service_status.go L456, L635; kserve#6081), so
+it counts the child's changes and may be read before the child is reconciled. What the controller
+does report, per deployment mode:
+- Serverless (Knative): each pod-template change is a new revision. The rollout is done when
+  components.predictor.latestCreatedRevision has moved past the one seen before the change, the
+  latest ready and rolled-out revisions are that one with 100 % of the traffic (L575-613), and Ready
+  is True. A failed revision shows on PredictorReady (reason RevisionFailed) while traffic stays on
+  the old one.
+- RawDeployment (Standard): the InferenceService stays Ready while the Deployment rolls (old pods
+  keep it Available, L374-447), so the Deployment `<name>-predictor` itself is read, as
+  `kubectl rollout status` does: its generation past the one seen before, observed, every replica
+  updated and available, Progressing with reason NewReplicaSetAvailable; ProgressDeadlineExceeded
+  is a failure.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +26,9 @@ from mlops.cluster import ClusterSettings
 API_VERSION = "serving.kserve.io/v1beta1"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 VERSION_ANNOTATION = "mlops-ct/registry-version"
+MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+MODES = ("Serverless", "RawDeployment")
+FAILED_REASONS = ("RevisionFailed", "InferenceServiceFailed", "ModelLoadFailed", "ProgressDeadlineExceeded")
 
 
 def storage_uri(artifact_uri: str, cluster: ClusterSettings) -> str:
@@ -32,7 +53,7 @@ def inference_service(model_name: str, version: str, run_id: str | None, storage
             "annotations": {
                 VERSION_ANNOTATION: str(version),
                 "mlops-ct/run-id": run_id or "",
-                "serving.kserve.io/enable-prometheus-scraping": "true",
+                MODE_ANNOTATION: cluster.serving_deployment_mode,
             },
         },
         "spec": {
@@ -44,6 +65,11 @@ def inference_service(model_name: str, version: str, run_id: str | None, storage
                     "runtime": cluster.serving_runtime,
                     "protocolVersion": "v2",
                     "storageUri": storage,
+                    # KServe's storage initializer copies only the artifact folder: the server learns
+                    # which registry version it serves from here (mlserving.loader.registry_identity).
+                    "env": [{"name": "MLSERVING_REGISTRY_VERSION", "value": str(version)},
+                            {"name": "MLSERVING_RUN_ID", "value": run_id or ""},
+                            {"name": "MLSERVING_MODEL_URI", "value": f"models:/{model_name}/{version}"}],
                     "resources": {"requests": dict(cluster.serving_requests),
                                   "limits": dict(cluster.serving_limits)},
                 },
@@ -56,24 +82,97 @@ def served_version(isvc: dict | None) -> str | None:
     return ((isvc or {}).get("metadata", {}).get("annotations") or {}).get(VERSION_ANNOTATION)
 
 
-def readiness(isvc: dict, generation: int) -> tuple[bool | None, str]:
-    """(True, url) when Ready for `generation`; (False, message) when the controller reports failure
-    for it; (None, why) while it is still working on it."""
+def predictor_name(model_name: str) -> str:
+    """The Knative Service or Deployment KServe makes for the predictor (constants.PredictorServiceName)."""
+    return f"{model_name}-predictor"
+
+
+def rollout_marker(isvc: dict | None, deployment: dict | None, mode: str) -> str | int | None:
+    """What to compare with after a change: the latest created revision (Serverless) or the predictor
+    Deployment's generation (RawDeployment), as they were before it."""
+    if mode == "RawDeployment":
+        return (deployment or {}).get("metadata", {}).get("generation")
+    return (((isvc or {}).get("status") or {}).get("components") or {}).get("predictor", {}).get(
+        "latestCreatedRevision")
+
+
+def _conditions(obj: dict | None) -> dict[str, dict]:
+    return {c.get("type"): c for c in ((obj or {}).get("status") or {}).get("conditions") or []}
+
+
+def _failure(isvc: dict) -> str | None:
+    conditions = _conditions(isvc)
+    for kind in ("PredictorReady", "Ready"):
+        condition = conditions.get(kind) or {}
+        if condition.get("status") == "False" and condition.get("reason") in FAILED_REASONS:
+            return condition.get("message") or condition["reason"]
+    if ((isvc.get("status") or {}).get("modelStatus") or {}).get("transitionStatus") in \
+            ("BlockedByFailedLoad", "InvalidSpec"):
+        failure = isvc["status"]["modelStatus"].get("lastFailureInfo") or {}
+        return failure.get("message") or "the model failed to load"
+    return None
+
+
+def readiness(isvc: dict, before, mode: str, deployment: dict | None = None) -> tuple[bool | None, str]:
+    """(True, url) once the change after `before` (see rollout_marker) is rolled out and Ready;
+    (False, message) when the controller reports that it failed; (None, why) while it is under way."""
+    failure = _failure(isvc)
+    if failure:
+        return False, failure
     status = isvc.get("status") or {}
-    observed = status.get("observedGeneration", 0)
-    if observed < generation:
-        return None, f"controller has seen generation {observed}, waiting for {generation}"
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
-    if ready is None:
-        return None, "no Ready condition yet"
-    if ready["status"] == "True":
-        return True, (status.get("address") or {}).get("url") or status.get("url") or ""
-    message = ready.get("message") or ready.get("reason") or "Ready is False"
-    failed = [c for c in status.get("conditions") or [] if c.get("status") == "False" and c.get("message")]
-    if ready.get("reason") in ("RevisionFailed", "InferenceServiceFailed", "ModelLoadFailed") or \
-            (status.get("modelStatus") or {}).get("transitionStatus") in ("BlockedByFailedLoad", "InvalidSpec"):
-        return False, "; ".join(dict.fromkeys([message, *(c["message"] for c in failed)]))
-    return None, message
+    ready = (_conditions(isvc).get("Ready") or {}).get("status") == "True"
+    url = (status.get("address") or {}).get("url") or status.get("url") or ""
+    if mode == "RawDeployment":
+        if deployment is None:
+            return None, f"Deployment {predictor_name(isvc['metadata']['name'])} does not exist yet"
+        meta, rollout = deployment["metadata"], deployment.get("status") or {}
+        progressing = _conditions(deployment).get("Progressing") or {}
+        if progressing.get("status") == "False":
+            return False, f"{progressing.get('reason')}: {progressing.get('message', '')}".rstrip(": ")
+        wanted = (deployment.get("spec") or {}).get("replicas", 1)
+        if before is not None and meta.get("generation", 0) <= before:
+            return None, f"Deployment at generation {meta.get('generation')}: KServe has not applied the change yet"
+        if rollout.get("observedGeneration", 0) < meta.get("generation", 0):
+            return None, "Deployment change not observed yet"
+        counts = (rollout.get("updatedReplicas", 0), rollout.get("replicas", 0), rollout.get("availableReplicas", 0))
+        if counts != (wanted, wanted, wanted) or progressing.get("reason") != "NewReplicaSetAvailable":
+            return None, f"rolling out: {counts[0]} of {wanted} updated, {counts[2]} available, {counts[1]} in all"
+        return (True, url) if ready else (None, "Deployment rolled out; InferenceService not Ready yet")
+    predictor = (status.get("components") or {}).get("predictor") or {}
+    created = predictor.get("latestCreatedRevision")
+    if not created or created == before:
+        return None, f"no new revision yet (latest created: {created})"
+    if predictor.get("latestReadyRevision") != created:
+        return None, f"revision {created} is not ready yet"
+    routed = [t for t in predictor.get("traffic") or [] if t.get("revisionName") == created]
+    if predictor.get("latestRolledoutRevision") != created or not routed or routed[0].get("percent") != 100:
+        return None, f"revision {created} is ready but does not have all the traffic yet"
+    return (True, url) if ready else (None, "revision rolled out; InferenceService not Ready yet")
+
+
+def inference_route(model_name: str, cluster: ClusterSettings) -> dict:
+    """The Istio VirtualService that puts /v2/models/<name> (and v1) of the shared inference host on
+    the model's predictor: through Knative's local gateway in Serverless mode (Host rewritten to the
+    predictor, as KServe's own VirtualService does), straight to the predictor Service otherwise."""
+    predictor = f"{predictor_name(model_name)}.{cluster.serving_namespace}.svc.cluster.local"
+    if cluster.serving_deployment_mode == "RawDeployment":
+        route = {"route": [{"destination": {"host": predictor, "port": {"number": 80}}}]}
+    else:
+        route = {"rewrite": {"authority": predictor},
+                 "route": [{"destination": {"host": "knative-local-gateway.istio-system.svc.cluster.local",
+                                            "port": {"number": 80}}}]}
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": model_name, "namespace": cluster.serving_namespace,
+                     "labels": {**cluster.labels, "app.kubernetes.io/name": model_name}},
+        "spec": {"hosts": [cluster.inference_host], "gateways": [cluster.inference_gateway],
+                 "http": [{"match": [{"uri": {"prefix": f"/v2/models/{model_name}/"}},
+                                     {"uri": {"exact": f"/v2/models/{model_name}"}},
+                                     {"uri": {"prefix": f"/v1/models/{model_name}:"}},
+                                     {"uri": {"exact": f"/v1/models/{model_name}"}}],
+                           **route, "timeout": "30s"}]},
+    }
 
 
 def merge_patch(current, desired):

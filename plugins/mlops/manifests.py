@@ -55,17 +55,20 @@ def stage_pods(dag) -> dict[str, dict]:
             for task in rendered_tasks(dag, StagePodOperator)}
 
 
-def inference_services(dag) -> dict[str, dict]:
-    """task_id -> the InferenceService each KServe deploy task would apply for the sample champion."""
-    from mlops.inference_service import inference_service, storage_uri
+def serving_objects(dag) -> dict[str, dict]:
+    """file name -> the InferenceService and the gateway route each KServe deploy task would apply for the
+    sample champion."""
+    from mlops.inference_service import inference_route, inference_service, storage_uri
     from mlops.operators.kserve import KServeDeployOperator
 
     found = {}
     for task in rendered_tasks(dag, KServeDeployOperator):
         cluster = task._cluster()
-        found[task.task_id] = inference_service(
+        found[f"inferenceservice-{task.task_id}"] = inference_service(
             task.model_name, SAMPLE_CHAMPION["version"], SAMPLE_CHAMPION["run_id"],
             storage_uri(SAMPLE_CHAMPION["artifact_uri"], cluster), cluster)
+        if cluster.inference_host:
+            found[f"virtualservice-{task.task_id}"] = inference_route(task.model_name, cluster)
     return found
 
 
@@ -74,7 +77,7 @@ def write(out_dir: Path, dag) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     objects = {f"pod-{task_id}": pod for task_id, pod in stage_pods(dag).items()}
-    objects.update({f"inferenceservice-{task_id}": isvc for task_id, isvc in inference_services(dag).items()})
+    objects.update(serving_objects(dag))
     written = []
     for name, obj in objects.items():
         path = out_dir / f"{name.replace('.', '-')}.yaml"

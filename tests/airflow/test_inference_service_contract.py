@@ -1,5 +1,6 @@
-"""Contract tests for the InferenceService the kubernetes target deploys: validated against KServe's
-published CRD schema (unknown fields rejected), and the readiness and patch rules it is driven by."""
+"""Contract tests for the InferenceService the kubernetes target deploys and the route to it: validated
+against KServe's and Istio's published CRD schemas (unknown fields rejected), and the rollout and patch
+rules they are driven by (statuses shaped as kserve v0.20.0 inference_service_status.go writes them)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import pytest
 from jsonschema import Draft7Validator
 
 from mlops.cluster import ClusterSettings
-from mlops.inference_service import inference_service, merge_patch, readiness, served_version, storage_uri
+from mlops.inference_service import (
+    inference_route,
+    inference_service,
+    merge_patch,
+    readiness,
+    rollout_marker,
+    served_version,
+    storage_uri,
+)
 from tests.reference import crd_schema
 
 
@@ -27,8 +36,21 @@ def test_the_inference_service_is_valid_against_the_crd(validator):
     model = isvc["spec"]["predictor"]["model"]
     assert model["runtime"] == "mlops-mlserving" and model["protocolVersion"] == "v2"
     assert model["storageUri"] == "s3://mlflow/1/models/m-abc/artifacts"  # object storage, not the MLflow proxy
-    assert isvc["metadata"]["annotations"]["serving.kserve.io/enable-prometheus-scraping"] == "true"
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
     assert served_version(isvc) == "3"
+    env = {e["name"]: e["value"] for e in model["env"]}  # what the server reports: not guessed from files
+    assert env == {"MLSERVING_REGISTRY_VERSION": "3", "MLSERVING_RUN_ID": "run-1",
+                   "MLSERVING_MODEL_URI": "models:/iris-classifier/3"}
+
+
+@pytest.mark.parametrize("mode", ["Serverless", "RawDeployment"])
+def test_the_gateway_route_is_valid_against_the_crd(mode):
+    route = inference_route("iris-classifier", ClusterSettings(serving_deployment_mode=mode))
+    validator = Draft7Validator(crd_schema("istio-crd-virtualservices.json", "v1"))
+    assert not [e.message for e in validator.iter_errors(route)]
+    destination = route["spec"]["http"][0]["route"][0]["destination"]["host"]
+    assert destination == ("iris-classifier-predictor.mlops-serving.svc.cluster.local" if mode == "RawDeployment"
+                           else "knative-local-gateway.istio-system.svc.cluster.local")
 
 
 def test_the_strict_schema_catches_a_misspelled_field(validator):
@@ -43,19 +65,55 @@ def test_storage_locations():
     assert storage_uri("gs://models/m-1", cluster) == "gs://models/m-1"
 
 
-def ready(generation, observed, status="True", reason=None, message=None, url="http://iris.ns.svc"):
-    condition = {"type": "Ready", "status": status, **({"reason": reason} if reason else {}),
+def serverless(created, ready_revision=None, routed=None, ready="True", reason=None, message=None, observed=9):
+    """An InferenceService's status in Serverless mode (observedGeneration: the Knative Service's)."""
+    predictor = {"latestCreatedRevision": created}
+    if ready_revision:
+        predictor.update(latestReadyRevision=ready_revision, latestRolledoutRevision=routed or ready_revision,
+                         traffic=[{"revisionName": routed or ready_revision, "percent": 100, "latestRevision": True}])
+    condition = {"type": "Ready", "status": ready, **({"reason": reason} if reason else {}),
                  **({"message": message} if message else {})}
-    return {"metadata": {"generation": generation},
-            "status": {"observedGeneration": observed, "conditions": [condition], "address": {"url": url}}}
+    return {"metadata": {"name": "iris", "generation": 2},
+            "status": {"observedGeneration": observed, "components": {"predictor": predictor},
+                       "conditions": [condition, {**condition, "type": "PredictorReady"}],
+                       "address": {"url": "http://iris.ns.svc.cluster.local"}}}
 
 
-def test_readiness_counts_only_for_the_new_generation():
-    assert readiness(ready(2, 1), 2) == (None, "controller has seen generation 1, waiting for 2")
-    assert readiness(ready(2, 2), 2) == (True, "http://iris.ns.svc")
-    assert readiness(ready(2, 2, "False", "RevisionMissing", "revision not ready"), 2) == (None, "revision not ready")
-    failed = ready(2, 2, "False", "RevisionFailed", "Container failed: model could not be loaded")
-    assert readiness(failed, 2) == (False, "Container failed: model could not be loaded")
+def test_serverless_readiness_follows_the_revisions_not_the_copied_generation():
+    old = serverless("iris-predictor-00001", "iris-predictor-00001")
+    before = rollout_marker(old, None, "Serverless")
+    assert before == "iris-predictor-00001"
+    # observedGeneration is high and Ready is True: still the old revision's.
+    assert readiness(old, before, "Serverless") == (None, "no new revision yet (latest created: iris-predictor-00001)")
+    created = serverless("iris-predictor-00002", "iris-predictor-00001")
+    assert readiness(created, before, "Serverless") == (None, "revision iris-predictor-00002 is not ready yet")
+    assert readiness(serverless("iris-predictor-00002", "iris-predictor-00002"), before, "Serverless") == \
+        (True, "http://iris.ns.svc.cluster.local")
+    failed = serverless("iris-predictor-00002", "iris-predictor-00001", ready="False", reason="RevisionFailed",
+                        message='Revision "iris-predictor-00002" failed with message: Container failed with: boom.')
+    assert readiness(failed, before, "Serverless") == (False, 'Revision "iris-predictor-00002" failed with message: '
+                                                              'Container failed with: boom.')
+
+
+def deployment(generation, observed, updated, available, reason="NewReplicaSetAvailable", progressing="True"):
+    return {"metadata": {"generation": generation}, "spec": {"replicas": 1},
+            "status": {"observedGeneration": observed, "replicas": 1 + (updated < 1), "updatedReplicas": updated,
+                       "availableReplicas": available,
+                       "conditions": [{"type": "Progressing", "status": progressing, "reason": reason,
+                                       "message": "ReplicaSet has timed out progressing."}]}}
+
+
+def test_raw_readiness_follows_the_deployment_rollout():
+    isvc = serverless("-", ready="True")  # Ready stays True while the old pod serves
+    before = rollout_marker(isvc, deployment(3, 3, 1, 1), "RawDeployment")
+    assert before == 3
+    assert readiness(isvc, before, "RawDeployment", deployment(3, 3, 1, 1))[0] is None  # change not applied yet
+    assert readiness(isvc, before, "RawDeployment", deployment(4, 3, 0, 1))[0] is None  # not observed
+    assert readiness(isvc, before, "RawDeployment", deployment(4, 4, 0, 1, "ReplicaSetUpdated"))[0] is None
+    assert readiness(isvc, before, "RawDeployment", deployment(4, 4, 1, 1)) == (True, "http://iris.ns.svc.cluster.local")
+    stuck = deployment(4, 4, 0, 1, "ProgressDeadlineExceeded", "False")
+    assert readiness(isvc, before, "RawDeployment", stuck) == (
+        False, "ProgressDeadlineExceeded: ReplicaSet has timed out progressing.")
 
 
 def test_merge_patch_turns_one_spec_into_another():

@@ -54,9 +54,11 @@ def test_make_manifests_writes_valid_objects(kubernetes_dag, tmp_path):
 
     written = {path.name: yaml.safe_load(path.read_text()) for path in write(tmp_path, kubernetes_dag)}
     assert set(written) == {"pod-data-ingest.yaml", "pod-data-split.yaml", "pod-detect_degradation.yaml",
-                            "pod-training-register.yaml", "inferenceservice-deploy.yaml"}
+                            "pod-training-register.yaml", "inferenceservice-deploy.yaml", "virtualservice-deploy.yaml"}
     isvc = written.pop("inferenceservice-deploy.yaml")
     assert not list(Draft7Validator(crd_schema("kserve-crd-inferenceservices.json", "v1beta1")).iter_errors(isvc))
+    route = written.pop("virtualservice-deploy.yaml")
+    assert not list(Draft7Validator(crd_schema("istio-crd-virtualservices.json", "v1")).iter_errors(route))
     for pod in written.values():
         kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
 

@@ -1,9 +1,11 @@
 """KServeDeployOperator: the registry's champion as a KServe InferenceService (the kubernetes target).
 
 Steps: read the champion and its artifact location from MLflow -> build the InferenceService (the
-project's ClusterServingRuntime, protocol v2, storageUri in object storage) -> create it, or
-merge-patch the live one -> defer until it is Ready for the new generation -> a real v2 inference
-built from the served model's metadata must be answered by the new version. On a failed condition,
+project's ClusterServingRuntime, protocol v2, storageUri in object storage, the registry version in
+the predictor's environment) -> create it, or merge-patch the live one, and route the inference
+host's /v2/models/<name> to it -> defer until the change is rolled out and Ready (readiness in
+mlops.inference_service) -> a real v2 inference built from the served model's metadata must be
+answered by the new version. On a failed condition,
 a timeout or a failed smoke test the previous spec is patched back, the `champion` alias moves back
 (the pipeline's rollback stage, as a pod, so it is recorded like any promotion) and the task fails
 with the controller's own message.
@@ -21,7 +23,14 @@ from mlops.hooks.kserve import KServeHook
 from mlops.hooks.mlflow import MlflowRestHook
 from mlops.hooks.serving import ServingError, ServingHook
 from mlops.hooks.stage import run_lineage
-from mlops.inference_service import inference_service, readiness, served_version, storage_uri
+from mlops.inference_service import (
+    inference_route,
+    inference_service,
+    readiness,
+    rollout_marker,
+    served_version,
+    storage_uri,
+)
 from mlops.links import MlflowModelVersionLink, ServingEndpointLink, result_links
 from mlops.settings import load_settings
 
@@ -54,21 +63,26 @@ class KServeDeployOperator(BaseOperator):
             raise RuntimeError(f"{self.model_name} has no champion to deploy")
         version = champion["version"]
         kserve = self._hook(cluster)
+        mode = cluster.serving_deployment_mode
         current = kserve.get(self.model_name)
+        deployment = kserve.predictor_deployment(self.model_name) if mode == "RawDeployment" else None
         previous_version = served_version(current)
         if current is not None and previous_version == version:
-            ready, url = readiness(current, current["metadata"].get("generation", 1))
+            ready, url = readiness(current, None, mode, deployment)
             if ready:
                 self.log.info("version %s is already served and Ready; nothing to deploy", version)
                 return {**self._record(version, self._serving(cluster, url).infer_url),
                         "previous_version": previous_version, "changed": False}
         location = storage_uri(mlflow.artifact_location(champion["source"]), cluster)
         desired = inference_service(self.model_name, version, champion["run_id"], location, cluster)
+        before = rollout_marker(current, deployment, mode)
         applied, created = kserve.apply(desired)
         generation = applied["metadata"]["generation"]
+        if cluster.inference_host:
+            kserve.apply(inference_route(self.model_name, cluster))
         self._record(version)
-        self.log.info("%s InferenceService %s/%s for v%s (%s), generation %s; waiting for Ready",
-                      "created" if created else "patched", cluster.serving_namespace, self.model_name, version,
+        self.log.info("%s InferenceService %s/%s (%s mode) for v%s (%s), generation %s; waiting for the rollout",
+                      "created" if created else "patched", cluster.serving_namespace, self.model_name, mode, version,
                       location, generation)
         previous = None if current is None else {"metadata": {k: current["metadata"].get(k) or {}
                                                               for k in ("labels", "annotations")},
@@ -76,7 +90,7 @@ class KServeDeployOperator(BaseOperator):
         from mlops.triggers.kserve import InferenceServiceReadyTrigger
 
         self.defer(trigger=InferenceServiceReadyTrigger(
-                       self.model_name, cluster.serving_namespace, generation,
+                       self.model_name, cluster.serving_namespace, before, mode,
                        time.time() + cluster.serving_ready_timeout_seconds, cluster.kubernetes_conn_id,
                        cluster.serving_poll_interval_seconds,
                        resume={"version": version, "generation": generation, "previous": previous,
@@ -103,7 +117,7 @@ class KServeDeployOperator(BaseOperator):
                 return {**self._record(version, endpoint), "previous_version": previous_version,
                         "generation": generation, "smoke_test": smoke, "changed": True}
         elif status == "timeout":
-            failure = (f"not Ready for generation {generation} within {cluster.serving_ready_timeout_seconds} s: "
+            failure = (f"not rolled out and Ready within {cluster.serving_ready_timeout_seconds} s: "
                        f"{event.get('message')}")
         else:
             failure = event.get("message") or f"unexpected trigger event {event}"

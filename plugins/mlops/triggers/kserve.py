@@ -1,5 +1,6 @@
-"""InferenceServiceReadyTrigger: waits in the triggerer until an InferenceService is Ready for a given
-generation (the controller's observedGeneration), fails, or the deadline passes."""
+"""InferenceServiceReadyTrigger: waits in the triggerer until a change to an InferenceService is rolled
+out and Ready (see mlops.inference_service.readiness for what that means in each deployment mode),
+fails, or the deadline passes."""
 
 from __future__ import annotations
 
@@ -16,17 +17,18 @@ class InferenceServiceReadyTrigger(BaseTrigger):
     """Fires once: {"status": "ready", "url"}, {"status": "failed", "message"} (the controller's own
     condition message), {"status": "timeout", "message"} or {"status": "error", "message"}."""
 
-    def __init__(self, name: str, namespace: str, generation: int, deadline: float,
+    def __init__(self, name: str, namespace: str, before, mode: str, deadline: float,
                  kubernetes_conn_id: str = "kubernetes_default", poll_interval: float = 5.0,
                  resume: dict | None = None):
+        """`before`: the rollout marker read before the change (mlops.inference_service.rollout_marker)."""
         super().__init__()
-        self.name, self.namespace, self.generation = name, namespace, generation
+        self.name, self.namespace, self.before, self.mode = name, namespace, before, mode
         self.deadline, self.kubernetes_conn_id, self.poll_interval = deadline, kubernetes_conn_id, poll_interval
         self.resume = resume or {}  # echoed in the event: dag.test() hands the resumed method only the event
 
     def serialize(self):
         return ("mlops.triggers.kserve.InferenceServiceReadyTrigger",
-                {"name": self.name, "namespace": self.namespace, "generation": self.generation,
+                {"name": self.name, "namespace": self.namespace, "before": self.before, "mode": self.mode,
                  "deadline": self.deadline, "kubernetes_conn_id": self.kubernetes_conn_id,
                  "poll_interval": self.poll_interval, "resume": self.resume})
 
@@ -39,6 +41,8 @@ class InferenceServiceReadyTrigger(BaseTrigger):
         while True:
             try:
                 isvc = await asyncio.to_thread(hook.get, self.name)
+                deployment = await asyncio.to_thread(hook.predictor_deployment, self.name) \
+                    if self.mode == "RawDeployment" else None
             except KServeError as exc:
                 yield self._event(status="error", message=str(exc))
                 return
@@ -46,7 +50,7 @@ class InferenceServiceReadyTrigger(BaseTrigger):
                 yield self._event(status="failed", message=f"InferenceService {self.namespace}/{self.name} was "
                                                            "deleted while waiting for it")
                 return
-            ready, why = readiness(isvc, self.generation)
+            ready, why = readiness(isvc, self.before, self.mode, deployment)
             if ready is not None:
                 yield self._event(status="ready", url=why) if ready else self._event(status="failed", message=why)
                 return
