@@ -3,12 +3,14 @@ schemas in tests/schemas/ and kubernetes-validate, in the Airflow environment.""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s-yaml"
+sys.path.insert(0, str(REPO / "plugins"))  # what the DAG generates (routes, pods) is checked here too
 
 
 def manifest_files() -> list[Path]:

@@ -41,10 +41,33 @@ def test_values_run_the_project_as_designed():
     assert env["AIRFLOW_VAR_MLOPS_TARGET"] == "kubernetes"
     json.loads(env["AIRFLOW_VAR_MLOPS_KUBERNETES"])  # the one cluster setting is valid JSON
     assert "password" not in VALUES.read_text().lower()  # secrets come from Secrets
-    # the service accounts the RBAC binds
+    # the service accounts the RBAC binds are the ones the chart gives the task pods and the triggerer
     roles = list(yaml.safe_load_all((REPO / "k8s-yaml" / "rbac" / "airflow-roles.yaml").read_text()))
     bound = {s["name"] for doc in roles if doc["kind"] == "RoleBinding" for s in doc["subjects"]}
-    assert bound == {values["workers"]["serviceAccount"]["name"], values["triggerer"]["serviceAccount"]["name"]}
+    assert bound == {task_pod_service_account(values), values["triggerer"]["serviceAccount"]["name"]}
+
+
+def task_pod_service_account(values: dict, release: str = "airflow") -> str:
+    """The service account chart 1.22.0 gives KubernetesExecutor task pods: its pod-template-file
+    (files/pod-template-file.kubernetes-helm-yaml L239-243) takes workers.kubernetes.serviceAccount
+    when that one's `create` is a boolean, else the deprecated workers.serviceAccount; a created
+    account without a name is named <release>-<suffix> (templates/_helpers.yaml _serviceAccountNameGen)."""
+    workers = values.get("workers") or {}
+    modern = (workers.get("kubernetes") or {}).get("serviceAccount") or {}
+    account, suffix = (modern, "worker-kubernetes") if modern.get("create") in (True, False) else \
+        (workers.get("serviceAccount") or {}, "worker")
+    if account.get("create", True):
+        return account.get("name") or f"{release}-{suffix}"
+    return account.get("name") or "default"
+
+
+def test_task_pods_get_their_service_account_from_the_current_key():
+    values = yaml.safe_load(VALUES.read_text())
+    assert values["workers"]["kubernetes"]["serviceAccount"]["create"] is True  # not the deprecated key
+    assert "serviceAccount" not in values["workers"]
+    # What the RoleBindings would have missed: enabling the current key without a name.
+    assert task_pod_service_account({"workers": {"kubernetes": {"serviceAccount": {"create": True}}}}) == \
+        "airflow-worker-kubernetes"
 
 
 def test_the_schema_is_a_released_airflow_3_chart_and_the_docs_pin_it():

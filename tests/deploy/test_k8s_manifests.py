@@ -114,3 +114,17 @@ def test_the_rbac_is_namespaced():
     rbac = [obj for _, obj in ALL if obj["apiVersion"].startswith("rbac.authorization.k8s.io")]
     assert rbac and all(obj["kind"] in ("Role", "RoleBinding") for obj in rbac)
     assert {obj["metadata"]["namespace"] for obj in rbac} == {"mlops", "mlops-serving"}
+
+
+def test_the_pushgateway_keeps_its_groups_on_a_volume_of_its_own():
+    """Its groups (the last run's metrics, the last failure's time) drive alerts: an emptyDir would lose
+    them on every restart, clearing or re-firing PipelineRunFailed and PipelineStale."""
+    found = {(o["kind"], o["metadata"]["name"]): o for o in objects(K8S / "monitoring" / "pushgateway.yaml")}
+    pod = found[("Deployment", "mlops-pushgateway")]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    persistence = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--persistence.file="))
+    mount = next(m for m in container["volumeMounts"] if persistence.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    assert ("PersistentVolumeClaim", claim) in found
+    assert found[("Deployment", "mlops-pushgateway")]["spec"]["strategy"]["type"] == "Recreate"  # one writer
