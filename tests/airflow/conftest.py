@@ -48,3 +48,13 @@ def stack(airflow_db, tmp_path_factory):
     with support.mlflow_server(root) as mlflow_uri, support.alertmanager(root) as am, \
             support.pushgateway(root) as pgw:
         yield {"mlflow": mlflow_uri, "alertmanager": am, "pushgateway": pgw}
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """The emulated cluster (tests/cluster): pods run as containers of the project's images, MLflow as
+    the pod of k8s-yaml/mlflow/deployment.yaml. One per session: it takes ~20 s to start."""
+    from tests.cluster.cluster import EmulatedCluster
+
+    with EmulatedCluster(tmp_path_factory.mktemp("cluster")) as emulated:
+        yield emulated

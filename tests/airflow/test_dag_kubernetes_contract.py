@@ -1,75 +1,58 @@
-"""Contract test of the whole DAG on the kubernetes target, under dag.test(): no cluster and no KFP
-backend run here, so the Kubernetes API is the emulator (kmock plus apiserver behaviour), a scripted
-kubelet runs each stage pod's real command and reports its phase and exit code (XCom through the
-sidecar's exec), the KFP API is the swagger-checking fake whose backend runs the submitted run with
-kfp.local, and a scripted KServe controller rolls out the InferenceService onto a real mlserving.
-MLflow and Alertmanager are real."""
+"""The whole DAG on the kubernetes target, under dag.test(), on the emulated cluster (tests/cluster).
+
+A contract test: the Kubernetes API, kubelet, KServe and KFP controllers are stand-ins. Everything
+they start is real: every stage pod, both KFP training steps and the KServe predictor run as
+containers of the project's images with the command, env, volumes and security context they
+declare; MLflow runs as the pod of k8s-yaml/mlflow/deployment.yaml and everyone, this test's Airflow
+included, calls it as http://mlflow.mlops.svc.cluster.local:5000; KServe's own storage code copies
+the model from S3 into /mnt/models. Alertmanager and the Pushgateway are real too."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
 
 import httpx
 import pytest
 
-from mlops.hooks.stage import StageHook
 from tests import support
+from tests.cluster.apiserver import ISVC, PODS, VIRTUAL_SERVICES, api_calls, kube_connection
+from tests.cluster.cluster import MLFLOW_URI, PIPELINE_IMAGE
+from tests.cluster.kfp import ContainerBackend, FakeKfp
 
-from .cluster_actors import ScriptedKServe, ScriptedKubelet, install_mlflow_config
-from .kfp_fake import FakeKfp
-from .kube_emulator import ISVC, PODS, KubeEmulator, api_calls, kube_connection
 from .test_rbac_contract import granted
 
 MODEL = "iris-k8s"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def kfp_backend(volume, mlflow_uri):
-    """Runs a submitted training run the way a KFP backend would, here with kfp.local (`train-local`)."""
-    def execute(run: dict) -> str | None:
-        parameters = run["runtime_config"]["parameters"]
-        assert parameters["data_root"] == "/data" and parameters["data_pvc"] == "mlops-data"
-        done = subprocess.run(
-            [str(support.PIPELINE_BIN / "mlpipeline"), "train-local", "--data-root", str(volume),
-             "--run-key", parameters["run_key"], "--model-name", parameters["model_name"],
-             "--dag-id", parameters["dag_id"], "--dag-run-id", parameters["dag_run_id"]],
-            capture_output=True, text=True,
-            env={**os.environ, "MLFLOW_TRACKING_URI": parameters["mlflow_tracking_uri"]})
-        return None if done.returncode == 0 else done.stderr.strip().splitlines()[-1]
-
-    return execute
+@pytest.fixture(scope="module")
+def monitoring(airflow_db, tmp_path_factory):
+    root = tmp_path_factory.mktemp("monitoring")
+    with support.alertmanager(root) as am, support.pushgateway(root) as pgw:
+        yield {"alertmanager": am, "pushgateway": pgw}
 
 
 @pytest.fixture
-def kubernetes_target(stack, monkeypatch, tmp_path):
-    volume = tmp_path / "volume"  # the data PVC, as the stage pods and the sensor see it
-    with KubeEmulator() as kube, FakeKfp(executor=kfp_backend(volume, stack["mlflow"])) as kfp, \
-            ScriptedKubelet(kube, volume, tmp_path / "kubelet") as kubelet, \
-            ScriptedKServe(kube, lambda generation: "serve", stack["mlflow"], tmp_path / "kserve") as kserve:
-        install_mlflow_config(kube, stack["mlflow"])
-        conn_id = kube_connection(monkeypatch, kube.url)
+def kubernetes_target(cluster, monitoring, monkeypatch, tmp_path):
+    with FakeKfp(executor=ContainerBackend(cluster, "mlops", tmp_path / "kfp")) as kfp:
+        # Nothing can be pulled here: the XCom sidecar runs in the pipeline image (it has sh, sleep and
+        # cat), set on the connection as an air-gapped cluster would.
+        conn_id = kube_connection(monkeypatch, cluster.kube.url, xcom_sidecar_container_image=PIPELINE_IMAGE)
         for key, value in {
             "AIRFLOW_VAR_MLOPS_TARGET": "kubernetes",
             "AIRFLOW_VAR_MLOPS_KUBERNETES": json.dumps({
-                "kubernetes_conn_id": conn_id, "pod_poll_interval_seconds": 0.5, "startup_timeout_seconds": 120,
-                "kfp_poll_interval_seconds": 0.5, "serving_poll_interval_seconds": 0.3,
-                "serving_ready_timeout_seconds": 120}),
+                "kubernetes_conn_id": conn_id, "pod_poll_interval_seconds": 0.5, "startup_timeout_seconds": 180,
+                "kfp_poll_interval_seconds": 1, "serving_poll_interval_seconds": 0.5,
+                "serving_ready_timeout_seconds": 300}),
             "AIRFLOW_CONN_KFP_DEFAULT": json.dumps({"conn_type": "http", "host": kfp.url}),
-            "MLFLOW_TRACKING_URI": stack["mlflow"], "MLOPS_DATA_ROOT": str(volume),
-            "MLOPS_ALERTMANAGER_URL": stack["alertmanager"], "MLOPS_PUSHGATEWAY_URL": stack["pushgateway"],
+            "MLFLOW_TRACKING_URI": MLFLOW_URI, "MLOPS_DATA_ROOT": str(cluster.data_volume()),
+            "MLOPS_ALERTMANAGER_URL": monitoring["alertmanager"], "MLOPS_PUSHGATEWAY_URL": monitoring["pushgateway"],
         }.items():
             monkeypatch.setenv(key, value)
-        from airflow.dag_processing.dagbag import DagBag
+        from .test_dag import parse_dag
 
-        from .conftest import REPO
-
-        bag = DagBag(dag_folder=str(REPO / "dags"))
-        assert bag.import_errors == {}
-        yield {"dag": bag.dags["continuous_training"], "kube": kube, "kfp": kfp, "kubelet": kubelet,
-               "kserve": kserve, "volume": volume, "mlflow": stack["mlflow"]}
+        yield {"dag": parse_dag(), "kfp": kfp, "cluster": cluster}
 
 
 def run(dag, day: str):
@@ -78,46 +61,61 @@ def run(dag, day: str):
     return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
 
-@pytest.mark.timeout(600)
-def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, stack):
-    target = kubernetes_target
-    kube, kubelet = target["kube"], target["kubelet"]
-    StageHook(support.PIPELINE_BIN / "mlpipeline").run(
-        "simulate", {"data_root": target["volume"], "partition": "2026-11-01", "rows": 900, "seed": 1},
-        on_line=lambda _: None)
+def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, monitoring):
+    target, cluster = kubernetes_target, kubernetes_target["cluster"]
+    kube = cluster.kube
+    landed = cluster.run_pod("land-2026-11-01", ["simulate", "--data-root", "/data", "--partition", "2026-11-01",
+                                                 "--rows", "900", "--seed", "1"])
+    assert landed["status"]["phase"] == "Succeeded"
 
     dagrun, states = run(target["dag"], "2026-11-01")
-    assert dagrun.state == "success", states
+    assert dagrun.state == "success", (states, cluster.pod_logs("mlops", "mlpipeline-"))
     assert states["training.register"] == "success" and states["deploy"] == "success"
-    # Every stage ran as a pod of the pipeline image, its result handed over by the XCom sidecar.
-    stages = sorted(run["argv"][1] for run in kubelet.runs.values())
-    assert stages == ["detect", "ingest", "register", "split"]
-    assert all(run["returncode"] == 0 for run in kubelet.runs.values())
-    assert not [p for p in kube.requests(PODS) if p.method.value == "POST" and
-                p.data["spec"]["securityContext"].get("runAsNonRoot") is not True]
-    # Training was one KFP run, over the REST API, checked against the swagger.
+    # Every stage ran as a pod of the pipeline image under its declared security context.
+    stage_pods = [r for r in kube.requests(PODS) if r.method.value == "POST"]
+    assert sorted(p.data["metadata"]["labels"]["mlops-ct/stage"] for p in stage_pods) == \
+        ["detect", "ingest", "register", "split"]
+    assert all(p.data["spec"]["containers"][0]["image"] == PIPELINE_IMAGE and
+               p.data["spec"]["securityContext"]["runAsNonRoot"] is True for p in stage_pods)
+    # Training was one KFP run of the submitted spec, its steps containers of the pipeline image.
     assert len(target["kfp"].runs) == 1 and target["kfp"].violations == []
-    # The champion is served by the InferenceService the DAG created.
+    submitted = target["kfp"].executor.submitted[0]
+    images = {e["container"]["image"] for e in submitted["spec"]["deploymentSpec"]["executors"].values()}
+    assert images == {PIPELINE_IMAGE} and submitted["options"]["user"] == "1000:1000"
+    assert submitted["parameters"]["mlflow_tracking_uri"] == ""  # the steps read the ConfigMap, as stage pods do
+    # The champion is served by the InferenceService the DAG created: KServe's storage initializer
+    # copied the artifacts into /mnt/models, the predictor's env names the registry version, and a
+    # v2 request through the InferenceService's own address is answered by that version.
     isvc = kube.stored(ISVC, "mlops-serving", MODEL)
     assert isvc["metadata"]["annotations"]["mlops-ct/registry-version"] == "1"
-    served = httpx.get(f"{isvc['status']['address']['url']}/v2/models/{MODEL}").json()
-    assert served["parameters"]["registry_version"] == "1"
+    assert isvc["spec"]["predictor"]["model"]["storageUri"].startswith("s3://mlflow/")
+    url = isvc["status"]["address"]["url"]
+    assert url == f"http://{MODEL}.mlops-serving.svc.cluster.local"
+    answer = httpx.post(f"{url}/v2/models/{MODEL}/infer", json={"inputs": [
+        {"name": "features", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}).json()
+    assert answer["model_version"] == "1" and answer["outputs"][0]["data"] == ["setosa"]
+    route = kube.stored(VIRTUAL_SERVICES, "mlops-serving", MODEL)
+    assert route["spec"]["hosts"] == ["inference.mlops.example.com"]
 
     # A corrupt batch: the ingest pod fails, the task fails with the pod's (the stage's) message,
     # the alert carries it, and nothing stored changed.
-    curated_before = support.tree_snapshot(target["volume"] / "curated")
-    landing = target["volume"] / "landing" / "2026-11-02"
-    landing.mkdir(parents=True)
-    (landing / "broken.csv").write_bytes(b"sepal_length;sepal_width\n1;2\n")
-    (landing / "_SUCCESS").touch()
+    volume = cluster.data_volume()
+    curated_before = support.tree_snapshot(volume / "curated")
+    landed = cluster.run_pod("land-2026-11-02", ["simulate", "--data-root", "/data", "--partition", "2026-11-02",
+                                                 "--rows", "30"])
+    broken = next((volume / "landing" / "2026-11-02").glob("*.csv"))
+    broken.write_bytes(b"sepal_length;sepal_width\n1;2\n")
     dagrun, states = run(target["dag"], "2026-11-02")
     assert dagrun.state == "failed" and states["data.ingest"] == "failed"
-    alerts = httpx.get(f"{stack['alertmanager']}/api/v2/alerts",
+    alerts = httpx.get(f"{monitoring['alertmanager']}/api/v2/alerts",
                        params={"filter": ['alertname="AirflowTaskFailed"', 'task_id="data.ingest"']}).json()
     assert alerts, "no alert reached Alertmanager"
     error = alerts[0]["annotations"]["error"]
     assert error.startswith("stage ingest failed in pod mlpipeline-ingest-") and "yielded no usable data" in error
-    assert support.tree_snapshot(target["volume"] / "curated") == curated_before
+    assert support.tree_snapshot(volume / "curated") == curated_before
     assert api_calls(kube) <= granted()  # the whole DAG needs nothing k8s-yaml/rbac/ does not grant
-    failed_pods = [name for name, run in kubelet.runs.items() if run["returncode"] != 0]
-    assert len(failed_pods) == 1 and kube.stored(PODS, "mlops", failed_pods[0]) is not None  # kept for debugging
+    kept = [p for p in kube.list(PODS, "mlops") if p["metadata"].get("labels", {}).get("mlops-ct/stage")]
+    assert [p["metadata"]["labels"]["mlops-ct/stage"] for p in kept] == ["ingest"]  # the failed pod, for debugging
+    base = kept[0]["status"]["containerStatuses"][0]
+    assert base["state"]["terminated"]["exitCode"] == 1 and "yielded no usable data" in \
+        base["state"]["terminated"]["message"]

@@ -15,9 +15,8 @@ from mlops.hooks.kfp import KfpError, KfpHook, load_pipeline_package
 from mlops.operators.kfp import KfpRunOperator
 from mlops.triggers.kfp import KfpRunTrigger
 from tests import support
+from tests.cluster.kfp import FakeKfp
 from tests.support import first_event
-
-from .kfp_fake import FakeKfp
 
 PIPELINE = support.REPO / "images" / "pipeline" / "pipelines" / "training.yaml"
 
@@ -140,8 +139,9 @@ def test_the_operator_submits_defers_and_returns_the_recorded_decision(monkeypat
             operator.execute({})
         run_id = deferred.value.trigger.run_id
         submitted = kfp.runs[run_id]["runtime_config"]["parameters"]
-        assert submitted["run_key"] == "rk-7" and submitted["mlflow_tracking_uri"] == mlflow_uri
-        assert submitted["data_pvc"] == "mlops-data"
+        # The steps read the tracking URI from the cluster's ConfigMap (the Airflow side's may differ).
+        assert submitted["run_key"] == "rk-7" and submitted["mlflow_tracking_uri"] == ""
+        assert submitted["data_pvc"] == "mlops-data" and submitted["mlflow_config_map"] == "mlops-mlflow"
         event = first_event(deferred.value.trigger)
         challenger = record_decision(mlflow_uri, "iris-kfp", "rk-7", "promote")
         result = operator.execute_complete({}, event)
@@ -195,3 +195,55 @@ def test_killing_the_deferred_task_terminates_the_run_from_the_triggerer():
         asyncio.run(KfpRunTrigger(run_id, time.time() + 60, host=kfp.url).on_kill())
         assert kfp.runs[run_id]["state"] == "CANCELING"
         assert ("POST", f"/apis/v2beta1/runs/{run_id}:terminate") in kfp.calls and kfp.violations == []
+
+
+def test_the_submitted_pipeline_takes_the_clusters_settings(monkeypatch, mlflow_uri):
+    """The image, data volume, user and names the stage pods get from ClusterSettings reach the KFP
+    steps too: the compiled YAML's defaults are replaced in what is submitted."""
+    custom = {"pipeline_image": "registry.local/pipeline:9", "data_pvc": "lake", "data_mount": "/lake",
+              "run_as_user": 2000, "mlflow_secret": "s3-keys", "mlflow_config_map": "tracking",
+              "image_pull_policy": "Always", "node_selector": {"pool": "training"}}
+    with FakeKfp() as kfp:
+        operator = kfp_operator(monkeypatch, kfp, mlflow_uri)
+        operator.cluster = ClusterSettings(**{**operator.cluster.__dict__, **custom})
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute({})
+        run = kfp.runs[deferred.value.trigger.run_id]
+    parameters = run["runtime_config"]["parameters"]
+    assert (parameters["data_pvc"], parameters["data_root"], parameters["mlflow_secret"],
+            parameters["mlflow_config_map"]) == ("lake", "/lake", "s3-keys", "tracking")
+    spec, platform = run["pipeline_spec"]["pipeline_spec"], run["pipeline_spec"]["platform_spec"]
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {
+        "registry.local/pipeline:9"}
+    steps = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()
+    for step in steps:
+        assert [m["mountPath"] for m in step["pvcMount"]] == ["/lake"]
+        assert step["pvcMount"][0]["pvcNameParameter"] == {"componentInputParameter": "data_pvc"}
+        assert step["secretAsEnv"][0]["secretNameParameter"] == {"componentInputParameter": "mlflow_secret"}
+        assert step["configMapAsEnv"][0]["configMapNameParameter"] == {"componentInputParameter": "mlflow_config_map"}
+        assert step["securityContext"] == {"runAsUser": "2000", "runAsGroup": "2000", "runAsNonRoot": True}
+        assert step["imagePullPolicy"] == "Always" and step["nodeSelector"] == {"labels": {"pool": "training"}}
+    assert kfp.violations == []
+
+
+def test_runs_that_land_in_another_namespace_never_start(cluster, monkeypatch, mlflow_uri, tmp_path):
+    """KFP creates a run's pods in its own namespace (single-user: where KFP is installed). The data
+    claim exists only in `mlops`, and a dynamically provisioned volume binds one claim only, so a
+    same-named claim elsewhere cannot share its data: the step's pod is never scheduled, the run stays
+    RUNNING, and the task terminates it at its timeout. Hence docs/deploy.md runs KFP's pipelines in
+    `mlops`; the whole-DAG test runs them there."""
+    from tests.cluster.kfp import ContainerBackend
+
+    with FakeKfp(executor=ContainerBackend(cluster, "kubeflow", tmp_path)) as kfp:
+        operator = kfp_operator(monkeypatch, kfp, mlflow_uri)
+        operator.cluster = ClusterSettings(**{**operator.cluster.__dict__, "kfp_run_timeout_seconds": 2})
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute({})
+        event = first_event(deferred.value.trigger)
+        assert event["status"] == "timeout" and event["state"] == "RUNNING"
+        with pytest.raises(RuntimeError, match="still RUNNING after 2 s; terminated it"):
+            operator.execute_complete({}, event)
+        deadline = time.monotonic() + 10
+        while kfp.runs[event["run_id"]]["state"] != "CANCELED":
+            assert time.monotonic() < deadline, kfp.runs[event["run_id"]]["state"]
+            time.sleep(0.1)

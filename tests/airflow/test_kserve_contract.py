@@ -1,30 +1,28 @@
-"""Contract tests for deploying to KServe: the hook, trigger and operator against an emulated Kubernetes
-API (kmock plus apiserver behaviour) with a scripted KServe controller and kubelet. The registry is a
-real MLflow server with versions trained by the real pipeline, the predictor a real mlserving process."""
+"""Contract tests for deploying to KServe, on the emulated cluster (tests/cluster): the operator, hook and
+trigger against the emulated API and KServe controller, which run the real thing underneath. The
+registry is the cluster's MLflow (k8s-yaml/mlflow/deployment.yaml) with versions trained and registered
+by the pipeline image's own stages, run as pods; the artifacts live in S3; KServe's own storage code
+copies them into the predictor, which is the serving image's mlserving."""
 
 from __future__ import annotations
 
 import time
 from types import SimpleNamespace
 
+import httpx
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
 from mlops.cluster import ClusterSettings
 from mlops.hooks.kserve import KServeHook
-from mlops.hooks.stage import StageHook
 from mlops.inference_service import inference_service
 from mlops.operators.kserve import KServeDeployOperator
-from tests import support
+from tests.cluster.apiserver import DEPLOYMENTS, ISVC, PODS, kube_connection
+from tests.cluster.cluster import MLFLOW_URI, PIPELINE_IMAGE
 from tests.support import first_event
 
-from .cluster_actors import ScriptedKServe, ScriptedKubelet, install_mlflow_config
-from .kube_emulator import ISVC, KubeEmulator, kube_connection
-from .registry_setup import train_and_register
-
-MODEL = "iris-kserve"
 NAMESPACE = "mlops-serving"
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # the module fixture starts MLflow and a cluster
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def task_context() -> dict:
@@ -36,37 +34,37 @@ def task_context() -> dict:
             "dag_run": SimpleNamespace(dag_id="continuous_training", run_id=run_id)}
 
 
+def train_and_register(cluster, model: str, partition: str, drift: str, seed: int) -> dict:
+    """One version of `model`, made by the pipeline image's stages as pods on the cluster."""
+    name = f"{model}-{partition}"
+    cluster.stage(f"{name}-simulate", "simulate", partition=partition, rows=600, drift=drift, seed=seed)
+    cluster.stage(f"{name}-ingest", "ingest", partition=partition)
+    run_key = cluster.stage(f"{name}-split", "split", partition=partition)["run_key"]
+    cluster.stage(f"{name}-train", "train-local", run_key=run_key, model_name=model)
+    return cluster.stage(f"{name}-register", "register", run_key=run_key, model_name=model)
+
+
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """Two registry versions of MODEL (v2 the champion), in a real MLflow server."""
-    root = tmp_path_factory.mktemp("registry")
-    with support.mlflow_server(root) as uri:
-        stages = StageHook(support.PIPELINE_BIN / "mlpipeline", env={"MLFLOW_TRACKING_URI": uri})
-        assert train_and_register(stages, root / "volume", MODEL, "2026-11-01", "none", 1)["champion_version"] == "1"
-        assert train_and_register(stages, root / "volume", MODEL, "2026-11-02", "concept", 2)["champion_version"] \
-            == "2"
-        yield {"uri": uri, "stages": stages, "root": root}
+def registry(cluster):
+    """Two versions of each test model, v2 (concept-drifted labels) the champion."""
+    for model in ("iris-kserve", "iris-raw"):
+        assert train_and_register(cluster, model, "2026-10-11", "none", 1)["champion_version"] == "1"
+        assert train_and_register(cluster, model, "2026-10-12", "concept", 2)["champion_version"] == "2"
+    return cluster
 
 
 @pytest.fixture
-def cluster(registry, monkeypatch, tmp_path):
-    """The emulated API with what the platform installs once (the MLflow ConfigMap the stage pods read),
-    a scripted kubelet and a scripted KServe controller (its script set per test step)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["uri"])
-    with KubeEmulator() as kube:
-        conn_id = kube_connection(monkeypatch, kube.url)
-        install_mlflow_config(kube, registry["uri"])
-        settings = ClusterSettings(kubernetes_conn_id=conn_id, serving_ready_timeout_seconds=20,
-                                   serving_poll_interval_seconds=0.2, startup_timeout_seconds=60,
-                                   pod_poll_interval_seconds=0.2)
-        with ScriptedKubelet(kube, registry["root"] / "volume", tmp_path / "kubelet") as kubelet, \
-                ScriptedKServe(kube, lambda generation: "serve", registry["uri"], tmp_path / "kserve") as kserve:
-            yield SimpleNamespace(kube=kube, settings=settings, kubelet=kubelet, kserve=kserve)
+def settings(registry, monkeypatch) -> ClusterSettings:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", MLFLOW_URI)
+    conn_id = kube_connection(monkeypatch, registry.kube.url, xcom_sidecar_container_image=PIPELINE_IMAGE)
+    return ClusterSettings(kubernetes_conn_id=conn_id, serving_ready_timeout_seconds=240,
+                           serving_poll_interval_seconds=0.3, startup_timeout_seconds=120,
+                           pod_poll_interval_seconds=0.3)
 
 
-def deploy(settings) -> tuple[dict | None, Exception | None]:
+def deploy(settings: ClusterSettings, model: str) -> tuple[dict | None, Exception | None]:
     """One deploy task: execute (submit + defer), the trigger in the triggerer, execute_complete."""
-    operator = KServeDeployOperator(task_id="deploy", model_name=MODEL, cluster=settings)
+    operator = KServeDeployOperator(task_id="deploy", model_name=model, cluster=settings)
     try:
         try:
             return operator.execute(task_context()), None
@@ -77,97 +75,133 @@ def deploy(settings) -> tuple[dict | None, Exception | None]:
         return None, exc
 
 
-def champion(registry) -> str:
-    return registry["stages"].run("champion-at", {"model_name": MODEL}, on_line=lambda _: None)["champion_version"]
+def champion(cluster, model: str, name: str) -> str:
+    return cluster.stage(name, "champion-at", model_name=model)["champion_version"]
 
 
-def test_first_deploy_update_and_no_op(cluster):
-    kube = cluster.kube
-    # First deploy: created (201), Ready for generation 1, the smoke test answered by v2.
-    result, error = deploy(cluster.settings)
+def writes(kube, model: str) -> list[str]:
+    """The plugins' writes to `model`'s InferenceService, in order."""
+    return [r.method.value for r in kube.requests(ISVC) if r.method.value in ("POST", "PATCH", "DELETE")
+            and (r.name or (r.data or {}).get("metadata", {}).get("name")) == model]
+
+
+def infer(url: str, model: str) -> dict:
+    return httpx.post(f"{url}/v2/models/{model}/infer", json={"inputs": [
+        {"name": "features", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}, timeout=10).json()
+
+
+def test_serverless_deploy_update_rollback_and_a_failed_revision(registry, settings):
+    kube, model = registry.kube, "iris-kserve"
+    # First deploy: created, the storage initializer copies v2's artifacts from S3, the predictor's env
+    # names the registry version, and the smoke test (through the InferenceService's own address) is
+    # answered by v2.
+    result, error = deploy(settings, model)
     assert error is None, error
     assert result["version"] == "2" and result["changed"] and result["smoke_test"]["model_version"] == "2"
-    stored = kube.stored(ISVC, NAMESPACE, MODEL)
-    assert stored["metadata"]["generation"] == 1
+    stored = kube.stored(ISVC, NAMESPACE, model)
     assert stored["spec"]["predictor"]["model"]["storageUri"].startswith("s3://mlflow/")
-    assert [r.method.value for r in kube.requests(ISVC) if r.method.value in ("POST", "PATCH", "DELETE")] == ["POST"]
+    predictor = stored["status"]["components"]["predictor"]
+    assert predictor["latestReadyRevision"] == predictor["latestCreatedRevision"] == f"{model}-predictor-00001"
     # Deploying the same champion again changes nothing.
-    again, error = deploy(cluster.settings)
+    again, error = deploy(settings, model)
     assert error is None and again["changed"] is False
-    assert kube.stored(ISVC, NAMESPACE, MODEL)["metadata"]["generation"] == 1
+    assert writes(kube, model) == ["POST"]
 
-
-def test_update_waits_for_the_new_generation_then_never_ready_rolls_back(cluster, registry):
-    kube, settings = cluster.kube, cluster.settings
-    # v1 is served first (deployed yesterday).
-    KServeHook(settings.kubernetes_conn_id, NAMESPACE).apply(
-        inference_service(MODEL, "1", None, "s3://mlflow/v1", settings))
-    deadline = time.monotonic() + 60
-    while cluster.kserve.served != [("1", 1)]:
-        assert time.monotonic() < deadline, "the controller never rolled out v1"
-        time.sleep(0.2)
-    # The champion is v2: a patch (never delete and re-create), generation 2; the controller takes
-    # 2 s, so the trigger must wait for observedGeneration 2 rather than take generation 1's Ready.
-    cluster.kserve.script = lambda generation: ("serve", 2.0)
-    result, error = deploy(settings)
+    # v1 becomes champion again (a manual promotion): a patch, a new revision; the old one served
+    # until the new one was ready, then the traffic moved.
+    assert champion(registry, model, "champ-a") == "2"
+    registry.stage("promote-v1", "rollback", model_name=model, to_version=1, reason="test: v1 again")
+    result, error = deploy(settings, model)
     assert error is None, error
-    assert result["version"] == "2" and result["previous_version"] == "1" and result["generation"] == 2
-    writes = [r.method.value for r in kube.requests(ISVC) if r.method.value in ("POST", "PATCH", "DELETE")]
-    assert writes == ["POST", "PATCH"]  # v1 created; v2 a patch of it (status is the controller's)
-    assert cluster.kserve.served == [("1", 1), ("2", 2)]
+    assert result["version"] == "1" and result["previous_version"] == "2"
+    assert infer(result["endpoint"].rsplit("/v2/", 1)[0], model)["model_version"] == "1"
+    assert writes(kube, model) == ["POST", "PATCH"]
+    assert kube.stored(ISVC, NAMESPACE, model)["status"]["components"]["predictor"]["latestRolledoutRevision"] == \
+        f"{model}-predictor-00002"
 
-    # v1 becomes champion again (a manual promotion) but its revision never gets Ready: after the
-    # timeout the spec goes back to v2's, the alias moves back to v2 (a rollback pod), the task fails.
-    registry["stages"].run("rollback", {"model_name": MODEL, "to_version": "1", "reason": "test: v1 again"},
-                           on_line=lambda _: None)
-    cluster.kserve.script = lambda generation: "never"
-    result, error = deploy(ClusterSettings(**{**settings.__dict__, "serving_ready_timeout_seconds": 2}))
-    assert result is None and "deploy of iris-kserve v1 failed: not Ready for generation 3 within 2 s" in str(error)
-    stored = kube.stored(ISVC, NAMESPACE, MODEL)
-    assert stored["metadata"]["annotations"]["mlops-ct/registry-version"] == "2"
-    assert stored["metadata"]["generation"] == 4  # v2's spec back by a patch, not a delete
-    assert champion(registry) == "2"
-    rollbacks = [run for run in cluster.kubelet.runs.values() if run["argv"][1] == "rollback"]
-    assert len(rollbacks) == 1 and rollbacks[0]["returncode"] == 0
+    # v2 again, but its revision cannot be ready within 1 s: the spec goes back to v1's (a patch,
+    # never a delete), the alias moves back to v1 through a rollback pod, the task fails.
+    registry.stage("promote-v2", "rollback", model_name=model, to_version=2, reason="test: v2 again")
+    result, error = deploy(ClusterSettings(**{**settings.__dict__, "serving_ready_timeout_seconds": 1}), model)
+    assert result is None and f"deploy of {model} v2 failed: not rolled out and Ready within 1 s" in str(error)
+    assert kube.stored(ISVC, NAMESPACE, model)["metadata"]["annotations"]["mlops-ct/registry-version"] == "1"
+    assert writes(kube, model) == ["POST", "PATCH", "PATCH", "PATCH"]
+    assert champion(registry, model, "champ-b") == "1"
+    rollbacks = [p for p in kube.list(PODS, "mlops") if p["metadata"]["name"].startswith("mlpipeline-rollback")]
+    assert rollbacks == []  # succeeded rollback pods are deleted
 
 
-def test_a_failed_revision_rolls_back_with_the_controllers_message(cluster, registry):
-    result, error = deploy(cluster.settings)
+def test_a_failed_revision_rolls_back_with_the_controllers_message(registry, settings):
+    """The predictor cannot load what the storage initializer gave it: the revision fails, Knative
+    reports the container's own error, traffic never left the old revision."""
+    kube, model = registry.kube, "iris-kserve"
+    result, error = deploy(settings, model)  # whatever the previous test left: ensure the champion is served
     assert error is None, error
-    registry["stages"].run("rollback", {"model_name": MODEL, "to_version": "1", "reason": "test: v1 again"},
-                           on_line=lambda _: None)
-    cluster.kserve.script = lambda generation: "fail"
-    result, error = deploy(cluster.settings)
-    assert 'Revision "iris-kserve-predictor-00002" failed with message: model could not be loaded' in str(error)
-    assert cluster.kube.stored(ISVC, NAMESPACE, MODEL)["metadata"]["annotations"]["mlops-ct/registry-version"] == "2"
-    assert champion(registry) == "2"
+    served = result["version"]
+    broken = {**settings.__dict__, "artifact_store_root": "s3://mlflow/no-such-prefix"}
+    other = "2" if served == "1" else "1"
+    registry.stage(f"promote-v{other}-again", "rollback", model_name=model, to_version=other, reason="test: broken")
+    result, error = deploy(ClusterSettings(**broken), model)
+    assert result is None
+    assert f'Revision "{model}-predictor-' in str(error) and "failed with message: Container failed with:" in str(error)
+    stored = kube.stored(ISVC, NAMESPACE, model)
+    assert stored["metadata"]["annotations"]["mlops-ct/registry-version"] == served
+    assert infer(stored["status"]["address"]["url"], model)["model_version"] == served
+    assert champion(registry, model, "champ-c") == served
 
 
-def test_a_create_conflict_converges_by_patching(cluster, monkeypatch):
-    kube, settings = cluster.kube, cluster.settings
-    cluster.kserve.script = lambda generation: "never"
+def test_raw_deployment_mode_waits_for_the_deployment_rollout(registry, settings):
+    kube, model = registry.kube, "iris-raw"
+    raw = ClusterSettings(**{**settings.__dict__, "serving_deployment_mode": "RawDeployment"})
+    result, error = deploy(raw, model)
+    assert error is None, error
+    assert result["smoke_test"]["model_version"] == "2"
+    assert result["endpoint"].startswith(f"http://{model}-predictor.{NAMESPACE}.svc.cluster.local/v2/")
+    deployment = kube.stored(DEPLOYMENTS, NAMESPACE, f"{model}-predictor")
+    assert deployment["status"]["updatedReplicas"] == 1
+    registry.stage("raw-promote-v1", "rollback", model_name=model, to_version=1, reason="test: v1 again")
+    result, error = deploy(raw, model)
+    assert error is None, error
+    assert result["smoke_test"]["model_version"] == "1"
+    assert kube.stored(DEPLOYMENTS, NAMESPACE, f"{model}-predictor")["metadata"]["generation"] == 2
+
+
+def test_a_create_conflict_converges_by_patching(registry, settings, monkeypatch):
+    kube, model = registry.kube, "iris-conflict"
     hook = KServeHook(settings.kubernetes_conn_id, NAMESPACE)
-    hook.apply(inference_service(MODEL, "1", None, "s3://mlflow/v1", settings))
+    hook.apply(inference_service(model, "1", None, "s3://mlflow/v1", settings))
     # Someone else created it between our read and our create: the 409 is answered by a patch.
     real_get, calls = hook.get, []
-    monkeypatch.setattr(hook, "get", lambda name: calls.append(name) or (None if len(calls) == 1 else real_get(name)))
-    applied, created = hook.apply(inference_service(MODEL, "2", None, "s3://mlflow/v2", settings))
+    monkeypatch.setattr(hook, "get", lambda name, kind="InferenceService": calls.append(name) or (
+        None if len(calls) == 1 else real_get(name, kind)))
+    applied, created = hook.apply(inference_service(model, "2", None, "s3://mlflow/v2", settings))
     assert created is False and applied["metadata"]["generation"] == 2
     assert applied["spec"]["predictor"]["model"]["storageUri"] == "s3://mlflow/v2"
-    assert [r.method.value for r in kube.requests(ISVC) if r.method.value in ("POST", "PATCH", "DELETE")] == [
-        "POST", "POST", "PATCH"]  # create; the second create answered 409; then the patch
+    assert writes(kube, model) == ["POST", "POST", "PATCH"]  # create; the second create answered 409; the patch
 
 
-def test_the_trigger_ignores_an_old_generations_ready(cluster):
-    kube, settings = cluster.kube, cluster.settings
-    cluster.kserve.script = lambda generation: "never"
-    hook = KServeHook(settings.kubernetes_conn_id, NAMESPACE)
-    hook.apply(inference_service(MODEL, "1", None, "s3://mlflow/v1", settings))
-    kube.patch(ISVC, NAMESPACE, MODEL, {"status": {"observedGeneration": 1, "conditions": [
-        {"type": "Ready", "status": "True"}]}})
-    applied, _ = hook.apply(inference_service(MODEL, "2", None, "s3://mlflow/v2", settings))
+def test_readiness_is_not_fooled_by_the_copied_observed_generation(registry, settings):
+    """kserve#6081: status.observedGeneration is the Knative Service's. After a change that moves the
+    Knative Service but not the InferenceService's generation (labels, annotations), the old test,
+    observedGeneration >= generation with Ready True, passed at once, before the new revision existed."""
+    from mlops.inference_service import readiness, rollout_marker
     from mlops.triggers.kserve import InferenceServiceReadyTrigger
 
-    event = first_event(InferenceServiceReadyTrigger(MODEL, NAMESPACE, applied["metadata"]["generation"],
-                                                     time.time() + 1, settings.kubernetes_conn_id, 0.1))
-    assert event == {"status": "timeout", "message": "controller has seen generation 1, waiting for 2", "resume": {}}
+    kube, model = registry.kube, "iris-kserve"
+    hook = KServeHook(settings.kubernetes_conn_id, NAMESPACE)
+    current = hook.get(model)
+    assert readiness(current, None, "Serverless")[0] is True  # served and rolled out
+    before = rollout_marker(current, None, "Serverless")
+    relabelled = {**current, "metadata": {**current["metadata"],
+                                          "labels": {**current["metadata"]["labels"], "team": "fraud"}}}
+    applied = hook.patch_to(current, relabelled)
+    assert applied["metadata"]["generation"] == current["metadata"]["generation"]  # metadata only
+    status = applied["status"]
+    assert status["observedGeneration"] >= applied["metadata"]["generation"]  # the old check: "ready"
+    assert readiness(applied, before, "Serverless")[0] is None  # ours: the new revision is not even there
+    started = time.monotonic()
+    event = first_event(InferenceServiceReadyTrigger(model, NAMESPACE, before, "Serverless", time.time() + 240,
+                                                     settings.kubernetes_conn_id, 0.3))
+    assert event["status"] == "ready", event
+    predictor = kube.stored(ISVC, NAMESPACE, model)["status"]["components"]["predictor"]
+    assert predictor["latestRolledoutRevision"] != before and time.monotonic() - started > 1

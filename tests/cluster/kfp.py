@@ -2,7 +2,7 @@
 published swagger (`tests/schemas/kfp-v2beta1-*.swagger.json`): operation, query parameters,
 body schema with unknown fields rejected, bearer auth; every answer is itself validated against the
 operation's response schema. Run states follow a per-test script, or an `executor` runs the submitted
-run for real (the whole-DAG contract test runs it with kfp.local)."""
+run for real: ContainerBackend runs the submitted pipeline spec in containers, as KFP's backend would."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
@@ -146,7 +147,9 @@ class FakeKfp:
         except Exception as exc:  # a broken executor fails the run at once, as a crashed KFP driver would
             error = f"the run's executor raised {type(exc).__name__}: {exc}"
         with self.lock:
-            if error is None:
+            if run["state"] in ("CANCELING", "CANCELED"):
+                run["state"] = "CANCELED"
+            elif error is None:
                 run["state"] = "SUCCEEDED"
             else:
                 run["state"], self.run_error = "FAILED", error
@@ -209,3 +212,99 @@ class FakeKfp:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class ContainerBackend:
+    """The part of a KFP backend that runs a submitted run: its pipeline spec (as submitted, not a copy
+    of ours) with kfp.local's DockerRunner, each component in a container of its declared image running
+    its own command, and the platform spec applied as KFP's driver applies it to the step's pod
+    (kubeflow/pipelines backend/src/v2/driver/k8s.go at 2.17.0): the PVC named by `pvcNameParameter`
+    mounted at `mountPath`, Secret and ConfigMap keys as env (`secretAsEnv`, `configMapAsEnv`, resolved
+    through their name parameters), `securityContext` user and group, and the launcher pod's own
+    hardening (no privilege escalation, every capability dropped). Those objects are looked up in
+    `namespace`, where KFP creates a run's pods; a claim that does not exist there leaves the step's
+    pod Pending, so the run stays RUNNING until it is terminated, as in a cluster."""
+
+    def __init__(self, cluster, namespace: str, root):
+        self.cluster, self.namespace, self.root = cluster, namespace, root
+        self.submitted: list[dict] = []  # (the spec, parameters, docker options) of each run
+
+    def _param(self, reference: dict, parameters: dict) -> str:
+        if "componentInputParameter" in reference:
+            return parameters[reference["componentInputParameter"]]
+        return reference["runtimeValue"]["constant"]
+
+    def _platform(self, run: dict) -> dict:
+        platform = ((run["pipeline_spec"].get("platform_spec") or {}).get("platforms") or {}).get("kubernetes") or {}
+        executors = (platform.get("deploymentSpec") or {}).get("executors") or {}
+        configs = {json.dumps(config, sort_keys=True) for config in executors.values()}
+        if len(configs) > 1:
+            raise ValueError("this backend runs pipelines whose steps share one platform config")
+        return next(iter(executors.values()), {})
+
+    def __call__(self, run: dict) -> str | None:
+        import base64
+        import os
+        import subprocess
+        import time
+
+        from .apiserver import CONFIGMAPS, PVCS, SECRETS
+        from .engine import docker_host
+
+        parameters = dict(run["runtime_config"].get("parameters") or {})
+        config = self._platform(run)
+        kube, env, mounts = self.cluster.kube, {}, []
+        for mount in config.get("pvcMount") or []:
+            claim = self._param(mount.get("pvcNameParameter") or {"runtimeValue": {"constant": mount.get("constant")}},
+                                parameters)
+            if kube.stored(PVCS, self.namespace, claim) is None:
+                # The step's pod cannot be scheduled: nothing fails, the run just never proceeds.
+                while run["state"] not in ("CANCELING", "CANCELED"):
+                    time.sleep(0.2)
+                return f'pod unschedulable: persistentvolumeclaim "{claim}" not found'
+            folder = self.cluster.kubelet.root / "pvc" / self.namespace / claim
+            folder.mkdir(parents=True, exist_ok=True)
+            mounts.append({"target": mount["mountPath"], "source": str(folder), "type": "bind"})
+        for field, resource in (("secretAsEnv", SECRETS), ("configMapAsEnv", CONFIGMAPS)):
+            for source in config.get(field) or []:
+                name_ref = source.get("secretNameParameter") or source.get("configMapNameParameter")
+                name = self._param(name_ref, parameters) if name_ref else source.get("secretName") or \
+                    source.get("configMapName")
+                found = kube.stored(resource, self.namespace, name)
+                if found is None and not source.get("optional"):
+                    return f"{field}: {resource.plural} {self.namespace}/{name} not found"
+                data = (found or {}).get("data") or {}
+                if resource == SECRETS:
+                    data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+                for pair in source.get("keyToEnv") or []:
+                    key = pair.get("secretKey") or pair.get("configMapKey")
+                    if key in data:
+                        env[pair["envVar"]] = data[key]
+        context = config.get("securityContext") or {}
+        user = context.get("runAsUser")
+        options = {"network": self.cluster.network_name, "extra_hosts": self.cluster.services.hosts(),
+                   "environment": env, "mounts": mounts, "entrypoint": [""], "cap_drop": ["ALL"],
+                   "security_opt": ["no-new-privileges"],
+                   **({"user": f"{user}:{context.get('runAsGroup', user)}"} if user is not None else {})}
+        work = self.root / run["run_id"]
+        work.mkdir(parents=True)
+        (work / "pipeline-root").mkdir(mode=0o777)
+        (work / "pipeline-root").chmod(0o777)
+        spec = dict(run["pipeline_spec"].get("pipeline_spec") or run["pipeline_spec"])
+        import yaml
+
+        (work / "spec.yaml").write_text(yaml.safe_dump(spec))
+        (work / "parameters.json").write_text(json.dumps(parameters))
+        (work / "options.json").write_text(json.dumps(options))
+        self.submitted.append({"spec": spec, "parameters": parameters, "options": options})
+        # -P: not this folder on sys.path, where kfp.py would shadow the kfp package
+        runner = Path(__file__).with_name("kfp_runner.py")
+        done = subprocess.run([str(support.PIPELINE_BIN / "python"), "-P", str(runner), str(work / "spec.yaml"),
+                               str(work / "parameters.json"), str(work / "options.json"), str(work / "pipeline-root")],
+                              capture_output=True, text=True, timeout=1800,
+                              env={**os.environ, "DOCKER_HOST": docker_host()})
+        (work / "run.log").write_text(done.stdout + done.stderr)
+        if done.returncode == 0:
+            return None
+        lines = [line for line in (done.stdout + done.stderr).strip().splitlines() if line.strip()]
+        return " | ".join(lines[-3:])[-2000:] or f"exit code {done.returncode}"

@@ -25,10 +25,21 @@ import attrs
 import kmock
 
 ISVC = kmock.resource("serving.kserve.io", "v1beta1", "inferenceservices")
+RUNTIMES = kmock.resource("serving.kserve.io", "v1alpha1", "clusterservingruntimes")
 PODS = kmock.resource("", "v1", "pods")
 CONFIGMAPS = kmock.resource("", "v1", "configmaps")
 SECRETS = kmock.resource("", "v1", "secrets")
 EVENTS = kmock.resource("", "v1", "events")
+SERVICES = kmock.resource("", "v1", "services")
+ENDPOINTS = kmock.resource("", "v1", "endpoints")
+PVCS = kmock.resource("", "v1", "persistentvolumeclaims")
+SERVICE_ACCOUNTS = kmock.resource("", "v1", "serviceaccounts")
+DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
+VIRTUAL_SERVICES = kmock.resource("networking.istio.io", "v1", "virtualservices")
+# kind -> resource, for objects installed from manifests
+KINDS = {"InferenceService": ISVC, "ClusterServingRuntime": RUNTIMES, "Pod": PODS, "ConfigMap": CONFIGMAPS,
+         "Secret": SECRETS, "Service": SERVICES, "Endpoints": ENDPOINTS, "PersistentVolumeClaim": PVCS,
+         "ServiceAccount": SERVICE_ACCOUNTS, "Deployment": DEPLOYMENTS, "VirtualService": VIRTUAL_SERVICES}
 
 
 POD_SUBRESOURCE = re.compile(r"/api/v1/namespaces/(?P<namespace>[^/]+)/pods/(?P<name>[^/]+)/(?P<sub>exec|log)")
@@ -38,9 +49,12 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _labels_match(obj: dict, selector: str | None) -> bool:
-    """Equality-based selectors (a=b, a==b, a!=b, a, !a): what the provider and our code send."""
+def labels_match(obj: dict, selector: str | dict | None) -> bool:
+    """Equality-based selectors (a=b, a==b, a!=b, a, !a) as a string, what clients send, or a
+    Service's / Deployment's matchLabels dict."""
     labels = (obj.get("metadata") or {}).get("labels") or {}
+    if isinstance(selector, dict):
+        return all(labels.get(k) == v for k, v in selector.items())
     for term in filter(None, (t.strip() for t in (selector or "").split(","))):
         if "!=" in term:
             key, value = term.split("!=", 1)
@@ -60,12 +74,12 @@ def _labels_match(obj: dict, selector: str | None) -> bool:
 @attrs.define(kw_only=True)
 class ApiServer(kmock.KubernetesEmulator):
     """`exec_handler(namespace, pod, container, command, stdin) -> (stdout, exit code)` answers
-    `pods/exec` (KPO reads XCom through the sidecar that way); `pod_logs[(namespace, pod)]` answers
-    `pods/log`. A scripted kubelet provides both."""
+    `pods/exec` (KPO reads XCom through the sidecar that way); `log_handler(namespace, pod, container)`
+    answers `pods/log`. The kubelet provides both."""
 
     _resource_version: int = attrs.field(default=0, init=False)
     exec_handler: Callable | None = attrs.field(default=None, init=False)
-    pod_logs: dict = attrs.field(factory=dict, init=False)
+    log_handler: Callable | None = attrs.field(default=None, init=False)
     subresource_calls: list = attrs.field(factory=list, init=False)  # (namespace, pod, "exec" | "log")
 
     def __attrs_post_init__(self) -> None:
@@ -80,6 +94,12 @@ class ApiServer(kmock.KubernetesEmulator):
         self.resources[EVENTS] = kmock.ResourceInfo(
             kind="Event", singular="event", namespaced=True, shortnames={"ev"}, categories=set(), subresources=set(),
             verbs={"create", "get", "list", "watch"})
+        crud = {"create", "delete", "get", "list", "patch", "update", "watch"}
+        for kind, resource in KINDS.items():
+            if resource not in self.resources:
+                self.resources[resource] = kmock.ResourceInfo(
+                    kind=kind, singular=kind.lower(), namespaced=resource is not RUNTIMES, shortnames=set(),
+                    categories=set(), subresources={"status"}, verbs=crud)
         early = self ** -1000  # above kmock's own fallbacks, below a test's reactions
         early["get", re.compile(r"/apis/[^/]+/[^/]+/")] << self._serve_version
         early["get", re.compile(r"/apis/[^/]+/")] << self._serve_group
@@ -95,7 +115,9 @@ class ApiServer(kmock.KubernetesEmulator):
         if found and found["sub"] == "exec":
             return await self._serve_exec(raw_request, found["namespace"], found["name"])
         if found and found["sub"] == "log":
-            lines = self.pod_logs.get((found["namespace"], found["name"]), "").splitlines()
+            text = await asyncio.to_thread(self.log_handler, found["namespace"], found["name"],
+                                           raw_request.query.get("container")) if self.log_handler else ""
+            lines = text.splitlines()
             if raw_request.query.get("timestamps", "").lower() == "true":
                 lines = [f"{_now().replace('Z', '.000000000Z')} {line}" for line in lines]
             return aiohttp.web.Response(text="".join(f"{line}\n" for line in lines), content_type="text/plain")
@@ -151,10 +173,8 @@ class ApiServer(kmock.KubernetesEmulator):
                      "message": f'{resource.plural}.{resource.group} "{meta.get("name")}" already exists',
                      "details": {"name": meta.get("name"), "group": resource.group, "kind": resource.plural}},
                     status=409)
-            meta.update(namespace=namespace, uid=str(uuid.uuid4()), resourceVersion=self.next_resource_version(),
-                        generation=1, creationTimestamp=_now())
-            if resource == PODS:
-                request.data["status"] = {"phase": "Pending", "qosClass": "Burstable"}  # until a kubelet takes it
+            meta["namespace"] = namespace
+            self.server_defaults(resource, request.data)
             response = await super()._handle(request)
             if response.status == 200:
                 response.set_status(201)
@@ -173,9 +193,43 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def _serve_list(self, request: kmock.Request):
         result = await super()._serve_list(request)
-        result["items"] = [o for o in result["items"] if _labels_match(o, request.params.get("labelSelector"))]
+        result["items"] = [o for o in result["items"] if labels_match(o, request.params.get("labelSelector"))]
         result["metadata"] = {"resourceVersion": str(self._resource_version)}
         return result
+
+    def server_defaults(self, resource, obj: dict) -> dict:
+        """What the apiserver fills in on create: uid, resourceVersion, generation, creationTimestamp;
+        a Pending status for pods (until a kubelet takes them)."""
+        meta = obj.setdefault("metadata", {})
+        meta.update(uid=str(uuid.uuid4()), resourceVersion=self.next_resource_version(), generation=1,
+                    creationTimestamp=_now())
+        if resource == PODS:
+            obj["status"] = {"phase": "Pending", "qosClass": "Burstable"}
+        return obj
+
+    async def create_stored(self, resource, obj: dict) -> dict:
+        """Store a new object as a controller's create would (the harness's own writes, which are not
+        the plugins' API calls)."""
+        obj = self.server_defaults(resource, copy.deepcopy(obj))
+        meta = obj["metadata"]
+        async with self._lock:
+            key = (resource, meta.get("namespace"), meta["name"])
+            if key in self.objects and not self.objects[key].deleted:
+                raise KeyError(f"{resource.plural} {meta.get('namespace')}/{meta['name']} already exists")
+            if key in self.objects:
+                self.objects[key].create(obj)
+            else:
+                self.objects[key] = obj
+            await self._buses[resource].put({"type": "ADDED", "object": self.objects[key].raw})
+            return copy.deepcopy(self.objects[key].raw)
+
+    async def delete_stored(self, resource, namespace: str | None, name: str) -> None:
+        async with self._lock:
+            key = (resource, namespace, name)
+            if key in self.objects and not self.objects[key].deleted:
+                raw = self.objects[key].raw
+                self.objects[key].delete()
+                await self._buses[resource].put({"type": "DELETED", "object": raw})
 
     async def patch_stored(self, resource, namespace: str, name: str, patch) -> dict:
         """Change a stored object as a controller or kubelet would (resourceVersion bump, watch event)."""
@@ -235,6 +289,19 @@ class KubeEmulator:
     def patch(self, resource, namespace: str, name: str, patch) -> dict:
         return self.call(self.api.patch_stored, resource, namespace, name, patch)
 
+    def create(self, obj: dict, resource=None) -> dict:
+        return self.call(self.api.create_stored, resource or KINDS[obj["kind"]], obj)
+
+    def delete(self, resource, namespace: str | None, name: str) -> None:
+        self.call(self.api.delete_stored, resource, namespace, name)
+
+    def list(self, resource, namespace: str | None = None) -> list[dict]:
+        def read():
+            return [copy.deepcopy(obj.raw) for (res, ns, _), obj in self.api.objects.items()
+                    if res == resource and not obj.deleted and namespace in (None, ns)]
+
+        return self.call(read)
+
     def requests(self, *criteria) -> list[kmock.Request]:
         return self.call(lambda: list(self.api[criteria] if criteria else self.api))
 
@@ -249,14 +316,15 @@ class KubeEmulator:
         self._thread.join(10)
 
 
-def kube_connection(monkeypatch, url: str, conn_id: str = "kubernetes_emulator") -> str:
-    """An Airflow connection to the emulator, as the provider's KubernetesHook reads it (inline kubeconfig)."""
+def kube_connection(monkeypatch, url: str, conn_id: str = "kubernetes_emulator", **extra) -> str:
+    """An Airflow connection to the emulator, as the provider's KubernetesHook reads it (inline kubeconfig;
+    `extra`: the connection's other fields, e.g. xcom_sidecar_container_image)."""
     config = {"apiVersion": "v1", "kind": "Config", "current-context": "emulator",
               "clusters": [{"name": "emulator", "cluster": {"server": url}}],
               "users": [{"name": "tests", "user": {}}],
               "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tests"}}]}
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}",
-                       json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": config}}))
+                       json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": config, **extra}}))
     return conn_id
 
 
@@ -264,14 +332,20 @@ RBAC_VERBS = {kmock.action.LIST: "list", kmock.action.WATCH: "watch", kmock.acti
               kmock.action.CREATE: "create", kmock.action.UPDATE: "patch", kmock.action.DELETE: "delete"}
 
 
-def api_calls(kube: KubeEmulator) -> set[tuple[str, str, str, str]]:
-    """Every resource call the emulator served, as RBAC sees it: (namespace, apiGroup, resource, verb).
-    A websocket exec is authorised as `create` on pods/exec (Kubernetes 1.30+); a log read is `get`."""
+def api_calls(kube: KubeEmulator, since: tuple[int, int] = (0, 0)) -> set[tuple[str, str, str, str]]:
+    """Every resource call the emulator served (after `since`, a `mark()`), as RBAC sees it: (namespace,
+    apiGroup, resource, verb). A websocket exec is authorised as `create` on pods/exec (Kubernetes
+    1.30+); a log read is `get`. The harness's own reads and writes are not API calls."""
     calls = set()
-    for request in kube.requests():
+    for request in kube.requests()[since[0]:]:
         if request.resource is not None and request.action in RBAC_VERBS:
             resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
             calls.add((request.namespace or "", request.resource.group, resource, RBAC_VERBS[request.action]))
-    for namespace, _, sub in kube.call(lambda: list(kube.api.subresource_calls)):
+    for namespace, _, sub in kube.call(lambda: list(kube.api.subresource_calls))[since[1]:]:
         calls.add((namespace, "", f"pods/{sub}", "create" if sub == "exec" else "get"))
     return calls
+
+
+def mark(kube: KubeEmulator) -> tuple[int, int]:
+    """Where the request log is now, for api_calls(since=...)."""
+    return len(kube.requests()), kube.call(lambda: len(kube.api.subresource_calls))

@@ -1,0 +1,160 @@
+"""The emulated cluster, assembled: API server, pod network and Services, kubelet, the Deployment and
+KServe controllers, an S3 store, and the project's own objects from k8s-yaml/ installed as
+`kubectl apply -k k8s-yaml/` would (with test values for the two Secrets the guide has users write).
+MLflow then runs as the pod of k8s-yaml/mlflow/deployment.yaml, and every client in the cluster
+reaches it as http://mlflow.mlops.svc.cluster.local:5000."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from tests.support import REPO
+
+from .apiserver import KINDS, PODS, KubeEmulator
+from .kserve import KServeController
+from .kubelet import DockerKubelet, describe
+from .network import NETWORK, PodNetwork, Services, resolving_cluster_names
+from .storage import ACCESS_KEY, REGION, SECRET_KEY, object_store, store_service
+from .workloads import DeploymentController
+
+K8S = REPO / "k8s-yaml"
+MLFLOW_URI = "http://mlflow.mlops.svc.cluster.local:5000"
+STORAGE_INITIALIZER = "mlops-ct/kserve-storage-initializer:0.21.0"
+PIPELINE_IMAGE = "ghcr.io/mlops-ct/pipeline:0.1.0"
+
+
+def kustomization_objects() -> list[dict]:
+    """The objects `kubectl kustomize k8s-yaml/` renders, without the generated Secrets."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    labels = {k: v for entry in kustomization.get("labels") or [] for k, v in entry["pairs"].items()}
+    found = []
+    for resource in kustomization["resources"]:
+        for obj in yaml.safe_load_all((K8S / resource).read_text()):
+            if obj:
+                obj["metadata"]["labels"] = {**(obj["metadata"].get("labels") or {}), **labels}
+                found.append(obj)
+    return found
+
+
+def generated_secrets(values: dict[str, dict[str, str]]) -> list[dict]:
+    """The secretGenerator's Secrets, with `values[name]` in place of the env files users create."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    secrets = []
+    for entry in kustomization["secretGenerator"]:
+        data = {k: base64.b64encode(v.encode()).decode() for k, v in values[entry["name"]].items()}
+        secrets.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": data,
+                        "metadata": {"name": entry["name"], "namespace": entry["namespace"],
+                                     "annotations": (entry.get("options") or {}).get("annotations") or {}}})
+    return secrets
+
+
+@dataclass
+class EmulatedCluster:
+    root: Path
+    serving_mode: str = "Serverless"
+    network_name: str = NETWORK
+    kube: KubeEmulator = field(init=False)
+    services: Services = field(init=False)
+    kubelet: DockerKubelet = field(init=False)
+    kserve: KServeController = field(init=False)
+    s3_endpoint: str = field(init=False)
+    _stack: contextlib.ExitStack = field(init=False, default_factory=contextlib.ExitStack)
+
+    def __enter__(self) -> EmulatedCluster:
+        try:
+            return self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _start(self) -> EmulatedCluster:
+        stack = self._stack
+        network = PodNetwork().ensure()
+        self.kube = stack.enter_context(KubeEmulator())
+        self.services = stack.enter_context(Services(self.kube))
+        self.kubelet = stack.enter_context(DockerKubelet(self.kube, network, self.services, self.root / "nodes"))
+        stack.enter_context(DeploymentController(self.kube))
+        self.kserve = stack.enter_context(KServeController(self.kube, STORAGE_INITIALIZER,
+                                                          default_mode=self.serving_mode))
+        self.s3_endpoint = stack.enter_context(object_store(self.root))
+        stack.enter_context(resolving_cluster_names(self.services))
+        port = int(self.s3_endpoint.rsplit(":", 1)[1])
+        s3 = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION,
+              "MLFLOW_S3_ENDPOINT_URL": "http://minio.mlops.svc.cluster.local:9000"}
+        # The tracking server's database: SQLite in its scratch volume stands in for Postgres here.
+        objects = [*store_service("mlops", port), *kustomization_objects(),
+                   *generated_secrets({"mlflow-backend": {"MLFLOW_BACKEND_STORE_URI": "sqlite:////tmp/mlflow.db"},
+                                       "mlflow-s3-credentials": s3})]
+        for obj in objects:
+            if obj["kind"] in KINDS:
+                self.kube.create(obj)
+        self.wait_http(f"{MLFLOW_URI}/health", "mlflow", timeout=180)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def wait_http(self, url: str, what: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(url, timeout=3).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pods = "; ".join(describe(p) for p in self.kube.list(PODS))
+                raise TimeoutError(f"{what} did not answer at {url} within {timeout} s; pods: {pods}")
+            time.sleep(0.5)
+
+    def pod_logs(self, namespace: str, prefix: str) -> str:
+        return "\n".join(f"--- {p['metadata']['name']}\n" + self.kubelet.logs(namespace, p["metadata"]["name"], None)
+                         for p in self.kube.list(PODS, namespace) if p["metadata"]["name"].startswith(prefix))
+
+    def run_pod(self, name: str, args: list[str], namespace: str = "mlops", timeout: float = 600) -> dict:
+        """A one-off pod of the pipeline image on the data volume with the MLflow settings, as
+        docs/deploy.md lands a batch with `kubectl run`; returns the finished pod (Succeeded or Failed)."""
+        self.kube.create({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"restartPolicy": "Never", "serviceAccountName": "mlops-pipeline",
+                     "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
+                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "mlops-data"}}],
+                     "containers": [{"name": name, "image": PIPELINE_IMAGE, "args": args,
+                                     "envFrom": [{"configMapRef": {"name": "mlops-mlflow"}},
+                                                 {"secretRef": {"name": "mlflow-s3-credentials"}}],
+                                     "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}})
+        deadline = time.monotonic() + timeout
+        while True:
+            pod = self.kube.stored(PODS, namespace, name)
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                return pod
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pod {namespace}/{name} did not finish: {describe(pod)}")
+            time.sleep(0.3)
+
+    def data_volume(self, namespace: str = "mlops", claim: str = "mlops-data") -> Path:
+        """Where the claim's files are, for the Airflow side's batch sensor (which mounts it read-only)."""
+        return self.kubelet.root / "pvc" / namespace / claim
+
+    def stage(self, name: str, stage: str, **options) -> dict:
+        """A pipeline stage run as a one-off pod; its JSON result, or AssertionError with its log."""
+        args = [stage, "--data-root", "/data"] if stage not in ("rollback", "champion-at") else [stage]
+        for key, value in options.items():
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        pod = self.run_pod(name, args)
+        log = self.kubelet.logs("mlops", name, None)
+        assert pod["status"]["phase"] == "Succeeded", log[-3000:]
+        # The stage's one JSON line (stdout), among its log lines (stderr), in the pod's log.
+        for line in reversed(log.splitlines()):
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    return json.loads(line)
+        raise AssertionError(f"stage {stage} printed no JSON result: {log[-3000:]}")

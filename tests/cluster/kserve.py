@@ -1,0 +1,295 @@
+"""KServe's InferenceService controller (kserve/kserve v0.20.0), and below it what Knative Serving or
+the Deployment controller does with the predictor, as far as a client of the InferenceService sees it.
+
+The predictor pod (pkg/controller/v1beta1/inferenceservice/components/predictor.go and the pod
+webhook pkg/webhook/admission/pod/storage_initializer_injector.go):
+- the ClusterServingRuntime's `kserve-container`, its args' {{.Name}} rendered, with the
+  InferenceService's model fields merged over it (image, resources, env by name; args appended);
+- the runtime's annotations and the InferenceService's labels and annotations on the pod, plus
+  `serving.kserve.io/inferenceservice: <name>` and `component: predictor`;
+- an emptyDir `kserve-provision-location` at /mnt/models (read-only in kserve-container), filled by
+  the `storage-initializer` init container with args [storageUri, /mnt/models] and the S3 settings
+  of the service account's secrets: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the secret, and
+  from its `serving.kserve.io/s3-*` annotations S3_ENDPOINT, AWS_ENDPOINT_URL (with the scheme
+  s3-usehttps gives), S3_USE_HTTPS, S3_VERIFY_SSL and AWS_DEFAULT_REGION (pkg/credentials/s3).
+  The init container runs KServe's own storage code (the `kserve-storage` package, in an image of
+  tests/cluster/storage-initializer.Dockerfile).
+
+Serverless (Knative) mode, the default: each change of the pod template is a new revision
+`<name>-predictor-<5-digit configuration generation>` whose pod runs the container with its port
+renamed `user-port` and PORT/K_SERVICE/K_CONFIGURATION/K_REVISION set (knative/serving v0.48.1
+pkg/reconciler/revision/resources/deploy.go). Status as inference_service_status.go writes it:
+latestCreatedRevision at once, latestReadyRevision and the 100 % traffic target (and so
+latestRolledoutRevision) when the revision's pod is Ready, the old revision's pod then removed; a
+revision whose container or storage initializer fails is reported on PredictorReady (reason
+RevisionFailed) while traffic stays on the last ready one. status.observedGeneration is copied
+from the child Knative Service (L635), whose generation counts pod-template changes and which is
+returned before Knative has reconciled it (kserve#6081): it is not the InferenceService's own.
+The queue-proxy sidecar and the activator are not played: traffic goes to the pod's port.
+
+RawDeployment (Standard) mode, annotation serving.kserve.io/deploymentMode: a Deployment
+`<name>-predictor` (labels app: isvc.<name>-predictor) rolled out by the Deployment controller
+(workloads.py), a Service of the same name on port 80 to the first container port, PredictorReady
+from the Deployment's Available and Progressing conditions (L374-447), observedGeneration copied from
+the Deployment (L456).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import uuid
+
+from .apiserver import DEPLOYMENTS, ISVC, PODS, RUNTIMES, SECRETS, SERVICE_ACCOUNTS, SERVICES, KubeEmulator
+from .network import pod_ready
+from .workloads import template_hash
+
+MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+RAW_MODES = ("RawDeployment", "Standard")
+MODEL_DIR = "/mnt/models"
+PROVISION_VOLUME = "kserve-provision-location"
+# Annotations KServe does not copy to the pod (pkg/constants ServiceAnnotationDisallowedList).
+DISALLOWED = ("autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/max-scale",
+              "kubectl.kubernetes.io/last-applied-configuration")
+
+
+def _condition(kind: str, ok: bool, reason: str = "", message: str = "") -> dict:
+    return {"type": kind, "status": "True" if ok else "False", **({"reason": reason} if reason else {}),
+            **({"message": message} if message else {})}
+
+
+class KServeController:
+    def __init__(self, kube: KubeEmulator, storage_initializer_image: str, domain: str = "mlops.example.com",
+                 default_mode: str = "Serverless"):
+        self.kube, self.image, self.domain, self.default_mode = kube, storage_initializer_image, domain, default_mode
+        self.seen: dict[tuple[str, str], str] = {}
+        self.revisions: dict[tuple[str, str], list[dict]] = {}  # serverless: [{"name", "hash", "pod"}]
+        self.ksvc_generation: dict[tuple[str, str], int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="kserve-controller", daemon=True)
+
+    def __enter__(self) -> KServeController:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for isvc in self.kube.list(ISVC):
+                try:
+                    self._reconcile(isvc)
+                except Exception as exc:  # a controller logs and requeues; the test sees the status
+                    key = (isvc["metadata"]["namespace"], isvc["metadata"]["name"])
+                    self._status(key, {"conditions": [_condition("Ready", False, "InternalError", str(exc))]})
+            time.sleep(0.3)
+
+    # -- the predictor pod template ------------------------------------------------------------------
+    def mode(self, isvc: dict) -> str:
+        wanted = (isvc["metadata"].get("annotations") or {}).get(MODE_ANNOTATION, self.default_mode)
+        return "raw" if wanted in RAW_MODES else "serverless"
+
+    def pod_template(self, isvc: dict) -> dict:
+        meta, model = isvc["metadata"], isvc["spec"]["predictor"]["model"]
+        name, namespace = meta["name"], meta["namespace"]
+        runtime = self.kube.stored(RUNTIMES, None, model.get("runtime", ""))
+        if runtime is None:
+            raise LookupError(f"no ClusterServingRuntime {model.get('runtime')!r} for {namespace}/{name}")
+        base = copy.deepcopy(next(c for c in runtime["spec"]["containers"] if c["name"] == "kserve-container"))
+        rendered = [arg.replace("{{.Name}}", name) for arg in base.get("args") or []]
+        base["args"] = rendered + list(model.get("args") or [])
+        if model.get("image"):
+            base["image"] = model["image"]
+        if model.get("resources"):
+            base["resources"] = model["resources"]
+        env = {e["name"]: e for e in base.get("env") or []}
+        env.update({e["name"]: e for e in model.get("env") or []})
+        base["env"] = list(env.values())
+        base.setdefault("volumeMounts", []).append({"name": PROVISION_VOLUME, "mountPath": MODEL_DIR,
+                                                    "readOnly": True})
+        account = isvc["spec"]["predictor"].get("serviceAccountName", "default")
+        initializer = {"name": "storage-initializer", "image": self.image, "args": [model["storageUri"], MODEL_DIR],
+                       "env": self._storage_env(namespace, account),
+                       "resources": {"requests": {"cpu": "100m", "memory": "100Mi"},
+                                     "limits": {"cpu": "1", "memory": "1Gi"}},
+                       "terminationMessagePolicy": "FallbackToLogsOnError",
+                       "volumeMounts": [{"name": PROVISION_VOLUME, "mountPath": MODEL_DIR}]}
+        annotations = {k: v for k, v in {**(runtime["spec"].get("annotations") or {}),
+                                         **(meta.get("annotations") or {})}.items() if k not in DISALLOWED}
+        labels = {**(meta.get("labels") or {}), "serving.kserve.io/inferenceservice": name, "component": "predictor"}
+        return {"metadata": {"labels": labels, "annotations": annotations},
+                "spec": {"serviceAccountName": account, "initContainers": [initializer], "containers": [base],
+                         "volumes": [{"name": PROVISION_VOLUME, "emptyDir": {}}]}}
+
+    def _storage_env(self, namespace: str, account: str) -> list[dict]:
+        """S3 settings from the service account's secrets (pkg/credentials/s3/s3_secret.go, utils.go)."""
+        sa = self.kube.stored(SERVICE_ACCOUNTS, namespace, account) or {}
+        for ref in sa.get("secrets") or []:
+            secret = self.kube.stored(SECRETS, namespace, ref["name"])
+            if not secret or "AWS_SECRET_ACCESS_KEY" not in (secret.get("data") or {}):
+                continue
+            notes = secret["metadata"].get("annotations") or {}
+            env = [{"name": key, "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": key}}}
+                   for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
+            endpoint = notes.get("serving.kserve.io/s3-endpoint")
+            if endpoint:
+                https = notes.get("serving.kserve.io/s3-usehttps", "1") != "0"
+                host = endpoint.split("://", 1)[-1]
+                scheme = endpoint.split("://", 1)[0] if "://" in endpoint else ("https" if https else "http")
+                env += [{"name": "S3_ENDPOINT", "value": host},
+                        {"name": "AWS_ENDPOINT_URL", "value": f"{scheme}://{host}"},
+                        {"name": "S3_USE_HTTPS", "value": "1" if scheme == "https" else "0"}]
+            for note, key in (("serving.kserve.io/s3-verifyssl", "S3_VERIFY_SSL"),
+                              ("serving.kserve.io/s3-region", "AWS_DEFAULT_REGION")):
+                if note in notes:
+                    env.append({"name": key, "value": notes[note]})
+            return env
+        return []
+
+    # -- reconciling ---------------------------------------------------------------------------------------
+    def _reconcile(self, isvc: dict) -> None:
+        key = (isvc["metadata"]["namespace"], isvc["metadata"]["name"])
+        if self.mode(isvc) == "raw":
+            self._reconcile_raw(key, isvc)
+        else:
+            self._reconcile_serverless(key, isvc)
+
+    def _status(self, key, status: dict) -> None:
+        current = self.kube.stored(ISVC, *key)
+        if current is not None and {**(current.get("status") or {}), **status} != current.get("status"):
+            self.kube.patch(ISVC, *key, {"status": status})
+
+    def _ensure_service(self, namespace: str, name: str, selector: dict, target) -> None:
+        wanted = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
+                  "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": target}]}}
+        current = self.kube.stored(SERVICES, namespace, name)
+        if current is None:
+            self.kube.create(wanted)
+        elif current["spec"].get("selector") != selector:
+            self.kube.patch(SERVICES, namespace, name, {"spec": {"selector": selector}})
+
+    def _reconcile_serverless(self, key, isvc: dict) -> None:
+        namespace, name = key
+        template = self.pod_template(isvc)
+        container = template["spec"]["containers"][0]
+        port = (container.get("ports") or [{"containerPort": 8080}])[0]["containerPort"]
+        container["ports"] = [{"name": "user-port", "containerPort": port, "protocol": "TCP"}]
+        revisions = self.revisions.setdefault(key, [])
+        wanted = template_hash(template)
+        if not revisions or revisions[-1]["hash"] != wanted:
+            stale = self.ksvc_generation.get(key, 0)
+            self.ksvc_generation[key] = stale + 1
+            revision = f"{name}-predictor-{self.ksvc_generation[key]:05d}"
+            pod = copy.deepcopy(template)
+            pod["metadata"]["labels"].update({"serving.knative.dev/revision": revision,
+                                              "serving.knative.dev/service": f"{name}-predictor",
+                                              "serving.knative.dev/configuration": f"{name}-predictor"})
+            container = pod["spec"]["containers"][0]
+            container["env"] = [*container["env"], {"name": "PORT", "value": str(port)},
+                                {"name": "K_REVISION", "value": revision},
+                                {"name": "K_CONFIGURATION", "value": f"{name}-predictor"},
+                                {"name": "K_SERVICE", "value": f"{name}-predictor"}]
+            pod_name = f"{revision}-deployment-{uuid.uuid4().hex[:5]}"
+            self.kube.create({"apiVersion": "v1", "kind": "Pod",
+                              "metadata": {**pod["metadata"], "name": pod_name, "namespace": namespace},
+                              "spec": {"restartPolicy": "Always", **pod["spec"]}})
+            revisions.append({"name": revision, "hash": wanted, "pod": pod_name, "failed": None})
+            status = isvc.get("status") or {}
+            predictor = {**((status.get("components") or {}).get("predictor") or {}), "latestCreatedRevision": revision}
+            # The Knative Service as KServe's update returned it: not reconciled yet (ksvc_reconciler.go L303-317).
+            self._status(key, {"observedGeneration": stale, "components": {"predictor": predictor},
+                               "deploymentMode": "Serverless"})
+            return
+        latest = revisions[-1]
+        pod = self.kube.stored(PODS, namespace, latest["pod"])
+        ready_revisions = [r for r in revisions if r.get("ready")]
+        routed = ready_revisions[-1]["name"] if ready_revisions else None
+        if pod is not None and pod_ready(pod) and not latest.get("ready"):
+            latest["ready"] = True
+            routed = latest["name"]
+            for old in revisions[:-1]:  # no traffic left: the old revision scales to zero
+                if self.kube.stored(PODS, namespace, old["pod"]) is not None:
+                    self.kube.delete(PODS, namespace, old["pod"])
+        failure = None if latest.get("ready") else self._failure(pod)
+        if routed:
+            selector = {"serving.knative.dev/revision": routed}
+            self._ensure_service(namespace, f"{name}-predictor", selector, "user-port")
+            self._ensure_service(namespace, name, selector, "user-port")
+        predictor = {"latestCreatedRevision": latest["name"]}
+        if routed:
+            predictor.update(latestReadyRevision=routed, latestRolledoutRevision=routed,
+                             traffic=[{"revisionName": routed, "latestRevision": routed == latest["name"],
+                                       "percent": 100}],
+                             url=f"http://{name}-predictor.{namespace}.{self.domain}")
+        if failure:
+            message = f'Revision "{latest["name"]}" failed with message: {failure}.'
+            conditions = [_condition("PredictorReady", False, "RevisionFailed", message),
+                          _condition("Ready", False, "RevisionFailed", message)]
+        elif latest.get("ready"):
+            conditions = [_condition(c, True) for c in ("PredictorReady", "IngressReady", "Ready")]
+        else:
+            waiting = f"Revision {latest['name']} is not ready yet"
+            conditions = [_condition("PredictorReady", False, "RevisionMissing", waiting),
+                          _condition("Ready", False, "RevisionMissing", waiting)] if not routed else \
+                [_condition(c, True) for c in ("PredictorReady", "IngressReady", "Ready")]  # the old revision serves
+        status = {"components": {"predictor": predictor}, "conditions": conditions, "deploymentMode": "Serverless",
+                  "observedGeneration": self.ksvc_generation[key] if latest.get("ready") or failure
+                  else self.ksvc_generation[key] - 1}
+        if routed:
+            status.update(url=f"http://{name}.{namespace}.{self.domain}",
+                          address={"url": f"http://{name}.{namespace}.svc.cluster.local"})
+        self._status(key, status)
+
+    @staticmethod
+    def _failure(pod: dict | None) -> str | None:
+        """What Knative reports for a revision whose pod cannot come up (revision/reconcile_resources.go):
+        a container that exited with an error, the storage initializer included."""
+        status = (pod or {}).get("status") or {}
+        for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            if terminated.get("exitCode"):
+                return f"Container failed with: {(terminated.get('message') or terminated.get('reason', '')).strip()}"
+            if container.get("restartCount", 0) > 0 and not container.get("ready"):
+                return f"Container {container['name']} is restarting (CrashLoopBackOff)"
+        return None
+
+    def _reconcile_raw(self, key, isvc: dict) -> None:
+        namespace, name = key
+        predictor = f"{name}-predictor"
+        template = self.pod_template(isvc)
+        template["metadata"]["labels"]["app"] = f"isvc.{predictor}"
+        container = template["spec"]["containers"][0]
+        port = (container.get("ports") or [{"containerPort": 8080, "name": predictor}])[0]
+        spec = {"replicas": isvc["spec"]["predictor"].get("minReplicas", 1) or 1, "progressDeadlineSeconds": 600,
+                "selector": {"matchLabels": {"app": f"isvc.{predictor}"}}, "template": template}
+        deployment = self.kube.stored(DEPLOYMENTS, namespace, predictor)
+        if deployment is None:
+            deployment = self.kube.create({"apiVersion": "apps/v1", "kind": "Deployment",
+                                           "metadata": {"name": predictor, "namespace": namespace}, "spec": spec})
+        elif json.dumps(deployment["spec"], sort_keys=True) != json.dumps(spec, sort_keys=True):
+            # A spec change bumps the Deployment's generation (the emulated apiserver does that).
+            deployment = self.kube.patch(DEPLOYMENTS, namespace, predictor, {"spec": spec})
+        self._ensure_service(namespace, predictor, {"app": f"isvc.{predictor}"}, port["containerPort"])
+        status = deployment.get("status") or {}
+        conditions = {c["type"]: c for c in status.get("conditions") or []}
+        available = conditions.get("Available", {}).get("status") == "True"
+        progressing = conditions.get("Progressing", {})
+        if available:  # old pods keep the Deployment Available during a rollout: still Ready
+            ready = _condition("PredictorReady", True, progressing.get("reason", ""))
+        elif progressing.get("status") == "False":
+            ready = _condition("PredictorReady", False, progressing.get("reason", ""), progressing.get("message", ""))
+        else:
+            ready = {"type": "PredictorReady", "status": "Unknown", "reason": progressing.get("reason", "")}
+        ok = ready["status"] == "True"
+        self._status(key, {
+            "observedGeneration": status.get("observedGeneration", 0), "deploymentMode": "RawDeployment",
+            "conditions": [ready, _condition("IngressReady", ok),
+                           {**ready, "type": "Ready"}],
+            **({"url": f"http://{name}-{namespace}.{self.domain}",
+                "address": {"url": f"http://{predictor}.{namespace}.svc.cluster.local"},
+                "components": {"predictor": {"url": f"http://{predictor}-{namespace}.{self.domain}"}}} if ok else {}),
+        })
