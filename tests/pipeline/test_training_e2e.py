@@ -140,12 +140,15 @@ def test_training_twice_with_one_run_key_reuses_the_run_and_registers_once(volum
     first = train_challenger(volume, rk, model_name, {})
     evaluate_models(volume, rk, model_name, first["run_id"])
     decide_promotion(volume, rk)
-    assert register_run(volume, rk, model_name, {})["created"]
+    registered = register_run(volume, rk, model_name, {})
+    assert registered["created"] and registered["outcome"] == "promoted"
 
     second = train_challenger(volume, rk, model_name, {})
     assert second["reused"] and second["run_id"] == first["run_id"]
     again = register_run(volume, rk, model_name, {})
     assert not again["created"] and again["version"] == "1" and again["promotion"] is None
+    # What a re-run reports is what happened, not the training decision it read again.
+    assert again["decision"] == "promote" and again["outcome"] == "already_registered"
     client = MlflowClient(tracking)
     assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
     runs = client.search_runs([client.get_experiment_by_name(model_name).experiment_id],
@@ -185,3 +188,30 @@ def test_stages_fail_with_one_line_on_bad_input(volume, tracking, model_name, ml
         assert message in result.error_line, (args, result.stderr[-2000:])
     assert tree_snapshot(volume.root / "curated") == before
     assert MlflowClient(mlflow_server).search_model_versions(f"name = '{model_name}'") == []
+
+
+def test_a_promotion_decided_against_a_champion_that_has_changed_is_not_applied(volume, schema, tracking,
+                                                                               model_name):
+    """Two runs trained while there was no champion both decide promote; the first registers and is
+    promoted; the second was never compared with it, so it stays the challenger."""
+    from mlpipeline.config import load_config
+    from mlpipeline.ingest import ingest_partition
+    from mlpipeline.register import register_run
+    from mlpipeline.simulate import simulate, to_csv_bytes
+    from mlpipeline.split import split_partition
+    from mlpipeline.training import decide_promotion, evaluate_models, train_challenger
+
+    keys = []
+    for day, seed in ((DAYS[0], 11), (DAYS[1], 12)):
+        volume.landing(day).mkdir(parents=True)
+        (volume.landing(day) / "b.csv").write_bytes(to_csv_bytes(simulate(schema, 600, seed=seed)))
+        ingest_partition(volume, day, schema)
+        rk = split_partition(volume, day, schema, load_config())["run_key"]
+        trained = train_challenger(volume, rk, model_name, {})
+        evaluate_models(volume, rk, model_name, trained["run_id"])
+        assert decide_promotion(volume, rk)["decision"] == "promote"
+        keys.append(rk)
+    assert register_run(volume, keys[0], model_name, {})["outcome"] == "promoted"
+    late = register_run(volume, keys[1], model_name, {})
+    assert late["outcome"] == "superseded" and late["promotion"] is None and late["champion_version"] == "1"
+    assert MlflowClient(tracking).get_model_version_by_alias(model_name, "champion").version == "1"

@@ -1,4 +1,13 @@
-"""Register a run's challenger with lineage tags; move `champion` only on promote."""
+"""Register a run's challenger with lineage tags; move `champion` only on promote.
+
+What happened is reported as `outcome`, which is what a run reports (not the training decision):
+- `promoted`: the challenger became the champion now;
+- `registered`: it was registered as the challenger, the champion stays (decision keep);
+- `already_registered`: a re-run of a run key registered before; nothing moves again;
+- `superseded`: the decision was promote, but the champion it was compared with is no longer the
+  champion (another run promoted meanwhile): promoting now would replace a model this one never
+  beat, so it stays the challenger.
+"""
 
 from __future__ import annotations
 
@@ -44,11 +53,7 @@ def register_run(volume: DataVolume, run_key: str, model_name: str, context: dic
         log.info("registered %s v%s for run key %s", model_name, version.version, run_key)
     else:
         log.info("run key %s is already %s v%s; not registering again", run_key, model_name, version.version)
-    promotion = None
-    already_promoted = "champion_since_ms" in version.tags
-    if decision["decision"] == "promote" and not already_promoted:
-        promotion = registry.move_champion(version, "promote", decision["reason"],
-                                           {"run_key": run_key, **context})
+    outcome, promotion = _promote_if_due(registry, version, decision, created, {"run_key": run_key, **context})
     champion = registry.champion()
     return {
         "model_name": model_name,
@@ -56,8 +61,35 @@ def register_run(volume: DataVolume, run_key: str, model_name: str, context: dic
         "created": created,
         "decision": decision["decision"],
         "reason": decision["reason"],
+        "outcome": outcome,
         "promotion": promotion,
         "champion_version": champion.version if champion else None,
         "model_uri": f"models:/{model_name}/{version.version}",
         "run_id": version.run_id,
     }
+
+
+def _promote_if_due(registry: Registry, version, decision: dict, created: bool,
+                    context: dict) -> tuple[str, dict | None]:
+    # A retry of this run after an earlier try registered the version but failed before promoting it
+    # (MLflow went away, the worker died) finishes the job; one whose earlier try promoted it says so.
+    own_earlier_try = not created and context.get("airflow_run_id") and \
+        version.tags.get("airflow_run_id") == context.get("airflow_run_id")
+    if own_earlier_try and "champion_since_ms" not in version.tags:
+        created = True
+    elif own_earlier_try and (registry.champion() or version).version == version.version:
+        return "promoted", None
+    if not created:
+        log.info("run key %s was registered before (v%s); the champion does not move again", context["run_key"],
+                 version.version)
+        return "already_registered", None
+    if decision["decision"] != "promote":
+        return "registered", None
+    champion = registry.champion()
+    compared_with = decision["champion_version"] or None
+    current = champion.version if champion else None
+    if current != compared_with:
+        log.warning("v%s was compared with champion %s, but the champion is now v%s: not promoting it",
+                    version.version, f"v{compared_with}" if compared_with else "(none)", current)
+        return "superseded", None
+    return "promoted", registry.move_champion(version, "promote", decision["reason"], context)
