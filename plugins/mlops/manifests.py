@@ -2,7 +2,8 @@
 
 `python -m mlops.manifests OUT_DIR` (what `make manifests` runs) writes one YAML file per object, so a
 platform team can review them like `helm template` output. The sample run's upstream XCom values are
-declared in SAMPLE_XCOMS: rendering needs them, and they are what a real run's split stage returns.
+declared in SAMPLE_XCOMS: rendering needs them, and they are what a real run's sensor and split stage
+return.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import sys
 from pathlib import Path
 
 SAMPLE_DAY = "2026-11-01"
-SAMPLE_XCOMS = {"data.split": {"run_key": "rk-0123456789abcdef"}}
+SAMPLE_XCOMS = {"wait_for_batch": {"partition": SAMPLE_DAY, "folder": f"/data/landing/{SAMPLE_DAY}"},
+                "data.split": {"run_key": "rk-0123456789abcdef"}}
 # The champion the deploy task would find in MLflow for the sample run.
 SAMPLE_CHAMPION = {"version": "1", "run_id": "0123456789abcdef0123456789abcdef",
                    "artifact_uri": "mlflow-artifacts:/1/models/m-0123456789abcdef/artifacts"}

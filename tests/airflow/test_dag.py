@@ -36,11 +36,26 @@ def dag():
 def test_tasks_and_edges(dag):
     edges = {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
     assert edges == EDGES
-    assert dag.max_active_runs == 1 and dag.schedule == "@daily"
+    assert dag.schedule == "@daily"
+
+
+def test_a_waiting_run_does_not_block_others_but_registry_moves_are_serial(dag):
+    assert dag.max_active_runs > 1  # a run waiting hours for its batch holds no one up
+    for task_id in ("training.register", "deploy"):
+        assert dag.get_task(task_id).max_active_tis_per_dag == 1, task_id
+
+
+def test_every_task_after_the_sensor_works_on_the_partition_it_resolved(dag):
+    assert dag.get_task("wait_for_batch").partition == "{{ params.partition or ds }}"
+    resolved = "{{ ti.xcom_pull(task_ids='wait_for_batch')['partition'] }}"
+    for task_id in ("data.ingest", "data.split"):
+        assert dag.get_task(task_id).options["partition"] == resolved
+    param = dag.params.get_param("partition")
+    assert param.value is None and "latest" in param.description
 
 
 def test_params_are_typed_and_described(dag):
-    for name in ("accuracy_threshold", "drift_limit", "force_retrain", "model_name", "training_window"):
+    for name in ("accuracy_threshold", "drift_limit", "force_retrain", "model_name", "training_window", "partition"):
         param = dag.params.get_param(name)
         assert param.schema.get("type") and param.description, name
     assert dag.doc_md and "Continuous training" in dag.doc_md

@@ -40,6 +40,7 @@ def test_sensor_returns_at_once_when_the_batch_is_there(local_target):
     before = time.time()
     found = PartitionSensor(task_id="wait", partition="2026-11-01").execute({})
     assert found["folder"] == str(folder) and before <= found["started_at"] <= time.time()
+    assert found["partition"] == "2026-11-01"  # what every later task works on
 
 
 def test_sensor_defers_to_the_trigger_and_skips_on_timeout(local_target):
@@ -52,5 +53,31 @@ def test_sensor_defers_to_the_trigger_and_skips_on_timeout(local_target):
     assert 0 < time.time() - trigger.resume["started_at"] < 60  # the run's clock survives the deferral
     with pytest.raises(AirflowSkipException, match="no complete batch"):
         sensor.execute_complete({}, {"status": "timeout", "folder": trigger.folder})
-    done = sensor.execute_complete({}, {"status": "ready", "folder": trigger.folder, "resume": {"started_at": 123.0}})
-    assert done == {"folder": trigger.folder, "started_at": 123.0}
+    done = sensor.execute_complete({}, {"status": "ready", "folder": trigger.folder, "resume": trigger.resume})
+    assert done == {"partition": "2026-11-02", "folder": trigger.folder, "started_at": trigger.resume["started_at"]}
+
+
+def land(root, partition: str, complete: bool = True):
+    folder = root / "landing" / partition
+    folder.mkdir(parents=True)
+    if complete:
+        (folder / "_SUCCESS").touch()
+
+
+def test_latest_is_the_newest_complete_batch(local_target):
+    land(local_target, "2026-11-01")
+    land(local_target, "2026-11-03")
+    land(local_target, "2026-11-04", complete=False)  # still being written
+    (local_target / "landing" / "notes").mkdir()
+    found = PartitionSensor(task_id="wait", partition="latest").execute({})
+    assert found["partition"] == "2026-11-03" and found["folder"].endswith("landing/2026-11-03")
+
+
+def test_latest_without_any_batch_skips_with_the_reason(local_target):
+    with pytest.raises(AirflowSkipException, match="partition 'latest': no complete batch in .*landing"):
+        PartitionSensor(task_id="wait", partition="latest").execute({})
+
+
+def test_a_partition_that_is_not_a_date_is_refused(local_target):
+    with pytest.raises(ValueError, match="partition must be a date YYYY-MM-DD or 'latest', got '2026-11'"):
+        PartitionSensor(task_id="wait", partition="2026-11").execute({})
