@@ -17,6 +17,7 @@ import functools
 import os
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,6 +79,18 @@ def target() -> str:
 def task_retries(default: int = 2) -> int:
     """Retries per task (env MLOPS_TASK_RETRIES); read when the DAG is parsed."""
     return int(os.environ.get("MLOPS_TASK_RETRIES", default))
+
+
+def task_retry_delay(default_seconds: float = 20) -> timedelta:
+    """The first retry's delay (env MLOPS_TASK_RETRY_DELAY_SECONDS; it doubles per retry); read when the
+    DAG is parsed."""
+    return timedelta(seconds=float(os.environ.get("MLOPS_TASK_RETRY_DELAY_SECONDS", default_seconds)))
+
+
+def batch_deadline(default_minutes: float = 120) -> timedelta:
+    """How long after a run is queued its batch may still be missing before the BatchLate alert fires
+    (env MLOPS_BATCH_DEADLINE_MINUTES); read when the DAG is parsed."""
+    return timedelta(minutes=float(os.environ.get("MLOPS_BATCH_DEADLINE_MINUTES", default_minutes)))
 
 
 def load_settings() -> Settings:

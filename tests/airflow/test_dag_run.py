@@ -40,6 +40,12 @@ def land(root, stack, day, drift="none", rows=900, seed=1):
         on_line=lambda _: None)
 
 
+def pushed(stack, name: str) -> float:
+    """What the last run's report pushed for the test model."""
+    return next(float(line.split()[-1]) for line in httpx.get(f"http://{stack['pushgateway']}/metrics").text.splitlines()
+                if line.startswith(f"{name}{{") and f'model="{MODEL}"' in line)
+
+
 def run(dag, day: str):  # noqa: F811
     dagrun = dag.test(logical_date=dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC),
                       run_conf={"model_name": MODEL})
@@ -56,10 +62,12 @@ def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):  # noqa: F8
     assert states["training.register"] == "success" and states["deploy"] == "success" and states["skip"] == "skipped"
     first = httpx.get(f"{serving}/v2/models/{MODEL}").json()
     assert first["parameters"]["registry_version"] == "1"
+    assert pushed(stack, "mlops_promoted") == 1 and pushed(stack, "mlops_champion_version") == 1
 
     land(root, stack, "2026-11-02", seed=2)
     dagrun, states = run(dag, "2026-11-02")
     assert dagrun.state == "success" and states["skip"] == "success" and states["training.train"] == "skipped"
+    assert pushed(stack, "mlops_promoted") == 0 and pushed(stack, "mlops_champion_version") == 1
 
     land(root, stack, "2026-11-03", drift="concept", seed=3)
     dagrun, states = run(dag, "2026-11-03")
@@ -67,14 +75,13 @@ def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):  # noqa: F8
     answer = httpx.post(f"{serving}/v2/models/{MODEL}/infer", json={"inputs": [
         {"name": "features", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}).json()
     assert answer["model_version"] == "2"
+    assert pushed(stack, "mlops_promoted") == 1
     assert answer["outputs"][0]["data"] == ["versicolor"]  # concept drift rotated setosa -> versicolor
     documented = json.loads((REPO / "docs" / "iris-v2-request.json").read_text())  # the guide's sample request
     answer = httpx.post(f"{serving}/v2/models/{MODEL}/infer", json=documented).json()
     assert answer["id"] == "docs-example" and len(answer["outputs"][0]["data"]) == 2
-    metrics = httpx.get(f"http://{stack['pushgateway']}/metrics").text
-    assert f'mlops_champion_version{{instance="",job="continuous_training",model="{MODEL}"}} 2' in metrics
-    duration = next(float(line.split()[-1]) for line in metrics.splitlines()
-                    if line.startswith("mlops_run_duration_seconds{") and f'model="{MODEL}"' in line)
+    assert pushed(stack, "mlops_champion_version") == 2
+    duration = pushed(stack, "mlops_run_duration_seconds")
     assert 1 < duration < 600  # from the sensor's start, not dag.test()'s logical-date start date
 
     # A corrupt batch fails ingest with the stage's message, alerts, and changes nothing stored.
@@ -90,6 +97,10 @@ def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):  # noqa: F8
     assert alerts, "no alert reached Alertmanager"
     assert "yielded no usable data" in alerts[0]["annotations"]["error"]
     assert alerts[0]["labels"]["dag_id"] == "continuous_training"
+    # The failed run alerts once for the DAG (the DAG's on_failure_callback), beside the task's alert.
+    [run_alert] = httpx.get(f"{stack['alertmanager']}/api/v2/alerts",
+                            params={"filter": ['alertname="AirflowDagRunFailed"']}).json()
+    assert "task_id" not in run_alert["labels"] and run_alert["annotations"]["run_id"] == dagrun.run_id
     failures = httpx.get(f"http://{stack['pushgateway']}/metrics").text
     assert f'mlops_last_failure_timestamp_seconds{{instance="",job="continuous_training",model="{MODEL}"}}' in failures
     assert f'mlops_champion_version{{instance="",job="continuous_training",model="{MODEL}"}} 2' in failures  # kept

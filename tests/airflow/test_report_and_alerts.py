@@ -5,27 +5,50 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
 import pytest
 
 from mlops.notifications.alertmanager import AlertmanagerNotifier
-from mlops.operators.report import ReportOperator
+from mlops.operators.report import ReportOperator, run_outcome
 from tests import support
 
 MODEL = "iris-report"
 DETECT = {"champion": {"version": "1"}, "fresh_metrics": {"accuracy": 0.42},
           "drift": {"share_drifted": 0.75, "max_psi": 1.9}}
-TRAIN = {"decision": "promote", "reason": "challenger beats champion"}
-DEPLOY = {"version": "2", "previous_version": "1", "changed": True}
+def followed(*task_ids):  # what a branch task records in Airflow 3 (the report reads it)
+    return {"followed": list(task_ids)}
+
+
+TRAINED = {"retrain_branch": followed("training.train"), "promotion_branch": followed("training.register")}
+SKIPPED = followed("skip")
 
 
 @pytest.fixture(scope="module")
 def monitoring(tmp_path_factory):
     root = tmp_path_factory.mktemp("monitoring")
-    with support.alertmanager(root) as am, support.pushgateway(root) as pgw:
-        yield {"alertmanager": am, "pushgateway": pgw}
+    with support.alertmanager(root) as am, support.pushgateway(root) as pgw, support.mlflow_server(root) as mlflow:
+        yield {"alertmanager": am, "pushgateway": pgw, "mlflow": mlflow}
+
+
+@pytest.fixture(scope="module")
+def registered(monitoring):
+    """MODEL in a real MLflow registry with v1..v3, v3 the champion (what the report must name)."""
+    api = f"{monitoring['mlflow']}/api/2.0/mlflow"
+    httpx.post(f"{api}/registered-models/create", json={"name": MODEL}).raise_for_status()
+    for _ in range(3):
+        httpx.post(f"{api}/model-versions/create", json={"name": MODEL, "source": "s3://mlflow/x"}).raise_for_status()
+    httpx.post(f"{api}/registered-models/alias", json={"name": MODEL, "alias": "champion", "version": "3"}
+               ).raise_for_status()
+    return monitoring
+
+
+@pytest.fixture
+def registry(registered, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["mlflow"])
+    return registered
 
 
 def gauges(pushgateway: str, model: str) -> dict[str, float]:
@@ -41,47 +64,70 @@ def report(**kwargs) -> ReportOperator:
     return ReportOperator(task_id="report", model_name=MODEL, **kwargs)
 
 
-def test_the_summary_of_a_skipped_run_keeps_the_champion_from_detection():
-    summary = report(detect=DETECT, started_at=str(time.time() - 30)).summary({})
-    assert summary["decision"] == "skipped" and summary["champion_version"] == "1"
+@pytest.mark.parametrize(("branches", "register", "outcome"), [
+    ({"retrain_branch": SKIPPED}, None, "skipped"),
+    ({}, None, "skipped"),
+    ({"retrain_branch": followed("training.train"), "promotion_branch": followed("training.keep_champion")}, None,
+     "keep"),
+    (TRAINED, {"outcome": "promoted"}, "promote"),
+    (TRAINED, {"outcome": "already_registered"}, "already_registered"),
+    (TRAINED, {"outcome": "superseded"}, "superseded"),
+])
+def test_the_outcome_is_what_this_run_did(branches, register, outcome):
+    assert run_outcome(branches.get("retrain_branch"), branches.get("promotion_branch"), register) == outcome
+
+
+def test_a_skipped_tasks_old_xcom_is_not_read(registry):
+    """A re-run that took the skip branch: register's XCom from an earlier try of the run (promoted,
+    champion 1) must not reach the report; the champion is the registry's (v3)."""
+    summary = report(detect=DETECT, retrain_branch=SKIPPED, promotion_branch=followed("training.register"),
+                     register={"outcome": "promoted", "champion_version": "1"}).summary({})
+    assert summary["decision"] == "skipped" and summary["champion_version"] == "3"
+
+
+def test_a_rerun_that_registered_nothing_reports_no_promotion(registry):
+    summary = report(detect=DETECT, register={"outcome": "already_registered", "version": "2"},
+                     pushgateway=registry["pushgateway"], **TRAINED).execute({})
+    assert summary["decision"] == "already_registered" and summary["champion_version"] == "3"
+    assert gauges(registry["pushgateway"], MODEL)["mlops_promoted"] == 0
+    assert gauges(registry["pushgateway"], MODEL)["mlops_champion_version"] == 3
+
+
+def test_the_summary_carries_the_detection_figures_and_the_run_clock(registry):
+    summary = report(detect=DETECT, retrain_branch=SKIPPED, started_at=str(time.time() - 30)).summary({})
     assert summary["fresh_accuracy"] == 0.42 and summary["drift_share"] == 0.75 and summary["drift_max_psi"] == 1.9
     assert 29 < summary["duration_seconds"] < 60
+    assert report(detect=DETECT, retrain_branch=SKIPPED).summary({})["duration_seconds"] is None
 
 
-def test_the_summary_of_a_promotion_names_the_deployed_champion():
-    summary = report(detect=DETECT, train=TRAIN, deploy=DEPLOY).summary({})
-    assert summary["decision"] == "promote" and summary["champion_version"] == "2"
-    assert summary["duration_seconds"] is None  # neither the sensor's start nor a DAG run start date
-
-
-def test_without_the_sensors_start_the_runs_start_date_is_used():
+def test_without_the_sensors_start_the_runs_start_date_is_used(registry):
     started = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)
     summary = report(detect=DETECT).summary({"dag_run": SimpleNamespace(start_date=started)})
     assert 119 < summary["duration_seconds"] < 150
 
 
-def test_a_first_run_without_a_champion_reports_no_version():
-    summary = report(detect={"champion": None, "fresh_metrics": None, "drift": None}).summary({})
-    assert summary["champion_version"] is None and summary["fresh_accuracy"] is None
+def test_without_the_registry_the_champion_detection_saw_is_reported(monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{support.free_port()}")
+    assert report(detect=DETECT, retrain_branch=SKIPPED).summary({})["champion_version"] == "1"
+    assert "cannot read the champion from MLflow" in capsys.readouterr().out
 
 
-def test_the_report_replaces_the_models_group_on_the_pushgateway(monitoring):
-    pgw = monitoring["pushgateway"]
-    stale = report(detect=DETECT, train=TRAIN, deploy=DEPLOY, pushgateway=pgw).execute({})
-    assert stale["pushed"] is True
-    assert gauges(pgw, MODEL)["mlops_promoted"] == 1 and gauges(pgw, MODEL)["mlops_champion_version"] == 2
+def test_the_report_replaces_the_models_group_on_the_pushgateway(registry):
+    pgw = registry["pushgateway"]
+    promoted = report(detect=DETECT, register={"outcome": "promoted"}, pushgateway=pgw, **TRAINED).execute({})
+    assert promoted["pushed"] is True and gauges(pgw, MODEL)["mlops_promoted"] == 1
     # The next run skipped: the group is replaced, nothing of the promotion is left.
-    summary = report(detect={**DETECT, "champion": {"version": "2"}}, pushgateway=pgw,
+    summary = report(detect=DETECT, retrain_branch=SKIPPED, pushgateway=pgw,
                      started_at=str(time.time() - 5)).execute({})
     now = gauges(pgw, MODEL)
-    assert summary["pushed"] is True and now["mlops_promoted"] == 0 and now["mlops_champion_version"] == 2
+    assert summary["pushed"] is True and now["mlops_promoted"] == 0 and now["mlops_champion_version"] == 3
     assert now["mlops_fresh_accuracy"] == 0.42 and now["mlops_drift_share"] == 0.75
     assert 4 < now["mlops_run_duration_seconds"] < 60 and now["mlops_last_run_timestamp_seconds"] > time.time() - 60
 
 
-def test_a_pushgateway_that_is_down_does_not_fail_the_report(capsys):
+def test_a_pushgateway_that_is_down_does_not_fail_the_report(registry, capsys):
     down = f"127.0.0.1:{support.free_port()}"
-    summary = report(detect=DETECT, pushgateway=down).execute({})
+    summary = report(detect=DETECT, retrain_branch=SKIPPED, pushgateway=down).execute({})
     assert summary["pushed"] is False
     assert f"could not push metrics to the Pushgateway at {down}" in capsys.readouterr().out  # the task log
 
@@ -134,3 +180,124 @@ def test_alerting_never_masks_the_tasks_own_failure(monitoring, monkeypatch, cap
     assert "could not post the alert to Alertmanager" in caplog.text
     assert "could not push the failure to the Pushgateway" in caplog.text
     assert "ALERT AirflowTaskFailed: continuous_training.data.ingest" in caplog.text
+
+
+def test_a_failed_dag_run_alerts_and_the_next_success_resolves_it(monitoring):
+    """The DAG's own callbacks: also a run a user marks failed in the UI (no task failed) alerts. The DAG
+    processor's context carries the run's last task instance too (airflow.dag_processing.processor,
+    _execute_dag_callbacks): it is still one alert for the DAG, not one for that task."""
+    context = {"dag_run": SimpleNamespace(dag_id="continuous_training", run_id="manual__2026-11-05"),
+               "ti": failure_context(None)["ti"], "reason": "run marked failed by admin",
+               "params": {"model_name": "iris-runs"}}
+    AlertmanagerNotifier(url=monitoring["alertmanager"], scope="dag",
+                         summary="Airflow DAG run failed").notify(context)
+    query = {"filter": ['alertname="AirflowDagRunFailed"', 'dag_id="continuous_training"']}
+    alerts = httpx.get(f"{monitoring['alertmanager']}/api/v2/alerts", params=query).json()
+    assert [a["annotations"]["error"] for a in alerts] == ["run marked failed by admin"]
+    assert "task_id" not in alerts[0]["labels"] and alerts[0]["annotations"]["run_id"] == "manual__2026-11-05"
+    later = {"dag": SimpleNamespace(dag_id="continuous_training"), "run_id": "manual__2026-11-06"}  # no task: minimal
+    AlertmanagerNotifier(url=monitoring["alertmanager"], scope="dag", summary="Airflow DAG run failed",
+                         resolve=True).notify(later)
+    assert httpx.get(f"{monitoring['alertmanager']}/api/v2/alerts", params={**query, "active": "true"}).json() == []
+
+
+def test_a_missed_deadline_alerts_from_the_triggerer(monitoring):
+    """How Airflow's CallbackTrigger runs a deadline's AsyncCallback: the notifier built with the DAG's
+    kwargs and the context the scheduler sends (the DAG run as JSON), then awaited."""
+    import asyncio
+
+    from airflow.triggers.callback import CallbackTrigger
+
+    from mlops.settings import batch_deadline  # noqa: F401  (the DAG's interval setting)
+
+    kwargs = {"alertname": "BatchLate", "scope": "dag_run", "severity": "warning", "summary": "batch late",
+              "lasts_seconds": 3600,
+              "url": monitoring["alertmanager"],
+              "context": {"dag_run": {"dag_id": "continuous_training", "dag_run_id": "scheduled__2026-11-07"},
+                          "deadline": {"id": "d-1", "deadline_time": "2026-11-07T02:00:00+00:00"}}}
+    trigger = CallbackTrigger("mlops.notifications.alertmanager.AlertmanagerNotifier", kwargs)
+
+    async def run():
+        return [event.payload async for event in trigger.run()]
+
+    events = asyncio.run(run())
+    assert events[-1]["state"] == "success", events
+    alerts = httpx.get(f"{monitoring['alertmanager']}/api/v2/alerts",
+                       params={"filter": ['alertname="BatchLate"']}).json()
+    assert alerts[0]["labels"]["dag_id"] == "continuous_training" and alerts[0]["labels"]["severity"] == "warning"
+    assert alerts[0]["labels"]["run_id"] == "scheduled__2026-11-07"
+    assert alerts[0]["annotations"]["deadline"] == "2026-11-07T02:00:00+00:00"
+    # It stays active for lasts_seconds (not Alertmanager's 5-minute resolve timeout), until the run ends.
+    ends = dt.datetime.fromisoformat(alerts[0]["endsAt"].replace("Z", "+00:00"))
+    assert ends > dt.datetime.now(dt.UTC) + dt.timedelta(minutes=50)
+    from .test_dag import parse_dag
+
+    [ended] = [c for c in parse_dag().on_success_callback if c.alertname == "BatchLate"]
+    ended.url = monitoring["alertmanager"]
+    ended.notify({"dag_run": SimpleNamespace(dag_id="continuous_training", run_id="scheduled__2026-11-07"),
+                  "ti": failure_context(None)["ti"]})
+    assert httpx.get(f"{monitoring['alertmanager']}/api/v2/alerts",
+                     params={"filter": ['alertname="BatchLate"'], "active": "true"}).json() == []
+
+
+def test_the_dag_alerts_on_its_runs_and_its_batch_deadline():
+    from .test_dag import parse_dag
+
+    dag = parse_dag()
+    assert dag.on_failure_callback and dag.on_success_callback
+    failed = {(c.alertname, c.scope, c.resolve) for c in dag.on_failure_callback}
+    succeeded = {(c.alertname, c.scope, c.resolve) for c in dag.on_success_callback}
+    assert failed == {("AirflowDagRunFailed", "dag", False), ("BatchLate", "dag_run", True)}
+    assert succeeded == {("AirflowDagRunFailed", "dag", True), ("BatchLate", "dag_run", True)}
+    [deadline] = dag.deadline
+    assert deadline.callback.kwargs["alertname"] == "BatchLate" and deadline.callback.kwargs["scope"] == "dag_run"
+
+
+def test_a_notifier_s_scope_is_checked():
+    with pytest.raises(ValueError, match="scope must be one of task, dag, dag_run, got 'run'"):
+        AlertmanagerNotifier(scope="run")
+    with pytest.raises(ValueError, match="an alert of scope dag_run needs an alertname"):
+        AlertmanagerNotifier(scope="dag_run")
+
+
+def test_a_run_marked_by_hand_alerts_through_the_listener(monitoring, monkeypatch):
+    """The API server fires only listener hooks when a user sets a run's state (the DAG's callbacks do
+    not run): the listener posts what those callbacks would, for the DAGs tagged mlops only, and nothing
+    for the runs the scheduler ends (the callbacks post those)."""
+    from mlops import listeners
+
+    monkeypatch.setenv("MLOPS_ALERTMANAGER_URL", monitoring["alertmanager"])
+
+    def run(dag_id, tags, run_id="manual__2026-11-09"):
+        return SimpleNamespace(dag_id=dag_id, run_id=run_id, dag=SimpleNamespace(dag_id=dag_id, tags=tags))
+
+    def run_alerts(dag_id):
+        return httpx.get(f"{monitoring['alertmanager']}/api/v2/alerts",
+                         params={"filter": ['alertname="AirflowDagRunFailed"', f'dag_id="{dag_id}"'],
+                                 "active": "true"}).json()
+
+    listeners.on_dag_run_failed(run("by_scheduler", ["mlops"]), "task_failure")
+    listeners.on_dag_run_failed(run("not_ours", ["other"]), "Dag Run's state was manually set to `failed`.")
+    assert run_alerts("by_scheduler") == [] and run_alerts("not_ours") == []
+
+    listeners.on_dag_run_failed(run("marked", ["mlops"]), "Dag Run's state was manually set to `failed`.")
+    [alert] = run_alerts("marked")
+    assert alert["annotations"]["error"] == "Dag Run's state was manually set to `failed`."
+    assert alert["annotations"]["run_id"] == "manual__2026-11-09"
+    listeners.on_dag_run_success(run("marked", ["mlops"], "manual__2026-11-10"),
+                                 "Dag Run's state was manually set to `success`.")
+    assert run_alerts("marked") == []
+
+
+def test_only_the_plugin_module_is_loaded_as_a_plugin():
+    """Airflow's plugin manager imports every .py file of the plugins folder under its bare name
+    (`stage`, `kserve`, ...); .airflowignore leaves it only the registration module."""
+    from airflow._shared.module_loading import find_path_from_directory
+
+    found = [Path(p).name for p in find_path_from_directory(str(support.REPO / "plugins"), ".airflowignore", "glob")]
+    assert [p for p in found if p.endswith(".py")] == ["mlops_plugin.py"]
+    from mlops_plugin import MlopsPlugin
+
+    from mlops import listeners
+
+    assert MlopsPlugin.listeners == [listeners]

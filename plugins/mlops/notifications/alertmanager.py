@@ -1,7 +1,17 @@
-"""AlertmanagerNotifier: a task failure (or retry) becomes an Alertmanager alert, and a log line.
+"""AlertmanagerNotifier: a task failure or retry, a failed (or recovered) DAG run, or a missed deadline
+becomes an Alertmanager alert (API v2, `POST /api/v2/alerts`), and a log line.
 
-Usable as `on_failure_callback` and `on_retry_callback`. Posts to Alertmanager's API v2
-(`POST /api/v2/alerts`) with the dag, task, run, try, log URL and error as labels/annotations.
+What one alert stands for is its `scope`, which picks its grouping labels (Airflow's callback contexts
+cannot tell: a DAG-run callback's context carries the run's last task instance too):
+- `task`: one alert per task and run (`dag_id`, `task_id`, `run_id`): the task callbacks
+  (`on_failure_callback`, `on_retry_callback` in default_args), `AirflowTaskFailed`.
+- `dag`: one alert per DAG (`dag_id`): the DAG's `on_failure_callback` (also a run a user marks failed in
+  the UI), `AirflowDagRunFailed`; the DAG's `on_success_callback` posts it with `resolve=True`.
+- `dag_run`: one alert per run (`dag_id`, `run_id`): the batch deadline (`BatchLate`, posted by a
+  `DeadlineAlert`'s AsyncCallback in the triggerer, awaited, with the DAG run in the context the scheduler
+  sends), which lasts `lasts_seconds` unless the run's end resolves it first.
+
+`resolve=True` posts the alert with `endsAt` now, which resolves it.
 """
 
 from __future__ import annotations
@@ -16,55 +26,103 @@ from airflow.sdk import BaseNotifier
 from mlops.pipeline_metrics import push, pushgateway_url
 
 log = logging.getLogger(__name__)
+SCOPES = ("task", "dag", "dag_run")
+
+
+def _attr(obj, name: str) -> str:
+    """A field of a task instance or DAG run, as an object (callbacks) or a dict (deadline context)."""
+    value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+    return "" if value is None else str(value)
 
 
 class AlertmanagerNotifier(BaseNotifier):
     template_fields = ("summary",)
 
     def __init__(self, url: str | None = None, severity: str = "critical", summary: str = "Airflow task failed",
-                 timeout: float = 10.0, record_failure: bool = True):
+                 timeout: float = 10.0, record_failure: bool = True, alertname: str | None = None,
+                 scope: str = "task", resolve: bool = False, lasts_seconds: float | None = None, context=None):
         """record_failure: also push the failure's time to the Pushgateway (`mlops_last_failure_timestamp_seconds`,
-        which the PipelineRunFailed rule watches); off for retries, which are not failures yet."""
-        super().__init__()
+        which the PipelineRunFailed rule watches); off for retries, which are not failures yet.
+        alertname: defaults to AirflowTaskFailed (scope task) and AirflowDagRunFailed (scope dag).
+        lasts_seconds: how long a posted alert stays active without being resolved (None: Alertmanager's
+        resolve_timeout, 5 minutes by default)."""
+        super().__init__(context=context)
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        if alertname is None and scope == "dag_run":
+            raise ValueError("an alert of scope dag_run needs an alertname")
         self.url = url
         self.severity, self.summary, self.timeout = severity, summary, timeout
-        self.record_failure = record_failure
+        self.record_failure, self.resolve, self.scope = record_failure, resolve, scope
+        self.alertname = alertname or ("AirflowTaskFailed" if scope == "task" else "AirflowDagRunFailed")
+        self.lasts_seconds = lasts_seconds
+
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        # dag.test() hands DAG-run callbacks the scheduler's SerializedDAG, which has no template
+        # environment; the DAG processor, which runs them in a deployment, hands the DAG itself.
+        if jinja_env is None and not hasattr(context.get("dag"), "get_template_env"):
+            jinja_env = self.get_template_env()
+        super().render_template_fields(context, jinja_env)
 
     def alert(self, context) -> dict:
         ti = context.get("ti") or context.get("task_instance")
-        dag_run = context.get("dag_run")
-        error = context.get("exception")
+        dag_run = context.get("dag_run") or {}
+        error = context.get("exception") or context.get("reason")
         now = dt.datetime.now(dt.UTC)
-        return {
-            "labels": {
-                "alertname": "AirflowTaskFailed",
-                "severity": self.severity,
-                "dag_id": getattr(ti, "dag_id", "") or "",
-                "task_id": getattr(ti, "task_id", "") or "",
-                "run_id": getattr(dag_run, "run_id", "") or getattr(ti, "run_id", "") or "",
-            },
-            "annotations": {
-                "summary": self.summary,
-                "try_number": str(getattr(ti, "try_number", "")),
-                "log_url": str(getattr(ti, "log_url", "") or ""),
-                "error": str(error)[:2000] if error else "",
-            },
-            "startsAt": now.isoformat(),
-        }
+        dag_id = _attr(ti, "dag_id") or _attr(dag_run, "dag_id") or _attr(context.get("dag"), "dag_id")
+        run_id = (_attr(dag_run, "run_id") or _attr(dag_run, "dag_run_id") or _attr(ti, "run_id")
+                  or str(context.get("run_id") or ""))
+        labels = {"alertname": self.alertname, "severity": self.severity, "dag_id": dag_id}
+        annotations = {"summary": self.summary, "run_id": run_id, "error": str(error)[:2000] if error else ""}
+        if self.scope == "task":
+            labels.update(task_id=_attr(ti, "task_id"), run_id=run_id)
+            annotations.update(try_number=_attr(ti, "try_number"), log_url=_attr(ti, "log_url"))
+        elif self.scope == "dag_run":
+            labels["run_id"] = run_id
+        if context.get("deadline"):
+            annotations["deadline"] = _attr(context["deadline"], "deadline_time")
+        alert = {"labels": labels, "annotations": annotations, "startsAt": now.isoformat()}
+        if self.resolve:
+            alert["endsAt"] = now.isoformat()
+        elif self.lasts_seconds:
+            alert["endsAt"] = (now + dt.timedelta(seconds=self.lasts_seconds)).isoformat()
+        return alert
+
+    def _url(self) -> str:
+        return (self.url or os.environ.get("MLOPS_ALERTMANAGER_URL", "http://127.0.0.1:9093")).rstrip("/")
+
+    def _log(self, alert: dict) -> None:
+        labels, notes = alert["labels"], alert["annotations"]
+        if self.resolve:
+            log.info("RESOLVED %s: %s", labels["alertname"], labels["dag_id"])
+            return
+        where = ".".join(filter(None, [labels["dag_id"], labels.get("task_id")]))
+        log.error("ALERT %s: %s run %s try %s: %s", labels["alertname"], where, notes["run_id"],
+                  notes.get("try_number", "-"), notes["error"])
 
     def notify(self, context) -> None:
         alert = self.alert(context)
-        url = (self.url or os.environ.get("MLOPS_ALERTMANAGER_URL", "http://127.0.0.1:9093")).rstrip("/")
-        log.error("ALERT %s: %s.%s run %s try %s: %s", alert["labels"]["alertname"], alert["labels"]["dag_id"],
-                  alert["labels"]["task_id"], alert["labels"]["run_id"], alert["annotations"]["try_number"],
-                  alert["annotations"]["error"])
+        self._log(alert)
         try:
-            response = httpx.post(f"{url}/api/v2/alerts", json=[alert], timeout=self.timeout)
+            response = httpx.post(f"{self._url()}/api/v2/alerts", json=[alert], timeout=self.timeout)
             response.raise_for_status()
         except httpx.HTTPError as exc:  # alerting must never mask the task's own failure
-            log.error("could not post the alert to Alertmanager at %s: %s", url, exc)
+            log.error("could not post the alert to Alertmanager at %s: %s", self._url(), exc)
+        self._record_failure(context)
+
+    async def async_notify(self, context) -> None:
+        """For deadline alerts, in the triggerer."""
+        alert = self.alert(context)
+        self._log(alert)
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout) as client:
+                (await client.post(f"{self._url()}/api/v2/alerts", json=[alert])).raise_for_status()
+        except httpx.HTTPError as exc:
+            log.error("could not post the alert to Alertmanager at %s: %s", self._url(), exc)
+
+    def _record_failure(self, context) -> None:
         model = (context.get("params") or {}).get("model_name")
-        if self.record_failure and model:
+        if self.record_failure and not self.resolve and model:
             try:
                 push(model, {"mlops_last_failure_timestamp_seconds": (
                     "When a pipeline task last failed (cleared by the next successful run's report)",
