@@ -73,3 +73,36 @@ def test_plugins_import_nothing_heavy():
             "print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_task_log_keeps_the_stage_s_own_levels(tmp_path, caplog, capsys):
+    """Progress at INFO, warnings and errors at theirs, the stage's error line at ERROR, and the KFP
+    executor's JSON dumps (unformatted lines after INFO records) at DEBUG, out of the default task log."""
+    import logging
+
+    from mlops.hooks.stage import StageLog
+
+    lines = ["2026-11-29 10:00:00,001 INFO mlpipeline.training: training on 900 rows", "{",
+             '  "inputs": {"parameterValues": {}}', "}",
+             "2026-11-29 10:00:01,002 WARNING mlpipeline.ingest: b.csv: quarantined",
+             "Traceback (most recent call last):", "mlpipeline train-local: error: no rows"]
+    logger = logging.getLogger("tests.stage-log")
+    caplog.set_level(logging.DEBUG, logger=logger.name)
+    log = StageLog(logger, "train-local")
+    for line in lines:
+        log(line)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "mlpipeline.training: training on 900 rows"), ("DEBUG", "{"),
+        ("DEBUG", '  "inputs": {"parameterValues": {}}'), ("DEBUG", "}"),
+        ("WARNING", "mlpipeline.ingest: b.csv: quarantined"), ("WARNING", "Traceback (most recent call last):"),
+        ("ERROR", "mlpipeline train-local: error: no rows")]
+    # The hook logs a stage's stderr that way into the task log.
+    script = tmp_path / "mlpipeline"
+    script.write_text("#!/bin/sh\n" + "".join(f"echo '{line}' >&2\n" for line in lines) + "exit 1\n")
+    script.chmod(0o755)
+    with pytest.raises(StageFailed, match="no rows"):
+        StageHook(script).run("train-local", {})
+    task_log = capsys.readouterr().out
+    assert "[warning  ] mlpipeline.ingest: b.csv: quarantined" in task_log
+    assert "[error    ] mlpipeline train-local: error: no rows" in task_log
+    assert "parameterValues" not in task_log

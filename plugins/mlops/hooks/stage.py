@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -14,6 +16,30 @@ from airflow.sdk import BaseHook
 
 class StageFailed(RuntimeError):
     """The stage exited non-zero; the message is the stage's own one-line error."""
+
+
+# The stage's log format (mlpipeline.logs): "<date> <time> <LEVEL> <logger>: <message>".
+STAGE_RECORD = re.compile(r"^\d{4}-\d{2}-\d{2} [\d:,.]+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)$")
+
+
+class StageLog:
+    """A stage's stderr into the task log at the stage's own levels: its records at their level, its
+    one-line error at ERROR, and other lines (tracebacks, the KFP executor's JSON that kfp.local prints)
+    at the level of the record they follow if that was a warning or worse, else at DEBUG."""
+
+    def __init__(self, logger: logging.Logger, stage: str):
+        self.logger, self.stage, self.level = logger, stage, logging.DEBUG
+
+    def __call__(self, line: str) -> None:
+        record = STAGE_RECORD.match(line)
+        if record:
+            level = logging.getLevelName(record[1])
+            self.level = level if level >= logging.WARNING else logging.DEBUG
+            self.logger.log(level, "%s", record[2])
+        elif line.startswith((f"mlpipeline {self.stage}: error:", "mlpipeline: error:")):
+            self.logger.error("%s", line)
+        elif line.strip():
+            self.logger.log(self.level, "%s", line)
 
 
 def stage_arguments(options: Mapping[str, object]) -> list[str]:
@@ -58,7 +84,7 @@ class StageHook(BaseHook):
         if not Path(self.executable).exists():
             raise StageFailed(f"the pipeline environment is missing: {self.executable} does not exist "
                               "(run `make envs` or set MLOPS_PIPELINE_BIN)")
-        log_line = on_line or self.log.info
+        log_line = on_line or StageLog(self.log, stage)
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, **self.env})
         errors: list[str] = []
