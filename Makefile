@@ -12,7 +12,7 @@ AIRFLOW := $(VENV)/airflow
 SERVING_DIR := images/serving
 RUN := .run
 
-.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving demo down envs lock compile-pipeline bench-pipeline lint clean manifests k8s-rules test-deploy images
+.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving demo down envs lock compile-pipeline bench-pipeline lint clean manifests k8s-rules test-deploy images screenshots
 
 help:
 	@echo "make demo    run the continuous-training loop on the local target"
@@ -60,15 +60,23 @@ test-pipeline: $(PIPELINE)/.installed
 test-serving: $(PIPELINE)/.installed $(SERVING)/.installed
 	$(SERVING)/bin/python -m pytest tests/serving $(PYTEST_ARGS)
 
-# Debian's Prometheus, Alertmanager and Pushgateway (promtool comes with prometheus).
+# Debian's Prometheus, Alertmanager and Pushgateway (promtool comes with prometheus), PostgreSQL for
+# the live stack's databases, and Chromium for the browser tests.
 system-deps:
 	@command -v prometheus-alertmanager >/dev/null && command -v prometheus-pushgateway >/dev/null \
-	  && command -v promtool >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
-	  apt-get install -y -q --no-install-recommends prometheus prometheus-alertmanager prometheus-pushgateway; }
+	  && command -v promtool >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  && command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -q --no-install-recommends prometheus prometheus-alertmanager prometheus-pushgateway \
+	  postgresql chromium; }
 
 # The kubernetes target's tests run every pod as a container of the images: built first.
 test-airflow: system-deps $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed images
 	$(AIRFLOW)/bin/python -m pytest tests/airflow -p no:cacheprovider $(PYTEST_ARGS)
+
+# The README's screenshots: the browser test on a live stack, saving into docs/img/.
+screenshots: system-deps $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed
+	MLOPS_SCREENSHOTS=docs $(AIRFLOW)/bin/python -m pytest tests/airflow/test_live_stack.py -p no:cacheprovider \
+	  -k "backfill_replays or ui_as_a_user"
 
 # The deployment assets (k8s-yaml/, helm-values/, images/, docs/) against the published schemas.
 test-deploy: system-deps $(AIRFLOW)/.installed images

@@ -1,5 +1,5 @@
 """The `airflow` CLI against the local stack that scripts/services.sh starts (same home, folders and
-SQLite settings), retried when SQLite refuses a lock upgrade because another Airflow process writes."""
+metadata database), retried when SQLite refuses a lock upgrade because another Airflow process writes."""
 
 from __future__ import annotations
 
@@ -11,11 +11,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def metadata_db(run_dir: str | Path) -> dict:
+    """How the stack's Airflow reaches its metadata database: the PostgreSQL database services.sh made
+    (its credentials in the run folder), else SQLite with a lock wait."""
+    postgres = Path(run_dir) / "postgres"
+    if (postgres / "credentials").exists():
+        password = dict(line.split("=", 1) for line in (postgres / "credentials").read_text().split())["airflow"]
+        port = (postgres / "port").read_text().strip()
+        return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
+                f"postgresql+psycopg2://airflow:{password}@127.0.0.1:{port}/airflow"}
+    return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "mlops.local_db.CONNECT_ARGS"}
+
+
 def airflow_env(run_dir: str | Path, base: dict | None = None) -> dict:
     return {**(base if base is not None else os.environ), "AIRFLOW_HOME": f"{run_dir}/airflow",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "mlops.local_db.CONNECT_ARGS"}
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"), **metadata_db(run_dir)}
 
 
 def run_airflow(args, env: dict, attempts: int = 3) -> subprocess.CompletedProcess:

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # `make demo`: the continuous-training loop on the local target, driven through Airflow itself.
-# Starts MLflow, Alertmanager, Pushgateway, Prometheus and `airflow standalone` from a clean slate
+# Starts PostgreSQL (Airflow's and MLflow's databases), MLflow, Alertmanager, Pushgateway, Prometheus
+# and `airflow standalone` from a clean slate
 # (.run/), lands three daily partitions (clean, clean, concept drift), backfills them through the
 # DAG, waits, and prints what happened.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUN_DIR=${RUN_DIR:-$PWD/.run}
 scripts/services.sh stop >/dev/null 2>&1 || true
-rm -rf "$RUN_DIR"/{data,airflow,mlflow,prometheus,alertmanager,pushgateway.data}
-scripts/services.sh start mlflow alertmanager pushgateway prometheus airflow
+rm -rf "$RUN_DIR"/{data,airflow,mlflow,postgres,prometheus,alertmanager,pushgateway.data}
+scripts/services.sh start postgres mlflow alertmanager pushgateway prometheus airflow
 exec .venv/airflow/bin/python scripts/demo_story.py

@@ -14,10 +14,12 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from scripts.airflow_cli import airflow_env, run_airflow  # noqa: E402
+from scripts.ui_links import demo_links  # noqa: E402
 
 RUN_DIR = Path(os.environ["RUN_DIR"])
 PORTS = {name: os.environ.get(f"{name.upper()}_PORT", default) for name, default in
-         {"mlflow": "5000", "prometheus": "9090", "airflow": "8080", "mlops_serving": "8085"}.items()}
+         {"mlflow": "5000", "prometheus": "9090", "airflow": "8080", "mlops_serving": "8085",
+          "alertmanager": "9093"}.items()}
 DAYS = [("2026-11-01", "none"), ("2026-11-02", "none"), ("2026-11-03", "concept")]
 MODEL = "iris-classifier"
 AIRFLOW_ENV = airflow_env(RUN_DIR)
@@ -101,9 +103,9 @@ def summary() -> None:
     print(f"PromQL {query}: {', '.join(values) or 'no data yet'}")
     password_file = RUN_DIR / "airflow" / "simple_auth_manager_passwords.json.generated"
     password = json.loads(password_file.read_text()).get("admin") if password_file.exists() else "(see airflow.log)"
-    print(f"\nAirflow UI  http://127.0.0.1:{PORTS['airflow']}  login admin / {password}")
-    print(f"MLflow UI   http://127.0.0.1:{PORTS['mlflow']}/#/models/{MODEL}")
-    print(f"Prometheus  http://127.0.0.1:{PORTS['prometheus']}/alerts")
+    print()
+    for name, url in demo_links(PORTS, MODEL).items():
+        print(f"{name:<13} {url}" + (f"  (login admin / {password})" if name == "Airflow UI" else ""))
     print("stop everything with: make down")
 
 

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Start/stop the local target's services. State lives in .run/ (pids, logs, stores).
-#   scripts/services.sh start mlflow prometheus alertmanager pushgateway airflow
+#   scripts/services.sh start postgres mlflow prometheus alertmanager pushgateway airflow
 #   scripts/services.sh stop             -> stop everything started here
-# Ports: MLFLOW_PORT 5000, PROMETHEUS_PORT 9090, ALERTMANAGER_PORT 9093, PUSHGATEWAY_PORT 9091,
-#        AIRFLOW_PORT 8080 (UI and API), MLOPS_SERVING_PORT 8085 (the model server the DAG starts).
+# Ports: POSTGRES_PORT 5433, MLFLOW_PORT 5000, PROMETHEUS_PORT 9090, ALERTMANAGER_PORT 9093,
+#        PUSHGATEWAY_PORT 9091, AIRFLOW_PORT 8080 (UI and API), MLOPS_SERVING_PORT 8085 (the model
+#        server the DAG starts).
+# With postgres started first, Airflow's metadata database and MLflow's backend store are PostgreSQL
+# databases (Debian's server, its cluster in $RUN_DIR/postgres, a random password per role in
+# $RUN_DIR/postgres/credentials); without it they are SQLite files (fine for one process at a time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR=${RUN_DIR:-$PWD/.run}
 MLFLOW_PORT=${MLFLOW_PORT:-5000}
+POSTGRES_PORT=${POSTGRES_PORT:-5433}
+PG_DIR="$RUN_DIR/postgres"
 export PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090} ALERTMANAGER_PORT=${ALERTMANAGER_PORT:-9093}
 export PUSHGATEWAY_PORT=${PUSHGATEWAY_PORT:-9091} AIRFLOW_PORT=${AIRFLOW_PORT:-8080}
 export MLOPS_SERVING_PORT=${MLOPS_SERVING_PORT:-8085}
@@ -24,12 +30,70 @@ wait_http() {  # url seconds name
   return 1
 }
 
+as_postgres() {  # PostgreSQL refuses to run as root: as its user, allowed to traverse to $RUN_DIR
+  if [[ $(id -u) == 0 ]]; then
+    echo setpriv --reuid=postgres --regid=postgres --init-groups --inh-caps=+dac_read_search \
+      --ambient-caps=+dac_read_search
+  fi
+}
+
+pg_url() {  # role [driver]: the role's database URL, from the credentials made at start
+  local password
+  password=$(sed -n "s/^$1=//p" "$PG_DIR/credentials")
+  echo "postgresql${2:++$2}://$1:$password@127.0.0.1:$(cat "$PG_DIR/port")/$1"
+}
+
+start_postgres() {
+  if running postgres; then echo "postgres already running on :$(cat "$PG_DIR/port")"; return; fi
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [[ -x "$bin/initdb" ]] || { echo "PostgreSQL is missing: make system-deps installs Debian's postgresql" >&2; exit 1; }
+  if [[ ! -s "$PG_DIR/data/PG_VERSION" ]]; then
+    mkdir -p "$PG_DIR" && chmod 700 "$PG_DIR"
+    (umask 077
+     { echo "postgres=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+       echo "airflow=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+       echo "mlflow=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"; } >"$PG_DIR/credentials"
+     sed -n 's/^postgres=//p' "$PG_DIR/credentials" >"$PG_DIR/superuser")
+    if [[ $(id -u) == 0 ]]; then chown -R postgres:postgres "$PG_DIR"; fi
+    # shellcheck disable=SC2046  # as_postgres prints a command prefix, or nothing
+    $(as_postgres) "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth=scram-sha-256 --pwfile="$PG_DIR/superuser" \
+      >"$RUN_DIR/postgres-init.log" 2>&1 || { tail -20 "$RUN_DIR/postgres-init.log" >&2; exit 1; }
+    rm "$PG_DIR/superuser"
+  fi
+  echo "$POSTGRES_PORT" >"$PG_DIR/port"
+  # TCP on loopback only, no Unix socket (the run folder's path may be too long for one).
+  # shellcheck disable=SC2046
+  launch postgres $(as_postgres) "$bin/postgres" -D "$PG_DIR/data" -c listen_addresses=127.0.0.1 \
+    -c port="$POSTGRES_PORT" -c unix_socket_directories= || return 0
+  local superuser
+  superuser=$(sed -n 's/^postgres=//p' "$PG_DIR/credentials")
+  for _ in $(seq 60); do
+    PGPASSWORD=$superuser psql -h 127.0.0.1 -p "$POSTGRES_PORT" -U postgres -c 'select 1' postgres \
+      >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  for role in airflow mlflow; do
+    local password
+    password=$(sed -n "s/^$role=//p" "$PG_DIR/credentials")
+    PGPASSWORD=$superuser psql -q -h 127.0.0.1 -p "$POSTGRES_PORT" -U postgres -v ON_ERROR_STOP=1 postgres \
+      >>"$RUN_DIR/postgres-init.log" 2>&1 <<SQL || { echo "creating the $role database failed" >&2; exit 1; }
+SELECT 'CREATE ROLE $role LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role')\gexec
+ALTER ROLE $role PASSWORD '$password';
+SELECT 'CREATE DATABASE $role OWNER $role' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$role')\gexec
+SQL
+  done
+  echo "postgres: 127.0.0.1:$POSTGRES_PORT (databases airflow, mlflow)"
+}
+
 start_mlflow() {
   if running mlflow; then echo "mlflow already running on :$MLFLOW_PORT"; return; fi
   mkdir -p "$RUN_DIR/mlflow"
+  local store="sqlite:///$RUN_DIR/mlflow/mlflow.db"
+  if running postgres; then store=$(pg_url mlflow psycopg2); fi
   # One worker and no job runner: the defaults start nine processes and take both cores.
   MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid .venv/pipeline/bin/mlflow server \
-    --backend-store-uri "sqlite:///$RUN_DIR/mlflow/mlflow.db" \
+    --backend-store-uri "$store" \
     --artifacts-destination "$RUN_DIR/mlflow/artifacts" \
     --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 >"$RUN_DIR/mlflow.log" 2>&1 &
   echo $! >"$RUN_DIR/mlflow.pid"
@@ -79,10 +143,15 @@ start_airflow() {
     AIRFLOW__CORE__DAGS_FOLDER="$PWD/dags" AIRFLOW__CORE__PLUGINS_FOLDER="$PWD/plugins" \
     AIRFLOW__API__PORT="$AIRFLOW_PORT" \
     AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$AIRFLOW_PORT/execution/" \
-    AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=mlops.local_db.CONNECT_ARGS \
     MLOPS_DATA_ROOT="$RUN_DIR/data" MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT" \
     MLOPS_ALERTMANAGER_URL="http://127.0.0.1:$ALERTMANAGER_PORT" MLOPS_PUSHGATEWAY_URL="127.0.0.1:$PUSHGATEWAY_PORT" \
     PATH="$PWD/.venv/airflow/bin:$PATH"
+  if running postgres; then
+    export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
+    AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=$(pg_url airflow psycopg2)
+  else  # SQLite: wait for a lock rather than fail at once
+    export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=mlops.local_db.CONNECT_ARGS
+  fi
   launch airflow airflow standalone || return 0
   wait_http "http://127.0.0.1:$AIRFLOW_PORT/api/v2/monitor/health" 240 airflow
   echo "airflow: http://127.0.0.1:$AIRFLOW_PORT"
@@ -103,5 +172,5 @@ stop_all() {
 case "${1:-}" in
   start) shift; for s in "$@"; do "start_$s"; done ;;
   stop) stop_all ;;
-  *) echo "usage: $0 start mlflow|prometheus|alertmanager|pushgateway|airflow ... | stop" >&2; exit 2 ;;
+  *) echo "usage: $0 start postgres|mlflow|prometheus|alertmanager|pushgateway|airflow ... | stop" >&2; exit 2 ;;
 esac

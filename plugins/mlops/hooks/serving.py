@@ -15,6 +15,10 @@ class ServingError(RuntimeError):
     """The model server refused or failed; the message is its own reason."""
 
 
+class ServingUnreachable(ServingError):
+    """The model server did not answer at all (not running, killed): nothing is known about the model."""
+
+
 class ServingHook(BaseHook):
     hook_name = "mlserving (local KServe ModelServer)"
 
@@ -27,13 +31,20 @@ class ServingHook(BaseHook):
         """The model's v2 inference endpoint."""
         return f"{self.base_url}/v2/models/{self.model_name}/infer"
 
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            return httpx.request(method, f"{self.base_url}{path}", timeout=kwargs.pop("timeout", self.timeout),
+                                 **kwargs)
+        except httpx.TransportError as exc:
+            raise ServingUnreachable(f"the model server at {self.base_url} did not answer: {exc}") from None
+
     def _get(self, path: str) -> httpx.Response:
-        return httpx.get(f"{self.base_url}{path}", timeout=self.timeout)
+        return self._request("GET", path)
 
     def is_live(self) -> bool:
         try:
             return self._get("/v2/health/live").status_code == 200
-        except httpx.HTTPError:
+        except ServingError:
             return False
 
     def start(self, serving_bin: Path, model_dir: Path, port: int, log_file: Path, wait: float = 120) -> int:
@@ -60,7 +71,7 @@ class ServingHook(BaseHook):
     def model_ready(self) -> bool:
         try:
             return self._get(f"/v2/models/{self.model_name}/ready").status_code == 200
-        except httpx.HTTPError:
+        except ServingError:
             return False
 
     def metadata(self) -> dict:
@@ -78,8 +89,8 @@ class ServingHook(BaseHook):
             return None
 
     def load(self, model_dir: Path) -> dict:
-        response = httpx.post(f"{self.base_url}/v2/repository/models/{self.model_name}/load",
-                              json={"parameters": {"model_dir": str(model_dir)}}, timeout=max(self.timeout, 300))
+        response = self._request("POST", f"/v2/repository/models/{self.model_name}/load",
+                                 json={"parameters": {"model_dir": str(model_dir)}}, timeout=max(self.timeout, 300))
         if response.status_code != 200:
             raise ServingError(response.json().get("error", response.text[:300]))
         return response.json()
@@ -89,7 +100,7 @@ class ServingHook(BaseHook):
         meta = self.metadata()
         body = {"inputs": [{"name": i["name"], "shape": [1], "datatype": "FP64", "data": [1.0]}
                            for i in meta["inputs"]]}
-        response = httpx.post(self.infer_url, json=body, timeout=self.timeout)
+        response = self._request("POST", f"/v2/models/{self.model_name}/infer", json=body)
         if response.status_code != 200:
             raise ServingError(f"smoke test: HTTP {response.status_code} {response.text[:300]}")
         answer = response.json()

@@ -3,9 +3,11 @@
 Steps: fetch the registry champion's model directory (one pipeline stage) -> start
 `mlserving` if it is not running, else swap the new directory in through its load endpoint -> wait
 until ready -> a real v2 inference built from the signature must be answered by the new version.
-If any step fails after the server was serving an earlier version, the `champion` alias moves back
-to that version (recorded as a rollback) and the server keeps/gets that version back; the task fails
-with the failing step's own message.
+If the new model fails (its load is refused, the smoke test fails) after the server was serving an
+earlier version, the `champion` alias moves back to that version (recorded as a rollback) and the
+server keeps/gets that version back; the task fails with the failing step's own message. If the
+server itself does not answer (it died), nothing is known against the model: the task fails with the
+registry left as it is, and its retry starts the server again with the champion.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator
 
-from mlops.hooks.serving import ServingError, ServingHook
+from mlops.hooks.serving import ServingError, ServingHook, ServingUnreachable
 from mlops.hooks.stage import StageFailed, StageHook
 from mlops.links import MlflowModelVersionLink, ServingEndpointLink, result_links
 from mlops.settings import load_settings, target
@@ -54,6 +56,9 @@ class LocalDeployOperator(BaseOperator):
             else:
                 serving.load(model_dir)
             smoke = serving.smoke_test(champion)
+        except ServingUnreachable as exc:
+            raise RuntimeError(f"deploy of {self.model_name} v{champion} failed: {exc}; the registry is left as "
+                               "it is, a retry starts the model server again") from None
         except (ServingError, StageFailed) as exc:
             self._roll_back(stages, serving, registry, served_dir, previous, champion, str(exc))
             raise RuntimeError(f"deploy of {self.model_name} v{champion} failed: {exc}") from None

@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _external_failure(exc: Exception) -> str | None:
-    """One-line messages for failures of systems we talk to (MLflow)."""
+    """One-line messages for failures of what the stages use: MLflow, the data volume."""
     from mlflow.exceptions import MlflowException
     from requests.exceptions import RequestException
 
@@ -273,6 +273,8 @@ def _external_failure(exc: Exception) -> str | None:
         return f"MLflow at {os.environ.get('MLFLOW_TRACKING_URI')}: {first}"
     if isinstance(exc, RequestException):
         return f"cannot reach MLflow at {os.environ.get('MLFLOW_TRACKING_URI')}: {type(exc).__name__}"
+    if isinstance(exc, OSError) and exc.strerror:  # the data volume: full, read-only, not permitted
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     return None
 
 

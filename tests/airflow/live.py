@@ -1,0 +1,182 @@
+"""The live stack for the user-path tests: what `make demo` starts (scripts/services.sh: PostgreSQL,
+MLflow, Alertmanager, Pushgateway and `airflow standalone`) on free ports and a run folder of the test's,
+with a client that talks to Airflow the way its users do (REST API, CLI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from mlops.hooks.stage import StageHook
+from scripts.airflow_cli import airflow_env, run_airflow
+from tests import support
+
+REPO = support.REPO
+DAG_ID = "continuous_training"
+SERVICES = ("postgres", "mlflow", "alertmanager", "pushgateway", "airflow")
+
+
+class LiveStack:
+    def __init__(self, run_dir: Path, env_overrides: dict[str, str] | None = None):
+        ports = {name: str(support.free_port()) for name in
+                 ("POSTGRES_PORT", "MLFLOW_PORT", "ALERTMANAGER_PORT", "PUSHGATEWAY_PORT", "AIRFLOW_PORT",
+                  "MLOPS_SERVING_PORT")}
+        # Retries as the demo has them (the other Airflow tests turn them off for dag.test()).
+        self.env = {**os.environ, "MLOPS_TASK_RETRIES": "2", **ports, **(env_overrides or {}), "RUN_DIR": str(run_dir)}
+        self.env.pop("AIRFLOW_HOME", None)
+        self.run_dir = run_dir
+        self.api = f"http://127.0.0.1:{ports['AIRFLOW_PORT']}"
+        self.mlflow = f"http://127.0.0.1:{ports['MLFLOW_PORT']}"
+        self.alertmanager = f"http://127.0.0.1:{ports['ALERTMANAGER_PORT']}"
+        self.pushgateway = f"127.0.0.1:{ports['PUSHGATEWAY_PORT']}"
+        self.serving = f"http://127.0.0.1:{ports['MLOPS_SERVING_PORT']}"
+        self.data = run_dir / "data"
+        self._headers: dict[str, str] | None = None
+        self.landed: dict[str, str] = {}  # partition -> the drift it was landed with
+
+    # -- services ----------------------------------------------------------------------------------------
+    def services(self, action: str, *names: str) -> None:
+        done = subprocess.run(["bash", str(REPO / "scripts" / "services.sh"), action, *names], env=self.env,
+                              capture_output=True, text=True, timeout=400)
+        assert done.returncode == 0, f"services.sh {action} {names}: {done.stdout[-1500:]}{done.stderr[-1500:]}"
+
+    def __enter__(self) -> LiveStack:
+        self.services("start", *SERVICES)
+        deadline = time.monotonic() + 240
+        # The DAG must be parsed and serialized before runs can be made.
+        while self.get(f"/api/v2/dags/{DAG_ID}").status_code != 200:
+            assert time.monotonic() < deadline, "the DAG processor never serialized the DAG"
+            time.sleep(2)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        subprocess.run(["bash", str(REPO / "scripts" / "services.sh"), "stop"], env=self.env, capture_output=True,
+                       timeout=200)
+
+    def pid(self, service: str) -> int:
+        return int((self.run_dir / f"{service}.pid").read_text())
+
+    # -- Airflow, as its users reach it --------------------------------------------------------------------
+    @property
+    def admin_password(self) -> str:
+        return json.loads((self.run_dir / "airflow" / "simple_auth_manager_passwords.json.generated")
+                          .read_text())["admin"]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            token = httpx.post(f"{self.api}/auth/token", json={"username": "admin", "password": self.admin_password})
+            self._headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        return self._headers
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return httpx.get(f"{self.api}{path}", headers=self.headers if self._headers or "auth" not in path else {},
+                         timeout=30, **kwargs)
+
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        return httpx.request(method, f"{self.api}{path}", headers=self.headers, timeout=30, **kwargs)
+
+    def cli(self, *args) -> str:
+        done = run_airflow(args, airflow_env(self.run_dir, self.env))
+        assert done.returncode == 0, f"airflow {' '.join(args)} failed: {done.stderr[-2000:]}"
+        return done.stdout
+
+    def trigger(self, conf: dict, logical_date: str | None = None) -> str:
+        answer = self.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns",
+                              json={"logical_date": logical_date or _now(), "conf": conf})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["dag_run_id"]
+
+    def run(self, run_id: str) -> dict:
+        return self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json()
+
+    def wait_run(self, run_id: str, timeout: float = 420) -> dict:
+        deadline = time.monotonic() + timeout
+        while (run := self.run(run_id))["state"] not in ("success", "failed"):
+            assert time.monotonic() < deadline, f"run {run_id} still {run['state']}: {self.states(run_id)}"
+            time.sleep(2)
+        return run
+
+    def states(self, run_id: str) -> dict[str, str]:
+        tis = self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
+        return {t["task_id"]: t["state"] for t in tis}
+
+    def task(self, run_id: str, task_id: str) -> dict:
+        return self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}").json()
+
+    def xcom(self, run_id: str, task_id: str):
+        answer = self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+                          params={"deserialize": "true"})
+        return answer.json().get("value") if answer.status_code == 200 else None
+
+    def wait_task(self, run_id: str, task_id: str, states=("running",), timeout: float = 300) -> dict:
+        deadline = time.monotonic() + timeout
+        while (ti := self.task(run_id, task_id)).get("state") not in states:
+            assert time.monotonic() < deadline, f"{task_id} of {run_id} never reached {states}: {ti.get('state')}"
+            time.sleep(0.5)
+        return ti
+
+    # -- the data volume, the registry, the model server, the alerts -----------------------------------------
+    def land(self, partition: str, drift: str = "none", seed: int = 1, rows: int = 900) -> None:
+        StageHook(support.PIPELINE_BIN / "mlpipeline").run(
+            "simulate", {"data_root": self.data, "partition": partition, "rows": rows, "drift": drift, "seed": seed},
+            on_line=lambda _: None)
+        self.landed[partition] = drift
+
+    def promoting_drift(self, model: str = "iris-classifier") -> str:
+        """The drift a new batch needs for the champion to fail on it and a challenger to win: labels the
+        other way round from those the champion was trained on."""
+        answer = httpx.get(f"{self.mlflow}/api/2.0/mlflow/registered-models/alias",
+                           params={"name": model, "alias": "champion"}).json()["model_version"]
+        trained_on = {t["key"]: t["value"] for t in answer.get("tags", [])}["partition"]
+        return "none" if self.landed[trained_on] == "concept" else "concept"
+
+    def champion(self, model: str = "iris-classifier") -> str | None:
+        answer = httpx.get(f"{self.mlflow}/api/2.0/mlflow/registered-models/alias",
+                           params={"name": model, "alias": "champion"})
+        return answer.json()["model_version"]["version"] if answer.status_code == 200 else None
+
+    def versions(self, model: str = "iris-classifier") -> list[str]:
+        answer = httpx.get(f"{self.mlflow}/api/2.0/mlflow/model-versions/search", params={"filter": f"name='{model}'"})
+        assert answer.status_code == 200, answer.text[:500]
+        found = answer.json().get("model_versions", [])
+        return sorted(v["version"] for v in found)
+
+    def promotion_history(self, model: str = "iris-classifier") -> list[dict]:
+        """The champion moves the registry recorded (experiment `<model>.promotions`), oldest first."""
+        experiment = httpx.get(f"{self.mlflow}/api/2.0/mlflow/experiments/get-by-name",
+                               params={"experiment_name": f"{model}.promotions"}).json()["experiment"]
+        runs = httpx.post(f"{self.mlflow}/api/2.0/mlflow/runs/search", json={
+            "experiment_ids": [experiment["experiment_id"]], "order_by": ["attributes.start_time ASC"]}).json()["runs"]
+        tags = [{t["key"]: t["value"] for t in run["data"]["tags"]} for run in runs]
+        return [{"event": t["event"], "version": t["version"]} for t in tags]
+
+    def served_version(self, model: str = "iris-classifier") -> str | None:
+        try:
+            return httpx.get(f"{self.serving}/v2/models/{model}", timeout=5).json()["parameters"]["registry_version"]
+        except httpx.HTTPError:
+            return None
+
+    def alerts(self, *matchers: str, active_only: bool = True) -> list[dict]:
+        params = {"filter": list(matchers), **({"active": "true"} if active_only else {})}
+        return httpx.get(f"{self.alertmanager}/api/v2/alerts", params=params).json()
+
+    def pushed(self, model: str = "iris-classifier") -> dict[str, float]:
+        values = {}
+        for line in httpx.get(f"http://{self.pushgateway}/metrics").text.splitlines():
+            if line.startswith("mlops_") and f'model="{model}"' in line:
+                values[line.split("{")[0]] = float(line.rsplit(" ", 1)[1])
+        return values
+
+    def kill_group(self, pid: int) -> None:
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

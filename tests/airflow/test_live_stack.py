@@ -1,0 +1,359 @@
+"""The users' paths on a live stack (tests/airflow/live.py: what `make demo` starts, Airflow's and MLflow's
+databases on PostgreSQL), taken as users take them: backfills and re-runs through the CLI, manual
+triggers through the REST API the UI uses, alerts read back from Alertmanager. The tests run in order
+on one stack; each says what it leaves behind."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .live import DAG_ID, LiveStack
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+DAYS = [("2026-11-01", "none"), ("2026-11-02", "none"), ("2026-11-03", "concept")]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    # Short waits, so that the tests see retries and the batch deadline fire in seconds.
+    overrides = {"MLOPS_BATCH_DEADLINE_MINUTES": "1.5", "MLOPS_TASK_RETRY_DELAY_SECONDS": "3",
+                 # a killed worker's task is found out in seconds, not the default five minutes
+                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20"}
+    with LiveStack(tmp_path_factory.mktemp("live") / "run", overrides) as live:
+        yield live
+
+
+def backfill(stack: LiveStack, first: str, last: str, reprocess: bool = False) -> list[dict]:
+    args = ["backfill", "create", "--dag-id", DAG_ID, "--from-date", first, "--to-date", last,
+            "--max-active-runs", "1"]
+    stack.cli(*args, *(["--reprocess-behavior", "completed"] if reprocess else []))
+    deadline = time.monotonic() + 600
+    wanted = {d for d, _ in DAYS if first <= d <= last}
+    while True:
+        runs = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill",
+                                                                   "order_by": "logical_date"}).json()["dag_runs"]
+        mine = [r for r in runs if r["logical_date"][:10] in wanted]
+        # Done when its runs are, and the scheduler has closed the backfill (one open backfill per DAG).
+        backfills = stack.get("/api/v2/backfills", params={"dag_id": DAG_ID}).json()["backfills"]
+        if len(mine) == len(wanted) and all(r["state"] in ("success", "failed") for r in mine) and all(
+                b["completed_at"] for b in backfills):
+            return mine
+        assert time.monotonic() < deadline, f"backfill did not finish: {[(r['dag_run_id'], r['state']) for r in runs]}"
+        time.sleep(3)
+
+
+def test_a_backfill_replays_three_partitions(stack):
+    """Leaves: v1 (2026-11-01) and v2 (2026-11-03, concept drift) registered, v2 champion and served."""
+    for seed, (day, drift) in enumerate(DAYS, 1):
+        stack.land(day, drift, seed)
+    stack.cli("dags", "unpause", DAG_ID)
+    runs = backfill(stack, DAYS[0][0], DAYS[-1][0])
+    assert [(r["logical_date"][:10], r["state"]) for r in runs] == [(d, "success") for d, _ in DAYS]
+    first, second, third = (stack.states(r["dag_run_id"]) for r in runs)
+    assert first["training.register"] == "success" and first["deploy"] == "success"
+    assert second["skip"] == "success" and second["training.train"] == "skipped"
+    assert third["training.register"] == "success" and third["deploy"] == "success"
+    assert stack.served_version() == "2" and stack.champion() == "2"
+
+    # The task links the UI shows, as its REST API serves them.
+    def links(run, task_id):
+        return stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances/{task_id}/links"
+                         ).json()["extra_links"]
+
+    deploy_links = links(runs[2], "deploy")
+    assert deploy_links["MLflow model version"] == f"{stack.mlflow}/#/models/iris-classifier/versions/2"
+    import httpx
+
+    assert httpx.get(deploy_links["Serving endpoint"]).json()["parameters"]["registry_version"] == "2"
+    run_link = links(runs[2], "training.train")["MLflow run"]
+    assert httpx.get(run_link.split("#")[0]).status_code == 200 and "/#/runs/" in run_link
+    assert links(runs[1], "training.train")["MLflow run"] is None  # skipped: nothing to link
+
+
+def test_re_runs_report_what_happened_not_what_was_decided(stack):
+    """Backfilling 2026-11-01 again with v2 champion: the v2 model (concept labels) is bad on that data,
+    so it retrains, reuses the run key's training and decides promote; but that run key is v1 already:
+    nothing is registered or moved again, and the report says so. Then 2026-11-03 again: v2 was trained
+    on it, so the skip branch, whose report must not read the XCom train and register left from the
+    run's first try (promote, v2)."""
+    [rerun] = backfill(stack, "2026-11-01", "2026-11-01", reprocess=True)
+    assert rerun["state"] == "success"
+    states = stack.states(rerun["dag_run_id"])
+    assert states["training.register"] == "success"
+    assert stack.xcom(rerun["dag_run_id"], "training.register")["outcome"] == "already_registered"
+    report = stack.xcom(rerun["dag_run_id"], "report")
+    assert report["decision"] == "already_registered" and report["champion_version"] == "2"
+    assert stack.pushed()["mlops_promoted"] == 0 and stack.pushed()["mlops_champion_version"] == 2
+    assert stack.champion() == "2" and stack.versions() == ["1", "2"] and stack.served_version() == "2"
+
+    [skipped] = backfill(stack, "2026-11-03", "2026-11-03", reprocess=True)
+    assert stack.states(skipped["dag_run_id"])["skip"] == "success"
+    report = stack.xcom(skipped["dag_run_id"], "report")
+    assert report["decision"] == "skipped" and report["champion_version"] == "2"
+    assert stack.pushed()["mlops_champion_version"] == 2
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, driven by Playwright (no browser download)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path):
+    """Where the journey's screenshots go: docs/img/ with MLOPS_SCREENSHOTS=docs (make screenshots)."""
+    import os
+
+    from .live import REPO
+
+    return REPO / "docs" / "img" if os.environ.get("MLOPS_SCREENSHOTS") == "docs" else tmp_path
+
+
+def test_the_airflow_ui_as_a_user_takes_it(stack, browser, screenshots):
+    """Log in, read the grid, trigger with Params (an invalid window refused with the reason), watch the
+    run succeed, open the deploy task's Serving endpoint link, start a backfill from the dialog."""
+    import re
+
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(30_000)
+    page.goto(f"{stack.api}/")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(stack.admin_password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{stack.api}/")
+
+    # The grid shows which branch each backfill run took.
+    page.goto(f"{stack.api}/dags/{DAG_ID}")
+    page.get_by_role("button", name="Expand all task groups").click()
+
+    def state(run_id: str, task_id: str) -> str:
+        """A task's state as a user finds it: its grid cell clicked, the badge on the task's page."""
+        page.get_by_test_id(f"grid-{run_id}-{task_id}").click()
+        page.wait_for_url(f"**/runs/{run_id}/tasks/{task_id}")
+        heading = page.locator("h2", has_text=re.compile(rf"^\s*{re.escape(task_id)}\s*$"))
+        badge = heading.locator("xpath=..").get_by_test_id("state-badge")  # beside the task's own heading
+        expect(badge).to_have_text(re.compile(r"[A-Za-z]"))
+        return badge.inner_text().strip()
+
+    # As the re-runs above left them: 2026-11-02 skipped training, 2026-11-01 retrained (and registered
+    # nothing new), 2026-11-03 skipped.
+    quiet, retrained = "backfill__2026-11-02T00:00:00+00:00", "backfill__2026-11-01T00:00:00+00:00"
+    got = (state(quiet, "skip"), state(quiet, "training.train"))
+    assert got == ("Success", "Skipped"), got
+    assert (state(retrained, "training.register"), state(retrained, "skip")) == ("Success", "Skipped")
+    page.goto(f"{stack.api}/dags/{DAG_ID}")
+    page.get_by_test_id(f"grid-{retrained}-training.register").wait_for()  # groups stay expanded
+    page.mouse.move(0, 500)  # no chart tooltip in the picture
+    page.screenshot(path=str(screenshots / "dag-grid.png"))
+
+    # Trigger with Params: a window the DAG's Param refuses, with the reason in the dialog.
+    page.get_by_role("button", name="Trigger Dag").click()
+    dialog = page.get_by_role("dialog")
+    dialog.locator("#element_training_window").fill("every")
+    dialog.locator("#element_partition").fill("2026-11-02")
+    dialog.get_by_role("button", name="Trigger").click()
+    refusal = dialog.get_by_text("Invalid input for param training_window")
+    refusal.wait_for()
+    assert "'every' does not match" in refusal.inner_text()
+    refusal.scroll_into_view_if_needed()
+    page.screenshot(path=str(screenshots / "trigger-refused.png"))
+    # The error toast ("Failed to Trigger Dag") covers the button; it goes once the pointer leaves it.
+    page.mouse.move(600, 100)
+    page.locator("[data-scope=toast][data-type=error]").wait_for(state="hidden", timeout=20_000)
+    dialog.locator("#element_training_window").fill("last:2")
+    dialog.get_by_role("button", name="Trigger").click()
+    page.wait_for_url(f"{stack.api}/dags/{DAG_ID}/runs/**")
+    run_id = page.url.rsplit("/runs/", 1)[1].split("?")[0].replace("%2B", "+").replace("%3A", ":")
+    assert stack.wait_run(run_id)["state"] == "success"
+    assert stack.xcom(run_id, "wait_for_batch")["partition"] == "2026-11-02"
+    assert stack.xcom(run_id, "data.split")["window"] == "last:2"
+
+    # The deploy task's links: the Serving endpoint opens the served model.
+    page.goto(f"{stack.api}/dags/{DAG_ID}/runs/{retrained}/tasks/deploy")
+    page.get_by_role("link", name="Details", exact=True).click()  # the task's Extra Links are there
+    link = page.get_by_role("link", name="Serving endpoint")
+    link.wait_for()
+    page.screenshot(path=str(screenshots / "deploy-links.png"))
+    with page.context.expect_page() as opened:
+        link.click()
+    endpoint = opened.value
+    endpoint.wait_for_load_state()
+    assert f'"registry_version":"{stack.served_version()}"' in endpoint.content().replace(" ", "")
+    endpoint.close()
+
+    # A backfill from the dialog, reprocessing two days.
+    before = {b["id"] for b in stack.get("/api/v2/backfills", params={"dag_id": DAG_ID}).json()["backfills"]}
+    page.goto(f"{stack.api}/dags/{DAG_ID}")
+    page.get_by_role("button", name="Trigger Dag").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Backfill", exact=True).click()
+    pickers = dialog.get_by_text("Select date and time")
+    for picker, day in ((pickers.first, "2026/11/01"), (pickers.last, "2026/11/02")):
+        picker.click()
+        page.get_by_placeholder("YYYY/MM/DD").fill(day)
+        page.get_by_placeholder("HH:mm").fill("00:00")
+        page.keyboard.press("Escape")
+    dialog.get_by_text("All Runs", exact=True).click()
+    page.screenshot(path=str(screenshots / "backfill-dialog.png"))
+    dialog.get_by_role("button", name="Run Backfill").click()
+    deadline = time.monotonic() + 60
+    while not (new := [b for b in stack.get("/api/v2/backfills", params={"dag_id": DAG_ID}).json()["backfills"]
+                       if b["id"] not in before]):
+        assert time.monotonic() < deadline, "the dialog created no backfill"
+        time.sleep(1)
+    assert (new[0]["from_date"][:10], new[0]["to_date"][:10], new[0]["reprocess_behavior"]) == \
+        ("2026-11-01", "2026-11-02", "completed")
+    deadline = time.monotonic() + 400
+    while stack.get(f"/api/v2/backfills/{new[0]['id']}").json().get("completed_at") is None:
+        assert time.monotonic() < deadline, "the UI's backfill did not complete"
+        time.sleep(3)
+    page.close()
+
+
+def test_a_run_waiting_for_its_batch_does_not_hold_up_a_manual_one(stack):
+    """Unpaused, the DAG's scheduled run for today waits in the sensor (no batch lands today). A manual
+    run for another partition goes through meanwhile. Leaves the scheduled run waiting."""
+    deadline = time.monotonic() + 120
+    while not (waiting := [r for r in stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns",
+                                                params={"run_type": "scheduled"}).json()["dag_runs"]
+                           if r["state"] == "running"]):
+        assert time.monotonic() < deadline, "no scheduled run started"
+        time.sleep(2)
+    scheduled = waiting[0]["dag_run_id"]
+    stack.wait_task(scheduled, "wait_for_batch", states=("deferred",))
+    manual = stack.trigger({"partition": "2026-11-02"})
+    assert stack.wait_run(manual)["state"] == "success"
+    assert stack.task(scheduled, "wait_for_batch")["state"] == "deferred"  # still waiting, never blocking
+    # `latest`: the newest complete batch, whatever the run's date.
+    latest = stack.trigger({"partition": "latest"})
+    assert stack.wait_run(latest)["state"] == "success"
+    assert stack.xcom(latest, "wait_for_batch")["partition"] == "2026-11-03"
+
+
+def test_a_second_trigger_for_one_logical_date_is_refused_with_a_reason(stack):
+    logical_date = "2026-11-20T00:00:00Z"
+    first = stack.trigger({"partition": "2026-11-02"}, logical_date=logical_date)
+    again = stack.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": logical_date, "conf": {}})
+    assert again.status_code == 409  # Airflow keeps one run per logical date: re-run with `partition` instead
+    assert stack.wait_run(first)["state"] == "success"
+
+
+def test_a_late_batch_and_a_run_marked_failed_alert(stack):
+    """The scheduled run has waited past the batch deadline: BatchLate for that run, still active (a
+    deadline fires once); a user marks the run failed: a DAG-run alert, and the run no longer waits; the
+    next successful run resolves the DAG-run alert."""
+    scheduled = next(r for r in stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns", params={"run_type": "scheduled"}
+                                          ).json()["dag_runs"] if r["state"] == "running")["dag_run_id"]
+    late = ('alertname="BatchLate"', f'run_id="{scheduled}"')
+    deadline = time.monotonic() + 240
+    while not stack.alerts(*late):
+        assert time.monotonic() < deadline, "no BatchLate alert"
+        time.sleep(3)
+    marked = stack.request("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{scheduled}", json={"state": "failed"})
+    assert marked.status_code == 200, marked.text
+    deadline = time.monotonic() + 120
+    while not stack.alerts('alertname="AirflowDagRunFailed"') or stack.alerts(*late):
+        assert time.monotonic() < deadline, "marking the run failed sent no alert, or left its BatchLate active"
+        time.sleep(3)
+    assert stack.wait_run(stack.trigger({"partition": "2026-11-02"}))["state"] == "success"
+    deadline = time.monotonic() + 60
+    while stack.alerts('alertname="AirflowDagRunFailed"'):
+        assert time.monotonic() < deadline, "the successful run did not resolve the DAG-run alert"
+        time.sleep(2)
+
+
+# -- faults, each on a run of its own partition ------------------------------------------------------------
+# Each lands a partition the served champion is bad on (the labels of the last one rotated), so the run
+# retrains, promotes and deploys, and injects its fault while the named task runs. Each must end in a
+# retry that succeeds, or a clean failure with an alert, with the curated data, the registry's aliases
+# and the served version as they should be.
+
+FAULT_DAYS = iter(["2026-11-05", "2026-11-06", "2026-11-07", "2026-11-08"])
+
+
+def fault_run(stack: LiveStack, seed: int) -> tuple[str, str]:
+    day = next(FAULT_DAYS)
+    stack.land(day, stack.promoting_drift(), seed)
+    return day, stack.trigger({"partition": day})
+
+
+def test_mlflow_stopped_while_register_runs(stack):
+    before = stack.versions()
+    day, run = fault_run(stack, 51)
+    stack.wait_task(run, "training.register")
+    stack.kill_group(stack.pid("mlflow"))
+    time.sleep(8)
+    stack.services("start", "mlflow")
+    assert stack.wait_run(run)["state"] == "success", stack.states(run)
+    new = stack.xcom(run, "training.register")["version"]
+    assert stack.versions() == sorted([*before, new])  # one version, not a duplicate from the retry
+    assert stack.champion() == new and stack.served_version() == new
+
+
+def test_the_model_server_killed_during_deploy(stack):
+    day, run = fault_run(stack, 52)
+    stack.wait_task(run, "deploy")
+    stack.kill_group(int((stack.data / "serving" / "mlserving.pid").read_text()))
+    assert stack.wait_run(run)["state"] == "success", stack.states(run)
+    new = stack.xcom(run, "training.register")["version"]
+    # The server's death says nothing against the model: no rollback. Killed before deploy looked, the
+    # deploy starts it; killed during the swap, the deploy fails and its retry starts it.
+    assert stack.champion() == new and stack.served_version() == new
+    assert stack.promotion_history()[-1] == {"event": "promote", "version": new}
+
+
+def test_the_worker_killed_in_the_middle_of_train(stack):
+    import psutil
+
+    day, run = fault_run(stack, 53)
+    stack.wait_task(run, "training.train")
+    deadline = time.monotonic() + 60
+    while not (training := [p for p in psutil.process_iter(["cmdline"]) if "train-local" in (p.info["cmdline"] or [])]):
+        assert time.monotonic() < deadline, "no training process"
+        time.sleep(0.5)
+    worker = training[0].parent()  # the task's supervisor, which runs the stage
+    for process in [worker, *worker.children(recursive=True)]:
+        process.kill()
+    assert stack.wait_run(run)["state"] == "success", stack.states(run)
+    assert stack.task(run, "training.train")["try_number"] >= 2
+    new = stack.xcom(run, "training.register")["version"]
+    assert stack.champion() == new and stack.served_version() == new
+
+
+def test_a_full_data_volume_during_ingest(stack):
+    """The partition's curated folder on a one-page (4 KiB) filesystem: storing fails with the stage's
+    own line, every retry too, the run fails with an alert, and nothing is half-written or changed."""
+    import subprocess
+
+    from tests import support
+
+    champion, served, versions = stack.champion(), stack.served_version(), stack.versions()
+    day = next(FAULT_DAYS)
+    stack.land(day, stack.promoting_drift(), 54)
+    curated = stack.data / "curated" / day
+    curated.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(curated)], check=True)
+    try:
+        curated_before = support.tree_snapshot(stack.data / "curated")
+        run = stack.trigger({"partition": day})
+        assert stack.wait_run(run)["state"] == "failed"
+        assert stack.states(run)["data.ingest"] == "failed"
+        assert support.tree_snapshot(stack.data / "curated") == curated_before  # no partial parquet
+    finally:
+        subprocess.run(["umount", str(curated)], check=True)
+    alerts = stack.alerts('alertname="AirflowTaskFailed"', 'task_id="data.ingest"')
+    assert any("No space left on device" in a["annotations"]["error"] for a in alerts), alerts
+    assert (stack.champion(), stack.served_version(), stack.versions()) == (champion, served, versions)
