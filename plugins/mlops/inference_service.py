@@ -96,6 +96,23 @@ def rollout_marker(isvc: dict | None, deployment: dict | None, mode: str) -> str
         "latestCreatedRevision")
 
 
+def changed_by_apply(current: dict | None, applied: dict) -> bool:
+    """Whether the apply moved the live object: a new spec generation, or new labels or annotations
+    (KServe copies both onto the predictor's pod template, so they roll out as a new revision too)."""
+    if current is None:
+        return True
+    meta, was = applied["metadata"], current["metadata"]
+    return meta.get("generation") != was.get("generation") or any(
+        (meta.get(key) or {}) != (was.get(key) or {}) for key in ("labels", "annotations"))
+
+
+def awaited_marker(current: dict | None, applied: dict, deployment: dict | None, mode: str) -> str | int | None:
+    """The rollout marker readiness waits past. An apply that changed nothing starts no rollout: then
+    the one already under way (say, the spec a rollback restored) is awaited as it is, not a newer one
+    that will never come."""
+    return rollout_marker(current, deployment, mode) if changed_by_apply(current, applied) else None
+
+
 def _conditions(obj: dict | None) -> dict[str, dict]:
     return {c.get("type"): c for c in ((obj or {}).get("status") or {}).get("conditions") or []}
 

@@ -9,6 +9,7 @@ from jsonschema import Draft7Validator
 
 from mlops.cluster import ClusterSettings
 from mlops.inference_service import (
+    awaited_marker,
     inference_route,
     inference_service,
     merge_patch,
@@ -93,6 +94,27 @@ def test_serverless_readiness_follows_the_revisions_not_the_copied_generation():
                         message='Revision "iris-predictor-00002" failed with message: Container failed with: boom.')
     assert readiness(failed, before, "Serverless") == (False, 'Revision "iris-predictor-00002" failed with message: '
                                                               'Container failed with: boom.')
+
+
+def test_an_apply_that_changes_nothing_waits_for_the_rollout_under_way():
+    """A rollback restored v1's spec (revision 00004) while v2's revision 00003 was still coming up; the
+    next deploy of v1 finds its version served but 00004 not ready yet, and applies the same spec: no
+    new revision comes, so the wait is for 00004 itself (CI once waited 240 s for a newer one)."""
+    restoring = serverless("iris-predictor-00004", "iris-predictor-00002")
+    unchanged = {**restoring, "metadata": {**restoring["metadata"]}}
+    assert awaited_marker(restoring, unchanged, None, "Serverless") is None
+    assert readiness(restoring, None, "Serverless") == (None, "revision iris-predictor-00004 is not ready yet")
+    rolled_out = serverless("iris-predictor-00004", "iris-predictor-00004")
+    assert readiness(rolled_out, None, "Serverless") == (True, "http://iris.ns.svc.cluster.local")
+    # A real change, to the spec (a new generation) or to what the pod copies (labels, annotations),
+    # waits past the revision that was there before it.
+    respec = {**restoring, "metadata": {**restoring["metadata"], "generation": 3}}
+    relabelled = {**restoring, "metadata": {**restoring["metadata"], "labels": {"team": "fraud"}}}
+    for applied in (respec, relabelled):
+        assert awaited_marker(restoring, applied, None, "Serverless") == "iris-predictor-00004"
+    assert awaited_marker(None, restoring, None, "Serverless") is None  # created: any revision is new
+    assert awaited_marker(restoring, respec, deployment(3, 3, 1, 1), "RawDeployment") == 3
+    assert awaited_marker(restoring, unchanged, deployment(3, 3, 1, 1), "RawDeployment") is None
 
 
 def deployment(generation, observed, updated, available, reason="NewReplicaSetAvailable", progressing="True"):

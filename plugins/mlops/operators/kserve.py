@@ -24,10 +24,10 @@ from mlops.hooks.mlflow import MlflowRestHook
 from mlops.hooks.serving import ServingError, ServingHook
 from mlops.hooks.stage import run_lineage
 from mlops.inference_service import (
+    awaited_marker,
     inference_route,
     inference_service,
     readiness,
-    rollout_marker,
     served_version,
     storage_uri,
 )
@@ -75,8 +75,8 @@ class KServeDeployOperator(BaseOperator):
                         "previous_version": previous_version, "changed": False}
         location = storage_uri(mlflow.artifact_location(champion["source"]), cluster)
         desired = inference_service(self.model_name, version, champion["run_id"], location, cluster)
-        before = rollout_marker(current, deployment, mode)
         applied, created = kserve.apply(desired)
+        before = awaited_marker(current, applied, deployment, mode)
         generation = applied["metadata"]["generation"]
         if cluster.inference_host:
             kserve.apply(inference_route(self.model_name, cluster))
