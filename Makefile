@@ -49,7 +49,10 @@ $(AIRFLOW)/.installed: requirements.txt requirements-dev.txt | $(UV)
 
 envs: $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed
 
-test: lint test-pipeline test-serving test-airflow test-deploy
+# The whole suite (scripts/test.sh): each layer in its own environment, the images built while the
+# pipeline and serving tests run, the live stack's Airflow tests beside the others.
+test: system-deps envs
+	bash scripts/test.sh
 
 lint: $(PIPELINE)/.installed
 	$(PIPELINE)/bin/ruff check .

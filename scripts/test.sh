@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The whole suite (`make test`), each layer in its own environment, with the waiting overlapped:
+#   1. ruff, then the pipeline and serving tests while the images build in the background;
+#   2. the Airflow tests in two pytest processes at once: the live stack's (a whole Airflow, which
+#      mostly waits on its scheduler) beside the rest (dag.test() runs and the emulated cluster);
+#   3. the deployment assets.
+# Every layer runs even when an earlier one failed; the exit status is non-zero if any did. The
+# background processes' output is printed whole when they end, never interleaved.
+# Environment: PYTEST_ARGS (extra pytest arguments for every layer).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+RUN_DIR=${RUN_DIR:-$PWD/.run}
+LOGS="$RUN_DIR/test-logs"
+mkdir -p "$LOGS"
+read -r -a extra <<<"${PYTEST_ARGS:-}"
+failed=()
+children=()
+trap 'kill "${children[@]}" 2>/dev/null' EXIT
+
+layer() {  # name venv pytest-args...: one pytest run in the foreground
+  local name=$1 venv=$2; shift 2
+  echo "== $name"
+  "$venv/bin/python" -m pytest "$@" "${extra[@]}" || failed+=("$name")
+}
+
+started() {  # name log: report a background job's start (its pid in $!)
+  children+=("$!")
+  echo "== $1: started in the background (output in ${2#"$PWD"/}, printed when it ends)"
+}
+
+finished() {  # name pid log: wait for a background job and print what it wrote
+  local status=0
+  wait "$2" || status=$?
+  echo "== $1 (background) ended with status $status:"
+  cat "$3"
+  [[ $status == 0 ]] || failed+=("$1")
+}
+
+echo "== lint"
+.venv/pipeline/bin/ruff check . || failed+=(lint)
+
+scripts/images.sh build >"$LOGS/images.log" 2>&1 &
+images=$!
+started images "$LOGS/images.log"
+layer pipeline .venv/pipeline tests/pipeline
+layer serving .venv/serving tests/serving
+finished images "$images" "$LOGS/images.log"
+
+if [[ " ${failed[*]} " == *" images "* ]]; then
+  echo "== the images did not build: the Airflow and deployment tests need them"
+else
+  .venv/airflow/bin/python -m pytest tests/airflow/test_live_stack.py -p no:cacheprovider "${extra[@]}" \
+    >"$LOGS/live-stack.log" 2>&1 &
+  live=$!
+  started "airflow (live stack)" "$LOGS/live-stack.log"
+  layer airflow .venv/airflow tests/airflow --ignore=tests/airflow/test_live_stack.py -p no:cacheprovider
+  finished "airflow (live stack)" "$live" "$LOGS/live-stack.log"
+  layer deploy .venv/airflow tests/deploy -p no:cacheprovider
+fi
+
+if [[ ${#failed[@]} -gt 0 ]]; then
+  echo "== failed: ${failed[*]}"
+  exit 1
+fi
+echo "== every layer passed"
