@@ -20,7 +20,7 @@ trap 'kill "${children[@]}" 2>/dev/null' EXIT
 layer() {  # name venv pytest-args...: one pytest run in the foreground
   local name=$1 venv=$2; shift 2
   echo "== $name"
-  "$venv/bin/python" -m pytest "$@" "${extra[@]}" || failed+=("$name")
+  "$venv/bin/python" -m pytest "$@" "${extra[@]}" 2>&1 | tee "$LOGS/$name.log" || failed+=("$name")
 }
 
 started() {  # name log: report a background job's start (its pid in $!)
@@ -58,8 +58,14 @@ else
   layer deploy .venv/airflow tests/deploy -p no:cacheprovider
 fi
 
+# One closing line for the whole suite, summed over every layer's pytest summary line.
+summary=$(cat "$LOGS"/{pipeline,serving,airflow,live-stack,deploy}.log 2>/dev/null | grep -E '^=+ .* in [0-9.]+s' |
+  awk '{ for (i = 2; i < NF; i++) if ($(i+1) ~ /^(passed|failed|errors?)/) n[$(i+1) ~ /^passed/ ? "p" : "f"] += $i }
+       END { printf "%d passed, %d failed", n["p"], n["f"] }')
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "== failed: ${failed[*]}"
+  echo "total: $summary"
   exit 1
 fi
 echo "== every layer passed"
+echo "total: $summary"
