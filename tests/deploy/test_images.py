@@ -1,6 +1,6 @@
-"""The Dockerfiles, which cannot be built here (no Docker engine): parsed and checked for what matters:
-pinned bases, installs from the pinned environment files, non-root users, no build tools left in the
-final stage, labels with source and version."""
+"""The Dockerfiles, parsed and checked for what matters: pinned bases, installs from the pinned
+environment files, non-root users, no build tools left in the final stage, labels with source and
+version. (`make images` builds them; the cluster tests run them as their manifests declare.)"""
 
 from __future__ import annotations
 
