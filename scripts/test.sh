@@ -14,17 +14,30 @@ LOGS="$RUN_DIR/test-logs"
 mkdir -p "$LOGS"
 read -r -a extra <<<"${PYTEST_ARGS:-}"
 failed=()
-children=()
-trap 'kill "${children[@]}" 2>/dev/null' EXIT
+images=""
+live=""
+interrupted=""
+# Ctrl-C stops the whole run, not only the layer under way. Whatever runs in the background stops too:
+# the image build at once, the live stack's pytest as on Ctrl-C (SIGINT, which Ctrl-C has already sent
+# it), so that it tears down the services it started; the script waits for that.
+cleanup() {
+  [[ -n $images ]] && kill "$images" 2>/dev/null
+  if [[ -n $live ]]; then
+    [[ -n $interrupted ]] || kill -INT "$live" 2>/dev/null
+    wait "$live" 2>/dev/null
+  fi
+  return 0
+}
+trap cleanup EXIT
+trap 'interrupted=1; echo "== interrupted"; exit 130' INT
 
 layer() {  # name venv pytest-args...: one pytest run in the foreground
   local name=$1 venv=$2; shift 2
   echo "== $name"
-  "$venv/bin/python" -m pytest "$@" "${extra[@]}" 2>&1 | tee "$LOGS/$name.log" || failed+=("$name")
+  "$venv/bin/python" -m pytest "$@" "${extra[@]}" 2>&1 | tee -i "$LOGS/$name.log" || failed+=("$name")
 }
 
-started() {  # name log: report a background job's start (its pid in $!)
-  children+=("$!")
+started() {  # name log: report a background job's start
   echo "== $1: started in the background (output in ${2#"$PWD"/}, printed when it ends)"
 }
 
@@ -45,16 +58,21 @@ started images "$LOGS/images.log"
 layer pipeline .venv/pipeline tests/pipeline
 layer serving .venv/serving tests/serving
 finished images "$images" "$LOGS/images.log"
+images=""
 
 if [[ " ${failed[*]} " == *" images "* ]]; then
   echo "== the images did not build: the Airflow and deployment tests need them"
 else
-  .venv/airflow/bin/python -m pytest tests/airflow/test_live_stack.py -p no:cacheprovider "${extra[@]}" \
+  # A background job starts with SIGINT ignored; Python's own handler is put back for the cleanup above.
+  .venv/airflow/bin/python -c 'import signal, sys, pytest
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.exit(pytest.main(sys.argv[1:]))' tests/airflow/test_live_stack.py -p no:cacheprovider "${extra[@]}" \
     >"$LOGS/live-stack.log" 2>&1 &
   live=$!
   started "airflow (live stack)" "$LOGS/live-stack.log"
   layer airflow .venv/airflow tests/airflow --ignore=tests/airflow/test_live_stack.py -p no:cacheprovider
   finished "airflow (live stack)" "$live" "$LOGS/live-stack.log"
+  live=""
   layer deploy .venv/airflow tests/deploy -p no:cacheprovider
 fi
 

@@ -47,12 +47,16 @@ class LiveStack:
         assert done.returncode == 0, f"services.sh {action} {names}: {done.stdout[-1500:]}{done.stderr[-1500:]}"
 
     def __enter__(self) -> LiveStack:
-        self.services("start", *SERVICES)
-        deadline = time.monotonic() + 240
-        # The DAG must be parsed and serialized before runs can be made.
-        while self.get(f"/api/v2/dags/{DAG_ID}").status_code != 200:
-            assert time.monotonic() < deadline, "the DAG processor never serialized the DAG"
-            time.sleep(2)
+        try:
+            self.services("start", *SERVICES)
+            deadline = time.monotonic() + 240
+            # The DAG must be parsed and serialized before runs can be made.
+            while self.get(f"/api/v2/dags/{DAG_ID}").status_code != 200:
+                assert time.monotonic() < deadline, "the DAG processor never serialized the DAG"
+                time.sleep(2)
+        except BaseException:  # a failed or interrupted start leaves nothing running (`with` never entered)
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
