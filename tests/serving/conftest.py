@@ -66,12 +66,28 @@ def oip():
     return check
 
 
+def point(link: Path, target: Path) -> None:
+    """Repoint a model link atomically, as the local deploy does before it asks for a load."""
+    staged = link.with_name(f".{link.name}.new")
+    staged.unlink(missing_ok=True)
+    staged.symlink_to(target)
+    os.replace(staged, link)
+
+
 @pytest.fixture
-def live_server(model_dirs, tmp_path):
-    """`mlserving` as users start it, on a real port."""
+def model_link(model_dirs, tmp_path) -> Path:
+    """The served model's directory as the local deploy lays it out: a link to the version it serves."""
+    link = tmp_path / "current"
+    point(link, model_dirs / "good-v1")
+    return link
+
+
+@pytest.fixture
+def live_server(model_link, tmp_path):
+    """`mlserving` as users start it, on a real port, serving what `model_link` points at."""
     port = support.free_port()
     log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlserving"), "--model-dir", str(model_dirs / "good-v1"),
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlserving"), "--model-dir", str(model_link),
                              "--model-name", MODEL, "--http-port", str(port), "--quiet-access-log"],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

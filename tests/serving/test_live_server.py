@@ -9,7 +9,7 @@ import time
 import httpx
 import numpy as np
 
-from .conftest import MODEL
+from .conftest import MODEL, point
 from .test_endpoints import ROWS, matrix_request
 
 
@@ -64,26 +64,32 @@ def wait_for_answers(load: Load, count: int, seconds: float = 30) -> None:
         time.sleep(0.05)
 
 
-def load_model(url: str, model_dir) -> httpx.Response:
-    return httpx.post(f"{url}/v2/repository/models/{MODEL}/load", json={"parameters": {"model_dir": str(model_dir)}},
-                      timeout=120)
+def load_model(url: str, link, target) -> httpx.Response:
+    """Point the served link at `target`, then ask KServe's repository endpoint to load it."""
+    point(link, target)
+    return httpx.post(f"{url}/v2/repository/models/{MODEL}/load", timeout=120)
 
 
-def test_swaps_under_load_drop_nothing(live_server, model_dirs):
+def served_version(url: str) -> str:
+    return httpx.get(f"{url}/v2/models/{MODEL}").json()["parameters"]["registry_version"]
+
+
+def test_swaps_under_load_drop_nothing(live_server, model_link, model_dirs):
     load = Load(live_server)
     load.start()
     wait_for_answers(load, 20)
 
-    good = load_model(live_server, model_dirs / "good-v2")
-    assert good.status_code == 200, good.text
-    assert good.json()["version"] == "2" and good.json()["previous_version"] == "1"
+    good = load_model(live_server, model_link, model_dirs / "good-v2")
+    assert good.status_code == 200 and good.json() == {"name": MODEL, "load": True}, good.text
+    assert served_version(live_server) == "2"
     served_after_good = len(load.answers)
     wait_for_answers(load, served_after_good + 20)
 
     for broken in ("corrupt", "wrong-features", "does-not-exist"):
-        refused = load_model(live_server, model_dirs / broken)
-        assert refused.status_code == 422, refused.text
-        assert "still serving version 2" in refused.json()["error"]
+        refused = load_model(live_server, model_link, model_dirs / broken)
+        assert refused.status_code == 503, refused.text  # KServe's ModelNotReady, with our reason
+        assert "not loaded, still serving version 2" in refused.json()["error"], refused.text
+        assert served_version(live_server) == "2"
     served_after_broken = len(load.answers)
     wait_for_answers(load, served_after_broken + 20)
     load.stop.set()
@@ -104,9 +110,8 @@ def test_swaps_under_load_drop_nothing(live_server, model_dirs):
     assert f'mlserving_model_info{{model="{MODEL}",run_id="run-1",version="1"}} 0.0' in metrics
 
 
-def test_load_endpoint_rejects_bad_requests(live_server):
-    assert httpx.post(f"{live_server}/v2/repository/models/tulip/load").status_code == 404
-    bad = httpx.post(f"{live_server}/v2/repository/models/{MODEL}/load", content=b"{not json")
-    assert bad.status_code == 400 and "model_dir" in bad.json()["error"]
-    reload = httpx.post(f"{live_server}/v2/repository/models/{MODEL}/load")  # no body: reload the current dir
-    assert reload.status_code == 200 and reload.json()["version"] == "1"
+def test_the_load_endpoint_is_kserves_own(live_server, model_link, model_dirs):
+    unknown = httpx.post(f"{live_server}/v2/repository/models/tulip/load")
+    assert unknown.status_code == 503 and "tulip" in unknown.json()["error"]
+    again = httpx.post(f"{live_server}/v2/repository/models/{MODEL}/load")  # the link unchanged: same version
+    assert again.status_code == 200 and served_version(live_server) == "1"

@@ -94,7 +94,7 @@ def load_model_dir(path: str | Path) -> LoadedModel:
     """Load and check a model directory; raise ModelLoadError with the reason if it cannot serve."""
     import mlflow.sklearn
 
-    path = Path(path)
+    path = Path(path).resolve()  # a link to a version (the local deploy's `current`): MLflow loads real paths only
     if not (path / "MLmodel").is_file():
         raise ModelLoadError(f"{path} has no MLmodel file: not an MLflow model directory")
     try:

@@ -16,7 +16,7 @@ import numpy as np
 from kserve import Model
 from kserve.errors import InferenceError
 from kserve.metrics import PREDICT_HIST_TIME, get_labels
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from .loader import LoadedModel, ModelLoadError, load_model_dir
 from .metrics import SWAPS, ModelMetrics
@@ -45,17 +45,17 @@ class RegistryModel(Model):
         return True
 
     def swap(self, model_dir: str | Path | None = None) -> dict:
-        """Load model_dir beside the active model, test it, then switch; on failure keep serving the old one."""
-        target = Path(model_dir) if model_dir else self.model_dir
+        """Load `model_dir` (default: the model's own directory, following a link to the version it names
+        now) beside the active model, test it, then switch; on failure keep serving the old one."""
+        target = Path(model_dir or self.model_dir).resolve()
         with self._swap_lock:
             previous = self._active
             try:
                 candidate = load_model_dir(target)
-            except ModelLoadError:
+            except ModelLoadError as exc:
                 SWAPS.labels(self.name, "rejected").inc()
-                raise
+                raise ModelLoadError(f"not loaded, still serving version {previous.version}: {exc}") from None
             self._activate(candidate)
-            self.model_dir = target
             SWAPS.labels(self.name, "swapped").inc()
         log.info("%s: now serving version %s from %s (was %s)", self.name, candidate.version, target,
                  previous.version if previous else None)
@@ -84,27 +84,24 @@ class RegistryModel(Model):
         rows = rows_from_v2(tensors, active.features, self.max_rows)
         with self._predict_timer.time():
             labels = self._labels(active, rows)
-        return {"model_name": self.name, "model_version": active.version, "id": request_id or str(uuid.uuid4()),
-                "parameters": {"run_id": active.run_id},
-                "outputs": [{"name": "predictions", "shape": [len(labels)], "datatype": "BYTES",
-                             "parameters": {"content_type": "str"}, "data": labels}]}
+        return self._v2_response(active, labels, request_id)
 
     def predict(self, payload, headers=None):
         """KServe's path (v1 REST, and v2 when called through KServe's data plane)."""
         active = self._active
         if isinstance(payload, InferRequest):
             rows = rows_from_v2(payload.inputs, active.features, self.max_rows)
-        else:
-            rows = rows_from_v1(payload, active.features, self.max_rows)
-        labels = self._labels(active, rows)
-        if isinstance(payload, InferRequest):
-            output = InferOutput(name="predictions", shape=[len(labels)], datatype="BYTES", data=labels,
-                                 parameters={"content_type": "str"})
-            # parameters must be an object per the OIP spec (KServe would send null).
-            return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
-                                 model_version=active.version, infer_outputs=[output],
-                                 parameters={"run_id": active.run_id})
-        return {"predictions": labels, "model_version": active.version}
+            return InferResponse.from_rest(self._v2_response(active, self._labels(active, rows), payload.id))
+        rows = rows_from_v1(payload, active.features, self.max_rows)
+        return {"predictions": self._labels(active, rows), "model_version": active.version}
+
+    def _v2_response(self, active: LoadedModel, labels: list, request_id: str | None) -> dict:
+        """The one v2 answer: predicted labels as a BYTES tensor, the version that answered, its run id
+        (`parameters` must be an object per the OIP spec, where KServe's own would send null)."""
+        return {"model_name": self.name, "model_version": active.version, "id": request_id or str(uuid.uuid4()),
+                "parameters": {"run_id": active.run_id},
+                "outputs": [{"name": "predictions", "shape": [len(labels)], "datatype": "BYTES",
+                             "parameters": {"content_type": "str"}, "data": labels}]}
 
     def get_input_types(self) -> list[dict]:
         return [{"name": f, "datatype": "FP64", "shape": [-1]} for f in self._active.features]

@@ -1,9 +1,6 @@
-"""Routes added in front of KServe's: model swap (repository load), richer metadata, outcome counting.
+"""What we add in front of KServe's routes: richer metadata, outcome counting, a JSON fast path.
+(Model swaps go through KServe's own `POST /v2/repository/models/{name}/load`: repository.py.)
 
-POST /v2/repository/models/{name}/load  body (optional): {"parameters": {"model_dir": "/path"}}
-  loads the directory beside the serving model, test-predicts, switches atomically.
-  200 with the new version; 422 with the reason (and the old model still serving) if it cannot serve;
-  404 for an unknown model. Without a body it reloads the current directory.
 POST /v2/models/{name}/infer  JSON bodies take a fast path (JsonInferFastPath); binary-extension
   requests still go through KServe's own route.
 GET /v2/models/{name}  OIP model metadata plus versions and the registry version / run id.
@@ -11,15 +8,11 @@ GET /v2/models/{name}  OIP model metadata plus versions and the registry version
 
 from __future__ import annotations
 
-import asyncio
-import json
-
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from kserve.errors import InferenceError, InvalidInput
 from starlette.responses import Response
 
-from .loader import ModelLoadError
 from .metrics import REQUESTS
 from .model import RegistryModel
 
@@ -110,29 +103,6 @@ class JsonInferFastPath:
 
 def install(app: FastAPI, models: dict[str, RegistryModel]) -> None:
     """Call before KServe registers its routes: the first matching route wins."""
-
-    @app.post("/v2/repository/models/{model_name}/load")
-    async def load(model_name: str, request: Request):
-        model = models.get(model_name)
-        if model is None:
-            return _json({"error": f"model {model_name!r} does not exist"}, status_code=404)
-        body = await request.body()
-        model_dir = None
-        if body.strip():
-            try:
-                doc = json.loads(body)
-                model_dir = (doc.get("parameters") or {}).get("model_dir")
-            except (ValueError, AttributeError):
-                return _json({"error": 'body must be JSON like {"parameters": {"model_dir": "/path"}}'},
-                                      status_code=400)
-            if model_dir is not None and not isinstance(model_dir, str):
-                return _json({"error": "parameters.model_dir must be a string path"}, status_code=400)
-        try:
-            result = await asyncio.to_thread(model.swap, model_dir)
-        except ModelLoadError as exc:
-            return _json({"error": f"not loaded, still serving version {model.active.version}: {exc}"},
-                                  status_code=422)
-        return _json(result)
 
     @app.get("/v2/models/{model_name}")
     async def metadata(model_name: str):

@@ -27,17 +27,20 @@ def build_parser(kserve_parser) -> argparse.ArgumentParser:
 
 
 def make_server(model_name: str, model_dir: str, http_port: int, max_rows: int = 10_000, **server_args):
-    """The ModelServer with our model loaded and our routes installed on KServe's app."""
+    """The ModelServer with our model loaded, its repository (swaps through KServe's load route) and our
+    routes installed on KServe's app."""
     from kserve import ModelServer
     from kserve.model_server import app
 
     from . import routes
     from .model import RegistryModel
+    from .repository import RegistryModelRepository
 
     model = RegistryModel(model_name, model_dir, max_rows=max_rows)
     model.load()
     routes.install(app, {model_name: model})
-    server = ModelServer(http_port=http_port, enable_grpc=False, **server_args)
+    server = ModelServer(http_port=http_port, enable_grpc=False, registered_models=RegistryModelRepository([model]),
+                         **server_args)
     return server, model, app
 
 
