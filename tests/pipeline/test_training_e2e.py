@@ -57,6 +57,12 @@ def test_continuous_training_scenario(volume, tracking, model_name):
     assert v1.tags["kfp_run_id"] == train1["kfp_run_id"]
     training_run = client.get_run(v1.run_id)
     assert training_run.data.metrics["test_accuracy"] > 0.9
+    # The decision is recorded whole on the training run (the contract the kubernetes target reads back)
+    # and is what train-local returned, less the kfp.local run's own fields.
+    from mlpipeline.contracts import TrainingDecision
+
+    recorded = TrainingDecision.from_tags(training_run.data.tags)
+    assert recorded.to_dict() == {k: v for k, v in train1.items() if k not in ("pipeline_root", "engine")}
     assert training_run.data.tags["run_key"] == rk1
     assert [i.dataset.digest for i in training_run.inputs.dataset_inputs]  # the dataset and its fingerprint
 
@@ -122,6 +128,10 @@ def test_continuous_training_scenario(volume, tracking, model_name):
     assert client.get_model_version_by_alias(model_name, "champion").version == "1"
     events = run_cli("champion-at", "--model-name", model_name).json["history"]
     assert [(e["event"], e["version"], e["reason"]) for e in events][-1] == ("rollback", "1", "smoke test failed")
+    # No version to go back to (a first deploy failed): nothing moves, and the result says so.
+    nothing = run_cli("rollback", "--model-name", model_name, "--reason", "deploy of v1 failed").json
+    assert nothing == {"model_name": model_name, "rolled_back": False, "reason": "deploy of v1 failed"}
+    assert client.get_model_version_by_alias(model_name, "champion").version == "1"
 
 
 def test_training_twice_with_one_run_key_reuses_the_run_and_registers_once(volume, schema, tracking, model_name):

@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kfp-run-id", default="", help="KFP run id (default: the one the training run recorded)")
 
     p = sub.add_parser("rollback", help="move champion back to an earlier version, recorded like a promotion")
-    p.add_argument("--to-version", required=True, help="the registry version to serve again")
+    p.add_argument("--to-version", help="the registry version to serve again; without it (no version was served "
+                                        "before the failed deploy) nothing moves, and the result says so")
     p.add_argument("--reason", required=True, help="why (recorded with the event)")
     p.add_argument("--model-name", default=os.environ.get("MLPIPELINE_MODEL_NAME", DEFAULT_MODEL))
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""))
@@ -190,7 +191,7 @@ def cmd_register(args) -> dict:
 
 
 def cmd_champion_at(args) -> dict:
-    from .registry import Registry
+    from .model_registry import Registry
 
     _use_tracking(args)
     try:
@@ -206,19 +207,23 @@ def cmd_champion_at(args) -> dict:
 
 
 def cmd_rollback(args) -> dict:
-    from .registry import Registry
+    from .model_registry import Registry
 
+    if not args.to_version:
+        log.warning("no version to roll back to: the champion stays (%s)", args.reason)
+        return {"model_name": args.model_name, "rolled_back": False, "reason": args.reason}
     _use_tracking(args)
     registry = Registry(args.model_name)
     version = registry.version(args.to_version)
     context = {"airflow_dag_id": args.dag_id, "airflow_run_id": args.dag_run_id}
-    return {"model_name": args.model_name, **registry.move_champion(version, "rollback", args.reason, context)}
+    return {"model_name": args.model_name, "rolled_back": True,
+            **registry.move_champion(version, "rollback", args.reason, context)}
 
 
 def cmd_fetch_model(args) -> dict:
     from pathlib import Path
 
-    from .registry import Registry
+    from .model_registry import Registry
 
     _use_tracking(args)
     registry = Registry(args.model_name)

@@ -9,7 +9,7 @@ import logging
 
 from .drift import drift_report
 from .evaluate import score
-from .registry import Registry
+from .model_registry import Registry
 from .schema import schema_from_dict
 from .split import load_run, load_set
 from .volume import DataVolume, write_json_atomic

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import logging
 
-from .registry import Registry
+from .contracts import COMPARED_WITH_TAG, DECISION_TAG, REASON_TAG, TrainingDecision
+from .model_registry import Registry
 from .split import load_run
 from .volume import DataVolume, read_json
 
 log = logging.getLogger(__name__)
 
 
-def _lineage_tags(run_key: str, manifest: dict, decision: dict, context: dict[str, str]) -> dict[str, str]:
-    metrics = decision["challenger_metrics"]
+def _lineage_tags(run_key: str, manifest: dict, decision: TrainingDecision, context: dict[str, str]) -> dict[str, str]:
+    metrics = decision.challenger_metrics
     tags = {
         "run_key": run_key,
         "data_fingerprint": manifest["data_fingerprint"],
@@ -31,9 +32,9 @@ def _lineage_tags(run_key: str, manifest: dict, decision: dict, context: dict[st
         "code_version": manifest["code_version"],
         "test_accuracy": f"{metrics['accuracy']:.6f}",
         "test_macro_f1": f"{metrics['macro_f1']:.6f}",
-        "decision": decision["decision"],
-        "decision_reason": decision["reason"][:4000],
-        "compared_with_champion_version": decision["champion_version"] or "",
+        DECISION_TAG: decision.decision,
+        REASON_TAG: decision.reason[:4000],
+        COMPARED_WITH_TAG: decision.champion_version or "",
     }
     tags.update({k: v for k, v in context.items() if v})
     return tags
@@ -41,14 +42,14 @@ def _lineage_tags(run_key: str, manifest: dict, decision: dict, context: dict[st
 
 def register_run(volume: DataVolume, run_key: str, model_name: str, context: dict[str, str]) -> dict:
     manifest, _ = load_run(volume, run_key)
-    decision = read_json(volume.run_dir(run_key) / "decision.json")
-    context = {"kfp_run_id": decision.get("kfp_run_id") or "", **{k: v for k, v in context.items() if v}}
+    decision = TrainingDecision.from_dict(read_json(volume.run_dir(run_key) / "decision.json"))
+    context = {"kfp_run_id": decision.kfp_run_id or "", **{k: v for k, v in context.items() if v}}
     registry = Registry(model_name)
     version = registry.version_for_run_key(run_key)
     created = version is None
     if created:
         tags = _lineage_tags(run_key, manifest, decision, context)
-        version = registry.create_version(decision["challenger_model_uri"], decision["challenger_run_id"], tags)
+        version = registry.create_version(decision.challenger_model_uri, decision.challenger_run_id, tags)
         registry.set_challenger(version)
         log.info("registered %s v%s for run key %s", model_name, version.version, run_key)
     else:
@@ -59,8 +60,8 @@ def register_run(volume: DataVolume, run_key: str, model_name: str, context: dic
         "model_name": model_name,
         "version": version.version,
         "created": created,
-        "decision": decision["decision"],
-        "reason": decision["reason"],
+        "decision": decision.decision,
+        "reason": decision.reason,
         "outcome": outcome,
         "promotion": promotion,
         "champion_version": champion.version if champion else None,
@@ -69,7 +70,7 @@ def register_run(volume: DataVolume, run_key: str, model_name: str, context: dic
     }
 
 
-def _promote_if_due(registry: Registry, version, decision: dict, created: bool,
+def _promote_if_due(registry: Registry, version, decision: TrainingDecision, created: bool,
                     context: dict) -> tuple[str, dict | None]:
     # A retry of this run after an earlier try registered the version but failed before promoting it
     # (MLflow went away, the worker died) finishes the job; one whose earlier try promoted it says so.
@@ -83,13 +84,13 @@ def _promote_if_due(registry: Registry, version, decision: dict, created: bool,
         log.info("run key %s was registered before (v%s); the champion does not move again", context["run_key"],
                  version.version)
         return "already_registered", None
-    if decision["decision"] != "promote":
+    if not decision.promotes:
         return "registered", None
     champion = registry.champion()
-    compared_with = decision["champion_version"] or None
+    compared_with = decision.champion_version
     current = champion.version if champion else None
     if current != compared_with:
         log.warning("v%s was compared with champion %s, but the champion is now v%s: not promoting it",
                     version.version, f"v{compared_with}" if compared_with else "(none)", current)
         return "superseded", None
-    return "promoted", registry.move_champion(version, "promote", decision["reason"], context)
+    return "promoted", registry.move_champion(version, "promote", decision.reason, context)

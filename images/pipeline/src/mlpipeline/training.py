@@ -18,10 +18,11 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.models import infer_signature
 
 from . import lineage
+from .contracts import TrainingDecision
 from .decide import decide
 from .evaluate import score
 from .model import fit
-from .registry import REFERENCE_ARTIFACT, Registry
+from .model_registry import REFERENCE_ARTIFACT, Registry
 from .schema import schema_from_dict
 from .split import load_run, load_set
 from .volume import DataVolume, read_json, write_atomic, write_json_atomic
@@ -146,23 +147,19 @@ def decide_promotion(volume: DataVolume, run_key: str, kfp_run_id: str = "") -> 
     champion_pred = predictions["champion"].to_numpy() if "champion" in predictions else None
     outcome = decide(predictions["label"].to_numpy(), predictions["challenger"].to_numpy(), champion_pred,
                      config["decision"], seed=config["split"]["seed"])
-    challenger = evaluation["challenger"]
-    result = {
-        "run_key": run_key,
-        "kfp_run_id": kfp_run_id or None,
-        **outcome,
-        "challenger_run_id": challenger["run_id"],
-        "challenger_model_uri": challenger["model_uri"],
-        "challenger_metrics": challenger["metrics"],
-        "champion_version": evaluation["champion"]["version"] if evaluation["champion"] else None,
-        "champion_metrics": evaluation["champion"]["metrics"] if evaluation["champion"] else None,
-    }
+    challenger, champion = evaluation["challenger"], evaluation["champion"]
+    decision = TrainingDecision(
+        run_key=run_key, kfp_run_id=kfp_run_id or None, **outcome,
+        challenger_run_id=challenger["run_id"], challenger_model_uri=challenger["model_uri"],
+        challenger_metrics=challenger["metrics"], champion_version=champion["version"] if champion else None,
+        champion_metrics=champion["metrics"] if champion else None)
     with mlflow.start_run(run_id=challenger["run_id"]):
-        mlflow.set_tags({"decision": outcome["decision"], "decision_reason": outcome["reason"][:4000]})
-        if "mcnemar" in outcome:
-            mlflow.log_metrics({"improvement": outcome["improvement"], "mcnemar_pvalue": outcome["mcnemar"]["pvalue"],
-                                "improvement_ci95_low": outcome["bootstrap_ci95"][0],
-                                "improvement_ci95_high": outcome["bootstrap_ci95"][1]})
+        mlflow.set_tags(decision.tags())
+        if decision.mcnemar:
+            mlflow.log_metrics({"improvement": decision.improvement, "mcnemar_pvalue": decision.mcnemar["pvalue"],
+                                "improvement_ci95_low": decision.bootstrap_ci95[0],
+                                "improvement_ci95_high": decision.bootstrap_ci95[1]})
+    result = decision.to_dict()
     write_json_atomic(run_dir / "decision.json", result)
     log.info("decision: %s (%s)", outcome["decision"], outcome["reason"])
     return result
