@@ -12,7 +12,7 @@ AIRFLOW := $(VENV)/airflow
 SERVING_DIR := images/serving
 RUN := .run
 
-.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving demo down envs lock compile-pipeline bench-pipeline lint clean manifests k8s-rules test-deploy images screenshots
+.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving demo down envs lock compile-pipeline bench-pipeline lint clean manifests k8s-rules test-deploy images screenshots configuration-docs
 
 help:
 	@echo "make demo    run the continuous-training loop on the local target"
@@ -42,9 +42,12 @@ $(SERVING)/.installed: $(SERVING_DIR)/requirements.txt $(SERVING_DIR)/requiremen
 	VIRTUAL_ENV=$(SERVING) $(UV) pip install --quiet --no-deps -e $(SERVING_DIR)
 	touch $@
 
-$(AIRFLOW)/.installed: requirements.txt requirements-dev.txt | $(UV)
+# The Airflow side reads the training decision through the pipeline's contract module
+# (mlpipeline.contracts, standard library only): the package without its dependencies.
+$(AIRFLOW)/.installed: requirements.txt requirements-dev.txt $(PIPELINE_DIR)/pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(AIRFLOW)
 	VIRTUAL_ENV=$(AIRFLOW) $(UV) pip install --quiet --compile-bytecode -r requirements.txt -r requirements-dev.txt
+	VIRTUAL_ENV=$(AIRFLOW) $(UV) pip install --quiet --no-deps -e $(PIPELINE_DIR)
 	touch $@
 
 envs: $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed
@@ -101,6 +104,10 @@ manifests: $(AIRFLOW)/.installed
 	rm -rf build/manifests
 	cd plugins && AIRFLOW_HOME=$(CURDIR)/$(RUN)/airflow-manifests AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	  ../$(AIRFLOW)/bin/python -m mlops.manifests $(CURDIR)/build/manifests
+
+# docs/configuration.md's tables of settings and connections, from plugins/mlops/settings.py.
+configuration-docs: $(AIRFLOW)/.installed
+	$(AIRFLOW)/bin/python scripts/configuration_docs.py
 
 # The cluster's PrometheusRule, from the same rule file the local Prometheus loads.
 k8s-rules: $(AIRFLOW)/.installed

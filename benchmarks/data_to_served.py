@@ -9,6 +9,7 @@ and times until a v2 inference is answered by the new version. Prints the time p
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import sys
@@ -32,9 +33,13 @@ def main() -> None:
     os.environ.update({"AIRFLOW_HOME": str(tmp / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
                        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-                       "MLOPS_TASK_RETRIES": "0", "MLOPS_DATA_ROOT": str(tmp / "volume"),
-                       "MLOPS_PIPELINE_BIN": str(support.PIPELINE_BIN), "MLOPS_SERVING_BIN": str(support.SERVING_BIN),
-                       "MLOPS_SERVING_PORT": str(port), "AIRFLOW_VAR_MLOPS_TARGET": "local"})
+                       "AIRFLOW__MLOPS__TARGET": "local", "AIRFLOW__MLOPS__TASK_RETRIES": "0",
+                       "AIRFLOW__MLOPS__PIPELINE_BIN": str(support.PIPELINE_BIN),
+                       "AIRFLOW__MLOPS__SERVING_BIN": str(support.SERVING_BIN),
+                       "AIRFLOW_CONN_MLOPS_DATA": json.dumps({"conn_type": "fs",
+                                                              "extra": {"path": str(tmp / "volume")}}),
+                       "AIRFLOW_CONN_MLSERVING_DEFAULT": f"http://127.0.0.1:{port}"})
+    (tmp / "volume").mkdir(parents=True)
     import subprocess
 
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
@@ -44,8 +49,8 @@ def main() -> None:
 
     dag = DagBag(dag_folder=str(REPO / "dags")).dags["continuous_training"]
     with support.mlflow_server(tmp) as mlflow_uri, support.alertmanager(tmp) as am, support.pushgateway(tmp) as pgw:
-        os.environ.update({"MLFLOW_TRACKING_URI": mlflow_uri, "MLOPS_ALERTMANAGER_URL": am,
-                           "MLOPS_PUSHGATEWAY_URL": pgw})
+        os.environ.update({"AIRFLOW_CONN_MLFLOW_DEFAULT": mlflow_uri, "AIRFLOW_CONN_ALERTMANAGER_DEFAULT": am,
+                           "AIRFLOW_CONN_PUSHGATEWAY_DEFAULT": pgw})
         stages = StageHook(support.PIPELINE_BIN / "mlpipeline", env={"MLFLOW_TRACKING_URI": mlflow_uri})
         try:
             for day, drift in (("2026-11-01", "none"), ("2026-11-02", "concept")):
@@ -68,8 +73,7 @@ def main() -> None:
                         print(f"  {ti.task_id:<26} {seconds:6.1f} s  {ti.state}")
                 print(f"  {'(between tasks: Airflow)':<26} {elapsed - in_tasks:6.1f} s")
         finally:
-            pidfile = tmp / "volume" / "serving" / "mlserving.pid"
-            if pidfile.exists():
+            for pidfile in (tmp / "volume" / "serving").glob("*/mlserving.pid"):
                 os.killpg(int(pidfile.read_text()), signal.SIGTERM)
 
 

@@ -11,11 +11,12 @@ run's logical date, so backfills replay past partitions):
 3. **detect_degradation**: score the served champion on the fresh batch, measure drift.
 4. **decide_retraining** (a BranchPythonOperator): retrain when there is no champion, accuracy is
    below `accuracy_threshold`, the drifted-feature share is above `drift_limit`, or `force_retrain`;
-   the task log says which of these held.
+   the task log says which of these held. Otherwise **no_retraining**.
 5. **training.train**: a Kubeflow Pipelines run (kfp.local on the local target) trains a challenger and
    compares it with the champion; **training.check_decision** (a BranchPythonOperator) sends a promote
    to **training.register**, which registers the challenger and moves the `champion` alias.
-6. **deploy**: the champion goes behind the KServe model server (smoke-tested, rolled back on failure).
+6. **deploy**: the champion goes behind the KServe model server (smoke-tested; on failure the previous
+   version is served again and **roll_back_champion** moves the alias back, recorded).
 7. **report**: what the run did (`skipped`, `keep`, `promote`, `already_registered`, `superseded`) and the
    registry's champion, as metrics on the Prometheus Pushgateway.
 
@@ -38,31 +39,29 @@ the next successful run resolves it), and a run whose batch is still missing two
 was queued (`BatchLate`, a deadline alert, until the run ends).
 
 Stages run the `mlpipeline` CLI (see the README): as subprocesses on the `local` target, as pods on
-`kubernetes` (Airflow Variable `mlops_target`, read when the DAG is parsed; cluster settings in the
-Variable `mlops_kubernetes`, see docs/configuration.md). Task links open the MLflow run, the model
-version and the serving endpoint.
+`kubernetes` (`[mlops] target`, read when the DAG is parsed; every setting and connection is in
+docs/configuration.md). Task links open the MLflow run, the model version and the serving endpoint.
 """
 
 from datetime import UTC, datetime, timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import BranchPythonOperator
-from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, Param, TaskGroup
+from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, Param, TaskGroup, TriggerRule
 
-from mlops.branching import choose_promotion, choose_retraining
+from mlops.branch_callables import choose_promotion, choose_retraining
 from mlops.notifications.alertmanager import AlertmanagerNotifier
 from mlops.notifications.alerts import batch_late_kwargs, run_failed, run_no_longer_waiting, run_recovered
-from mlops.operators.deploy import deploy_task
-from mlops.operators.report import ReportOperator, followed_branches
-from mlops.operators.stage import stage_task
-from mlops.operators.training import training_task
+from mlops.notifications.pushgateway import FailureMetricNotifier
+from mlops.operators.deploy import ROLLBACK_REASON, ROLLBACK_TO
+from mlops.operators.report import ReportOperator
 from mlops.sensors.partition import PartitionSensor
-from mlops.settings import batch_deadline, task_retries, task_retry_delay
+from mlops.settings import mlops_settings
+from mlops.tasks import deploy_task, stage_task, training_task
 
 MODEL = "{{ params.model_name }}"
-# The partition this run works on: the sensor resolves the Param (or the run's date) and reports it.
-PARTITION = "{{ ti.xcom_pull(task_ids='wait_for_batch')['partition'] }}"
-RUN_KEY = "{{ ti.xcom_pull(task_ids='data.split')['run_key'] }}"
+LINEAGE = {"dag_id": "{{ dag.dag_id }}", "dag_run_id": "{{ run_id }}"}
+settings = mlops_settings()
 
 with DAG(
     dag_id="continuous_training",
@@ -76,22 +75,20 @@ with DAG(
     max_active_runs=4,
     doc_md=__doc__,
     tags=["mlops", "continuous-training"],
-    render_template_as_native_obj=True,
     default_args={
-        "retries": task_retries(),
-        "retry_delay": task_retry_delay(),
+        "retries": settings.task_retries,
+        "retry_delay": settings.retry_delay,
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
-        "on_failure_callback": AlertmanagerNotifier(),
-        "on_retry_callback": AlertmanagerNotifier(severity="warning", summary="Airflow task is being retried",
-                                                  record_failure=False),
+        "on_failure_callback": [AlertmanagerNotifier(), FailureMetricNotifier()],
+        "on_retry_callback": AlertmanagerNotifier(severity="warning", summary="Airflow task is being retried"),
     },
     # The run itself: a failure alerts, the next success resolves it (a run marked failed or successful
     # by hand gets the same from mlops.listeners); a batch still missing long after the run was queued
     # alerts, per run, until the run ends.
     on_failure_callback=[run_failed(), run_no_longer_waiting()],
     on_success_callback=[run_recovered(), run_no_longer_waiting()],
-    deadline=DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=batch_deadline(),
+    deadline=DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=settings.batch_deadline,
                            name="batch_late", callback=AsyncCallback(AlertmanagerNotifier, kwargs=batch_late_kwargs())),
     params={
         "accuracy_threshold": Param(0.85, type="number", minimum=0, maximum=1,
@@ -111,44 +108,45 @@ with DAG(
     },
 ) as dag:
     wait_for_batch = PartitionSensor(task_id="wait_for_batch", partition="{{ params.partition or ds }}",
-                                     wait=timedelta(hours=6), retries=0)
+                                     timeout=settings.batch_wait.total_seconds(),
+                                     poke_interval=settings.batch_poll_seconds, retries=0)
 
+    # Each task takes what it needs from its upstream task's result (XComArgs, resolved when it runs).
     with TaskGroup("data", tooltip="validate, store and split the batch") as data:
-        ingest = stage_task(task_id="ingest", stage="ingest", options={"partition": PARTITION})
+        ingest = stage_task(task_id="ingest", stage="ingest", options={"partition": wait_for_batch.output["partition"]})
         split = stage_task(task_id="split", stage="split",
-                           options={"partition": PARTITION, "window": "{{ params.training_window }}"})
-        ingest >> split
+                           options={"partition": ingest.output["partition"], "window": "{{ params.training_window }}"})
 
     detect_degradation = stage_task(task_id="detect_degradation", stage="detect",
-                           options={"run_key": RUN_KEY, "model_name": MODEL})
+                                    options={"run_key": split.output["run_key"], "model_name": MODEL})
     decide_retraining = BranchPythonOperator(
         task_id="decide_retraining", python_callable=choose_retraining,
-        op_kwargs={"detect": "{{ ti.xcom_pull(task_ids='detect_degradation') }}", "retrain": "training.train",
-                   "keep": "skip"})
-    skip = EmptyOperator(task_id="skip")
+        op_kwargs={"detect": detect_degradation.output, "retrain": "training.train", "keep": "no_retraining"})
+    no_retraining = EmptyOperator(task_id="no_retraining")
 
     with TaskGroup("training", tooltip="KFP training run, then registration on promote") as training:
-        train = training_task(task_id="train", run_key=RUN_KEY, model_name=MODEL)
+        train = training_task(task_id="train", run_key=detect_degradation.output["run_key"], model_name=MODEL)
         check_decision = BranchPythonOperator(
             task_id="check_decision", python_callable=choose_promotion,
-            op_kwargs={"decision": "{{ ti.xcom_pull(task_ids='training.train') }}", "promote": "training.register",
-                       "keep": "training.keep_champion"})
+            op_kwargs={"decision": train.output, "promote": "training.register", "keep": "training.keep_champion"})
         register = stage_task(task_id="register", stage="register", max_active_tis_per_dag=1,
-                              options={"run_key": RUN_KEY, "model_name": MODEL, "dag_id": "{{ dag.dag_id }}",
-                                       "dag_run_id": "{{ run_id }}"})
+                              options={"run_key": train.output["run_key"], "model_name": MODEL, **LINEAGE})
         keep_champion = EmptyOperator(task_id="keep_champion")
-        train >> check_decision >> [register, keep_champion]
+        check_decision >> [register, keep_champion]
 
     deploy = deploy_task(task_id="deploy", model_name=MODEL, max_active_tis_per_dag=1)
+    # Only when deploy failed on the model and recorded what to roll back to (a deploy that never ran,
+    # upstream_failed, counts as failed for all_failed: the task then skips itself).
+    roll_back_champion = stage_task(
+        task_id="roll_back_champion", stage="rollback", trigger_rule=TriggerRule.ALL_FAILED,
+        only_with=deploy.output[ROLLBACK_REASON], only_with_reason="deploy recorded no rollback",
+        options={"data_root": None, "model_name": MODEL, "to_version": deploy.output[ROLLBACK_TO],
+                 "reason": deploy.output[ROLLBACK_REASON], **LINEAGE})
     report = ReportOperator(
-        task_id="report", model_name=MODEL, trigger_rule="none_failed_min_one_success",
-        detect="{{ ti.xcom_pull(task_ids='detect_degradation') }}",
-        retrain_branch=followed_branches("decide_retraining"),
-        promotion_branch=followed_branches("training.check_decision"),
-        register="{{ ti.xcom_pull(task_ids='training.register') }}",
-        started_at="{{ ti.xcom_pull(task_ids='wait_for_batch')['started_at'] }}",
-    )
+        task_id="report", model_name=MODEL, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+        batch_task=wait_for_batch.task_id, detect_task=detect_degradation.task_id,
+        retraining=(decide_retraining.task_id, train.task_id), promotion=(check_decision.task_id, register.task_id))
 
-    wait_for_batch >> data >> detect_degradation >> decide_retraining >> [skip, train]
+    decide_retraining >> [no_retraining, train]
     register >> deploy
-    [skip, keep_champion, deploy] >> report
+    [no_retraining, keep_champion, deploy] >> report

@@ -4,7 +4,7 @@
 #   scripts/services.sh stop             -> stop everything started here
 # Ports: POSTGRES_PORT 5433, MLFLOW_PORT 5000, PROMETHEUS_PORT 9090, ALERTMANAGER_PORT 9093,
 #        PUSHGATEWAY_PORT 9091, AIRFLOW_PORT 8080 (UI and API), MLOPS_SERVING_PORT 8085 (the model
-#        server the DAG starts).
+#        server the DAG starts). Airflow gets them as its connections (start_airflow).
 # With postgres started first, Airflow's metadata database and MLflow's backend store are PostgreSQL
 # databases (Debian's server, its cluster in $RUN_DIR/postgres, a random password per role in
 # $RUN_DIR/postgres/credentials); without it they are SQLite files (fine for one process at a time).
@@ -138,13 +138,18 @@ start_prometheus() {
 }
 
 start_airflow() {
-  # Tasks inherit this environment: where the data, the environments and the services are.
+  # Every Airflow process inherits this environment: the connections to the data volume and the services
+  # (docs/configuration.md), Airflow's own settings, and waits in the triggerer.
   export AIRFLOW_HOME="$RUN_DIR/airflow" AIRFLOW__CORE__LOAD_EXAMPLES=False \
     AIRFLOW__CORE__DAGS_FOLDER="$PWD/dags" AIRFLOW__CORE__PLUGINS_FOLDER="$PWD/plugins" \
     AIRFLOW__API__PORT="$AIRFLOW_PORT" \
     AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$AIRFLOW_PORT/execution/" \
-    MLOPS_DATA_ROOT="$RUN_DIR/data" MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT" \
-    MLOPS_ALERTMANAGER_URL="http://127.0.0.1:$ALERTMANAGER_PORT" MLOPS_PUSHGATEWAY_URL="127.0.0.1:$PUSHGATEWAY_PORT" \
+    AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=True \
+    AIRFLOW_CONN_MLOPS_DATA="{\"conn_type\": \"fs\", \"extra\": {\"path\": \"$RUN_DIR/data\"}}" \
+    AIRFLOW_CONN_MLFLOW_DEFAULT="http://127.0.0.1:$MLFLOW_PORT" \
+    AIRFLOW_CONN_MLSERVING_DEFAULT="http://127.0.0.1:$MLOPS_SERVING_PORT" \
+    AIRFLOW_CONN_ALERTMANAGER_DEFAULT="http://127.0.0.1:$ALERTMANAGER_PORT" \
+    AIRFLOW_CONN_PUSHGATEWAY_DEFAULT="http://127.0.0.1:$PUSHGATEWAY_PORT" \
     PATH="$PWD/.venv/airflow/bin:$PATH"
   if running postgres; then
     export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
@@ -158,7 +163,7 @@ start_airflow() {
 }
 
 stop_all() {
-  for pidfile in "$RUN_DIR"/*.pid "$RUN_DIR"/data/serving/mlserving.pid; do
+  for pidfile in "$RUN_DIR"/*.pid "$RUN_DIR"/data/serving/*/mlserving.pid; do
     [[ -e "$pidfile" ]] || continue
     pid=$(cat "$pidfile")
     kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true

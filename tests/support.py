@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE_BIN = REPO / ".venv/pipeline/bin"
 SERVING_BIN = REPO / ".venv/serving/bin"
+
+
+def send_json(handler, status: int, body) -> None:
+    """Answer an http.server request with a JSON body."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 def free_port() -> int:
@@ -84,7 +95,7 @@ def pushgateway(root: Path):
     argv = ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}",
             f"--persistence.file={root / 'pushgateway.data'}"]  # not Debian's machine-wide default
     with daemon(argv, f"http://127.0.0.1:{port}/-/ready", root / "pushgateway.log"):
-        yield f"127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}"
 
 
 def tree_snapshot(folder: Path) -> dict[str, bytes]:

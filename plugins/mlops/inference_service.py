@@ -21,7 +21,7 @@ does report, per deployment mode:
 
 from __future__ import annotations
 
-from mlops.cluster import ClusterSettings
+from mlops.settings import KubernetesSettings
 
 API_VERSION = "serving.kserve.io/v1beta1"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -31,7 +31,7 @@ MODES = ("Serverless", "RawDeployment")
 FAILED_REASONS = ("RevisionFailed", "InferenceServiceFailed", "ModelLoadFailed", "ProgressDeadlineExceeded")
 
 
-def storage_uri(artifact_uri: str, cluster: ClusterSettings) -> str:
+def storage_uri(artifact_uri: str, cluster: KubernetesSettings) -> str:
     """An artifact URI KServe's storage initializer can download: mlflow-artifacts:/ (the tracking
     server's proxy) is mapped onto the object store behind it."""
     if artifact_uri.startswith("mlflow-artifacts:"):
@@ -41,7 +41,7 @@ def storage_uri(artifact_uri: str, cluster: ClusterSettings) -> str:
 
 
 def inference_service(model_name: str, version: str, run_id: str | None, storage: str,
-                      cluster: ClusterSettings) -> dict:
+                      cluster: KubernetesSettings) -> dict:
     return {
         "apiVersion": API_VERSION,
         "kind": "InferenceService",
@@ -167,7 +167,7 @@ def readiness(isvc: dict, before, mode: str, deployment: dict | None = None) -> 
     return (True, url) if ready else (None, "revision rolled out; InferenceService not Ready yet")
 
 
-def inference_route(model_name: str, cluster: ClusterSettings) -> dict:
+def inference_route(model_name: str, cluster: KubernetesSettings) -> dict:
     """The Istio VirtualService that puts /v2/models/<name> (and v1) of the shared inference host on
     the model's predictor: through Knative's local gateway in Serverless mode (Host rewritten to the
     predictor, as KServe's own VirtualService does), straight to the predictor Service otherwise."""

@@ -1,7 +1,7 @@
 """The compiled training pipeline, fitted to the cluster it is submitted to.
 
 The committed `training.yaml` carries defaults (the pipeline image, the data volume's mount path, the
-uid of the pipeline image's user); the stage pods take the same facts from `ClusterSettings`. So that
+uid of the pipeline image's user); the stage pods take the same facts from `[mlops_kubernetes]`. So that
 one setting governs both, the KFP operator submits the spec with them filled in from the settings:
 every executor's image, the PVC mount path, the security context's user and group, the image pull
 policy and node selector. The data claim, the MLflow Secret and ConfigMap names are pipeline
@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import copy
 
-from mlops.cluster import ClusterSettings
+from mlops.settings import KubernetesSettings
 
 
-def pipeline_parameters(cluster: ClusterSettings) -> dict[str, str]:
+def pipeline_parameters(cluster: KubernetesSettings) -> dict[str, str]:
     return {"data_pvc": cluster.data_pvc, "data_root": cluster.data_mount, "mlflow_secret": cluster.mlflow_secret,
             "mlflow_config_map": cluster.mlflow_config_map}
 
 
-def fit_to_cluster(package: dict, cluster: ClusterSettings) -> dict:
+def fit_to_cluster(package: dict, cluster: KubernetesSettings) -> dict:
     """A copy of the submitted package ({"pipeline_spec", "platform_spec"}) with the cluster's settings."""
     package = copy.deepcopy(package)
     spec = package.get("pipeline_spec", package)

@@ -1,5 +1,5 @@
-"""The landing area's rules, shared by the sensor and its trigger: when a batch is complete, and which
-partition `latest` means."""
+"""The landing area's rules: a batch is complete when its writer has dropped the `_SUCCESS` marker (what
+the sensor waits for), and which partition `latest` means."""
 
 from __future__ import annotations
 

@@ -7,7 +7,11 @@ them without importing this code. Operators put the URLs in `self.link_urls` whi
 
 from __future__ import annotations
 
+import logging
+
 from airflow.sdk import BaseOperatorLink
+
+log = logging.getLogger(__name__)
 
 
 class _RecordedLink(BaseOperatorLink):
@@ -36,16 +40,25 @@ class KfpRunLink(_RecordedLink):
 RESULT_LINKS = (MlflowRunLink(), MlflowModelVersionLink(), ServingEndpointLink())
 
 
-def result_links(result: dict | None, mlflow_ui: str) -> dict[str, str]:
-    """The links a stage's JSON result supports: a run id, a model name + version, a serving endpoint."""
+def result_links(result: dict | None, mlflow_conn_id: str = "mlflow_default") -> dict[str, str]:
+    """The links a task's JSON result supports: a run id, a model name + version, a serving endpoint.
+    The MLflow ones point at the UI (`[mlops] mlflow_ui_url`, else the connection's host); without
+    either, they are left out (and said so in the log): a link never fails the task."""
+    from mlops.hooks.http import ServiceError
+    from mlops.hooks.mlflow import MlflowHook
+
     result = result or {}
-    ui = mlflow_ui.rstrip("/")
     links = {}
+    if result.get("endpoint"):
+        links[ServingEndpointLink.name] = result["endpoint"].removesuffix("/infer")  # GET-able model metadata
+    try:
+        ui = MlflowHook(mlflow_conn_id).ui_url
+    except ServiceError as exc:
+        log.warning("no MLflow links: %s", exc)
+        return links
     run_id = result.get("challenger_run_id") or result.get("run_id")
     if run_id:
         links[MlflowRunLink.name] = f"{ui}/#/runs/{run_id}"
     if result.get("model_name") and result.get("version"):
         links[MlflowModelVersionLink.name] = f"{ui}/#/models/{result['model_name']}/versions/{result['version']}"
-    if result.get("endpoint"):
-        links[ServingEndpointLink.name] = result["endpoint"].removesuffix("/infer")  # GET-able model metadata
     return links

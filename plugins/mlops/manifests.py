@@ -2,8 +2,7 @@
 
 `python -m mlops.manifests OUT_DIR` (what `make manifests` runs) writes one YAML file per object, so a
 platform team can review them like `helm template` output. The sample run's upstream XCom values are
-declared in SAMPLE_XCOMS: rendering needs them, and they are what a real run's sensor and split stage
-return.
+declared in SAMPLE_RESULTS: rendering needs them, and they are what a real run's tasks return.
 """
 
 from __future__ import annotations
@@ -13,28 +12,50 @@ import sys
 from pathlib import Path
 
 SAMPLE_DAY = "2026-11-01"
-SAMPLE_XCOMS = {"wait_for_batch": {"partition": SAMPLE_DAY, "folder": f"/data/landing/{SAMPLE_DAY}"},
-                "data.split": {"run_key": "rk-0123456789abcdef"}}
+SAMPLE_RUN_KEY = "rk-0123456789abcdef"
+# What the sample run's upstream tasks return, as the DAG's XComArgs read it (each key is its own XCom).
+SAMPLE_RESULTS = {
+    "wait_for_batch": {"partition": SAMPLE_DAY, "folder": f"/data/landing/{SAMPLE_DAY}", "started_at": 0.0},
+    "data.ingest": {"partition": SAMPLE_DAY},
+    "data.split": {"run_key": SAMPLE_RUN_KEY},
+    "detect_degradation": {"run_key": SAMPLE_RUN_KEY},
+    "training.train": {"run_key": SAMPLE_RUN_KEY, "decision": "promote"},
+    "deploy": {"rollback_to_version": "1", "rollback_reason": "deploy of v2 failed: smoke test: HTTP 500"},
+}
 # The champion the deploy task would find in MLflow for the sample run.
 SAMPLE_CHAMPION = {"version": "1", "run_id": "0123456789abcdef0123456789abcdef",
                    "artifact_uri": "mlflow-artifacts:/1/models/m-0123456789abcdef/artifacts"}
+CLUSTER_ENV = Path(__file__).resolve().parents[2] / "k8s-yaml" / "cluster.env"
+
+
+def cluster_env(path: Path = CLUSTER_ENV) -> dict[str, str]:
+    """The facts about the cluster, as the mlops-cluster ConfigMap puts them in the Airflow pods' env."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def cluster_settings(**overrides):
+    """KubernetesSettings as the Airflow pods read them from k8s-yaml/cluster.env, with overrides."""
+    from mlops.settings import KubernetesSettings, env_name, settings_from
+
+    prefix = env_name("mlops_kubernetes", "")
+    raw = {name.removeprefix(prefix).lower(): value for name, value in cluster_env().items() if name.startswith(prefix)}
+    return settings_from(KubernetesSettings, "mlops_kubernetes", raw, **overrides)
 
 
 class _SampleTaskInstance:
-    """Answers the templates' xcom_pull calls from SAMPLE_XCOMS."""
+    """Answers xcom_pull (of templates and XComArgs) from SAMPLE_RESULTS."""
 
-    def __init__(self, xcoms: dict):
-        self.xcoms = xcoms
-
-    def xcom_pull(self, task_ids=None, key="return_value", **_):
-        return self.xcoms.get(task_ids)
+    def xcom_pull(self, task_ids=None, key="return_value", default=None, **_):
+        result = SAMPLE_RESULTS.get(task_ids, {})
+        return result if key == "return_value" else result.get(key, default)
 
 
 def sample_context(dag) -> dict:
     logical = dt.datetime.fromisoformat(SAMPLE_DAY).replace(tzinfo=dt.UTC)
     return {"dag": dag, "ds": SAMPLE_DAY, "ds_nodash": SAMPLE_DAY.replace("-", ""), "logical_date": logical,
             "run_id": f"scheduled__{logical.isoformat()}", "params": dag.params.validate(),
-            "ti": _SampleTaskInstance(SAMPLE_XCOMS)}
+            "ti": _SampleTaskInstance()}
 
 
 def rendered_tasks(dag, operator_class):
@@ -94,7 +115,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m mlops.manifests OUT_DIR", file=sys.stderr)
         return 2
-    os.environ["AIRFLOW_VAR_MLOPS_TARGET"] = "kubernetes"  # the objects of the kubernetes target
+    os.environ.update(cluster_env())  # the kubernetes target's objects, with the facts of k8s-yaml/cluster.env
     from airflow.dag_processing.dagbag import DagBag
 
     repo = Path(__file__).resolve().parents[2]

@@ -1,106 +1,249 @@
-"""Where things are, from one place: environment variables (or Airflow Variables) read at run time.
+"""Every setting of the Airflow side, defined once, where Airflow users look for settings.
 
-| setting | env | default |
-|---|---|---|
-| target (`local` or `kubernetes`) | `AIRFLOW_VAR_MLOPS_TARGET` (the Airflow Variable `mlops_target`) | `local` |
-| data volume | `MLOPS_DATA_ROOT` | `<repo>/.run/data` |
-| pipeline environment's bin folder (local target) | `MLOPS_PIPELINE_BIN` | `<repo>/.venv/pipeline/bin` |
-| MLflow tracking server | `MLFLOW_TRACKING_URI` | `http://127.0.0.1:5000` |
-| MLflow UI, as users' browsers reach it (task links) | `MLOPS_MLFLOW_UI_URL` | the tracking server |
-| serving environment's bin folder (local target) | `MLOPS_SERVING_BIN` | `<repo>/.venv/serving/bin` |
-| local model server port | `MLOPS_SERVING_PORT` | `8085` (8080 is Airflow's UI) |
+- **Options** are Airflow configuration options in two sections, `[mlops]` (both targets) and
+  `[mlops_kubernetes]` (the kubernetes target): set them in `airflow.cfg` or as environment variables
+  `AIRFLOW__MLOPS__<KEY>` / `AIRFLOW__MLOPS_KUBERNETES__<KEY>` (the Helm chart's `config:` and `env:`).
+  The dataclasses below are the one list of them, with types, defaults and docs; docs/configuration.md
+  shows the same table (a test keeps the two equal).
+- **Endpoints and credentials** are Airflow Connections, whose ids the hooks take as arguments
+  (`conn_name_attr`/`default_conn_name`, as in the provider packages): CONNECTIONS below.
+- **Facts about the cluster** that the stage pods, the KFP runs and the manifests share (the pipeline
+  image, the data claim and its mount path, the MLflow ConfigMap and Secret, the image's uid, the
+  tracking server) have no default here: their one source is `k8s-yaml/cluster.env`, which kustomize
+  turns into the `mlops-cluster` ConfigMap the Airflow pods read as environment.
+
+A value that is missing where it is required, or that does not parse as its type, raises
+SettingsError naming the option and its environment variable: read while the DAG is parsed (the
+target, retries, deadlines, the stage pods' settings), that is an import error in the Airflow UI,
+never a silent fallback.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import sys
-from dataclasses import dataclass
+import dataclasses
+import json
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = ("local", "kubernetes")
+REQUIRED = object()  # a fact with no default: its value comes from k8s-yaml/cluster.env
 
 
 class SettingsError(ValueError):
-    """A setting has a value the platform cannot use."""
+    """A setting is missing or has a value the platform cannot use."""
+
+
+def option(default, doc: str):
+    """A setting: its default (REQUIRED for a cluster fact) and what it is, for docs/configuration.md."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
+    return field(default=None if default is REQUIRED else default,
+                 metadata={"doc": doc, "required": default is REQUIRED})
 
 
 @dataclass(frozen=True)
-class Settings:
-    target: str
-    data_root: Path
-    pipeline_bin: Path
-    mlflow_tracking_uri: str
-    mlflow_ui_url: str
-    serving_bin: Path
-    serving_port: int
+class MlopsSettings:
+    """`[mlops]`: both targets."""
+
+    target: str = option("local", "`local` or `kubernetes`; read when the DAG is parsed, to pick each task's "
+                                  "operator")
+    pipeline_bin: str = option(str(REPO / ".venv" / "pipeline" / "bin"),
+                               "local target: the pipeline environment's bin folder (its `mlpipeline`)")
+    serving_bin: str = option(str(REPO / ".venv" / "serving" / "bin"),
+                              "local target: the serving environment's bin folder (its `mlserving`)")
+    mlflow_ui_url: str = option("", "the MLflow UI as users' browsers reach it, for task links; empty: the "
+                                    "`mlflow_default` connection's host")
+    task_retries: int = option(2, "retries per task, read when the DAG is parsed")
+    task_retry_delay_seconds: float = option(20.0, "the first retry's delay (it doubles per retry)")
+    batch_wait_minutes: float = option(360.0, "how long `wait_for_batch` waits before it skips the run")
+    batch_poll_seconds: float = option(15.0, "how often the triggerer looks for the batch")
+    batch_deadline_minutes: float = option(120.0, "after the run is queued, when a still-running run raises "
+                                                  "`BatchLate` (a deadline alert)")
+
+    def __post_init__(self):
+        object.__setattr__(self, "target", self.target.strip().lower())
+        if self.target not in TARGETS:
+            raise SettingsError(f"[mlops] target must be one of {', '.join(TARGETS)}, got {self.target!r} "
+                                "(AIRFLOW__MLOPS__TARGET)")
 
     @property
     def mlpipeline(self) -> Path:
-        return self.pipeline_bin / "mlpipeline"
+        return Path(self.pipeline_bin) / "mlpipeline"
 
     @property
-    def serving_url(self) -> str:
-        return f"http://127.0.0.1:{self.serving_port}"
+    def mlserving(self) -> Path:
+        return Path(self.serving_bin) / "mlserving"
+
+    @property
+    def retry_delay(self) -> timedelta:
+        return timedelta(seconds=self.task_retry_delay_seconds)
+
+    @property
+    def batch_wait(self) -> timedelta:
+        return timedelta(minutes=self.batch_wait_minutes)
+
+    @property
+    def batch_deadline(self) -> timedelta:
+        return timedelta(minutes=self.batch_deadline_minutes)
 
 
-def airflow_variable(name: str, default: str | None = None) -> str | None:
-    """An Airflow Variable: its AIRFLOW_VAR_<NAME> env var, else the Variable itself, asked only where
-    Airflow can answer (a task, a DAG-processor parse) and once per process: the DAG reads its settings
-    while it is parsed, which must stay cheap."""
-    value = os.environ.get(f"AIRFLOW_VAR_{name.upper()}")
-    return value if value is not None else _stored_variable(name, default)
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """`[mlops_kubernetes]`: the kubernetes target."""
+
+    # -- facts about the cluster (k8s-yaml/cluster.env) ------------------------------------------------
+    namespace: str = option(REQUIRED, "namespace of the stage pods (and of the data claim)")
+    pipeline_image: str = option(REQUIRED, "the `images/pipeline` image: stage pods and KFP steps")
+    data_pvc: str = option(REQUIRED, "the data volume's PersistentVolumeClaim (ReadWriteMany)")
+    data_mount: str = option(REQUIRED, "where pods mount it; passed to the stages as `--data-root`")
+    run_as_user: int = option(REQUIRED, "uid and gid of the pipeline image's user")
+    mlflow_config_map: str = option(REQUIRED, "ConfigMap with `MLFLOW_TRACKING_URI`, read by pods as env")
+    mlflow_secret: str = option(REQUIRED, "Secret with MLflow/S3 credentials, read by pods as env (optional "
+                                          "in the cluster)")
+    service_account: str = option(REQUIRED, "the stage pods' service account (no token mounted)")
+    serving_namespace: str = option(REQUIRED, "namespace of the InferenceServices")
+    serving_runtime: str = option(REQUIRED, "the project's ClusterServingRuntime")
+    serving_service_account: str = option(REQUIRED, "the predictor's service account (carries the storage "
+                                                    "initializer's S3 credentials)")
+    # -- the stage pods -----------------------------------------------------------------------------------
+    kubernetes_conn_id: str = option("kubernetes_default", "Airflow connection to the cluster (in-cluster "
+                                                           "config when it names none)")
+    image_pull_policy: str = option("IfNotPresent", "image pull policy of the stage pods and KFP steps")
+    image_pull_secrets: list = option([], "names of registry Secrets, as a JSON list")
+    requests: dict = option({"cpu": "250m", "memory": "512Mi"}, "the stage container's resource requests (JSON)")
+    limits: dict = option({"cpu": "2", "memory": "2Gi"}, "and limits (JSON)")
+    scratch_size: str = option("1Gi", "size limit of the writable `/tmp` (the root filesystem is read-only)")
+    startup_timeout_seconds: int = option(600, "how long a pod may take to start")
+    pod_poll_interval_seconds: float = option(10.0, "how often a deferred stage task's trigger polls its pod")
+    node_selector: dict = option({}, "node selector of the stage pods and KFP steps (JSON)")
+    labels: dict = option({"app.kubernetes.io/part-of": "mlops-ct"},
+                          "labels on every pod and InferenceService (JSON; KPO adds dag/task/run labels)")
+    # -- training: a KFP run over REST ----------------------------------------------------------------------
+    kfp_conn_id: str = option("kfp_default", "Airflow connection to the KFP API")
+    kfp_experiment: str = option("", "KFP experiment of the runs (created if missing); empty: the model name")
+    kfp_service_account: str = option("", "service account of the KFP run's pods; empty: the installation's")
+    training_pipeline: str = option(str(REPO / "images" / "pipeline" / "pipelines" / "training.yaml"),
+                                    "the compiled pipeline submitted with each run")
+    kfp_run_timeout_seconds: int = option(7200, "a run still going after this is terminated, the task fails")
+    kfp_poll_interval_seconds: float = option(15.0, "how often the trigger polls the run")
+    # -- serving: a KServe InferenceService per model ---------------------------------------------------------
+    serving_model_format: str = option("mlflow-sklearn", "the model format the runtime serves")
+    serving_requests: dict = option({"cpu": "500m", "memory": "512Mi"}, "the predictor's resource requests (JSON)")
+    serving_limits: dict = option({"cpu": "1", "memory": "1Gi"}, "and limits (JSON)")
+    serving_min_replicas: int = option(1, "the predictor's minimum replicas")
+    serving_deployment_mode: str = option("Serverless", "KServe's deployment mode: `Serverless` (Knative) or "
+                                                        "`RawDeployment` (a Deployment and a Service)")
+    inference_host: str = option("inference.mlops.example.com", "the shared inference host on the Istio gateway; "
+                                                                "each model gets a VirtualService there (empty: "
+                                                                "no route)")
+    inference_gateway: str = option("mlops-inference", "the Istio Gateway serving `inference_host`, in "
+                                                       "`serving_namespace`")
+    artifact_store_root: str = option("s3://mlflow", "the object store behind the tracking server's "
+                                                     "`mlflow-artifacts:/` URIs: a version's `storageUri` is its "
+                                                     "artifact path there")
+    serving_ready_timeout_seconds: int = option(900, "how long a change may take to become Ready before the "
+                                                     "deploy rolls back")
+    serving_poll_interval_seconds: float = option(5.0, "how often the trigger reads the InferenceService")
+    inference_base_url: str = option("", "where the smoke test sends its request (e.g. the gateway); empty: "
+                                         "the InferenceService's `status.address.url`")
+
+    def __post_init__(self):
+        missing = [f.name for f in dataclasses.fields(self) if f.metadata.get("required") and getattr(self, f.name)
+                   in (None, "")]
+        if missing:
+            raise SettingsError(f"[mlops_kubernetes] has no {', '.join(missing)}: these facts about the cluster come "
+                                "from k8s-yaml/cluster.env (the mlops-cluster ConfigMap, read by the Airflow pods as "
+                                f"env, e.g. {env_name('mlops_kubernetes', missing[0])})")
+        if self.serving_deployment_mode not in ("Serverless", "RawDeployment"):
+            raise SettingsError("[mlops_kubernetes] serving_deployment_mode must be Serverless or RawDeployment, "
+                                f"got {self.serving_deployment_mode!r}")
 
 
-@functools.cache
-def _stored_variable(name: str, default: str | None) -> str | None:
-    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
-    if getattr(runner, "SUPERVISOR_COMMS", None) is None:  # a plain import of the DAG file, a script
-        return default
-    from airflow.sdk import Variable
+SECTIONS = {"mlops": MlopsSettings, "mlops_kubernetes": KubernetesSettings}
 
+# Endpoints and credentials: conn id -> (type, what the hooks read from it).
+CONNECTIONS = {
+    "mlops_data": ("fs", "the data volume as the Airflow workers and the triggerer see it: extra `path` "
+                         "(the batch sensor, and the local target's stages)"),
+    "mlflow_default": ("http", "the MLflow tracking server: host (and port); password = a bearer token "
+                               "(`MLFLOW_TRACKING_TOKEN` for the local stages)"),
+    "mlserving_default": ("http", "local target: the model server the deploy starts and swaps (host and port)"),
+    "alertmanager_default": ("http", "Alertmanager's API, for the alerts"),
+    "pushgateway_default": ("http", "the Prometheus Pushgateway, for the run metrics"),
+    "kfp_default": ("http", "kubernetes target: the KFP API; password = bearer token, or extra `token_path`; "
+                            "extra `namespace`, `ui_url`"),
+    "kubernetes_default": ("kubernetes", "kubernetes target: the cluster (the cncf-kubernetes provider's)"),
+}
+
+
+def markdown_tables() -> str:
+    """The options and connections as docs/configuration.md shows them (`make configuration-docs`
+    rewrites that part of it; a test checks it is current)."""
+    def shown(f) -> str:
+        if f.metadata.get("required"):
+            return "from `k8s-yaml/cluster.env`"
+        value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if isinstance(value, str) and value.startswith(str(REPO)):
+            return f"`<repo>{value.removeprefix(str(REPO))}`"
+        return "(empty)" if value == "" else f"`{json.dumps(value) if isinstance(value, (dict, list)) else value}`"
+
+    lines = []
+    for section, cls in SECTIONS.items():
+        lines += [f"### `[{section}]` ({cls.__doc__.split(': ', 1)[1].rstrip('.')})", "",
+                  "| option | default | what it is |", "|---|---|---|"]
+        lines += [f"| `[{section}] {f.name}` | {shown(f)} | {f.metadata['doc']} |" for f in dataclasses.fields(cls)]
+        lines.append("")
+    lines += ["### Connections", "", "| conn id | type | what it is |", "|---|---|---|"]
+    lines += [f"| `{conn_id}` | `{kind}` | {doc} |" for conn_id, (kind, doc) in CONNECTIONS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def env_name(section: str, key: str) -> str:
+    return f"AIRFLOW__{section.upper()}__{key.upper()}"
+
+
+def _parse(section: str, name: str, kind: type, raw: str):
+    where = f"[{section}] {name} ({env_name(section, name)})"
     try:
-        return Variable.get(name, default=default)
-    except Exception:  # no Variable backend answering: the default, as when the Variable is unset
-        return default
+        if kind is bool:
+            if raw.strip().lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return raw.strip().lower() in ("true", "1")
+        if kind in (dict, list):
+            value = json.loads(raw)
+            if not isinstance(value, kind):
+                raise ValueError(f"{raw!r} is not a JSON {'object' if kind is dict else 'list'}")
+            return value
+        return kind(raw.strip())
+    except ValueError as exc:
+        raise SettingsError(f"{where} must be {kind.__name__}, got {raw!r}: {exc}") from None
+
+
+def settings_from(cls, section: str, raw: dict[str, str], **overrides):
+    """The settings of a section from their raw text values (as airflow.cfg or the env holds them)."""
+    hints = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict, "list": list}
+    values = {f.name: _parse(section, f.name, hints[f.type], raw[f.name]) for f in dataclasses.fields(cls)
+              if f.name in raw}
+    return cls(**{**values, **overrides})
+
+
+def _read(cls, section: str):
+    from airflow.sdk import conf  # the SDK's own config parser: airflow.cfg plus AIRFLOW__* env vars
+
+    raw = {f.name: conf.get(section, f.name, fallback=None) for f in dataclasses.fields(cls)}
+    return settings_from(cls, section, {name: value for name, value in raw.items() if value is not None})
+
+
+def mlops_settings() -> MlopsSettings:
+    return _read(MlopsSettings, "mlops")
+
+
+def kubernetes_settings() -> KubernetesSettings:
+    return _read(KubernetesSettings, "mlops_kubernetes")
 
 
 def target() -> str:
-    """`local` or `kubernetes`; the DAG reads it when parsed, to pick each task's operator."""
-    value = (airflow_variable("mlops_target", "local") or "local").strip().lower()
-    if value not in TARGETS:
-        raise SettingsError(f"mlops_target must be one of {', '.join(TARGETS)}, got {value!r}")
-    return value
-
-
-def task_retries(default: int = 2) -> int:
-    """Retries per task (env MLOPS_TASK_RETRIES); read when the DAG is parsed."""
-    return int(os.environ.get("MLOPS_TASK_RETRIES", default))
-
-
-def task_retry_delay(default_seconds: float = 20) -> timedelta:
-    """The first retry's delay (env MLOPS_TASK_RETRY_DELAY_SECONDS; it doubles per retry); read when the
-    DAG is parsed."""
-    return timedelta(seconds=float(os.environ.get("MLOPS_TASK_RETRY_DELAY_SECONDS", default_seconds)))
-
-
-def batch_deadline(default_minutes: float = 120) -> timedelta:
-    """How long after a run is queued its batch may still be missing before the BatchLate alert fires
-    (env MLOPS_BATCH_DEADLINE_MINUTES); read when the DAG is parsed."""
-    return timedelta(minutes=float(os.environ.get("MLOPS_BATCH_DEADLINE_MINUTES", default_minutes)))
-
-
-def load_settings() -> Settings:
-    tracking = os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    return Settings(
-        target=target(),
-        data_root=Path(os.environ.get("MLOPS_DATA_ROOT", REPO / ".run" / "data")),
-        pipeline_bin=Path(os.environ.get("MLOPS_PIPELINE_BIN", REPO / ".venv" / "pipeline" / "bin")),
-        mlflow_tracking_uri=tracking,
-        mlflow_ui_url=os.environ.get("MLOPS_MLFLOW_UI_URL", tracking),
-        serving_bin=Path(os.environ.get("MLOPS_SERVING_BIN", REPO / ".venv" / "serving" / "bin")),
-        serving_port=int(os.environ.get("MLOPS_SERVING_PORT", "8085")),
-    )
+    """`local` or `kubernetes`, from `[mlops] target`; the DAG reads it when parsed."""
+    return mlops_settings().target

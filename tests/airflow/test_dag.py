@@ -12,10 +12,13 @@ from .conftest import REPO
 
 EDGES = {
     ("wait_for_batch", "data.ingest"), ("data.ingest", "data.split"), ("data.split", "detect_degradation"),
-    ("detect_degradation", "decide_retraining"), ("decide_retraining", "skip"),
+    ("detect_degradation", "decide_retraining"), ("decide_retraining", "no_retraining"),
     ("decide_retraining", "training.train"), ("training.train", "training.check_decision"),
     ("training.check_decision", "training.register"), ("training.check_decision", "training.keep_champion"),
-    ("training.register", "deploy"), ("skip", "report"), ("training.keep_champion", "report"), ("deploy", "report"),
+    ("training.register", "deploy"), ("deploy", "roll_back_champion"),
+    ("no_retraining", "report"), ("training.keep_champion", "report"), ("deploy", "report"),
+    # data handed on as XComArgs: train takes detection's run key, register the training's
+    ("detect_degradation", "training.train"), ("training.train", "training.register"),
 }
 
 
@@ -45,13 +48,32 @@ def test_a_waiting_run_does_not_block_others_but_registry_moves_are_serial(dag):
         assert dag.get_task(task_id).max_active_tis_per_dag == 1, task_id
 
 
-def test_every_task_after_the_sensor_works_on_the_partition_it_resolved(dag):
+def test_each_task_takes_its_upstream_s_result(dag):
+    """XComArgs, not Jinja strings: the partition the sensor resolved, the run key split made."""
+    from airflow.sdk.definitions.xcom_arg import PlainXComArg
+
+    def reads(task_id, option):
+        arg = dag.get_task(task_id).options[option]
+        assert isinstance(arg, PlainXComArg), (task_id, option, arg)
+        return arg.operator.task_id, arg.key
+
     assert dag.get_task("wait_for_batch").partition == "{{ params.partition or ds }}"
-    resolved = "{{ ti.xcom_pull(task_ids='wait_for_batch')['partition'] }}"
-    for task_id in ("data.ingest", "data.split"):
-        assert dag.get_task(task_id).options["partition"] == resolved
+    assert reads("data.ingest", "partition") == ("wait_for_batch", "partition")
+    assert reads("data.split", "partition") == ("data.ingest", "partition")
+    assert reads("detect_degradation", "run_key") == ("data.split", "run_key")
+    assert reads("training.register", "run_key") == ("training.train", "run_key")
+    assert reads("roll_back_champion", "to_version") == ("deploy", "rollback_to_version")
+    assert not dag.render_template_as_native_obj
     param = dag.params.get_param("partition")
     assert param.value is None and "latest" in param.description
+
+
+def test_a_failed_deploy_is_rolled_back_by_a_task_of_its_own(dag):
+    roll_back = dag.get_task("roll_back_champion")
+    assert roll_back.trigger_rule == "all_failed" and roll_back.upstream_task_ids == {"deploy"}
+    assert roll_back.stage == "rollback" and roll_back.options["data_root"] is None
+    # all_failed also holds for a deploy that never ran (upstream_failed): without a plan it skips itself.
+    assert (roll_back.only_with.operator.task_id, roll_back.only_with.key) == ("deploy", "rollback_reason")
 
 
 def test_params_are_typed_and_described(dag):
@@ -61,26 +83,35 @@ def test_params_are_typed_and_described(dag):
     assert dag.doc_md and "Continuous training" in dag.doc_md
 
 
-def test_retries_back_off_and_alert(dag, monkeypatch):
-    from mlops.settings import task_retries
+def test_retries_back_off_and_alert(dag):
+    from mlops.notifications.alertmanager import AlertmanagerNotifier
+    from mlops.notifications.pushgateway import FailureMetricNotifier
 
     task = dag.get_task("data.ingest")
-    assert task.retries == task_retries() and task.retry_exponential_backoff  # the tests set 0 retries
-    monkeypatch.delenv("MLOPS_TASK_RETRIES")
-    assert task_retries() == 2
-    assert task.on_failure_callback and task.on_retry_callback
+    assert task.retries == 0 and task.retry_exponential_backoff  # the tests set [mlops] task_retries = 0
+    assert {type(n) for n in task.on_failure_callback} == {AlertmanagerNotifier, FailureMetricNotifier}
+    assert [n.severity for n in task.on_retry_callback] == ["warning"]
 
 
 def test_parsing_the_dag_folder_imports_nothing_heavy():
-    # Also not Airflow's task supervisor: outside a task or a DAG-processor parse the settings do not
-    # go looking for Variables.
+    # Also not Airflow's task supervisor: reading the settings asks nothing of a running Airflow.
     code = ("import sys; sys.path.insert(0, 'plugins'); import runpy; runpy.run_path('dags/continuous_training.py'); "
             "heavy = {'sklearn', 'mlflow', 'kfp', 'kserve', 'pandas', 'kubernetes'} & "
             "{m.split('.')[0] for m in sys.modules} | {'airflow.sdk.execution_time.supervisor'} & set(sys.modules); "
             "print(sorted(heavy))")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_VAR_")}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
+                         env={**os.environ, "AIRFLOW__MLOPS__TARGET": "local"})
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_wrong_target_fails_the_parse_with_its_reason(monkeypatch):
+    """No silent fallback to `local`: the import error the Airflow UI shows names the option."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRFLOW__MLOPS__TARGET", "moon")
+    errors = DagBag(dag_folder=str(REPO / "dags")).import_errors
+    [message] = errors.values()
+    assert "[mlops] target must be one of local, kubernetes, got 'moon' (AIRFLOW__MLOPS__TARGET)" in message
 
 
 def test_extra_links_survive_serialization(dag):

@@ -20,36 +20,28 @@ from tests.cluster.apiserver import ISVC, PODS, VIRTUAL_SERVICES, api_calls, kub
 from tests.cluster.cluster import MLFLOW_URI, PIPELINE_IMAGE
 from tests.cluster.kfp import ContainerBackend, FakeKfp
 
+from .conftest import connect, data_volume
+from .conftest import kubernetes_target as configure_kubernetes_target
 from .test_rbac_contract import granted
 
 MODEL = "iris-k8s"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-@pytest.fixture(scope="module")
-def monitoring(airflow_db, tmp_path_factory):
-    root = tmp_path_factory.mktemp("monitoring")
-    with support.alertmanager(root) as am, support.pushgateway(root) as pgw:
-        yield {"alertmanager": am, "pushgateway": pgw}
-
-
 @pytest.fixture
-def kubernetes_target(cluster, monitoring, monkeypatch, tmp_path):
+def kubernetes_target(cluster, stack, monkeypatch, tmp_path):
     with FakeKfp(executor=ContainerBackend(cluster, "mlops", tmp_path / "kfp")) as kfp:
         # Nothing can be pulled here: the XCom sidecar runs in the pipeline image (it has sh, sleep and
         # cat), set on the connection as an air-gapped cluster would.
         conn_id = kube_connection(monkeypatch, cluster.kube.url, xcom_sidecar_container_image=PIPELINE_IMAGE)
-        for key, value in {
-            "AIRFLOW_VAR_MLOPS_TARGET": "kubernetes",
-            "AIRFLOW_VAR_MLOPS_KUBERNETES": json.dumps({
-                "kubernetes_conn_id": conn_id, "pod_poll_interval_seconds": 0.5, "startup_timeout_seconds": 180,
-                "kfp_poll_interval_seconds": 1, "serving_poll_interval_seconds": 0.5,
-                "serving_ready_timeout_seconds": 300}),
-            "AIRFLOW_CONN_KFP_DEFAULT": json.dumps({"conn_type": "http", "host": kfp.url}),
-            "MLFLOW_TRACKING_URI": MLFLOW_URI, "MLOPS_DATA_ROOT": str(cluster.data_volume()),
-            "MLOPS_ALERTMANAGER_URL": monitoring["alertmanager"], "MLOPS_PUSHGATEWAY_URL": monitoring["pushgateway"],
-        }.items():
-            monkeypatch.setenv(key, value)
+        # As the Airflow pods have it: the mlops-cluster ConfigMap (k8s-yaml/cluster.env) as env, the
+        # options and connections of helm-values/airflow.yaml, waits in the triggerer.
+        configure_kubernetes_target(monkeypatch, kubernetes_conn_id=conn_id, pod_poll_interval_seconds=0.5,
+                                    startup_timeout_seconds=180, kfp_poll_interval_seconds=1,
+                                    serving_poll_interval_seconds=0.5, serving_ready_timeout_seconds=300)
+        connect(monkeypatch, kfp_default=json.dumps({"conn_type": "http", "host": kfp.url}),
+                mlflow_default=MLFLOW_URI, mlops_data=data_volume(cluster.data_volume()),
+                alertmanager_default=stack["alertmanager"], pushgateway_default=stack["pushgateway"])
         from .test_dag import parse_dag
 
         yield {"dag": parse_dag(), "kfp": kfp, "cluster": cluster}
@@ -61,7 +53,7 @@ def run(dag, day: str):
     return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
 
-def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, monitoring):
+def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, stack):
     target, cluster = kubernetes_target, kubernetes_target["cluster"]
     kube = cluster.kube
     landed = cluster.run_pod("land-2026-11-01", ["simulate", "--data-root", "/data", "--partition", "2026-11-01",
@@ -71,6 +63,10 @@ def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, monitori
     dagrun, states = run(target["dag"], "2026-11-01")
     assert dagrun.state == "success", (states, cluster.pod_logs("mlops", "mlpipeline-"))
     assert states["training.register"] == "success" and states["deploy"] == "success"
+    assert states["roll_back_champion"] == "skipped"
+    # The training result is the whole decision, as on the local target (mlpipeline.contracts).
+    decision = dagrun.get_task_instance("training.train").xcom_pull(task_ids="training.train")
+    assert decision["decision"] == "promote" and decision["engine"] == "kfp" and decision["challenger_accuracy"] > 0.7
     # Every stage ran as a pod of the pipeline image under its declared security context.
     stage_pods = [r for r in kube.requests(PODS) if r.method.value == "POST"]
     assert sorted(p.data["metadata"]["labels"]["mlops-ct/stage"] for p in stage_pods) == \
@@ -107,7 +103,8 @@ def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, monitori
     broken.write_bytes(b"sepal_length;sepal_width\n1;2\n")
     dagrun, states = run(target["dag"], "2026-11-02")
     assert dagrun.state == "failed" and states["data.ingest"] == "failed"
-    alerts = httpx.get(f"{monitoring['alertmanager']}/api/v2/alerts",
+    assert states["roll_back_champion"] == "skipped"  # deploy never ran: nothing to roll back
+    alerts = httpx.get(f"{stack['alertmanager']}/api/v2/alerts",
                        params={"filter": ['alertname="AirflowTaskFailed"', 'task_id="data.ingest"']}).json()
     assert alerts, "no alert reached Alertmanager"
     error = alerts[0]["annotations"]["error"]

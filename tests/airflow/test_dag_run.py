@@ -23,14 +23,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def env(stack, local_target, monkeypatch):
-    port = support.free_port()
-    for key, value in {"MLFLOW_TRACKING_URI": stack["mlflow"], "MLOPS_SERVING_PORT": str(port),
-                       "MLOPS_SERVING_BIN": str(support.SERVING_BIN), "MLOPS_ALERTMANAGER_URL": stack["alertmanager"],
-                       "MLOPS_PUSHGATEWAY_URL": stack["pushgateway"]}.items():
-        monkeypatch.setenv(key, value)
-    yield local_target, f"http://127.0.0.1:{port}"
-    pidfile = local_target / "serving" / "mlserving.pid"
-    if pidfile.exists():
+    from .conftest import connect
+
+    serving = f"http://127.0.0.1:{support.free_port()}"
+    connect(monkeypatch, mlflow_default=stack["mlflow"], mlserving_default=serving,
+            alertmanager_default=stack["alertmanager"], pushgateway_default=stack["pushgateway"])
+    yield local_target, serving
+    for pidfile in (local_target / "serving").glob("*/mlserving.pid"):
         os.killpg(int(pidfile.read_text()), signal.SIGTERM)
 
 
@@ -42,7 +41,7 @@ def land(root, stack, day, drift="none", rows=900, seed=1):
 
 def pushed(stack, name: str) -> float:
     """What the last run's report pushed for the test model."""
-    return next(float(line.split()[-1]) for line in httpx.get(f"http://{stack['pushgateway']}/metrics").text.splitlines()
+    return next(float(line.split()[-1]) for line in httpx.get(f"{stack['pushgateway']}/metrics").text.splitlines()
                 if line.startswith(f"{name}{{") and f'model="{MODEL}"' in line)
 
 
@@ -59,14 +58,15 @@ def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):  # noqa: F8
     land(root, stack, "2026-11-01", seed=1)
     dagrun, states = run(dag, "2026-11-01")
     assert dagrun.state == "success", states
-    assert states["training.register"] == "success" and states["deploy"] == "success" and states["skip"] == "skipped"
+    assert states["training.register"] == "success" and states["deploy"] == "success"
+    assert states["no_retraining"] == "skipped" and states["roll_back_champion"] == "skipped"
     first = httpx.get(f"{serving}/v2/models/{MODEL}").json()
     assert first["parameters"]["registry_version"] == "1"
     assert pushed(stack, "mlops_promoted") == 1 and pushed(stack, "mlops_champion_version") == 1
 
     land(root, stack, "2026-11-02", seed=2)
     dagrun, states = run(dag, "2026-11-02")
-    assert dagrun.state == "success" and states["skip"] == "success" and states["training.train"] == "skipped"
+    assert dagrun.state == "success" and states["no_retraining"] == "success" and states["training.train"] == "skipped"
     assert pushed(stack, "mlops_promoted") == 0 and pushed(stack, "mlops_champion_version") == 1
 
     land(root, stack, "2026-11-03", drift="concept", seed=3)
@@ -101,7 +101,7 @@ def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):  # noqa: F8
     [run_alert] = httpx.get(f"{stack['alertmanager']}/api/v2/alerts",
                             params={"filter": ['alertname="AirflowDagRunFailed"']}).json()
     assert "task_id" not in run_alert["labels"] and run_alert["annotations"]["run_id"] == dagrun.run_id
-    failures = httpx.get(f"http://{stack['pushgateway']}/metrics").text
+    failures = httpx.get(f"{stack['pushgateway']}/metrics").text
     assert f'mlops_last_failure_timestamp_seconds{{instance="",job="continuous_training",model="{MODEL}"}}' in failures
     assert f'mlops_champion_version{{instance="",job="continuous_training",model="{MODEL}"}} 2' in failures  # kept
     assert support.tree_snapshot(root / "curated") == curated_before

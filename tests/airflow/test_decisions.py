@@ -10,7 +10,7 @@ import logging
 import pytest
 from airflow.providers.standard.operators.python import BranchPythonOperator
 
-from mlops.branching import choose_promotion, choose_retraining, retraining_reasons
+from mlops.branch_callables import choose_promotion, choose_retraining, retraining_reasons
 
 from .test_dag import parse_dag
 
@@ -62,7 +62,7 @@ def test_missing_measurements_are_not_reasons():
 
 
 def test_choose_retraining_logs_why(caplog):
-    caplog.set_level(logging.INFO, logger="mlops.branching")
+    caplog.set_level(logging.INFO, logger="mlops.branch_callables")
     drifted = {**HEALTHY, "drift": {"share_drifted": 0.75}}
     assert choose_retraining(drifted, {**PARAMS, "force_retrain": True}, "retrain", "keep") == "retrain"
     assert "retraining: force_retrain is set; drifted feature share 0.75 > limit 0.5" in caplog.text
@@ -71,18 +71,38 @@ def test_choose_retraining_logs_why(caplog):
     assert "no retraining" in caplog.text and HEALTHY["reason"] in caplog.text
 
 
+def training(decision: str, reason: str = "evidence") -> dict:
+    """A training task's result: the TrainingDecision both targets return (mlpipeline.contracts)."""
+    return {"run_key": "rk-1", "decision": decision, "reason": reason, "challenger_run_id": "r1",
+            "challenger_model_uri": "models:/m-1", "challenger_metrics": {"accuracy": 0.97},
+            "challenger_accuracy": 0.97, "engine": "kfp.local"}
+
+
 def test_choose_promotion_follows_the_runs_decision(caplog):
-    caplog.set_level(logging.INFO, logger="mlops.branching")
-    promote = {"decision": "promote", "reason": "challenger 0.97 beats champion 0.61 (McNemar p=0.0001)"}
+    caplog.set_level(logging.INFO, logger="mlops.branch_callables")
+    promote = training("promote", "challenger 0.97 beats champion 0.61 (McNemar p=0.0001)")
     assert choose_promotion(promote, "register", "keep") == "register"
     assert "training decided promote: challenger 0.97 beats champion 0.61" in caplog.text
-    for other in ("keep", "reject"):
-        assert choose_promotion({"decision": other, "reason": "no gain"}, "register", "keep") == "keep"
+    assert choose_promotion(training("reject", "no gain"), "register", "keep") == "keep"
+
+
+def test_a_decision_off_the_contract_is_refused_by_name():
+    from mlpipeline.contracts import ContractError
+
+    with pytest.raises(ContractError, match="decision must be 'promote' or 'reject', got 'keep'"):
+        choose_promotion(training("keep"), "register", "keep")
+    missing = "challenger_accuracy, challenger_metrics, challenger_model_uri, challenger_run_id$"
+    with pytest.raises(ContractError, match=f"training decision without {missing}"):
+        choose_promotion({"run_key": "rk-1", "decision": "promote", "reason": "x"}, "register", "keep")
 
 
 @pytest.mark.parametrize("target", ["local", "kubernetes"])
 def test_the_branch_points_are_branch_python_operators(target, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_TARGET", target)
+    monkeypatch.setenv("AIRFLOW__MLOPS__TARGET", target)
+    if target == "kubernetes":
+        from .conftest import kubernetes_target
+
+        kubernetes_target(monkeypatch)
     dag = parse_dag()
     retrain, promote = dag.get_task("decide_retraining"), dag.get_task("training.check_decision")
     assert isinstance(retrain, BranchPythonOperator) and retrain.python_callable is choose_retraining
@@ -100,7 +120,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
 from airflow.sdk import DAG, Param, TaskGroup
 
-from mlops.branching import {callable}
+from mlops.branch_callables import {callable}
 
 SPEC = json.loads({spec!r})
 
@@ -118,12 +138,12 @@ def in_group(task_id, groups):
 
 PARAMS = {{name: Param(p["value"], description=p["description"], **p["schema"]) for name, p in SPEC["params"].items()}}
 
-with DAG(SPEC["dag_id"], schedule=None, render_template_as_native_obj=True,
-         start_date=dt.datetime(2026, 11, 1, tzinfo=dt.UTC), params=PARAMS):
+with DAG(SPEC["dag_id"], schedule=None, start_date=dt.datetime(2026, 11, 1, tzinfo=dt.UTC), params=PARAMS):
     groups = {{}}
     upstream = PythonOperator(python_callable=upstream_result, **in_group(SPEC["upstream"], groups))
-    branch = BranchPythonOperator(python_callable={callable}, op_kwargs=SPEC["op_kwargs"],
-                                  **in_group(SPEC["branch"], groups))
+    # What the real DAG passes as its upstream's result (an XComArg), the stand-in's result here.
+    op_kwargs = {{**SPEC["op_kwargs"], **{{key: upstream.output for key in SPEC["upstream_kwargs"]}}}}
+    branch = BranchPythonOperator(python_callable={callable}, op_kwargs=op_kwargs, **in_group(SPEC["branch"], groups))
     upstream >> branch >> [EmptyOperator(**in_group(task_id, groups)) for task_id in SPEC["downstream"]]
 """
 
@@ -132,11 +152,16 @@ def run_branch(tmp_path, monkeypatch, branch_id: str, upstream_id: str, upstream
                conf: dict) -> dict[str, str]:
     """The real DAG's branch task (its callable, templated op_kwargs and Params) between a stand-in for its
     upstream task, which returns `upstream_result` as XCom, and empty downstream tasks; run with dag.test()."""
+    from airflow.sdk.definitions.xcom_arg import PlainXComArg
+
     real = parse_dag()
     branch = real.get_task(branch_id)
     dag_id = f"branch_{branch_id.replace('.', '_')}"
+    from_upstream = {k for k, v in branch.op_kwargs.items() if isinstance(v, PlainXComArg)}
+    assert {branch.op_kwargs[k].operator.task_id for k in from_upstream} == {upstream_id}
     spec = {"dag_id": dag_id, "upstream": upstream_id, "branch": branch_id,
-            "downstream": sorted(branch.downstream_task_ids), "op_kwargs": branch.op_kwargs,
+            "downstream": sorted(branch.downstream_task_ids), "upstream_kwargs": sorted(from_upstream),
+            "op_kwargs": {k: v for k, v in branch.op_kwargs.items() if k not in from_upstream},
             "params": {k: real.params.get_param(k).dump() for k in real.params}}
     bundle = tmp_path / "bundle"
     bundle.mkdir()
@@ -156,12 +181,12 @@ def run_branch(tmp_path, monkeypatch, branch_id: str, upstream_id: str, upstream
 
 
 @pytest.mark.parametrize(("detect", "conf", "taken", "skipped"), [
-    (HEALTHY, {}, "skip", "training.train"),
-    ({"champion": None}, {}, "training.train", "skip"),
-    ({**HEALTHY, "fresh_metrics": {"accuracy": 0.6}}, {}, "training.train", "skip"),
-    (HEALTHY, {"accuracy_threshold": 0.99}, "training.train", "skip"),
-    (HEALTHY, {"drift_limit": 0.1}, "training.train", "skip"),
-    (HEALTHY, {"force_retrain": True}, "training.train", "skip"),
+    (HEALTHY, {}, "no_retraining", "training.train"),
+    ({"champion": None}, {}, "training.train", "no_retraining"),
+    ({**HEALTHY, "fresh_metrics": {"accuracy": 0.6}}, {}, "training.train", "no_retraining"),
+    (HEALTHY, {"accuracy_threshold": 0.99}, "training.train", "no_retraining"),
+    (HEALTHY, {"drift_limit": 0.1}, "training.train", "no_retraining"),
+    (HEALTHY, {"force_retrain": True}, "training.train", "no_retraining"),
 ], ids=["healthy", "no-champion", "low-accuracy", "stricter-threshold", "drift-limit", "forced"])
 def test_decide_retraining_runs_the_branch_the_params_call_for(airflow_db, tmp_path, monkeypatch, detect, conf, taken,
                                                                skipped):
@@ -171,9 +196,8 @@ def test_decide_retraining_runs_the_branch_the_params_call_for(airflow_db, tmp_p
 
 @pytest.mark.parametrize(("decision", "taken", "skipped"), [
     ("promote", "training.register", "training.keep_champion"),
-    ("keep", "training.keep_champion", "training.register"),
+    ("reject", "training.keep_champion", "training.register"),
 ])
 def test_check_decision_runs_the_branch_training_decided(airflow_db, tmp_path, monkeypatch, decision, taken, skipped):
-    states = run_branch(tmp_path, monkeypatch, "training.check_decision", "training.train",
-                        {"decision": decision, "reason": "evidence"}, {})
+    states = run_branch(tmp_path, monkeypatch, "training.check_decision", "training.train", training(decision), {})
     assert states[taken] == "success" and states[skipped] == "skipped"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 from jsonschema import Draft7Validator
 
-from mlops.cluster import ClusterSettings
 from mlops.inference_service import (
     awaited_marker,
     inference_route,
@@ -20,13 +19,15 @@ from mlops.inference_service import (
 )
 from tests.reference import crd_schema
 
+from .conftest import cluster_settings
+
 
 @pytest.fixture(scope="module")
 def validator():
     return Draft7Validator(crd_schema("kserve-crd-inferenceservices.json", "v1beta1"))
 
 
-def champion_service(cluster=ClusterSettings(), version="3"):
+def champion_service(cluster=cluster_settings(), version="3"):
     return inference_service("iris-classifier", version, "run-1",
                              storage_uri("mlflow-artifacts:/1/models/m-abc/artifacts", cluster), cluster)
 
@@ -46,7 +47,7 @@ def test_the_inference_service_is_valid_against_the_crd(validator):
 
 @pytest.mark.parametrize("mode", ["Serverless", "RawDeployment"])
 def test_the_gateway_route_is_valid_against_the_crd(mode):
-    route = inference_route("iris-classifier", ClusterSettings(serving_deployment_mode=mode))
+    route = inference_route("iris-classifier", cluster_settings(serving_deployment_mode=mode))
     validator = Draft7Validator(crd_schema("istio-crd-virtualservices.json", "v1"))
     assert not [e.message for e in validator.iter_errors(route)]
     destination = route["spec"]["http"][0]["route"][0]["destination"]["host"]
@@ -61,7 +62,7 @@ def test_the_strict_schema_catches_a_misspelled_field(validator):
 
 
 def test_storage_locations():
-    cluster = ClusterSettings(artifact_store_root="s3://bucket/mlflow/")
+    cluster = cluster_settings(artifact_store_root="s3://bucket/mlflow/")
     assert storage_uri("mlflow-artifacts:/5/models/m-1/artifacts", cluster) == "s3://bucket/mlflow/5/models/m-1/artifacts"
     assert storage_uri("gs://models/m-1", cluster) == "gs://models/m-1"
 

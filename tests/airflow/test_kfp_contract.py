@@ -4,19 +4,21 @@ local server that checks every request against the published swagger (no KFP bac
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import httpx
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from mlops.cluster import ClusterSettings
 from mlops.hooks.kfp import KfpError, KfpHook, load_pipeline_package
-from mlops.operators.kfp import KfpRunOperator
+from mlops.operators.kfp_cluster import KfpClusterRunOperator
 from mlops.triggers.kfp import KfpRunTrigger
 from tests import support
 from tests.cluster.kfp import FakeKfp
 from tests.support import first_event
+
+from .conftest import cluster_settings, connect
 
 PIPELINE = support.REPO / "images" / "pipeline" / "pipelines" / "training.yaml"
 
@@ -29,7 +31,7 @@ def submit(hook: KfpHook) -> str:
 def test_the_hook_speaks_the_swagger_with_bearer_auth(tmp_path):
     with FakeKfp(token="s3cret") as kfp:
         assert KfpHook(host=kfp.url, token="s3cret").healthz() == {"multi_user": False}
-        with pytest.raises(KfpError, match="refused: HTTP 401: Unauthenticated"):
+        with pytest.raises(KfpError, match="KFP API refused GET /apis/v2beta1/healthz: HTTP 401 Unauthenticated"):
             KfpHook(host=kfp.url, token="wrong").healthz()
         token_file = tmp_path / "token"
         token_file.write_text("s3cret\n")  # a projected service-account token, re-read per request
@@ -50,9 +52,9 @@ def test_a_request_off_the_swagger_is_refused():
     with FakeKfp() as kfp:
         hook = KfpHook(host=kfp.url)
         with pytest.raises(KfpError, match="body does not match the swagger"):
-            hook.request("POST", "/experiments", body={"display_name": "x", "colour": "red"})
+            hook.request_json("POST", "/experiments", body={"display_name": "x", "colour": "red"})
         with pytest.raises(KfpError, match="no operation GET /apis/v2beta1/pipelines"):
-            hook.request("GET", "/pipelines")
+            hook.request_json("GET", "/pipelines")
         assert len(kfp.violations) == 2
 
 
@@ -99,11 +101,11 @@ def test_a_server_that_is_down_is_retried_then_named():
     down = f"http://127.0.0.1:{support.free_port()}"
     hook = KfpHook(host=down, retries=3, backoff_seconds=0.01)
     started = time.monotonic()
-    with pytest.raises(KfpError, match=f"KFP API at {down} unreachable after 3 attempts"):
+    with pytest.raises(KfpError, match=f"KFP API at {down} did not answer after 3 attempt\\(s\\)"):
         hook.healthz()
     assert time.monotonic() - started < 5
     event = first_event(KfpRunTrigger("r-1", time.time() + 60, host=down, poll_interval=0.01))
-    assert event["status"] == "error" and "unreachable" in event["message"]
+    assert event["status"] == "error" and "did not answer" in event["message"]
 
 
 @pytest.fixture(scope="module")
@@ -113,23 +115,28 @@ def mlflow_uri(tmp_path_factory):
 
 
 def record_decision(mlflow_uri: str, model: str, run_key: str, decision: str) -> str:
-    """What the pipeline's evaluate-and-decide step leaves in MLflow, written through its REST API."""
+    """What the pipeline's evaluate-and-decide step leaves on its MLflow training run (the contract's
+    tags, mlpipeline.contracts), written through MLflow's REST API."""
+    from mlpipeline.contracts import TrainingDecision
+
     api = f"{mlflow_uri}/api/2.0/mlflow"
     experiment = httpx.post(f"{api}/experiments/create", json={"name": model}).json()["experiment_id"]
     run = httpx.post(f"{api}/runs/create", json={"experiment_id": experiment, "tags": [
-        {"key": "run_key", "value": run_key}, {"key": "stage", "value": "train"},
-        {"key": "decision", "value": decision}, {"key": "decision_reason", "value": "challenger is better"},
-        {"key": "model_uri", "value": "models:/m-1"}]}).json()["run"]["info"]["run_id"]
-    httpx.post(f"{api}/runs/log-metric", json={"run_id": run, "key": "test_accuracy", "value": 0.97,
-                                                "timestamp": 0})
+        {"key": "run_key", "value": run_key}, {"key": "stage", "value": "train"}]}).json()["run"]["info"]["run_id"]
+    recorded = TrainingDecision(run_key=run_key, decision=decision, reason="challenger is better",
+                                challenger_run_id=run, challenger_model_uri="models:/m-1",
+                                challenger_metrics={"accuracy": 0.97}, challenger_accuracy=0.97,
+                                champion_version="3", champion_accuracy=0.61, improvement=0.36,
+                                mcnemar={"pvalue": 1e-4}, bootstrap_ci95=[0.3, 0.42], kfp_run_id="from-kfp")
+    for key, value in recorded.tags().items():
+        httpx.post(f"{api}/runs/set-tag", json={"run_id": run, "key": key, "value": value}).raise_for_status()
     return run
 
 
 def kfp_operator(monkeypatch, kfp, mlflow_uri, model="iris-kfp"):
-    monkeypatch.setenv("AIRFLOW_CONN_KFP_TEST", f'{{"conn_type": "http", "host": "{kfp.url}"}}')
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
-    cluster = ClusterSettings(kfp_conn_id="kfp_test", kfp_poll_interval_seconds=0.01, kfp_run_timeout_seconds=30)
-    return KfpRunOperator(task_id="train", run_key="rk-7", model_name=model, cluster=cluster)
+    connect(monkeypatch, kfp_test=f'{{"conn_type": "http", "host": "{kfp.url}"}}', mlflow_default=mlflow_uri)
+    cluster = cluster_settings(kfp_conn_id="kfp_test", kfp_poll_interval_seconds=0.01, kfp_run_timeout_seconds=30)
+    return KfpClusterRunOperator(task_id="train", run_key="rk-7", model_name=model, cluster=cluster, deferrable=True)
 
 
 def test_the_operator_submits_defers_and_returns_the_recorded_decision(monkeypatch, mlflow_uri):
@@ -145,8 +152,11 @@ def test_the_operator_submits_defers_and_returns_the_recorded_decision(monkeypat
         event = first_event(deferred.value.trigger)
         challenger = record_decision(mlflow_uri, "iris-kfp", "rk-7", "promote")
         result = operator.execute_complete({}, event)
-    assert result["decision"] == "promote" and result["kfp_run_id"] == run_id
+    # The whole decision, as the local target's kfp.local run returns it (the contract), with this run's id.
+    assert result["decision"] == "promote" and result["kfp_run_id"] == run_id and result["engine"] == "kfp"
     assert result["challenger_run_id"] == challenger and result["challenger_metrics"] == {"accuracy": 0.97}
+    assert result["mcnemar"] == {"pvalue": 1e-4} and result["bootstrap_ci95"] == [0.3, 0.42]
+    assert result["champion_version"] == "3" and result["improvement"] == 0.36
     assert operator.link_urls["KFP run"] == f"{kfp.url}/#/runs/details/{run_id}"
     assert operator.link_urls["MLflow run"] == f"{mlflow_uri}/#/runs/{challenger}"
     assert kfp.violations == []
@@ -198,14 +208,14 @@ def test_killing_the_deferred_task_terminates_the_run_from_the_triggerer():
 
 
 def test_the_submitted_pipeline_takes_the_clusters_settings(monkeypatch, mlflow_uri):
-    """The image, data volume, user and names the stage pods get from ClusterSettings reach the KFP
+    """The image, data volume, user and names the stage pods get from [mlops_kubernetes] reach the KFP
     steps too: the compiled YAML's defaults are replaced in what is submitted."""
     custom = {"pipeline_image": "registry.local/pipeline:9", "data_pvc": "lake", "data_mount": "/lake",
               "run_as_user": 2000, "mlflow_secret": "s3-keys", "mlflow_config_map": "tracking",
               "image_pull_policy": "Always", "node_selector": {"pool": "training"}}
     with FakeKfp() as kfp:
         operator = kfp_operator(monkeypatch, kfp, mlflow_uri)
-        operator.cluster = ClusterSettings(**{**operator.cluster.__dict__, **custom})
+        operator.cluster = dataclasses.replace(operator.cluster, **{**custom})
         with pytest.raises(TaskDeferred) as deferred:
             operator.execute({})
         run = kfp.runs[deferred.value.trigger.run_id]
@@ -236,7 +246,7 @@ def test_runs_that_land_in_another_namespace_never_start(cluster, monkeypatch, m
 
     with FakeKfp(executor=ContainerBackend(cluster, "kubeflow", tmp_path)) as kfp:
         operator = kfp_operator(monkeypatch, kfp, mlflow_uri)
-        operator.cluster = ClusterSettings(**{**operator.cluster.__dict__, "kfp_run_timeout_seconds": 2})
+        operator.cluster = dataclasses.replace(operator.cluster, **{"kfp_run_timeout_seconds": 2})
         with pytest.raises(TaskDeferred) as deferred:
             operator.execute({})
         event = first_event(deferred.value.trigger)

@@ -6,29 +6,35 @@ copies them into the predictor, which is the serving image's mlserving."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from types import SimpleNamespace
 
 import httpx
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from mlops.cluster import ClusterSettings
 from mlops.hooks.kserve import KServeHook
 from mlops.inference_service import inference_service
+from mlops.operators.deploy import ROLLBACK_REASON, ROLLBACK_TO
 from mlops.operators.kserve import KServeDeployOperator
+from mlops.operators.stage_pod import StagePodOperator
+from mlops.settings import KubernetesSettings
 from tests.cluster.apiserver import DEPLOYMENTS, ISVC, PODS, kube_connection
 from tests.cluster.cluster import MLFLOW_URI, PIPELINE_IMAGE
 from tests.support import first_event
+
+from .conftest import cluster_settings, connect
 
 NAMESPACE = "mlops-serving"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def task_context() -> dict:
-    """The parts of a task's context the operator and its rollback pod read (pod labels, XCom of the pod name)."""
+def task_context(pushed: dict | None = None) -> dict:
+    """The parts of a task's context the operator and a stage pod read (pod labels, XCom pushes)."""
+    pushed = {} if pushed is None else pushed
     ti = SimpleNamespace(dag_id="continuous_training", task_id="deploy", map_index=-1, try_number=1,
-                         xcom_push=lambda key, value: None)
+                         xcom_push=lambda key, value: pushed.__setitem__(key, value))
     run_id = "manual__2026-11-28T00:00:00+00:00"
     return {"ti": ti, "run_id": run_id, "dag": SimpleNamespace(dag_id="continuous_training"),
             "dag_run": SimpleNamespace(dag_id="continuous_training", run_id=run_id)}
@@ -54,24 +60,31 @@ def registry(cluster):
 
 
 @pytest.fixture
-def settings(registry, monkeypatch) -> ClusterSettings:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", MLFLOW_URI)
+def settings(registry, monkeypatch) -> KubernetesSettings:
+    connect(monkeypatch, mlflow_default=MLFLOW_URI)
     conn_id = kube_connection(monkeypatch, registry.kube.url, xcom_sidecar_container_image=PIPELINE_IMAGE)
-    return ClusterSettings(kubernetes_conn_id=conn_id, serving_ready_timeout_seconds=240,
+    return cluster_settings(kubernetes_conn_id=conn_id, serving_ready_timeout_seconds=240,
                            serving_poll_interval_seconds=0.3, startup_timeout_seconds=120,
                            pod_poll_interval_seconds=0.3)
 
 
-def deploy(settings: ClusterSettings, model: str) -> tuple[dict | None, Exception | None]:
-    """One deploy task: execute (submit + defer), the trigger in the triggerer, execute_complete."""
-    operator = KServeDeployOperator(task_id="deploy", model_name=model, cluster=settings)
+def deploy(settings: KubernetesSettings, model: str) -> tuple[dict | None, Exception | None]:
+    """One deploy task: execute (submit + defer), the trigger in the triggerer, execute_complete; a failure
+    is followed, as in the DAG, by roll_back_champion: the pipeline's rollback stage as a pod, with the
+    plan the deploy recorded."""
+    operator = KServeDeployOperator(task_id="deploy", model_name=model, cluster=settings, deferrable=True)
+    plan: dict = {}
     try:
         try:
-            return operator.execute(task_context()), None
+            return operator.execute(task_context(plan)), None
         except TaskDeferred as deferred:
             event = first_event(deferred.trigger)
-            return operator.execute_complete(task_context(), event), None
-    except RuntimeError as exc:
+            return operator.execute_complete(task_context(plan), event), None
+    except (RuntimeError, AirflowFailException) as exc:
+        if plan:
+            StagePodOperator(task_id="roll_back_champion", stage="rollback", cluster=settings, deferrable=False,
+                             options={"data_root": None, "model_name": model, "to_version": plan[ROLLBACK_TO],
+                                      "reason": plan[ROLLBACK_REASON]}).execute(task_context())
         return None, exc
 
 
@@ -120,10 +133,10 @@ def test_serverless_deploy_update_rollback_and_a_failed_revision(registry, setti
         f"{model}-predictor-00002"
 
     # v2 again, but its revision cannot be ready within 1 s: the spec goes back to v1's (a patch,
-    # never a delete), the alias moves back to v1 through a rollback pod, the task fails.
+    # never a delete), the task fails, and roll_back_champion moves the alias back to v1 (a pod).
     registry.stage("promote-v2", "rollback", model_name=model, to_version=2, reason="test: v2 again")
-    result, error = deploy(ClusterSettings(**{**settings.__dict__, "serving_ready_timeout_seconds": 1}), model)
-    assert result is None and f"deploy of {model} v2 failed: not rolled out and Ready within 1 s" in str(error)
+    result, error = deploy(dataclasses.replace(settings, **{"serving_ready_timeout_seconds": 1}), model)
+    assert result is None and f"deploy of {model} v2 failed: not rolled out and ready by the deadline" in str(error)
     assert kube.stored(ISVC, NAMESPACE, model)["metadata"]["annotations"]["mlops-ct/registry-version"] == "1"
     assert writes(kube, model) == ["POST", "PATCH", "PATCH", "PATCH"]
     assert champion(registry, model, "champ-b") == "1"
@@ -138,10 +151,10 @@ def test_a_failed_revision_rolls_back_with_the_controllers_message(registry, set
     result, error = deploy(settings, model)  # whatever the previous test left: ensure the champion is served
     assert error is None, error
     served = result["version"]
-    broken = {**settings.__dict__, "artifact_store_root": "s3://mlflow/no-such-prefix"}
+    broken = dataclasses.replace(settings, artifact_store_root="s3://mlflow/no-such-prefix")
     other = "2" if served == "1" else "1"
     registry.stage(f"promote-v{other}-again", "rollback", model_name=model, to_version=other, reason="test: broken")
-    result, error = deploy(ClusterSettings(**broken), model)
+    result, error = deploy(broken, model)
     assert result is None
     assert f'Revision "{model}-predictor-' in str(error) and "failed with message: Container failed with:" in str(error)
     stored = kube.stored(ISVC, NAMESPACE, model)
@@ -152,7 +165,7 @@ def test_a_failed_revision_rolls_back_with_the_controllers_message(registry, set
 
 def test_raw_deployment_mode_waits_for_the_deployment_rollout(registry, settings):
     kube, model = registry.kube, "iris-raw"
-    raw = ClusterSettings(**{**settings.__dict__, "serving_deployment_mode": "RawDeployment"})
+    raw = dataclasses.replace(settings, **{"serving_deployment_mode": "RawDeployment"})
     result, error = deploy(raw, model)
     assert error is None, error
     assert result["smoke_test"]["model_version"] == "2"

@@ -1,25 +1,45 @@
-"""Extra links from stage results: which result fields make which link."""
+"""Extra links from task results: which result fields make which link, where the MLflow UI is."""
 
 from __future__ import annotations
 
+import pytest
+
 from mlops.links import MlflowModelVersionLink, MlflowRunLink, ServingEndpointLink, result_links
 
-UI = "http://mlflow.example:5000/"
+from .conftest import connect
 
 
-def test_links_from_a_training_register_and_deploy_result():
-    assert result_links({"challenger_run_id": "abc", "decision": "promote"}, UI) == {
+@pytest.fixture
+def mlflow_ui(monkeypatch):
+    connect(monkeypatch, mlflow_default="http://mlflow.mlops.svc.cluster.local:5000")
+    monkeypatch.setenv("AIRFLOW__MLOPS__MLFLOW_UI_URL", "http://mlflow.example:5000/")
+
+
+def test_links_from_a_training_register_and_deploy_result(mlflow_ui):
+    assert result_links({"challenger_run_id": "abc", "decision": "promote"}) == {
         "MLflow run": "http://mlflow.example:5000/#/runs/abc"}
-    assert result_links({"model_name": "iris", "version": "3", "run_id": "r1"}, UI) == {
+    assert result_links({"model_name": "iris", "version": "3", "run_id": "r1"}) == {
         "MLflow run": "http://mlflow.example:5000/#/runs/r1",
         "MLflow model version": "http://mlflow.example:5000/#/models/iris/versions/3"}
     deploy = result_links({"model_name": "iris", "version": "3",
-                           "endpoint": "http://127.0.0.1:8085/v2/models/iris/infer"}, UI)
+                           "endpoint": "http://127.0.0.1:8085/v2/models/iris/infer"})
     assert deploy["Serving endpoint"] == "http://127.0.0.1:8085/v2/models/iris"
 
 
-def test_no_result_fields_no_links():
-    assert result_links(None, UI) == {} and result_links({"rows": 10}, UI) == {}
+def test_without_a_ui_setting_the_links_go_to_the_tracking_server(monkeypatch):
+    connect(monkeypatch, mlflow_default="http://127.0.0.1:5000")
+    assert result_links({"run_id": "r1"}) == {"MLflow run": "http://127.0.0.1:5000/#/runs/r1"}
+
+
+def test_without_an_mlflow_connection_there_are_no_mlflow_links_and_no_failure(monkeypatch, caplog):
+    monkeypatch.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
+    links = result_links({"run_id": "r1", "endpoint": "http://127.0.0.1:8085/v2/models/iris/infer"})
+    assert links == {"Serving endpoint": "http://127.0.0.1:8085/v2/models/iris"}
+    assert "no MLflow links: MLflow: Airflow connection 'mlflow_default' is not defined" in caplog.text
+
+
+def test_no_result_fields_no_links(mlflow_ui):
+    assert result_links(None) == {} and result_links({"rows": 10}) == {}
 
 
 def test_a_link_reads_what_the_operator_recorded():

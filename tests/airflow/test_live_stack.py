@@ -18,7 +18,7 @@ DAYS = [("2026-11-01", "none"), ("2026-11-02", "none"), ("2026-11-03", "concept"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     # Short waits, so that the tests see retries and the batch deadline fire in seconds.
-    overrides = {"MLOPS_BATCH_DEADLINE_MINUTES": "1.5", "MLOPS_TASK_RETRY_DELAY_SECONDS": "3",
+    overrides = {"AIRFLOW__MLOPS__BATCH_DEADLINE_MINUTES": "1.5", "AIRFLOW__MLOPS__TASK_RETRY_DELAY_SECONDS": "3",
                  # a killed worker's task is found out in seconds, not the default five minutes
                  "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20"}
     with LiveStack(tmp_path_factory.mktemp("live") / "run", overrides) as live:
@@ -53,7 +53,7 @@ def test_a_backfill_replays_three_partitions(stack):
     assert [(r["logical_date"][:10], r["state"]) for r in runs] == [(d, "success") for d, _ in DAYS]
     first, second, third = (stack.states(r["dag_run_id"]) for r in runs)
     assert first["training.register"] == "success" and first["deploy"] == "success"
-    assert second["skip"] == "success" and second["training.train"] == "skipped"
+    assert second["no_retraining"] == "success" and second["training.train"] == "skipped"
     assert third["training.register"] == "success" and third["deploy"] == "success"
     assert stack.served_version() == "2" and stack.champion() == "2"
 
@@ -76,7 +76,7 @@ def test_re_runs_report_what_happened_not_what_was_decided(stack):
     """Backfilling 2026-11-01 again with v2 champion: the v2 model (concept labels) is bad on that data,
     so it retrains, reuses the run key's training and decides promote; but that run key is v1 already:
     nothing is registered or moved again, and the report says so. Then 2026-11-03 again: v2 was trained
-    on it, so the skip branch, whose report must not read the XCom train and register left from the
+    on it, so the no_retraining branch, whose report must not read the XCom train and register left from the
     run's first try (promote, v2)."""
     [rerun] = backfill(stack, "2026-11-01", "2026-11-01", reprocess=True)
     assert rerun["state"] == "success"
@@ -89,7 +89,7 @@ def test_re_runs_report_what_happened_not_what_was_decided(stack):
     assert stack.champion() == "2" and stack.versions() == ["1", "2"] and stack.served_version() == "2"
 
     [skipped] = backfill(stack, "2026-11-03", "2026-11-03", reprocess=True)
-    assert stack.states(skipped["dag_run_id"])["skip"] == "success"
+    assert stack.states(skipped["dag_run_id"])["no_retraining"] == "success"
     report = stack.xcom(skipped["dag_run_id"], "report")
     assert report["decision"] == "skipped" and report["champion_version"] == "2"
     assert stack.pushed()["mlops_champion_version"] == 2
@@ -151,9 +151,9 @@ def test_the_airflow_ui_as_a_user_takes_it(stack, browser, screenshots):
     # As the re-runs above left them: 2026-11-02 skipped training, 2026-11-01 retrained (and registered
     # nothing new), 2026-11-03 skipped.
     quiet, retrained = "backfill__2026-11-02T00:00:00+00:00", "backfill__2026-11-01T00:00:00+00:00"
-    got = (state(quiet, "skip"), state(quiet, "training.train"))
+    got = (state(quiet, "no_retraining"), state(quiet, "training.train"))
     assert got == ("Success", "Skipped"), got
-    assert (state(retrained, "training.register"), state(retrained, "skip")) == ("Success", "Skipped")
+    assert (state(retrained, "training.register"), state(retrained, "no_retraining")) == ("Success", "Skipped")
     page.goto(f"{stack.api}/dags/{DAG_ID}")
     page.get_by_test_id(f"grid-{retrained}-training.register").wait_for()  # groups stay expanded
     page.mouse.move(0, 500)  # no chart tooltip in the picture
@@ -306,7 +306,7 @@ def test_mlflow_stopped_while_register_runs(stack):
 def test_the_model_server_killed_during_deploy(stack):
     day, run = fault_run(stack, 52)
     stack.wait_task(run, "deploy")
-    stack.kill_group(int((stack.data / "serving" / "mlserving.pid").read_text()))
+    stack.kill_group(int((stack.data / "serving" / "iris-classifier" / "mlserving.pid").read_text()))
     assert stack.wait_run(run)["state"] == "success", stack.states(run)
     new = stack.xcom(run, "training.register")["version"]
     # The server's death says nothing against the model: no rollback. Killed before deploy looked, the

@@ -8,11 +8,10 @@ import time
 import pytest
 import yaml
 
-from mlops.cluster import ClusterSettings
 from mlops.inference_service import inference_service
 from tests.cluster.apiserver import PODS, labels_match
 
-from .conftest import REPO
+from .conftest import REPO, cluster_settings
 
 PODMONITOR = yaml.safe_load((REPO / "k8s-yaml" / "monitoring" / "podmonitor-model-server.yaml").read_text())
 
@@ -44,7 +43,7 @@ def scrape_targets(monitor: dict, pods: list[dict]) -> list[tuple[str, int, str]
 
 @pytest.mark.parametrize("mode", ["Serverless", "RawDeployment"])
 def test_the_podmonitor_scrapes_the_model_server_in_either_mode(cluster, mode):
-    settings = ClusterSettings(serving_deployment_mode=mode)
+    settings = cluster_settings(serving_deployment_mode=mode)
     name = f"monitored-{mode.lower()}"
     cluster.kube.create(inference_service(name, "1", None, "s3://mlflow/none", settings))
     deadline = time.monotonic() + 30

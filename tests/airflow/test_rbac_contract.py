@@ -7,6 +7,7 @@ list is written by hand."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from types import SimpleNamespace
 
@@ -14,7 +15,6 @@ import pytest
 import yaml
 from airflow.sdk.exceptions import TaskDeferred
 
-from mlops.cluster import ClusterSettings
 from mlops.hooks.kserve import KServeHook
 from mlops.inference_service import inference_route, inference_service
 from mlops.operators.stage_pod import StagePodOperator
@@ -23,7 +23,7 @@ from tests.cluster.apiserver import api_calls, kube_connection, mark
 from tests.cluster.cluster import PIPELINE_IMAGE
 from tests.support import first_event
 
-from .conftest import REPO
+from .conftest import REPO, cluster_settings
 from .test_kserve_contract import task_context
 
 ROLES = REPO / "k8s-yaml" / "rbac" / "airflow-roles.yaml"
@@ -47,7 +47,7 @@ def exercised(cluster, monkeypatch):
     kube = cluster.kube
     since = mark(kube)
     conn_id = kube_connection(monkeypatch, kube.url, xcom_sidecar_container_image=PIPELINE_IMAGE)
-    settings = ClusterSettings(kubernetes_conn_id=conn_id, pod_poll_interval_seconds=0.2, startup_timeout_seconds=120)
+    settings = cluster_settings(kubernetes_conn_id=conn_id, pod_poll_interval_seconds=0.2, startup_timeout_seconds=120)
 
     def stage(task_id, stage_name, options, **kwargs):
         return StagePodOperator(task_id=task_id, stage=stage_name, options=options, cluster=settings, **kwargs)
@@ -57,7 +57,7 @@ def exercised(cluster, monkeypatch):
     synchronous = stage("simulate", "simulate", {"partition": "2026-10-01", "rows": 20}, deferrable=False)
     assert synchronous.execute(context)["rows"] == 20
     # The same, deferred to the triggerer (which also watches the pod's events while it starts).
-    operator = stage("simulate_deferred", "simulate", {"partition": "2026-10-02", "rows": 20})
+    operator = stage("simulate_deferred", "simulate", {"partition": "2026-10-02", "rows": 20}, deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute(context)
     assert operator.trigger_reentry(context, first_event(deferred.value.trigger))["rows"] == 20
@@ -66,7 +66,7 @@ def exercised(cluster, monkeypatch):
         stage("ingest", "ingest", {"partition": "2026-10-03"}, deferrable=False).execute(context)
     # InferenceServices in both modes and the gateway route: read, create, patch, the readiness reads.
     for mode in ("Serverless", "RawDeployment"):
-        mode_settings = ClusterSettings(**{**settings.__dict__, "serving_deployment_mode": mode})
+        mode_settings = dataclasses.replace(settings, **{"serving_deployment_mode": mode})
         hook = KServeHook(conn_id, settings.serving_namespace)
         name = f"rbac-{mode.lower()}"
         hook.apply(inference_service(name, "1", None, "s3://mlflow/1", mode_settings))

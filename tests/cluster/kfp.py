@@ -187,13 +187,7 @@ class FakeKfp:
         class Handler(BaseHTTPRequestHandler):
             def _any(self):
                 length = int(self.headers.get("Content-Length") or 0)
-                status, answer = fake.handle(self.command, self.path, self.headers, self.rfile.read(length))
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                support.send_json(self, *fake.handle(self.command, self.path, self.headers, self.rfile.read(length)))
 
             do_GET = do_POST = do_DELETE = _any
 

@@ -30,14 +30,14 @@ def test_the_sample_request_is_a_v2_request_for_the_model():
 def test_the_curl_goes_where_the_gateway_routes():
     """The guide's request reaches the model through the route the deploy task makes on the gateway
     the manifests declare."""
-    from mlops.cluster import ClusterSettings
     from mlops.inference_service import inference_route
+    from mlops.manifests import cluster_settings
 
     urls = re.findall(r"https://([\w.-]+)(/v2/models/([\w.-]+)/infer)", GUIDE)
     assert urls and "-d @docs/iris-v2-request.json" in GUIDE
     gateway = objects(K8S / "istio" / "gateway.yaml")[0]
     for host, path, model in urls:
-        route = inference_route(model, ClusterSettings())
+        route = inference_route(model, cluster_settings())
         assert route["spec"]["hosts"] == [host] and route["spec"]["gateways"] == [gateway["metadata"]["name"]]
         assert route["metadata"]["namespace"] == gateway["metadata"]["namespace"]
         assert any(host in server["hosts"] for server in gateway["spec"]["servers"])
@@ -57,9 +57,8 @@ def ui_links() -> dict[str, str]:
     """The UIs the Airflow task links open in a cluster: MLflow's (helm-values) and KFP's (the
     connection the guide creates)."""
     values = yaml.safe_load((REPO / "helm-values" / "airflow.yaml").read_text())
-    env = {item["name"]: item["value"] for item in values["env"]}
     kfp = json.loads(re.search(r"AIRFLOW_CONN_KFP_DEFAULT='([^']+)'", GUIDE)[1])
-    return {"mlflow": env["MLOPS_MLFLOW_UI_URL"], "kfp": kfp["extra"]["ui_url"]}
+    return {"mlflow": values["config"]["mlops"]["mlflow_ui_url"], "kfp": kfp["extra"]["ui_url"]}
 
 
 @pytest.mark.parametrize("ui", ["mlflow", "kfp"])
@@ -90,7 +89,7 @@ def test_every_linked_ui_is_exposed_on_the_gateway(ui):
 
 def test_the_alertmanager_the_workers_post_to_is_where_the_guide_installs_it():
     values = yaml.safe_load((REPO / "helm-values" / "airflow.yaml").read_text())
-    url = {item["name"]: item["value"] for item in values["env"]}["MLOPS_ALERTMANAGER_URL"]
+    url = {item["name"]: item["value"] for item in values["env"]}["AIRFLOW_CONN_ALERTMANAGER_DEFAULT"]
     service, namespace = re.match(r"http://([\w-]+)\.([\w-]+)\.svc\.cluster\.local:9093$", url).groups()
     assert service == "alertmanager-operated"  # the Service the Prometheus Operator makes for an Alertmanager
     installs = re.findall(r"helm upgrade --install kube-prometheus-stack \S+ .*?-n (\S+)", GUIDE)

@@ -37,9 +37,12 @@ def test_values_run_the_project_as_designed():
     assert values["config"]["operators"]["default_deferrable"] == "True"
     assert values["config"]["core"]["load_examples"] == "False"
     assert values["dags"]["gitSync"]["enabled"] is False  # DAGs come with the image
-    env = {item["name"]: item["value"] for item in values["env"]}
-    assert env["AIRFLOW_VAR_MLOPS_TARGET"] == "kubernetes"
-    json.loads(env["AIRFLOW_VAR_MLOPS_KUBERNETES"])  # the one cluster setting is valid JSON
+    # the target and the facts about the cluster: the mlops-cluster ConfigMap (k8s-yaml/cluster.env), as env
+    sources = yaml.safe_load(values["extraEnvFrom"])
+    assert {s["configMapRef"]["name"] for s in sources if "configMapRef" in s} == {"mlops-cluster"}
+    cluster = dict(line.split("=", 1) for line in (REPO / "k8s-yaml" / "cluster.env").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert cluster["AIRFLOW__MLOPS__TARGET"] == "kubernetes"
     assert "password" not in VALUES.read_text().lower()  # secrets come from Secrets
     # the service accounts the RBAC binds are the ones the chart gives the task pods and the triggerer
     roles = list(yaml.safe_load_all((REPO / "k8s-yaml" / "rbac" / "airflow-roles.yaml").read_text()))

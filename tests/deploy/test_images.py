@@ -77,20 +77,21 @@ print(json.dumps({"errors": {k: str(v)[-300:] for k, v in bag.import_errors.item
 
 
 def test_the_airflow_image_parses_the_dag_for_the_kubernetes_target():
-    """As the Helm chart runs it (uid 50000, group 0; helm-values/airflow.yaml's target setting), with no
-    network: the DAG and plugins it bakes in import, and the cluster operators are chosen."""
+    """As the Helm chart runs it (uid 50000, group 0; the settings of the mlops-cluster ConfigMap,
+    k8s-yaml/cluster.env, as env), with no network: the DAG and plugins it bakes in import, and the
+    cluster operators are chosen."""
     import json
 
     from tests.cluster.engine import docker
 
     done = docker("run", "--rm", "--network", "none", "--user", "50000:0", "--cap-drop", "ALL",
-                  "--security-opt", "no-new-privileges", "-e", "AIRFLOW_VAR_MLOPS_TARGET=kubernetes",
+                  "--security-opt", "no-new-privileges", "--env-file", str(REPO / "k8s-yaml" / "cluster.env"),
                   "--entrypoint", "python3", "ghcr.io/mlops-ct/airflow:0.1.0", "-c", PARSE_ON_KUBERNETES,
                   timeout=300)
     parsed = json.loads(done.stdout.strip().splitlines()[-1])
     assert parsed["errors"] == {}
     assert parsed["tasks"]["data.ingest"] == "StagePodOperator" and parsed["tasks"]["deploy"] == "KServeDeployOperator"
-    assert parsed["tasks"]["training.train"] == "KfpRunOperator"
+    assert parsed["tasks"]["training.train"] == "KfpClusterRunOperator"
     assert parsed["tasks"]["decide_retraining"] == "BranchPythonOperator"
     version = docker("run", "--rm", "--network", "none", "--user", "50000:0", "ghcr.io/mlops-ct/airflow:0.1.0",
                      "version", timeout=300).stdout.strip().splitlines()[-1]

@@ -10,18 +10,16 @@ multi-user installations and {"ui_url": ...} for task links.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
-from airflow.sdk import BaseHook
+from mlops.hooks.http import HttpServiceHook, ServiceError
 
 API = "/apis/v2beta1"
 FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")
 
 
-class KfpError(RuntimeError):
+class KfpError(ServiceError):
     """The KFP API refused a request or could not be reached; the message says which and why."""
 
 
@@ -42,99 +40,59 @@ def load_pipeline_package(path: str | Path) -> dict:
     return {"pipeline_spec": docs[0], "platform_spec": platform} if platform else docs[0]
 
 
-class KfpHook(BaseHook):
+class KfpHook(HttpServiceHook):
     conn_name_attr = "kfp_conn_id"
     default_conn_name = "kfp_default"
-    conn_type = "http"
-    hook_name = "Kubeflow Pipelines"
+    hook_name = "KFP API"
+    error_class = KfpError
 
-    def __init__(self, kfp_conn_id: str = default_conn_name, *, host: str | None = None, token: str | None = None,
-                 token_path: str | None = None, namespace: str | None = None, ui_url: str | None = None,
-                 retries: int = 3, backoff_seconds: float = 1.0, timeout_seconds: float = 30.0):
-        super().__init__()
-        self.kfp_conn_id = kfp_conn_id
-        self._host, self._token, self._token_path = host, token, token_path
-        self._namespace, self._ui_url = namespace, ui_url
-        self.retries, self.backoff_seconds, self.timeout_seconds = retries, backoff_seconds, timeout_seconds
-        self._resolved = host is not None
-
-    def _resolve(self) -> None:
-        if self._resolved:
-            return
-        conn = self.get_connection(self.kfp_conn_id)
-        extra = conn.extra_dejson
-        scheme = conn.schema or "http"
-        self._host = conn.host if "://" in (conn.host or "") else f"{scheme}://{conn.host}"
-        if conn.port:
-            self._host = f"{self._host}:{conn.port}"
-        self._token = self._token or conn.password or None
-        self._token_path = self._token_path or extra.get("token_path")
-        self._namespace = self._namespace or extra.get("namespace")
-        self._ui_url = self._ui_url or extra.get("ui_url")
-        self._resolved = True
+    def __init__(self, kfp_conn_id: str | None = None, *, host: str | None = None, token: str | None = None,
+                 token_path: str | None = None, namespace: str | None = None, ui_url: str | None = None, **kwargs):
+        super().__init__(kfp_conn_id, base_url=host, token=token, **kwargs)
+        self._token_path, self._namespace, self._ui_url = token_path, namespace, ui_url
 
     @property
     def host(self) -> str:
-        self._resolve()
-        return self._host.rstrip("/")
+        return self.base_url
 
     @property
     def namespace(self) -> str | None:
-        self._resolve()
-        return self._namespace
+        return self._namespace or self.extra.get("namespace")
 
     def run_url(self, run_id: str) -> str:
         """The run in the KFP UI."""
-        self._resolve()
-        return f"{(self._ui_url or self.host).rstrip('/')}/#/runs/details/{run_id}"
+        return f"{(self._ui_url or self.extra.get('ui_url') or self.host).rstrip('/')}/#/runs/details/{run_id}"
 
-    def _headers(self) -> dict:
-        self._resolve()
-        token = self._token
-        if self._token_path:
-            try:
-                token = Path(self._token_path).read_text().strip()
-            except OSError as exc:
-                raise KfpError(f"cannot read the KFP token file {self._token_path}: {exc}") from None
-        return {"Authorization": f"Bearer {token}"} if token else {}
+    def token(self) -> str | None:
+        path = self._token_path or self.extra.get("token_path")
+        if not path:
+            return super().token()
+        try:
+            return Path(path).read_text().strip()  # a projected token rotates: read on every request
+        except OSError as exc:
+            raise KfpError(f"cannot read the KFP token file {path}: {exc}") from None
 
-    def request(self, method: str, path: str, *, params: Mapping | None = None, body: Mapping | None = None) -> dict:
-        """One API call; connection failures and 5xx are retried with backoff, 4xx fail at once."""
-        url = f"{self.host}{API}{path}"
-        last = ""
-        for attempt in range(1, self.retries + 1):
-            try:
-                response = httpx.request(method, url, params=params, json=body, headers=self._headers(),
-                                         timeout=self.timeout_seconds)
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code < 300:
-                    return response.json() if response.content else {}
-                last = f"HTTP {response.status_code}: {_error_message(response)}"
-                if response.status_code < 500:
-                    raise KfpError(f"KFP API {method} {path} refused: {last}")
-            if attempt < self.retries:
-                self.log.warning("KFP API %s %s failed (attempt %d/%d): %s", method, path, attempt, self.retries, last)
-                time.sleep(self.backoff_seconds * 2 ** (attempt - 1))
-        raise KfpError(f"KFP API at {self.host} unreachable after {self.retries} attempts ({method} {path}): {last}")
+    def request_json(self, method: str, path: str, *, params: Mapping | None = None,
+                     body: Mapping | None = None) -> dict:
+        """One API call (retried per the policy); any answer but 200 raises with the API's own reason."""
+        return self.json(method, f"{API}{path}", params=params, body=body)
 
     # -- the calls the operator makes ------------------------------------------------------------
     def healthz(self) -> dict:
-        return self.request("GET", "/healthz")
+        return self.request_json("GET", "/healthz")
 
     def get_or_create_experiment(self, name: str, description: str = "") -> str:
         predicate = {"predicates": [{"key": "display_name", "operation": "EQUALS", "string_value": name}]}
         params = {"filter": json.dumps(predicate), "page_size": 1}
         if self.namespace:
             params["namespace"] = self.namespace
-        found = self.request("GET", "/experiments", params=params).get("experiments") or []
+        found = self.request_json("GET", "/experiments", params=params).get("experiments") or []
         if found:
             return found[0]["experiment_id"]
         body = {"display_name": name, "description": description}
         if self.namespace:
             body["namespace"] = self.namespace
-        return self.request("POST", "/experiments", body=body)["experiment_id"]
+        return self.request_json("POST", "/experiments", body=body)["experiment_id"]
 
     def create_run(self, experiment_id: str, display_name: str, pipeline_spec: dict, parameters: Mapping,
                    service_account: str | None = None, description: str = "") -> dict:
@@ -142,21 +100,13 @@ class KfpHook(BaseHook):
                 "pipeline_spec": pipeline_spec, "runtime_config": {"parameters": dict(parameters)}}
         if service_account:
             body["service_account"] = service_account
-        return self.request("POST", "/runs", body=body)
+        return self.request_json("POST", "/runs", body=body)
 
     def get_run(self, run_id: str) -> dict:
-        return self.request("GET", f"/runs/{run_id}")
+        return self.request_json("GET", f"/runs/{run_id}")
 
     def terminate_run(self, run_id: str) -> None:
-        self.request("POST", f"/runs/{run_id}:terminate")
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500]
-    return body.get("message") or body.get("error") or json.dumps(body)[:500]
+        self.request_json("POST", f"/runs/{run_id}:terminate")
 
 
 def run_error(run: dict) -> str:

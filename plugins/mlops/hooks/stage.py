@@ -70,9 +70,12 @@ class StageHook(BaseHook):
         self.env = dict(env or {})
 
     @classmethod
-    def from_settings(cls, settings) -> StageHook:
-        """The pipeline environment's CLI, talking to the configured MLflow server."""
-        return cls(settings.mlpipeline, env={"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri})
+    def local(cls, mlflow_conn_id: str = "mlflow_default") -> StageHook:
+        """The local target's stages: `[mlops] pipeline_bin`'s CLI, talking to the MLflow connection's server."""
+        from mlops.hooks.mlflow import MlflowHook
+        from mlops.settings import mlops_settings
+
+        return cls(mlops_settings().mlpipeline, env=MlflowHook(mlflow_conn_id).client_env())
 
     def command(self, stage: str, options: Mapping[str, object]) -> list[str]:
         return [self.executable, stage, *stage_arguments(options)]
@@ -83,7 +86,7 @@ class StageHook(BaseHook):
         command = self.command(stage, options)
         if not Path(self.executable).exists():
             raise StageFailed(f"the pipeline environment is missing: {self.executable} does not exist "
-                              "(run `make envs` or set MLOPS_PIPELINE_BIN)")
+                              "(run `make envs`, or set [mlops] pipeline_bin)")
         log_line = on_line or StageLog(self.log, stage)
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, **self.env})

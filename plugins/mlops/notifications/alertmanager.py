@@ -11,19 +11,19 @@ cannot tell: a DAG-run callback's context carries the run's last task instance t
   `DeadlineAlert`'s AsyncCallback in the triggerer, awaited, with the DAG run in the context the scheduler
   sends), which lasts `lasts_seconds` unless the run's end resolves it first.
 
-`resolve=True` posts the alert with `endsAt` now, which resolves it.
+`resolve=True` posts the alert with `endsAt` now, which resolves it. The alert goes through
+AlertmanagerHook (connection `alertmanager_default`); a failure to post is logged, never raised.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 
-import httpx
 from airflow.sdk import BaseNotifier
 
-from mlops.pipeline_metrics import push, pushgateway_url
+from mlops.hooks.alertmanager import AlertmanagerHook
+from mlops.hooks.http import ServiceError
 
 log = logging.getLogger(__name__)
 SCOPES = ("task", "dag", "dag_run")
@@ -38,12 +38,10 @@ def _attr(obj, name: str) -> str:
 class AlertmanagerNotifier(BaseNotifier):
     template_fields = ("summary",)
 
-    def __init__(self, url: str | None = None, severity: str = "critical", summary: str = "Airflow task failed",
-                 timeout: float = 10.0, record_failure: bool = True, alertname: str | None = None,
-                 scope: str = "task", resolve: bool = False, lasts_seconds: float | None = None, context=None):
-        """record_failure: also push the failure's time to the Pushgateway (`mlops_last_failure_timestamp_seconds`,
-        which the PipelineRunFailed rule watches); off for retries, which are not failures yet.
-        alertname: defaults to AirflowTaskFailed (scope task) and AirflowDagRunFailed (scope dag).
+    def __init__(self, *, alertmanager_conn_id: str = AlertmanagerHook.default_conn_name, severity: str = "critical",
+                 summary: str = "Airflow task failed", alertname: str | None = None, scope: str = "task",
+                 resolve: bool = False, lasts_seconds: float | None = None, context=None):
+        """alertname: defaults to AirflowTaskFailed (scope task) and AirflowDagRunFailed (scope dag).
         lasts_seconds: how long a posted alert stays active without being resolved (None: Alertmanager's
         resolve_timeout, 5 minutes by default)."""
         super().__init__(context=context)
@@ -51,9 +49,8 @@ class AlertmanagerNotifier(BaseNotifier):
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
         if alertname is None and scope == "dag_run":
             raise ValueError("an alert of scope dag_run needs an alertname")
-        self.url = url
-        self.severity, self.summary, self.timeout = severity, summary, timeout
-        self.record_failure, self.resolve, self.scope = record_failure, resolve, scope
+        self.alertmanager_conn_id = alertmanager_conn_id
+        self.severity, self.summary, self.scope, self.resolve = severity, summary, scope, resolve
         self.alertname = alertname or ("AirflowTaskFailed" if scope == "task" else "AirflowDagRunFailed")
         self.lasts_seconds = lasts_seconds
 
@@ -88,15 +85,12 @@ class AlertmanagerNotifier(BaseNotifier):
             alert["endsAt"] = (now + dt.timedelta(seconds=self.lasts_seconds)).isoformat()
         return alert
 
-    def _url(self) -> str:
-        return (self.url or os.environ.get("MLOPS_ALERTMANAGER_URL", "http://127.0.0.1:9093")).rstrip("/")
-
     def _log(self, alert: dict) -> None:
         labels, notes = alert["labels"], alert["annotations"]
-        if self.resolve:
-            log.info("RESOLVED %s: %s", labels["alertname"], labels["dag_id"])
-            return
         where = ".".join(filter(None, [labels["dag_id"], labels.get("task_id")]))
+        if self.resolve:
+            log.info("RESOLVED %s: %s run %s", labels["alertname"], where, notes["run_id"])
+            return
         log.error("ALERT %s: %s run %s try %s: %s", labels["alertname"], where, notes["run_id"],
                   notes.get("try_number", "-"), notes["error"])
 
@@ -104,28 +98,15 @@ class AlertmanagerNotifier(BaseNotifier):
         alert = self.alert(context)
         self._log(alert)
         try:
-            response = httpx.post(f"{self._url()}/api/v2/alerts", json=[alert], timeout=self.timeout)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:  # alerting must never mask the task's own failure
-            log.error("could not post the alert to Alertmanager at %s: %s", self._url(), exc)
-        self._record_failure(context)
+            AlertmanagerHook(self.alertmanager_conn_id).post_alerts([alert])
+        except ServiceError as exc:  # alerting must never mask the task's own failure
+            log.error("could not post the alert: %s", exc)
 
     async def async_notify(self, context) -> None:
         """For deadline alerts, in the triggerer."""
         alert = self.alert(context)
         self._log(alert)
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
-                (await client.post(f"{self._url()}/api/v2/alerts", json=[alert])).raise_for_status()
-        except httpx.HTTPError as exc:
-            log.error("could not post the alert to Alertmanager at %s: %s", self._url(), exc)
-
-    def _record_failure(self, context) -> None:
-        model = (context.get("params") or {}).get("model_name")
-        if self.record_failure and not self.resolve and model:
-            try:
-                push(model, {"mlops_last_failure_timestamp_seconds": (
-                    "When a pipeline task last failed (cleared by the next successful run's report)",
-                    dt.datetime.now(dt.UTC).timestamp())}, replace=False)
-            except OSError as exc:
-                log.error("could not push the failure to the Pushgateway at %s: %s", pushgateway_url(), exc)
+            await AlertmanagerHook(self.alertmanager_conn_id).async_post_alerts([alert])
+        except ServiceError as exc:
+            log.error("could not post the alert: %s", exc)

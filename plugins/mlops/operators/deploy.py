@@ -1,13 +1,22 @@
-"""LocalDeployOperator: put the registry's champion behind the local KServe ModelServer, or roll back.
+"""Deploy: the registry's champion behind the target's model server, smoke-tested, restored on failure.
 
-Steps: fetch the registry champion's model directory (one pipeline stage) -> start
-`mlserving` if it is not running, else swap the new directory in through its load endpoint -> wait
-until ready -> a real v2 inference built from the signature must be answered by the new version.
-If the new model fails (its load is refused, the smoke test fails) after the server was serving an
-earlier version, the `champion` alias moves back to that version (recorded as a rollback) and the
-server keeps/gets that version back; the task fails with the failing step's own message. If the
-server itself does not answer (it died), nothing is known against the model: the task fails with the
-registry left as it is, and its retry starts the server again with the champion.
+One core for both targets (DeployOperator); a target only supplies its serving backend:
+LocalDeployOperator (the local KServe ModelServer, below) and KServeDeployOperator (an
+InferenceService, mlops.operators.kserve). The steps:
+
+1. the champion from the MLflow registry; if the server already serves it (and is ready), nothing to do;
+2. the backend rolls it out: the local server swaps it in at once; an InferenceService is created or
+   patched and waited on (KServe's readiness, in the triggerer when deferrable);
+3. a real v2 inference, built from the served model's metadata, must be answered by the new version.
+
+When the new model fails (its load is refused, its revision fails or never becomes ready, the smoke
+test fails), the backend restores what was served before and the task fails without retrying (the
+model will not get better) after recording the rollback plan: the XComs `rollback_to_version` (the
+version served before, if any) and `rollback_reason`. The DAG's `roll_back_champion` task, which runs
+only when deploy failed, moves the `champion` alias back with the pipeline's own `rollback` stage, so
+both targets record the rollback as a promotion is recorded. When the server itself does not answer
+(it died) or MLflow is down, nothing is known against the model: the task fails as any task does (it
+is retried) and the plan names no version, so the alias stays.
 """
 
 from __future__ import annotations
@@ -15,73 +24,173 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
+from mlops.hooks.http import ServiceError
+from mlops.hooks.mlflow import MlflowHook
 from mlops.hooks.serving import ServingError, ServingHook, ServingUnreachable
 from mlops.hooks.stage import StageFailed, StageHook
 from mlops.links import MlflowModelVersionLink, ServingEndpointLink, result_links
-from mlops.settings import load_settings, target
+from mlops.operators.deferral import default_deferrable, wait_for
+
+ROLLBACK_TO, ROLLBACK_REASON = "rollback_to_version", "rollback_reason"
 
 
-class LocalDeployOperator(BaseOperator):
+class ModelFailed(Exception):
+    """The new version cannot serve: restore the previous one and roll the alias back."""
+
+
+class DeployOperator(BaseOperator):
+    """The core; subclasses give `_backend()`: an object with
+    `current() -> dict | None` (what is served: {"version", ...}, enough to restore it),
+    `is_ready(current) -> bool`, `roll_out(champion) -> str | BaseTrigger` (the URL to smoke-test, or a
+    trigger to wait on whose "ready" event carries the URL), `restore(previous)`, and `mode`."""
+
     template_fields: Sequence[str] = ("model_name",)
     ui_color = "#fdf1e6"
     operator_extra_links = (MlflowModelVersionLink(), ServingEndpointLink())
 
-    def __init__(self, *, model_name: str, **kwargs):
+    def __init__(self, *, model_name: str, mlflow_conn_id: str = MlflowHook.default_conn_name,
+                 deferrable: bool | None = None, **kwargs):
+        kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
-        self.model_name = model_name
+        self.model_name, self.mlflow_conn_id = model_name, mlflow_conn_id
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+
+    def _backend(self):
+        raise NotImplementedError
+
+    def _serving(self, url: str) -> ServingHook:
+        return ServingHook(self.model_name, base_url=url)
+
+    def _served(self, version: str, endpoint: str = "") -> dict:
+        served = {"model_name": self.model_name, "version": version, "endpoint": endpoint}
+        self.link_urls = result_links(served, self.mlflow_conn_id)
+        return served
 
     def execute(self, context):
-        settings = load_settings()
-        stages = StageHook.from_settings(settings)
-        serving = ServingHook(settings.serving_url, self.model_name)
-        registry = {"model_name": self.model_name}
-        served_dir = settings.data_root / "serving" / self.model_name
-
-        previous = serving.served_version()
-        # One stage call resolves the champion and fetches it (a no-op when that version is already on disk).
-        fetched = stages.run("fetch-model", {**registry, "alias": "champion", "into": served_dir})
-        champion = fetched["version"]
-        served = {"model_name": self.model_name, "version": champion, "previous_version": previous,
-                  "endpoint": serving.infer_url}
-        self.link_urls = result_links(served, settings.mlflow_ui_url)
-        if champion == previous:
-            self.log.info("version %s is already served; nothing to deploy", champion)
-            return {**served, "changed": False}
+        champion = MlflowHook(self.mlflow_conn_id).champion(self.model_name)
+        if champion is None:
+            raise RuntimeError(f"{self.model_name} has no champion to deploy")
+        backend = self._backend()
+        previous = backend.current()
+        previous_version = (previous or {}).get("version")
+        if previous_version == champion["version"] and backend.is_ready(previous):
+            self.log.info("version %s is already served and ready; nothing to deploy", champion["version"])
+            return {**self._served(champion["version"], self._serving(previous["url"]).infer_url),
+                    "previous_version": previous_version, "changed": False}
+        self._served(champion["version"])
         try:
-            model_dir = fetched["model_dir"]
-            if previous is None and not serving.is_live():
-                serving.start(settings.serving_bin, model_dir, settings.serving_port,
-                              settings.data_root / "serving" / "mlserving.log")
-            else:
-                serving.load(model_dir)
-            smoke = serving.smoke_test(champion)
+            pending = backend.roll_out(champion)
+        except ModelFailed as exc:
+            self._fail(context, backend, champion["version"], previous, str(exc))
+        if isinstance(pending, str):
+            return self._verify(context, backend, champion["version"], previous, pending)
+        pending.resume = {"version": champion["version"], "previous": previous}  # back in the event
+        return wait_for(self, context, pending)
+
+    def execute_complete(self, context, event: dict):
+        """After the backend's trigger: {"status": "ready", "url"} or a failure with the reason."""
+        version, previous = event["resume"]["version"], event["resume"]["previous"]
+        self._served(version)
+        backend = self._backend()
+        if event.get("status") == "ready":
+            return self._verify(context, backend, version, previous, event["url"])
+        if event.get("status") == "error":  # the API itself failed: nothing known against the model
+            raise RuntimeError(f"deploy of {self.model_name} v{version}: {event.get('message')}")
+        reason = event.get("message") or f"unexpected event {event}"
+        if event.get("status") == "timeout":
+            reason = f"not rolled out and ready by the deadline: {reason}"
+        self._fail(context, backend, version, previous, reason)
+
+    def _verify(self, context, backend, version: str, previous: dict | None, url: str) -> dict:
+        serving = self._serving(url)
+        try:
+            smoke = serving.smoke_test(version)
         except ServingUnreachable as exc:
-            raise RuntimeError(f"deploy of {self.model_name} v{champion} failed: {exc}; the registry is left as "
-                               "it is, a retry starts the model server again") from None
-        except (ServingError, StageFailed) as exc:
-            self._roll_back(stages, serving, registry, served_dir, previous, champion, str(exc))
-            raise RuntimeError(f"deploy of {self.model_name} v{champion} failed: {exc}") from None
-        self.log.info("serving %s v%s (was %s); smoke test answered %s", self.model_name, champion, previous,
-                      smoke["prediction"])
-        return {**served, "smoke_test": smoke, "changed": True}
+            raise RuntimeError(f"deploy of {self.model_name} v{version}: {exc}; the registry is left as it is "
+                               "(a retry deploys again)") from None
+        except ServingError as exc:
+            self._fail(context, backend, version, previous, str(exc))
+        self.log.info("serving %s v%s at %s (%s, was %s); smoke test answered %s", self.model_name, version,
+                      serving.infer_url, backend.mode, (previous or {}).get("version"), smoke["prediction"])
+        return {**self._served(version, serving.infer_url), "previous_version": (previous or {}).get("version"),
+                "smoke_test": smoke, "changed": True}
 
-    def _roll_back(self, stages, serving, registry, served_dir, previous, failed, reason) -> None:
-        if previous is None:
-            self.log.error("nothing to roll back to: no version was being served")
-            return
-        self.log.error("rolling back %s from v%s to v%s: %s", self.model_name, failed, previous, reason)
-        stages.run("rollback", {**registry, "to_version": previous,
-                                "reason": f"deploy of v{failed} failed: {reason}"[:1000]})
-        if serving.served_version() != previous:
-            serving.load(served_dir / f"v{previous}")
+    def _fail(self, context, backend, version: str, previous: dict | None, reason: str):
+        to_version = (previous or {}).get("version")
+        if to_version:
+            self.log.error("restoring %s v%s in place of v%s: %s", self.model_name, to_version, version, reason)
+            backend.restore(previous)
+        else:
+            self.log.error("nothing to restore: no earlier version was being served")
+        ti = context["ti"]
+        ti.xcom_push(key=ROLLBACK_TO, value=to_version)
+        ti.xcom_push(key=ROLLBACK_REASON, value=f"deploy of v{version} failed: {reason}"[:1000])
+        raise AirflowFailException(f"deploy of {self.model_name} v{version} failed: {reason}")
 
 
-def deploy_task(*, task_id: str, model_name: str, **kwargs) -> BaseOperator:
-    """The deploy task for the configured target (read when the DAG is parsed): the local model server,
-    or a KServe InferenceService on `kubernetes`."""
-    if target() == "kubernetes":
-        from mlops.operators.kserve import KServeDeployOperator
+class LocalServingBackend:
+    """The local target's model server (mlops.local_serving): fetch the version with the pipeline's
+    `fetch-model` stage, point the server's link at it, start the server or swap it in."""
 
-        return KServeDeployOperator(task_id=task_id, model_name=model_name, **kwargs)
-    return LocalDeployOperator(task_id=task_id, model_name=model_name, **kwargs)
+    mode = "local ModelServer"
+
+    def __init__(self, model_name: str, mlflow_conn_id: str, mlserving_conn_id: str):
+        from mlops.local_serving import LocalModelServer
+        from mlops.settings import mlops_settings
+        from mlops.volume import data_root
+
+        self.model_name = model_name
+        self.stages = StageHook.local(mlflow_conn_id)
+        self.serving = ServingHook(model_name, mlserving_conn_id)
+        self.server = LocalModelServer(mlops_settings().mlserving, data_root() / "serving" / model_name, self.serving)
+
+    def current(self) -> dict | None:
+        version = self.serving.served_version()
+        return {"version": version, "url": self.serving.base_url} if version else None
+
+    def is_ready(self, current: dict) -> bool:
+        return True  # it answered with its version
+
+    def roll_out(self, champion: dict) -> str:
+        """Raises ModelFailed when the server refuses the version; anything else is the infrastructure's."""
+        self.server.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            fetched = self.stages.run("fetch-model", {"model_name": self.model_name, "version": champion["version"],
+                                                      "into": self.server.folder})
+        except StageFailed as exc:
+            raise RuntimeError(str(exc)) from None
+        self.server.point_at(fetched["model_dir"])
+        try:
+            if self.serving.is_live():
+                self.serving.load()
+            else:
+                self.server.start()
+        except ServingUnreachable:
+            raise
+        except ServingError as exc:
+            raise ModelFailed(str(exc)) from None
+        return self.serving.base_url
+
+    def restore(self, previous: dict) -> None:
+        self.server.point_at(self.server.version_dir(previous["version"]))
+        try:
+            if self.serving.is_live():
+                self.serving.load()
+            else:
+                self.server.start()
+        except ServiceError as exc:
+            raise RuntimeError(f"restoring v{previous['version']} failed too: {exc}") from None
+
+
+class LocalDeployOperator(DeployOperator):
+    def __init__(self, *, mlserving_conn_id: str = ServingHook.default_conn_name, **kwargs):
+        super().__init__(**kwargs)
+        self.mlserving_conn_id = mlserving_conn_id
+
+    def _backend(self) -> LocalServingBackend:
+        return LocalServingBackend(self.model_name, self.mlflow_conn_id, self.mlserving_conn_id)
+
+    def _serving(self, url: str) -> ServingHook:
+        return ServingHook(self.model_name, self.mlserving_conn_id)

@@ -22,63 +22,64 @@ from collections.abc import Sequence
 from airflow.providers.standard.utils.skipmixin import XCOM_SKIPMIXIN_FOLLOWED, XCOM_SKIPMIXIN_KEY
 from airflow.sdk import BaseOperator
 
-from mlops.pipeline_metrics import push, pushgateway_url
-
-RETRAIN_BRANCH, PROMOTE_BRANCH = "training.train", "training.register"
-
-
-def followed_branches(task_id: str) -> str:
-    """A template for the task ids the branch task `task_id` followed in this run."""
-    return f"{{{{ ti.xcom_pull(task_ids='{task_id}', key='{XCOM_SKIPMIXIN_KEY}') }}}}"
+from mlops.hooks.http import ServiceError
+from mlops.hooks.mlflow import MlflowHook
+from mlops.hooks.pushgateway import PushgatewayHook
 
 
 def _followed(recorded) -> list[str]:
     return list((recorded or {}).get(XCOM_SKIPMIXIN_FOLLOWED) or []) if isinstance(recorded, dict) else []
 
 
-def run_outcome(retrain_branch: dict | None, promotion_branch: dict | None, register: dict | None) -> str:
-    """`retrain_branch`, `promotion_branch`: what the two branch tasks recorded (see followed_branches)."""
-    if RETRAIN_BRANCH not in _followed(retrain_branch):
+def run_outcome(retrain_branch: dict | None, promotion_branch: dict | None, register: dict | None,
+                retrain_task: str = "training.train", promote_task: str = "training.register") -> str:
+    """`retrain_branch`, `promotion_branch`: what the two branch tasks recorded this try (SkipMixin's
+    XCom); `register`: register's result, read only when this try's branch went through it."""
+    if retrain_task not in _followed(retrain_branch):
         return "skipped"
-    if PROMOTE_BRANCH not in _followed(promotion_branch):
+    if promote_task not in _followed(promotion_branch):
         return "keep"
     outcome = (register or {}).get("outcome")
     return "promote" if outcome == "promoted" else outcome or "unknown"
 
 
 class ReportOperator(BaseOperator):
-    """`detect`, `register`: those tasks' XComs; `retrain_branch` and `promotion_branch`: what
-    decide_retraining and training.check_decision chose (all templated).
-    `started_at` (epoch seconds) is when the run began; without it the DAG run's own start date is
-    used (dag.test() sets that to the logical date, hence the option)."""
+    """The run's upstream results are read here, by task id: an XComArg argument would make each of
+    those tasks a direct upstream of the report (Airflow draws the edge), and some of them do not run
+    in every try.
 
-    template_fields: Sequence[str] = ("detect", "register", "retrain_branch", "promotion_branch", "model_name",
-                                      "started_at")
+    `batch_task`, `detect_task`: the sensor (its `started_at` is the run's clock: dag.test() sets the
+    run's own start date to the logical date) and detection; `retraining`, `promotion`: (branch task,
+    the task it follows to retrain / to promote), the promoting one being register."""
 
-    def __init__(self, *, model_name: str, detect=None, register=None, retrain_branch=None, promotion_branch=None,
-                 started_at=None, pushgateway: str | None = None, **kwargs):
+    template_fields: Sequence[str] = ("model_name",)
+
+    def __init__(self, *, model_name: str, batch_task: str, detect_task: str, retraining: tuple[str, str],
+                 promotion: tuple[str, str], mlflow_conn_id: str = MlflowHook.default_conn_name,
+                 pushgateway_conn_id: str = PushgatewayHook.default_conn_name, **kwargs):
         super().__init__(**kwargs)
-        self.model_name, self.detect, self.register = model_name, detect, register
-        self.retrain_branch, self.promotion_branch = retrain_branch, promotion_branch
-        self.started_at = started_at
-        self.pushgateway = pushgateway
+        self.model_name, self.batch_task, self.detect_task = model_name, batch_task, detect_task
+        self.retraining, self.promotion = tuple(retraining), tuple(promotion)
+        self.mlflow_conn_id, self.pushgateway_conn_id = mlflow_conn_id, pushgateway_conn_id
 
     def _champion_version(self, detect: dict) -> str | None:
         """The champion now, from the registry; detection's champion if the registry cannot answer."""
-        from mlops.hooks.mlflow import MlflowError, MlflowRestHook
-        from mlops.settings import load_settings
-
         try:
-            champion = MlflowRestHook(load_settings().mlflow_tracking_uri).champion(self.model_name)
-        except MlflowError as exc:
+            champion = MlflowHook(self.mlflow_conn_id).champion(self.model_name)
+        except ServiceError as exc:
             self.log.warning("cannot read the champion from MLflow (%s); reporting the one detection saw", exc)
             return (detect.get("champion") or {}).get("version")
         return champion["version"] if champion else None
 
     def summary(self, context) -> dict:
-        detect = self.detect or {}
-        outcome = run_outcome(self.retrain_branch, self.promotion_branch, self.register)
-        started = float(self.started_at) if self.started_at else None
+        ti = context["ti"]
+        detect = ti.xcom_pull(task_ids=self.detect_task) or {}
+        promotion_branch = ti.xcom_pull(task_ids=self.promotion[0], key=XCOM_SKIPMIXIN_KEY)
+        register = ti.xcom_pull(task_ids=self.promotion[1]) if self.promotion[1] in _followed(promotion_branch) \
+            else None
+        outcome = run_outcome(ti.xcom_pull(task_ids=self.retraining[0], key=XCOM_SKIPMIXIN_KEY), promotion_branch,
+                              register, self.retraining[1], self.promotion[1])
+        started = (ti.xcom_pull(task_ids=self.batch_task) or {}).get("started_at")
         if started is None and getattr(context.get("dag_run"), "start_date", None):
             started = context["dag_run"].start_date.timestamp()
         return {
@@ -88,7 +89,7 @@ class ReportOperator(BaseOperator):
             "drift_max_psi": (detect.get("drift") or {}).get("max_psi"),
             "decision": outcome,
             "champion_version": self._champion_version(detect),
-            "duration_seconds": time.time() - started if started else None,
+            "duration_seconds": time.time() - float(started) if started else None,
         }
 
     def execute(self, context):
@@ -102,11 +103,10 @@ class ReportOperator(BaseOperator):
             "mlops_run_duration_seconds": ("DAG run duration up to the report", summary["duration_seconds"]),
             "mlops_last_run_timestamp_seconds": ("When the pipeline last reported", time.time()),
         }
-        url = self.pushgateway or pushgateway_url()
         try:
-            push(self.model_name, gauges, replace=True, url=url)
-        except OSError as exc:
-            self.log.warning("could not push metrics to the Pushgateway at %s: %s", url, exc)
+            PushgatewayHook(self.pushgateway_conn_id).push(self.model_name, gauges, replace=True)
+        except ServiceError as exc:
+            self.log.warning("could not push the run's metrics: %s", exc)
             summary["pushed"] = False
         else:
             summary["pushed"] = True

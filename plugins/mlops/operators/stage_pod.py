@@ -2,7 +2,9 @@
 
 The container runs the same `mlpipeline <stage> <options>` command line as the local target's
 subprocess; the stage writes its JSON result to /airflow/xcom/return.json, which KPO's sidecar hands
-to XCom. Everything cluster-specific comes from `mlops.cluster.ClusterSettings`.
+to XCom (each key also as its own). Everything cluster-specific comes from `[mlops_kubernetes]`
+(mlops.settings.KubernetesSettings); whether it waits in the triggerer is Airflow's own
+`[operators] default_deferrable`, which KPO reads.
 """
 
 from __future__ import annotations
@@ -14,38 +16,43 @@ from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperato
 from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import models as k8s
 
-from mlops.cluster import ClusterSettings, load_cluster_settings
+from mlops.hooks.mlflow import MlflowHook
 from mlops.hooks.stage import stage_arguments
 from mlops.links import RESULT_LINKS, result_links
-from mlops.settings import load_settings
+from mlops.operators.stage import RunsOnlyWith
+from mlops.settings import KubernetesSettings, kubernetes_settings
 
 SCRATCH = "/tmp"  # the only writable path besides the data volume (read-only root filesystem)
 
 
-def hardened_container_context(cluster: ClusterSettings) -> k8s.V1SecurityContext:
+def hardened_container_context(cluster: KubernetesSettings) -> k8s.V1SecurityContext:
     return k8s.V1SecurityContext(
         allow_privilege_escalation=False, read_only_root_filesystem=True, run_as_non_root=True,
         run_as_user=cluster.run_as_user, run_as_group=cluster.run_as_user,
         capabilities=k8s.V1Capabilities(drop=["ALL"]), seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"))
 
 
-def hardened_pod_context(cluster: ClusterSettings) -> k8s.V1PodSecurityContext:
+def hardened_pod_context(cluster: KubernetesSettings) -> k8s.V1PodSecurityContext:
     return k8s.V1PodSecurityContext(
         run_as_non_root=True, run_as_user=cluster.run_as_user, run_as_group=cluster.run_as_user,
         fs_group=cluster.run_as_user, seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"))
 
 
-class StagePodOperator(KubernetesPodOperator):
-    """`options` become the stage's flags; `data_root` defaults to the data volume's mount path (pass
-    None for stages that take no data volume, such as rollback)."""
+class StagePodOperator(RunsOnlyWith, KubernetesPodOperator):
+    """`options` become the stage's flags when the pod is built (after they are rendered: they may hold
+    XComArgs; a None value leaves its flag out); `data_root` defaults to the data volume's mount path
+    (pass None for stages that take no data volume, such as rollback)."""
 
+    template_fields = (*KubernetesPodOperator.template_fields, "options", "only_with")
     operator_extra_links = RESULT_LINKS
 
     def __init__(self, *, stage: str, options: Mapping[str, object] | None = None,
-                 cluster: ClusterSettings | None = None, **kwargs):
-        cluster = cluster or load_cluster_settings()
-        self.stage = stage
-        options = {"data_root": cluster.data_mount, **(options or {})}
+                 cluster: KubernetesSettings | None = None, mlflow_conn_id: str = MlflowHook.default_conn_name,
+                 only_with=True, only_with_reason: str = "", **kwargs):
+        cluster = cluster or kubernetes_settings()
+        self.stage, self.mlflow_conn_id = stage, mlflow_conn_id
+        self.only_with, self.only_with_reason = only_with, only_with_reason
+        self.options = {"data_root": cluster.data_mount, **(options or {})}
         defaults = dict(
             kubernetes_conn_id=cluster.kubernetes_conn_id,
             namespace=cluster.namespace,
@@ -55,7 +62,7 @@ class StagePodOperator(KubernetesPodOperator):
             image_pull_policy=cluster.image_pull_policy,
             image_pull_secrets=[k8s.V1LocalObjectReference(name=n) for n in cluster.image_pull_secrets] or None,
             cmds=["mlpipeline"],
-            arguments=[stage, *stage_arguments(options)],
+            arguments=[stage],  # the flags follow once `options` are rendered (build_pod_request_obj)
             env_vars=[k8s.V1EnvVar(name="TMPDIR", value=SCRATCH), k8s.V1EnvVar(name="HOME", value=SCRATCH)],
             env_from=[
                 k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=cluster.mlflow_config_map)),
@@ -79,9 +86,9 @@ class StagePodOperator(KubernetesPodOperator):
             # The stage's one-line error becomes the pod's termination message.
             termination_message_policy="FallbackToLogsOnError",
             do_xcom_push=True,
+            multiple_outputs=True,
             get_logs=True,
             log_events_on_failure=True,
-            deferrable=cluster.deferrable,
             poll_interval=cluster.pod_poll_interval_seconds,
             startup_timeout_seconds=cluster.startup_timeout_seconds,
             on_finish_action="delete_succeeded_pod",  # failed pods stay for `kubectl logs/describe`
@@ -89,21 +96,15 @@ class StagePodOperator(KubernetesPodOperator):
         super().__init__(**{**defaults, **kwargs})  # callers may override any default, e.g. deferrable
 
     def build_pod_request_obj(self, context=None, *, dry_run: bool = False) -> k8s.V1Pod:
-        pod = super().build_pod_request_obj(context, dry_run=dry_run)
-        # The DAG renders templates as native objects, which turns "3" into 3 (KPO renders args and
-        # resources); a container's args are strings, and quantities are kept as written.
-        stage = pod.spec.containers[0]
-        stage.args = [str(arg) for arg in stage.args]
-        for quantities in (stage.resources.requests, stage.resources.limits):
-            for name, value in (quantities or {}).items():
-                quantities[name] = str(value)
-        return pod
+        self.arguments = [self.stage, *stage_arguments(self.options)]
+        return super().build_pod_request_obj(context, dry_run=dry_run)
 
     def _record_links(self, result):
-        self.link_urls = result_links(result if isinstance(result, dict) else None, load_settings().mlflow_ui_url)
+        self.link_urls = result_links(result if isinstance(result, dict) else None, self.mlflow_conn_id)
         return result
 
     def execute(self, context):
+        self._check_only_with()
         with self._stage_error():
             return self._record_links(super().execute(context))
 

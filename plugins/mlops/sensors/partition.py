@@ -1,63 +1,70 @@
-"""PartitionSensor: a deferrable wait for landing/<partition>/_SUCCESS; no data in time -> skipped.
+"""PartitionSensor: the standard provider's FileSensor, waiting for `landing/<partition>/_SUCCESS` on the
+data volume (`mlops_data`, an fs connection, the one FileSensor takes), deferrable through its
+FileTrigger, with BaseSensorOperator's own `timeout`, `poke_interval` and `soft_fail` (no batch in
+time: the run is skipped).
 
-`partition` is a date YYYY-MM-DD, or `latest`: the newest partition whose batch is complete when the
-task runs (a manual "retrain on what we have"). The partition the run works on is in the result, so
-every later task reads it from there.
+What it adds to FileSensor:
+- `partition` (templated): a date YYYY-MM-DD, or `latest`: the newest partition whose batch is complete
+  when the task runs (a manual "retrain on what we have"); anything else is refused by name;
+- its result, which every later task reads: {"partition", "folder", "started_at"}, `started_at` being
+  when the run began waiting (the report's clock). FileSensor returns nothing and FileTrigger's event
+  is a bare True, so the start is kept as an XCom pushed before deferring (it survives the deferral,
+  which kwargs given to defer() do not under dag.test()).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 
-from airflow.sdk import BaseSensorOperator
+from airflow.providers.standard.sensors.filesystem import FileSensor
 from airflow.sdk.exceptions import AirflowSkipException
 
-from mlops.landing import LATEST, MARKER, PARTITION, batch_complete, latest_partition
-from mlops.settings import load_settings
+from mlops.landing import LATEST, MARKER, PARTITION, latest_partition
+from mlops.volume import DATA_CONN_ID, data_root
+
+STARTED_AT = "started_at"
 
 
-class PartitionSensor(BaseSensorOperator):
-    template_fields: Sequence[str] = ("partition",)
+class PartitionSensor(FileSensor):
+    template_fields: Sequence[str] = (*FileSensor.template_fields, "partition")
 
-    def __init__(self, *, partition: str, wait: timedelta = timedelta(hours=6), poll_interval: float = 30.0,
-                 **kwargs):
-        super().__init__(**kwargs)
-        self.partition, self.wait, self.poll_interval = partition, wait, poll_interval
+    def __init__(self, *, partition: str, fs_conn_id: str = DATA_CONN_ID, **kwargs):
+        kwargs.setdefault("soft_fail", True)
+        kwargs.setdefault("mode", "reschedule")  # when not deferrable: no worker slot held between pokes
+        super().__init__(filepath="", fs_conn_id=fs_conn_id, multiple_outputs=True, **kwargs)
+        self.partition = partition
 
-    def _folder(self) -> Path:
-        return load_settings().data_root / "landing" / self.partition
-
-    def execute(self, context):
-        started_at = time.time()
-        if self.partition == LATEST:
-            landing = load_settings().data_root / "landing"
+    def _resolve(self) -> str:
+        partition = str(self.partition or "")
+        if partition == LATEST:
+            landing = data_root(self.fs_conn_id) / "landing"
             latest = latest_partition(landing)
             if latest is None:
                 raise AirflowSkipException(f"partition 'latest': no complete batch in {landing}; nothing to train on")
             self.log.info("partition 'latest' is %s", latest)
-            self.partition = latest
-        if not PARTITION.match(str(self.partition)):
-            raise ValueError(f"partition must be a date YYYY-MM-DD or 'latest', got {self.partition!r}")
-        folder = self._folder()
-        if batch_complete(folder):
-            self.log.info("batch complete: %s", folder / MARKER)
-            return {"partition": self.partition, "folder": str(folder), "started_at": started_at}
-        self.log.info("waiting up to %s for %s (in the triggerer)", self.wait, folder / MARKER)
-        from mlops.triggers.partition import PartitionTrigger  # only runs that wait pay for the trigger machinery
+            return latest
+        if not PARTITION.match(partition):
+            raise ValueError(f"partition must be a date YYYY-MM-DD or 'latest', got {partition!r}")
+        return partition
 
-        self.defer(trigger=PartitionTrigger(str(folder), time.time() + self.wait.total_seconds(),
-                                            self.poll_interval,
-                                            resume={"started_at": started_at, "partition": self.partition}),
-                   method_name="execute_complete")
+    def _result(self) -> dict:
+        return {"partition": self.partition, "folder": str(Path(self.path).parent)}
+
+    def execute(self, context):
+        self.partition = self._resolve()
+        self.filepath = f"landing/{self.partition}/{MARKER}"
+        # A rescheduled poke (not deferrable) runs execute again: the first one's start stands.
+        started_at = context["ti"].xcom_pull(task_ids=self.task_id, key=STARTED_AT) or time.time()
+        context["ti"].xcom_push(key=STARTED_AT, value=started_at)
+        self.log.info("waiting up to %s s for %s", self.timeout, self.path)
+        super().execute(context)  # returns when the marker is there; defers (execute_complete) if not yet
+        return {**self._result(), STARTED_AT: started_at}
 
     def execute_complete(self, context, event=None):
-        """Returns the partition, its batch folder and when the run started waiting for it (the run's
-        clock for the report)."""
-        if not event or event.get("status") != "ready":
-            raise AirflowSkipException(f"no complete batch in {self._folder()} within {self.wait}; nothing to do")
-        resume = event.get("resume") or {}
-        return {"partition": resume.get("partition", Path(event["folder"]).name), "folder": event["folder"],
-                "started_at": resume.get("started_at")}
+        super().execute_complete(context, event)  # raises unless the trigger found the marker
+        self.partition = self._resolve()  # a deferred wait is always for a date: `latest` never waits
+        self.filepath = f"landing/{self.partition}/{MARKER}"
+        started_at = context["ti"].xcom_pull(task_ids=self.task_id, key=STARTED_AT)
+        return {**self._result(), STARTED_AT: started_at}

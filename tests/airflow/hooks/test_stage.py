@@ -1,16 +1,12 @@
-"""StageHook and StageOperator against the real `mlpipeline` CLI of the pipeline environment."""
+"""StageHook against the real `mlpipeline` CLI of the pipeline environment."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
 from mlops.hooks.stage import StageFailed, StageHook, stage_arguments
-from mlops.operators.stage import StageOperator
-from mlops.settings import SettingsError, load_settings
 
-from .conftest import PIPELINE_BIN
+from ..conftest import PIPELINE_BIN
 
 
 def test_options_become_flags():
@@ -36,43 +32,6 @@ def test_hook_fails_with_the_stage_s_own_error_line(tmp_path):
 def test_hook_explains_a_missing_pipeline_environment(tmp_path):
     with pytest.raises(StageFailed, match="the pipeline environment is missing"):
         StageHook(tmp_path / "nope" / "mlpipeline").run("simulate", {})
-
-
-def test_operator_returns_the_stage_result_as_its_xcom(local_target):
-    task = StageOperator(task_id="simulate", stage="simulate", options={"partition": "2026-11-02", "rows": 12})
-    result = task.execute(context={})
-    assert result["rows"] == 12 and result["path"].startswith(str(local_target))
-    json.dumps(result)  # XCom-serialisable
-
-
-def test_operator_fails_the_task_with_the_stage_message_and_changes_nothing(local_target):
-    (local_target / "landing" / "2026-11-03").mkdir(parents=True)
-    (local_target / "landing" / "2026-11-03" / "bad.csv").write_bytes(b"")
-    task = StageOperator(task_id="ingest", stage="ingest", options={"partition": "2026-11-03"})
-    with pytest.raises(RuntimeError, match="partition 2026-11-03 yielded no usable data"):
-        task.execute(context={})
-    assert not (local_target / "curated").exists()
-
-
-def test_target_setting_is_validated(monkeypatch):
-    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_TARGET", "Kubernetes ")
-    assert load_settings().target == "kubernetes"
-    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_TARGET", "moon")
-    with pytest.raises(SettingsError, match="mlops_target must be one of local, kubernetes"):
-        load_settings()
-
-
-def test_plugins_import_nothing_heavy():
-    import subprocess
-    import sys
-
-    from .conftest import REPO
-
-    code = ("import sys; sys.path.insert(0, 'plugins'); import mlops.operators.stage, mlops.sensors.partition; "
-            "heavy = {'sklearn', 'mlflow', 'kfp', 'kserve', 'pandas'} & {m.split('.')[0] for m in sys.modules}; "
-            "print(sorted(heavy))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
 
 
 def test_the_task_log_keeps_the_stage_s_own_levels(tmp_path, caplog, capsys):
@@ -106,3 +65,12 @@ def test_the_task_log_keeps_the_stage_s_own_levels(tmp_path, caplog, capsys):
     assert "[warning  ] mlpipeline.ingest: b.csv: quarantined" in task_log
     assert "[error    ] mlpipeline train-local: error: no rows" in task_log
     assert "parameterValues" not in task_log
+
+
+def test_the_local_stages_reach_the_mlflow_connection_s_server(monkeypatch):
+    from ..conftest import connect
+
+    connect(monkeypatch, mlflow_default='{"conn_type": "http", "host": "http://mlflow.test:5000", "password": "t0k"}')
+    hook = StageHook.local()
+    assert hook.executable == str(PIPELINE_BIN / "mlpipeline")
+    assert hook.env == {"MLFLOW_TRACKING_URI": "http://mlflow.test:5000", "MLFLOW_TRACKING_TOKEN": "t0k"}

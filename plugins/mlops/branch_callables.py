@@ -41,6 +41,10 @@ def choose_retraining(detect: dict, params: dict, retrain: str, keep: str) -> st
 
 
 def choose_promotion(decision: dict, promote: str, keep: str) -> str:
-    """`promote` when the training run decided to promote its challenger, else `keep`."""
-    log.info("training decided %s: %s", decision["decision"], decision["reason"])
-    return promote if decision["decision"] == "promote" else keep
+    """`promote` when the training run decided to promote its challenger, else `keep`. `decision` is
+    the training task's result, a TrainingDecision (mlpipeline.contracts) on both targets."""
+    from mlpipeline.contracts import TrainingDecision
+
+    training = TrainingDecision.from_dict(decision)
+    log.info("training decided %s: %s", training.decision, training.reason)
+    return promote if training.promotes else keep

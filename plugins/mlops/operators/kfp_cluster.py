@@ -1,10 +1,11 @@
-"""KfpRunOperator: training as a Kubeflow Pipelines run over REST (the kubernetes target).
+"""KfpClusterRunOperator: training on the kubernetes target, a Kubeflow Pipelines run over REST.
 
 Submits the committed, compiled pipeline (with its platform spec: the data PVC, the MLflow Secret and
-ConfigMap), fitted to the cluster settings (mlops.kfp_spec), with the run's parameters, then
-defers: KfpRunTrigger polls the run in the triggerer. SUCCEEDED
-returns the decision the pipeline recorded in MLflow and the ids; FAILED, CANCELED, SKIPPED or the
-timeout (the run is then terminated) fail the task with the run's own error.
+ConfigMap), fitted to the cluster settings (mlops.kfp_spec), with the run's parameters, then waits
+(KfpRunTrigger, in the triggerer when deferrable). SUCCEEDED returns the TrainingDecision the
+pipeline recorded on its MLflow training run (a KFP run carries no outputs over REST), as
+KfpLocalRunOperator returns it on the local target; FAILED, CANCELED, SKIPPED or the timeout (the run
+is then terminated) fail the task with the run's own error.
 """
 
 from __future__ import annotations
@@ -14,28 +15,31 @@ from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator
 
-from mlops.cluster import ClusterSettings, load_cluster_settings
 from mlops.hooks.kfp import KfpHook, load_pipeline_package
-from mlops.hooks.mlflow import MlflowRestHook
+from mlops.hooks.mlflow import MlflowHook
 from mlops.hooks.stage import run_lineage
 from mlops.kfp_spec import fit_to_cluster, pipeline_parameters
 from mlops.links import KfpRunLink, MlflowRunLink, result_links
-from mlops.settings import load_settings
+from mlops.operators.deferral import default_deferrable, wait_for
+from mlops.settings import KubernetesSettings, kubernetes_settings
 
 
-class KfpRunOperator(BaseOperator):
+class KfpClusterRunOperator(BaseOperator):
     template_fields: Sequence[str] = ("run_key", "model_name")
     operator_extra_links = (KfpRunLink(), MlflowRunLink())
     ui_color = "#e9f7ef"
 
-    def __init__(self, *, run_key: str, model_name: str, cluster: ClusterSettings | None = None, **kwargs):
+    def __init__(self, *, run_key: str, model_name: str, cluster: KubernetesSettings | None = None,
+                 mlflow_conn_id: str = MlflowHook.default_conn_name, deferrable: bool | None = None, **kwargs):
+        kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
-        self.run_key, self.model_name = run_key, model_name
-        self.cluster = cluster
+        self.run_key, self.model_name, self.cluster = run_key, model_name, cluster
+        self.mlflow_conn_id = mlflow_conn_id
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.kfp_run_id: str | None = None
 
-    def _cluster(self) -> ClusterSettings:
-        return self.cluster or load_cluster_settings()
+    def _cluster(self) -> KubernetesSettings:
+        return self.cluster or kubernetes_settings()
 
     def execute(self, context):
         cluster = self._cluster()
@@ -55,12 +59,12 @@ class KfpRunOperator(BaseOperator):
         self.log.info("KFP run %s submitted: %s", self.kfp_run_id, self.link_urls[KfpRunLink.name])
         from mlops.triggers.kfp import KfpRunTrigger
 
-        self.defer(trigger=KfpRunTrigger(self.kfp_run_id, time.time() + cluster.kfp_run_timeout_seconds,
-                                         cluster.kfp_conn_id, poll_interval=cluster.kfp_poll_interval_seconds),
-                   method_name="execute_complete")
+        return wait_for(self, context, KfpRunTrigger(self.kfp_run_id, time.time() + cluster.kfp_run_timeout_seconds,
+                                                     cluster.kfp_conn_id,
+                                                     poll_interval=cluster.kfp_poll_interval_seconds))
 
     def execute_complete(self, context, event: dict):
-        cluster, settings = self._cluster(), load_settings()
+        cluster, mlflow = self._cluster(), MlflowHook(self.mlflow_conn_id)
         run_id = event["run_id"]
         hook = KfpHook(cluster.kfp_conn_id)
         self.kfp_run_id = run_id
@@ -74,13 +78,13 @@ class KfpRunOperator(BaseOperator):
             raise RuntimeError(event["message"])
         if event.get("state") != "SUCCEEDED":
             raise RuntimeError(f"KFP run {run_id} {event.get('state')}: {event.get('error')}")
-        decision = MlflowRestHook(settings.mlflow_tracking_uri).training_decision(self.model_name, self.run_key)
+        decision = mlflow.training_decision(self.model_name, self.run_key)
         if decision is None:
             raise RuntimeError(f"KFP run {run_id} succeeded but MLflow has no training decision for "
                                f"{self.model_name} run key {self.run_key}")
-        result = {**decision, "kfp_run_id": run_id}
-        self.link_urls.update(result_links(result, settings.mlflow_ui_url))
-        self.log.info("KFP run %s: %s (%s)", run_id, result["decision"], result["reason"])
+        result = {**decision.to_dict(), "kfp_run_id": run_id, "engine": "kfp"}
+        self.link_urls.update(result_links(result, self.mlflow_conn_id))
+        self.log.info("KFP run %s: %s (%s)", run_id, decision.decision, decision.reason)
         return result
 
     def on_kill(self) -> None:

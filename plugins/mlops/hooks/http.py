@@ -1,0 +1,176 @@
+"""HttpServiceHook: the one HTTP client base of the hooks (MLflow, the model server, Alertmanager, the
+Pushgateway, KFP): the endpoint from an Airflow connection, one retry policy, sync and async.
+
+Connection (type `http`): host = a URL (`http://mlflow:5000`), or a host name with the schema and port
+fields; password = a bearer token; extra = the fields a hook documents. A `base_url` given to the hook
+replaces the connection (callers that already know the address, such as an InferenceService's URL).
+
+Retry policy, tenacity's (as the cncf-kubernetes triggers use it): connection errors and 5xx answers
+are retried `retries` times in all, waiting `backoff_seconds` doubled each time, then raise the hook's
+error naming the system and the last failure; every other answer, 4xx included, goes back to the
+caller, which knows what it means.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+
+import httpx
+import tenacity
+from airflow.sdk import BaseHook
+
+
+class ServiceError(RuntimeError):
+    """A service refused a request or could not be reached; the message says which and why."""
+
+
+class _Retryable(Exception):
+    """An attempt worth repeating: the service did not answer, or answered 5xx."""
+
+    def __init__(self, reason: str, response: httpx.Response | None = None):
+        super().__init__(reason)
+        self.reason, self.response = reason, response
+
+
+def error_message(response: httpx.Response) -> str:
+    """A service's own reason for an error answer: its JSON error or message field, else the text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("error") or body.get("error_code") or json.dumps(body))[:500]
+    return json.dumps(body)[:500]
+
+
+class HttpServiceHook(BaseHook):
+    conn_type = "http"
+    conn_name_attr = "conn_id"
+    default_conn_name = ""
+    hook_name = "HTTP service"
+    error_class: type[ServiceError] = ServiceError  # what failures raise
+    unreachable_class: type[ServiceError] | None = None  # what "no answer" raises; default error_class
+
+    def __init__(self, conn_id: str | None = None, *, base_url: str | None = None, token: str | None = None,
+                 retries: int = 3, backoff_seconds: float = 1.0, timeout_seconds: float = 30.0):
+        super().__init__()
+        self.conn_id = conn_id or self.default_conn_name
+        self._base_url, self._token = base_url, token
+        self.retries, self.backoff_seconds, self.timeout_seconds = retries, backoff_seconds, timeout_seconds
+
+    # -- the connection ------------------------------------------------------------------------------------
+    @cached_property
+    def connection(self):
+        """The Airflow connection, or a clear error naming how to define it."""
+        try:
+            return self.get_connection(self.conn_id)
+        except Exception as exc:  # AirflowNotFoundException, or no secrets backend answering
+            raise self.error_class(
+                f"{self.hook_name}: Airflow connection {self.conn_id!r} is not defined ({exc}); set it, e.g. as "
+                f"AIRFLOW_CONN_{self.conn_id.upper()}='http://host:port' (docs/configuration.md)") from None
+
+    @property
+    def extra(self) -> dict:
+        return {} if self._base_url else self.connection.extra_dejson
+
+    @property
+    def base_url(self) -> str:
+        if self._base_url:
+            return self._base_url.rstrip("/")
+        conn = self.connection
+        host = conn.host or ""
+        if "://" not in host:
+            # As HttpHook: the schema field names the scheme; a URI-form connection
+            # (AIRFLOW_CONN_X=https://host:port) carries it as its conn type.
+            scheme = conn.schema or (conn.conn_type if conn.conn_type in ("http", "https") else "http")
+            host = f"{scheme}://{host}"
+            if conn.port:
+                host = f"{host}:{conn.port}"
+        return host.rstrip("/")
+
+    def token(self) -> str | None:
+        if self._token is not None or self._base_url:
+            return self._token
+        return self.connection.password or None
+
+    def headers(self) -> dict[str, str]:
+        token = self.token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    # -- requests ------------------------------------------------------------------------------------------
+    def _policy(self, retrying, attempts: int | None):
+        return retrying(stop=tenacity.stop_after_attempt(max(1, attempts or self.retries)),
+                        wait=tenacity.wait_exponential(multiplier=self.backoff_seconds),
+                        retry=tenacity.retry_if_exception_type(_Retryable), reraise=True,
+                        before_sleep=self._log_retry)
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        self.log.warning("%s: attempt %d/%d failed (%s); retrying", self.hook_name, state.attempt_number,
+                         self.retries, state.outcome.exception())
+
+    @staticmethod
+    def _answered(response: httpx.Response) -> httpx.Response:
+        if response.status_code >= 500:
+            raise _Retryable(f"HTTP {response.status_code}: {error_message(response)}", response)
+        return response
+
+    def _gave_up(self, method: str, path: str, failure: _Retryable, attempts: int | None) -> ServiceError:
+        kind = self.error_class if failure.response is not None else (self.unreachable_class or self.error_class)
+        what = "failed" if failure.response is not None else "did not answer"
+        return kind(f"{self.hook_name} at {self.base_url} {what} after {attempts or self.retries} attempt(s) "
+                    f"({method} {path}): {failure.reason}")
+
+    def request(self, method: str, path: str, *, timeout: float | None = None, attempts: int | None = None,
+                **kwargs) -> httpx.Response:
+        """One call, retried per the policy (`attempts` overrides the hook's count for this call: 1 for a
+        probe, or a call whose failure is final); returns any answer below 500."""
+        url = f"{self.base_url}{path}"
+        headers = {**self.headers(), **kwargs.pop("headers", {})}
+        try:
+            for attempt in self._policy(tenacity.Retrying, attempts):
+                with attempt:
+                    try:
+                        response = httpx.request(method, url, headers=headers, timeout=timeout or self.timeout_seconds,
+                                                 **kwargs)
+                    except httpx.TransportError as exc:
+                        raise _Retryable(f"{type(exc).__name__}: {exc}") from None
+                    return self._answered(response)
+        except _Retryable as failure:
+            raise self._gave_up(method, path, failure, attempts) from None
+
+    async def async_request(self, method: str, path: str, *, timeout: float | None = None,
+                            attempts: int | None = None, **kwargs) -> httpx.Response:
+        """The same, for the triggerer's event loop."""
+        url = f"{self.base_url}{path}"
+        headers = {**self.headers(), **kwargs.pop("headers", {})}
+        try:
+            async with httpx.AsyncClient(timeout=timeout or self.timeout_seconds) as client:
+                async for attempt in self._policy(tenacity.AsyncRetrying, attempts):
+                    with attempt:
+                        try:
+                            response = await client.request(method, url, headers=headers, **kwargs)
+                        except httpx.TransportError as exc:
+                            raise _Retryable(f"{type(exc).__name__}: {exc}") from None
+                        return self._answered(response)
+        except _Retryable as failure:
+            raise self._gave_up(method, path, failure, attempts) from None
+
+    def json(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), body=None, **kwargs) -> dict:
+        """A call whose answer must be one of `ok`: its JSON body ({} when empty); anything else raises.
+        `body` is sent as JSON; other keywords go to the request (params, content, headers, ...)."""
+        if body is not None:
+            kwargs["json"] = body
+        return self._accepted(method, path, self.request(method, path, **kwargs), ok)
+
+    async def async_json(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), body=None, **kwargs) -> dict:
+        """The same, for the triggerer's event loop."""
+        if body is not None:
+            kwargs["json"] = body
+        return self._accepted(method, path, await self.async_request(method, path, **kwargs), ok)
+
+    def _accepted(self, method: str, path: str, response: httpx.Response, ok: tuple[int, ...]) -> dict:
+        if response.status_code not in ok:
+            raise self.error_class(f"{self.hook_name} refused {method} {path}: HTTP {response.status_code} "
+                                   f"{error_message(response)}")
+        return response.json() if response.content else {}

@@ -1,0 +1,84 @@
+"""The local target's model server, supervised like a Deployment would be: `mlserving` started detached
+(it outlives the task that starts it) on the mlserving connection's port, serving the model's link
+`<data volume>/serving/<model>/current`, which the deploy points at the version it fetched.
+
+Layout under `<data volume>/serving/<model>/`: `v<N>/` (fetched versions), `current` (a link to one),
+`mlserving.log`, `mlserving.pid`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from mlops.hooks.serving import ServingError, ServingHook
+
+
+class LocalModelServer:
+    def __init__(self, mlserving: Path, folder: Path, serving: ServingHook):
+        self.mlserving, self.folder, self.serving = Path(mlserving), Path(folder), serving
+
+    @property
+    def link(self) -> Path:
+        return self.folder / "current"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.folder / "mlserving.pid"
+
+    def version_dir(self, version: str) -> Path:
+        return self.folder / f"v{version}"
+
+    def point_at(self, model_dir: Path) -> None:
+        """Point `current` at a fetched version, atomically (a reader sees the old or the new link)."""
+        staged = self.folder / ".current.new"
+        staged.unlink(missing_ok=True)
+        staged.symlink_to(Path(model_dir).resolve())
+        os.replace(staged, self.link)
+
+    def pointed_at(self) -> Path | None:
+        return self.link.resolve() if self.link.is_symlink() else None
+
+    def start(self, wait: float = 120) -> int:
+        """Start the server on the link and wait until the model is ready; returns its pid."""
+        if not self.mlserving.exists():
+            raise ServingError(f"the serving environment is missing: {self.mlserving} (run `make envs`)")
+        port = self.serving.connection.port or 8085
+        log_file = self.folder / "mlserving.log"
+        with open(log_file, "ab") as log:
+            proc = subprocess.Popen([str(self.mlserving), "--model-dir", str(self.link), "--model-name",
+                                     self.serving.model_name, "--http-port", str(port), "--quiet-access-log"],
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env=os.environ.copy())
+        self.pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ServingError(f"mlserving exited with {proc.returncode}: {log_file.read_text()[-1500:]}")
+            if self.serving.model_ready():
+                return proc.pid
+            time.sleep(0.5)
+        raise ServingError(f"mlserving did not become ready within {wait} s; see {log_file}")
+
+    def stop(self, wait: float = 30) -> None:
+        """Stop the server this folder records, if it runs."""
+        try:
+            pid = int(self.pid_file.read_text())
+            os.killpg(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.waitpid(pid, os.WNOHANG)  # started by this process: reap it, or it lingers as a zombie
+            except ChildProcessError:
+                pass
+            try:
+                os.killpg(pid, 0)
+            except OSError:
+                return
+            time.sleep(0.2)
+        os.killpg(pid, signal.SIGKILL)

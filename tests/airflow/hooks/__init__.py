@@ -1,0 +1,1 @@
+"""Unit tests of plugins/mlops/hooks/, one module each."""

@@ -1,0 +1,61 @@
+"""ServingHook and the local target's model server supervisor (mlops.local_serving) against a real
+`mlserving` of the serving environment, serving models made by the pipeline environment."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from mlops.hooks.serving import ServingError, ServingHook, ServingUnreachable
+from mlops.local_serving import LocalModelServer
+from tests import support
+
+from ..conftest import connect
+
+MODEL = "iris"  # what tests/serving/make_models.py names
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("models")
+    subprocess.run([str(support.PIPELINE_BIN / "python"), str(support.REPO / "tests/serving/make_models.py"), str(out)],
+                   check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture
+def server(model_dirs, tmp_path, monkeypatch):
+    connect(monkeypatch, mlserving_default=f"http://127.0.0.1:{support.free_port()}")
+    local = LocalModelServer(support.SERVING_BIN / "mlserving", tmp_path / "serving" / MODEL, ServingHook(MODEL))
+    local.folder.mkdir(parents=True)
+    local.point_at(model_dirs / "good-v1")
+    local.start()
+    yield local
+    local.stop()
+
+
+def test_the_supervised_server_serves_what_its_link_names_and_swaps_in_place(server, model_dirs):
+    hook = server.serving
+    assert hook.is_live() and hook.model_ready() and hook.served_version() == "1"
+    assert hook.smoke_test("1")["model_version"] == "1"
+    server.point_at(model_dirs / "good-v2")
+    hook.load()
+    assert hook.served_version() == "2" and server.pointed_at() == (model_dirs / "good-v2").resolve()
+
+
+def test_a_version_the_server_refuses_is_a_serving_error_and_the_old_one_serves_on(server, model_dirs):
+    server.point_at(model_dirs / "corrupt")
+    with pytest.raises(ServingError, match="not loaded, still serving version 1"):
+        server.serving.load()
+    assert server.serving.served_version() == "1"
+    with pytest.raises(ServingError, match="smoke test: served version 1, expected 2"):
+        server.serving.smoke_test("2")
+
+
+def test_a_server_that_is_gone_is_unreachable_not_refusing(server):
+    server.stop()
+    hook = server.serving
+    assert not hook.is_live() and hook.served_version() is None
+    with pytest.raises(ServingUnreachable, match="model server at http://127.0.0.1:.* did not answer"):
+        hook.smoke_test("1")

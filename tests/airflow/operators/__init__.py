@@ -1,0 +1,1 @@
+"""Unit tests of plugins/mlops/operators/, one module each."""

@@ -1,0 +1,110 @@
+"""The deploy core on the local target (LocalDeployOperator) end to end: a real MLflow registry, the real
+pipeline stages, a real mlserving process; and the rollback task the DAG runs when deploy fails."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from mlops.hooks.stage import StageHook
+from mlops.local_serving import LocalModelServer
+from mlops.operators.deploy import ROLLBACK_REASON, ROLLBACK_TO, LocalDeployOperator
+from mlops.operators.stage import StageOperator
+from tests import support
+
+from ..conftest import connect
+from ..registry_setup import train_and_register
+
+MODEL = "iris-deploy"
+
+
+class TaskInstance:
+    def __init__(self):
+        self.xcoms = {}
+
+    def xcom_push(self, key, value):
+        self.xcoms[key] = value
+
+
+@pytest.fixture(scope="module")
+def registry_uri(tmp_path_factory):
+    with support.mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
+
+
+@pytest.fixture
+def deploy_env(local_target, registry_uri, monkeypatch):
+    port = support.free_port()
+    connect(monkeypatch, mlflow_default=registry_uri, mlserving_default=f"http://127.0.0.1:{port}")
+    stages = StageHook(support.PIPELINE_BIN / "mlpipeline", env={"MLFLOW_TRACKING_URI": registry_uri})
+    folder = local_target / "serving" / MODEL
+    yield stages, f"http://127.0.0.1:{port}", folder
+    from mlops.hooks.serving import ServingHook
+
+    LocalModelServer(support.SERVING_BIN / "mlserving", folder, ServingHook(MODEL)).stop()
+
+
+def served(url) -> str:
+    return httpx.get(f"{url}/v2/models/{MODEL}").json()["parameters"]["registry_version"]
+
+
+@pytest.mark.timeout(400)
+def test_deploy_swap_restore_and_roll_back(deploy_env, local_target):
+    stages, url, folder = deploy_env
+    deploy = LocalDeployOperator(task_id="deploy", model_name=MODEL)
+    with pytest.raises(RuntimeError, match="iris-deploy has no champion to deploy"):
+        deploy.execute({"ti": TaskInstance()})  # nothing registered yet: a clear error, and no server started
+    assert not (folder / "mlserving.pid").exists()
+
+    assert train_and_register(stages, local_target, MODEL, "2026-11-01", "none", 1)["champion_version"] == "1"
+    first = deploy.execute({"ti": TaskInstance()})
+    assert first["changed"] and first["version"] == "1" and first["previous_version"] is None
+    assert first["smoke_test"]["model_version"] == "1" and served(url) == "1"
+    assert (folder / "current").resolve() == (folder / "v1").resolve()  # the server's link names the version
+    # The task's links: the registry version in MLflow's UI and the served model's metadata.
+    assert deploy.link_urls["MLflow model version"].endswith(f"/#/models/{MODEL}/versions/1")
+    assert httpx.get(deploy.link_urls["Serving endpoint"]).json()["parameters"]["registry_version"] == "1"
+    assert not deploy.execute({"ti": TaskInstance()})["changed"]  # the same champion is not redeployed
+
+    assert train_and_register(stages, local_target, MODEL, "2026-11-02", "concept", 2)["champion_version"] == "2"
+    second = deploy.execute({"ti": TaskInstance()})
+    assert second["version"] == "2" and second["previous_version"] == "1" and served(url) == "2"
+
+    # The champion moves to a version whose files are broken: the swap is refused and the server never
+    # stops serving v2; the task fails for good (no retry: the model will not improve) with the plan...
+    stages.run("rollback", {"model_name": MODEL, "to_version": "1", "reason": "test: serve v1 again"})
+    for skops in (folder / "v1").glob("*.skops"):
+        skops.write_bytes(b"corrupted")
+    ti = TaskInstance()
+    with pytest.raises(AirflowFailException, match="deploy of iris-deploy v1 failed: .*not loaded, still serving "
+                                                   "version 2"):
+        deploy.execute({"ti": ti})
+    assert served(url) == "2" and (folder / "current").resolve() == (folder / "v2").resolve()
+    assert ti.xcoms[ROLLBACK_TO] == "2" and "deploy of v1 failed" in ti.xcoms[ROLLBACK_REASON]
+    # ... which the DAG's roll_back_champion task carries out with the pipeline's rollback stage.
+    roll_back = StageOperator(task_id="roll_back_champion", stage="rollback", options={
+        "data_root": None, "model_name": MODEL, "to_version": ti.xcoms[ROLLBACK_TO],
+        "reason": ti.xcoms[ROLLBACK_REASON]})
+    assert roll_back.execute({})["rolled_back"] is True
+    history = stages.run("champion-at", {"model_name": MODEL})
+    assert history["champion_version"] == "2"
+    assert history["history"][-1]["event"] == "rollback" and "deploy of v1 failed" in history["history"][-1]["reason"]
+
+
+def test_a_failed_first_deploy_has_nothing_to_roll_back_to(deploy_env, local_target):
+    """No version was served: the plan names none, and the rollback stage moves nothing."""
+    stages, url, folder = deploy_env
+    model = "iris-first"
+    train_and_register(stages, local_target, model, "2026-11-03", "none", 3)
+    stages.run("fetch-model", {"model_name": model, "version": "1", "into": local_target / "serving" / model})
+    for skops in (local_target / "serving" / model / "v1").glob("*.skops"):
+        skops.write_bytes(b"corrupted")
+    ti = TaskInstance()
+    with pytest.raises(AirflowFailException, match="deploy of iris-first v1 failed"):
+        LocalDeployOperator(task_id="deploy", model_name=model).execute({"ti": ti})
+    assert ti.xcoms[ROLLBACK_TO] is None
+    nothing = StageOperator(task_id="roll_back_champion", stage="rollback", options={
+        "data_root": None, "model_name": model, "to_version": None, "reason": ti.xcoms[ROLLBACK_REASON]}).execute({})
+    assert nothing["rolled_back"] is False
+    assert stages.run("champion-at", {"model_name": model})["champion_version"] == "1"

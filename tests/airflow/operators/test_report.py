@@ -1,0 +1,131 @@
+"""ReportOperator: what this run did, read from this try's XComs, the champion from a real MLflow
+registry, the metrics on a real Pushgateway."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from mlops.operators.report import ReportOperator, run_outcome
+
+from ..conftest import connect
+from ..monitoring import gauges
+
+MODEL = "iris-report"
+DETECT = {"champion": {"version": "1"}, "fresh_metrics": {"accuracy": 0.42},
+          "drift": {"share_drifted": 0.75, "max_psi": 1.9}}
+SKIPPED = {"followed": ["no_retraining"]}
+TRAINED = {"followed": ["training.train"]}
+PROMOTED = {"followed": ["training.register"]}
+
+
+class TaskInstance:
+    """This try's XComs: (task id, key) -> value; what is not there was not produced in this try."""
+
+    def __init__(self, xcoms: dict):
+        self.xcoms = xcoms
+
+    def xcom_pull(self, task_ids, key="return_value", **_):
+        return self.xcoms.get((task_ids, key))
+
+
+def context(detect=DETECT, retrain=None, promotion=None, register=None, started_at=None, **extra) -> dict:
+    xcoms = {("detect_degradation", "return_value"): detect, ("decide_retraining", "skipmixin_key"): retrain,
+             ("training.check_decision", "skipmixin_key"): promotion, ("training.register", "return_value"): register,
+             ("wait_for_batch", "return_value"): {"started_at": started_at} if started_at else None}
+    return {"ti": TaskInstance({k: v for k, v in xcoms.items() if v is not None}), **extra}
+
+
+def report() -> ReportOperator:
+    return ReportOperator(task_id="report", model_name=MODEL, batch_task="wait_for_batch",
+                          detect_task="detect_degradation", retraining=("decide_retraining", "training.train"),
+                          promotion=("training.check_decision", "training.register"))
+
+
+@pytest.fixture
+def registry(monitoring):
+    """MODEL in a real MLflow registry with v1..v3, v3 the champion (what the report must name)."""
+    api = f"{monitoring['mlflow']}/api/2.0/mlflow"
+    if httpx.get(f"{api}/registered-models/get", params={"name": MODEL}).status_code != 200:
+        httpx.post(f"{api}/registered-models/create", json={"name": MODEL}).raise_for_status()
+        for _ in range(3):
+            httpx.post(f"{api}/model-versions/create", json={"name": MODEL, "source": "s3://mlflow/x"}
+                       ).raise_for_status()
+        httpx.post(f"{api}/registered-models/alias", json={"name": MODEL, "alias": "champion", "version": "3"}
+                   ).raise_for_status()
+    return monitoring
+
+
+@pytest.mark.parametrize(("retrain", "promotion", "register", "outcome"), [
+    (SKIPPED, None, None, "skipped"),
+    (None, None, None, "skipped"),
+    (TRAINED, {"followed": ["training.keep_champion"]}, None, "keep"),
+    (TRAINED, PROMOTED, {"outcome": "promoted"}, "promote"),
+    (TRAINED, PROMOTED, {"outcome": "already_registered"}, "already_registered"),
+    (TRAINED, PROMOTED, {"outcome": "superseded"}, "superseded"),
+])
+def test_the_outcome_is_what_this_run_did(retrain, promotion, register, outcome):
+    assert run_outcome(retrain, promotion, register) == outcome
+
+
+def test_a_skipped_tasks_old_xcom_is_not_read(registry):
+    """A re-run that took no_retraining: register's XCom from an earlier try of the run (promoted,
+    champion 1) must not reach the report; the champion is the registry's (v3)."""
+    summary = report().summary(context(retrain=SKIPPED, promotion=PROMOTED,
+                                       register={"outcome": "promoted", "champion_version": "1"}))
+    assert summary["decision"] == "skipped" and summary["champion_version"] == "3"
+
+
+def test_a_rerun_that_registered_nothing_reports_no_promotion(registry):
+    summary = report().execute(context(retrain=TRAINED, promotion=PROMOTED,
+                                       register={"outcome": "already_registered", "version": "2"}))
+    assert summary["decision"] == "already_registered" and summary["champion_version"] == "3"
+    assert gauges(registry["pushgateway"], MODEL)["mlops_promoted"] == 0
+    assert gauges(registry["pushgateway"], MODEL)["mlops_champion_version"] == 3
+
+
+def test_the_summary_carries_the_detection_figures_and_the_run_clock(registry):
+    summary = report().summary(context(retrain=SKIPPED, started_at=time.time() - 30))
+    assert summary["fresh_accuracy"] == 0.42 and summary["drift_share"] == 0.75 and summary["drift_max_psi"] == 1.9
+    assert 29 < summary["duration_seconds"] < 60
+    assert report().summary(context(retrain=SKIPPED))["duration_seconds"] is None
+
+
+def test_without_the_sensors_start_the_runs_start_date_is_used(registry):
+    started = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)
+    summary = report().summary(context(dag_run=SimpleNamespace(start_date=started)))
+    assert 119 < summary["duration_seconds"] < 150
+
+
+def test_without_the_registry_the_champion_detection_saw_is_reported(registry, monkeypatch, capsys):
+    from tests import support
+
+    connect(monkeypatch, mlflow_default=f"http://127.0.0.1:{support.free_port()}")
+    assert report().summary(context(retrain=SKIPPED))["champion_version"] == "1"
+    assert "cannot read the champion from MLflow" in capsys.readouterr().out
+
+
+def test_the_report_replaces_the_models_group_on_the_pushgateway(registry):
+    pgw = registry["pushgateway"]
+    promoted = report().execute(context(retrain=TRAINED, promotion=PROMOTED, register={"outcome": "promoted"}))
+    assert promoted["pushed"] is True and gauges(pgw, MODEL)["mlops_promoted"] == 1
+    # The next run skipped: the group is replaced, nothing of the promotion is left.
+    summary = report().execute(context(retrain=SKIPPED, started_at=time.time() - 5))
+    now = gauges(pgw, MODEL)
+    assert summary["pushed"] is True and now["mlops_promoted"] == 0 and now["mlops_champion_version"] == 3
+    assert now["mlops_fresh_accuracy"] == 0.42 and now["mlops_drift_share"] == 0.75
+    assert 4 < now["mlops_run_duration_seconds"] < 60 and now["mlops_last_run_timestamp_seconds"] > time.time() - 60
+
+
+def test_a_pushgateway_that_is_down_does_not_fail_the_report(registry, monkeypatch, capsys):
+    from tests import support
+
+    down = f"http://127.0.0.1:{support.free_port()}"
+    connect(monkeypatch, pushgateway_default=down)
+    summary = report().execute(context(retrain=SKIPPED))
+    assert summary["pushed"] is False
+    assert f"could not push the run's metrics: Pushgateway at {down} did not answer" in capsys.readouterr().out

@@ -1,0 +1,1 @@
+"""Unit tests of plugins/mlops/sensors/, one module each."""

@@ -1,0 +1,1 @@
+"""Unit tests of plugins/mlops/triggers/, one module each."""
