@@ -14,11 +14,15 @@ run's logical date, so backfills replay past partitions):
    the task log says which of these held. Otherwise **no_retraining**.
 5. **training.train**: a Kubeflow Pipelines run (kfp.local on the local target) trains a challenger and
    compares it with the champion; **training.check_decision** (a BranchPythonOperator) sends a promote
-   to **training.register**, which registers the challenger and moves the `champion` alias.
+   to **training.approve_promotion**, and on approval to **training.register**, which registers the
+   challenger and moves the `champion` alias. With `require_approval` set, approval is a person's: the
+   task shows the decision's evidence under *Required actions* and waits for Approve or Reject (no
+   answer within `approval_timeout_minutes`: Reject, the champion stays; **training.promotion_rejected**);
+   who decided is recorded on the training run and, approved, on the new model version.
 6. **deploy**: the champion goes behind the KServe model server (smoke-tested; on failure the previous
    version is served again and **roll_back_champion** moves the alias back, recorded).
-7. **report**: what the run did (`skipped`, `keep`, `promote`, `already_registered`, `superseded`) and the
-   registry's champion, as metrics on the Prometheus Pushgateway.
+7. **report**: what the run did (`skipped`, `keep`, `rejected`, `promote`, `already_registered`,
+   `superseded`) and the registry's champion, as metrics on the Prometheus Pushgateway.
 
 **Which partition.** Scheduled runs and backfills process the partition of their logical date. From
 the trigger form, set `partition` to `latest` (the newest complete batch) or to a date: a manual run
@@ -53,6 +57,7 @@ from mlops.branch_callables import choose_promotion, choose_retraining
 from mlops.notifications.alertmanager import AlertmanagerNotifier
 from mlops.notifications.alerts import batch_late_kwargs, run_failed, run_no_longer_waiting, run_recovered
 from mlops.notifications.pushgateway import FailureMetricNotifier
+from mlops.operators.approval import APPROVED_BY, PromotionApprovalOperator
 from mlops.operators.deploy import ROLLBACK_REASON, ROLLBACK_TO
 from mlops.operators.report import ReportOperator
 from mlops.sensors.partition import PartitionSensor
@@ -96,6 +101,12 @@ with DAG(
         "drift_limit": Param(0.5, type="number", minimum=0, maximum=1,
                              description="Retrain when more than this share of features has drifted."),
         "force_retrain": Param(False, type="boolean", description="Retrain whatever detection says."),
+        "require_approval": Param(False, type="boolean",
+                                  description="A person approves each promotion (training.approve_promotion) "
+                                              "before the champion moves."),
+        "approval_timeout_minutes": Param(1440, type="number", exclusiveMinimum=0,
+                                          description="With require_approval: how long to wait for an answer "
+                                                      "before keeping the champion."),
         "model_name": Param("iris-classifier", type="string", pattern="^[A-Za-z0-9][A-Za-z0-9._-]*$",
                             description="Registered model name in MLflow."),
         "training_window": Param("last:1", type="string", pattern="^(all|last:[1-9][0-9]*)$",
@@ -128,11 +139,18 @@ with DAG(
         train = training_task(task_id="train", run_key=detect_degradation.output["run_key"], model_name=MODEL)
         check_decision = BranchPythonOperator(
             task_id="check_decision", python_callable=choose_promotion,
-            op_kwargs={"decision": train.output, "promote": "training.register", "keep": "training.keep_champion"})
+            op_kwargs={"decision": train.output, "promote": "training.approve_promotion",
+                       "keep": "training.keep_champion"})
+        approve_promotion = PromotionApprovalOperator(
+            task_id="approve_promotion", decision=train.output, detect=detect_degradation.output, model_name=MODEL,
+            approve="training.register", reject="training.promotion_rejected")
         register = stage_task(task_id="register", stage="register", max_active_tis_per_dag=1,
-                              options={"run_key": train.output["run_key"], "model_name": MODEL, **LINEAGE})
+                              options={"run_key": train.output["run_key"], "model_name": MODEL,
+                                       "approved_by": approve_promotion.output[APPROVED_BY], **LINEAGE})
         keep_champion = EmptyOperator(task_id="keep_champion")
-        check_decision >> [register, keep_champion]
+        promotion_rejected = EmptyOperator(task_id="promotion_rejected")
+        check_decision >> [approve_promotion, keep_champion]
+        approve_promotion >> [register, promotion_rejected]
 
     deploy = deploy_task(task_id="deploy", model_name=MODEL, max_active_tis_per_dag=1)
     # Only when deploy failed on the model and recorded what to roll back to (a deploy that never ran,
@@ -145,8 +163,9 @@ with DAG(
     report = ReportOperator(
         task_id="report", model_name=MODEL, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
         batch_task=wait_for_batch.task_id, detect_task=detect_degradation.task_id,
-        retraining=(decide_retraining.task_id, train.task_id), promotion=(check_decision.task_id, register.task_id))
+        retraining=(decide_retraining.task_id, train.task_id),
+        promotion=(check_decision.task_id, approve_promotion.task_id, register.task_id))
 
     decide_retraining >> [no_retraining, train]
     register >> deploy
-    [no_retraining, keep_champion, deploy] >> report
+    [no_retraining, keep_champion, promotion_rejected, deploy] >> report

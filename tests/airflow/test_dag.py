@@ -14,11 +14,15 @@ EDGES = {
     ("wait_for_batch", "data.ingest"), ("data.ingest", "data.split"), ("data.split", "detect_degradation"),
     ("detect_degradation", "decide_retraining"), ("decide_retraining", "no_retraining"),
     ("decide_retraining", "training.train"), ("training.train", "training.check_decision"),
-    ("training.check_decision", "training.register"), ("training.check_decision", "training.keep_champion"),
+    ("training.check_decision", "training.approve_promotion"), ("training.check_decision", "training.keep_champion"),
+    ("training.approve_promotion", "training.register"), ("training.approve_promotion", "training.promotion_rejected"),
     ("training.register", "deploy"), ("deploy", "roll_back_champion"),
-    ("no_retraining", "report"), ("training.keep_champion", "report"), ("deploy", "report"),
-    # data handed on as XComArgs: train takes detection's run key, register the training's
+    ("no_retraining", "report"), ("training.keep_champion", "report"), ("training.promotion_rejected", "report"),
+    ("deploy", "report"),
+    # data handed on as XComArgs: train takes detection's run key, register the training's, the approval
+    # shows the decision and the drift
     ("detect_degradation", "training.train"), ("training.train", "training.register"),
+    ("training.train", "training.approve_promotion"), ("detect_degradation", "training.approve_promotion"),
 }
 
 
@@ -62,6 +66,7 @@ def test_each_task_takes_its_upstream_s_result(dag):
     assert reads("data.split", "partition") == ("data.ingest", "partition")
     assert reads("detect_degradation", "run_key") == ("data.split", "run_key")
     assert reads("training.register", "run_key") == ("training.train", "run_key")
+    assert reads("training.register", "approved_by") == ("training.approve_promotion", "approved_by")
     assert reads("roll_back_champion", "to_version") == ("deploy", "rollback_to_version")
     assert not dag.render_template_as_native_obj
     param = dag.params.get_param("partition")

@@ -195,8 +195,8 @@ def test_decide_retraining_runs_the_branch_the_params_call_for(airflow_db, tmp_p
 
 
 @pytest.mark.parametrize(("decision", "taken", "skipped"), [
-    ("promote", "training.register", "training.keep_champion"),
-    ("reject", "training.keep_champion", "training.register"),
+    ("promote", "training.approve_promotion", "training.keep_champion"),
+    ("reject", "training.keep_champion", "training.approve_promotion"),
 ])
 def test_check_decision_runs_the_branch_training_decided(airflow_db, tmp_path, monkeypatch, decision, taken, skipped):
     states = run_branch(tmp_path, monkeypatch, "training.check_decision", "training.train", training(decision), {})

@@ -357,3 +357,82 @@ def test_a_full_data_volume_during_ingest(stack):
     alerts = stack.alerts('alertname="AirflowTaskFailed"', 'task_id="data.ingest"')
     assert any("No space left on device" in a["annotations"]["error"] for a in alerts), alerts
     assert (stack.champion(), stack.served_version(), stack.versions()) == (champion, served, versions)
+
+
+# -- human approval (require_approval) -------------------------------------------------------------------------
+# Each run lands a batch on which a challenger wins, asks for approval, and is answered the way an approver
+# answers: the REST API's hitlDetails endpoint, which the UI's "Required actions" calls, as the admin user.
+
+APPROVAL_DAYS = iter(["2026-11-09", "2026-11-10", "2026-11-11"])
+APPROVAL = "training.approve_promotion"
+
+
+def approval_run(stack: LiveStack, seed: int, **conf) -> str:
+    day = next(APPROVAL_DAYS)
+    stack.land(day, stack.promoting_drift(), seed)
+    run = stack.trigger({"partition": day, "require_approval": True, **conf})
+    stack.wait_task(run, APPROVAL, states=("awaiting_input",), timeout=420)
+    return run
+
+
+def hitl_path(run: str) -> str:
+    return f"/api/v2/dags/{DAG_ID}/dagRuns/{run}/taskInstances/{APPROVAL}/-1/hitlDetails"
+
+
+def run_tags(stack: LiveStack, run_id: str) -> dict[str, str]:
+    run = stack_mlflow(stack, "runs/get", run_id=run_id)["run"]
+    return {t["key"]: t["value"] for t in run["data"]["tags"]}
+
+
+def stack_mlflow(stack: LiveStack, path: str, **params) -> dict:
+    import httpx
+
+    answer = httpx.get(f"{stack.mlflow}/api/2.0/mlflow/{path}", params=params)
+    assert answer.status_code == 200, answer.text[:500]
+    return answer.json()
+
+
+def test_an_approved_promotion_records_who_approved(stack):
+    champion, versions = stack.champion(), stack.versions()
+    run = approval_run(stack, 61)
+    detail = stack.get(hitl_path(run)).json()
+    assert detail["options"] == ["Approve", "Reject"] and detail["defaults"] == ["Reject"]
+    assert "McNemar p-value" in detail["body"] and "bootstrap 95% CI" in detail["body"]
+    assert (stack.champion(), stack.versions()) == (champion, versions)  # nothing moves while it waits
+    answer = stack.request("PATCH", hitl_path(run), json={"chosen_options": ["Approve"]})
+    assert answer.status_code == 200, answer.text
+    assert stack.wait_run(run)["state"] == "success", stack.states(run)
+    new = stack.xcom(run, "training.register")["version"]
+    assert stack.champion() == new and stack.served_version() == new
+    version = stack_mlflow(stack, "model-versions/get", name="iris-classifier", version=new)["model_version"]
+    assert {t["key"]: t["value"] for t in version["tags"]}["approved_by"] == "admin"
+    training = run_tags(stack, stack.xcom(run, "training.train")["challenger_run_id"])
+    assert (training["promotion_approval"], training["promotion_approval_by"]) == ("approved", "admin")
+    assert stack.xcom(run, "report")["decision"] == "promote"
+
+
+def test_a_rejected_promotion_keeps_the_champion(stack):
+    champion, served, versions = stack.champion(), stack.served_version(), stack.versions()
+    run = approval_run(stack, 62)
+    answer = stack.request("PATCH", hitl_path(run), json={"chosen_options": ["Reject"]})
+    assert answer.status_code == 200, answer.text
+    assert stack.wait_run(run)["state"] == "success", stack.states(run)
+    states = stack.states(run)
+    assert (states["training.promotion_rejected"], states["training.register"], states["deploy"]) == (
+        "success", "skipped", "skipped")
+    assert (stack.champion(), stack.served_version(), stack.versions()) == (champion, served, versions)
+    training = run_tags(stack, stack.xcom(run, "training.train")["challenger_run_id"])
+    assert (training["promotion_approval"], training["promotion_approval_by"]) == ("rejected", "admin")
+    assert stack.xcom(run, "report")["decision"] == "rejected"
+
+
+def test_no_answer_in_time_keeps_the_champion(stack):
+    champion, versions = stack.champion(), stack.versions()
+    run = approval_run(stack, 63, approval_timeout_minutes=0.1)  # the scheduler sweeps every 15 s
+    assert stack.wait_run(run, timeout=120)["state"] == "success", stack.states(run)
+    assert stack.states(run)["training.promotion_rejected"] == "success"
+    assert (stack.champion(), stack.versions()) == (champion, versions)
+    training = run_tags(stack, stack.xcom(run, "training.train")["challenger_run_id"])
+    assert (training["promotion_approval"], training["promotion_approval_by"]) == (
+        "timed_out", "(nobody: the default applied)")
+    assert stack.get(hitl_path(run)).json()["chosen_options"] == ["Reject"]

@@ -52,6 +52,10 @@ class MlflowHook(HttpServiceHook):
             return None
         return TrainingDecision.from_tags({t["key"]: t["value"] for t in runs[0]["data"].get("tags", [])})
 
+    def set_run_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.json("POST", f"{self.API}/runs/set-tag", body={"run_id": run_id, "key": key, "value": value})
+
     def champion(self, model_name: str) -> dict | None:
         """The version the `champion` alias points at: {"version", "run_id", "source"}, or None."""
         # 400 INVALID_PARAMETER_VALUE: no such alias; 404: no such model

@@ -9,7 +9,8 @@ Which branch a BranchPythonOperator followed is the XCom Airflow itself records 
 (`{"followed": [task ids]}`, rewritten by every try): in Airflow 3 a branch operator ends by raising
 DownstreamTasksSkipped, so its callable's return value is never pushed as an XCom.
 
-Outcomes: `skipped` (no retraining needed), `keep` (trained, the champion stayed better), `promote`
+Outcomes: `skipped` (no retraining needed), `keep` (trained, the champion stayed better), `rejected`
+(trained and better, but the promotion was rejected or not approved in time), `promote`
 (a new champion now), `already_registered` (a re-run of a run key registered before: nothing moved),
 `superseded` (decided promote against a champion that has changed since: not promoted).
 """
@@ -31,14 +32,17 @@ def _followed(recorded) -> list[str]:
     return list((recorded or {}).get(XCOM_SKIPMIXIN_FOLLOWED) or []) if isinstance(recorded, dict) else []
 
 
-def run_outcome(retrain_branch: dict | None, promotion_branch: dict | None, register: dict | None,
-                retrain_task: str = "training.train", promote_task: str = "training.register") -> str:
-    """`retrain_branch`, `promotion_branch`: what the two branch tasks recorded this try (SkipMixin's
-    XCom); `register`: register's result, read only when this try's branch went through it."""
+def run_outcome(retrain_branch: dict | None, promotion_branch: dict | None, approval_branch: dict | None,
+                register: dict | None, retrain_task: str = "training.train",
+                approve_task: str = "training.approve_promotion", promote_task: str = "training.register") -> str:
+    """`retrain_branch`, `promotion_branch`, `approval_branch`: what the three branch tasks recorded this
+    try (SkipMixin's XCom); `register`: register's result, read only when this try's branch went through it."""
     if retrain_task not in _followed(retrain_branch):
         return "skipped"
-    if promote_task not in _followed(promotion_branch):
+    if approve_task not in _followed(promotion_branch):
         return "keep"
+    if promote_task not in _followed(approval_branch):
+        return "rejected"
     outcome = (register or {}).get("outcome")
     return "promote" if outcome == "promoted" else outcome or "unknown"
 
@@ -49,13 +53,13 @@ class ReportOperator(BaseOperator):
     in every try.
 
     `batch_task`, `detect_task`: the sensor (its `started_at` is the run's clock: dag.test() sets the
-    run's own start date to the logical date) and detection; `retraining`, `promotion`: (branch task,
-    the task it follows to retrain / to promote), the promoting one being register."""
+    run's own start date to the logical date) and detection; `retraining`: (branch task, the task it
+    follows to retrain); `promotion`: (the decision's branch task, the approval task, register)."""
 
     template_fields: Sequence[str] = ("model_name",)
 
     def __init__(self, *, model_name: str, batch_task: str, detect_task: str, retraining: tuple[str, str],
-                 promotion: tuple[str, str], mlflow_conn_id: str = MlflowHook.default_conn_name,
+                 promotion: tuple[str, str, str], mlflow_conn_id: str = MlflowHook.default_conn_name,
                  pushgateway_conn_id: str = PushgatewayHook.default_conn_name, **kwargs):
         super().__init__(**kwargs)
         self.model_name, self.batch_task, self.detect_task = model_name, batch_task, detect_task
@@ -74,11 +78,14 @@ class ReportOperator(BaseOperator):
     def summary(self, context) -> dict:
         ti = context["ti"]
         detect = ti.xcom_pull(task_ids=self.detect_task) or {}
-        promotion_branch = ti.xcom_pull(task_ids=self.promotion[0], key=XCOM_SKIPMIXIN_KEY)
-        register = ti.xcom_pull(task_ids=self.promotion[1]) if self.promotion[1] in _followed(promotion_branch) \
-            else None
+        decided, approval, register_task = self.promotion
+        promotion_branch = ti.xcom_pull(task_ids=decided, key=XCOM_SKIPMIXIN_KEY)
+        # the approval's branch is only this try's if the decision's branch went through it this try
+        approval_branch = ti.xcom_pull(task_ids=approval, key=XCOM_SKIPMIXIN_KEY) \
+            if approval in _followed(promotion_branch) else None
+        register = ti.xcom_pull(task_ids=register_task) if register_task in _followed(approval_branch) else None
         outcome = run_outcome(ti.xcom_pull(task_ids=self.retraining[0], key=XCOM_SKIPMIXIN_KEY), promotion_branch,
-                              register, self.retraining[1], self.promotion[1])
+                              approval_branch, register, self.retraining[1], approval, register_task)
         started = (ti.xcom_pull(task_ids=self.batch_task) or {}).get("started_at")
         if started is None and getattr(context.get("dag_run"), "start_date", None):
             started = context["dag_run"].start_date.timestamp()

@@ -20,7 +20,9 @@ DETECT = {"champion": {"version": "1"}, "fresh_metrics": {"accuracy": 0.42},
           "drift": {"share_drifted": 0.75, "max_psi": 1.9}}
 SKIPPED = {"followed": ["no_retraining"]}
 TRAINED = {"followed": ["training.train"]}
+TO_APPROVAL = {"followed": ["training.approve_promotion"]}
 PROMOTED = {"followed": ["training.register"]}
+REJECTED = {"followed": ["training.promotion_rejected"]}
 
 
 class TaskInstance:
@@ -33,9 +35,13 @@ class TaskInstance:
         return self.xcoms.get((task_ids, key))
 
 
-def context(detect=DETECT, retrain=None, promotion=None, register=None, started_at=None, **extra) -> dict:
+def context(detect=DETECT, retrain=None, promotion=None, register=None, started_at=None, decided=TO_APPROVAL,
+            **extra) -> dict:
+    """`promotion`: what the approval task followed; `decided`: what check_decision followed."""
     xcoms = {("detect_degradation", "return_value"): detect, ("decide_retraining", "skipmixin_key"): retrain,
-             ("training.check_decision", "skipmixin_key"): promotion, ("training.register", "return_value"): register,
+             ("training.check_decision", "skipmixin_key"): decided,
+             ("training.approve_promotion", "skipmixin_key"): promotion,
+             ("training.register", "return_value"): register,
              ("wait_for_batch", "return_value"): {"started_at": started_at} if started_at else None}
     return {"ti": TaskInstance({k: v for k, v in xcoms.items() if v is not None}), **extra}
 
@@ -43,7 +49,7 @@ def context(detect=DETECT, retrain=None, promotion=None, register=None, started_
 def report() -> ReportOperator:
     return ReportOperator(task_id="report", model_name=MODEL, batch_task="wait_for_batch",
                           detect_task="detect_degradation", retraining=("decide_retraining", "training.train"),
-                          promotion=("training.check_decision", "training.register"))
+                          promotion=("training.check_decision", "training.approve_promotion", "training.register"))
 
 
 @pytest.fixture
@@ -60,16 +66,26 @@ def registry(monitoring):
     return monitoring
 
 
-@pytest.mark.parametrize(("retrain", "promotion", "register", "outcome"), [
-    (SKIPPED, None, None, "skipped"),
-    (None, None, None, "skipped"),
-    (TRAINED, {"followed": ["training.keep_champion"]}, None, "keep"),
-    (TRAINED, PROMOTED, {"outcome": "promoted"}, "promote"),
-    (TRAINED, PROMOTED, {"outcome": "already_registered"}, "already_registered"),
-    (TRAINED, PROMOTED, {"outcome": "superseded"}, "superseded"),
+@pytest.mark.parametrize(("retrain", "decided", "approval", "register", "outcome"), [
+    (SKIPPED, None, None, None, "skipped"),
+    (None, None, None, None, "skipped"),
+    (TRAINED, {"followed": ["training.keep_champion"]}, None, None, "keep"),
+    (TRAINED, TO_APPROVAL, REJECTED, None, "rejected"),
+    (TRAINED, TO_APPROVAL, None, None, "rejected"),  # the approval failed or never answered in this try
+    (TRAINED, TO_APPROVAL, PROMOTED, {"outcome": "promoted"}, "promote"),
+    (TRAINED, TO_APPROVAL, PROMOTED, {"outcome": "already_registered"}, "already_registered"),
+    (TRAINED, TO_APPROVAL, PROMOTED, {"outcome": "superseded"}, "superseded"),
 ])
-def test_the_outcome_is_what_this_run_did(retrain, promotion, register, outcome):
-    assert run_outcome(retrain, promotion, register) == outcome
+def test_the_outcome_is_what_this_run_did(retrain, decided, approval, register, outcome):
+    assert run_outcome(retrain, decided, approval, register) == outcome
+
+
+def test_an_approval_from_an_earlier_try_is_not_read(registry):
+    """This try kept the champion; the approval task's branch (and register's promotion) from an earlier
+    try of the run must not make it a promotion."""
+    summary = report().summary(context(retrain=TRAINED, decided={"followed": ["training.keep_champion"]},
+                                       promotion=PROMOTED, register={"outcome": "promoted"}))
+    assert summary["decision"] == "keep"
 
 
 def test_a_skipped_tasks_old_xcom_is_not_read(registry):

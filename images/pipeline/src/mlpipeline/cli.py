@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, registry=True, run_key=True)
     _context(p)
     p.add_argument("--kfp-run-id", default="", help="KFP run id (default: the one the training run recorded)")
+    p.add_argument("--approved-by", default="", help="who approved the promotion (the DAG's approval task), "
+                                                     "recorded on the version and its promotion")
 
     p = sub.add_parser("rollback", help="move champion back to an earlier version, recorded like a promotion")
     p.add_argument("--to-version", help="the registry version to serve again; without it (no version was served "
@@ -186,7 +188,8 @@ def cmd_register(args) -> dict:
     from .register import register_run
 
     _use_tracking(args)
-    context = {"airflow_dag_id": args.dag_id, "airflow_run_id": args.dag_run_id, "kfp_run_id": args.kfp_run_id}
+    context = {"airflow_dag_id": args.dag_id, "airflow_run_id": args.dag_run_id, "kfp_run_id": args.kfp_run_id,
+               "approved_by": args.approved_by}
     return register_run(_volume(args), args.run_key, args.model_name, context)
 
 

@@ -1,0 +1,107 @@
+"""PromotionApprovalOperator: a human approves or rejects a promotion before `register` moves `champion`.
+
+It is the standard provider's human-in-the-loop branch operator (HITLBranchOperator, Airflow 3.1+):
+with the DAG Param `require_approval` set, the task shows the training decision's evidence (metrics,
+McNemar p, bootstrap CI of the improvement, the champion's metrics, the batch's drift) in the UI's
+*Required actions* and waits, holding no worker slot, for Approve or Reject (the UI, or
+`PATCH /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails`). Approve follows
+`register`; Reject, or no answer within `approval_timeout_minutes` (the scheduler then applies the
+default, Reject), follows the rejected branch and the champion stays.
+
+Who decided is recorded where the decision lives: tags on the challenger's training run
+(`promotion_approval` = approved | rejected | timed_out, `promotion_approval_by`), and for an approval
+the XCom `approved_by` that `register` records on the new model version and its promotion.
+
+Without `require_approval` it approves at once, without asking (the default, as before).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from airflow.providers.standard.operators.hitl import HITLBranchOperator
+
+from mlops.hooks.http import ServiceError
+from mlops.hooks.mlflow import MlflowHook
+
+APPROVE, REJECT = "Approve", "Reject"
+APPROVED_BY = "approved_by"
+
+
+def evidence(decision: dict, detect: dict | None) -> str:
+    """The decision's evidence as the Markdown the approver reads."""
+    def number(value, digits=4):
+        return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    mcnemar = decision.get("mcnemar") or {}
+    ci = decision.get("bootstrap_ci95") or [None, None]
+    drift = (detect or {}).get("drift") or {}
+    rows = [
+        ("challenger accuracy (held-out test set)", number(decision.get("challenger_accuracy"))),
+        ("challenger macro F1", number((decision.get("challenger_metrics") or {}).get("macro_f1"))),
+        (f"champion v{decision.get('champion_version')} accuracy" if decision.get("champion_version")
+         else "champion", number(decision.get("champion_accuracy")) if decision.get("champion_version") else "none"),
+        ("improvement", number(decision.get("improvement"))),
+        ("McNemar p-value", number(mcnemar.get("pvalue"))),
+        ("bootstrap 95% CI of the improvement", f"[{number(ci[0])}, {number(ci[1])}]"),
+        ("drifted feature share (this batch)", number(drift.get("share_drifted"), 2)),
+        ("largest PSI (this batch)", number(drift.get("max_psi"))),
+    ]
+    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return (f"The training run decided **{decision.get('decision')}**: {decision.get('reason')}\n\n"
+            f"| evidence | value |\n|---|---|\n{table}\n\n"
+            f"Run key `{decision.get('run_key')}`, MLflow run `{decision.get('challenger_run_id')}`. "
+            "Approve to register the challenger and make it the champion; Reject (or no answer in time) "
+            "keeps the champion.")
+
+
+def answer(event: dict) -> tuple[str, str]:
+    """(approved | rejected | timed_out, who answered) from the response the task resumes with."""
+    user = event.get("responded_by_user") or {}
+    who = user.get("name") or user.get("id") or ""
+    if event.get("timedout"):
+        return "timed_out", ""
+    return ("approved" if event.get("chosen_options") == [APPROVE] else "rejected"), who
+
+
+class PromotionApprovalOperator(HITLBranchOperator):
+    """`decision`: the training task's result (a TrainingDecision); `detect`: detection's result;
+    `approve`, `reject`: the task ids each answer follows."""
+
+    template_fields: Sequence[str] = (*HITLBranchOperator.template_fields, "decision", "detect", "model_name")
+
+    def __init__(self, *, decision, detect, model_name: str, approve: str, reject: str,
+                 mlflow_conn_id: str = MlflowHook.default_conn_name, **kwargs):
+        super().__init__(subject="Promote the challenger?", options=[APPROVE, REJECT], defaults=[REJECT],
+                         options_mapping={APPROVE: approve, REJECT: reject}, **kwargs)
+        self.decision, self.detect, self.model_name = decision, detect, model_name
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def execute(self, context):
+        params = context["params"]
+        if not params.get("require_approval"):
+            self.log.info("require_approval is off: the promotion goes ahead without asking")
+            context["ti"].xcom_push(key=APPROVED_BY, value="")  # an XComArg cannot resolve a None
+            return self.do_branch(context, self.options_mapping[APPROVE])
+        self.subject = f"Promote a new {self.model_name} champion?"
+        self.body = evidence(self.decision, self.detect)
+        self.response_timeout = timedelta(minutes=float(params["approval_timeout_minutes"]))
+        self.log.info("waiting up to %s for Approve or Reject", self.response_timeout)
+        return super().execute(context)
+
+    def execute_complete(self, context, event: dict):
+        outcome, who = answer(event)
+        self.log.info("promotion %s%s", outcome.replace("_", " "), f" by {who}" if who else "")
+        self._record(outcome, who)
+        context["ti"].xcom_push(key=APPROVED_BY, value=who if outcome == "approved" else "")
+        return super().execute_complete(context, event)  # follows the chosen branch
+
+    def _record(self, outcome: str, who: str) -> None:
+        """On the challenger's training run; a registry that cannot be written to fails the task (the
+        decision would otherwise go unrecorded) and a retry asks again."""
+        tags = {"promotion_approval": outcome, "promotion_approval_by": who or "(nobody: the default applied)"}
+        try:
+            MlflowHook(self.mlflow_conn_id).set_run_tags(self.decision["challenger_run_id"], tags)
+        except ServiceError as exc:
+            raise RuntimeError(f"could not record the {outcome} promotion on the training run: {exc}") from None

@@ -1,0 +1,80 @@
+"""PromotionApprovalOperator: the evidence the approver reads, how an answer is read, and the record it
+leaves on a real MLflow training run. (Waiting for a person, approving, rejecting and timing out run on
+the real scheduler and API server: test_live_stack.py.)"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from mlops.operators.approval import PromotionApprovalOperator, answer, evidence
+from tests import support
+
+from ..conftest import connect
+
+DECISION = {"run_key": "rk-1", "decision": "promote", "reason": "challenger better (p=0.031)",
+            "challenger_run_id": "", "challenger_accuracy": 0.9667, "challenger_metrics": {"macro_f1": 0.966},
+            "champion_version": "3", "champion_accuracy": 0.9, "improvement": 0.0667,
+            "mcnemar": {"pvalue": 0.0312}, "bootstrap_ci95": [0.01, 0.08]}
+DETECT = {"drift": {"share_drifted": 0.75, "max_psi": 1.9}}
+
+
+def approval(decision=DECISION) -> PromotionApprovalOperator:
+    return PromotionApprovalOperator(task_id="approve_promotion", decision=decision, detect=DETECT,
+                                     model_name="iris-approval", approve="register", reject="rejected")
+
+
+def test_the_approver_sees_the_decisions_evidence():
+    body = evidence(DECISION, DETECT)
+    assert "decided **promote**: challenger better (p=0.031)" in body
+    for row in ("| challenger accuracy (held-out test set) | 0.9667 |", "| champion v3 accuracy | 0.9000 |",
+                "| McNemar p-value | 0.0312 |", "| bootstrap 95% CI of the improvement | [0.0100, 0.0800] |",
+                "| drifted feature share (this batch) | 0.75 |", "| largest PSI (this batch) | 1.9000 |"):
+        assert row in body
+    first = evidence({**DECISION, "champion_version": None, "mcnemar": None, "bootstrap_ci95": None}, None)
+    assert "| champion | none |" in first and "| McNemar p-value | n/a |" in first
+
+
+def test_reject_is_the_default_and_each_answer_has_its_branch():
+    task = approval()
+    assert task.options == ["Approve", "Reject"] and task.defaults == ["Reject"]
+    assert task.options_mapping == {"Approve": "register", "Reject": "rejected"}
+
+
+@pytest.mark.parametrize(("event", "read"), [
+    ({"chosen_options": ["Approve"], "responded_by_user": {"id": "1", "name": "alice"}}, ("approved", "alice")),
+    ({"chosen_options": ["Reject"], "responded_by_user": {"id": "2", "name": "bob"}}, ("rejected", "bob")),
+    ({"chosen_options": ["Reject"], "responded_by_user": None, "timedout": True}, ("timed_out", "")),
+])
+def test_an_answer_is_read_with_who_gave_it(event, read):
+    assert answer(event) == read
+
+
+@pytest.fixture
+def training_run(monitoring) -> str:
+    api = f"{monitoring['mlflow']}/api/2.0/mlflow"
+    experiment = httpx.post(f"{api}/experiments/create", json={"name": f"approval-{support.free_port()}"}).json()
+    return httpx.post(f"{api}/runs/create", json={"experiment_id": experiment["experiment_id"]}).json()["run"]["info"][
+        "run_id"]
+
+
+def run_tags(mlflow: str, run_id: str) -> dict[str, str]:
+    run = httpx.get(f"{mlflow}/api/2.0/mlflow/runs/get", params={"run_id": run_id}).json()["run"]
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+def test_the_answer_is_recorded_on_the_training_run(monitoring, training_run):
+    approval({**DECISION, "challenger_run_id": training_run})._record("rejected", "bob")
+    tags = run_tags(monitoring["mlflow"], training_run)
+    assert (tags["promotion_approval"], tags["promotion_approval_by"]) == ("rejected", "bob")
+    approval({**DECISION, "challenger_run_id": training_run})._record("timed_out", "")
+    tags = run_tags(monitoring["mlflow"], training_run)
+    assert (tags["promotion_approval"], tags["promotion_approval_by"]) == ("timed_out",
+                                                                          "(nobody: the default applied)")
+
+
+def test_an_answer_that_cannot_be_recorded_fails_the_task(monkeypatch, monitoring, training_run):
+    connect(monkeypatch, mlflow_default=f"http://127.0.0.1:{support.free_port()}")
+    with pytest.raises(RuntimeError, match="could not record the approved promotion on the training run: MLflow at"):
+        approval({**DECISION, "challenger_run_id": training_run})._record("approved", "alice")
+    assert "promotion_approval" not in run_tags(monitoring["mlflow"], training_run)  # nothing half-written
