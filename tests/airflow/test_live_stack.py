@@ -321,7 +321,9 @@ def test_the_worker_killed_in_the_middle_of_train(stack):
     day, run = fault_run(stack, 53)
     stack.wait_task(run, "training.train")
     deadline = time.monotonic() + 60
-    while not (training := [p for p in psutil.process_iter(["cmdline"]) if "train-local" in (p.info["cmdline"] or [])]):
+    # this run's training only: the other Airflow tests run train-local beside the live stack
+    while not (training := [p for p in psutil.process_iter(["cmdline"])
+                            if {"train-local", run} <= set(p.info["cmdline"] or [])]):
         assert time.monotonic() < deadline, "no training process"
         time.sleep(0.5)
     worker = training[0].parent()  # the task's supervisor, which runs the stage
