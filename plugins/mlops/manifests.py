@@ -20,6 +20,7 @@ SAMPLE_RESULTS = {
     "data.split": {"run_key": SAMPLE_RUN_KEY},
     "detect_degradation": {"run_key": SAMPLE_RUN_KEY},
     "training.train": {"run_key": SAMPLE_RUN_KEY, "decision": "promote"},
+    "training.approve_promotion": {"approved_by": "admin"},
     "deploy": {"rollback_to_version": "1", "rollback_reason": "deploy of v2 failed: smoke test: HTTP 500"},
 }
 # The champion the deploy task would find in MLflow for the sample run.

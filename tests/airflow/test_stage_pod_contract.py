@@ -79,7 +79,7 @@ def test_pods_run_the_local_command_line_hardened_on_the_data_volume(kubernetes_
     # The same command line as the local subprocess, rendered for the run.
     assert stage["command"] == ["mlpipeline"]
     assert stage["args"] == ["register", *stage_arguments({
-        "data_root": "/data", "run_key": SAMPLE_RUN_KEY, "model_name": "iris-classifier",
+        "data_root": "/data", "run_key": SAMPLE_RUN_KEY, "model_name": "iris-classifier", "approved_by": "admin",
         "dag_id": "continuous_training", "dag_run_id": "scheduled__2026-11-01T00:00:00+00:00"})]
     assert pods["roll_back_champion"]["spec"]["containers"][0]["args"][:3] == ["rollback", "--model-name",
                                                                              "iris-classifier"]
