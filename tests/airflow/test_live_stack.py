@@ -403,7 +403,7 @@ def test_an_approved_promotion_records_who_approved(stack):
     assert (stack.champion(), stack.versions()) == (champion, versions)  # nothing moves while it waits
     answer = stack.request("PATCH", hitl_path(run), json={"chosen_options": ["Approve"]})
     assert answer.status_code == 200, answer.text
-    assert stack.wait_run(run)["state"] == "success", stack.states(run)
+    assert stack.wait_run(run)["state"] == "success", (stack.states(run), stack.task(run, APPROVAL))
     new = stack.xcom(run, "training.register")["version"]
     assert stack.champion() == new and stack.served_version() == new
     version = stack_mlflow(stack, "model-versions/get", name="iris-classifier", version=new)["model_version"]
@@ -418,7 +418,7 @@ def test_a_rejected_promotion_keeps_the_champion(stack):
     run = approval_run(stack, 62)
     answer = stack.request("PATCH", hitl_path(run), json={"chosen_options": ["Reject"]})
     assert answer.status_code == 200, answer.text
-    assert stack.wait_run(run)["state"] == "success", stack.states(run)
+    assert stack.wait_run(run)["state"] == "success", (stack.states(run), stack.task(run, APPROVAL))
     states = stack.states(run)
     assert (states["training.promotion_rejected"], states["training.register"], states["deploy"]) == (
         "success", "skipped", "skipped")
