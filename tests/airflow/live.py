@@ -104,13 +104,18 @@ class LiveStack:
     def wait_run(self, run_id: str, timeout: float = 420) -> dict:
         deadline = time.monotonic() + timeout
         while (run := self.run(run_id))["state"] not in ("success", "failed"):
-            assert time.monotonic() < deadline, f"run {run_id} still {run['state']}: {self.states(run_id)}"
+            assert time.monotonic() < deadline, f"run {run_id} still {run['state']}: {self.tries(run_id)}"
             time.sleep(2)
         return run
 
     def states(self, run_id: str) -> dict[str, str]:
         tis = self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
         return {t["task_id"]: t["state"] for t in tis}
+
+    def tries(self, run_id: str) -> dict[str, str]:
+        """Each task's state and try: a task that failed and was retried shows it."""
+        tis = self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
+        return {t["task_id"]: f"{t['state']} (try {t['try_number']})" for t in tis}
 
     def task(self, run_id: str, task_id: str) -> dict:
         return self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}").json()

@@ -53,8 +53,14 @@ class MlflowHook(HttpServiceHook):
         return TrainingDecision.from_tags({t["key"]: t["value"] for t in runs[0]["data"].get("tags", [])})
 
     def set_run_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.json("POST", f"{self.API}/runs/set-tag", body={"run_id": run_id, "key": key, "value": value})
+        """All at once (one log-batch request, which the server writes in one transaction): a failure
+        leaves none of them."""
+        self.json("POST", f"{self.API}/runs/log-batch",
+                  body={"run_id": run_id, "tags": [{"key": k, "value": v} for k, v in tags.items()]})
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        run = self.json("GET", f"{self.API}/runs/get", params={"run_id": run_id})["run"]
+        return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
 
     def champion(self, model_name: str) -> dict | None:
         """The version the `champion` alias points at: {"version", "run_id", "source"}, or None."""

@@ -10,7 +10,9 @@ default, Reject), follows the rejected branch and the champion stays.
 
 Who decided is recorded where the decision lives: tags on the challenger's training run
 (`promotion_approval` = approved | rejected | timed_out, `promotion_approval_by`), and for an approval
-the XCom `approved_by` that `register` records on the new model version and its promotion.
+the XCom `approved_by` that `register` records on the new model version and its promotion. A retry of
+the task (its worker lost after the answer came) follows the answer recorded there instead of asking
+the approver a second time; an answer that could not be recorded is asked for again.
 
 Without `require_approval` it approves at once, without asking (the default, as before).
 """
@@ -27,6 +29,8 @@ from mlops.hooks.mlflow import MlflowHook
 
 APPROVE, REJECT = "Approve", "Reject"
 APPROVED_BY = "approved_by"
+OUTCOME_TAG, ANSWERED_BY_TAG = "promotion_approval", "promotion_approval_by"
+NOBODY = "(nobody: the default applied)"
 
 
 def evidence(decision: dict, detect: dict | None) -> str:
@@ -84,6 +88,9 @@ class PromotionApprovalOperator(HITLBranchOperator):
             self.log.info("require_approval is off: the promotion goes ahead without asking")
             context["ti"].xcom_push(key=APPROVED_BY, value="")  # an XComArg cannot resolve a None
             return self.do_branch(context, self.options_mapping[APPROVE])
+        if context["ti"].try_number > 1 and (recorded := self._recorded()):
+            self.log.info("an earlier try was answered: promotion %s by %s", *recorded)
+            return self._follow(context, *recorded)
         self.subject = f"Promote a new {self.model_name} champion?"
         self.body = evidence(self.decision, self.detect)
         self.response_timeout = timedelta(minutes=float(params["approval_timeout_minutes"]))
@@ -97,11 +104,21 @@ class PromotionApprovalOperator(HITLBranchOperator):
         context["ti"].xcom_push(key=APPROVED_BY, value=who if outcome == "approved" else "")
         return super().execute_complete(context, event)  # follows the chosen branch
 
+    def _follow(self, context, outcome: str, who: str):
+        approved = outcome == "approved"
+        context["ti"].xcom_push(key=APPROVED_BY, value=who if approved else "")
+        return self.do_branch(context, self.options_mapping[APPROVE if approved else REJECT])
+
     def _record(self, outcome: str, who: str) -> None:
         """On the challenger's training run; a registry that cannot be written to fails the task (the
         decision would otherwise go unrecorded) and a retry asks again."""
-        tags = {"promotion_approval": outcome, "promotion_approval_by": who or "(nobody: the default applied)"}
+        tags = {OUTCOME_TAG: outcome, ANSWERED_BY_TAG: who or NOBODY}
         try:
             MlflowHook(self.mlflow_conn_id).set_run_tags(self.decision["challenger_run_id"], tags)
         except ServiceError as exc:
             raise RuntimeError(f"could not record the {outcome} promotion on the training run: {exc}") from None
+
+    def _recorded(self) -> tuple[str, str] | None:
+        """(outcome, who) an earlier try recorded on the training run, or None."""
+        tags = MlflowHook(self.mlflow_conn_id).run_tags(self.decision["challenger_run_id"])
+        return (tags[OUTCOME_TAG], tags[ANSWERED_BY_TAG]) if OUTCOME_TAG in tags else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from airflow.sdk.exceptions import TaskAwaitingInput
 
 from mlops.operators.approval import PromotionApprovalOperator, answer, evidence
 from tests import support
@@ -78,3 +79,40 @@ def test_an_answer_that_cannot_be_recorded_fails_the_task(monkeypatch, monitorin
     with pytest.raises(RuntimeError, match="could not record the approved promotion on the training run: MLflow at"):
         approval({**DECISION, "challenger_run_id": training_run})._record("approved", "alice")
     assert "promotion_approval" not in run_tags(monitoring["mlflow"], training_run)  # nothing half-written
+
+
+class RetriedTask:
+    """What execute reads of its task instance on a second try, and what it pushes."""
+    try_number = 2
+
+    def __init__(self):
+        self.pushed = {}
+
+    def xcom_push(self, key, value):
+        self.pushed[key] = value
+
+
+@pytest.mark.parametrize(("outcome", "who", "branch", "approved_by"), [
+    ("approved", "alice", "register", "alice"), ("rejected", "bob", "rejected", ""),
+    ("timed_out", "", "rejected", "")])
+def test_a_retry_follows_the_answer_an_earlier_try_recorded(monkeypatch, training_run, outcome, who, branch,
+                                                            approved_by):
+    task = approval({**DECISION, "challenger_run_id": training_run})
+    task._record(outcome, who)
+    followed, ti = [], RetriedTask()
+    monkeypatch.setattr(task, "do_branch", lambda context, branch: followed.append(branch))
+    monkeypatch.setattr("airflow.providers.standard.operators.hitl.upsert_hitl_detail",
+                        lambda **_: pytest.fail("asked the approver a second time"))
+    task.execute({"params": {"require_approval": True, "approval_timeout_minutes": 5}, "ti": ti})
+    assert followed == [branch] and ti.pushed == {"approved_by": approved_by}
+
+
+def test_a_retry_with_no_recorded_answer_asks_again(monkeypatch, training_run):
+    task = approval({**DECISION, "challenger_run_id": training_run})
+    asked = []
+    monkeypatch.setattr("airflow.providers.standard.operators.hitl.upsert_hitl_detail", lambda **kw: asked.append(kw))
+    with pytest.raises(TaskAwaitingInput) as parked:
+        task.execute({"params": {"require_approval": True, "approval_timeout_minutes": 5}, "ti": RetriedTask(),
+                      "task_instance": type("TI", (), {"id": "ti-1"})()})
+    assert parked.value.method_name == "execute_complete"
+    assert asked and "McNemar p-value" in asked[0]["body"]
