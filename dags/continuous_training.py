@@ -8,10 +8,13 @@ run's logical date, so backfills replay past partitions):
    batch arrives in time. Every later task works on the partition it reports.
 2. **data.ingest / data.split**: validate the batch (bad files are quarantined with a reason),
    then a reproducible stratified split of the training window plus the fresh batch.
-3. **detect_degradation**: score the served champion on the fresh batch, measure drift.
+3. **detect_degradation**: score the served champion on the fresh batch, measure drift; with
+   `live_drift_window` (and a `prometheus_default` connection) also the drift of the traffic the model
+   server answered in that window, from its feature histograms in Prometheus (no labels needed).
 4. **decide_retraining** (a BranchPythonOperator): retrain when there is no champion, accuracy is
-   below `accuracy_threshold`, the drifted-feature share is above `drift_limit`, or `force_retrain`;
-   the task log says which of these held. Otherwise **no_retraining**.
+   below `accuracy_threshold`, the drifted-feature share of the batch or of live traffic is above
+   `drift_limit`, or `force_retrain`; the task log and its `reasons` XCom say which of these held.
+   Otherwise **no_retraining**.
 5. **training.train**: a Kubeflow Pipelines run (kfp.local on the local target) trains a challenger and
    compares it with the champion; **training.check_decision** (a BranchPythonOperator) sends a promote
    to **training.approve_promotion**, and on approval to **training.register**, which registers the
@@ -54,6 +57,7 @@ from airflow.providers.standard.operators.python import BranchPythonOperator
 from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, Param, TaskGroup, TriggerRule
 
 from mlops.branch_callables import choose_promotion, choose_retraining
+from mlops.hooks.prometheus import prometheus_url
 from mlops.notifications.alertmanager import AlertmanagerNotifier
 from mlops.notifications.alerts import batch_late_kwargs, run_failed, run_no_longer_waiting, run_recovered
 from mlops.notifications.pushgateway import FailureMetricNotifier
@@ -80,6 +84,7 @@ with DAG(
     max_active_runs=4,
     doc_md=__doc__,
     tags=["mlops", "continuous-training"],
+    user_defined_macros={"prometheus_url": prometheus_url},
     default_args={
         "retries": settings.task_retries,
         "retry_delay": settings.retry_delay,
@@ -101,6 +106,10 @@ with DAG(
         "drift_limit": Param(0.5, type="number", minimum=0, maximum=1,
                              description="Retrain when more than this share of features has drifted."),
         "force_retrain": Param(False, type="boolean", description="Retrain whatever detection says."),
+        "live_drift_window": Param("1h", type="string", pattern="^([1-9][0-9]*[smhdw])?$",
+                                   description="Also measure drift on the traffic the model server answered in "
+                                               "this window (Prometheus duration: 30m, 1h, 1d; empty: off). "
+                                               "Needs the prometheus_default connection."),
         "require_approval": Param(False, type="boolean",
                                   description="A person approves each promotion (training.approve_promotion) "
                                               "before the champion moves."),
@@ -128,8 +137,10 @@ with DAG(
         split = stage_task(task_id="split", stage="split",
                            options={"partition": ingest.output["partition"], "window": "{{ params.training_window }}"})
 
-    detect_degradation = stage_task(task_id="detect_degradation", stage="detect",
-                                    options={"run_key": split.output["run_key"], "model_name": MODEL})
+    detect_degradation = stage_task(task_id="detect_degradation", stage="detect", options={
+        "run_key": split.output["run_key"], "model_name": MODEL,
+        "live_window": "{{ params.live_drift_window if prometheus_url() else '' }}",
+        "prometheus_url": "{{ prometheus_url() }}"})
     decide_retraining = BranchPythonOperator(
         task_id="decide_retraining", python_callable=choose_retraining,
         op_kwargs={"detect": detect_degradation.output, "retrain": "training.train", "keep": "no_retraining"})

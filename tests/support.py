@@ -98,6 +98,32 @@ def pushgateway(root: Path):
         yield f"http://127.0.0.1:{port}"
 
 
+@contextmanager
+def prometheus(root: Path, targets: list[str], interval: str = "1s"):
+    """Debian's Prometheus scraping `targets` (host:port, /metrics) every `interval`."""
+    port = free_port()
+    config = root / "prometheus.yml"
+    config.write_text(f"global:\n  scrape_interval: {interval}\nscrape_configs:\n  - job_name: test\n"
+                      f"    static_configs:\n      - targets: {json.dumps(targets)}\n")
+    argv = ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}"]
+    with daemon(argv, f"http://127.0.0.1:{port}/-/ready", root / "prometheus.log"):
+        yield f"http://127.0.0.1:{port}"
+
+
+def wait_scraped(prometheus_url: str, promql: str, check, seconds: float = 60) -> list:
+    """Poll an instant query until `check(result)` holds; the last result otherwise (for the assertion)."""
+    import urllib.parse
+
+    deadline = time.monotonic() + seconds
+    while True:
+        url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        result = json.load(urllib.request.urlopen(url, timeout=10))["data"]["result"]
+        if check(result) or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
+
+
 def tree_snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under folder with its bytes: compare before/after to prove nothing changed."""
     if not folder.exists():

@@ -25,13 +25,20 @@ def retraining_reasons(detect: dict, accuracy_threshold: float, drift_limit: flo
     drift = (detect.get("drift") or {}).get("share_drifted")
     if drift is not None and drift > drift_limit:
         reasons.append(f"drifted feature share {drift:.2f} > limit {drift_limit}")
+    live = detect.get("live_drift") or {}
+    if live.get("status") == "measured" and live["share_drifted"] > drift_limit:
+        reasons.append(f"live drift: drifted feature share {live['share_drifted']:.2f} of the traffic served in the "
+                       f"last {live['window']} > limit {drift_limit} ({', '.join(live['drifted_features'])})")
     return reasons
 
 
-def choose_retraining(detect: dict, params: dict, retrain: str, keep: str) -> str:
-    """`retrain` when detection's result calls for it under the run's Params, else `keep`."""
+def choose_retraining(detect: dict, params: dict, retrain: str, keep: str, ti=None) -> str:
+    """`retrain` when detection's result calls for it under the run's Params, else `keep`; the reasons
+    are also the task's XCom `reasons` (the report shows them)."""
     reasons = retraining_reasons(detect, float(params["accuracy_threshold"]), float(params["drift_limit"]),
                                  bool(params["force_retrain"]))
+    if ti is not None:
+        ti.xcom_push(key="reasons", value=reasons)
     if reasons:
         log.info("retraining: %s", "; ".join(reasons))
         return retrain

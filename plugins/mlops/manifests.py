@@ -110,16 +110,26 @@ def write(out_dir: Path, dag) -> list[Path]:
     return written
 
 
+def helm_connections(values_file: Path) -> dict[str, str]:
+    """The AIRFLOW_CONN_* the Helm values set as plain values (those from Secrets are not known here)."""
+    import yaml
+
+    env = yaml.safe_load(values_file.read_text()).get("env") or []
+    return {e["name"]: e["value"] for e in env if e["name"].startswith("AIRFLOW_CONN_") and "value" in e}
+
+
 def main(argv: list[str]) -> int:
     import os
 
     if len(argv) != 1:
         print("usage: python -m mlops.manifests OUT_DIR", file=sys.stderr)
         return 2
-    os.environ.update(cluster_env())  # the kubernetes target's objects, with the facts of k8s-yaml/cluster.env
+    # the kubernetes target's objects, with the facts of k8s-yaml/cluster.env and the connections the Helm
+    # values give the Airflow pods
+    repo = Path(__file__).resolve().parents[2]
+    os.environ.update({**cluster_env(), **helm_connections(repo / "helm-values" / "airflow.yaml")})
     from airflow.dag_processing.dagbag import DagBag
 
-    repo = Path(__file__).resolve().parents[2]
     bag = DagBag(dag_folder=str(repo / "dags"))
     if bag.import_errors:
         print(f"the DAG does not parse: {bag.import_errors}", file=sys.stderr)

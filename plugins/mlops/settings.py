@@ -172,6 +172,8 @@ CONNECTIONS = {
     "mlserving_default": ("http", "local target: the model server the deploy starts and swaps (host and port)"),
     "alertmanager_default": ("http", "Alertmanager's API, for the alerts"),
     "pushgateway_default": ("http", "the Prometheus Pushgateway, for the run metrics"),
+    "prometheus_default": ("http", "the Prometheus that scrapes the model server, for live drift (detect reads "
+                                   "it); without it live drift is off"),
     "kfp_default": ("http", "kubernetes target: the KFP API; password = bearer token, or extra `token_path`; "
                             "extra `namespace`, `ui_url`"),
     "kubernetes_default": ("kubernetes", "kubernetes target: the cluster (the cncf-kubernetes provider's)"),

@@ -39,16 +39,26 @@ def land(root, stack, day, drift="none", rows=900, seed=1):
         on_line=lambda _: None)
 
 
-def pushed(stack, name: str) -> float:
-    """What the last run's report pushed for the test model."""
+def pushed(stack, name: str, model: str = MODEL) -> float:
+    """What the last run's report pushed for the model."""
     return next(float(line.split()[-1]) for line in httpx.get(f"{stack['pushgateway']}/metrics").text.splitlines()
-                if line.startswith(f"{name}{{") and f'model="{MODEL}"' in line)
+                if line.startswith(f"{name}{{") and f'model="{model}"' in line)
 
 
-def run(dag, day: str):  # noqa: F811
+def run(dag, day: str, **conf):  # noqa: F811
     dagrun = dag.test(logical_date=dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC),
-                      run_conf={"model_name": MODEL})
+                      run_conf={"model_name": MODEL, **conf})
     return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
+
+
+def xcom(dagrun, task_id: str, key: str = "return_value"):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        found = session.scalars(XComModel.get_many(run_id=dagrun.run_id, task_ids=task_id, key=key,
+                                                   dag_ids=dagrun.dag_id)).first()
+        return XComModel.deserialize_value(found) if found else None
 
 
 @pytest.mark.timeout(600)
@@ -108,3 +118,44 @@ def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):  # noqa: F8
     registry_after = httpx.get(f"{stack['mlflow']}/api/2.0/mlflow/registered-models/get",
                                params={"name": MODEL}).json()
     assert registry_after["registered_model"]["aliases"] == registry_before["registered_model"]["aliases"]
+
+
+@pytest.mark.timeout(600)
+def test_shifted_live_traffic_retrains_with_live_drift_as_the_reason(dag, env, stack, monkeypatch, tmp_path):  # noqa: F811
+    """A real Prometheus scrapes the model server the deploy started; the traffic it then answers is
+    shifted on every feature while the next labelled batch is not: only live drift calls for training."""
+    import random
+
+    from .conftest import connect
+
+    root, serving = env
+    model = "iris-live-drift"
+    counted = f'sum(increase(mlserving_feature_value_count{{model="{model}",feature="petal_length"}}[2m]))'
+    with support.prometheus(tmp_path, [serving.removeprefix("http://")]) as prometheus:
+        connect(monkeypatch, prometheus_default=prometheus)
+        land(root, stack, "2026-11-01", seed=11)
+        dagrun, states = run(dag, "2026-11-01", model_name=model, live_drift_window="2m")
+        assert dagrun.state == "success" and states["deploy"] == "success", states
+        assert xcom(dagrun, "detect_degradation")["live_drift"] is None  # no champion to compare with yet
+        # The series are scraped before the traffic (increase() counts growth, not a series' first value).
+        assert support.wait_scraped(prometheus, f'mlserving_feature_value_count{{model="{model}"}}', bool)
+        rng = random.Random(5)
+        for _ in range(3):  # 300 rows, every feature 3 cm larger than the iris the champion was trained on
+            rows = [max(0.2, rng.gauss(mean, sd)) + 3.0 for _ in range(100)
+                    for mean, sd in ((5.8, 0.8), (3.0, 0.4), (3.8, 1.7), (1.2, 0.7))]
+            answer = httpx.post(f"{serving}/v2/models/{model}/infer", json={"inputs": [
+                {"name": "features", "shape": [100, 4], "datatype": "FP64", "data": rows}]})
+            assert answer.status_code == 200, answer.text
+        scraped = support.wait_scraped(prometheus, counted, lambda r: bool(r) and float(r[0]["value"][1]) >= 290)
+        assert scraped and float(scraped[0]["value"][1]) >= 290, scraped
+
+        land(root, stack, "2026-11-02", seed=12)  # the same iris as day 1: the labelled checks pass
+        dagrun, states = run(dag, "2026-11-02", model_name=model, live_drift_window="2m")
+    assert dagrun.state == "success" and states["training.train"] == "success", states
+    live = xcom(dagrun, "detect_degradation")["live_drift"]
+    assert live["status"] == "measured" and sorted(live["drifted_features"]) == [
+        "petal_length", "petal_width", "sepal_length", "sepal_width"], live
+    reasons = xcom(dagrun, "decide_retraining", "reasons")
+    assert len(reasons) == 1 and reasons[0].startswith("live drift: drifted feature share 1.00"), reasons
+    assert xcom(dagrun, "report")["retraining_reasons"] == reasons
+    assert pushed(stack, "mlops_live_drift_share", model) == 1  # what the LiveTrafficDrift alert reads

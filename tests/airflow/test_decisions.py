@@ -56,6 +56,24 @@ def test_every_reason_is_named_when_all_hold():
                                         "drifted feature share 1.00 > limit 0.5"]
 
 
+def live(share: float, status: str = "measured") -> dict:
+    drifted = ["petal_length", "petal_width", "sepal_length"][:int(share * 4)]
+    return {**HEALTHY, "live_drift": {"status": status, "window": "1h", "share_drifted": share,
+                                      "drifted_features": drifted}}
+
+
+def test_live_drift_above_the_limit_means_retraining_and_at_it_does_not():
+    assert reasons(live(0.75)) == ["live drift: drifted feature share 0.75 of the traffic served in the last 1h > "
+                                   "limit 0.5 (petal_length, petal_width, sepal_length)"]
+    assert reasons(live(0.5)) == []
+    assert reasons(live(0.75), drift_limit=0.75) == []
+
+
+@pytest.mark.parametrize("status", ["insufficient traffic", "unavailable"])
+def test_live_drift_that_was_not_measured_is_not_a_reason(status):
+    assert reasons(live(1.0, status)) == []
+
+
 def test_missing_measurements_are_not_reasons():
     # detect reports no accuracy on an empty fresh set and no drift without a reference sample.
     assert reasons({"champion": {"version": "1"}, "fresh_metrics": {}, "drift": None}) == []

@@ -31,13 +31,14 @@ def test_the_rules_pass_promtool(tmp_path):
     (tmp_path / "alerts.yml").write_text(yaml.safe_dump({"groups": groups}))
     (tmp_path / "alerts_test.yml").write_text((REPO / "monitoring" / "alerts_test.yml").read_text())
     checked = subprocess.run(["promtool", "check", "rules", "alerts.yml"], cwd=tmp_path, capture_output=True, text=True)
-    assert checked.returncode == 0 and "SUCCESS: 6 rules found" in checked.stdout, checked.stdout + checked.stderr
+    assert checked.returncode == 0 and "SUCCESS: 7 rules found" in checked.stdout, checked.stdout + checked.stderr
     # each alert fires on a series that should fire it and stays silent on one that should not
     tested = subprocess.run(["promtool", "test", "rules", "alerts_test.yml"], cwd=tmp_path, capture_output=True,
                             text=True)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     names = {rule["alert"] for group in groups for rule in group["rules"]}
-    assert names == {"FreshAccuracyLow", "FeatureDriftHigh", "PipelineRunFailed", "PipelineNotRunForADay",
+    assert names == {"FreshAccuracyLow", "FeatureDriftHigh", "LiveTrafficDrift", "PipelineRunFailed",
+                     "PipelineNotRunForADay",
                      "ServingErrorRatioHigh", "ServingLatencyP99High"}
     cases = yaml.safe_load((REPO / "monitoring" / "alerts_test.yml").read_text())["tests"]
     checks = [check for case in cases for check in case["alert_rule_test"]]

@@ -86,6 +86,8 @@ class ReportOperator(BaseOperator):
         register = ti.xcom_pull(task_ids=register_task) if register_task in _followed(approval_branch) else None
         outcome = run_outcome(ti.xcom_pull(task_ids=self.retraining[0], key=XCOM_SKIPMIXIN_KEY), promotion_branch,
                               approval_branch, register, self.retraining[1], approval, register_task)
+        live = detect.get("live_drift") or {}
+        measured = live.get("status") == "measured"
         started = (ti.xcom_pull(task_ids=self.batch_task) or {}).get("started_at")
         if started is None and getattr(context.get("dag_run"), "start_date", None):
             started = context["dag_run"].start_date.timestamp()
@@ -94,6 +96,10 @@ class ReportOperator(BaseOperator):
             "fresh_accuracy": (detect.get("fresh_metrics") or {}).get("accuracy"),
             "drift_share": (detect.get("drift") or {}).get("share_drifted"),
             "drift_max_psi": (detect.get("drift") or {}).get("max_psi"),
+            "live_drift": live.get("status", "off"),
+            "live_drift_share": live["share_drifted"] if measured else None,
+            "live_drift_max_psi": live["max_psi"] if measured else None,
+            "retraining_reasons": ti.xcom_pull(task_ids=self.retraining[0], key="reasons"),
             "decision": outcome,
             "champion_version": self._champion_version(detect),
             "duration_seconds": time.time() - float(started) if started else None,
@@ -105,6 +111,10 @@ class ReportOperator(BaseOperator):
             "mlops_fresh_accuracy": ("Champion accuracy on the run's fresh labelled batch", summary["fresh_accuracy"]),
             "mlops_drift_share": ("Share of features flagged as drifted", summary["drift_share"]),
             "mlops_drift_max_psi": ("Largest per-feature PSI", summary["drift_max_psi"]),
+            "mlops_live_drift_share": ("Share of features drifted in the traffic served (live window)",
+                                       summary["live_drift_share"]),
+            "mlops_live_drift_max_psi": ("Largest per-feature PSI of the traffic served (live window)",
+                                         summary["live_drift_max_psi"]),
             "mlops_promoted": ("1 if this run promoted a new champion", summary["decision"] == "promote"),
             "mlops_champion_version": ("Registry version of the champion", summary["champion_version"]),
             "mlops_run_duration_seconds": ("DAG run duration up to the report", summary["duration_seconds"]),

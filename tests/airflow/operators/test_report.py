@@ -135,6 +135,23 @@ def test_the_report_replaces_the_models_group_on_the_pushgateway(registry):
     assert summary["pushed"] is True and now["mlops_promoted"] == 0 and now["mlops_champion_version"] == 3
     assert now["mlops_fresh_accuracy"] == 0.42 and now["mlops_drift_share"] == 0.75
     assert 4 < now["mlops_run_duration_seconds"] < 60 and now["mlops_last_run_timestamp_seconds"] > time.time() - 60
+    assert "mlops_live_drift_share" not in now  # not measured: nothing pushed, so the alert stays silent
+
+
+@pytest.mark.parametrize(("live", "pushed"), [
+    ({"status": "measured", "share_drifted": 0.75, "max_psi": 2.5, "window": "1h",
+      "drifted_features": ["a", "b", "c"]}, {"mlops_live_drift_share": 0.75, "mlops_live_drift_max_psi": 2.5}),
+    ({"status": "insufficient traffic", "observed": 3, "window": "1h"}, {}),
+])
+def test_live_drift_is_reported_and_pushed_only_when_measured(registry, live, pushed):
+    reasons = ["live drift: drifted feature share 0.75 of the traffic served in the last 1h > limit 0.5 (a, b, c)"]
+    ctx = context(detect={**DETECT, "live_drift": live}, retrain=TRAINED,
+                  decided={"followed": ["training.keep_champion"]})
+    ctx["ti"].xcoms[("decide_retraining", "reasons")] = reasons
+    summary = report().execute(ctx)
+    assert summary["live_drift"] == live["status"] and summary["retraining_reasons"] == reasons
+    now = gauges(registry["pushgateway"], MODEL)
+    assert {k: v for k, v in now.items() if k.startswith("mlops_live_drift")} == pushed
 
 
 def test_a_pushgateway_that_is_down_does_not_fail_the_report(registry, monkeypatch, capsys):

@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="score the champion on the fresh set and measure drift")
     _common(p, registry=True, run_key=True)
+    p.add_argument("--live-window", default="", help="also measure the drift of the traffic the model server "
+                                                     "answered in this window (a Prometheus duration: 30m, 1h, 1d)")
+    p.add_argument("--prometheus-url", default="", help="the Prometheus that scrapes the model server "
+                                                        "(needed with --live-window)")
 
     p = sub.add_parser("train-local", help="run the compiled KFP training pipeline with kfp.local")
     _common(p, registry=True, run_key=True)
@@ -172,8 +176,14 @@ def cmd_split(args) -> dict:
 def cmd_detect(args) -> dict:
     from .detect import detect
 
+    if args.live_window:
+        from .live_drift import check_window
+
+        check_window(args.live_window)
+        if not args.prometheus_url:
+            raise PipelineError("--live-window needs --prometheus-url (the Prometheus that scrapes the model server)")
     _use_tracking(args)
-    return detect(_volume(args), args.run_key, args.model_name)
+    return detect(_volume(args), args.run_key, args.model_name, args.live_window, args.prometheus_url)
 
 
 def cmd_train_local(args) -> dict:

@@ -1,4 +1,5 @@
-"""Score the serving champion on the fresh labelled batch and measure drift.
+"""Score the serving champion on the fresh labelled batch and measure drift; with a live window,
+also the drift of the traffic the champion served (live_drift.py, no labels needed).
 
 The threshold comparison is the DAG's branch, not this stage's: it reports.
 """
@@ -9,6 +10,7 @@ import logging
 
 from .drift import drift_report
 from .evaluate import score
+from .live_drift import live_drift
 from .model_registry import Registry
 from .schema import schema_from_dict
 from .split import load_run, load_set
@@ -17,14 +19,16 @@ from .volume import DataVolume, write_json_atomic
 log = logging.getLogger(__name__)
 
 
-def detect(volume: DataVolume, run_key: str, model_name: str) -> dict:
+def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str = "",
+           prometheus_url: str = "") -> dict:
+    """`live_window` (a Prometheus duration; empty: off) and `prometheus_url`: measure live drift too."""
     manifest, config = load_run(volume, run_key)
     schema = schema_from_dict(manifest["schema"])
     fresh = load_set(volume, run_key, "fresh")
     registry = Registry(model_name)
     champion = registry.champion()
     result = {"run_key": run_key, "model_name": model_name, "partition": manifest["partition"],
-              "fresh_rows": len(fresh)}
+              "fresh_rows": len(fresh), "live_drift": None}
     if champion is None:
         result.update(champion=None, degraded_by_definition=True, fresh_metrics=None, drift=None,
                       reason=f"no champion: models:/{model_name}@champion does not exist, so the model is "
@@ -36,11 +40,20 @@ def detect(volume: DataVolume, run_key: str, model_name: str) -> dict:
         reference = registry.reference_sample(champion)
         drift = drift_report(reference, fresh, schema.feature_names, schema.label, list(schema.classes),
                              config["drift"])
+        live = live_drift(prometheus_url, model_name, live_window, reference, schema.feature_names,
+                          config["drift"]) if live_window else None
         result.update(champion={"version": champion.version, "run_id": champion.run_id},
-                      degraded_by_definition=False, fresh_metrics=metrics, drift=drift,
+                      degraded_by_definition=False, fresh_metrics=metrics, drift=drift, live_drift=live,
                       reason=f"champion v{champion.version}: fresh accuracy {metrics['accuracy']:.4f}, "
                              f"{len(drift['drifted_features'])}/{len(schema.features)} feature(s) drifted "
-                             f"({drift['method']})")
+                             f"({drift['method']})" + (f"; live traffic ({live_window}): {live_summary(live)}"
+                                                       if live else ""))
         log.info(result["reason"])
     write_json_atomic(volume.run_dir(run_key) / "detect.json", result)
     return result
+
+
+def live_summary(live: dict) -> str:
+    if live["status"] == "measured":
+        return f"{len(live['drifted_features'])} feature(s) drifted {live['drifted_features']}"
+    return live["status"]

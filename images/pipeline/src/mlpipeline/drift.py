@@ -16,12 +16,17 @@ from scipy import stats
 _EPS = 1e-6
 
 
+def psi_of_shares(ref_share: np.ndarray, cur_share: np.ndarray) -> float:
+    """PSI of two distributions over the same bins (an empty bin counts as a tiny share)."""
+    ref_share, cur_share = np.clip(ref_share, _EPS, None), np.clip(cur_share, _EPS, None)
+    return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))
+
+
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
     edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
     ref_share = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=edges.size + 1) / reference.size
     cur_share = np.bincount(np.searchsorted(edges, current, side="right"), minlength=edges.size + 1) / current.size
-    ref_share, cur_share = np.clip(ref_share, _EPS, None), np.clip(cur_share, _EPS, None)
-    return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))
+    return psi_of_shares(ref_share, cur_share)
 
 
 def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, features: list[str], settings: dict) -> dict:

@@ -1,0 +1,164 @@
+"""Live drift (detect --live-window): the model server's feature histograms, as a real Prometheus scrapes
+them and answers `increase()` over its HTTP API, against a training reference on the same bucket edges."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlpipeline.config import default_config
+from mlpipeline.errors import PipelineError
+from mlpipeline.live_drift import binned_drift, bins_from_buckets, check_window, live_drift, query, reference_bins
+from tests import support
+
+from .helpers import run_cli
+
+EDGES = np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+FEATURES = ["a", "b"]
+SETTINGS = default_config()["drift"]
+MODEL = "iris-live"
+
+
+def exposition(counts: dict[str, np.ndarray]) -> str:
+    """The text format the model server answers /metrics with (le-buckets, cumulative)."""
+    lines = ["# TYPE mlserving_feature_value histogram"]
+    for feature, per_bin in counts.items():
+        labels = f'feature="{feature}",model="{MODEL}"'
+        for le, total in zip([f"{e:g}" for e in EDGES] + ["+Inf"], np.cumsum(per_bin), strict=True):
+            lines.append(f'mlserving_feature_value_bucket{{{labels},le="{le}"}} {total}')
+        lines.append(f"mlserving_feature_value_count{{{labels}}} {per_bin.sum()}")
+        lines.append(f"mlserving_feature_value_sum{{{labels}}} 0")
+    return "\n".join(lines) + "\n"
+
+
+class Exporter:
+    """An HTTP /metrics whose histogram counts the test moves, as traffic moves the model server's."""
+
+    def __init__(self):
+        self.counts = {f: np.zeros(EDGES.size + 1, dtype=np.int64) for f in FEATURES}
+        exporter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = exposition(exporter.counts).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.target = f"127.0.0.1:{self.server.server_port}"
+
+    def serve(self, values: dict[str, np.ndarray]) -> None:
+        for feature, column in values.items():
+            self.counts[feature] = self.counts[feature] + reference_bins(column, EDGES).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def scraped(tmp_path_factory):
+    exporter = Exporter()
+    with support.prometheus(tmp_path_factory.mktemp("prometheus"), [exporter.target]) as url:
+        # the series exist before any traffic, as the model server's do from its start (increase() does
+        # not count a series' first sample as growth)
+        assert support.wait_scraped(url, f'mlserving_feature_value_count{{model="{MODEL}"}}', bool)
+        yield exporter, url
+    exporter.server.shutdown()
+
+
+def reference(rows: int = 2000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"a": rng.normal(3.0, 0.8, rows), "b": rng.normal(5.5, 0.6, rows)})
+
+
+def served(rows: int, seed: int, shift_b: float = 0.0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"a": rng.normal(3.0, 0.8, rows), "b": rng.normal(5.5 + shift_b, 0.6, rows)}
+
+
+def wait_for(url: str, total: float) -> None:
+    """Until Prometheus has scraped the latest counts twice (increase() needs two samples of them)."""
+    promql = f'sum(increase(mlserving_feature_value_count{{model="{MODEL}",feature="a"}}[1m]))'
+    result = support.wait_scraped(url, promql, lambda r: bool(r) and float(r[0]["value"][1]) >= 0.9 * total)
+    assert result and float(result[0]["value"][1]) >= 0.9 * total, result
+
+
+def test_a_value_on_an_edge_counts_in_that_edges_bucket():
+    assert reference_bins(np.array([0.5, 0.50001, 8.0, 9.0]), EDGES).tolist() == [1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1]
+
+
+def test_buckets_become_bins_and_extrapolation_noise_is_clipped():
+    result = [{"metric": {"feature": "a", "le": le}, "value": [0, v]}
+              for le, v in (("1", "10"), ("+Inf", "30.5"), ("0.5", "4"), ("2", "9.9"))]
+    edges, counts = bins_from_buckets(result)["a"]
+    assert edges.tolist() == [0.5, 1.0, 2.0] and counts.tolist() == pytest.approx([4, 6, 0, 20.5])
+    with pytest.raises(PipelineError, match='no le="\\+Inf" bucket'):
+        bins_from_buckets(result[:1])
+
+
+def test_the_binned_statistics_tell_a_shift_from_the_same_distribution():
+    ref = reference_bins(reference()["b"].to_numpy(), EDGES)
+    same = binned_drift(ref, reference_bins(served(3000, 1)["b"], EDGES), SETTINGS, alpha=0.005)
+    shifted = binned_drift(ref, reference_bins(served(3000, 1, shift_b=1.0)["b"], EDGES), SETTINGS, alpha=0.005)
+    assert not same["drifted"] and same["psi"] < 0.05 and same["ks_pvalue"] > 0.005
+    assert shifted["drifted"] and shifted["ks_statistic"] > 0.4 and shifted["psi"] > 1.0
+
+
+@pytest.mark.parametrize("window", ["1h", "30m", "7d"])
+def test_a_window_is_a_prometheus_duration(window):
+    assert check_window(window) == window
+
+
+@pytest.mark.parametrize("window", ["1 h", "0h", "1hour", "h", "-1h", "1h; drop"])
+def test_a_window_that_is_not_a_duration_is_refused(window):
+    with pytest.raises(PipelineError, match="is not a Prometheus duration"):
+        check_window(window)
+
+
+def test_live_traffic_shifted_on_one_feature_is_found_through_prometheus(scraped):
+    exporter, url = scraped
+    before = float(exporter.counts["a"].sum())
+    exporter.serve(served(1500, 2, shift_b=1.0))
+    wait_for(url, before + 1500)
+    report = live_drift(url, MODEL, "1m", reference(), FEATURES, SETTINGS)
+    assert report["status"] == "measured" and report["query"] == query(MODEL, "1m")
+    assert report["drifted_features"] == ["b"] and report["share_drifted"] == 0.5
+    assert report["observed"] >= 1000 and report["method"] == "ks"
+    assert report["features"]["b"]["ks_statistic"] > 0.4 and report["features"]["a"]["ks_pvalue"] > 0.005
+
+
+def test_too_little_traffic_measures_nothing(scraped):
+    _, url = scraped
+    report = live_drift(url, "iris-never-served", "1m", reference(), FEATURES, SETTINGS)
+    assert report["status"] == "insufficient traffic" and "no live values of ['a', 'b']" in report["reason"]
+    report = live_drift(url, MODEL, "1m", reference(), FEATURES, {**SETTINGS, "live_min_rows": 10**9})
+    assert report["status"] == "insufficient traffic" and "fewer than 1000000000" in report["reason"]
+
+
+def test_a_prometheus_that_cannot_be_asked_is_reported_not_fatal(scraped):
+    _, url = scraped
+    down = f"http://127.0.0.1:{support.free_port()}"
+    report = live_drift(down, MODEL, "1m", reference(), FEATURES, SETTINGS)
+    assert report["status"] == "unavailable" and f"Prometheus at {down} did not answer" in report["error"]
+    report = live_drift(url + "/nothing-here", MODEL, "1m", reference(), FEATURES, SETTINGS)
+    assert report["status"] == "unavailable" and "refused the query: HTTP 404" in report["error"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--live-window", "1 hour", "--prometheus-url", "http://prometheus:9090"],
+     "'1 hour' is not a Prometheus duration"),
+    (["--live-window", "1h"], "--live-window needs --prometheus-url"),
+])
+def test_detect_refuses_a_live_window_it_cannot_use_before_touching_anything(volume, args, message):
+    volume.root.mkdir(parents=True)
+    result = run_cli("detect", "--data-root", volume.root, "--run-key", "rk-1", "--model-name", MODEL, *args,
+                     check=False)
+    assert result.returncode == 1 and message in result.error_line
+    assert support.tree_snapshot(volume.root) == {}
