@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole suite (`make test`), each layer in its own environment, with the waiting overlapped:
-#   1. ruff, then the pipeline and serving tests while the images build in the background;
-#   2. the Airflow tests in two pytest processes at once: the live stack's (a whole Airflow, which
-#      mostly waits on its scheduler) beside the rest (dag.test() runs and the emulated cluster);
+#   1. ruff; then, in the background, the images build and the live stack's tests run (a whole Airflow
+#      on the local target, which mostly waits on its scheduler and needs no image);
+#   2. meanwhile the pipeline and serving tests, then (once the images are built) the rest of the
+#      Airflow tests (dag.test() runs and the emulated cluster, whose pods run the images);
 #   3. the deployment assets.
 # Every layer runs even when an earlier one failed; the exit status is non-zero if any did. The
 # background processes' output is printed whole when they end, never interleaved.
@@ -55,26 +56,26 @@ echo "== lint"
 scripts/images.sh build >"$LOGS/images.log" 2>&1 &
 images=$!
 started images "$LOGS/images.log"
+# A background job starts with SIGINT ignored; Python's own handler is put back for the cleanup above.
+.venv/airflow/bin/python -c 'import signal, sys, pytest
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.exit(pytest.main(sys.argv[1:]))' tests/airflow/test_live_stack.py -p no:cacheprovider "${extra[@]}" \
+  >"$LOGS/live-stack.log" 2>&1 &
+live=$!
+started "airflow (live stack)" "$LOGS/live-stack.log"
 layer pipeline .venv/pipeline tests/pipeline
 layer serving .venv/serving tests/serving
 finished images "$images" "$LOGS/images.log"
 images=""
 
 if [[ " ${failed[*]} " == *" images "* ]]; then
-  echo "== the images did not build: the Airflow and deployment tests need them"
+  echo "== the images did not build: the other Airflow tests and the deployment tests need them"
 else
-  # A background job starts with SIGINT ignored; Python's own handler is put back for the cleanup above.
-  .venv/airflow/bin/python -c 'import signal, sys, pytest
-signal.signal(signal.SIGINT, signal.default_int_handler)
-sys.exit(pytest.main(sys.argv[1:]))' tests/airflow/test_live_stack.py -p no:cacheprovider "${extra[@]}" \
-    >"$LOGS/live-stack.log" 2>&1 &
-  live=$!
-  started "airflow (live stack)" "$LOGS/live-stack.log"
   layer airflow .venv/airflow tests/airflow --ignore=tests/airflow/test_live_stack.py -p no:cacheprovider
-  finished "airflow (live stack)" "$live" "$LOGS/live-stack.log"
-  live=""
-  layer deploy .venv/airflow tests/deploy -p no:cacheprovider
 fi
+finished "airflow (live stack)" "$live" "$LOGS/live-stack.log"
+live=""
+[[ " ${failed[*]} " == *" images "* ]] || layer deploy .venv/airflow tests/deploy -p no:cacheprovider
 
 # One closing line for the whole suite, summed over every layer's pytest summary line.
 summary=$(cat "$LOGS"/{pipeline,serving,airflow,live-stack,deploy}.log 2>/dev/null | grep -E '^=+ .* in [0-9.]+s' |
