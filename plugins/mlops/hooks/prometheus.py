@@ -1,5 +1,6 @@
-"""PrometheusHook: the Prometheus that scrapes the model server, whose feature histograms the detect
-stage reads for live drift (it queries the HTTP API itself: the hook names where).
+"""PrometheusHook: the Prometheus that scrapes the model servers: the detect stage reads their feature
+histograms from it for live drift (it queries the HTTP API itself: the hook names where), and the
+canary's verdict is PromQL over their request, latency and class counters (`query`).
 
 Connection `prometheus_default` (type http): host = Prometheus, e.g. http://prometheus:9090. Without
 it, live drift is not measured and the run says so.
@@ -18,6 +19,13 @@ class PrometheusHook(HttpServiceHook):
     conn_name_attr = "prometheus_conn_id"
     default_conn_name = "prometheus_default"
     hook_name = "Prometheus"
+
+    def query(self, promql: str) -> list[dict]:
+        """An instant query's result vector ({"metric": {...}, "value": [t, "v"]} each)."""
+        body = self.json("GET", "/api/v1/query", params={"query": promql})
+        if body.get("status") != "success" or body.get("data", {}).get("resultType") != "vector":
+            raise self.error_class(f"Prometheus at {self.base_url} answered {str(body)[:300]} to {promql}")
+        return body["data"]["result"]
 
 
 def prometheus_url(conn_id: str = PrometheusHook.default_conn_name) -> str:

@@ -1,0 +1,103 @@
+"""The canary's verdict: promote, roll back or keep waiting, from PromQL over the serving metrics of
+the stable and the canary version, as the model servers export them:
+
+- requests and errors: `mlserving_requests_total{model, version, outcome}` (outcome `server_error` is
+  the server's fault; a client's bad request says nothing about the model);
+- latency: KServe's `request_predict_seconds` histogram, which has no version label: each server's
+  buckets are given the version that server serves now by joining on `instance` with
+  `mlserving_model_info{version} == 1`;
+- the predicted-class mix: `mlserving_predicted_class_total{model, version, predicted_class}`, compared
+  as the total variation distance between the two versions' class shares (0: the same mix, 1: disjoint).
+
+Too little canary traffic decides nothing: the verdict is `wait` until the deadline, then `rollback`
+(a canary is never promoted blind).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+PROMOTE, ROLLBACK, WAIT = "promote", "rollback", "wait"
+
+
+@dataclasses.dataclass(frozen=True)
+class CanaryPolicy:
+    max_error_ratio: float = 0.01  # canary requests answered with a server error
+    max_p99_seconds: float = 0.1  # canary predict latency, 99th percentile
+    max_class_divergence: float = 0.25  # total variation distance of the predicted-class mixes
+    min_requests: int = 100  # canary requests in the window before anything is decided
+
+
+def queries(model: str, version: str, window: str) -> dict[str, str]:
+    """The PromQL for one version over the window."""
+    served = f'model="{model}",version="{version}"'
+    return {
+        "requests": f"sum(increase(mlserving_requests_total{{{served}}}[{window}]))",
+        "server_errors": f'sum(increase(mlserving_requests_total{{{served},outcome="server_error"}}[{window}]))',
+        "p99_seconds": (f"histogram_quantile(0.99, sum by (le) (increase(request_predict_seconds_bucket"
+                        f'{{model_name="{model}"}}[{window}]) * on (instance) group_left () '
+                        f"(mlserving_model_info{{{served}}} == 1)))"),
+        "classes": f"sum by (predicted_class) (increase(mlserving_predicted_class_total{{{served}}}[{window}]))",
+    }
+
+
+def class_divergence(stable: dict[str, float], canary: dict[str, float]) -> float | None:
+    """Total variation distance between two class mixes (counts per class); None without counts."""
+    stable_total, canary_total = sum(stable.values()), sum(canary.values())
+    if stable_total <= 0 or canary_total <= 0:
+        return None
+    classes = set(stable) | set(canary)
+    return 0.5 * sum(abs(stable.get(c, 0) / stable_total - canary.get(c, 0) / canary_total) for c in classes)
+
+
+def measure(query: Callable[[str], list[dict]], model: str, stable: str, canary: str, window: str) -> dict:
+    """The evidence: each version's figures and the PromQL that gave them. `query` runs an instant query
+    and returns Prometheus's result vector."""
+    def scalar(promql: str) -> float | None:
+        result = query(promql)
+        value = float(result[0]["value"][1]) if result else None
+        return None if value is None or value != value else value  # NaN: no data (e.g. no latency yet)
+
+    evidence = {"window": window, "versions": {"stable": stable, "canary": canary}, "queries": {}}
+    for role, version in (("stable", stable), ("canary", canary)):
+        promql = queries(model, version, window)
+        requests, errors = scalar(promql["requests"]) or 0.0, scalar(promql["server_errors"]) or 0.0
+        evidence[role] = {
+            "requests": round(requests, 1),
+            "error_ratio": errors / requests if requests else None,
+            "p99_seconds": scalar(promql["p99_seconds"]),
+            "classes": {r["metric"].get("predicted_class", ""): float(r["value"][1]) for r in query(promql["classes"])},
+        }
+        evidence["queries"][role] = promql
+    evidence["class_divergence"] = class_divergence(evidence["stable"]["classes"], evidence["canary"]["classes"])
+    return evidence
+
+
+def verdict(evidence: dict, policy: CanaryPolicy, window_over: bool, deadline_passed: bool) -> tuple[str, str]:
+    """(promote | rollback | wait, why). Nothing is judged on fewer than `min_requests` canary requests:
+    until then it waits, and at the deadline rolls back. With enough, a breach rolls back at once; a
+    promotion needs the whole window."""
+    canary, divergence = evidence["canary"], evidence["class_divergence"]
+    if canary["requests"] < policy.min_requests:
+        if deadline_passed:
+            return ROLLBACK, (f"too little canary traffic to judge: {canary['requests']:.0f} requests in the "
+                              f"last {evidence['window']} < {policy.min_requests}, and the deadline has passed")
+        return WAIT, f"{canary['requests']:.0f} canary requests so far, {policy.min_requests} needed"
+    breaches = []
+    if canary["error_ratio"] is not None and canary["error_ratio"] > policy.max_error_ratio:
+        breaches.append(f"canary error ratio {canary['error_ratio']:.2%} > {policy.max_error_ratio:.2%}")
+    if canary["p99_seconds"] is not None and canary["p99_seconds"] > policy.max_p99_seconds:
+        breaches.append(f"canary p99 predict latency {canary['p99_seconds'] * 1000:.1f} ms > "
+                        f"{policy.max_p99_seconds * 1000:.1f} ms")
+    if divergence is not None and divergence > policy.max_class_divergence:
+        breaches.append(f"predicted-class mix differs from the stable version's by {divergence:.2f} "
+                        f"(total variation) > {policy.max_class_divergence}")
+    if breaches:
+        return ROLLBACK, "; ".join(breaches)
+    if not window_over:
+        return WAIT, "healthy so far; the canary window is not over"
+    p99 = f"{canary['p99_seconds'] * 1000:.1f} ms" if canary["p99_seconds"] is not None else "n/a"
+    mix = f", class-mix divergence {divergence:.2f}" if divergence is not None else ""
+    return PROMOTE, (f"healthy over {canary['requests']:.0f} canary requests: error ratio "
+                     f"{canary['error_ratio'] or 0:.2%}, p99 predict latency {p99}{mix}")
