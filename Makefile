@@ -71,9 +71,9 @@ test-serving: $(PIPELINE)/.installed $(SERVING)/.installed
 system-deps:
 	@command -v prometheus-alertmanager >/dev/null && command -v prometheus-pushgateway >/dev/null \
 	  && command -v promtool >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
-	  && command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
-	  apt-get install -y -q --no-install-recommends prometheus prometheus-alertmanager prometheus-pushgateway \
-	  postgresql chromium; }
+	  && command -v chromium >/dev/null && test -x /usr/sbin/nginx || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus \
+	  prometheus-alertmanager prometheus-pushgateway postgresql chromium nginx-light; }
 
 # The kubernetes target's tests run every pod as a container of the images: built first.
 test-airflow: system-deps $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed images

@@ -1,0 +1,116 @@
+"""LocalRouter: Debian's nginx sharing requests between two upstreams by weight, reloaded under load
+without a failed request, refusing a configuration it cannot use."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections import Counter
+
+import httpx
+import pytest
+
+from mlops.local_router import LocalRouter, RouterError
+from tests import support
+
+
+class Upstream:
+    """An HTTP server that answers with its name (a model server's version, for the router)."""
+
+    def __init__(self, name: str):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # kept alive, as nginx keeps its upstream connections
+            disable_nagle_algorithm = True  # headers and body go out at once, as from uvicorn
+
+            def do_GET(self):
+                body = name.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.address = f"127.0.0.1:{self.server.server_port}"
+
+
+@pytest.fixture
+def router(tmp_path):
+    router = LocalRouter(tmp_path / "router", support.free_port())
+    yield router
+    router.stop()
+
+
+@pytest.fixture(scope="module")
+def upstreams():
+    stable, canary = Upstream("stable"), Upstream("canary")
+    yield stable, canary
+    stable.server.shutdown()
+    canary.server.shutdown()
+
+
+def shares(url: str, n: int = 400) -> Counter:
+    with httpx.Client() as client:
+        return Counter(client.get(url).text for _ in range(n))
+
+
+def test_requests_are_shared_by_weight(router, upstreams):
+    stable, canary = upstreams
+    url = f"http://127.0.0.1:{router.listen_port}/"
+    router.route({stable.address: 100, canary.address: 0})
+    assert shares(url) == {"stable": 400}
+    router.route({stable.address: 90, canary.address: 10})
+    split = shares(url)
+    assert split["stable"] + split["canary"] == 400 and 20 <= split["canary"] <= 60, split  # nginx's smooth WRR
+    router.route({stable.address: 0, canary.address: 100})
+    assert shares(url) == {"canary": 400}
+
+
+def test_reloads_under_load_fail_no_request(router, upstreams):
+    stable, canary = upstreams
+    url = f"http://127.0.0.1:{router.listen_port}/"
+    router.route({stable.address: 100})
+    failures, answered, done = [], Counter(), threading.Event()
+
+    def load(keepalive: bool):
+        with httpx.Client(headers={} if keepalive else {"Connection": "close"}) as client:
+            while not done.is_set():
+                try:
+                    answer = client.get(url, timeout=10)
+                    answered[answer.text if answer.status_code == 200 else answer.status_code] += 1
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+
+    threads = [threading.Thread(target=load, args=(keepalive,)) for keepalive in (True, True, False)]
+    for thread in threads:
+        thread.start()
+    try:
+        for weights in ({stable.address: 90, canary.address: 10}, {stable.address: 50, canary.address: 50},
+                        {stable.address: 100}, {canary.address: 100}, {stable.address: 100}) * 2:
+            router.route(weights)
+            threading.Event().wait(0.3)
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+    assert failures == [] and set(answered) <= {"stable", "canary"} and answered["canary"] > 0, (failures, answered)
+
+
+def test_a_configuration_without_an_upstream_is_refused_and_the_running_one_kept(router, upstreams):
+    stable, _ = upstreams
+    router.route({stable.address: 100})
+    before = router.conf.read_text()
+    with pytest.raises(RouterError, match="no upstream with a positive weight"):
+        router.route({stable.address: 0})
+    with pytest.raises(RouterError, match="nginx refused the configuration"):
+        router.route({"not an address": 1})
+    assert router.conf.read_text() == before
+    assert httpx.get(f"http://127.0.0.1:{router.listen_port}/").text == "stable"
+
+
+def test_a_missing_nginx_is_named(tmp_path):
+    with pytest.raises(RouterError, match="nginx is missing .*make system-deps"):
+        LocalRouter(tmp_path, support.free_port(), nginx=str(tmp_path / "no-nginx")).route({"127.0.0.1:1": 1})
