@@ -132,6 +132,17 @@ class LiveStack:
             time.sleep(0.5)
         return ti
 
+    def wait_parked(self, run_id: str, task_id: str, try_number: int = 1, timeout: float = 120) -> None:
+        """Until the scheduler has read the executor's event for a task's parked run (awaiting_input):
+        answered before that, Airflow 3.3.2 fails the resumed task (mlops.operators.approval says why).
+        The scheduler says so in its log only."""
+        event = (f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{DAG_ID}', "
+                 f"task_id='{task_id}', run_id='{run_id}', try_number={try_number},")
+        deadline = time.monotonic() + timeout
+        while event not in (self.run_dir / "airflow.log").read_text(errors="replace"):
+            assert time.monotonic() < deadline, f"the scheduler never read the end of {task_id}'s parked run"
+            time.sleep(0.5)
+
     # -- the data volume, the registry, the model server, the alerts -----------------------------------------
     def land(self, partition: str, drift: str = "none", seed: int = 1, rows: int = 900) -> None:
         StageHook(support.PIPELINE_BIN / "mlpipeline").run(

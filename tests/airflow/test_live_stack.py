@@ -5,24 +5,29 @@ on one stack; each says what it leaves behind."""
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import pytest
 
-from .live import DAG_ID, LiveStack
+from .live import DAG_ID, REPO, LiveStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 DAYS = [("2026-11-01", "none"), ("2026-11-02", "none"), ("2026-11-03", "concept")]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack():
     # Short waits, so that the tests see retries and the batch deadline fire in seconds.
     overrides = {"AIRFLOW__MLOPS__BATCH_DEADLINE_MINUTES": "1.5", "AIRFLOW__MLOPS__TASK_RETRY_DELAY_SECONDS": "3",
                  # a killed worker's task is found out in under a minute, not the default five; not less,
                  # or a worker slowed down by the tests beside it is taken for a dead one
                  "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "45"}
-    with LiveStack(tmp_path_factory.mktemp("live") / "run", overrides) as live:
+    # Under .run/, not pytest's temporary folders (pytest keeps the last three of those, and the other
+    # layers' runs rotate them out): the services' and the task logs stay for a failure's post-mortem.
+    run_dir = REPO / ".run" / "live-stack"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with LiveStack(run_dir, overrides) as live:
         yield live
 
 
@@ -375,6 +380,7 @@ def approval_run(stack: LiveStack, seed: int, **conf) -> str:
     stack.land(day, stack.promoting_drift(), seed)
     run = stack.trigger({"partition": day, "require_approval": True, **conf})
     stack.wait_task(run, APPROVAL, states=("awaiting_input",), timeout=420)
+    stack.wait_parked(run, APPROVAL)  # as any person, answer after the scheduler's next loop
     return run
 
 

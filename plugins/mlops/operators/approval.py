@@ -11,8 +11,13 @@ default, Reject), follows the rejected branch and the champion stays.
 Who decided is recorded where the decision lives: tags on the challenger's training run
 (`promotion_approval` = approved | rejected | timed_out, `promotion_approval_by`), and for an approval
 the XCom `approved_by` that `register` records on the new model version and its promotion. A retry of
-the task (its worker lost after the answer came) follows the answer recorded there instead of asking
-the approver a second time; an answer that could not be recorded is asked for again.
+the task (its worker lost after the answer was recorded) follows the answer recorded there instead of
+asking the approver a second time; an answer that could not be recorded is asked for again.
+
+Answer a request at least a scheduler loop after it appears (any person does; a script should wait a
+few seconds): Airflow 3.3.2's scheduler fails a task answered within the loop it was parked in (the
+executor's "finished" event for the parked run is read after the resumed run was queued under the same
+key), and the retry asks again, the answer being gone with the request it reset.
 
 Without `require_approval` it approves at once, without asking (the default, as before).
 """
