@@ -20,9 +20,8 @@ DAYS = [("2026-11-01", "none"), ("2026-11-02", "none"), ("2026-11-03", "concept"
 def stack():
     # Short waits, so that the tests see retries and the batch deadline fire in seconds.
     overrides = {"AIRFLOW__MLOPS__BATCH_DEADLINE_MINUTES": "1.5", "AIRFLOW__MLOPS__TASK_RETRY_DELAY_SECONDS": "3",
-                 # a killed worker's task is found out in under a minute, not the default five; not less,
-                 # or a worker slowed down by the tests beside it is taken for a dead one
-                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "45"}
+                 # a killed worker's task is found out in seconds, not the default five minutes
+                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20"}
     # Under .run/, not pytest's temporary folders (pytest keeps the last three of those, and the other
     # layers' runs rotate them out): the services' and the task logs stay for a failure's post-mortem.
     run_dir = REPO / ".run" / "live-stack"
