@@ -5,7 +5,9 @@ It is supervised like the model server (mlops.local_serving): started detached, 
 folder (`nginx.conf`, `nginx.pid`, `error.log`, temporary paths), so nothing of the machine's nginx is
 used or needed. A change of weights rewrites the configuration and signals nginx to reload it (SIGHUP):
 the master starts workers on the new configuration and lets the old ones finish what they are
-answering, so no request is dropped (tested under load).
+answering, so no request in flight is dropped (tested under load). An old worker does close the
+kept-alive connections it holds idle; a request sent on one at that instant gets no answer, which HTTP
+clients resend on a new connection (RFC 9112, 9.3.1).
 """
 
 from __future__ import annotations

@@ -211,6 +211,7 @@ def test_the_airflow_ui_as_a_user_takes_it(stack, browser, screenshots):
         page.get_by_placeholder("YYYY/MM/DD").fill(day)
         page.get_by_placeholder("HH:mm").fill("00:00")
         page.keyboard.press("Escape")
+        expect(page.get_by_placeholder("YYYY/MM/DD")).to_have_count(0)  # closed before the next one opens
     dialog.get_by_text("All Runs", exact=True).click()
     page.screenshot(path=str(screenshots / "backfill-dialog.png"))
     dialog.get_by_role("button", name="Run Backfill").click()
