@@ -27,6 +27,38 @@ def send_json(handler, status: int, body) -> None:
     handler.wfile.write(data)
 
 
+class TextServer:
+    """An HTTP server in a thread answering every GET with `render()` (a /metrics page for Prometheus to
+    scrape, an upstream for the router). HTTP/1.1 kept alive, each answer in one write (as uvicorn
+    sends it), so a proxy in front pays no Nagle delay."""
+
+    def __init__(self, render, content_type: str = "text/plain; version=0.0.4"):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def do_GET(self):
+                body = render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.address = f"127.0.0.1:{self.server.server_port}"
+
+    def shutdown(self) -> None:
+        self.server.shutdown()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -5,9 +5,6 @@ mlserving_predicted_class_total, mlserving_model_info, KServe's request_predict_
 
 from __future__ import annotations
 
-import http.server
-import threading
-
 import pytest
 
 from mlops.canary import PROMOTE, ROLLBACK, WAIT, CanaryPolicy, class_divergence, measure, verdict
@@ -41,22 +38,8 @@ class ModelServerMetrics:
 
     def __init__(self, version: str):
         self.version, self.models = version, {}
-        metrics = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = metrics.exposition().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.target = f"127.0.0.1:{self.server.server_port}"
+        self.server = support.TextServer(self.exposition)
+        self.target = self.server.address
 
     def traffic(self, model: str) -> Traffic:
         return self.models.setdefault(model, Traffic())

@@ -3,7 +3,6 @@ without a failed request, refusing a configuration it cannot use."""
 
 from __future__ import annotations
 
-import http.server
 import threading
 from collections import Counter
 
@@ -14,27 +13,9 @@ from mlops.local_router import LocalRouter, RouterError
 from tests import support
 
 
-class Upstream:
-    """An HTTP server that answers with its name (a model server's version, for the router)."""
-
-    def __init__(self, name: str):
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # kept alive, as nginx keeps its upstream connections
-            disable_nagle_algorithm = True  # headers and body go out at once, as from uvicorn
-
-            def do_GET(self):
-                body = name.encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.address = f"127.0.0.1:{self.server.server_port}"
+def upstream(name: str) -> support.TextServer:
+    """A server that answers with its name (a model server's version, for the router)."""
+    return support.TextServer(lambda: name, content_type="text/plain")
 
 
 @pytest.fixture
@@ -46,10 +27,10 @@ def router(tmp_path):
 
 @pytest.fixture(scope="module")
 def upstreams():
-    stable, canary = Upstream("stable"), Upstream("canary")
+    stable, canary = upstream("stable"), upstream("canary")
     yield stable, canary
-    stable.server.shutdown()
-    canary.server.shutdown()
+    stable.shutdown()
+    canary.shutdown()
 
 
 def shares(url: str, n: int = 400) -> Counter:

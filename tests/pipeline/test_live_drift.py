@@ -3,9 +3,6 @@ them and answers `increase()` over its HTTP API, against a training reference on
 
 from __future__ import annotations
 
-import http.server
-import threading
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -40,22 +37,8 @@ class Exporter:
 
     def __init__(self):
         self.counts = {f: np.zeros(EDGES.size + 1, dtype=np.int64) for f in FEATURES}
-        exporter = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = exposition(exporter.counts).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.target = f"127.0.0.1:{self.server.server_port}"
+        self.server = support.TextServer(lambda: exposition(self.counts))
+        self.target = self.server.address
 
     def serve(self, values: dict[str, np.ndarray]) -> None:
         for feature, column in values.items():
