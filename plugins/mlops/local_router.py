@@ -6,8 +6,8 @@ folder (`nginx.conf`, `nginx.pid`, `error.log`, temporary paths), so nothing of 
 used or needed. A change of weights rewrites the configuration and signals nginx to reload it (SIGHUP):
 the master starts workers on the new configuration and lets the old ones finish what they are
 answering, so no request in flight is dropped (tested under load). An old worker does close the
-kept-alive connections it holds idle; a request sent on one at that instant gets no answer, which HTTP
-clients resend on a new connection (RFC 9112, 9.3.1).
+kept-alive connections it holds idle; a request sent on one at that instant gets no answer (a close or
+a reset), which HTTP clients resend on a new connection (RFC 9112, 9.3.1).
 """
 
 from __future__ import annotations
@@ -62,6 +62,9 @@ http {{
     upstream model_servers {{
 {servers}
         keepalive 32;
+        # shorter than uvicorn's 5 s: nginx, not the server, closes an idle upstream connection, so a
+        # request is never sent on one the server is closing (nginx would not resend a POST)
+        keepalive_timeout 4s;
     }}
     server {{
         listen 127.0.0.1:{self.listen_port};
