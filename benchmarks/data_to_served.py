@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ def main() -> None:
                        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
                        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
                        "AIRFLOW__MLOPS__TARGET": "local", "AIRFLOW__MLOPS__TASK_RETRIES": "0",
+                       "AIRFLOW__MLOPS__CANARY_PERCENT": "0",  # measured: the straight swap, no canary window
                        "AIRFLOW__MLOPS__PIPELINE_BIN": str(support.PIPELINE_BIN),
                        "AIRFLOW__MLOPS__SERVING_BIN": str(support.SERVING_BIN),
                        "AIRFLOW_CONN_MLOPS_DATA": json.dumps({"conn_type": "fs",
@@ -73,8 +73,7 @@ def main() -> None:
                         print(f"  {ti.task_id:<26} {seconds:6.1f} s  {ti.state}")
                 print(f"  {'(between tasks: Airflow)':<26} {elapsed - in_tasks:6.1f} s")
         finally:
-            for pidfile in (tmp / "volume" / "serving").glob("*/mlserving.pid"):
-                os.killpg(int(pidfile.read_text()), signal.SIGTERM)
+            support.stop_local_serving(tmp / "volume")
 
 
 if __name__ == "__main__":

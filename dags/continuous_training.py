@@ -23,7 +23,11 @@ run's logical date, so backfills replay past partitions):
    answer within `approval_timeout_minutes`: Reject, the champion stays; **training.promotion_rejected**);
    who decided is recorded on the training run and, approved, on the new model version.
 6. **deploy**: the champion goes behind the KServe model server (smoke-tested; on failure the previous
-   version is served again and **roll_back_champion** moves the alias back, recorded).
+   version is served again and **roll_back_champion** moves the alias back, recorded). With
+   `canary_percent` above 0 a new champion first serves that share of the requests for
+   `canary_minutes`, and Prometheus's view of both versions (errors, p99 latency, predicted-class mix)
+   promotes it or rolls it back (then as a failed deploy); the verdict and its evidence are on the
+   model version and the task's `canary` XCom.
 7. **report**: what the run did (`skipped`, `keep`, `rejected`, `promote`, `already_registered`,
    `superseded`) and the registry's champion, as metrics on the Prometheus Pushgateway.
 
@@ -116,6 +120,12 @@ with DAG(
         "approval_timeout_minutes": Param(1440, type="number", exclusiveMinimum=0,
                                           description="With require_approval: how long to wait for an answer "
                                                       "before keeping the champion."),
+        "canary_percent": Param(settings.canary_percent, type="integer", minimum=0, maximum=99,
+                                description="deploy gives a new champion this share of the requests first, beside "
+                                            "the version it replaces, and promotes or rolls it back from its "
+                                            "serving metrics in Prometheus (0: a straight swap)."),
+        "canary_minutes": Param(settings.canary_minutes, type="number", exclusiveMinimum=0,
+                                description="How long a healthy canary is watched before it is promoted."),
         "model_name": Param("iris-classifier", type="string", pattern="^[A-Za-z0-9][A-Za-z0-9._-]*$",
                             description="Registered model name in MLflow."),
         "training_window": Param("last:1", type="string", pattern="^(all|last:[1-9][0-9]*)$",
@@ -163,7 +173,8 @@ with DAG(
         check_decision >> [approve_promotion, keep_champion]
         approve_promotion >> [register, promotion_rejected]
 
-    deploy = deploy_task(task_id="deploy", model_name=MODEL, max_active_tis_per_dag=1)
+    deploy = deploy_task(task_id="deploy", model_name=MODEL, canary_percent="{{ params.canary_percent }}",
+                         canary_minutes="{{ params.canary_minutes }}", max_active_tis_per_dag=1)
     # Only when deploy failed on the model and recorded what to roll back to (a deploy that never ran,
     # upstream_failed, counts as failed for all_failed: the task then skips itself).
     roll_back_champion = stage_task(
@@ -175,7 +186,7 @@ with DAG(
         task_id="report", model_name=MODEL, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
         batch_task=wait_for_batch.task_id, detect_task=detect_degradation.task_id,
         retraining=(decide_retraining.task_id, train.task_id),
-        promotion=(check_decision.task_id, approve_promotion.task_id, register.task_id))
+        promotion=(check_decision.task_id, approve_promotion.task_id, register.task_id), deploy_task=deploy.task_id)
 
     decide_retraining >> [no_retraining, train]
     register >> deploy

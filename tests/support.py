@@ -156,6 +156,34 @@ def wait_scraped(prometheus_url: str, promql: str, check, seconds: float = 60) -
         time.sleep(0.5)
 
 
+def model_server_targets(router_url: str) -> list[str]:
+    """The local target's model servers behind the router at `router_url` (the mlserving connection):
+    the stable one on the next port, the canary on the one after (mlops.operators.deploy)."""
+    port = int(router_url.rsplit(":", 1)[1])
+    return [f"127.0.0.1:{port + 1}", f"127.0.0.1:{port + 2}"]
+
+
+def stop_local_serving(data_root: Path) -> None:
+    """Stop every model server and router the local target's deploys started on this data volume."""
+    serving = data_root / "serving"
+    for pid_file in [*serving.glob("*/mlserving.pid"), *serving.glob("*/canary/mlserving.pid"),
+                     *serving.glob("*/router/nginx.pid")]:
+        try:
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+
+
+def wait_until(check, seconds: float) -> bool:
+    """Poll `check()` until it holds or the time is up; whether it held."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def tree_snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under folder with its bytes: compare before/after to prove nothing changed."""
     if not folder.exists():

@@ -28,6 +28,17 @@ class CanaryPolicy:
     max_class_divergence: float = 0.25  # total variation distance of the predicted-class mixes
     min_requests: int = 100  # canary requests in the window before anything is decided
 
+    @classmethod
+    def from_settings(cls, settings) -> CanaryPolicy:
+        """The thresholds of `[mlops]` (mlops.settings.MlopsSettings)."""
+        return cls(max_error_ratio=settings.canary_max_error_ratio, max_p99_seconds=settings.canary_max_p99_ms / 1000,
+                   max_class_divergence=settings.canary_max_class_divergence, min_requests=settings.canary_min_requests)
+
+
+def window_since(started: float, now: float) -> str:
+    """A PromQL range covering everything since the canary started (at least 30 s: two local scrapes)."""
+    return f"{max(30, int(now - started) + 1)}s"
+
 
 def queries(model: str, version: str, window: str) -> dict[str, str]:
     """The PromQL for one version over the window."""

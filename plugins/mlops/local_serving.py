@@ -1,9 +1,10 @@
-"""The local target's model server, supervised like a Deployment would be: `mlserving` started detached
-(it outlives the task that starts it) on the mlserving connection's port, serving the model's link
-`<data volume>/serving/<model>/current`, which the deploy points at the version it fetched.
+"""The local target's model servers, supervised like a Deployment would be: `mlserving` started detached
+(it outlives the task that starts it) on its own port, serving its folder's link `current`, which the
+deploy points at the version it fetched.
 
-Layout under `<data volume>/serving/<model>/`: `v<N>/` (fetched versions), `current` (a link to one),
-`mlserving.log`, `mlserving.pid`.
+Layout under `<data volume>/serving/<model>/`: `v<N>/` (fetched versions); the stable server's
+`current` (a link to one), `mlserving.log` and `mlserving.pid`; `canary/` the same for a canary;
+`router/` the router in front of them (mlops.local_router).
 """
 
 from __future__ import annotations
@@ -18,8 +19,17 @@ from mlops.hooks.serving import ServingError, ServingHook
 
 
 class LocalModelServer:
-    def __init__(self, mlserving: Path, folder: Path, serving: ServingHook):
-        self.mlserving, self.folder, self.serving = Path(mlserving), Path(folder), serving
+    def __init__(self, mlserving: Path, folder: Path, model_name: str, port: int):
+        self.mlserving, self.folder, self.port = Path(mlserving), Path(folder), port
+        self.serving = ServingHook(model_name, base_url=self.url)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
 
     @property
     def link(self) -> Path:
@@ -46,11 +56,10 @@ class LocalModelServer:
         """Start the server on the link and wait until the model is ready; returns its pid."""
         if not self.mlserving.exists():
             raise ServingError(f"the serving environment is missing: {self.mlserving} (run `make envs`)")
-        port = self.serving.connection.port or 8085
         log_file = self.folder / "mlserving.log"
         with open(log_file, "ab") as log:
             proc = subprocess.Popen([str(self.mlserving), "--model-dir", str(self.link), "--model-name",
-                                     self.serving.model_name, "--http-port", str(port), "--quiet-access-log"],
+                                     self.serving.model_name, "--http-port", str(self.port), "--quiet-access-log"],
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                     env=os.environ.copy())
         self.pid_file.write_text(str(proc.pid))
@@ -68,7 +77,8 @@ class LocalModelServer:
         try:
             pid = int(self.pid_file.read_text())
             os.killpg(pid, signal.SIGTERM)
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # no pid file, or its server is gone
+            self.pid_file.unlink(missing_ok=True)
             return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
@@ -79,6 +89,8 @@ class LocalModelServer:
             try:
                 os.killpg(pid, 0)
             except OSError:
-                return
+                break
             time.sleep(0.2)
-        os.killpg(pid, signal.SIGKILL)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)

@@ -61,12 +61,30 @@ class MlopsSettings:
     batch_poll_seconds: float = option(15.0, "how often the triggerer looks for the batch")
     batch_deadline_minutes: float = option(120.0, "after the run is queued, when a still-running run raises "
                                                   "`BatchLate` (a deadline alert)")
+    canary_percent: int = option(10, "the default of the DAG's `canary_percent` Param: the share of requests a new "
+                                     "champion gets first, beside the version it replaces (0: a straight swap)")
+    canary_minutes: float = option(10.0, "the default of the DAG's `canary_minutes` Param: how long a healthy "
+                                         "canary is watched before it is promoted")
+    canary_deadline_minutes: float = option(30.0, "a canary still without `canary_min_requests` requests this "
+                                                  "long after it started is rolled back (never promoted blind)")
+    canary_min_requests: int = option(100, "canary requests needed before anything is judged")
+    canary_max_error_ratio: float = option(0.01, "the canary's share of server errors above which it is rolled "
+                                                 "back")
+    canary_max_p99_ms: float = option(100.0, "the canary's 99th-percentile predict latency above which it is "
+                                             "rolled back")
+    canary_max_class_divergence: float = option(0.25, "the total variation distance between the canary's and the "
+                                                      "stable version's predicted-class mixes above which it is "
+                                                      "rolled back")
+    canary_poll_seconds: float = option(15.0, "how often the canary's metrics are read from Prometheus")
 
     def __post_init__(self):
         object.__setattr__(self, "target", self.target.strip().lower())
         if self.target not in TARGETS:
             raise SettingsError(f"[mlops] target must be one of {', '.join(TARGETS)}, got {self.target!r} "
                                 "(AIRFLOW__MLOPS__TARGET)")
+        if not 0 <= self.canary_percent < 100:
+            raise SettingsError(f"[mlops] canary_percent must be from 0 to 99, got {self.canary_percent} "
+                                "(AIRFLOW__MLOPS__CANARY_PERCENT)")
 
     @property
     def mlpipeline(self) -> Path:
@@ -169,11 +187,14 @@ CONNECTIONS = {
                          "(the batch sensor, and the local target's stages)"),
     "mlflow_default": ("http", "the MLflow tracking server: host (and port); password = a bearer token "
                                "(`MLFLOW_TRACKING_TOKEN` for the local stages)"),
-    "mlserving_default": ("http", "local target: the model server the deploy starts and swaps (host and port)"),
+    "mlserving_default": ("http", "local target: where clients reach the model (host and port): the router "
+                                  "(nginx) listens there, the stable and the canary model server on the next "
+                                  "two ports"),
     "alertmanager_default": ("http", "Alertmanager's API, for the alerts"),
     "pushgateway_default": ("http", "the Prometheus Pushgateway, for the run metrics"),
-    "prometheus_default": ("http", "the Prometheus that scrapes the model server, for live drift (detect reads "
-                                   "it); without it live drift is off"),
+    "prometheus_default": ("http", "the Prometheus that scrapes the model servers, for live drift (detect reads "
+                                   "it; without it live drift is off) and the canary's verdict (a canary "
+                                   "cannot be judged without it)"),
     "kfp_default": ("http", "kubernetes target: the KFP API; password = bearer token, or extra `token_path`; "
                             "extra `namespace`, `ui_url`"),
     "kubernetes_default": ("kubernetes", "kubernetes target: the cluster (the cncf-kubernetes provider's)"),

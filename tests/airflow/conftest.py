@@ -18,6 +18,9 @@ PIPELINE_BIN = support.PIPELINE_BIN
 os.environ.setdefault("AIRFLOW_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"airflow-tests-{os.getpid()}"))
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.setdefault("AIRFLOW__MLOPS__TASK_RETRIES", "0")  # dag.test() would sit out every retry delay
+# Deploys go straight unless a test sends traffic (tests/airflow/test_canary_rollout.py): a canary without
+# requests is never promoted.
+os.environ.setdefault("AIRFLOW__MLOPS__CANARY_PERCENT", "0")
 os.environ["AIRFLOW__MLOPS__PIPELINE_BIN"] = str(PIPELINE_BIN)
 os.environ["AIRFLOW__MLOPS__SERVING_BIN"] = str(support.SERVING_BIN)
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")

@@ -28,7 +28,9 @@ class LiveStack:
                  ("POSTGRES_PORT", "MLFLOW_PORT", "ALERTMANAGER_PORT", "PUSHGATEWAY_PORT", "AIRFLOW_PORT",
                   "MLOPS_SERVING_PORT")}
         # Retries as the demo has them (the other Airflow tests turn them off for dag.test()).
-        self.env = {**os.environ, "AIRFLOW__MLOPS__TASK_RETRIES": "2", **ports, **(env_overrides or {}),
+        self.env = {**os.environ, "AIRFLOW__MLOPS__TASK_RETRIES": "2",
+                    "AIRFLOW__MLOPS__CANARY_PERCENT": "0",  # no traffic here: a canary could never be judged
+                    **ports, **(env_overrides or {}),
                     "RUN_DIR": str(run_dir)}
         self.env.pop("AIRFLOW_HOME", None)
         self.run_dir = run_dir

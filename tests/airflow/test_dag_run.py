@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import signal
 
 import httpx
 import pytest
@@ -29,8 +27,7 @@ def env(stack, local_target, monkeypatch):
     connect(monkeypatch, mlflow_default=stack["mlflow"], mlserving_default=serving,
             alertmanager_default=stack["alertmanager"], pushgateway_default=stack["pushgateway"])
     yield local_target, serving
-    for pidfile in (local_target / "serving").glob("*/mlserving.pid"):
-        os.killpg(int(pidfile.read_text()), signal.SIGTERM)
+    support.stop_local_serving(local_target)
 
 
 def land(root, stack, day, drift="none", rows=900, seed=1):
@@ -131,7 +128,7 @@ def test_shifted_live_traffic_retrains_with_live_drift_as_the_reason(dag, env, s
     root, serving = env
     model = "iris-live-drift"
     counted = f'sum(increase(mlserving_feature_value_count{{model="{model}",feature="petal_length"}}[2m]))'
-    with support.prometheus(tmp_path, [serving.removeprefix("http://")]) as prometheus:
+    with support.prometheus(tmp_path, support.model_server_targets(serving)) as prometheus:
         connect(monkeypatch, prometheus_default=prometheus)
         land(root, stack, "2026-11-01", seed=11)
         dagrun, states = run(dag, "2026-11-01", model_name=model, live_drift_window="2m")

@@ -62,6 +62,16 @@ class MlflowHook(HttpServiceHook):
         run = self.json("GET", f"{self.API}/runs/get", params={"run_id": run_id})["run"]
         return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
 
+    def set_model_version_tags(self, model_name: str, version: str, tags: dict[str, str]) -> None:
+        """MLflow's REST API sets a model version's tags one at a time (`model-versions/set-tag`)."""
+        for key, value in tags.items():
+            self.json("POST", f"{self.API}/model-versions/set-tag",
+                      body={"name": model_name, "version": str(version), "key": key, "value": value})
+
+    def model_version_tags(self, model_name: str, version: str) -> dict[str, str]:
+        found = self.json("GET", f"{self.API}/model-versions/get", params={"name": model_name, "version": str(version)})
+        return {t["key"]: t["value"] for t in found["model_version"].get("tags", [])}
+
     def champion(self, model_name: str) -> dict | None:
         """The version the `champion` alias points at: {"version", "run_id", "source"}, or None."""
         # 400 INVALID_PARAMETER_VALUE: no such alias; 404: no such model

@@ -9,6 +9,13 @@ InferenceService, mlops.operators.kserve). The steps:
    patched and waited on (KServe's readiness, in the triggerer when deferrable);
 3. a real v2 inference, built from the served model's metadata, must be answered by the new version.
 
+**Canary** (`canary_percent` > 0, a version already served, a backend that can split traffic): the new
+version starts beside the served one, is smoke-tested, then gets that share of the requests. The
+CanaryVerdictTrigger judges both from Prometheus (mlops.canary: error ratio, p99 latency, the
+predicted-class mix, a minimum of requests) until the verdict: promote (the new version takes all the
+traffic) or roll back (as a failed deploy, below). The verdict and its evidence are the task's `canary`
+XCom and `canary.*` tags on the model version.
+
 When the new model fails (its load is refused, its revision fails or never becomes ready, the smoke
 test fails), the backend restores what was served before and the task fails without retrying (the
 model will not get better) after recording the rollback plan: the XComs `rollback_to_version` (the
@@ -21,19 +28,24 @@ is retried) and the plan names no version, so the alias stays.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlops.hooks.http import ServiceError
 from mlops.hooks.mlflow import MlflowHook
+from mlops.hooks.prometheus import PrometheusHook
 from mlops.hooks.serving import ServingError, ServingHook, ServingUnreachable
 from mlops.hooks.stage import StageFailed, StageHook
 from mlops.links import MlflowModelVersionLink, ServingEndpointLink, result_links
 from mlops.operators.deferral import default_deferrable, wait_for
 
-ROLLBACK_TO, ROLLBACK_REASON = "rollback_to_version", "rollback_reason"
+ROLLBACK_TO, ROLLBACK_REASON, CANARY = "rollback_to_version", "rollback_reason", "canary"
 
 
 class ModelFailed(Exception):
@@ -46,15 +58,20 @@ class DeployOperator(BaseOperator):
     `is_ready(current) -> bool`, `roll_out(champion) -> str | BaseTrigger` (the URL to smoke-test, or a
     trigger to wait on whose "ready" event carries the URL), `restore(previous)`, and `mode`."""
 
-    template_fields: Sequence[str] = ("model_name",)
+    template_fields: Sequence[str] = ("model_name", "canary_percent", "canary_minutes")
     ui_color = "#fdf1e6"
     operator_extra_links = (MlflowModelVersionLink(), ServingEndpointLink())
 
-    def __init__(self, *, model_name: str, mlflow_conn_id: str = MlflowHook.default_conn_name,
-                 deferrable: bool | None = None, **kwargs):
+    def __init__(self, *, model_name: str, canary_percent: int | str = 0, canary_minutes: float | str = 10,
+                 mlflow_conn_id: str = MlflowHook.default_conn_name,
+                 prometheus_conn_id: str = PrometheusHook.default_conn_name, deferrable: bool | None = None,
+                 **kwargs):
+        """`canary_percent`, `canary_minutes` (templated, e.g. from the DAG's Params): a new champion first
+        gets this share of the requests for this long; 0 %: a straight swap."""
         kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
-        self.model_name, self.mlflow_conn_id = model_name, mlflow_conn_id
+        self.model_name, self.mlflow_conn_id, self.prometheus_conn_id = model_name, mlflow_conn_id, prometheus_conn_id
+        self.canary_percent, self.canary_minutes = canary_percent, canary_minutes
         self.deferrable = default_deferrable() if deferrable is None else deferrable
 
     def _backend(self):
@@ -80,6 +97,13 @@ class DeployOperator(BaseOperator):
             return {**self._served(champion["version"], self._serving(previous["url"]).infer_url),
                     "previous_version": previous_version, "changed": False}
         self._served(champion["version"])
+        percent = int(float(self.canary_percent or 0))
+        if not 0 <= percent < 100:
+            raise AirflowFailException(f"canary_percent must be from 0 to 99, got {self.canary_percent}")
+        if percent and previous_version and getattr(backend, "supports_canary", False):
+            return self._start_canary(context, backend, champion, previous, percent)
+        if percent and previous_version:
+            self.log.warning("%s has no canary rollout: swapping straight to v%s", backend.mode, champion["version"])
         try:
             pending = backend.roll_out(champion)
         except ModelFailed as exc:
@@ -102,6 +126,60 @@ class DeployOperator(BaseOperator):
         if event.get("status") == "timeout":
             reason = f"not rolled out and ready by the deadline: {reason}"
         self._fail(context, backend, version, previous, reason)
+
+    def _start_canary(self, context, backend, champion: dict, previous: dict, percent: int):
+        """The new version beside the stable one, smoke-tested before it gets `percent` of the requests;
+        then the trigger watches both in Prometheus until the verdict."""
+        from mlops.canary import CanaryPolicy
+        from mlops.settings import mlops_settings
+        from mlops.triggers.canary import CanaryVerdictTrigger
+
+        version = champion["version"]
+        try:
+            url = backend.start_canary(champion)
+            ServingHook(self.model_name, base_url=url).smoke_test(version)
+        except (ModelFailed, ServingError) as exc:
+            self._fail(context, backend, version, previous, f"the canary did not start: {exc}")
+        backend.shift(percent)
+        settings, minutes, now = mlops_settings(), float(self.canary_minutes), time.time()
+        self.log.info("canary: %s v%s gets %d %% of the requests beside v%s for %s min; judged by Prometheus",
+                      self.model_name, version, percent, previous["version"], minutes)
+        trigger = CanaryVerdictTrigger(
+            self.model_name, previous["version"], version, now, now + minutes * 60,
+            now + max(minutes, settings.canary_deadline_minutes) * 60,
+            dataclasses.asdict(CanaryPolicy.from_settings(settings)), self.prometheus_conn_id,
+            settings.canary_poll_seconds, resume={"version": version, "previous": previous, "percent": percent})
+        return wait_for(self, context, trigger, method_name="canary_complete")
+
+    def canary_complete(self, context, event: dict):
+        """After the canary's trigger: promote (the stable server takes the new version, the canary's share
+        goes back to it) or roll back (the share goes back to the unchanged stable version)."""
+        version, previous = event["resume"]["version"], event["resume"]["previous"]
+        self._served(version)
+        backend = self._backend()
+        canary = {"verdict": event["status"], "reason": event["reason"], "percent": event["resume"]["percent"],
+                  "evidence": event.get("evidence")}
+        self._record_canary(context, version, canary)
+        if event["status"] != "promote":
+            self._fail(context, backend, version, previous, f"the canary was rolled back: {event['reason']}")
+        try:
+            url = backend.promote({"version": version})
+        except ModelFailed as exc:
+            self._fail(context, backend, version, previous, str(exc))
+        return {**self._verify(context, backend, version, previous, url), "canary": canary}
+
+    def _record_canary(self, context, version: str, canary: dict) -> None:
+        """The verdict and its evidence (the PromQL and what it returned) on the task's XCom and on the
+        model version in MLflow; the registry is only a record here, so its failure fails nothing."""
+        self.log.info("canary verdict for v%s: %s (%s)", version, canary["verdict"], canary["reason"])
+        context["ti"].xcom_push(key=CANARY, value=canary)
+        tags = {"canary.verdict": canary["verdict"], "canary.reason": canary["reason"][:5000],
+                "canary.percent": str(canary["percent"]),
+                "canary.evidence": json.dumps(canary["evidence"], sort_keys=True)[:5000]}
+        try:
+            MlflowHook(self.mlflow_conn_id).set_model_version_tags(self.model_name, version, tags)
+        except ServiceError as exc:
+            self.log.warning("could not record the canary's verdict on the model version: %s", exc)
 
     def _verify(self, context, backend, version: str, previous: dict | None, url: str) -> dict:
         serving = self._serving(url)
@@ -131,56 +209,102 @@ class DeployOperator(BaseOperator):
 
 
 class LocalServingBackend:
-    """The local target's model server (mlops.local_serving): fetch the version with the pipeline's
-    `fetch-model` stage, point the server's link at it, start the server or swap it in."""
+    """The local target: Debian's nginx (mlops.local_router) on the mlserving connection's port, in front
+    of the stable model server (the next port) and, during a canary, the canary's (the one after).
+    A version is fetched with the pipeline's `fetch-model` stage and a server's `current` link pointed at
+    it; a straight swap hot-swaps the stable server; a canary is a second server given a share of the
+    router's traffic, and its promotion hot-swaps the stable server to its version before the canary's
+    share goes back to it, so no request finds no server."""
 
     mode = "local ModelServer"
+    supports_canary = True
 
     def __init__(self, model_name: str, mlflow_conn_id: str, mlserving_conn_id: str):
+        from mlops.local_router import LocalRouter
         from mlops.local_serving import LocalModelServer
         from mlops.settings import mlops_settings
         from mlops.volume import data_root
 
         self.model_name = model_name
         self.stages = StageHook.local(mlflow_conn_id)
-        self.serving = ServingHook(model_name, mlserving_conn_id)
-        self.server = LocalModelServer(mlops_settings().mlserving, data_root() / "serving" / model_name, self.serving)
+        self.public = ServingHook(model_name, mlserving_conn_id)
+        port = self.public.connection.port or 8085
+        folder, mlserving = data_root() / "serving" / model_name, mlops_settings().mlserving
+        self.folder = folder
+        self.stable = LocalModelServer(mlserving, folder, model_name, port + 1)
+        self.canary = LocalModelServer(mlserving, folder / "canary", model_name, port + 2)
+        self.router = LocalRouter(folder / "router", port)
 
     def current(self) -> dict | None:
-        version = self.serving.served_version()
-        return {"version": version, "url": self.serving.base_url} if version else None
+        version = self.stable.serving.served_version()
+        return {"version": version, "url": self.public.base_url} if version else None
 
     def is_ready(self, current: dict) -> bool:
-        return True  # it answered with its version
+        return self.router.pid() is not None  # the stable server answered; clients reach it through the router
 
-    def roll_out(self, champion: dict) -> str:
-        """Raises ModelFailed when the server refuses the version; anything else is the infrastructure's."""
-        self.server.folder.mkdir(parents=True, exist_ok=True)
+    def _fetch(self, version: str) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
         try:
-            fetched = self.stages.run("fetch-model", {"model_name": self.model_name, "version": champion["version"],
-                                                      "into": self.server.folder})
+            fetched = self.stages.run("fetch-model", {"model_name": self.model_name, "version": version,
+                                                      "into": self.folder})
         except StageFailed as exc:
             raise RuntimeError(str(exc)) from None
-        self.server.point_at(fetched["model_dir"])
+        return Path(fetched["model_dir"])
+
+    def _serve(self, server, model_dir: Path) -> None:
+        """Point a server at a version and swap it in (or start it). ModelFailed: the server refused it."""
+        server.folder.mkdir(parents=True, exist_ok=True)
+        server.point_at(model_dir)
         try:
-            if self.serving.is_live():
-                self.serving.load()
+            if server.serving.is_live():
+                server.serving.load()
             else:
-                self.server.start()
+                server.start()
         except ServingUnreachable:
             raise
         except ServingError as exc:
             raise ModelFailed(str(exc)) from None
-        return self.serving.base_url
+
+    def _route_to_stable(self) -> None:
+        self.router.route({self.stable.address: 100})
+        self.canary.stop()
+
+    def roll_out(self, champion: dict) -> str:
+        """A straight swap. Raises ModelFailed when the server refuses the version; anything else is the
+        infrastructure's."""
+        self._serve(self.stable, self._fetch(champion["version"]))
+        self._route_to_stable()  # an interrupted canary's share, if any, goes back
+        return self.public.base_url
+
+    def start_canary(self, champion: dict) -> str:
+        """The canary server on the new version, before it gets any traffic: its own URL, to smoke-test."""
+        model_dir = self._fetch(champion["version"])
+        self.canary.stop()
+        try:
+            self._serve(self.canary, model_dir)
+        except ModelFailed:
+            self.canary.stop()
+            raise
+        return self.canary.url
+
+    def shift(self, percent: int) -> None:
+        self.router.route({self.stable.address: 100 - percent, self.canary.address: percent})
+
+    def promote(self, champion: dict) -> str:
+        self._serve(self.stable, self.stable.version_dir(champion["version"]))
+        self._route_to_stable()
+        return self.public.base_url
 
     def restore(self, previous: dict) -> None:
-        self.server.point_at(self.server.version_dir(previous["version"]))
         try:
-            if self.serving.is_live():
-                self.serving.load()
-            else:
-                self.server.start()
-        except ServiceError as exc:
+            before = self.stable.version_dir(previous["version"])
+            if self.stable.serving.served_version() != previous["version"]:
+                self._serve(self.stable, before)
+            else:  # it refused the new version and serves on: its link names what it serves again
+                self.stable.point_at(before)
+            if self.router.pid() is not None or self.canary.pid_file.exists():
+                self._route_to_stable()
+        except (ServiceError, ModelFailed) as exc:
             raise RuntimeError(f"restoring v{previous['version']} failed too: {exc}") from None
 
 

@@ -54,16 +54,18 @@ class ReportOperator(BaseOperator):
 
     `batch_task`, `detect_task`: the sensor (its `started_at` is the run's clock: dag.test() sets the
     run's own start date to the logical date) and detection; `retraining`: (branch task, the task it
-    follows to retrain); `promotion`: (the decision's branch task, the approval task, register)."""
+    follows to retrain); `promotion`: (the decision's branch task, the approval task, register);
+    `deploy_task`: its canary's verdict (a rolled-back canary fails deploy, and the run, before the report)."""
 
     template_fields: Sequence[str] = ("model_name",)
 
     def __init__(self, *, model_name: str, batch_task: str, detect_task: str, retraining: tuple[str, str],
-                 promotion: tuple[str, str, str], mlflow_conn_id: str = MlflowHook.default_conn_name,
+                 promotion: tuple[str, str, str], deploy_task: str = "deploy",
+                 mlflow_conn_id: str = MlflowHook.default_conn_name,
                  pushgateway_conn_id: str = PushgatewayHook.default_conn_name, **kwargs):
         super().__init__(**kwargs)
         self.model_name, self.batch_task, self.detect_task = model_name, batch_task, detect_task
-        self.retraining, self.promotion = tuple(retraining), tuple(promotion)
+        self.retraining, self.promotion, self.deploy_task = tuple(retraining), tuple(promotion), deploy_task
         self.mlflow_conn_id, self.pushgateway_conn_id = mlflow_conn_id, pushgateway_conn_id
 
     def _champion_version(self, detect: dict) -> str | None:
@@ -86,6 +88,9 @@ class ReportOperator(BaseOperator):
         register = ti.xcom_pull(task_ids=register_task) if register_task in _followed(approval_branch) else None
         outcome = run_outcome(ti.xcom_pull(task_ids=self.retraining[0], key=XCOM_SKIPMIXIN_KEY), promotion_branch,
                               approval_branch, register, self.retraining[1], approval, register_task)
+        # deploy runs only after this try's register: its result is this try's only when the run promoted
+        deployed = (ti.xcom_pull(task_ids=self.deploy_task) or {}) if outcome == "promote" else {}
+        canary = deployed.get("canary") or {}
         live = detect.get("live_drift") or {}
         measured = live.get("status") == "measured"
         started = (ti.xcom_pull(task_ids=self.batch_task) or {}).get("started_at")
@@ -102,6 +107,8 @@ class ReportOperator(BaseOperator):
             "retraining_reasons": ti.xcom_pull(task_ids=self.retraining[0], key="reasons"),
             "decision": outcome,
             "champion_version": self._champion_version(detect),
+            "canary": canary.get("verdict") or ("straight swap" if deployed.get("changed") else None),
+            "canary_reason": canary.get("reason"),
             "duration_seconds": time.time() - float(started) if started else None,
         }
 

@@ -7,11 +7,9 @@ import subprocess
 
 import pytest
 
-from mlops.hooks.serving import ServingError, ServingHook, ServingUnreachable
+from mlops.hooks.serving import ServingError, ServingUnreachable
 from mlops.local_serving import LocalModelServer
 from tests import support
-
-from ..conftest import connect
 
 MODEL = "iris"  # what tests/serving/make_models.py names
 
@@ -26,8 +24,8 @@ def model_dirs(tmp_path_factory):
 
 @pytest.fixture
 def server(model_dirs, tmp_path, monkeypatch):
-    connect(monkeypatch, mlserving_default=f"http://127.0.0.1:{support.free_port()}")
-    local = LocalModelServer(support.SERVING_BIN / "mlserving", tmp_path / "serving" / MODEL, ServingHook(MODEL))
+    local = LocalModelServer(support.SERVING_BIN / "mlserving", tmp_path / "serving" / MODEL, MODEL,
+                             support.free_port())
     local.folder.mkdir(parents=True)
     local.point_at(model_dirs / "good-v1")
     local.start()

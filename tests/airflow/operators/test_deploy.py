@@ -8,7 +8,6 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlops.hooks.stage import StageHook
-from mlops.local_serving import LocalModelServer
 from mlops.operators.deploy import ROLLBACK_REASON, ROLLBACK_TO, LocalDeployOperator
 from mlops.operators.stage import StageOperator
 from tests import support
@@ -40,9 +39,7 @@ def deploy_env(local_target, registry_uri, monkeypatch):
     stages = StageHook(support.PIPELINE_BIN / "mlpipeline", env={"MLFLOW_TRACKING_URI": registry_uri})
     folder = local_target / "serving" / MODEL
     yield stages, f"http://127.0.0.1:{port}", folder
-    from mlops.hooks.serving import ServingHook
-
-    LocalModelServer(support.SERVING_BIN / "mlserving", folder, ServingHook(MODEL)).stop()
+    support.stop_local_serving(local_target)
 
 
 def served(url) -> str:

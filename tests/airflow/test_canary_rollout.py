@@ -1,0 +1,87 @@
+"""Canary rollouts on the local target, end to end under live traffic: dag.test() runs of the DAG deploy
+each new champion beside the version it replaces, behind the real router (Debian's nginx); a real
+Prometheus scrapes both model servers, and the deploy promotes or rolls back from its PromQL. A bounded
+load generator (scripts/traffic.py) sends requests all along and counts every failure. Real MLflow,
+kfp.local trainings, model servers, Alertmanager and Pushgateway, as in test_dag_run."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from mlops.hooks.mlflow import MlflowHook
+from scripts.traffic import Traffic
+from tests import support
+
+from .conftest import connect
+from .test_dag import dag  # noqa: F401  (fixture)
+from .test_dag_run import land, xcom
+from .test_dag_run import run as run_dag
+
+MODEL = "iris-canary"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def canary_env(stack, local_target, monkeypatch, tmp_path):
+    serving = f"http://127.0.0.1:{support.free_port()}"
+    with support.prometheus(tmp_path, support.model_server_targets(serving)) as prometheus:
+        connect(monkeypatch, mlflow_default=stack["mlflow"], mlserving_default=serving, prometheus_default=prometheus,
+                alertmanager_default=stack["alertmanager"], pushgateway_default=stack["pushgateway"])
+        # judged on 60 canary requests, read every 2 s: a test-sized canary (the defaults are 100 and 15 s)
+        for option, value in {"CANARY_MIN_REQUESTS": "60", "CANARY_POLL_SECONDS": "2",
+                              "CANARY_DEADLINE_MINUTES": "3"}.items():
+            monkeypatch.setenv(f"AIRFLOW__MLOPS__{option}", value)
+        yield local_target, serving
+        support.stop_local_serving(local_target)
+
+
+def run(dag, day: str, **conf):  # noqa: F811
+    return run_dag(dag, day, model_name=MODEL, **conf)
+
+
+@pytest.mark.timeout(900)
+def test_a_healthy_canary_is_promoted_and_a_diverging_one_rolled_back_with_no_request_failed(dag, canary_env, stack):  # noqa: F811
+    root, serving = canary_env
+    land(root, stack, "2026-11-01", seed=1)
+    dagrun, states = run(dag, "2026-11-01", canary_percent=30, canary_minutes=0.5)
+    assert dagrun.state == "success", states
+    assert xcom(dagrun, "deploy")["version"] == "1" and "canary" not in xcom(dagrun, "deploy")  # nothing to beside
+    assert xcom(dagrun, "report")["canary"] == "straight swap"
+
+    with Traffic(serving, MODEL, rate=40) as traffic:
+        # Concept drift (every label rotated): v2 is trained and promoted. On traffic of all three
+        # classes it predicts the same class mix as v1 (rotated), answers fast and without errors.
+        land(root, stack, "2026-11-02", drift="concept", seed=2)
+        dagrun, states = run(dag, "2026-11-02", canary_percent=30, canary_minutes=0.5)
+        assert dagrun.state == "success" and states["deploy"] == "success", states
+        canary = xcom(dagrun, "deploy")["canary"]
+        assert canary["verdict"] == "promote" and canary["percent"] == 30, canary
+        assert canary["evidence"]["canary"]["requests"] >= 60 and canary["evidence"]["canary"]["error_ratio"] == 0
+        assert "mlserving_requests_total" in canary["evidence"]["queries"]["canary"]["requests"]
+        assert traffic.answered["1"] > 0 and traffic.answered["2"] > 0, traffic.summary()
+        assert xcom(dagrun, "report")["canary"] == "promote"
+        tags = MlflowHook().model_version_tags(MODEL, "2")
+        assert tags["canary.verdict"] == "promote" and tags["canary.reason"] == canary["reason"]
+
+        # Clean labels again: v2 fails them, v3 is trained and promoted. The traffic now is setosa
+        # flowers, which v2 calls versicolor and v3 setosa: the canary's class mix diverges.
+        traffic.mix = {"setosa": 1.0}
+        land(root, stack, "2026-11-03", seed=3)
+        dagrun, states = run(dag, "2026-11-03", canary_percent=30, canary_minutes=0.5)
+        answered_before = traffic.answered["2"]
+        support.wait_until(lambda: traffic.answered["2"] > answered_before + 20, 30)
+    assert dagrun.state == "failed" and states["deploy"] == "failed", states
+    assert states["roll_back_champion"] == "success", states
+    canary = xcom(dagrun, "deploy", "canary")
+    assert canary["verdict"] == "rollback" and "predicted-class mix differs" in canary["reason"], canary
+    assert MlflowHook().model_version_tags(MODEL, "3")["canary.verdict"] == "rollback"
+    assert traffic.answered["3"] > 0 and traffic.failures == [], traffic.summary()  # none, before or after
+    served = httpx.get(f"{serving}/v2/models/{MODEL}").json()["parameters"]["registry_version"]
+    assert served == "2" and not (root / "serving" / MODEL / "canary" / "mlserving.pid").exists()
+    champion = httpx.get(f"{stack['mlflow']}/api/2.0/mlflow/registered-models/alias",
+                         params={"name": MODEL, "alias": "champion"}).json()["model_version"]
+    assert champion["version"] == "2"  # roll_back_champion moved the alias back, recorded
+    [alert] = httpx.get(f"{stack['alertmanager']}/api/v2/alerts", params={"filter": [
+        'alertname="AirflowTaskFailed"', 'task_id="deploy"', f'run_id="{dagrun.run_id}"']}).json() or [None]
+    assert alert and "the canary was rolled back" in alert["annotations"]["error"], alert
