@@ -105,3 +105,27 @@ def test_a_failed_first_deploy_has_nothing_to_roll_back_to(deploy_env, local_tar
         "data_root": None, "model_name": model, "to_version": None, "reason": ti.xcoms[ROLLBACK_REASON]}).execute({})
     assert nothing["rolled_back"] is False
     assert stages.run("champion-at", {"model_name": model})["champion_version"] == "1"
+
+
+def test_a_canary_that_does_not_load_never_gets_traffic(deploy_env, local_target):
+    """The canary is started and smoke-tested beside the stable server before the router gives it any
+    request: a version that fails there is rolled back with the stable server untouched."""
+    stages, url, folder = deploy_env
+    model = "iris-canary-broken"
+    train_and_register(stages, local_target, model, "2026-11-05", "none", 5)
+    deploy = LocalDeployOperator(task_id="deploy", model_name=model, canary_percent=10)
+    assert "canary" not in deploy.execute({"ti": TaskInstance()})  # nothing served before: a straight start
+    train_and_register(stages, local_target, model, "2026-11-06", "concept", 6)
+    stages.run("fetch-model", {"model_name": model, "version": "2", "into": local_target / "serving" / model})
+    for skops in (local_target / "serving" / model / "v2").glob("*.skops"):
+        skops.write_bytes(b"corrupted")
+    ti = TaskInstance()
+    with pytest.raises(AirflowFailException, match="deploy of iris-canary-broken v2 failed: the canary did not "
+                                                   "start: .*failed to load"):
+        deploy.execute({"ti": ti})
+    assert ti.xcoms[ROLLBACK_TO] == "1"
+    router = (local_target / "serving" / model / "router" / "nginx.conf").read_text()
+    assert router.count("server 127.0.0.1:") == 1  # the stable server alone, never the canary
+    assert not (local_target / "serving" / model / "canary" / "mlserving.pid").exists()
+    answer = httpx.get(f"{url}/v2/models/{model}").json()
+    assert answer["parameters"]["registry_version"] == "1"

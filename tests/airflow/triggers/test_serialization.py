@@ -7,6 +7,7 @@ import importlib
 
 import pytest
 
+from mlops.triggers.canary import CanaryVerdictTrigger
 from mlops.triggers.kfp import KfpRunTrigger
 from mlops.triggers.kserve import InferenceServiceReadyTrigger
 
@@ -15,7 +16,9 @@ from mlops.triggers.kserve import InferenceServiceReadyTrigger
     KfpRunTrigger("run-1", 123.0, "kfp_test", host="http://kfp:8888", poll_interval=2.0),
     InferenceServiceReadyTrigger("iris", "mlops-serving", "iris-predictor-00003", "Serverless", 456.0,
                                  "kubernetes_test", 1.0, resume={"version": "4", "previous": {"version": "3"}}),
-], ids=["kfp", "kserve"])
+    CanaryVerdictTrigger("iris", "3", "4", 100.0, 700.0, 1900.0, {"min_requests": 100}, "prometheus_test", 15.0,
+                         resume={"version": "4", "previous": {"version": "3"}, "percent": 10}),
+], ids=["kfp", "kserve", "canary"])
 def test_a_trigger_round_trips_through_its_serialized_form(trigger):
     path, kwargs = trigger.serialize()
     module, _, name = path.rpartition(".")
