@@ -131,12 +131,14 @@ def pushgateway(root: Path):
 
 
 @contextmanager
-def prometheus(root: Path, targets: list[str], interval: str = "1s"):
-    """Debian's Prometheus scraping `targets` (host:port, /metrics) every `interval`."""
+def prometheus(root: Path, targets: list[str], interval: str = "1s", file_sd: Path | None = None):
+    """Debian's Prometheus scraping `targets` (host:port, /metrics) every `interval`, and the targets a
+    file_sd JSON file lists as it changes (how an operator feeds Prometheus discovered pods)."""
     port = free_port()
     config = root / "prometheus.yml"
+    discovered = f"    file_sd_configs:\n      - files: [{json.dumps(str(file_sd))}]\n" if file_sd else ""
     config.write_text(f"global:\n  scrape_interval: {interval}\nscrape_configs:\n  - job_name: test\n"
-                      f"    static_configs:\n      - targets: {json.dumps(targets)}\n")
+                      f"    static_configs:\n      - targets: {json.dumps(targets)}\n{discovered}")
     argv = ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}"]
     with daemon(argv, f"http://127.0.0.1:{port}/-/ready", root / "prometheus.log"):

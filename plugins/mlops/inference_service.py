@@ -41,8 +41,10 @@ def storage_uri(artifact_uri: str, cluster: KubernetesSettings) -> str:
 
 
 def inference_service(model_name: str, version: str, run_id: str | None, storage: str,
-                      cluster: KubernetesSettings) -> dict:
-    return {
+                      cluster: KubernetesSettings, canary_percent: int | None = None) -> dict:
+    """`canary_percent`: KServe's `canaryTrafficPercent` (Serverless mode): the new revision gets that
+    share of the traffic and the last rolled-out one keeps the rest until the field goes."""
+    body = {
         "apiVersion": API_VERSION,
         "kind": "InferenceService",
         "metadata": {
@@ -76,6 +78,16 @@ def inference_service(model_name: str, version: str, run_id: str | None, storage
             },
         },
     }
+    if canary_percent is not None:
+        body["spec"]["predictor"]["canaryTrafficPercent"] = canary_percent
+    return body
+
+
+def without_canary(isvc: dict) -> dict:
+    """The same InferenceService with all the traffic on its latest revision (a canary promoted)."""
+    spec = isvc.get("spec") or {}
+    predictor = {k: v for k, v in (spec.get("predictor") or {}).items() if k != "canaryTrafficPercent"}
+    return {**isvc, "spec": {**spec, "predictor": predictor}}
 
 
 def served_version(isvc: dict | None) -> str | None:
@@ -97,13 +109,19 @@ def rollout_marker(isvc: dict | None, deployment: dict | None, mode: str) -> str
 
 
 def changed_by_apply(current: dict | None, applied: dict) -> bool:
-    """Whether the apply moved the live object: a new spec generation, or new labels or annotations
-    (KServe copies both onto the predictor's pod template, so they roll out as a new revision too)."""
+    """Whether the apply started a rollout: a new spec generation (other than a change of
+    canaryTrafficPercent alone), or new labels or annotations (KServe copies both onto the predictor's
+    pod template, so they roll out as a new revision too)."""
     if current is None:
         return True
     meta, was = applied["metadata"], current["metadata"]
-    return meta.get("generation") != was.get("generation") or any(
-        (meta.get(key) or {}) != (was.get(key) or {}) for key in ("labels", "annotations"))
+    if any((meta.get(key) or {}) != (was.get(key) or {}) for key in ("labels", "annotations")):
+        return True
+    if meta.get("generation") == was.get("generation"):
+        return False
+    # A new generation from canaryTrafficPercent alone moves traffic, not the pod template: no new revision.
+    # (Both objects are the server's, defaults included, so comparing them is the server's own view.)
+    return without_canary(applied)["spec"] != without_canary(current)["spec"]
 
 
 def awaited_marker(current: dict | None, applied: dict, deployment: dict | None, mode: str) -> str | int | None:
@@ -130,9 +148,12 @@ def _failure(isvc: dict) -> str | None:
     return None
 
 
-def readiness(isvc: dict, before, mode: str, deployment: dict | None = None) -> tuple[bool | None, str]:
+def readiness(isvc: dict, before, mode: str, deployment: dict | None = None,
+              canary_percent: int | None = None) -> tuple[bool | None, str]:
     """(True, url) once the change after `before` (see rollout_marker) is rolled out and Ready;
-    (False, message) when the controller reports that it failed; (None, why) while it is under way."""
+    (False, message) when the controller reports that it failed; (None, why) while it is under way.
+    With `canary_percent` (Serverless), rolled out means the new revision serves that share of the
+    traffic beside the last rolled-out one (KServe's ksvc_reconciler.go traffic targets)."""
     failure = _failure(isvc)
     if failure:
         return False, failure
@@ -162,6 +183,10 @@ def readiness(isvc: dict, before, mode: str, deployment: dict | None = None) -> 
     if predictor.get("latestReadyRevision") != created:
         return None, f"revision {created} is not ready yet"
     routed = [t for t in predictor.get("traffic") or [] if t.get("revisionName") == created]
+    if canary_percent is not None:
+        if not routed or routed[0].get("percent") != canary_percent:
+            return None, f"revision {created} is ready but does not serve its canary share yet"
+        return (True, url) if ready else (None, "canary revision ready; InferenceService not Ready yet")
     if predictor.get("latestRolledoutRevision") != created or not routed or routed[0].get("percent") != 100:
         return None, f"revision {created} is ready but does not have all the traffic yet"
     return (True, url) if ready else (None, "revision rolled out; InferenceService not Ready yet")

@@ -9,6 +9,7 @@ from jsonschema import Draft7Validator
 
 from mlops.inference_service import (
     awaited_marker,
+    changed_by_apply,
     inference_route,
     inference_service,
     merge_patch,
@@ -16,6 +17,7 @@ from mlops.inference_service import (
     rollout_marker,
     served_version,
     storage_uri,
+    without_canary,
 )
 from tests.reference import crd_schema
 
@@ -43,6 +45,49 @@ def test_the_inference_service_is_valid_against_the_crd(validator):
     env = {e["name"]: e["value"] for e in model["env"]}  # what the server reports: not guessed from files
     assert env == {"MLSERVING_REGISTRY_VERSION": "3", "MLSERVING_RUN_ID": "run-1",
                    "MLSERVING_MODEL_URI": "models:/iris-classifier/3"}
+
+
+@pytest.mark.parametrize("percent", [30, 0])
+def test_a_canary_sets_kserve_s_canary_traffic_percent_and_a_promotion_drops_it(validator, percent):
+    cluster = cluster_settings()
+    isvc = inference_service("iris-classifier", "4", "run-4", "s3://mlflow/4", cluster, canary_percent=percent)
+    assert not [e.message for e in validator.iter_errors(isvc)]
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == percent
+    promoted = without_canary(isvc)
+    assert "canaryTrafficPercent" not in promoted["spec"]["predictor"] and not list(validator.iter_errors(promoted))
+    assert promoted["spec"]["predictor"]["model"] == isvc["spec"]["predictor"]["model"]
+
+
+def test_a_canary_is_ready_when_its_revision_serves_its_share():
+    """The traffic targets KServe's ksvc_reconciler.go sets for a canary, as inference_service_status.go
+    propagates them (latestRolledoutRevision stays on the revision that last had 100 %)."""
+    def split(canary_share):
+        return {"metadata": {"name": "iris"}, "status": {
+            "conditions": [{"type": "Ready", "status": "True"}], "address": {"url": "http://iris.ns"},
+            "components": {"predictor": {
+                "latestCreatedRevision": "iris-predictor-00002", "latestReadyRevision": "iris-predictor-00002",
+                "latestRolledoutRevision": "iris-predictor-00001",
+                "traffic": [{"revisionName": "iris-predictor-00002", "latestRevision": True, "percent": canary_share},
+                            {"revisionName": "iris-predictor-00001", "latestRevision": False, "tag": "prev",
+                             "percent": 100 - canary_share}]}}}}
+
+    assert readiness(split(30), "iris-predictor-00001", "Serverless", canary_percent=30) == (True, "http://iris.ns")
+    assert readiness(split(30), "iris-predictor-00001", "Serverless")[0] is None  # not rolled out: a canary
+    waiting = split(30)
+    waiting["status"]["components"]["predictor"]["latestReadyRevision"] = "iris-predictor-00001"
+    assert readiness(waiting, "iris-predictor-00001", "Serverless", canary_percent=30)[0] is None
+
+
+def test_a_change_of_the_canary_share_alone_starts_no_rollout():
+    """A new generation that only sets or drops canaryTrafficPercent moves traffic, not the pod template:
+    readiness must not wait for a revision that never comes."""
+    cluster = cluster_settings()
+    live = {**inference_service("iris", "4", "run-4", "s3://mlflow/4", cluster, canary_percent=10)}
+    live["metadata"] = {**live["metadata"], "generation": 3}
+    promoted = {**without_canary(live), "metadata": {**live["metadata"], "generation": 4}}
+    assert not changed_by_apply(live, promoted)
+    other = inference_service("iris", "5", "run-5", "s3://mlflow/5", cluster)
+    assert changed_by_apply(live, {**other, "metadata": {**other["metadata"], "generation": 4}})
 
 
 @pytest.mark.parametrize("mode", ["Serverless", "RawDeployment"])
@@ -109,7 +154,8 @@ def test_an_apply_that_changes_nothing_waits_for_the_rollout_under_way():
     assert readiness(rolled_out, None, "Serverless") == (True, "http://iris.ns.svc.cluster.local")
     # A real change, to the spec (a new generation) or to what the pod copies (labels, annotations),
     # waits past the revision that was there before it.
-    respec = {**restoring, "metadata": {**restoring["metadata"], "generation": 3}}
+    respec = {**restoring, "metadata": {**restoring["metadata"], "generation": 3},
+              "spec": {"predictor": {"model": {"storageUri": "s3://mlflow/other"}}}}
     relabelled = {**restoring, "metadata": {**restoring["metadata"], "labels": {"team": "fraud"}}}
     for applied in (respec, relabelled):
         assert awaited_marker(restoring, applied, None, "Serverless") == "iris-predictor-00004"

@@ -25,6 +25,11 @@ revision whose container or storage initializer fails is reported on PredictorRe
 RevisionFailed) while traffic stays on the last ready one. status.observedGeneration is copied
 from the child Knative Service (L635), whose generation counts pod-template changes and which is
 returned before Knative has reconciled it (kserve#6081): it is not the InferenceService's own.
+With `canaryTrafficPercent` and a rolled-out revision, the route splits as ksvc_reconciler.go
+(L133-157) sets it: the latest ready revision gets that share, the last rolled-out one the rest (tag
+`prev`), both pods keep running, and latestRolledoutRevision stays until a revision has 100 %
+(PropagateStatus). Knative's ingress weighs the split; here the Service has an Endpoints object
+listing each pod in proportion to its share, which the emulated kube-proxy picks from per connection.
 The queue-proxy sidecar and the activator are not played: traffic goes to the pod's port.
 
 RawDeployment (Standard) mode, annotation serving.kserve.io/deploymentMode: a Deployment
@@ -38,11 +43,12 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import threading
 import time
 import uuid
 
-from .apiserver import DEPLOYMENTS, ISVC, PODS, RUNTIMES, SECRETS, SERVICE_ACCOUNTS, SERVICES, KubeEmulator
+from .apiserver import DEPLOYMENTS, ENDPOINTS, ISVC, PODS, RUNTIMES, SECRETS, SERVICE_ACCOUNTS, SERVICES, KubeEmulator
 from .network import pod_ready
 from .workloads import template_hash
 
@@ -67,6 +73,7 @@ class KServeController:
         self.seen: dict[tuple[str, str], str] = {}
         self.revisions: dict[tuple[str, str], list[dict]] = {}  # serverless: [{"name", "hash", "pod"}]
         self.ksvc_generation: dict[tuple[str, str], int] = {}
+        self.rolled_out: dict[tuple[str, str], str] = {}  # serverless: KServe's latestRolledoutRevision
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="kserve-controller", daemon=True)
 
@@ -206,24 +213,25 @@ class KServeController:
             return
         latest = revisions[-1]
         pod = self.kube.stored(PODS, namespace, latest["pod"])
-        ready_revisions = [r for r in revisions if r.get("ready")]
-        routed = ready_revisions[-1]["name"] if ready_revisions else None
         if pod is not None and pod_ready(pod) and not latest.get("ready"):
             latest["ready"] = True
-            routed = latest["name"]
-            for old in revisions[:-1]:  # no traffic left: the old revision scales to zero
-                if self.kube.stored(PODS, namespace, old["pod"]) is not None:
-                    self.kube.delete(PODS, namespace, old["pod"])
+        ready_revisions = [r for r in revisions if r.get("ready")]
+        routed = ready_revisions[-1]["name"] if ready_revisions else None
+        traffic = self._traffic(key, routed, isvc["spec"]["predictor"].get("canaryTrafficPercent"))
+        for old in revisions[:-1]:  # no traffic left: a revision scales to zero
+            if old["name"] not in traffic and self.kube.stored(PODS, namespace, old["pod"]) is not None:
+                self.kube.delete(PODS, namespace, old["pod"])
         failure = None if latest.get("ready") else self._failure(pod)
         if routed:
-            selector = {"serving.knative.dev/revision": routed}
-            self._ensure_service(namespace, f"{name}-predictor", selector, "user-port")
-            self._ensure_service(namespace, name, selector, "user-port")
+            shares = {r["pod"]: traffic[r["name"]] for r in revisions if r["name"] in traffic}
+            for service in (f"{name}-predictor", name):
+                self._route(namespace, service, shares, port)
         predictor = {"latestCreatedRevision": latest["name"]}
         if routed:
-            predictor.update(latestReadyRevision=routed, latestRolledoutRevision=routed,
-                             traffic=[{"revisionName": routed, "latestRevision": routed == latest["name"],
-                                       "percent": 100}],
+            predictor.update(latestReadyRevision=routed, latestRolledoutRevision=self.rolled_out[key],
+                             traffic=[{"revisionName": revision, "latestRevision": revision == routed,
+                                       "percent": percent, **({} if revision == routed else {"tag": "prev"})}
+                                      for revision, percent in traffic.items()],
                              url=f"http://{name}-predictor.{namespace}.{self.domain}")
         if failure:
             message = f'Revision "{latest["name"]}" failed with message: {failure}.'
@@ -243,6 +251,42 @@ class KServeController:
             status.update(url=f"http://{name}.{namespace}.{self.domain}",
                           address={"url": f"http://{name}.{namespace}.svc.cluster.local"})
         self._status(key, status)
+
+    def _traffic(self, key, latest_ready: str | None, canary_percent: int | None) -> dict[str, int]:
+        """Revision -> percent, as ksvc_reconciler.go sets the Knative route: with canaryTrafficPercent and
+        a rolled-out revision, the latest ready revision gets that share and the last rolled-out one the
+        rest (tag `prev`); otherwise the latest ready one gets everything. latestRolledoutRevision moves
+        only to a revision that has 100 % (inference_service_status.go PropagateStatus)."""
+        if latest_ready is None:
+            return {}
+        rolled_out = self.rolled_out.get(key)
+        if canary_percent is not None and canary_percent < 100 and rolled_out and rolled_out != latest_ready:
+            return {latest_ready: canary_percent, rolled_out: 100 - canary_percent}
+        self.rolled_out[key] = latest_ready
+        return {latest_ready: 100}
+
+    def _route(self, namespace: str, service: str, shares: dict[str, int], port: int) -> None:
+        """The Service to the revisions' pods. One revision: a selector, as before. A split (Knative's
+        ingress weighs routes; not played here): no selector, and an Endpoints object listing each pod
+        in proportion to its percent, which the emulated kube-proxy picks from per connection."""
+        if len(shares) == 1:
+            pod = self.kube.stored(PODS, namespace, next(iter(shares)))
+            revision = ((pod or {}).get("metadata", {}).get("labels") or {}).get("serving.knative.dev/revision")
+            if revision:
+                self._ensure_service(namespace, service, {"serving.knative.dev/revision": revision}, "user-port")
+            return
+        self._ensure_service(namespace, service, None, "user-port")
+        unit = math.gcd(*shares.values())
+        addresses = []
+        for pod_name, percent in shares.items():
+            ip = ((self.kube.stored(PODS, namespace, pod_name) or {}).get("status") or {}).get("podIP")
+            addresses += [{"ip": ip, "targetRef": {"kind": "Pod", "name": pod_name}}] * (percent // unit) if ip else []
+        endpoints = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": service, "namespace": namespace},
+                     "subsets": [{"addresses": addresses, "ports": [{"name": "http", "port": port}]}]}
+        if self.kube.stored(ENDPOINTS, namespace, service) is None:
+            self.kube.create(endpoints)
+        elif self.kube.stored(ENDPOINTS, namespace, service).get("subsets") != endpoints["subsets"]:
+            self.kube.patch(ENDPOINTS, namespace, service, {"subsets": endpoints["subsets"]})
 
     @staticmethod
     def _failure(pod: dict | None) -> str | None:

@@ -56,7 +56,10 @@ class DeployOperator(BaseOperator):
     """The core; subclasses give `_backend()`: an object with
     `current() -> dict | None` (what is served: {"version", ...}, enough to restore it),
     `is_ready(current) -> bool`, `roll_out(champion) -> str | BaseTrigger` (the URL to smoke-test, or a
-    trigger to wait on whose "ready" event carries the URL), `restore(previous)`, and `mode`."""
+    trigger to wait on whose "ready" event carries the URL), `restore(previous)`, and `mode`; a backend
+    that can split traffic also has `supports_canary` (true), `start_canary(champion, percent) -> None |
+    BaseTrigger` (None: it serves its share already) and `promote(champion) -> str | BaseTrigger` (as
+    roll_out)."""
 
     template_fields: Sequence[str] = ("model_name", "canary_percent", "canary_minutes")
     ui_color = "#fdf1e6"
@@ -119,7 +122,8 @@ class DeployOperator(BaseOperator):
         self._served(version)
         backend = self._backend()
         if event.get("status") == "ready":
-            return self._verify(context, backend, version, previous, event["url"])
+            verified = self._verify(context, backend, version, previous, event["url"])
+            return {**verified, "canary": event["resume"]["canary"]} if "canary" in event["resume"] else verified
         if event.get("status") == "error":  # the API itself failed: nothing known against the model
             raise RuntimeError(f"deploy of {self.model_name} v{version}: {event.get('message')}")
         reason = event.get("message") or f"unexpected event {event}"
@@ -128,32 +132,48 @@ class DeployOperator(BaseOperator):
         self._fail(context, backend, version, previous, reason)
 
     def _start_canary(self, context, backend, champion: dict, previous: dict, percent: int):
-        """The new version beside the stable one, smoke-tested before it gets `percent` of the requests;
-        then the trigger watches both in Prometheus until the verdict."""
+        """The new version beside the stable one on `percent` of the requests: the backend starts it (and
+        waits, or hands back a trigger that waits, until it serves its share)."""
+        version = champion["version"]
+        try:
+            pending = backend.start_canary(champion, percent)
+        except ModelFailed as exc:
+            self._fail(context, backend, version, previous, f"the canary did not start: {exc}")
+        resume = {"version": version, "previous": previous, "percent": percent}
+        if pending is None:
+            return self._watch_canary(context, resume)
+        pending.resume = resume
+        return wait_for(self, context, pending, method_name="canary_started")
+
+    def canary_started(self, context, event: dict):
+        """After the backend's trigger: the canary serves its share ({"status": "ready"}), or it failed."""
+        if event.get("status") == "ready":
+            return self._watch_canary(context, event["resume"])
+        version, previous = event["resume"]["version"], event["resume"]["previous"]
+        self._served(version)
+        if event.get("status") == "error":
+            raise RuntimeError(f"canary of {self.model_name} v{version}: {event.get('message')}")
+        self._fail(context, self._backend(), version, previous, f"the canary did not start: {event.get('message')}")
+
+    def _watch_canary(self, context, resume: dict):
+        """Prometheus's view of both versions, until the verdict (CanaryVerdictTrigger)."""
         from mlops.canary import CanaryPolicy
         from mlops.settings import mlops_settings
         from mlops.triggers.canary import CanaryVerdictTrigger
 
-        version = champion["version"]
-        try:
-            url = backend.start_canary(champion)
-            ServingHook(self.model_name, base_url=url).smoke_test(version)
-        except (ModelFailed, ServingError) as exc:
-            self._fail(context, backend, version, previous, f"the canary did not start: {exc}")
-        backend.shift(percent)
         settings, minutes, now = mlops_settings(), float(self.canary_minutes), time.time()
-        self.log.info("canary: %s v%s gets %d %% of the requests beside v%s for %s min; judged by Prometheus",
-                      self.model_name, version, percent, previous["version"], minutes)
+        self.log.info("canary: %s v%s serves %d %% of the requests beside v%s for %s min; judged by Prometheus",
+                      self.model_name, resume["version"], resume["percent"], resume["previous"]["version"], minutes)
         trigger = CanaryVerdictTrigger(
-            self.model_name, previous["version"], version, now, now + minutes * 60,
+            self.model_name, resume["previous"]["version"], resume["version"], now, now + minutes * 60,
             now + max(minutes, settings.canary_deadline_minutes) * 60,
             dataclasses.asdict(CanaryPolicy.from_settings(settings)), self.prometheus_conn_id,
-            settings.canary_poll_seconds, resume={"version": version, "previous": previous, "percent": percent})
+            settings.canary_poll_seconds, resume=resume)
         return wait_for(self, context, trigger, method_name="canary_complete")
 
     def canary_complete(self, context, event: dict):
-        """After the canary's trigger: promote (the stable server takes the new version, the canary's share
-        goes back to it) or roll back (the share goes back to the unchanged stable version)."""
+        """After the verdict: promote (the new version takes all the traffic; waited on like a roll-out)
+        or roll back (all the traffic back to the unchanged stable version, as a failed deploy)."""
         version, previous = event["resume"]["version"], event["resume"]["previous"]
         self._served(version)
         backend = self._backend()
@@ -163,10 +183,13 @@ class DeployOperator(BaseOperator):
         if event["status"] != "promote":
             self._fail(context, backend, version, previous, f"the canary was rolled back: {event['reason']}")
         try:
-            url = backend.promote({"version": version})
+            pending = backend.promote({"version": version})
         except ModelFailed as exc:
             self._fail(context, backend, version, previous, str(exc))
-        return {**self._verify(context, backend, version, previous, url), "canary": canary}
+        if isinstance(pending, str):
+            return {**self._verify(context, backend, version, previous, pending), "canary": canary}
+        pending.resume = {"version": version, "previous": previous, "canary": canary}
+        return wait_for(self, context, pending)
 
     def _record_canary(self, context, version: str, canary: dict) -> None:
         """The verdict and its evidence (the PromQL and what it returned) on the task's XCom and on the
@@ -276,18 +299,17 @@ class LocalServingBackend:
         self._route_to_stable()  # an interrupted canary's share, if any, goes back
         return self.public.base_url
 
-    def start_canary(self, champion: dict) -> str:
-        """The canary server on the new version, before it gets any traffic: its own URL, to smoke-test."""
+    def start_canary(self, champion: dict, percent: int) -> None:
+        """The canary server on the new version, smoke-tested on its own port before the router gives it
+        `percent` of the requests. ModelFailed: it did not load or answer (it never got a request)."""
         model_dir = self._fetch(champion["version"])
         self.canary.stop()
         try:
             self._serve(self.canary, model_dir)
-        except ModelFailed:
+            self.canary.serving.smoke_test(champion["version"])
+        except (ModelFailed, ServingError) as exc:
             self.canary.stop()
-            raise
-        return self.canary.url
-
-    def shift(self, percent: int) -> None:
+            raise ModelFailed(str(exc)) from None
         self.router.route({self.stable.address: 100 - percent, self.canary.address: percent})
 
     def promote(self, champion: dict) -> str:

@@ -24,6 +24,7 @@ from mlops.inference_service import (
     readiness,
     served_version,
     storage_uri,
+    without_canary,
 )
 from mlops.operators.deploy import DeployOperator
 from mlops.settings import KubernetesSettings, kubernetes_settings
@@ -52,30 +53,61 @@ class KServeServingBackend:
     def is_ready(self, current: dict) -> bool:
         return current["ready"]
 
-    def roll_out(self, champion: dict):
-        from mlops.triggers.kserve import InferenceServiceReadyTrigger
+    @property
+    def supports_canary(self) -> bool:
+        """KServe's canaryTrafficPercent splits traffic between Knative revisions: Serverless mode only."""
+        return self.mode == "Serverless"
 
+    def roll_out(self, champion: dict, canary_percent: int | None = None):
         current = self.kserve.get(self.model_name)
         location = storage_uri(self.mlflow.artifact_location(champion["source"]), self.cluster)
-        desired = inference_service(self.model_name, champion["version"], champion["run_id"], location, self.cluster)
+        desired = inference_service(self.model_name, champion["version"], champion["run_id"], location, self.cluster,
+                                    canary_percent)
         deployment = self._deployment()
         applied, created = self.kserve.apply(desired)
         # What the server says changed, not a client-side diff (a live spec carries the webhook's defaults).
         before = awaited_marker(current, applied, deployment, self.mode)
         if self.cluster.inference_host:
             self.kserve.apply(inference_route(self.model_name, self.cluster))
-        ns = self.cluster.serving_namespace
-        log.info("%s InferenceService %s/%s (%s mode) for v%s (%s), generation %s; waiting for the rollout",
-                 "created" if created else "patched", ns, self.model_name, self.mode, champion["version"], location,
+        log.info("%s InferenceService %s/%s (%s mode) for v%s (%s)%s, generation %s; waiting for the rollout",
+                 "created" if created else "patched", self.cluster.serving_namespace, self.model_name, self.mode,
+                 champion["version"], location, f" as a {canary_percent} % canary" if canary_percent else "",
                  applied["metadata"].get("generation"))
+        return self._ready_trigger(before, canary_percent)
+
+    def _ready_trigger(self, before, canary_percent: int | None = None):
+        from mlops.triggers.kserve import InferenceServiceReadyTrigger
+
         return InferenceServiceReadyTrigger(
-            self.model_name, ns, before, self.mode, time.time() + self.cluster.serving_ready_timeout_seconds,
-            self.cluster.kubernetes_conn_id, self.cluster.serving_poll_interval_seconds)
+            self.model_name, self.cluster.serving_namespace, before, self.mode,
+            time.time() + self.cluster.serving_ready_timeout_seconds, self.cluster.kubernetes_conn_id,
+            self.cluster.serving_poll_interval_seconds, canary_percent=canary_percent)
+
+    def start_canary(self, champion: dict, percent: int):
+        """The new spec with `canaryTrafficPercent`: KServe gives its revision that share once it is ready."""
+        return self.roll_out(champion, percent)
+
+    def promote(self, champion: dict):
+        """Drop `canaryTrafficPercent`: the revision serving the canary takes all the traffic (the pod
+        template is unchanged, so no new revision: the wait is for the route, `before=None`)."""
+        current = self.kserve.get(self.model_name)
+        if current is None:
+            raise RuntimeError(f"InferenceService {self.model_name} disappeared during its canary")
+        self.kserve.patch_to(current, without_canary(current))
+        return self._ready_trigger(None)
 
     def restore(self, previous: dict) -> None:
+        """The previous labels, annotations and spec back. During a canary with `canaryTrafficPercent: 0`
+        (KServe's documented canary rollback): all the traffic goes back to the last rolled-out revision
+        at once, while the restored spec's own revision starts on no traffic (dropping the field would
+        hand the canary's ready revision everything until then); the next deploy drops it."""
         current = self.kserve.get(self.model_name)
-        if current is not None:
-            self.kserve.patch_to(current, previous)
+        if current is None:
+            return
+        if "canaryTrafficPercent" in current["spec"].get("predictor", {}):
+            spec = {**previous["spec"], "predictor": {**previous["spec"]["predictor"], "canaryTrafficPercent": 0}}
+            previous = {**previous, "spec": spec}
+        self.kserve.patch_to(current, previous)
 
 
 class KServeDeployOperator(DeployOperator):

@@ -19,9 +19,11 @@ class InferenceServiceReadyTrigger(BaseTrigger):
 
     def __init__(self, name: str, namespace: str, before, mode: str, deadline: float,
                  kubernetes_conn_id: str = "kubernetes_default", poll_interval: float = 5.0,
-                 resume: dict | None = None):
-        """`before`: the rollout marker read before the change (mlops.inference_service.rollout_marker)."""
+                 resume: dict | None = None, canary_percent: int | None = None):
+        """`before`: the rollout marker read before the change (mlops.inference_service.rollout_marker);
+        `canary_percent`: wait for a canary serving that share instead of a full roll-out."""
         super().__init__()
+        self.canary_percent = canary_percent
         self.name, self.namespace, self.before, self.mode = name, namespace, before, mode
         self.deadline, self.kubernetes_conn_id, self.poll_interval = deadline, kubernetes_conn_id, poll_interval
         self.resume = resume or {}  # echoed in the event: dag.test() hands the resumed method only the event
@@ -30,7 +32,7 @@ class InferenceServiceReadyTrigger(BaseTrigger):
         return ("mlops.triggers.kserve.InferenceServiceReadyTrigger",
                 {"name": self.name, "namespace": self.namespace, "before": self.before, "mode": self.mode,
                  "deadline": self.deadline, "kubernetes_conn_id": self.kubernetes_conn_id,
-                 "poll_interval": self.poll_interval, "resume": self.resume})
+                 "poll_interval": self.poll_interval, "resume": self.resume, "canary_percent": self.canary_percent})
 
     def _event(self, **payload) -> TriggerEvent:
         return TriggerEvent({**payload, "resume": self.resume})
@@ -50,7 +52,7 @@ class InferenceServiceReadyTrigger(BaseTrigger):
                 yield self._event(status="failed", message=f"InferenceService {self.namespace}/{self.name} was "
                                                            "deleted while waiting for it")
                 return
-            ready, why = readiness(isvc, self.before, self.mode, deployment)
+            ready, why = readiness(isvc, self.before, self.mode, deployment, self.canary_percent)
             if ready is not None:
                 yield self._event(status="ready", url=why) if ready else self._event(status="failed", message=why)
                 return
