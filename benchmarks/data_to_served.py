@@ -28,7 +28,7 @@ def main() -> None:
     import httpx
 
     tmp = Path(tempfile.mkdtemp(prefix="latency-"))
-    port = support.free_port()
+    serving = support.serving_url()
     os.environ.update({"AIRFLOW_HOME": str(tmp / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
                        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
@@ -38,7 +38,7 @@ def main() -> None:
                        "AIRFLOW__MLOPS__SERVING_BIN": str(support.SERVING_BIN),
                        "AIRFLOW_CONN_MLOPS_DATA": json.dumps({"conn_type": "fs",
                                                               "extra": {"path": str(tmp / "volume")}}),
-                       "AIRFLOW_CONN_MLSERVING_DEFAULT": f"http://127.0.0.1:{port}"})
+                       "AIRFLOW_CONN_MLSERVING_DEFAULT": serving})
     (tmp / "volume").mkdir(parents=True)
     import subprocess
 
@@ -59,7 +59,7 @@ def main() -> None:
                 started = time.monotonic()  # the batch has landed (its _SUCCESS marker is written)
                 dagrun = dag.test(logical_date=dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC),
                                   run_conf={"model_name": MODEL})
-                answer = httpx.post(f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer", json={"inputs": [
+                answer = httpx.post(f"{serving}/v2/models/{MODEL}/infer", json={"inputs": [
                     {"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}).json()
                 elapsed = time.monotonic() - started
                 print(f"\n{day} ({drift}): batch landed -> v{answer['model_version']} answering: {elapsed:.1f} s "

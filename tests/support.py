@@ -65,6 +65,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def serving_url() -> str:
+    """A `mlserving_default` for the local target: the router's port with the next two (the stable and
+    the canary model server's) free as well."""
+    while True:
+        port = free_port()
+        try:
+            with socket.socket() as stable, socket.socket() as canary:
+                stable.bind(("127.0.0.1", port + 1))
+                canary.bind(("127.0.0.1", port + 2))
+        except OSError:
+            continue
+        return f"http://127.0.0.1:{port}"
+
+
 def wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while True:

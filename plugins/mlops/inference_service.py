@@ -40,15 +40,22 @@ def storage_uri(artifact_uri: str, cluster: KubernetesSettings) -> str:
     return artifact_uri
 
 
+def canary_name(model_name: str) -> str:
+    """RawDeployment mode's canary: a second InferenceService beside the model's own."""
+    return f"{model_name}-canary"
+
+
 def inference_service(model_name: str, version: str, run_id: str | None, storage: str,
-                      cluster: KubernetesSettings, canary_percent: int | None = None) -> dict:
+                      cluster: KubernetesSettings, canary_percent: int | None = None, name: str | None = None) -> dict:
     """`canary_percent`: KServe's `canaryTrafficPercent` (Serverless mode): the new revision gets that
-    share of the traffic and the last rolled-out one keeps the rest until the field goes."""
+    share of the traffic and the last rolled-out one keeps the rest until the field goes. `name`: an
+    InferenceService of another name serving the same model (RawDeployment mode's canary): the runtime
+    names the model after the InferenceService, so the model's name is passed again, last."""
     body = {
         "apiVersion": API_VERSION,
         "kind": "InferenceService",
         "metadata": {
-            "name": model_name,
+            "name": name or model_name,
             "namespace": cluster.serving_namespace,
             "labels": {**cluster.labels, "app.kubernetes.io/name": model_name,
                        "app.kubernetes.io/component": "predictor"},
@@ -80,6 +87,8 @@ def inference_service(model_name: str, version: str, run_id: str | None, storage
     }
     if canary_percent is not None:
         body["spec"]["predictor"]["canaryTrafficPercent"] = canary_percent
+    if name and name != model_name:
+        body["spec"]["predictor"]["model"]["args"] = [f"--model_name={model_name}"]
     return body
 
 
@@ -192,13 +201,23 @@ def readiness(isvc: dict, before, mode: str, deployment: dict | None = None,
     return (True, url) if ready else (None, "revision rolled out; InferenceService not Ready yet")
 
 
-def inference_route(model_name: str, cluster: KubernetesSettings) -> dict:
+def inference_route(model_name: str, cluster: KubernetesSettings, canary_percent: int = 0) -> dict:
     """The Istio VirtualService that puts /v2/models/<name> (and v1) of the shared inference host on
     the model's predictor: through Knative's local gateway in Serverless mode (Host rewritten to the
-    predictor, as KServe's own VirtualService does), straight to the predictor Service otherwise."""
-    predictor = f"{predictor_name(model_name)}.{cluster.serving_namespace}.svc.cluster.local"
+    predictor, as KServe's own VirtualService does), straight to the predictor Service otherwise; in
+    RawDeployment mode with `canary_percent`, that share goes to the canary InferenceService's
+    predictor (weighted destinations)."""
+    def service(name: str) -> str:
+        return f"{predictor_name(name)}.{cluster.serving_namespace}.svc.cluster.local"
+
+    predictor = service(model_name)
     if cluster.serving_deployment_mode == "RawDeployment":
-        route = {"route": [{"destination": {"host": predictor, "port": {"number": 80}}}]}
+        destinations = [{"destination": {"host": predictor, "port": {"number": 80}}}]
+        if canary_percent:
+            destinations = [{**destinations[0], "weight": 100 - canary_percent},
+                            {"destination": {"host": service(canary_name(model_name)), "port": {"number": 80}},
+                             "weight": canary_percent}]
+        route = {"route": destinations}
     else:
         route = {"rewrite": {"authority": predictor},
                  "route": [{"destination": {"host": "knative-local-gateway.istio-system.svc.cluster.local",

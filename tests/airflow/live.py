@@ -25,8 +25,8 @@ SERVICES = ("postgres", "mlflow", "alertmanager", "pushgateway", "airflow")
 class LiveStack:
     def __init__(self, run_dir: Path, env_overrides: dict[str, str] | None = None):
         ports = {name: str(support.free_port()) for name in
-                 ("POSTGRES_PORT", "MLFLOW_PORT", "ALERTMANAGER_PORT", "PUSHGATEWAY_PORT", "AIRFLOW_PORT",
-                  "MLOPS_SERVING_PORT")}
+                 ("POSTGRES_PORT", "MLFLOW_PORT", "ALERTMANAGER_PORT", "PUSHGATEWAY_PORT", "AIRFLOW_PORT")}
+        ports["MLOPS_SERVING_PORT"] = support.serving_url().rsplit(":", 1)[1]  # and the next two: the servers
         # Retries as the demo has them (the other Airflow tests turn them off for dag.test()).
         self.env = {**os.environ, "AIRFLOW__MLOPS__TASK_RETRIES": "2",
                     "AIRFLOW__MLOPS__CANARY_PERCENT": "0",  # no traffic here: a canary could never be judged

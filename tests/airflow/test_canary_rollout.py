@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def canary_env(stack, local_target, monkeypatch, tmp_path):
-    serving = f"http://127.0.0.1:{support.free_port()}"
+    serving = support.serving_url()
     with support.prometheus(tmp_path, support.model_server_targets(serving)) as prometheus:
         connect(monkeypatch, mlflow_default=stack["mlflow"], mlserving_default=serving, prometheus_default=prometheus,
                 alertmanager_default=stack["alertmanager"], pushgateway_default=stack["pushgateway"])

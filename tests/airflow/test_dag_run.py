@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 def env(stack, local_target, monkeypatch):
     from .conftest import connect
 
-    serving = f"http://127.0.0.1:{support.free_port()}"
+    serving = support.serving_url()
     connect(monkeypatch, mlflow_default=stack["mlflow"], mlserving_default=serving,
             alertmanager_default=stack["alertmanager"], pushgateway_default=stack["pushgateway"])
     yield local_target, serving

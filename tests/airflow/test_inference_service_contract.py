@@ -100,6 +100,21 @@ def test_the_gateway_route_is_valid_against_the_crd(mode):
                            else "knative-local-gateway.istio-system.svc.cluster.local")
 
 
+def test_a_raw_deployment_canary_is_a_second_inference_service_and_weighted_routes(validator):
+    """RawDeployment mode: the canary InferenceService serves the same model name under its own name,
+    and the VirtualService weighs the two predictors' Services."""
+    cluster = cluster_settings(serving_deployment_mode="RawDeployment")
+    canary = inference_service("iris-classifier", "4", "run-4", "s3://mlflow/4", cluster, name="iris-classifier-canary")
+    assert not [e.message for e in validator.iter_errors(canary)]
+    assert canary["metadata"]["name"] == "iris-classifier-canary"
+    assert canary["spec"]["predictor"]["model"]["args"] == ["--model_name=iris-classifier"]  # after the runtime's
+    route = inference_route("iris-classifier", cluster, canary_percent=30)
+    assert not [e.message for e in Draft7Validator(crd_schema("istio-crd-virtualservices.json", "v1"))
+                .iter_errors(route)]
+    assert [(d["destination"]["host"].split(".")[0], d["weight"]) for d in route["spec"]["http"][0]["route"]] == [
+        ("iris-classifier-predictor", 70), ("iris-classifier-canary-predictor", 30)]
+
+
 def test_the_strict_schema_catches_a_misspelled_field(validator):
     isvc = champion_service()
     isvc["spec"]["predictor"]["model"]["storageURI"] = isvc["spec"]["predictor"]["model"].pop("storageUri")

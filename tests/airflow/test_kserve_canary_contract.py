@@ -11,6 +11,7 @@ failed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 
@@ -23,7 +24,8 @@ from mlops.operators.kserve import KServeDeployOperator
 from mlops.operators.stage_pod import StagePodOperator
 from scripts.traffic import Traffic
 from tests import support
-from tests.cluster.apiserver import ISVC, PODS
+from tests.cluster.apiserver import ISVC, PODS, VIRTUAL_SERVICES
+from tests.cluster.gateway import IngressGateway
 from tests.cluster.network import pod_ready
 
 from .conftest import connect
@@ -31,15 +33,16 @@ from .test_kserve_contract import NAMESPACE, champion, task_context, train_and_r
 from .test_kserve_contract import settings as cluster_deploy_settings  # noqa: F401  (fixture)
 from .test_monitoring_contract import PODMONITOR, scrape_targets
 
-MODEL = "iris-canary-k8s"
+MODEL, RAW = "iris-canary-k8s", "iris-canary-raw"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
 def registry(cluster):
-    """v1 (clean labels) and v2 (concept drift: every label rotated), v2 the champion."""
-    assert train_and_register(cluster, MODEL, "2026-10-21", "none", 1)["champion_version"] == "1"
-    assert train_and_register(cluster, MODEL, "2026-10-22", "concept", 2)["champion_version"] == "2"
+    """Per model, v1 (clean labels) and v2 (concept drift: every label rotated), v2 the champion."""
+    for model, days in ((MODEL, ("2026-10-21", "2026-10-22")), (RAW, ("2026-10-23", "2026-10-24"))):
+        assert train_and_register(cluster, model, days[0], "none", 1)["champion_version"] == "1"
+        assert train_and_register(cluster, model, days[1], "concept", 2)["champion_version"] == "2"
     return cluster
 
 
@@ -70,10 +73,10 @@ def prometheus(registry, monkeypatch, tmp_path):
     thread.join(5)
 
 
-def deploy(settings, percent: int):
+def deploy(settings, percent: int, model: str = MODEL):
     """The deploy task through every deferral (the triggers run as the triggerer runs them); a failure
     is followed, as in the DAG, by roll_back_champion's pod."""
-    operator = KServeDeployOperator(task_id="deploy", model_name=MODEL, cluster=settings, deferrable=True,
+    operator = KServeDeployOperator(task_id="deploy", model_name=model, cluster=settings, deferrable=True,
                                     canary_percent=percent, canary_minutes=0.3)
     pushed: dict = {}
     method, args = operator.execute, ()
@@ -86,7 +89,7 @@ def deploy(settings, percent: int):
     except (RuntimeError, AirflowFailException) as exc:
         if pushed.get(ROLLBACK_REASON):
             StagePodOperator(task_id="roll_back_champion", stage="rollback", cluster=settings, deferrable=False,
-                             options={"data_root": None, "model_name": MODEL, "to_version": pushed[ROLLBACK_TO],
+                             options={"data_root": None, "model_name": model, "to_version": pushed[ROLLBACK_TO],
                                       "reason": pushed[ROLLBACK_REASON]}).execute(task_context())
         return None, pushed, exc
 
@@ -141,3 +144,40 @@ def test_a_kserve_canary_is_promoted_or_rolled_back_from_prometheus(registry, cl
     predictor = kube.stored(ISVC, NAMESPACE, MODEL)["status"]["components"]["predictor"]
     assert predictor["traffic"][0]["percent"] == 100
     assert predictor["latestRolledoutRevision"] == predictor["latestCreatedRevision"]
+
+
+def test_a_raw_deployment_canary_is_a_second_inference_service_behind_the_route(registry, cluster_deploy_settings,  # noqa: F811
+                                                                             prometheus):
+    """RawDeployment mode has no Knative revisions: the canary is the InferenceService `<model>-canary`
+    and the VirtualService's weighted destinations share the traffic (played by the emulated Istio
+    gateway, tests/cluster/gateway.py); promotion rolls the model's own InferenceService to the new
+    version and removes the canary, a rollback only removes it."""
+    kube = registry.kube
+    settings = dataclasses.replace(cluster_deploy_settings, serving_deployment_mode="RawDeployment")
+    result, _, error = deploy(settings, 30, RAW)
+    assert error is None and "canary" not in result and result["version"] == "2", error
+
+    def route() -> list[dict]:
+        return kube.stored(VIRTUAL_SERVICES, NAMESPACE, RAW)["spec"]["http"][0]["route"]
+
+    host = settings.inference_host
+    with IngressGateway(kube, registry.services, host), Traffic(f"http://{host}", RAW, rate=30) as traffic:
+        registry.stage("raw-promote-v1", "rollback", model_name=RAW, to_version=1, reason="test: v1 again")
+        result, _, error = deploy(settings, 30, RAW)
+        assert error is None and result["canary"]["verdict"] == "promote", (error, result)
+        shared = [r.data for r in kube.requests(VIRTUAL_SERVICES) if r.method.value == "PATCH" and r.name == RAW]
+        assert any(len((p.get("spec") or {}).get("http", [{}])[0].get("route", [])) == 2 for p in shared), shared
+        assert kube.stored(ISVC, NAMESPACE, f"{RAW}-canary") is None and len(route()) == 1
+        assert kube.stored(ISVC, NAMESPACE, RAW)["metadata"]["annotations"]["mlops-ct/registry-version"] == "1"
+        assert traffic.answered["1"] > 0 and traffic.answered["2"] > 0 and traffic.failures == [], traffic.summary()
+
+        traffic.mix = {"setosa": 1.0}
+        registry.stage("raw-promote-v2", "rollback", model_name=RAW, to_version=2, reason="test: v2 again")
+        result, pushed, error = deploy(settings, 30, RAW)
+        assert result is None and "predicted-class mix differs" in str(error), error
+        answered = sum(traffic.answered.values())
+        assert support.wait_until(lambda: sum(traffic.answered.values()) > answered + 30, 30)
+    assert kube.stored(ISVC, NAMESPACE, f"{RAW}-canary") is None and len(route()) == 1
+    assert kube.stored(ISVC, NAMESPACE, RAW)["metadata"]["annotations"]["mlops-ct/registry-version"] == "1"
+    assert champion(registry, RAW, "raw-champ") == "1"
+    assert traffic.answered["2"] > 0 and traffic.failures == [], traffic.summary()

@@ -2,8 +2,8 @@
 
 The calls are derived by running the plugins' Kubernetes code paths for real against the emulated
 cluster (a stage pod that succeeds, one that fails, one deferred; InferenceServices in both KServe
-modes created, patched and waited for, and their gateway route) and reading what the API served; no
-list is written by hand."""
+modes created, patched and waited for, and their gateway route; a RawDeployment canary deleted) and
+reading what the API served; no list is written by hand."""
 
 from __future__ import annotations
 
@@ -75,6 +75,9 @@ def exercised(cluster, monkeypatch):
         hook.apply(inference_route(name, mode_settings))
         first_event(InferenceServiceReadyTrigger(name, settings.serving_namespace, None, mode, time.time() + 0.5,
                                                  conn_id, 0.1))
+    # A RawDeployment canary: its own InferenceService, deleted once judged.
+    hook.apply(inference_service("rbac-raw", "3", None, "s3://mlflow/3", mode_settings, name="rbac-raw-canary"))
+    hook.delete("rbac-raw-canary")
     yield SimpleNamespace(calls=api_calls(kube, since))
 
 

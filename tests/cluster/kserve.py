@@ -86,14 +86,34 @@ class KServeController:
         self._thread.join(10)
 
     def _loop(self) -> None:
+        known: set[tuple[str, str]] = set()
         while not self._stop.is_set():
-            for isvc in self.kube.list(ISVC):
+            listed = self.kube.list(ISVC)
+            for isvc in listed:
                 try:
                     self._reconcile(isvc)
                 except Exception as exc:  # a controller logs and requeues; the test sees the status
                     key = (isvc["metadata"]["namespace"], isvc["metadata"]["name"])
                     self._status(key, {"conditions": [_condition("Ready", False, "InternalError", str(exc))]})
+            present = {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in listed}
+            for key in known - present:
+                self._collect(key)
+            known = present
             time.sleep(0.3)
+
+    def _collect(self, key) -> None:
+        """A deleted InferenceService's children go with it: Kubernetes' garbage collector follows the
+        controller references KServe sets on the Deployment, Services and (through them) the pods."""
+        namespace, name = key
+        for resource, child in ((DEPLOYMENTS, f"{name}-predictor"), (SERVICES, f"{name}-predictor"),
+                                (SERVICES, name)):
+            if self.kube.stored(resource, namespace, child) is not None:
+                self.kube.delete(resource, namespace, child)
+        for pod in self.kube.list(PODS, namespace):
+            if (pod["metadata"].get("labels") or {}).get("serving.kserve.io/inferenceservice") == name:
+                self.kube.delete(PODS, namespace, pod["metadata"]["name"])
+        self.revisions.pop(key, None)
+        self.rolled_out.pop(key, None)
 
     # -- the predictor pod template ------------------------------------------------------------------
     def mode(self, isvc: dict) -> str:

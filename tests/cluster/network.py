@@ -90,6 +90,10 @@ class Services:
         for ip in self.cluster_ips.values():
             subprocess.run(["ip", "addr", "del", f"{ip}/32", "dev", BRIDGE], capture_output=True)
 
+    def allocate_address(self) -> str:
+        """An unused address on the pod network (for a listener that is not a Service, e.g. a gateway)."""
+        return next(self._addresses)
+
     def hosts(self) -> dict[str, str]:
         return dict(self.names)
 

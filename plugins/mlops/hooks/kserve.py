@@ -1,8 +1,8 @@
 """KServeHook: the serving namespace's objects through the cncf-kubernetes provider's KubernetesHook
 (the KServe SDK cannot live in the Airflow environment): InferenceServices, the Istio VirtualService
 routing to them, and (RawDeployment mode) the predictor Deployment KServe makes. Creates when absent,
-merge-patches otherwise: an InferenceService is never deleted and re-created, so its URL and traffic
-survive a deploy."""
+merge-patches otherwise: a model's InferenceService is never deleted and re-created, so its URL and
+traffic survive a deploy (only a RawDeployment canary's own InferenceService is deleted, once judged)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,15 @@ class KServeHook(BaseHook):
             if exc.status == 404:
                 return None
             raise KServeError(f"cannot read Deployment {self.namespace}/{name}: {_reason(exc)}") from None
+
+    def delete(self, name: str, kind: str = "InferenceService") -> None:
+        """Delete the object if it exists (a RawDeployment canary, once judged)."""
+        group, version, plural = KINDS[kind]
+        try:
+            self.api.delete_namespaced_custom_object(group, version, self.namespace, plural, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise KServeError(f"cannot delete {kind} {self.namespace}/{name}: {_reason(exc)}") from None
 
     def apply(self, body: dict) -> tuple[dict, bool]:
         """Create the object, or merge-patch the live one to match; returns (object, created)."""

@@ -58,8 +58,9 @@ class DeployOperator(BaseOperator):
     `is_ready(current) -> bool`, `roll_out(champion) -> str | BaseTrigger` (the URL to smoke-test, or a
     trigger to wait on whose "ready" event carries the URL), `restore(previous)`, and `mode`; a backend
     that can split traffic also has `supports_canary` (true), `start_canary(champion, percent) -> None |
-    BaseTrigger` (None: it serves its share already) and `promote(champion) -> str | BaseTrigger` (as
-    roll_out)."""
+    BaseTrigger` (None: it serves its share already; after a trigger's "ready", `share(percent)` gives it
+    its share), `promote(champion) -> str | BaseTrigger` (as roll_out) and, after a promotion waited
+    on, `promoted()`."""
 
     template_fields: Sequence[str] = ("model_name", "canary_percent", "canary_minutes")
     ui_color = "#fdf1e6"
@@ -122,8 +123,11 @@ class DeployOperator(BaseOperator):
         self._served(version)
         backend = self._backend()
         if event.get("status") == "ready":
+            if "canary" not in event["resume"]:
+                return self._verify(context, backend, version, previous, event["url"])
+            backend.promoted()
             verified = self._verify(context, backend, version, previous, event["url"])
-            return {**verified, "canary": event["resume"]["canary"]} if "canary" in event["resume"] else verified
+            return {**verified, "canary": event["resume"]["canary"]}
         if event.get("status") == "error":  # the API itself failed: nothing known against the model
             raise RuntimeError(f"deploy of {self.model_name} v{version}: {event.get('message')}")
         reason = event.get("message") or f"unexpected event {event}"
@@ -139,7 +143,7 @@ class DeployOperator(BaseOperator):
             pending = backend.start_canary(champion, percent)
         except ModelFailed as exc:
             self._fail(context, backend, version, previous, f"the canary did not start: {exc}")
-        resume = {"version": version, "previous": previous, "percent": percent}
+        resume = {"version": version, "previous": previous, "percent": percent, "champion": champion}
         if pending is None:
             return self._watch_canary(context, resume)
         pending.resume = resume
@@ -148,6 +152,7 @@ class DeployOperator(BaseOperator):
     def canary_started(self, context, event: dict):
         """After the backend's trigger: the canary serves its share ({"status": "ready"}), or it failed."""
         if event.get("status") == "ready":
+            self._backend().share(event["resume"]["percent"])
             return self._watch_canary(context, event["resume"])
         version, previous = event["resume"]["version"], event["resume"]["previous"]
         self._served(version)
@@ -183,7 +188,7 @@ class DeployOperator(BaseOperator):
         if event["status"] != "promote":
             self._fail(context, backend, version, previous, f"the canary was rolled back: {event['reason']}")
         try:
-            pending = backend.promote({"version": version})
+            pending = backend.promote(event["resume"]["champion"])
         except ModelFailed as exc:
             self._fail(context, backend, version, previous, str(exc))
         if isinstance(pending, str):

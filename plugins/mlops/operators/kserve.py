@@ -19,6 +19,7 @@ from mlops.hooks.mlflow import MlflowHook
 from mlops.hooks.serving import ServingHook
 from mlops.inference_service import (
     awaited_marker,
+    canary_name,
     inference_route,
     inference_service,
     readiness,
@@ -55,52 +56,78 @@ class KServeServingBackend:
 
     @property
     def supports_canary(self) -> bool:
-        """KServe's canaryTrafficPercent splits traffic between Knative revisions: Serverless mode only."""
-        return self.mode == "Serverless"
+        """Serverless: KServe's canaryTrafficPercent splits traffic between Knative revisions.
+        RawDeployment: a second InferenceService and the VirtualService's weights, so it needs the route."""
+        return self.mode == "Serverless" or bool(self.cluster.inference_host)
 
-    def roll_out(self, champion: dict, canary_percent: int | None = None):
-        current = self.kserve.get(self.model_name)
+    def roll_out(self, champion: dict, canary_percent: int | None = None, name: str | None = None):
+        """Create or patch an InferenceService (the model's own, or `name`) for the champion; the trigger
+        waits for its rollout (for a Serverless canary: for its revision on its share)."""
+        name = name or self.model_name
+        current = self.kserve.get(name)
         location = storage_uri(self.mlflow.artifact_location(champion["source"]), self.cluster)
         desired = inference_service(self.model_name, champion["version"], champion["run_id"], location, self.cluster,
-                                    canary_percent)
-        deployment = self._deployment()
+                                    canary_percent, name)
+        deployment = self.kserve.predictor_deployment(name) if self.mode == "RawDeployment" else None
         applied, created = self.kserve.apply(desired)
         # What the server says changed, not a client-side diff (a live spec carries the webhook's defaults).
         before = awaited_marker(current, applied, deployment, self.mode)
-        if self.cluster.inference_host:
+        if self.cluster.inference_host and name == self.model_name:
             self.kserve.apply(inference_route(self.model_name, self.cluster))
         log.info("%s InferenceService %s/%s (%s mode) for v%s (%s)%s, generation %s; waiting for the rollout",
-                 "created" if created else "patched", self.cluster.serving_namespace, self.model_name, self.mode,
+                 "created" if created else "patched", self.cluster.serving_namespace, name, self.mode,
                  champion["version"], location, f" as a {canary_percent} % canary" if canary_percent else "",
                  applied["metadata"].get("generation"))
-        return self._ready_trigger(before, canary_percent)
+        return self._ready_trigger(before, canary_percent, name)
 
-    def _ready_trigger(self, before, canary_percent: int | None = None):
+    def _ready_trigger(self, before, canary_percent: int | None = None, name: str | None = None):
         from mlops.triggers.kserve import InferenceServiceReadyTrigger
 
         return InferenceServiceReadyTrigger(
-            self.model_name, self.cluster.serving_namespace, before, self.mode,
+            name or self.model_name, self.cluster.serving_namespace, before, self.mode,
             time.time() + self.cluster.serving_ready_timeout_seconds, self.cluster.kubernetes_conn_id,
             self.cluster.serving_poll_interval_seconds, canary_percent=canary_percent)
 
     def start_canary(self, champion: dict, percent: int):
-        """The new spec with `canaryTrafficPercent`: KServe gives its revision that share once it is ready."""
-        return self.roll_out(champion, percent)
+        """Serverless: the new spec with `canaryTrafficPercent` (KServe gives its revision that share once
+        it is ready). RawDeployment: the canary's own InferenceService; `share` routes to it once ready."""
+        if self.mode == "Serverless":
+            return self.roll_out(champion, percent)
+        return self.roll_out(champion, name=canary_name(self.model_name))
+
+    def share(self, percent: int) -> None:
+        """The canary is ready: in RawDeployment mode the VirtualService now sends it `percent`."""
+        if self.mode == "RawDeployment":
+            self.kserve.apply(inference_route(self.model_name, self.cluster, percent))
 
     def promote(self, champion: dict):
-        """Drop `canaryTrafficPercent`: the revision serving the canary takes all the traffic (the pod
-        template is unchanged, so no new revision: the wait is for the route, `before=None`)."""
+        """Serverless: drop `canaryTrafficPercent`, the revision serving the canary takes all the traffic
+        (the pod template is unchanged, so no new revision: the wait is for the route, `before=None`).
+        RawDeployment: the model's own InferenceService rolls to the new version, its route back to all
+        the traffic; `promoted` then removes the canary."""
+        if self.mode == "RawDeployment":
+            return self.roll_out(champion)
         current = self.kserve.get(self.model_name)
         if current is None:
             raise RuntimeError(f"InferenceService {self.model_name} disappeared during its canary")
         self.kserve.patch_to(current, without_canary(current))
         return self._ready_trigger(None)
 
+    def promoted(self) -> None:
+        if self.mode == "RawDeployment":
+            self.kserve.delete(canary_name(self.model_name))
+
     def restore(self, previous: dict) -> None:
-        """The previous labels, annotations and spec back. During a canary with `canaryTrafficPercent: 0`
-        (KServe's documented canary rollback): all the traffic goes back to the last rolled-out revision
-        at once, while the restored spec's own revision starts on no traffic (dropping the field would
-        hand the canary's ready revision everything until then); the next deploy drops it."""
+        """The previous labels, annotations and spec back. A RawDeployment canary: the route back on the
+        model's own InferenceService (never changed during the canary), the canary's deleted. During a
+        Serverless canary with `canaryTrafficPercent: 0` (KServe's documented canary rollback): all the
+        traffic goes back to the last rolled-out revision at once, while the restored spec's own revision
+        starts on no traffic (dropping the field would hand the canary's ready revision everything until
+        then); the next deploy drops it."""
+        if self.mode == "RawDeployment" and self.kserve.get(canary_name(self.model_name)) is not None:
+            if self.cluster.inference_host:
+                self.kserve.apply(inference_route(self.model_name, self.cluster))
+            self.kserve.delete(canary_name(self.model_name))
         current = self.kserve.get(self.model_name)
         if current is None:
             return

@@ -34,11 +34,11 @@ def registry_uri(tmp_path_factory):
 
 @pytest.fixture
 def deploy_env(local_target, registry_uri, monkeypatch):
-    port = support.free_port()
-    connect(monkeypatch, mlflow_default=registry_uri, mlserving_default=f"http://127.0.0.1:{port}")
+    url = support.serving_url()
+    connect(monkeypatch, mlflow_default=registry_uri, mlserving_default=url)
     stages = StageHook(support.PIPELINE_BIN / "mlpipeline", env={"MLFLOW_TRACKING_URI": registry_uri})
     folder = local_target / "serving" / MODEL
-    yield stages, f"http://127.0.0.1:{port}", folder
+    yield stages, url, folder
     support.stop_local_serving(local_target)
 
 
