@@ -56,8 +56,8 @@ class DeployOperator(BaseOperator):
     """The core; subclasses give `_backend()`: an object with
     `current() -> dict | None` (what is served: {"version", ...}, enough to restore it),
     `is_ready(current) -> bool`, `roll_out(champion) -> str | BaseTrigger` (the URL to smoke-test, or a
-    trigger to wait on whose "ready" event carries the URL), `restore(previous)`, and `mode`; a backend
-    that can split traffic also has `supports_canary` (true), `start_canary(champion, percent) -> None |
+    trigger to wait on whose "ready" event carries the URL), `restore(previous)`, `mode` and
+    `supports_canary`; a backend that can split traffic also has `start_canary(champion, percent) -> None |
     BaseTrigger` (None: it serves its share already; after a trigger's "ready", `share(percent)` gives it
     its share), `promote(champion) -> str | BaseTrigger` (as roll_out) and, after a promotion waited
     on, `promoted()`."""
@@ -104,7 +104,7 @@ class DeployOperator(BaseOperator):
         percent = int(float(self.canary_percent or 0))
         if not 0 <= percent < 100:
             raise AirflowFailException(f"canary_percent must be from 0 to 99, got {self.canary_percent}")
-        if percent and previous_version and getattr(backend, "supports_canary", False):
+        if percent and previous_version and backend.supports_canary:
             return self._start_canary(context, backend, champion, previous, percent)
         if percent and previous_version:
             self.log.warning("%s has no canary rollout: swapping straight to v%s", backend.mode, champion["version"])
@@ -256,12 +256,11 @@ class LocalServingBackend:
         self.model_name = model_name
         self.stages = StageHook.local(mlflow_conn_id)
         self.public = ServingHook(model_name, mlserving_conn_id)
-        port = self.public.connection.port or 8085
-        folder, mlserving = data_root() / "serving" / model_name, mlops_settings().mlserving
-        self.folder = folder
-        self.stable = LocalModelServer(mlserving, folder, model_name, port + 1)
-        self.canary = LocalModelServer(mlserving, folder / "canary", model_name, port + 2)
-        self.router = LocalRouter(folder / "router", port)
+        port, mlserving = self.public.connection.port or 8085, mlops_settings().mlserving
+        self.folder = data_root() / "serving" / model_name
+        self.stable = LocalModelServer(mlserving, self.folder, model_name, port + 1)
+        self.canary = LocalModelServer(mlserving, self.folder / "canary", model_name, port + 2)
+        self.router = LocalRouter(self.folder / "router", port)
 
     def current(self) -> dict | None:
         version = self.stable.serving.served_version()

@@ -6,7 +6,9 @@ storage and the registry version in the predictor's environment (mlops.inference
 created, or the live one merge-patched (never deleted and re-created), and the inference host's
 routes point at it. The wait for the rollout (InferenceServiceReadyTrigger, readiness as the
 controller reports it) runs in the triggerer when deferrable. Restoring means patching the previous
-labels, annotations and spec back.
+labels, annotations and spec back. A canary is KServe's `canaryTrafficPercent` in Serverless mode, and
+a `<model>-canary` InferenceService behind the VirtualService's weighted routes in RawDeployment mode
+(docs/canary.md).
 """
 
 from __future__ import annotations
