@@ -162,7 +162,7 @@ def test_a_raw_deployment_canary_is_a_second_inference_service_behind_the_route(
 
     host = settings.inference_host
     with IngressGateway(kube, registry.services, host), Traffic(f"http://{host}", RAW, rate=30) as traffic:
-        registry.stage("raw-promote-v1", "rollback", model_name=RAW, to_version=1, reason="test: v1 again")
+        registry.stage("canary-raw-v1", "rollback", model_name=RAW, to_version=1, reason="test: v1 again")
         result, _, error = deploy(settings, 30, RAW)
         assert error is None and result["canary"]["verdict"] == "promote", (error, result)
         shared = [r.data for r in kube.requests(VIRTUAL_SERVICES) if r.method.value == "PATCH" and r.name == RAW]
@@ -172,12 +172,12 @@ def test_a_raw_deployment_canary_is_a_second_inference_service_behind_the_route(
         assert traffic.answered["1"] > 0 and traffic.answered["2"] > 0 and traffic.failures == [], traffic.summary()
 
         traffic.mix = {"setosa": 1.0}
-        registry.stage("raw-promote-v2", "rollback", model_name=RAW, to_version=2, reason="test: v2 again")
+        registry.stage("canary-raw-v2", "rollback", model_name=RAW, to_version=2, reason="test: v2 again")
         result, pushed, error = deploy(settings, 30, RAW)
         assert result is None and "predicted-class mix differs" in str(error), error
         answered = sum(traffic.answered.values())
         assert support.wait_until(lambda: sum(traffic.answered.values()) > answered + 30, 30)
     assert kube.stored(ISVC, NAMESPACE, f"{RAW}-canary") is None and len(route()) == 1
     assert kube.stored(ISVC, NAMESPACE, RAW)["metadata"]["annotations"]["mlops-ct/registry-version"] == "1"
-    assert champion(registry, RAW, "raw-champ") == "1"
+    assert champion(registry, RAW, "canary-raw-champ") == "1"
     assert traffic.answered["2"] > 0 and traffic.failures == [], traffic.summary()

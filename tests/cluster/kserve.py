@@ -295,7 +295,6 @@ class KServeController:
             if revision:
                 self._ensure_service(namespace, service, {"serving.knative.dev/revision": revision}, "user-port")
             return
-        self._ensure_service(namespace, service, None, "user-port")
         unit = math.gcd(*shares.values())
         addresses = []
         for pod_name, percent in shares.items():
@@ -307,6 +306,8 @@ class KServeController:
             self.kube.create(endpoints)
         elif self.kube.stored(ENDPOINTS, namespace, service).get("subsets") != endpoints["subsets"]:
             self.kube.patch(ENDPOINTS, namespace, service, {"subsets": endpoints["subsets"]})
+        # only then the selector goes: a selector-less Service never routes by an earlier split's Endpoints
+        self._ensure_service(namespace, service, None, "user-port")
 
     @staticmethod
     def _failure(pod: dict | None) -> str | None:
