@@ -238,14 +238,14 @@ class KServeController:
         ready_revisions = [r for r in revisions if r.get("ready")]
         routed = ready_revisions[-1]["name"] if ready_revisions else None
         traffic = self._traffic(key, routed, isvc["spec"]["predictor"].get("canaryTrafficPercent"))
-        for old in revisions[:-1]:  # no traffic left: a revision scales to zero
-            if old["name"] not in traffic and self.kube.stored(PODS, namespace, old["pod"]) is not None:
-                self.kube.delete(PODS, namespace, old["pod"])
         failure = None if latest.get("ready") else self._failure(pod)
         if routed:
             shares = {r["pod"]: traffic[r["name"]] for r in revisions if r["name"] in traffic}
             for service in (f"{name}-predictor", name):
                 self._route(namespace, service, shares, port)
+        for old in revisions[:-1]:  # routed away from: a revision with no traffic scales to zero
+            if old["name"] not in traffic and self.kube.stored(PODS, namespace, old["pod"]) is not None:
+                self.kube.delete(PODS, namespace, old["pod"])
         predictor = {"latestCreatedRevision": latest["name"]}
         if routed:
             predictor.update(latestReadyRevision=routed, latestRolledoutRevision=self.rolled_out[key],

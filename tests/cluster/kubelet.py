@@ -22,7 +22,7 @@ What it does, and the kubelet behaviour it follows (kubernetes/kubernetes pkg/ku
 - restartPolicy Never: the pod ends Succeeded or Failed when its containers have; Always and
   OnFailure restart an exited container (with a growing back-off).
 - pods/log and pods/exec are answered from the containers (`docker logs`, `docker exec`).
-- A deleted pod's containers are removed.
+- A deleted pod's containers get SIGTERM, SIGKILL after the 30 s grace period, and are removed.
 """
 
 from __future__ import annotations
@@ -49,6 +49,15 @@ TERMINATION_LOG_LINES, TERMINATION_LOG_BYTES = 80, 2048
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def terminate(containers: list[str], pause: str | None, grace_seconds: int = 30) -> None:
+    """A deleted pod's end, as the kubelet gives it: SIGTERM to the containers, which finish what they
+    are answering, SIGKILL after the grace period (terminationGracePeriodSeconds, 30 by default); then
+    they are removed."""
+    if containers:
+        docker("stop", "--time", str(grace_seconds), *containers, check=False, timeout=grace_seconds + 30)
+    remove(*containers, *([pause] if pause else []))
 
 
 class ConfigError(Exception):
@@ -153,8 +162,7 @@ class DockerKubelet:
     def _kill(self, run: PodRun) -> None:
         run.deleted.set()
         self.runs.pop((run.namespace, run.name), None)
-        threading.Thread(target=remove, args=(*run.containers.values(), *([run.pause] if run.pause else [])),
-                         daemon=True).start()
+        threading.Thread(target=terminate, args=(list(run.containers.values()), run.pause), daemon=True).start()
 
     # -- starting a pod ----------------------------------------------------------------------------
     def _try_start(self, pod: dict) -> None:
