@@ -23,13 +23,15 @@ run's logical date, so backfills replay past partitions):
    answer within `approval_timeout_minutes`: Reject, the champion stays; **training.promotion_rejected**);
    who decided is recorded on the training run and, approved, on the new model version.
 6. **deploy**: the champion goes behind the KServe model server (smoke-tested; on failure the previous
-   version is served again and **roll_back_champion** moves the alias back, recorded). With
-   `canary_percent` above 0 a new champion first serves that share of the requests for
+   version is served again, the task fails and **roll_back_champion** moves the alias back, recorded).
+   With `canary_percent` above 0 a new champion first serves that share of the requests for
    `canary_minutes`, and Prometheus's view of both versions (errors, p99 latency, predicted-class mix)
-   promotes it or rolls it back (then as a failed deploy); the verdict and its evidence are on the
-   model version and the task's `canary` XCom.
-7. **report**: what the run did (`skipped`, `keep`, `rejected`, `promote`, `already_registered`,
-   `superseded`) and the registry's champion, as metrics on the Prometheus Pushgateway.
+   promotes it or rolls it back: a verdict, not a failure (the previous version kept serving), so
+   deploy succeeds, `roll_back_champion` moves the alias back and the `CanaryRolledBack` alert fires.
+   The verdict and its evidence are on the model version, the task's `canary` XCom and the report.
+7. **report**: what the run did (`skipped`, `keep`, `rejected`, `promote`, `rolled_back`,
+   `already_registered`, `superseded`) and the registry's champion, as metrics on the Prometheus
+   Pushgateway.
 
 **Which partition.** Scheduled runs and backfills process the partition of their logical date. From
 the trigger form, set `partition` to `latest` (the newest complete batch) or to a date: a manual run
@@ -175,10 +177,10 @@ with DAG(
 
     deploy = deploy_task(task_id="deploy", model_name=MODEL, canary_percent="{{ params.canary_percent }}",
                          canary_minutes="{{ params.canary_minutes }}", max_active_tis_per_dag=1)
-    # Only when deploy failed on the model and recorded what to roll back to (a deploy that never ran,
-    # upstream_failed, counts as failed for all_failed: the task then skips itself).
+    # After every deploy that ran (failed on the model, or succeeded with a rolled-back canary), acting
+    # only on the plan deploy recorded; an upstream_failed deploy is not skipped either: no plan, it skips.
     roll_back_champion = stage_task(
-        task_id="roll_back_champion", stage="rollback", trigger_rule=TriggerRule.ALL_FAILED,
+        task_id="roll_back_champion", stage="rollback", trigger_rule=TriggerRule.NONE_SKIPPED,
         only_with=deploy.output[ROLLBACK_REASON], only_with_reason="deploy recorded no rollback",
         options={"data_root": None, "model_name": MODEL, "to_version": deploy.output[ROLLBACK_TO],
                  "reason": deploy.output[ROLLBACK_REASON], **LINEAGE})
@@ -190,4 +192,4 @@ with DAG(
 
     decide_retraining >> [no_retraining, train]
     register >> deploy
-    [no_retraining, keep_champion, promotion_rejected, deploy] >> report
+    [no_retraining, keep_champion, promotion_rejected, deploy, roll_back_champion] >> report

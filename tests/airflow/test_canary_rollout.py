@@ -71,17 +71,27 @@ def test_a_healthy_canary_is_promoted_and_a_diverging_one_rolled_back_with_no_re
         dagrun, states = run(dag, "2026-11-03", canary_percent=30, canary_minutes=0.5)
         answered_before = traffic.answered["2"]
         support.wait_until(lambda: traffic.answered["2"] > answered_before + 20, 30)
-    assert dagrun.state == "failed" and states["deploy"] == "failed", states
-    assert states["roll_back_champion"] == "success", states
-    canary = xcom(dagrun, "deploy", "canary")
+    # A verdict, not a failure: v2 kept serving, deploy succeeds, roll_back_champion moves the alias
+    # back, the report says so and CanaryRolledBack fires.
+    assert dagrun.state == "success", states
+    assert states["deploy"] == states["roll_back_champion"] == states["report"] == "success", states
+    deployed = xcom(dagrun, "deploy")
+    assert deployed["rolled_back"] == "3" and deployed["version"] == "2" and not deployed["changed"], deployed
+    canary = deployed["canary"]
     assert canary["verdict"] == "rollback" and "predicted-class mix differs" in canary["reason"], canary
     assert MlflowHook().model_version_tags(MODEL, "3")["canary.verdict"] == "rollback"
+    report = xcom(dagrun, "report")
+    assert report["decision"] == "rolled_back" and report["canary"] == "rollback", report
+    assert report["champion_version"] == "2" and report["canary_reason"] == canary["reason"]
     assert traffic.answered["3"] > 0 and traffic.failures == [], traffic.summary()  # none, before or after
     served = httpx.get(f"{serving}/v2/models/{MODEL}").json()["parameters"]["registry_version"]
     assert served == "2" and not (root / "serving" / MODEL / "canary" / "mlserving.pid").exists()
     champion = httpx.get(f"{stack['mlflow']}/api/2.0/mlflow/registered-models/alias",
                          params={"name": MODEL, "alias": "champion"}).json()["model_version"]
     assert champion["version"] == "2"  # roll_back_champion moved the alias back, recorded
+    assert xcom(dagrun, "deploy", "rollback_reason").startswith("the canary of v3 was rolled back: ")
     [alert] = httpx.get(f"{stack['alertmanager']}/api/v2/alerts", params={"filter": [
-        'alertname="AirflowTaskFailed"', 'task_id="deploy"', f'run_id="{dagrun.run_id}"']}).json() or [None]
-    assert alert and "the canary was rolled back" in alert["annotations"]["error"], alert
+        'alertname="CanaryRolledBack"', f'run_id="{dagrun.run_id}"']}).json() or [None]
+    assert alert and "predicted-class mix differs" in alert["annotations"]["error"], alert
+    assert alert["labels"]["severity"] == "warning"
+

@@ -18,7 +18,7 @@ EDGES = {
     ("training.approve_promotion", "training.register"), ("training.approve_promotion", "training.promotion_rejected"),
     ("training.register", "deploy"), ("deploy", "roll_back_champion"),
     ("no_retraining", "report"), ("training.keep_champion", "report"), ("training.promotion_rejected", "report"),
-    ("deploy", "report"),
+    ("deploy", "report"), ("roll_back_champion", "report"),
     # data handed on as XComArgs: train takes detection's run key, register the training's, the approval
     # shows the decision and the drift
     ("detect_degradation", "training.train"), ("training.train", "training.register"),
@@ -75,9 +75,10 @@ def test_each_task_takes_its_upstream_s_result(dag):
 
 def test_a_failed_deploy_is_rolled_back_by_a_task_of_its_own(dag):
     roll_back = dag.get_task("roll_back_champion")
-    assert roll_back.trigger_rule == "all_failed" and roll_back.upstream_task_ids == {"deploy"}
+    assert roll_back.trigger_rule == "none_skipped" and roll_back.upstream_task_ids == {"deploy"}
     assert roll_back.stage == "rollback" and roll_back.options["data_root"] is None
-    # all_failed also holds for a deploy that never ran (upstream_failed): without a plan it skips itself.
+    assert "roll_back_champion" in dag.get_task("report").upstream_task_ids  # a rolled-back canary is reported
+    # none_skipped also lets a deploy that never ran (upstream_failed) by: without a plan it skips itself.
     assert (roll_back.only_with.operator.task_id, roll_back.only_with.key) == ("deploy", "rollback_reason")
 
 

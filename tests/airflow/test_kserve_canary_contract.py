@@ -74,24 +74,27 @@ def prometheus(registry, monkeypatch, tmp_path):
 
 
 def deploy(settings, percent: int, model: str = MODEL):
-    """The deploy task through every deferral (the triggers run as the triggerer runs them); a failure
-    is followed, as in the DAG, by roll_back_champion's pod."""
+    """The deploy task through every deferral (the triggers run as the triggerer runs them); then, as in
+    the DAG, roll_back_champion's pod when deploy recorded a rollback plan (a failure or a rolled-back
+    canary)."""
     operator = KServeDeployOperator(task_id="deploy", model_name=model, cluster=settings, deferrable=True,
                                     canary_percent=percent, canary_minutes=0.3)
     pushed: dict = {}
     method, args = operator.execute, ()
+    result = error = None
     try:
-        while True:
+        while result is None:
             try:
-                return method(task_context(pushed), *args), pushed, None
+                result = method(task_context(pushed), *args)
             except TaskDeferred as deferred:
                 method, args = getattr(operator, deferred.method_name), (support.first_event(deferred.trigger),)
     except (RuntimeError, AirflowFailException) as exc:
-        if pushed.get(ROLLBACK_REASON):
-            StagePodOperator(task_id="roll_back_champion", stage="rollback", cluster=settings, deferrable=False,
-                             options={"data_root": None, "model_name": model, "to_version": pushed[ROLLBACK_TO],
-                                      "reason": pushed[ROLLBACK_REASON]}).execute(task_context())
-        return None, pushed, exc
+        error = exc
+    if pushed.get(ROLLBACK_REASON):
+        StagePodOperator(task_id="roll_back_champion", stage="rollback", cluster=settings, deferrable=False,
+                         options={"data_root": None, "model_name": model, "to_version": pushed[ROLLBACK_TO],
+                                  "reason": pushed[ROLLBACK_REASON]}).execute(task_context())
+    return result, pushed, error
 
 
 def test_a_kserve_canary_is_promoted_or_rolled_back_from_prometheus(registry, cluster_deploy_settings, prometheus):  # noqa: F811
@@ -125,8 +128,10 @@ def test_a_kserve_canary_is_promoted_or_rolled_back_from_prometheus(registry, cl
         traffic.mix = {"setosa": 1.0}
         registry.stage("canary-promote-v2", "rollback", model_name=MODEL, to_version=2, reason="test: v2 again")
         result, pushed, error = deploy(settings, 30)
-        assert result is None and "the canary was rolled back: " in str(error), error
+        assert error is None and result["rolled_back"] == "2" and result["version"] == "1", (error, result)
+        assert result["canary"]["verdict"] == "rollback" and not result["changed"]
         assert "predicted-class mix differs" in pushed["canary"]["reason"]
+        assert pushed[ROLLBACK_REASON].startswith("the canary of v2 was rolled back: ") and pushed[ROLLBACK_TO] == "1"
         answered = sum(traffic.answered.values())
         assert support.wait_until(lambda: sum(traffic.answered.values()) > answered + 30, 30)
     isvc = kube.stored(ISVC, NAMESPACE, MODEL)
@@ -174,7 +179,8 @@ def test_a_raw_deployment_canary_is_a_second_inference_service_behind_the_route(
         traffic.mix = {"setosa": 1.0}
         registry.stage("canary-raw-v2", "rollback", model_name=RAW, to_version=2, reason="test: v2 again")
         result, pushed, error = deploy(settings, 30, RAW)
-        assert result is None and "predicted-class mix differs" in str(error), error
+        assert error is None and result["rolled_back"] == "2", (error, result)
+        assert "predicted-class mix differs" in result["canary"]["reason"]
         answered = sum(traffic.answered.values())
         assert support.wait_until(lambda: sum(traffic.answered.values()) > answered + 30, 30)
     assert kube.stored(ISVC, NAMESPACE, f"{RAW}-canary") is None and len(route()) == 1

@@ -1,4 +1,4 @@
-"""The DAG's run-level alerts, defined once: the DAG's callbacks and the manual-state listener post
+"""The DAG's run-level alerts, defined once: the DAG's callbacks, the manual-state listener and deploy post
 the same ones (see mlops.notifications.alertmanager for what each scope groups)."""
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ DAG_RUN_FAILED_SUMMARY = "Airflow DAG run failed"
 BATCH_LATE = "BatchLate"
 BATCH_LATE_SUMMARY = "the run's batch has not arrived (or the run is stuck) well after the run was queued"
 BATCH_LATE_LASTS_SECONDS = 24 * 3600  # a deadline fires once: the alert lasts until the run ends, a day at most
+CANARY_ROLLED_BACK = "CanaryRolledBack"
+CANARY_ROLLED_BACK_SUMMARY = "a new champion's canary was rolled back on its live serving metrics"
+CANARY_ROLLED_BACK_LASTS_SECONDS = 24 * 3600  # nothing resolves it: a day, for a person to look
 
 
 def run_failed() -> AlertmanagerNotifier:
@@ -29,3 +32,11 @@ def batch_late_kwargs() -> dict:
     the notifier from them."""
     return {"alertname": BATCH_LATE, "scope": "dag_run", "severity": "warning",
             "lasts_seconds": BATCH_LATE_LASTS_SECONDS, "summary": BATCH_LATE_SUMMARY}
+
+
+def canary_rolled_back(alertmanager_conn_id: str) -> AlertmanagerNotifier:
+    """Posted by deploy when Prometheus's verdict rolls a canary back: the run succeeds (the stable version
+    kept serving), so no failure alert says it; a person should look at why the new champion failed live."""
+    return AlertmanagerNotifier(alertmanager_conn_id=alertmanager_conn_id, alertname=CANARY_ROLLED_BACK,
+                                scope="dag_run", severity="warning", summary=CANARY_ROLLED_BACK_SUMMARY,
+                                lasts_seconds=CANARY_ROLLED_BACK_LASTS_SECONDS)

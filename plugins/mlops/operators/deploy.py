@@ -13,17 +13,20 @@ InferenceService, mlops.operators.kserve). The steps:
 version starts beside the served one, is smoke-tested, then gets that share of the requests. The
 CanaryVerdictTrigger judges both from Prometheus (mlops.canary: error ratio, p99 latency, the
 predicted-class mix, a minimum of requests) until the verdict: promote (the new version takes all the
-traffic) or roll back (as a failed deploy, below). The verdict and its evidence are the task's `canary`
-XCom and `canary.*` tags on the model version.
+traffic) or roll back. The verdict and its evidence are the task's `canary` XCom and `canary.*` tags on
+the model version. A rolled-back canary is a verdict, not a failure (as `keep` is for an offline
+comparison): the stable version never stopped serving, so the task succeeds, its result names the
+version it rolled back (`rolled_back`) beside the one still served, the `CanaryRolledBack` alert fires,
+and it records the rollback plan (below) for `roll_back_champion`.
 
 When the new model fails (its load is refused, its revision fails or never becomes ready, the smoke
 test fails), the backend restores what was served before and the task fails without retrying (the
 model will not get better) after recording the rollback plan: the XComs `rollback_to_version` (the
 version served before, if any) and `rollback_reason`. The DAG's `roll_back_champion` task, which runs
-only when deploy failed, moves the `champion` alias back with the pipeline's own `rollback` stage, so
-both targets record the rollback as a promotion is recorded. When the server itself does not answer
-(it died) or MLflow is down, nothing is known against the model: the task fails as any task does (it
-is retried) and the plan names no version, so the alias stays.
+after every deploy that ran and acts only on a recorded plan, moves the `champion` alias back with the
+pipeline's own `rollback` stage, so both targets record the rollback as a promotion is recorded. When
+the server itself does not answer (it died) or MLflow is down, nothing is known against the model: the
+task fails as any task does (it is retried) and the plan names no version, so the alias stays.
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ from pathlib import Path
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from mlops.hooks.alertmanager import AlertmanagerHook
 from mlops.hooks.http import ServiceError
 from mlops.hooks.mlflow import MlflowHook
 from mlops.hooks.prometheus import PrometheusHook
 from mlops.hooks.serving import ServingError, ServingHook, ServingUnreachable
 from mlops.hooks.stage import StageFailed, StageHook
 from mlops.links import MlflowModelVersionLink, ServingEndpointLink, result_links
+from mlops.notifications.alerts import canary_rolled_back
 from mlops.operators.deferral import default_deferrable, wait_for
 
 ROLLBACK_TO, ROLLBACK_REASON, CANARY = "rollback_to_version", "rollback_reason", "canary"
@@ -68,7 +73,8 @@ class DeployOperator(BaseOperator):
 
     def __init__(self, *, model_name: str, canary_percent: int | str = 0, canary_minutes: float | str = 10,
                  mlflow_conn_id: str = MlflowHook.default_conn_name,
-                 prometheus_conn_id: str = PrometheusHook.default_conn_name, deferrable: bool | None = None,
+                 prometheus_conn_id: str = PrometheusHook.default_conn_name,
+                 alertmanager_conn_id: str = AlertmanagerHook.default_conn_name, deferrable: bool | None = None,
                  **kwargs):
         """`canary_percent`, `canary_minutes` (templated, e.g. from the DAG's Params): a new champion first
         gets this share of the requests for this long; 0 %: a straight swap."""
@@ -76,6 +82,7 @@ class DeployOperator(BaseOperator):
         super().__init__(**kwargs)
         self.model_name, self.mlflow_conn_id, self.prometheus_conn_id = model_name, mlflow_conn_id, prometheus_conn_id
         self.canary_percent, self.canary_minutes = canary_percent, canary_minutes
+        self.alertmanager_conn_id = alertmanager_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
 
     def _backend(self):
@@ -178,7 +185,7 @@ class DeployOperator(BaseOperator):
 
     def canary_complete(self, context, event: dict):
         """After the verdict: promote (the new version takes all the traffic; waited on like a roll-out)
-        or roll back (all the traffic back to the unchanged stable version, as a failed deploy)."""
+        or roll back (all the traffic back to the unchanged stable version; the task succeeds and alerts)."""
         version, previous = event["resume"]["version"], event["resume"]["previous"]
         self._served(version)
         backend = self._backend()
@@ -186,7 +193,7 @@ class DeployOperator(BaseOperator):
                   "evidence": event.get("evidence")}
         self._record_canary(context, version, canary)
         if event["status"] != "promote":
-            self._fail(context, backend, version, previous, f"the canary was rolled back: {event['reason']}")
+            return self._roll_back_canary(context, backend, version, previous, canary)
         try:
             pending = backend.promote(event["resume"]["champion"])
         except ModelFailed as exc:
@@ -223,7 +230,16 @@ class DeployOperator(BaseOperator):
         return {**self._served(version, serving.infer_url), "previous_version": (previous or {}).get("version"),
                 "smoke_test": smoke, "changed": True}
 
-    def _fail(self, context, backend, version: str, previous: dict | None, reason: str):
+    def _roll_back_canary(self, context, backend, version: str, previous: dict, canary: dict) -> dict:
+        reason = f"the canary of v{version} was rolled back: {canary['reason']}"
+        self._restore(context, backend, version, previous, reason)
+        canary_rolled_back(self.alertmanager_conn_id).notify({**context, "reason": f"{self.model_name}: {reason}"})
+        return {**self._served(previous["version"], self._serving(previous.get("url") or "").infer_url),
+                "previous_version": previous["version"], "changed": False, "rolled_back": version, "canary": canary}
+
+    def _restore(self, context, backend, version: str, previous: dict | None, reason: str) -> None:
+        """What was served before, back; and the plan roll_back_champion carries out on the alias (`reason`
+        is recorded with it)."""
         to_version = (previous or {}).get("version")
         if to_version:
             self.log.error("restoring %s v%s in place of v%s: %s", self.model_name, to_version, version, reason)
@@ -232,9 +248,11 @@ class DeployOperator(BaseOperator):
             self.log.error("nothing to restore: no earlier version was being served")
         ti = context["ti"]
         ti.xcom_push(key=ROLLBACK_TO, value=to_version)
-        ti.xcom_push(key=ROLLBACK_REASON, value=f"deploy of v{version} failed: {reason}"[:1000])
-        raise AirflowFailException(f"deploy of {self.model_name} v{version} failed: {reason}")
+        ti.xcom_push(key=ROLLBACK_REASON, value=reason[:1000])
 
+    def _fail(self, context, backend, version: str, previous: dict | None, reason: str):
+        self._restore(context, backend, version, previous, f"deploy of v{version} failed: {reason}")
+        raise AirflowFailException(f"deploy of {self.model_name} v{version} failed: {reason}")
 
 class LocalServingBackend:
     """The local target: Debian's nginx (mlops.local_router) on the mlserving connection's port, in front

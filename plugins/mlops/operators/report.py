@@ -11,8 +11,10 @@ DownstreamTasksSkipped, so its callable's return value is never pushed as an XCo
 
 Outcomes: `skipped` (no retraining needed), `keep` (trained, the champion stayed better), `rejected`
 (trained and better, but the promotion was rejected or not approved in time), `promote`
-(a new champion now), `already_registered` (a re-run of a run key registered before: nothing moved),
-`superseded` (decided promote against a champion that has changed since: not promoted).
+(a new champion now), `rolled_back` (promoted, but its canary was rolled back on its live serving
+metrics: the champion before it serves and is the champion again), `already_registered` (a re-run of
+a run key registered before: nothing moved), `superseded` (decided promote against a champion that has
+changed since: not promoted).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class ReportOperator(BaseOperator):
     `batch_task`, `detect_task`: the sensor (its `started_at` is the run's clock: dag.test() sets the
     run's own start date to the logical date) and detection; `retraining`: (branch task, the task it
     follows to retrain); `promotion`: (the decision's branch task, the approval task, register);
-    `deploy_task`: its canary's verdict (a rolled-back canary fails deploy, and the run, before the report)."""
+    `deploy_task`: its canary's verdict (a rolled-back canary turns `promote` into `rolled_back`)."""
 
     template_fields: Sequence[str] = ("model_name",)
 
@@ -91,6 +93,8 @@ class ReportOperator(BaseOperator):
         # deploy runs only after this try's register: its result is this try's only when the run promoted
         deployed = (ti.xcom_pull(task_ids=self.deploy_task) or {}) if outcome == "promote" else {}
         canary = deployed.get("canary") or {}
+        if deployed.get("rolled_back"):
+            outcome = "rolled_back"
         live = detect.get("live_drift") or {}
         measured = live.get("status") == "measured"
         started = (ti.xcom_pull(task_ids=self.batch_task) or {}).get("started_at")

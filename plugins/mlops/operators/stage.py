@@ -17,7 +17,7 @@ from mlops.volume import data_root
 class RunsOnlyWith:
     """`only_with` (templated, e.g. an upstream's XComArg): the task skips itself when it resolves to None,
     saying why. For a task whose trigger rule lets it run although there is nothing to do: the rollback
-    runs when deploy failed, and Airflow's `all_failed` counts an upstream_failed deploy as failed."""
+    runs after every deploy that ran, and Airflow's `none_skipped` also lets an upstream_failed one by."""
 
     def _check_only_with(self) -> None:
         if self.only_with is None:

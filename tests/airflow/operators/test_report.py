@@ -104,6 +104,22 @@ def test_a_rerun_that_registered_nothing_reports_no_promotion(registry):
     assert gauges(registry["pushgateway"], MODEL)["mlops_champion_version"] == 3
 
 
+def test_a_rolled_back_canary_is_reported_as_such_and_not_as_a_promotion(registry):
+    canary = {"verdict": "rollback", "reason": "canary p99 predict latency 180.0 ms > 100.0 ms", "percent": 10}
+    promoted = {"retrain": TRAINED, "promotion": PROMOTED, "register": {"outcome": "promoted", "version": "4"}}
+    deployed = {("deploy", "return_value"): {"version": "3", "rolled_back": "4", "changed": False, "canary": canary}}
+    ctx = context(**promoted)
+    ctx["ti"].xcoms.update(deployed)
+    summary = report().execute(ctx)
+    assert summary["decision"] == "rolled_back" and summary["champion_version"] == "3"
+    assert summary["canary"] == "rollback" and summary["canary_reason"] == canary["reason"]
+    assert gauges(registry["pushgateway"], MODEL)["mlops_promoted"] == 0
+    # the same XCom from an earlier try of a run that, this try, kept the champion is not read
+    ctx = context(retrain=TRAINED, decided={"followed": ["training.keep_champion"]})
+    ctx["ti"].xcoms.update(deployed)
+    assert report().summary(ctx)["decision"] == "keep" and report().summary(ctx)["canary"] is None
+
+
 def test_the_summary_carries_the_detection_figures_and_the_run_clock(registry):
     summary = report().summary(context(retrain=SKIPPED, started_at=time.time() - 30))
     assert summary["fresh_accuracy"] == 0.42 and summary["drift_share"] == 0.75 and summary["drift_max_psi"] == 1.9
