@@ -34,6 +34,8 @@ def test_default_schema_describes_iris(schema):
     (load_config, "split: {test_size: 1.5}\n", "test_size must be between 0 and 1"),
     (load_config, "window: last:x\n", "training window must be"),
     (load_config, "- a\n- b\n", "must be a YAML mapping"),
+    (load_config, "model: {kind: svm}\n", "unknown model kind 'svm'"),
+    (load_config, "model: {kind: random_forest, params: {C: 2}}\n", "bad params for model kind 'random_forest'"),
 ], ids=lambda v: getattr(v, "__name__", None))
 def test_bad_schema_and_config_files_are_explained(tmp_path, loader, content, message):
     path = tmp_path / "file.yaml"
@@ -49,6 +51,16 @@ def test_config_overrides_merge_and_change_the_hash(tmp_path):
     assert config["decision"]["min_improvement"] == 0.05 and config["decision"]["alpha"] == 0.05
     assert config_hash(config) != config_hash(load_config())
     assert load_config(window="all")["window"] == "all"
+
+
+def test_a_model_of_another_kind_takes_only_its_own_params(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("model: {kind: random_forest, params: {n_estimators: 30}}\n")
+    assert load_config(path)["model"] == {"kind": "random_forest", "params": {"n_estimators": 30}}
+    path.write_text("model: {kind: hist_gradient_boosting}\n")
+    assert load_config(path)["model"] == {"kind": "hist_gradient_boosting", "params": {}}
+    path.write_text("model: {params: {C: 0.5}}\n")  # the same kind: params still merge
+    assert load_config(path)["model"] == {"kind": "logistic_regression", "params": {"C": 0.5, "max_iter": 500}}
 
 
 def test_result_is_also_written_for_the_kpo_xcom_sidecar(volume, tmp_path):

@@ -225,3 +225,31 @@ def test_a_promotion_decided_against_a_champion_that_has_changed_is_not_applied(
     late = register_run(volume, keys[1], model_name, {})
     assert late["outcome"] == "superseded" and late["promotion"] is None and late["champion_version"] == "1"
     assert MlflowClient(tracking).get_model_version_by_alias(model_name, "champion").version == "1"
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("kind, params", [("random_forest", {"n_estimators": 20}), ("hist_gradient_boosting", {})])
+def test_every_model_kind_trains_through_kfp_local(volume, tracking, model_name, tmp_path, kind, params):
+    """A config naming another estimator trains it with its own params (the defaults' C does not leak)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model: {{kind: {kind}, params: {params}}}\n")
+    root = volume.root
+    run_cli("simulate", "--data-root", root, "--partition", DAYS[0], "--rows", 600, "--seed", 5)
+    run_cli("ingest", "--data-root", root, "--partition", DAYS[0])
+    rk = run_cli("split", "--data-root", root, "--partition", DAYS[0], "--config", config).json["run_key"]
+    trained = run_cli("train-local", "--data-root", root, "--run-key", rk, "--model-name", model_name).json
+    assert trained["decision"] == "promote"
+    run = MlflowClient(tracking).get_run(trained["challenger_run_id"])
+    assert run.data.params["model_kind"] == kind
+    assert {k[len("param_"):] for k in run.data.params if k.startswith("param_")} == set(params)
+
+
+def test_a_failed_training_step_fails_train_local_with_one_line(volume, tracking, model_name):
+    rk = stage(volume, DAYS[0], 300, seed=6)
+    (volume.run_dir(rk) / "train.parquet").write_bytes(b"not parquet")
+    result = run_cli("train-local", "--data-root", volume.root, "--run-key", rk, "--model-name", model_name,
+                     check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "the kfp.local training run failed; its failed step's log is above" in result.error_line
+    assert "train.parquet" in result.stderr
+    assert MlflowClient(tracking).search_model_versions(f"name = '{model_name}'") == []

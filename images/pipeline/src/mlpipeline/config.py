@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from .errors import PipelineError
+from .model import build_estimator
 
 _WINDOW = re.compile(r"^(all|last:[1-9][0-9]*)$")
 
@@ -23,6 +24,16 @@ def _merge(base: dict, override: dict) -> dict:
             merged[key] = _merge(merged[key], value)
         else:
             merged[key] = value
+    return merged
+
+
+def _merge_config(base: dict, override: dict) -> dict:
+    """The override merged into the base, except that a model of another kind keeps only its own
+    params: the defaults' params belong to the default kind (a random forest given C fails)."""
+    merged = _merge(base, override)
+    model = override.get("model")
+    if isinstance(model, dict) and merged["model"].get("kind") != base["model"].get("kind"):
+        merged["model"]["params"] = copy.deepcopy(model.get("params") or {})
     return merged
 
 
@@ -40,10 +51,11 @@ def load_config(path: str | Path | None = None, window: str | None = None) -> di
             raise PipelineError(f"cannot read config {path}: {exc.strerror}") from exc
         if not isinstance(override, dict):
             raise PipelineError(f"config {path} must be a YAML mapping")
-        config = _merge(config, override)
+        config = _merge_config(config, override)
     if window is not None:
         config["window"] = window
     validate_window(config["window"])
+    build_estimator(config["model"])  # an unknown kind or a parameter it does not take fails here, not in training
     test_size = config["split"]["test_size"]
     if not 0 < test_size < 1:
         raise PipelineError(f"config split.test_size must be between 0 and 1, got {test_size}")

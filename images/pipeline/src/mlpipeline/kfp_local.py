@@ -36,12 +36,10 @@ def run_training_locally(volume: DataVolume, run_key: str, model_name: str, trac
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         task = pipeline(run_key=run_key, data_root=str(volume.root.resolve()), model_name=model_name,
                         mlflow_tracking_uri=tracking_uri, dag_id=dag_id, dag_run_id=dag_run_id)
-    try:
-        output = task.output
-    except Exception as exc:  # kfp.local raises a bare RuntimeError/KeyError when a task failed
-        raise PipelineError(f"the kfp.local training run failed ({exc}); see the task logs above") from exc
+    # A failed run (raise_on_error=False) leaves the task without outputs; its step's log names the error.
+    output = task.outputs.get("Output")
     if output is None:
-        raise PipelineError("the kfp.local training run failed; see the task logs above")
+        raise PipelineError("the kfp.local training run failed; its failed step's log is above")
     return {**json.loads(output), "pipeline_root": str(pipeline_root), "engine": "kfp.local"}
 
 

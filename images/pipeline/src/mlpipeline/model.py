@@ -16,6 +16,17 @@ ESTIMATORS = {
     "hist_gradient_boosting": lambda p: HistGradientBoostingClassifier(**p),
 }
 
+# Types these estimators hold that skops loads only when told to trust them. They are written into the
+# model's MLmodel (mlflow.sklearn passes them to skops.io.load), so that the serving image loads it too.
+SKOPS_TRUSTED_TYPES = {
+    RandomForestClassifier: ["sklearn.tree._tree.Tree"],
+    HistGradientBoostingClassifier: ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],
+}
+
+
+def skops_trusted_types(model) -> list[str]:
+    return SKOPS_TRUSTED_TYPES.get(type(model), [])
+
 
 def build_estimator(model_config: dict):
     kind = model_config.get("kind")

@@ -21,7 +21,7 @@ from . import lineage
 from .contracts import TrainingDecision
 from .decide import decide
 from .evaluate import score
-from .model import fit
+from .model import fit, skops_trusted_types
 from .model_registry import REFERENCE_ARTIFACT, Registry
 from .schema import schema_from_dict
 from .split import load_run, load_set
@@ -48,6 +48,7 @@ def model_logging_kwargs(model, features: pd.DataFrame) -> dict:
         # Stating them skips MLflow's slow requirement inference.
         "pip_requirements": [f"{name}=={version(name)}" for name in ("scikit-learn", "skops", "numpy", "scipy")],
         "serialization_format": "skops",
+        "skops_trusted_types": skops_trusted_types(model),
     }
 
 
