@@ -10,10 +10,13 @@ import httpx
 import pytest
 
 from mlops.hooks.mlflow import MlflowHook
+from mlops.hooks.stage import StageHook
+from mlops.operators.deploy import ROLLBACK_REASON, ROLLBACK_TO, LocalDeployOperator
 from scripts.traffic import Traffic
 from tests import support
 
 from .conftest import connect
+from .registry_setup import train_and_register
 from .test_dag import dag  # noqa: F401  (fixture)
 from .test_dag_run import land, xcom
 from .test_dag_run import run as run_dag
@@ -86,12 +89,69 @@ def test_a_healthy_canary_is_promoted_and_a_diverging_one_rolled_back_with_no_re
     assert traffic.answered["3"] > 0 and traffic.failures == [], traffic.summary()  # none, before or after
     served = httpx.get(f"{serving}/v2/models/{MODEL}").json()["parameters"]["registry_version"]
     assert served == "2" and not (root / "serving" / MODEL / "canary" / "mlserving.pid").exists()
-    champion = httpx.get(f"{stack['mlflow']}/api/2.0/mlflow/registered-models/alias",
-                         params={"name": MODEL, "alias": "champion"}).json()["model_version"]
-    assert champion["version"] == "2"  # roll_back_champion moved the alias back, recorded
+    assert champion(stack, MODEL) == "2"  # roll_back_champion moved the alias back, recorded
     assert xcom(dagrun, "deploy", "rollback_reason").startswith("the canary of v3 was rolled back: ")
     [alert] = httpx.get(f"{stack['alertmanager']}/api/v2/alerts", params={"filter": [
         'alertname="CanaryRolledBack"', f'run_id="{dagrun.run_id}"']}).json() or [None]
     assert alert and "predicted-class mix differs" in alert["annotations"]["error"], alert
     assert alert["labels"]["severity"] == "warning"
 
+
+
+class TaskInstance:
+    """What deploy reads of its task instance outside a DAG run: its XCom pushes, its DAG and run."""
+
+    dag_id, run_id = "canary_test", "slow-canary"
+
+    def __init__(self):
+        self.xcoms = {}
+
+    def xcom_push(self, key, value):
+        self.xcoms[key] = value
+
+
+def champion(stack, model: str) -> str:
+    return httpx.get(f"{stack['mlflow']}/api/2.0/mlflow/registered-models/alias",
+                     params={"name": model, "alias": "champion"}).json()["model_version"]["version"]
+
+
+@pytest.mark.timeout(900)
+def test_a_slow_canary_is_rolled_back_by_its_p99_with_no_request_failed(canary_env, stack, monkeypatch, tmp_path):
+    """The challenger answers right but slowly: a 300-tree random forest (~80 ms a prediction here, the
+    logistic regression ~1 ms). On balanced traffic its class mix matches, so its p99 alone rolls it back
+    while the stable version answers every request."""
+    root, serving = canary_env
+    model = "iris-slow-canary"
+    monkeypatch.setenv("AIRFLOW__MLOPS__CANARY_MAX_P99_MS", "40")
+    stages = StageHook(support.PIPELINE_BIN / "mlpipeline", env={"MLFLOW_TRACKING_URI": stack["mlflow"]})
+    deploy = LocalDeployOperator(task_id="deploy", model_name=model, canary_percent=30, canary_minutes=0.5,
+                                 deferrable=False)
+    train_and_register(stages, root, model, "2026-11-01", "none", 1)
+    assert deploy.execute({"ti": TaskInstance()})["version"] == "1"
+    forest = tmp_path / "forest.yaml"
+    forest.write_text("model: {kind: random_forest, params: {n_estimators: 300}}\n")
+    assert train_and_register(stages, root, model, "2026-11-02", "concept", 2, config=forest)["champion_version"] == "2"
+
+    ti = TaskInstance()
+    with Traffic(serving, model, rate=10) as traffic:
+        deployed = deploy.execute({"ti": ti})
+        answered_before = traffic.answered["1"]
+        support.wait_until(lambda: traffic.answered["1"] > answered_before + 20, 30)  # and after the rollback
+    assert deployed["rolled_back"] == "2" and deployed["version"] == "1" and not deployed["changed"], deployed
+    canary = deployed["canary"]
+    assert canary["verdict"] == "rollback" and "canary p99 predict latency" in canary["reason"], canary
+    assert "predicted-class mix" not in canary["reason"] and canary["evidence"]["canary"]["error_ratio"] == 0
+    assert canary["evidence"]["canary"]["p99_seconds"] > 0.04 > canary["evidence"]["stable"]["p99_seconds"]
+    assert traffic.answered["2"] > 0 and traffic.failures == [], traffic.summary()  # slow, never failed
+    served = httpx.get(f"{serving}/v2/models/{model}").json()["parameters"]["registry_version"]
+    assert served == "1" and not (root / "serving" / model / "canary" / "mlserving.pid").exists()
+    assert MlflowHook().model_version_tags(model, "2")["canary.verdict"] == "rollback"
+
+    # The plan the DAG's roll_back_champion carries out, carried out by the same stage: the alias goes back.
+    assert ti.xcoms[ROLLBACK_TO] == "1" and ti.xcoms[ROLLBACK_REASON].startswith("the canary of v2 was rolled back: ")
+    stages.run("rollback", {"model_name": model, "to_version": ti.xcoms[ROLLBACK_TO],
+                            "reason": ti.xcoms[ROLLBACK_REASON]})
+    assert champion(stack, model) == "1"
+    [alert] = httpx.get(f"{stack['alertmanager']}/api/v2/alerts", params={"filter": [
+        'alertname="CanaryRolledBack"', f'run_id="{TaskInstance.run_id}"']}).json() or [None]
+    assert alert and "canary p99 predict latency" in alert["annotations"]["error"], alert
