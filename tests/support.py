@@ -59,24 +59,37 @@ class TextServer:
         self.server.shutdown()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# Below Linux's ephemeral range (32768-60999, net.ipv4.ip_local_port_range), from which the kernel
+# picks every outgoing connection's local port: a port taken from that range could be handed to a
+# client between our check and the server's bind ("address already in use", seen in CI).
+TEST_PORTS = range(20000, 32000)
+
+
+def free_port(count: int = 1) -> int:
+    """The first of `count` consecutive ports that are free now on every address (as the servers bind
+    them), chosen at random so that test processes running side by side rarely pick the same."""
+    import random
+
+    while True:
+        first = random.randrange(TEST_PORTS.start, TEST_PORTS.stop - count)
+        sockets = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+        return first
 
 
 def serving_url() -> str:
     """A `mlserving_default` for the local target: the router's port with the next two (the stable and
     the canary model server's) free as well."""
-    while True:
-        port = free_port()
-        try:
-            with socket.socket() as stable, socket.socket() as canary:
-                stable.bind(("127.0.0.1", port + 1))
-                canary.bind(("127.0.0.1", port + 2))
-        except OSError:
-            continue
-        return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port(3)}"
 
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> None:
