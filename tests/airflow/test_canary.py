@@ -80,11 +80,13 @@ def judged(servers, model: str, stable_traffic: dict, canary_traffic: dict, wind
     assert support.wait_scraped(prometheus.base_url, seen, lambda r: bool(r) and r[0]["value"][1] == "2")
     stable.traffic(model).answer(**stable_traffic)
     canary.traffic(model).answer(**canary_traffic)
-    total = stable_traffic["requests"] + canary_traffic["requests"]
-    counted = f'sum(increase(mlserving_requests_total{{model="{model}"}}[1m]))'
-    scraped = support.wait_scraped(prometheus.base_url, counted,
-                                   lambda r: bool(r) and float(r[0]["value"][1]) >= 0.9 * total)
-    assert scraped and float(scraped[0]["value"][1]) >= 0.9 * total, scraped
+    # each server is scraped on its own schedule: wait until both versions' traffic is seen (a sum
+    # over both could be reached by one server's extrapolated increase() alone)
+    for version, traffic in (("3", stable_traffic), ("4", canary_traffic)):
+        counted = f'sum(increase(mlserving_requests_total{{model="{model}",version="{version}"}}[1m]))'
+        scraped = support.wait_scraped(prometheus.base_url, counted,
+                                       lambda r, n=traffic["requests"]: bool(r) and float(r[0]["value"][1]) >= 0.9 * n)
+        assert scraped and float(scraped[0]["value"][1]) >= 0.9 * traffic["requests"], (version, scraped)
     evidence = measure(prometheus.query, model, "3", "4", "1m")
     return evidence, verdict(evidence, POLICY, window_over, deadline_passed)
 
