@@ -53,7 +53,7 @@ $(AIRFLOW)/.installed: requirements.txt requirements-dev.txt $(PIPELINE_DIR)/pyp
 envs: $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed
 
 # The whole suite (scripts/test.sh): each layer in its own environment, the images built while the
-# pipeline and serving tests run, the live stack's Airflow tests beside the others.
+# pipeline and serving tests run, the Airflow tests that need no image beside the others.
 test: system-deps envs
 	bash scripts/test.sh
 
