@@ -96,3 +96,15 @@ def test_the_airflow_image_parses_the_dag_for_the_kubernetes_target():
     version = docker("run", "--rm", "--network", "none", "--user", "50000:0", "ghcr.io/mlops-ct/airflow:0.1.0",
                      "version", timeout=300).stdout.strip().splitlines()[-1]
     assert version == "3.3.2"
+
+
+# Issue 15's budgets, in the units `docker images` prints (MB = 10^6 bytes).
+SIZE_BUDGET_MB = {"ghcr.io/mlops-ct/pipeline:0.1.0": 700, "ghcr.io/mlops-ct/serving:0.1.0": 600}
+
+
+@pytest.mark.parametrize("tag", sorted(SIZE_BUDGET_MB))
+def test_the_pipeline_and_serving_images_stay_within_their_size_budgets(tag):
+    from tests.cluster.engine import docker
+
+    size_mb = int(docker("image", "inspect", "--format", "{{.Size}}", tag, timeout=60).stdout) / 1e6
+    assert size_mb <= SIZE_BUDGET_MB[tag], f"{tag} is {size_mb:.0f} MB, over its {SIZE_BUDGET_MB[tag]} MB budget"
