@@ -60,6 +60,7 @@ def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, stack):
                                                  "--rows", "900", "--seed", "1"])
     assert landed["status"]["phase"] == "Succeeded"
 
+    pods_before = len(kube.requests(PODS))  # the emulator is shared by the session's cluster tests
     dagrun, states = run(target["dag"], "2026-11-01")
     assert dagrun.state == "success", (states, cluster.pod_logs("mlops", "mlpipeline-"))
     assert states["training.register"] == "success" and states["deploy"] == "success"
@@ -68,7 +69,7 @@ def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, stack):
     decision = dagrun.get_task_instance("training.train").xcom_pull(task_ids="training.train")
     assert decision["decision"] == "promote" and decision["engine"] == "kfp" and decision["challenger_accuracy"] > 0.7
     # Every stage ran as a pod of the pipeline image under its declared security context.
-    stage_pods = [r for r in kube.requests(PODS) if r.method.value == "POST"]
+    stage_pods = [r for r in kube.requests(PODS)[pods_before:] if r.method.value == "POST"]
     assert sorted(p.data["metadata"]["labels"]["mlops-ct/stage"] for p in stage_pods) == \
         ["detect", "ingest", "register", "split"]
     assert all(p.data["spec"]["containers"][0]["image"] == PIPELINE_IMAGE and
