@@ -115,3 +115,14 @@ def test_the_load_endpoint_is_kserves_own(live_server, model_link, model_dirs):
     assert unknown.status_code == 503 and "tulip" in unknown.json()["error"]
     again = httpx.post(f"{live_server}/v2/repository/models/{MODEL}/load")  # the link unchanged: same version
     assert again.status_code == 200 and served_version(live_server) == "1"
+
+
+def test_garbage_collector_pauses_are_exported(live_server):
+    """Every collection's pause, by generation, timed from the server's start: what a latency tail is
+    checked against first (benchmarks/serving_profile.py reads it)."""
+    text = httpx.get(f"{live_server}/metrics").text
+    series = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("mlserving_gc_pause_seconds")}
+    counts = {name.split('"')[1]: value for name, value in series.items() if "_count{" in name}
+    assert set(counts) == {"0", "1", "2"} and counts["0"] > 0  # start-up alone collects
+    assert 0 < series['mlserving_gc_pause_seconds_sum{generation="0"}'] < counts["0"]  # each well under a second

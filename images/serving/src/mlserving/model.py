@@ -16,11 +16,11 @@ import numpy as np
 from kserve import Model
 from kserve.errors import InferenceError
 from kserve.metrics import PREDICT_HIST_TIME, get_labels
-from kserve.protocol.infer_type import InferRequest, InferResponse
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from .loader import LoadedModel, ModelLoadError, load_model_dir
 from .metrics import SWAPS, ModelMetrics
-from .validation import rows_from_v1, rows_from_v2, tensors_from_json
+from .validation import rows_from_v1, rows_from_v2
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,13 @@ class RegistryModel(Model):
         except Exception as exc:
             log.exception("%s v%s failed to predict", self.name, active.version)
             raise InferenceError(f"model {self.name} version {active.version} failed to predict: {exc}") from exc
-        self.metrics.observe(active.version, rows, predicted)
-        return predicted.tolist() if isinstance(predicted, np.ndarray) else list(predicted)
+        labels = predicted.tolist() if isinstance(predicted, np.ndarray) else list(predicted)
+        self.metrics.observe(active.version, rows, labels)
+        return labels
 
-    def infer_json(self, doc) -> dict:
-        """The v2 JSON fast path (routes.py): decoded body in, OIP response dict out, no pydantic round trips."""
+    def infer_v2(self, tensors: list, request_id: str | None) -> dict:
+        """The v2 fast path (routes.py): decoded tensors in, OIP response dict out, no pydantic round trips."""
         active = self._active
-        tensors, request_id = tensors_from_json(doc)
         rows = rows_from_v2(tensors, active.features, self.max_rows)
         with self._predict_timer.time():
             labels = self._labels(active, rows)
@@ -91,7 +91,15 @@ class RegistryModel(Model):
         active = self._active
         if isinstance(payload, InferRequest):
             rows = rows_from_v2(payload.inputs, active.features, self.max_rows)
-            return InferResponse.from_rest(self._v2_response(active, self._labels(active, rows), payload.id))
+            doc = self._v2_response(active, self._labels(active, rows), payload.id)
+            # KServe encodes binary outputs when the response says the request asked for them (as its
+            # own get_predict_response passes them on); InferResponse.from_rest would drop that.
+            outputs = [InferOutput(name=o["name"], shape=o["shape"], datatype=o["datatype"], data=o["data"],
+                                   parameters=o["parameters"]) for o in doc["outputs"]]
+            return InferResponse(response_id=doc["id"], model_name=doc["model_name"],
+                                 model_version=doc["model_version"], parameters=doc["parameters"],
+                                 infer_outputs=outputs, use_binary_outputs=payload.use_binary_outputs,
+                                 requested_outputs=payload.request_outputs)
         rows = rows_from_v1(payload, active.features, self.max_rows)
         return {"predictions": self._labels(active, rows), "model_version": active.version}
 

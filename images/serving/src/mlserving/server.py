@@ -72,7 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mlserving: error: {exc}", file=sys.stderr)
         return 1
     if args.quiet_access_log:
-        logging.getLogger("uvicorn.access").disabled = True
+        # Without handlers, not only disabled: uvicorn formats each line's arguments (the quoted path
+        # among them) whenever its access logger has a handler, and only then asks whether to log.
+        access = logging.getLogger("uvicorn.access")
+        access.handlers.clear()
+        access.propagate = False
+        access.disabled = True
+    from .metrics import time_gc_pauses
+
+    time_gc_pauses()
     server.start([model])
     return 0
 

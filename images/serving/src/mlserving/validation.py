@@ -2,14 +2,17 @@
 
 Both v2 tensor forms are accepted: one [N, F] tensor (any name that is not a
 feature), or one [N] / [N, 1] tensor per named feature. Checks are vectorised:
-one numpy conversion per tensor, one finiteness test for the batch.
+one numpy conversion per tensor (one for all of them in the common well-formed
+case), one finiteness test for the batch.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 from kserve.errors import InvalidInput
 
 FLOAT_TYPES = {"FP16", "FP32", "FP64"}
@@ -39,6 +42,48 @@ def tensors_from_json(doc) -> tuple[list[Tensor], str | None]:
         tensors.append(Tensor(item["name"], item["shape"], item["datatype"].upper(), item["data"]))
     request_id = doc.get("id")
     return tensors, request_id if isinstance(request_id, str) else None
+
+
+# The binary tensor data extension (KServe's and Triton's): little-endian, row-major, no padding.
+BINARY_DTYPES = {"FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+
+
+def tensors_from_binary(body: bytes, header_length: str) -> tuple[list[Tensor], str | None, bool]:
+    """The inputs and id of a request in the binary tensor data extension (a JSON header of
+    `Inference-Header-Content-Length` bytes, then the data of each input that has a `binary_data_size`
+    parameter, in input order), and whether it asks for binary outputs."""
+    try:
+        json_length = int(header_length)
+    except ValueError:
+        raise InvalidInput(f"Inference-Header-Content-Length must be a number of bytes, "
+                           f"got {header_length!r}") from None
+    if not 0 < json_length <= len(body):
+        raise InvalidInput(f"Inference-Header-Content-Length is {json_length}, but the body holds {len(body)} bytes")
+    try:
+        doc = orjson.loads(body[:json_length])
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"malformed JSON header: {exc}") from None
+    offset = json_length
+    for index, item in enumerate(doc.get("inputs") or [] if isinstance(doc, dict) else []):
+        parameters = item.get("parameters") if isinstance(item, dict) else None
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if size is None:
+            continue
+        dtype = BINARY_DTYPES.get(str(item.get("datatype", "")).upper())
+        if dtype is None:
+            raise InvalidInput(f"input {index}: datatype {item.get('datatype')} is not accepted; send FP32 or FP64")
+        if type(size) is not int or size < 0 or size % dtype.itemsize or offset + size > len(body):
+            raise InvalidInput(f"input {index}: binary_data_size {size!r} is not a whole number of "
+                               f"{item['datatype']} values within the {len(body) - offset} bytes left")
+        item["data"] = np.frombuffer(body, dtype=dtype, count=size // dtype.itemsize, offset=offset)
+        offset += size
+    if offset != len(body):
+        raise InvalidInput(f"{len(body) - offset} bytes follow the last binary input; each needs binary_data_size")
+    tensors, request_id = tensors_from_json(doc)
+    outputs = doc.get("outputs") if isinstance(doc.get("outputs"), list) else []
+    binary_out = bool((doc.get("parameters") or {}).get("binary_data_output")) or any(
+        isinstance(o, dict) and bool((o.get("parameters") or {}).get("binary_data")) for o in outputs)
+    return tensors, request_id, binary_out
 
 
 def _numbers(data, what: str) -> np.ndarray:
@@ -71,14 +116,42 @@ def _tensor(inp, what: str) -> np.ndarray:
     if any((not isinstance(d, int)) or d < 0 for d in shape):
         raise InvalidInput(f"{what}: shape {shape} must be non-negative integers")
     values = _numbers(inp.data, what)
-    expected = int(np.prod(shape)) if shape else 0
+    expected = math.prod(shape) if shape else 0
     if values.size != expected:
         raise InvalidInput(f"{what}: shape {shape} needs {expected} values, got {values.size}")
     return values.reshape(shape)
 
 
+def _feature_columns(inputs: list, features: tuple[str, ...]) -> np.ndarray | None:
+    """The usual request in one numpy conversion: each feature once, as an FP tensor of shape [N] with a
+    flat list of N numbers. None when anything differs, and the checks of rows_from_v2 say what."""
+    if len(inputs) != len(features):
+        return None
+    by_name = {i.name: i for i in inputs}
+    if by_name.keys() != set(features):
+        return None
+    ordered = [by_name[name] for name in features]
+    n = ordered[0].shape[0] if isinstance(ordered[0].shape, list) and len(ordered[0].shape) == 1 else None
+    if type(n) is not int:
+        return None
+    for tensor in ordered:
+        if tensor.datatype not in FLOAT_TYPES or tensor.shape != [n] or type(tensor.data) is not list \
+                or len(tensor.data) != n:
+            return None
+    try:
+        columns = np.asarray([tensor.data for tensor in ordered])
+    except (ValueError, TypeError):
+        return None
+    if columns.ndim != 2 or columns.dtype.kind not in "fiu":
+        return None
+    return np.ascontiguousarray(columns.T, dtype=np.float64)
+
+
 def rows_from_v2(inputs: list, features: tuple[str, ...], max_rows: int) -> np.ndarray:
     f = len(features)
+    columns = _feature_columns(inputs, features)
+    if columns is not None:
+        return _check_batch(columns, max_rows)
     form_hint = f"send one [N,{f}] FP32/FP64 tensor, or one tensor per feature {list(features)}"
     if not inputs:
         raise InvalidInput(f"the request has no inputs; {form_hint}")
