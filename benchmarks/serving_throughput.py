@@ -39,9 +39,27 @@ def body(rows: int, pandas_codec: bool) -> str:
     return json.dumps(doc)
 
 
-def lua(path: Path, payload: str) -> Path:
-    path.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                    f"wrk.body = [[{payload}]]\n")
+def binary_body(rows: int) -> tuple[bytes, int]:
+    """The same request in the binary tensor data extension: a JSON header, then each feature's FP64
+    values (little-endian), as KServe's and Triton's clients send it; and the header's length."""
+    import numpy as np
+
+    columns = [np.asarray([ROW[i] + 0.01 * (r % 7) for r in range(rows)], dtype="<f8") for i in range(len(FEATURES))]
+    header = json.dumps({"inputs": [{"name": f, "shape": [rows], "datatype": "FP64",
+                                     "parameters": {"binary_data_size": c.nbytes}}
+                                    for f, c in zip(FEATURES, columns, strict=True)]}).encode()
+    return header + b"".join(c.tobytes() for c in columns), len(header)
+
+
+def lua(path: Path, payload: str | bytes, json_length: int | None = None) -> Path:
+    """A wrk script POSTing `payload`: JSON text, or a binary-extension body (`json_length` given)."""
+    if json_length is None:
+        head, quoted = 'wrk.headers["Content-Type"] = "application/json"\n', f"[[{payload}]]"
+    else:  # every byte as a three-digit decimal escape: safe for any byte in a Lua string
+        head = (f'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+                f'wrk.headers["Inference-Header-Content-Length"] = "{json_length}"\n')
+        quoted = '"' + "".join(f"\\{b:03d}" for b in payload) + '"'
+    path.write_text(f'wrk.method = "POST"\n{head}wrk.body = {quoted}\n')
     return path
 
 
@@ -139,6 +157,9 @@ def main() -> None:
                 wrk(url, scripts[1], 8, 2)  # warm-up
                 results[name] = {f"{rows}-row run {i}": wrk(url, scripts[rows], 8, args.seconds)
                                  for rows in (1, 100) for i in (1, 2)}
+                if name in ("ours", "kserve-bare"):  # the binary tensor extension (KServe's route decodes it)
+                    binary = lua(tmp / f"{name}-binary.lua", *binary_body(1))
+                    results[name].update({f"1-row binary run {i}": wrk(url, binary, 8, args.seconds) for i in (1, 2)})
                 results[name]["1-row single connection"] = wrk(url, scripts[1], 1, args.seconds)
             finally:
                 stop(proc)
@@ -162,6 +183,13 @@ def report(results: dict) -> None:
             theirs = best(other, rows)
             if ours and theirs:
                 print(f"{rows:>3}-row, 8 connections: ours / {other:<16} = {ours / theirs:5.2f}x")
+    if "ours" in results and "1-row binary run 1" in results["ours"]:
+        binary = max(results["ours"][f"1-row binary run {i}"]["rps"] for i in (1, 2))
+        print(f"  1-row binary, 8 connections: ours / ours as JSON = {binary / best('ours', 1):5.2f}x", end="")
+        if "kserve-bare" in results:
+            bare = max(results["kserve-bare"][f"1-row binary run {i}"]["rps"] for i in (1, 2))
+            print(f", ours / kserve-bare = {binary / bare:5.2f}x", end="")
+        print()
     if "ours" in results:
         print(f"ours, 1-row single connection p99: {results['ours']['1-row single connection']['p99']:.2f} ms")
 
