@@ -138,3 +138,12 @@ def test_the_fast_path_answers_binary_requests_and_hands_binary_outputs_to_kserv
     assert status == 200 and b'"setosa"' in answer and reached == []
     body, headers = encoded({"features": np.asarray(ROWS)}, binary_outputs=True)
     assert asgi_post(fast_path, body, headers)[0] == 299 and reached == [body]  # the same body, read again
+
+
+def test_non_finite_binary_values_are_refused_and_huge_finite_ones_served(client):
+    rows = np.asarray(ROWS)
+    rows[1, 2] = np.nan
+    refused = infer(client, *encoded({"features": rows}))
+    assert refused.status_code == 400 and "NaN or infinite values in row(s) [1]" in refused.json()["error"]
+    huge = np.full((2, 4), 1e308)  # every value finite, though their sum is not
+    assert infer(client, *encoded({"features": huge})).status_code == 200

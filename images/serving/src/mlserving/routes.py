@@ -33,6 +33,14 @@ class OutcomeCounter:
 
     def __init__(self, app, models: dict[str, RegistryModel]):
         self.app, self.models = app, models
+        self._counters: dict[tuple[str, str, str], object] = {}  # labelled children: no lookup per request
+
+    def _count(self, model: str, version: str, outcome: str) -> None:
+        key = (model, version, outcome)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = REQUESTS.labels(model, version, outcome)
+        counter.inc()
 
     def _target(self, path: str) -> str | None:
         if path.startswith("/v2/models/") and path.endswith("/infer"):
@@ -50,7 +58,7 @@ class OutcomeCounter:
             if message["type"] == "http.response.start":
                 model = self.models.get(model_name)
                 version = model.active.version if model is not None and model.active else "unknown"
-                REQUESTS.labels(model_name if model else "unknown", version, _outcome(message["status"])).inc()
+                self._count(model_name if model else "unknown", version, _outcome(message["status"]))
             await send(message)
 
         return await self.app(scope, receive, counting_send)
@@ -84,32 +92,37 @@ class InferFastPath:
             if not message.get("more_body"):
                 break
         header_length = next((v for k, v in scope["headers"] if k == b"inference-header-content-length"), None)
-        response = self._answer(model, bytes(body), header_length)
-        if response is None:  # binary outputs: KServe's route reads the same body
+        answer = self._answer(model, bytes(body), header_length)
+        if answer is None:  # binary outputs: KServe's route reads the same body
             return await self.app(scope, _replay(bytes(body), receive), send)
-        await response(scope, receive, send)
+        status, document = answer
+        content = orjson.dumps(document)
+        # The two ASGI messages themselves: a Response object would cost more than the model.
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", b"%d" % len(content))]})
+        await send({"type": "http.response.body", "body": content})
 
     @staticmethod
-    def _answer(model: RegistryModel, body: bytes, header_length: bytes | None) -> Response | None:
+    def _answer(model: RegistryModel, body: bytes, header_length: bytes | None) -> tuple[int, dict] | None:
+        """(status, JSON document), or None to let KServe's route answer."""
         if not model.ready:
-            return _json({"error": f"Model with name {model.name} is not ready."}, status_code=503)
+            return 503, {"error": f"Model with name {model.name} is not ready."}
         try:
             if header_length is None:
                 try:
                     doc = orjson.loads(body)
                 except orjson.JSONDecodeError as exc:
-                    return _json({"error": f"malformed JSON: {exc}"}, status_code=400)
+                    return 400, {"error": f"malformed JSON: {exc}"}
                 tensors, request_id = tensors_from_json(doc)
             else:
                 tensors, request_id, binary_outputs = tensors_from_binary(body, header_length.decode("latin-1"))
                 if binary_outputs:
                     return None
-            answer = model.infer_v2(tensors, request_id)
+            return 200, model.infer_v2(tensors, request_id)
         except InvalidInput as exc:
-            return _json({"error": str(exc)}, status_code=400)
+            return 400, {"error": str(exc)}
         except InferenceError as exc:
-            return _json({"error": str(exc)}, status_code=500)
-        return _json(answer)
+            return 500, {"error": str(exc)}
 
 
 def _replay(body: bytes, receive):
