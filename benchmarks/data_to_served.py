@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
 from tests import support  # noqa: E402
+from tests.airflow.dag_test import deadline_alerts_decoded  # noqa: E402
 
 MODEL = "iris-latency"
 
@@ -48,7 +49,8 @@ def main() -> None:
     from mlops.hooks.stage import StageHook
 
     dag = DagBag(dag_folder=str(REPO / "dags")).dags["continuous_training"]
-    with support.mlflow_server(tmp) as mlflow_uri, support.alertmanager(tmp) as am, support.pushgateway(tmp) as pgw:
+    with support.mlflow_server(tmp) as mlflow_uri, support.alertmanager(tmp) as am, \
+            support.pushgateway(tmp) as pgw, deadline_alerts_decoded():
         os.environ.update({"AIRFLOW_CONN_MLFLOW_DEFAULT": mlflow_uri, "AIRFLOW_CONN_ALERTMANAGER_DEFAULT": am,
                            "AIRFLOW_CONN_PUSHGATEWAY_DEFAULT": pgw})
         stages = StageHook(support.PIPELINE_BIN / "mlpipeline", env={"MLFLOW_TRACKING_URI": mlflow_uri})

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import support
+from tests.airflow.dag_test import deadline_alerts_decoded
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE_BIN = support.PIPELINE_BIN
@@ -73,28 +74,8 @@ def airflow_db():
 
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
                    env=os.environ.copy(), timeout=300)
-    with pytest.MonkeyPatch.context() as patch:
-        _decode_in_memory_deadline_alerts(patch)
+    with deadline_alerts_decoded():
         yield
-
-
-def _decode_in_memory_deadline_alerts(patch: pytest.MonkeyPatch) -> None:
-    """dag.test() builds its scheduler DAG by serializing the DAG in memory, so `dag.deadline` holds the
-    encoded alerts instead of the ids of `deadline_alert` rows, and a run that succeeds crashes in
-    DagRun.update_state (`'dict' object has no attribute 'hex'`): apache/airflow#73428 (3.3.1, 3.3.2). The
-    fix proposed upstream (apache/airflow#73430) decodes a dict entry instead of looking it up; this does
-    the same, for dag.test() only. The live-stack tests run the real scheduler, unpatched."""
-    from airflow.models.deadline_alert import DeadlineAlert
-
-    by_id = DeadlineAlert.get_by_id
-
-    def get_by_id(deadline_alert_id, **kwargs):
-        if isinstance(deadline_alert_id, dict):
-            return DeadlineAlert(name=deadline_alert_id.get("name"), reference=deadline_alert_id["reference"],
-                                 interval=deadline_alert_id["interval"], callback_def=deadline_alert_id["callback"])
-        return by_id(deadline_alert_id, **kwargs)
-
-    patch.setattr(DeadlineAlert, "get_by_id", get_by_id)
 
 
 @pytest.fixture(scope="module")
