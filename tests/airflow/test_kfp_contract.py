@@ -68,7 +68,7 @@ def test_a_bad_pipeline_package_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("script, state, error", [
     (["PENDING", "RUNNING", "SUCCEEDED"], "SUCCEEDED", None),
-    (["RUNNING", "FAILED"], "FAILED", "train-challenger: exit code 1: ValueError: no rows"),
+    (["RUNNING", "FAILED"], "FAILED", "train-evaluate-decide: exit code 1: ValueError: no rows"),
     (["RUNNING", "CANCELED"], "CANCELED", "run ended CANCELED"),
     (["SKIPPED"], "SKIPPED", "run ended SKIPPED"),
 ])
@@ -115,7 +115,7 @@ def mlflow_uri(tmp_path_factory):
 
 
 def record_decision(mlflow_uri: str, model: str, run_key: str, decision: str) -> str:
-    """What the pipeline's evaluate-and-decide step leaves on its MLflow training run (the contract's
+    """What the pipeline's step leaves on its MLflow training run (the contract's
     tags, mlpipeline.contracts), written through MLflow's REST API."""
     from mlpipeline.contracts import TrainingDecision
 
@@ -163,12 +163,12 @@ def test_the_operator_submits_defers_and_returns_the_recorded_decision(monkeypat
 
 
 def test_the_operator_fails_with_the_runs_own_error_and_terminates_a_stuck_run(monkeypatch, mlflow_uri):
-    with FakeKfp(script=["RUNNING", "FAILED"], run_error="evaluate-and-decide: OOMKilled") as kfp:
+    with FakeKfp(script=["RUNNING", "FAILED"], run_error="train-evaluate-decide: OOMKilled") as kfp:
         operator = kfp_operator(monkeypatch, kfp, mlflow_uri)
         with pytest.raises(TaskDeferred) as deferred:
             operator.execute({})
         event = first_event(deferred.value.trigger)
-        with pytest.raises(RuntimeError, match="FAILED: evaluate-and-decide: OOMKilled"):
+        with pytest.raises(RuntimeError, match="FAILED: train-evaluate-decide: OOMKilled"):
             operator.execute_complete({}, event)
     with FakeKfp(script=["RUNNING"]) as kfp:
         operator = kfp_operator(monkeypatch, kfp, mlflow_uri)

@@ -64,7 +64,7 @@ class Swagger:
 
 class FakeKfp:
     def __init__(self, script: list[str] | None = None, token: str | None = None,
-                 run_error: str = "train-challenger: exit code 1: ValueError: no rows",
+                 run_error: str = "train-evaluate-decide: exit code 1: ValueError: no rows",
                  executor: Callable[[dict], str | None] | None = None):
         """`executor(run)` runs a submitted run for real, in a thread, and returns None on success or
         the run's error; the run is RUNNING until it returns. Without it, states follow `script`."""
@@ -167,7 +167,7 @@ class FakeKfp:
                 run["state"] = self.script[min(self.polls[run["run_id"]], len(self.script) - 1)]
             if run["state"] == "FAILED":
                 run["error"] = {"code": 2, "message": self.run_error}
-                run["run_details"] = {"task_details": [{"display_name": "train-challenger", "state": "FAILED",
+                run["run_details"] = {"task_details": [{"display_name": "train-evaluate-decide", "state": "FAILED",
                                                         "error": {"code": 2, "message": self.run_error}}]}
             if run["state"] in ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"):
                 run.setdefault("finished_at", _now())

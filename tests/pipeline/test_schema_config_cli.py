@@ -86,7 +86,7 @@ def test_compiled_pipeline_mounts_the_data_volume_and_installs_nothing():
     documents = list(yaml.safe_load_all(TRAINING_YAML.read_text()))
     pipeline, platform = documents[0], documents[1]
     executors = pipeline["deploymentSpec"]["executors"]
-    assert set(executors) == {"exec-train-challenger", "exec-evaluate-and-decide"}
+    assert set(executors) == {"exec-train-evaluate-decide"}
     for executor in executors.values():
         container = executor["container"]
         assert container["image"].startswith("ghcr.io/mlops-ct/pipeline:")

@@ -1,16 +1,15 @@
-"""The KFP v2 training pipeline: train a challenger, then evaluate it beside the champion and decide.
+"""The KFP v2 training pipeline: train a challenger, evaluate it beside the champion and decide, in one step.
 
-Components are lightweight Python components whose bodies only call
+The component is a lightweight Python component whose body only calls
 `mlpipeline.training`; the pipeline image already holds mlpipeline and kfp, so
-nothing is pip-installed at run time. Steps exchange data through the run's
-folder on the data volume (a PVC in a cluster, mounted with kfp-kubernetes; a
-directory with kfp.local), and small results through parameters.
+nothing is pip-installed at run time. It reads the split and leaves the model's
+evaluation in the run's folder on the data volume (a PVC in a cluster, mounted
+with kfp-kubernetes; a directory with kfp.local); the decision is its output.
 """
 
 
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 from kfp import compiler, dsl, kubernetes
 
@@ -25,39 +24,25 @@ TRAINING_YAML = Path(os.environ.get("MLPIPELINE_TRAINING_YAML",
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def train_challenger(data_root: str, run_key: str, model_name: str, mlflow_tracking_uri: str,
-                     kfp_run_id: str, dag_id: str, dag_run_id: str) -> NamedTuple("Outputs", run_id=str, model_uri=str):
-    import os
-    from collections import namedtuple
-
-    if mlflow_tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
-    from mlpipeline.logs import setup_logging
-    from mlpipeline.training import train_challenger as train
-    from mlpipeline.volume import DataVolume
-
-    setup_logging()
-    context = {"kfp_run_id": kfp_run_id, "airflow_dag_id": dag_id, "airflow_run_id": dag_run_id}
-    result = train(DataVolume(data_root), run_key, model_name, context)
-    return namedtuple("Outputs", ["run_id", "model_uri"])(result["run_id"], result["model_uri"])
-
-
-@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def evaluate_and_decide(data_root: str, run_key: str, model_name: str, mlflow_tracking_uri: str,
-                        challenger_run_id: str, kfp_run_id: str) -> str:
-    # One step, not two: each step pays ~5 s of interpreter and MLflow start-up.
+def train_evaluate_decide(data_root: str, run_key: str, model_name: str, mlflow_tracking_uri: str,
+                          kfp_run_id: str, dag_id: str, dag_run_id: str) -> str:
+    # One step, not three: a step is a process, and each pays ~3 s importing scikit-learn, MLflow and skops
+    # before any work (python -X importtime), most of a small run's training time. A retried step
+    # reuses the challenger its run key already trained (mlpipeline.training.train_challenger).
     import json
     import os
 
     if mlflow_tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
     from mlpipeline.logs import setup_logging
-    from mlpipeline.training import decide_promotion, evaluate_models
+    from mlpipeline.training import decide_promotion, evaluate_models, train_challenger
     from mlpipeline.volume import DataVolume
 
     setup_logging()
     volume = DataVolume(data_root)
-    evaluate_models(volume, run_key, model_name, challenger_run_id)
+    context = {"kfp_run_id": kfp_run_id, "airflow_dag_id": dag_id, "airflow_run_id": dag_run_id}
+    trained = train_challenger(volume, run_key, model_name, context)
+    evaluate_models(volume, run_key, model_name, trained["run_id"])
     return json.dumps(decide_promotion(volume, run_key, kfp_run_id))
 
 
@@ -87,16 +72,11 @@ def training_pipeline(run_key: str, data_root: str = DATA_MOUNT, model_name: str
                       mlflow_tracking_uri: str = "", dag_id: str = "", dag_run_id: str = "",
                       data_pvc: str = "mlops-data", mlflow_secret: str = "mlflow-s3-credentials",
                       mlflow_config_map: str = "mlops-mlflow") -> str:
-    trained = _in_cluster(train_challenger(
+    decided = _in_cluster(train_evaluate_decide(
         data_root=data_root, run_key=run_key, model_name=model_name, mlflow_tracking_uri=mlflow_tracking_uri,
         kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, dag_id=dag_id, dag_run_id=dag_run_id),
         data_pvc, mlflow_secret, mlflow_config_map, "1", "2Gi")
-    trained.set_display_name("train challenger")
-    decided = _in_cluster(evaluate_and_decide(
-        data_root=data_root, run_key=run_key, model_name=model_name, mlflow_tracking_uri=mlflow_tracking_uri,
-        challenger_run_id=trained.outputs["run_id"], kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
-        data_pvc, mlflow_secret, mlflow_config_map, "500m", "1Gi")
-    decided.set_display_name("evaluate challenger and champion, decide")
+    decided.set_display_name("train challenger, evaluate it beside the champion, decide")
     return decided.output
 
 
