@@ -1,4 +1,4 @@
-"""What we add in front of KServe's routes: richer metadata, outcome counting, a JSON fast path.
+"""What we add in front of KServe's routes: richer metadata, outcome counting, a v2 inference fast path.
 (Model swaps go through KServe's own `POST /v2/repository/models/{name}/load`: repository.py.)
 
 POST /v2/models/{name}/infer  JSON and binary-extension bodies take a fast path (InferFastPath);
