@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from .conftest import MODEL
-from .test_endpoints import EXPECTED, ROWS, matrix_request, per_feature_request
+from .test_endpoints import EXPECTED, ROWS, matrix_request, per_feature_request, scrape
 
 
 def encoded(inputs: dict[str, np.ndarray], binary_outputs: bool = False, request_id: str = "req-b"):
@@ -63,16 +63,11 @@ def test_binary_outputs_are_encoded_by_kserve(client):
 
 
 def test_binary_requests_are_counted_like_any_other(client):
-    def ok_count() -> float:
-        for line in client.get("/metrics").text.splitlines():
-            if line.startswith(f'mlserving_requests_total{{model="{MODEL}",outcome="ok",version="1"}}'):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
-    before = ok_count()
+    ok = f'mlserving_requests_total{{model="{MODEL}",outcome="ok",version="1"}}'
+    before = scrape(client).get(ok, 0.0)
     infer(client, *encoded({"features": np.asarray(ROWS)}))
     infer(client, *encoded({"features": np.asarray(ROWS)}, binary_outputs=True))
-    assert ok_count() == before + 2
+    assert scrape(client)[ok] == before + 2
 
 
 def _corrupt(how: str) -> tuple[bytes, dict]:
