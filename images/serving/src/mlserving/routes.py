@@ -85,16 +85,17 @@ class InferFastPath:
         model = self.models.get(path[len("/v2/models/"):-len("/infer")])
         if model is None:
             return await self.app(scope, receive, send)
-        body = bytearray()
+        chunks = bytearray()
         while True:
             message = await receive()
-            body += message.get("body", b"")
+            chunks += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        body = bytes(chunks)
         header_length = next((v for k, v in scope["headers"] if k == b"inference-header-content-length"), None)
-        answer = self._answer(model, bytes(body), header_length)
+        answer = self._answer(model, body, header_length)
         if answer is None:  # binary outputs: KServe's route reads the same body
-            return await self.app(scope, _replay(bytes(body), receive), send)
+            return await self.app(scope, _replay(body, receive), send)
         status, document = answer
         content = orjson.dumps(document)
         # The two ASGI messages themselves: a Response object would cost more than the model.
