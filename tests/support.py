@@ -203,6 +203,34 @@ def stop_local_serving(data_root: Path) -> None:
             pass
 
 
+@contextmanager
+def task_supervisor_socket():
+    """File descriptor 0 as Airflow 3's supervisor hands it to a task process: one end of a socketpair,
+    on which the task sends its requests (airflow.sdk.execution_time.supervisor dup2s it onto fd 0).
+    Yields the supervisor's end. The supervisor counts the task finished when that socket closes, so
+    once the block is left, a read on it must see end-of-file unless something the task started holds it."""
+    supervisor, task = socket.socketpair()
+    saved = os.dup(0)
+    os.dup2(task.fileno(), 0)
+    task.close()
+    try:
+        yield supervisor
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+
+
+def held_open_by_others(supervisor: socket.socket, seconds: float = 5) -> bool:
+    """True if the task's end of the supervisor socket is still open in some other process."""
+    supervisor.settimeout(seconds)
+    try:
+        return supervisor.recv(1) != b""
+    except TimeoutError:
+        return True
+    finally:
+        supervisor.close()
+
+
 def wait_until(check, seconds: float) -> bool:
     """Poll `check()` until it holds or the time is up; whether it held."""
     deadline = time.monotonic() + seconds

@@ -108,8 +108,10 @@ http {{
             self._reload(pid, wait)
             return
         with open(self.folder / "nginx.out", "ab") as out:
-            proc = subprocess.Popen([self.nginx, "-c", str(self.conf), "-p", str(self.folder)], stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            # stdin: not the Airflow task's (its supervisor socket, see local_serving.LocalModelServer.start)
+            proc = subprocess.Popen([self.nginx, "-c", str(self.conf), "-p", str(self.folder)],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         deadline = time.monotonic() + wait
         while self.pid() is None:
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -57,11 +57,13 @@ class LocalModelServer:
         if not self.mlserving.exists():
             raise ServingError(f"the serving environment is missing: {self.mlserving} (run `make envs`)")
         log_file = self.folder / "mlserving.log"
+        # Not the task's stdin: in an Airflow task it is the supervisor's socket, which must close when
+        # the task ends, and this server outlives the task.
         with open(log_file, "ab") as log:
             proc = subprocess.Popen([str(self.mlserving), "--model-dir", str(self.link), "--model-name",
                                      self.serving.model_name, "--http-port", str(self.port), "--quiet-access-log"],
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env=os.environ.copy())
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env=os.environ.copy())
         self.pid_file.write_text(str(proc.pid))
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

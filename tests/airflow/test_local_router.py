@@ -106,3 +106,13 @@ def test_a_configuration_without_an_upstream_is_refused_and_the_running_one_kept
 def test_a_missing_nginx_is_named(tmp_path):
     with pytest.raises(RouterError, match="nginx is missing .*make system-deps"):
         LocalRouter(tmp_path, support.free_port(), nginx=str(tmp_path / "no-nginx")).route({"127.0.0.1:1": 1})
+
+
+def test_nginx_does_not_hold_the_task_process_stdin(router, upstreams):
+    """As for the model server (tests/airflow/hooks/test_serving.py): the router outlives the deploy task
+    that starts it, so it must not keep the task's supervisor socket open."""
+    stable, _ = upstreams
+    with support.task_supervisor_socket() as supervisor:
+        router.route({stable.address: 100})
+    assert httpx.get(f"http://127.0.0.1:{router.listen_port}/").text == "stable"
+    assert not support.held_open_by_others(supervisor), "nginx holds the task's stdin"

@@ -57,3 +57,21 @@ def test_a_server_that_is_gone_is_unreachable_not_refusing(server):
     assert not hook.is_live() and hook.served_version() is None
     with pytest.raises(ServingUnreachable, match="model server at http://127.0.0.1:.* did not answer"):
         hook.smoke_test("1")
+
+
+def test_the_server_does_not_hold_the_task_process_stdin(model_dirs, tmp_path):
+    """A deploy task leaves its model server running. Airflow's supervisor talks to the task over the
+    task's fd 0 and counts it finished when that socket closes. A server that inherited it held it: a
+    deferred deploy's first process was counted finished only when that server stopped, after the task
+    had resumed, and the scheduler marked the resumed task for retry."""
+    local = LocalModelServer(support.SERVING_BIN / "mlserving", tmp_path / "serving" / MODEL, MODEL,
+                             support.free_port())
+    local.folder.mkdir(parents=True)
+    local.point_at(model_dirs / "good-v1")
+    with support.task_supervisor_socket() as supervisor:
+        local.start()
+    try:
+        assert local.serving.model_ready()
+        assert not support.held_open_by_others(supervisor), "the model server holds the task's stdin"
+    finally:
+        local.stop()
