@@ -62,6 +62,21 @@ def test_split_is_reproducible_and_the_run_key_is_derived(three_days, schema):
     assert split_partition(three_days, DAYS[2], schema, load_config(window="all"))["run_key"] != first["run_key"]
 
 
+def test_the_split_is_scikit_learns_stratified_split_of_the_window(three_days, schema):
+    """split stratifies on class codes for speed; the rows must be those stratifying on the labels picks."""
+    from sklearn.model_selection import train_test_split
+
+    config = load_config(window="all")
+    result = split_partition(three_days, DAYS[2], schema, config)
+    window = pd.concat([pd.read_parquet(f) for day in DAYS for f in three_days.curated_files(day)],
+                       ignore_index=True)
+    expected = train_test_split(window, test_size=config["split"]["test_size"],
+                                random_state=config["split"]["seed"], stratify=window[schema.label])
+    for name, frame in zip(("train", "test"), expected, strict=True):
+        written = pd.read_parquet(three_days.run_dir(result["run_key"]) / f"{name}.parquet")
+        pd.testing.assert_frame_equal(written, frame.reset_index(drop=True))
+
+
 def test_window_last_n_uses_only_recent_partitions(three_days, schema):
     result = split_partition(three_days, DAYS[1], schema, load_config(window="last:1"))
     assert result["window_partitions"] == [DAYS[1]]

@@ -72,8 +72,11 @@ def split_partition(volume: DataVolume, partition: str, schema: DatasetSchema, c
                             f"test_size {test_size}; widen the window or land more data")
     from sklearn.model_selection import train_test_split  # here: register and detect load runs without it
 
+    # Stratified on class codes, not the label strings: the split is the same (codes follow the sorted
+    # classes, as the splitter's np.unique would), but sorting 10M strings took 13 of split's 43 s.
+    classes = pd.Categorical(window[schema.label]).codes
     train, test = train_test_split(window, test_size=test_size, random_state=config["split"]["seed"],
-                                   stratify=window[schema.label])
+                                   stratify=classes)
     sets = {"train": train.reset_index(drop=True), "test": test.reset_index(drop=True), "fresh": fresh}
     for name, frame in sets.items():
         write_atomic(run_dir / f"{name}.parquet", lambda tmp, f=frame: f.to_parquet(tmp, index=False))
