@@ -12,7 +12,6 @@ from pathlib import Path
 import yaml
 
 from .errors import PipelineError
-from .model import build_estimator
 
 _WINDOW = re.compile(r"^(all|last:[1-9][0-9]*)$")
 
@@ -55,6 +54,8 @@ def load_config(path: str | Path | None = None, window: str | None = None) -> di
     if window is not None:
         config["window"] = window
     validate_window(config["window"])
+    from .model import build_estimator  # here: modules that only hash configs (register, detect) skip scikit-learn
+
     build_estimator(config["model"])  # an unknown kind or a parameter it does not take fails here, not in training
     test_size = config["split"]["test_size"]
     if not 0 < test_size < 1:
