@@ -141,12 +141,14 @@ start_prometheus() {
 
 start_airflow() {
   # Every Airflow process inherits this environment: the connections to the data volume and the services
-  # (docs/configuration.md), Airflow's own settings, and waits in the triggerer.
+  # (docs/configuration.md), Airflow's own settings, and waits in the triggerer. An idle scheduler looks
+  # for work every 0.25 s, not every second: the next task of a run starts that much sooner.
   export AIRFLOW_HOME="$RUN_DIR/airflow" AIRFLOW__CORE__LOAD_EXAMPLES=False \
     AIRFLOW__CORE__DAGS_FOLDER="$PWD/dags" AIRFLOW__CORE__PLUGINS_FOLDER="$PWD/plugins" \
     AIRFLOW__API__PORT="$AIRFLOW_PORT" \
     AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$AIRFLOW_PORT/execution/" \
     AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=True \
+    AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="${AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME:-0.25}" \
     AIRFLOW_CONN_MLOPS_DATA="{\"conn_type\": \"fs\", \"extra\": {\"path\": \"$RUN_DIR/data\"}}" \
     AIRFLOW_CONN_MLFLOW_DEFAULT="http://127.0.0.1:$MLFLOW_PORT" \
     AIRFLOW_CONN_MLSERVING_DEFAULT="http://127.0.0.1:$MLOPS_SERVING_PORT" \
@@ -179,8 +181,24 @@ stop_all() {
   done
 }
 
+timed_start() {
+  local started
+  started=$(date +%s%N)
+  "start_$1"
+  echo "  ($1 up in $(( ($(date +%s%N) - started) / 1000000 )) ms)"
+}
+
 case "${1:-}" in
-  start) shift; for s in "$@"; do "start_$s"; done ;;
+  start) shift
+    # PostgreSQL first (MLflow's and Airflow's databases live in it), then the rest side by side:
+    # MLflow and Airflow each spend most of their start-up importing Python.
+    starts=()
+    for s in "$@"; do
+      if [[ $s == postgres ]]; then timed_start "$s"; else timed_start "$s" & starts+=($!); fi
+    done
+    failed=0
+    for pid in "${starts[@]}"; do wait "$pid" || failed=1; done
+    exit "$failed" ;;
   stop) stop_all ;;
   *) echo "usage: $0 start postgres|mlflow|prometheus|alertmanager|pushgateway|airflow ... | stop" >&2; exit 2 ;;
 esac
