@@ -7,7 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUN_DIR=${RUN_DIR:-$PWD/.run}
+DEMO_STARTED=$(date +%s.%N)  # the story prints where the demo's time went, from here
+export DEMO_STARTED
+# The demo's canary window is half a minute: read Prometheus at its scrape interval, not every 15 s,
+# so that the verdict comes when the window ends.
+export AIRFLOW__MLOPS__CANARY_POLL_SECONDS=${AIRFLOW__MLOPS__CANARY_POLL_SECONDS:-5}
 scripts/services.sh stop >/dev/null 2>&1 || true
 rm -rf "$RUN_DIR"/{data,airflow,mlflow,postgres,prometheus,alertmanager,pushgateway.data}
 scripts/services.sh start postgres mlflow alertmanager pushgateway prometheus airflow
+DEMO_SERVICES_UP=$(date +%s.%N)
+export DEMO_SERVICES_UP
 exec .venv/airflow/bin/python scripts/demo_story.py

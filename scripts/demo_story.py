@@ -1,4 +1,7 @@
-"""Land three partitions, backfill them through the continuous_training DAG, report what happened."""
+"""Land three partitions, backfill them through the continuous_training DAG, report what happened.
+
+Airflow is driven through its REST API, as the stack's admin: each `airflow` CLI call costs seconds of
+imports, and the demo polls."""
 
 from __future__ import annotations
 
@@ -7,13 +10,13 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from scripts.airflow_cli import airflow_env, run_airflow  # noqa: E402
 from scripts.traffic import Traffic  # noqa: E402
 from scripts.ui_links import demo_links  # noqa: E402
 
@@ -25,14 +28,53 @@ DAYS = [("2026-11-01", "none"), ("2026-11-02", "none"), ("2026-11-03", "concept"
 MODEL = "iris-classifier"
 # A new champion serves 30 % of the traffic for half a minute before Prometheus's verdict promotes it.
 CANARY = {"canary_percent": 30, "canary_minutes": 0.5}
-AIRFLOW_ENV = airflow_env(RUN_DIR)
+DAG = "continuous_training"
 
 
-def airflow(*args) -> str:
-    done = run_airflow(args, AIRFLOW_ENV)
-    if done.returncode != 0:
-        sys.exit(f"airflow {' '.join(map(str, args))} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return done.stdout
+class Phases:
+    """Wall time per phase of the demo, from demo.sh's start (so a slow phase is named, not guessed)."""
+
+    def __init__(self):
+        self.started = float(os.environ.get("DEMO_STARTED", time.time()))
+        services_up = os.environ.get("DEMO_SERVICES_UP")
+        self.marks = [("start services", float(services_up))] if services_up else []
+
+    def done(self, phase: str) -> None:
+        self.marks.append((phase, time.time()))
+
+    def report(self, runs: list[dict]) -> str:
+        lines, last = [], self.started
+        for phase, at in self.marks:
+            lines.append(f"  {at - last:6.1f} s  {phase}")
+            last = at
+        for run in runs:  # Airflow's own start and end of each run, inside "wait for the runs"
+            if run.get("start_date") and run.get("end_date"):
+                seconds = _iso_seconds(run["end_date"]) - _iso_seconds(run["start_date"])
+                lines.append(f"         ({run['logical_date'][:10]} ran {seconds:.1f} s)")
+        lines.append(f"  {last - self.started:6.1f} s  in all")
+        return "\n".join(lines)
+
+
+def _iso_seconds(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+class Airflow:
+    """Airflow's REST API with the admin password `airflow standalone` generated into the run folder."""
+
+    def __init__(self):
+        self.url = f"http://127.0.0.1:{PORTS['airflow']}"
+        password = json.loads((RUN_DIR / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())
+        token = httpx.post(f"{self.url}/auth/token", json={"username": "admin", "password": password["admin"]})
+        self.headers = {"Authorization": f"Bearer {token.raise_for_status().json()['access_token']}"}
+
+    def call(self, method: str, path: str, **kwargs) -> httpx.Response:
+        answer = httpx.request(method, f"{self.url}/api/v2{path}", headers=self.headers, timeout=30, **kwargs)
+        if answer.is_error and answer.status_code != 404:
+            sys.exit(f"Airflow API {method} {path} failed: {answer.status_code} {answer.text[:500]}")
+        return answer
 
 
 def mlpipeline(*args) -> dict:
@@ -42,47 +84,61 @@ def mlpipeline(*args) -> dict:
     return json.loads(out.stdout)
 
 
-def runs() -> list[dict]:
-    lines = airflow("dags", "list-runs", "continuous_training", "-o", "json").strip().splitlines()
-    found = json.loads(lines[-1]) if lines and lines[-1].startswith("[") else []
-    return [r for r in found if r["run_id"].startswith("backfill__")]
+def runs(airflow: Airflow) -> list[dict]:
+    return airflow.call("GET", f"/dags/{DAG}/dagRuns", params={"run_type": "backfill",
+                                                               "order_by": "logical_date"}).json()["dag_runs"]
+
+
+def land(seed: int, day: str, drift: str) -> dict:
+    return mlpipeline("simulate", "--data-root", RUN_DIR / "data", "--partition", day, "--rows", "1500",
+                      "--drift", drift, "--seed", str(seed))
 
 
 def main() -> None:
-    for seed, (day, drift) in enumerate(DAYS, 1):
-        mlpipeline("simulate", "--data-root", RUN_DIR / "data", "--partition", day, "--rows", "1500", "--drift",
-                   drift, "--seed", str(seed))
+    phases = Phases()
+    with ThreadPoolExecutor() as pool:  # three processes that mostly import: side by side on two cores
+        list(pool.map(land, range(1, len(DAYS) + 1), *zip(*DAYS, strict=True)))
+    for day, drift in DAYS:
         print(f"landed {day} ({'clean' if drift == 'none' else drift + ' drift'})")
+    phases.done("land three partitions")
+    airflow = Airflow()
     deadline = time.monotonic() + 180
-    while "continuous_training" not in airflow("dags", "list", "-o", "plain"):
+    while airflow.call("GET", f"/dags/{DAG}").status_code == 404:
         if time.monotonic() > deadline:
             sys.exit("the DAG processor did not pick up dags/continuous_training.py")
-        time.sleep(3)
+        time.sleep(1)
+    phases.done("wait for the DAG processor")
     # Backfills need an unpaused DAG. The backfill runs the three days in order, one at a time, since
     # each day's decision depends on the champion the day before left. (Unpausing also starts today's
     # scheduled run, which waits in the triggerer for a batch that the demo does not land.)
-    airflow("dags", "unpause", "continuous_training")
-    airflow("backfill", "create", "--dag-id", "continuous_training", "--from-date", DAYS[0][0], "--to-date",
-            DAYS[-1][0], "--reprocess-behavior", "completed", "--max-active-runs", "1",
-            "--dag-run-conf", json.dumps(CANARY))
+    airflow.call("PATCH", f"/dags/{DAG}", json={"is_paused": False})
+    airflow.call("POST", "/backfills", json={"dag_id": DAG, "from_date": f"{DAYS[0][0]}T00:00:00Z",
+                                             "to_date": f"{DAYS[-1][0]}T00:00:00Z", "dag_run_conf": CANARY,
+                                             "reprocess_behavior": "completed", "max_active_runs": 1})
     print(f"backfill created ({json.dumps(CANARY)}); waiting for the three runs", flush=True)
+    phases.done("unpause, create the backfill")
     # Clients send requests once the first model serves (a canary is judged on live traffic).
     traffic = Traffic(f"http://127.0.0.1:{PORTS['mlops_serving']}", MODEL, rate=20)
     try:
-        wait_for_runs(traffic)
+        wait_for_runs(airflow, traffic)
     finally:
         if traffic.started:
             traffic.__exit__()
-    summary(traffic)
+    phases.done("wait for the runs")
+    summary(airflow, traffic)
+    phases.done("summary")
+    print("\nwhere the time went (wall clock, from `make demo`'s start)")
+    print(phases.report(runs(airflow)))
+    links()
 
 
-def wait_for_runs(traffic: Traffic) -> None:
+def wait_for_runs(airflow: Airflow, traffic: Traffic) -> None:
     deadline, last = time.monotonic() + 1200, None
     while True:
         if not traffic.started and serving():
             traffic.__enter__()
             print("  the model serves: sending 20 requests/s through the router", flush=True)
-        states = {r["logical_date"][:10]: r["state"] for r in runs()}
+        states = {r["logical_date"][:10]: r["state"] for r in runs(airflow)}
         finished = {d: s for d, s in states.items() if s in ("success", "failed")}
         if states != last:
             print("  " + ", ".join(f"{d}: {s}" for d, s in sorted(states.items())), flush=True)
@@ -91,7 +147,7 @@ def wait_for_runs(traffic: Traffic) -> None:
             break
         if time.monotonic() > deadline:
             sys.exit("runs did not finish within 20 minutes; see the Airflow UI")
-        time.sleep(5)
+        time.sleep(2)
 
 
 def serving() -> bool:
@@ -114,11 +170,11 @@ def canary_verdicts() -> list[str]:
     return lines
 
 
-def summary(traffic: Traffic) -> None:
+def summary(airflow: Airflow, traffic: Traffic) -> None:
     print("\nsummary")
-    for run in sorted(runs(), key=lambda r: r["logical_date"]):
-        out = airflow("tasks", "states-for-dag-run", "continuous_training", run["run_id"], "-o", "json")
-        tis = {t["task_id"]: t["state"] for t in json.loads(out.strip().splitlines()[-1])}
+    for run in runs(airflow):
+        found = airflow.call("GET", f"/dags/{DAG}/dagRuns/{run['dag_run_id']}/taskInstances").json()
+        tis = {t["task_id"]: t["state"] for t in found["task_instances"]}
         if tis.get("training.train") == "success":
             branch = "retrained, " + ("promoted and deployed" if tis.get("training.register") == "success"
                                       else "challenger rejected")
@@ -136,11 +192,22 @@ def summary(traffic: Traffic) -> None:
         {"name": "features", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}).json()
     print(f"\nlive v2 inference [5.1, 3.5, 1.4, 0.2] -> {answer['outputs'][0]['data'][0]} "
           f"(served version {answer['model_version']})")
-    time.sleep(6)  # one Prometheus scrape
     query = "mlops_champion_version"
-    result = httpx.get(f"http://127.0.0.1:{PORTS['prometheus']}/api/v1/query", params={"query": query}).json()
-    values = [f"{r['metric'].get('model')}={r['value'][1]}" for r in result["data"]["result"]]
-    print(f"PromQL {query}: {', '.join(values) or 'no data yet'}")
+    print(f"PromQL {query}: {', '.join(scraped(query, history['champion_version'])) or 'no data yet'}")
+
+
+def scraped(query: str, champion_version, wait: float = 15) -> list[str]:
+    """The query's values once Prometheus has scraped the current champion (a scrape takes up to 5 s)."""
+    deadline = time.monotonic() + wait
+    while True:
+        result = httpx.get(f"http://127.0.0.1:{PORTS['prometheus']}/api/v1/query", params={"query": query}).json()
+        values = {r["metric"].get("model"): r["value"][1] for r in result["data"]["result"]}
+        if values.get(MODEL) == str(champion_version) or time.monotonic() > deadline:
+            return [f"{model}={value}" for model, value in values.items()]
+        time.sleep(0.5)
+
+
+def links() -> None:
     password_file = RUN_DIR / "airflow" / "simple_auth_manager_passwords.json.generated"
     password = json.loads(password_file.read_text()).get("admin") if password_file.exists() else "(see airflow.log)"
     print()
