@@ -18,7 +18,7 @@ help:
 	@echo "make demo    run the continuous-training loop on the local target"
 	@echo "make test    create the environments and run the whole test suite"
 	@echo "make down    stop every service the demo started"
-	@echo "make bench-pipeline   stage benchmark (10k, 100k, 1M rows) against a bare-script floor"
+	@echo "make bench-pipeline   stage benchmark (10k to 10M rows, ~10 min) against a bare-script floor"
 	@echo "make bench-serving    serving throughput: ours vs bare KServe vs MLServer+MLflow vs an ASGI floor"
 	@echo "make bench-serving-profile  where a served request's time goes (py-spy) and the GC pauses"
 	@echo "make manifests        the Kubernetes objects the DAG creates for a sample run, in build/manifests/"
