@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import gc
 import logging
 import os
 import sys
@@ -262,7 +263,16 @@ COMMANDS = {"simulate": cmd_simulate, "ingest": cmd_ingest, "split": cmd_split, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The `mlpipeline` process's entry point: the process exits when it returns."""
+    try:
+        return _run(build_parser().parse_args(argv))
+    finally:
+        # Exiting, Python collects every object the imports made (MLflow, scikit-learn, pandas): ~0.5 s
+        # per stage. Frozen, they are left to the OS; atexit handlers and finalizers still run.
+        gc.freeze()
+
+
+def _run(args: argparse.Namespace) -> int:
     setup_logging(logging.WARNING if args.quiet else logging.INFO)
     try:
         # Libraries (MLflow, kfp.local) print progress to stdout; keep stdout for the JSON result.
