@@ -54,7 +54,7 @@ def load_config(path: str | Path | None = None, window: str | None = None) -> di
     if window is not None:
         config["window"] = window
     validate_window(config["window"])
-    from .model import build_estimator  # here: modules that only hash configs (register, detect) skip scikit-learn
+    from .model import build_estimator  # here, not at import: register imports this module and never loads a config
 
     build_estimator(config["model"])  # an unknown kind or a parameter it does not take fails here, not in training
     test_size = config["split"]["test_size"]
