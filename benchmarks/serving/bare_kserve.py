@@ -2,9 +2,11 @@
 sklearn estimator, with no validation and no extra metrics.  python bare_kserve.py MODEL_DIR PORT"""
 
 import sys
+from pathlib import Path
 
-import mlflow.sklearn
 import numpy as np
+import skops.io
+import yaml
 from kserve import Model, ModelServer
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.utils.utils import generate_uuid
@@ -16,7 +18,10 @@ class Bare(Model):
         self.path = path
 
     def load(self):
-        self.estimator = mlflow.sklearn.load_model(self.path)
+        # The skops file and the types it needs, as `mlflow.sklearn.load_model` reads them from MLmodel
+        # (the serving environment has no MLflow; the estimator is the same object either way).
+        flavor = yaml.safe_load((Path(self.path) / "MLmodel").read_text())["flavors"]["sklearn"]
+        self.estimator = skops.io.load(Path(self.path) / flavor["pickled_model"], trusted=flavor["skops_trusted_types"])
         self.ready = True
         return True
 

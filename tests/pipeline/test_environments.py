@@ -13,6 +13,9 @@ PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==[^=\s]+(\s+#.*)?$")
 FORBIDDEN = {
     REPO / "requirements.txt": {"kfp", "kserve", "scikit-learn", "mlflow", "pandas"},
     REPO / "images/pipeline/requirements.txt": {"apache-airflow", "apache-airflow-core", "kserve"},
+    # The model server reads the MLmodel itself (mlserving/mlmodel.py): MLflow would only cost start-up and size.
+    REPO / "images/serving/requirements.txt": {"apache-airflow", "apache-airflow-core", "kfp", "mlflow",
+                                               "mlflow-skinny"},
 }
 
 

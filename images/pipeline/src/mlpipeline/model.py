@@ -17,7 +17,8 @@ ESTIMATORS = {
 }
 
 # Types these estimators hold that skops loads only when told to trust them. They are written into the
-# model's MLmodel (mlflow.sklearn passes them to skops.io.load), so that the serving image loads it too.
+# model's MLmodel (mlflow.sklearn passes them to skops.io.load); the model server trusts these and no
+# others (mlserving.mlmodel.SERVED_TRUSTED_TYPES), so a type added here must be added there.
 SKOPS_TRUSTED_TYPES = {
     RandomForestClassifier: ["sklearn.tree._tree.Tree"],
     HistGradientBoostingClassifier: ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],

@@ -1,4 +1,4 @@
-"""Load an MLflow-logged scikit-learn model directory and prove it predicts.
+"""Load an MLflow-logged scikit-learn model directory and prove it predicts (read without MLflow: mlmodel.py).
 
 The directory is exactly what `mlpipeline register` produced (MLmodel, the skops
 file, input_example.json): in a cluster KServe's storage initializer puts it in
@@ -21,17 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from mlflow.models import Model as MLmodel
 
 from .fastpath import verified_fast_predict
+from .mlmodel import ModelLoadError, load_estimator, read_mlmodel
 
 REGISTRY_FILE = "registry.json"
 REGISTRY_ENV = {"version": "MLSERVING_REGISTRY_VERSION", "run_id": "MLSERVING_RUN_ID",
                 "model_uri": "MLSERVING_MODEL_URI"}
-
-
-class ModelLoadError(Exception):
-    """The directory does not hold a model this server can serve; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -45,15 +41,6 @@ class LoadedModel:
     model_uri: str
     source: str
     loaded_at: float = field(default_factory=time.time)
-
-
-def _signature_features(meta: MLmodel, path: Path) -> tuple[str, ...]:
-    if meta.signature is None or meta.signature.inputs is None:
-        raise ModelLoadError(f"{path}: the MLmodel has no input signature; log the model with one")
-    names = meta.signature.inputs.input_names()
-    if not names or any(not isinstance(n, str) for n in names):
-        raise ModelLoadError(f"{path}: the input signature must name its columns, got {names}")
-    return tuple(names)
 
 
 def _strip_feature_names(estimator, features: tuple[str, ...]) -> None:
@@ -92,22 +79,10 @@ def registry_identity(path: Path) -> dict:
 
 def load_model_dir(path: str | Path) -> LoadedModel:
     """Load and check a model directory; raise ModelLoadError with the reason if it cannot serve."""
-    import mlflow.sklearn
-
-    path = Path(path).resolve()  # a link to a version (the local deploy's `current`): MLflow loads real paths only
-    if not (path / "MLmodel").is_file():
-        raise ModelLoadError(f"{path} has no MLmodel file: not an MLflow model directory")
-    try:
-        meta = MLmodel.load(str(path / "MLmodel"))
-    except Exception as exc:
-        raise ModelLoadError(f"{path}/MLmodel is unreadable: {exc}") from exc
-    if "sklearn" not in meta.flavors:
-        raise ModelLoadError(f"{path}: flavors {sorted(meta.flavors)} include no 'sklearn'")
-    features = _signature_features(meta, path)
-    try:
-        estimator = mlflow.sklearn.load_model(str(path))
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: the sklearn model failed to load: {type(exc).__name__}: {exc}") from exc
+    path = Path(path).resolve()  # a link to a version (the local deploy's `current`): the real folder
+    meta = read_mlmodel(path)
+    features = meta.features
+    estimator = load_estimator(meta, path)
     if not hasattr(estimator, "predict") or not hasattr(estimator, "classes_"):
         raise ModelLoadError(f"{path}: the model is not a fitted classifier")
     _strip_feature_names(estimator, features)
@@ -125,7 +100,7 @@ def load_model_dir(path: str | Path) -> LoadedModel:
         features=features,
         classes=tuple(str(c) for c in estimator.classes_),
         version=str(registry.get("version", "unregistered")),
-        run_id=str(registry.get("run_id") or meta.run_id or ""),
+        run_id=str(registry.get("run_id") or meta.run_id),
         model_uri=str(registry.get("model_uri") or (f"models:/{meta.model_id}" if meta.model_id else "")),
         source=str(path.resolve()),
     )

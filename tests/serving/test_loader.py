@@ -1,0 +1,134 @@
+"""The server reads MLflow's model format without MLflow (mlserving/mlmodel.py).
+
+Contract tests: every model folder here was written by MLflow itself (make_models.py, in the pipeline
+environment, with the pipeline's own logging settings), and mlflow-reading.json records what MLflow's
+own `Model.load` and `mlflow.sklearn.load_model` make of each. The server must read the same fields and
+load an estimator that predicts the same, for every model kind the pipeline trains."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from mlserving.loader import load_model_dir
+from mlserving.mlmodel import ModelLoadError, read_mlmodel
+
+from .conftest import MODEL
+from .test_endpoints import matrix_request
+
+SERVABLE = ["good-v1", "good-v2", "random_forest", "hist_gradient_boosting"]
+
+
+@pytest.fixture(scope="module")
+def mlflow_reading(model_dirs) -> dict:
+    return json.loads((model_dirs / "mlflow-reading.json").read_text())
+
+
+@pytest.mark.parametrize("folder", SERVABLE + ["corrupt", "wrong-features"])
+def test_the_fields_read_are_the_ones_mlflow_reads(model_dirs, mlflow_reading, folder):
+    ours, theirs = read_mlmodel(model_dirs / folder), mlflow_reading[folder]
+    assert theirs["serialization_format"] == "skops"
+    assert list(ours.features) == theirs["features"]
+    assert ours.model_file == model_dirs / folder / theirs["model_file"]
+    assert list(ours.trusted_types) == theirs["trusted_types"]
+    assert (ours.run_id, ours.model_id) == (theirs["run_id"], theirs["model_id"])
+
+
+@pytest.mark.parametrize("folder", SERVABLE)
+def test_the_estimator_predicts_what_mlflows_load_predicts(model_dirs, mlflow_reading, folder):
+    loaded, theirs = load_model_dir(model_dirs / folder), mlflow_reading[folder]
+    rows = np.asarray(theirs["example"], dtype=np.float64)
+    assert loaded.estimator.predict(rows).tolist() == theirs["predictions"]
+    assert loaded.predict(rows).tolist() == theirs["predictions"]  # the fast path too, where it applies
+
+
+def test_a_model_logged_in_a_run_names_it_without_a_registry_file(model_dirs, tmp_path):
+    folder = shutil.copytree(model_dirs / "random_forest", tmp_path / "artifacts")
+    (folder / "registry.json").unlink()
+    loaded = load_model_dir(folder)
+    assert (loaded.run_id, loaded.model_uri) == ("run-of-random_forest", "models:/m-random_forest")
+
+
+def _edited(model_dirs, tmp_path, edit) -> str:
+    """A copy of good-v1 with its MLmodel document changed by `edit`."""
+    folder = shutil.copytree(model_dirs / "good-v1", tmp_path / "edited")
+    document = yaml.safe_load((folder / "MLmodel").read_text())
+    edit(document)
+    (folder / "MLmodel").write_text(yaml.safe_dump(document))
+    return folder
+
+
+def _set(*keys_and_value):
+    *keys, last, value = keys_and_value
+
+    def edit(document):
+        for key in keys:
+            document = document[key]
+        if value is DELETE:
+            del document[last]
+        else:
+            document[last] = value
+    return edit
+
+
+DELETE = object()
+TENSOR_INPUTS = '[{"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1, 4]}}]'
+REFUSED = {
+    "no sklearn flavor": (_set("flavors", "sklearn", DELETE), "include no 'sklearn'"),
+    "pickle format": (_set("flavors", "sklearn", "serialization_format", "pickle"), "saved as 'pickle'"),
+    "no format named (MLflow's default is pickle)": (_set("flavors", "sklearn", "serialization_format", DELETE),
+                                                      "saved as 'pickle'"),
+    "code paths": (_set("flavors", "sklearn", "code", "code"), "logged with code paths"),
+    "no signature": (_set("signature", DELETE), "has no input signature"),
+    "unnamed columns": (_set("signature", "inputs", TENSOR_INPUTS), "must name its columns"),
+    "signature not JSON": (_set("signature", "inputs", "[{"), "is not a JSON list"),
+    "model file outside the folder": (_set("flavors", "sklearn", "pickled_model", "../good-v2/model.skops"),
+                                      "outside the model directory"),
+    "model file missing": (_set("flavors", "sklearn", "pickled_model", "gone.skops"), "does not exist"),
+    "no model file named": (_set("flavors", "sklearn", "pickled_model", DELETE), "names no model file"),
+    "trusts a dangerous type": (_set("flavors", "sklearn", "skops_trusted_types", ["builtins.eval"]),
+                                "asks skops to trust ['builtins.eval'], which this server does not trust"),
+}
+
+
+def _refused_swap(served, folder, reason: str) -> None:
+    """The swap is refused with the reason, and version 1 goes on answering."""
+    client, model = served
+    with pytest.raises(ModelLoadError) as refused:
+        model.swap(folder)
+    assert "not loaded, still serving version 1" in str(refused.value)
+    assert reason in str(refused.value)
+    assert model.active.version == "1"
+    answer = client.post(f"/v2/models/{MODEL}/infer", json=matrix_request())
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_a_model_the_server_cannot_trust_or_read_is_refused_with_the_reason(client, served, model_dirs, tmp_path,
+                                                                            case):
+    edit, reason = REFUSED[case]
+    _refused_swap(served, _edited(model_dirs, tmp_path, edit), reason)
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    ("flavors: [unclosed", "is unreadable"), ("- a list\n", "a YAML mapping was expected, got list")])
+def test_an_unreadable_mlmodel_is_refused(client, served, model_dirs, tmp_path, content, reason):
+    folder = shutil.copytree(model_dirs / "good-v1", tmp_path / "unreadable")
+    (folder / "MLmodel").write_text(content)
+    _refused_swap(served, folder, reason)
+
+
+def test_a_model_saved_by_mlflow_as_pickle_is_refused(client, served, model_dirs):
+    _refused_swap(served, model_dirs / "pickle", "this server loads only 'skops'")
+
+
+def test_a_skops_file_holding_types_its_mlmodel_does_not_trust_is_refused(client, served, model_dirs, tmp_path):
+    folder = shutil.copytree(model_dirs / "random_forest", tmp_path / "forest")
+    document = yaml.safe_load((folder / "MLmodel").read_text())
+    document["flavors"]["sklearn"]["skops_trusted_types"] = []
+    (folder / "MLmodel").write_text(yaml.safe_dump(document))
+    _refused_swap(served, folder, "UntrustedTypesFoundException")
