@@ -73,16 +73,19 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path, seconds: float = 90)
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.3)
+        time.sleep(0.05)
     raise SystemExit(f"server not ready at {url}:\n{log.read_text()[-3000:]}")
 
 
-def start(name: str, cmd: list[str], ready_url: str, tmp: Path, cwd: Path | None = None) -> subprocess.Popen:
+def start(name: str, cmd: list[str], ready_url: str, tmp: Path,
+          cwd: Path | None = None) -> tuple[subprocess.Popen, float]:
+    """The server, ready, and the seconds from its process starting to its model answering ready."""
     log = tmp / f"{name}.log"
+    started = time.perf_counter()
     proc = subprocess.Popen(["taskset", "-c", "0", *cmd], stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             cwd=cwd, start_new_session=True)
     wait_ready(ready_url, proc, log)
-    return proc
+    return proc, time.perf_counter() - started
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -149,7 +152,7 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}/v2/models/iris/infer"
             ready = f"http://127.0.0.1:{port}/v2/models/iris/ready" if name != "asgi-floor" else url
             print(f"{name} ...", file=sys.stderr, flush=True)
-            proc = start(name, cmd, ready, tmp, cwd)
+            proc, start_up = start(name, cmd, ready, tmp, cwd)
             try:
                 scripts = {rows: lua(tmp / f"{name}-{rows}.lua", body(rows, pandas_codec)) for rows in (1, 100)}
                 check = httpx.post(url, content=body(1, pandas_codec), headers={"content-type": "application/json"})
@@ -161,6 +164,7 @@ def main() -> None:
                     binary = lua(tmp / f"{name}-binary.lua", *binary_body(1))
                     results[name].update({f"1-row binary run {i}": wrk(url, binary, 8, args.seconds) for i in (1, 2)})
                 results[name]["1-row single connection"] = wrk(url, scripts[1], 1, args.seconds)
+                results[name]["start to ready"] = start_up
             finally:
                 stop(proc)
     report(results)
@@ -170,6 +174,8 @@ def report(results: dict) -> None:
     print(f"\n{'server':<16} {'mix':<24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for name, runs in results.items():
         for mix, r in runs.items():
+            if mix == "start to ready":
+                continue
             print(f"{name:<16} {mix:<24} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} "
                   f"{r['non2xx'] or r['socket_errors'] or 0:>7}")
 
@@ -190,6 +196,8 @@ def report(results: dict) -> None:
             bare = max(results["kserve-bare"][f"1-row binary run {i}"]["rps"] for i in (1, 2))
             print(f", ours / kserve-bare = {binary / bare:5.2f}x", end="")
         print()
+    print("start to ready (process start to the model's ready route answering 200): " + ", ".join(
+        f"{name} {runs['start to ready']:.2f} s" for name, runs in results.items() if name != "asgi-floor"))
     if "ours" in results:
         print(f"ours, 1-row single connection p99: {results['ours']['1-row single connection']['p99']:.2f} ms")
 
