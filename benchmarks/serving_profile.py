@@ -110,9 +110,9 @@ def main() -> None:
         subprocess.run([str(VENV / "pipeline/bin/python"), str(REPO / "tests/serving/make_models.py"), str(tmp)],
                        check=True, capture_output=True)
         url = "http://127.0.0.1:9100/v2/models/iris/infer"
-        proc = start("ours", [str(VENV / "serving/bin/mlserving"), "--model-dir", str(tmp / "good-v1"),
-                              "--model-name", "iris", "--http-port", "9100", "--quiet-access-log"],
-                     "http://127.0.0.1:9100/v2/models/iris/ready", tmp)
+        proc, _ = start("ours", [str(VENV / "serving/bin/mlserving"), "--model-dir", str(tmp / "good-v1"),
+                                 "--model-name", "iris", "--http-port", "9100", "--quiet-access-log"],
+                        "http://127.0.0.1:9100/v2/models/iris/ready", tmp)
         try:
             script = lua(tmp / "one-row.lua", body(1, False))
             wrk(url, script, 8, 2)  # warm-up
