@@ -1,8 +1,10 @@
-"""The `airflow` CLI against the local stack that scripts/services.sh starts (same home, folders and
-metadata database), retried when SQLite refuses a lock upgrade because another Airflow process writes."""
+"""Airflow of the local stack that scripts/services.sh starts, as scripts and tests reach it: the `airflow`
+CLI (same home, folders and metadata database), retried when SQLite refuses a lock upgrade because another
+Airflow process writes; and the REST API, as the admin user `airflow standalone` made."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -37,3 +39,18 @@ def run_airflow(args, env: dict, attempts: int = 3) -> subprocess.CompletedProce
             break
         time.sleep(2 * (attempt + 1))
     return done
+
+
+def admin_password(run_dir: str | Path) -> str | None:
+    """The admin password `airflow standalone` generated into the run folder; None until it has."""
+    generated = Path(run_dir) / "airflow" / "simple_auth_manager_passwords.json.generated"
+    return json.loads(generated.read_text()).get("admin") if generated.exists() else None
+
+
+def api_headers(url: str, run_dir: str | Path) -> dict[str, str]:
+    """An admin's bearer token for the REST API at `url`, as a request header."""
+    import httpx
+
+    token = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": admin_password(run_dir)},
+                       timeout=30)
+    return {"Authorization": f"Bearer {token.raise_for_status().json()['access_token']}"}

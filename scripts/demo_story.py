@@ -17,6 +17,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from scripts.airflow_cli import admin_password, api_headers  # noqa: E402
 from scripts.traffic import Traffic  # noqa: E402
 from scripts.ui_links import demo_links  # noqa: E402
 
@@ -66,9 +67,7 @@ class Airflow:
 
     def __init__(self):
         self.url = f"http://127.0.0.1:{PORTS['airflow']}"
-        password = json.loads((RUN_DIR / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())
-        token = httpx.post(f"{self.url}/auth/token", json={"username": "admin", "password": password["admin"]})
-        self.headers = {"Authorization": f"Bearer {token.raise_for_status().json()['access_token']}"}
+        self.headers = api_headers(self.url, RUN_DIR)
 
     def call(self, method: str, path: str, **kwargs) -> httpx.Response:
         answer = httpx.request(method, f"{self.url}/api/v2{path}", headers=self.headers, timeout=30, **kwargs)
@@ -208,8 +207,7 @@ def scraped(query: str, champion_version, wait: float = 15) -> list[str]:
 
 
 def links() -> None:
-    password_file = RUN_DIR / "airflow" / "simple_auth_manager_passwords.json.generated"
-    password = json.loads(password_file.read_text()).get("admin") if password_file.exists() else "(see airflow.log)"
+    password = admin_password(RUN_DIR) or "(see airflow.log)"
     print()
     for name, url in demo_links(PORTS, MODEL).items():
         print(f"{name:<13} {url}" + (f"  (login admin / {password})" if name == "Airflow UI" else ""))

@@ -4,7 +4,6 @@ with a client that talks to Airflow the way its users do (REST API, CLI)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from mlops.hooks.stage import StageHook
-from scripts.airflow_cli import airflow_env, run_airflow
+from scripts.airflow_cli import admin_password, airflow_env, api_headers, run_airflow
 from tests import support
 
 REPO = support.REPO
@@ -72,14 +71,12 @@ class LiveStack:
     # -- Airflow, as its users reach it --------------------------------------------------------------------
     @property
     def admin_password(self) -> str:
-        return json.loads((self.run_dir / "airflow" / "simple_auth_manager_passwords.json.generated")
-                          .read_text())["admin"]
+        return admin_password(self.run_dir)
 
     @property
     def headers(self) -> dict[str, str]:
         if self._headers is None:
-            token = httpx.post(f"{self.api}/auth/token", json={"username": "admin", "password": self.admin_password})
-            self._headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+            self._headers = api_headers(self.api, self.run_dir)
         return self._headers
 
     def get(self, path: str, **kwargs) -> httpx.Response:
