@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
+
+from tests import support
 
 from .conftest import MODEL, point
 from .test_endpoints import ROWS, matrix_request
@@ -126,3 +132,17 @@ def test_garbage_collector_pauses_are_exported(live_server):
     counts = {name.split('"')[1]: value for name, value in series.items() if "_count{" in name}
     assert set(counts) == {"0", "1", "2"} and counts["0"] > 0  # start-up alone collects
     assert 0 < series['mlserving_gc_pause_seconds_sum{generation="0"}'] < counts["0"]  # each well under a second
+
+
+def test_more_than_one_worker_is_refused_with_the_reason(model_dirs):
+    """KServe's --workers 2 used to end in a pickling TypeError; it would also split swaps and metrics."""
+    port = support.free_port()
+    started = subprocess.run([str(Path(sys.executable).parent / "mlserving"), "--model-dir",
+                              str(model_dirs / "good-v1"), "--model-name", MODEL, "--http-port", str(port),
+                              "--workers", "2"], capture_output=True, text=True, timeout=60)
+    assert started.returncode == 2, started.stderr
+    assert "--workers 2: this server runs one worker per process" in started.stderr
+    assert "Scale with replicas of the InferenceService" in started.stderr
+    assert "Traceback" not in started.stderr
+    with pytest.raises(httpx.ConnectError):  # nothing was left listening
+        httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=2)

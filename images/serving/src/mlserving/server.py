@@ -1,7 +1,7 @@
 """`mlserving`: serve an MLflow-logged model directory with KServe's ModelServer.
 
     mlserving --model-dir DIR --model-name NAME --http-port PORT
-KServe's own flags (--http_port, --model_name, --workers, ...) work too.
+KServe's own flags (--http_port, --model_name, ...) work too; --workers must stay 1 (ONE_WORKER says why).
 """
 
 from __future__ import annotations
@@ -11,6 +11,15 @@ import logging
 import sys
 
 from .loader import ModelLoadError
+
+# KServe's --workers > 1 spawns processes that are handed the models by pickling them, and each would hold
+# its own copy of what this server keeps in memory: the active model (so a swap would reach the one
+# worker its request landed on) and the Prometheus counters (so /metrics would count one worker).
+ONE_WORKER = ("mlserving: error: --workers {workers}: this server runs one worker per process. Model swaps "
+              "(POST /v2/repository/models/NAME/load) and the metrics on /metrics belong to the process that "
+              "serves them, so several workers would serve different versions after a swap and each report "
+              "part of the traffic. Scale with replicas of the InferenceService instead (one worker and one "
+              "CPU per pod, as the ClusterServingRuntime sets it).")
 
 
 def build_parser(kserve_parser) -> argparse.ArgumentParser:
@@ -64,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(kserve_parser).parse_args(argv)
     if not args.model_name:
         print("mlserving: error: --model-name is required", file=sys.stderr)
+        return 2
+    if args.workers != 1:
+        print(ONE_WORKER.format(workers=args.workers), file=sys.stderr)
         return 2
     try:
         server, model, _ = make_server(args.model_name, args.model_dir, args.http_port, args.max_batch_rows,
