@@ -89,7 +89,7 @@ def _model_file(flavor: dict, path: Path) -> Path:
     if not isinstance(name, str) or not name:
         raise ModelLoadError(f"{path}: the sklearn flavor names no model file (pickled_model)")
     model_file = (path / name).resolve()
-    if not model_file.is_relative_to(path):
+    if not model_file.is_relative_to(path.resolve()):
         raise ModelLoadError(f"{path}: the model file {name!r} is outside the model directory")
     if not model_file.is_file():
         raise ModelLoadError(f"{path}: the model file {name!r} does not exist")
