@@ -43,11 +43,23 @@ def test_a_binary_matrix_gets_the_answer_its_json_form_gets(client, oip, dtype):
     assert doc["id"] == "req-b" and doc["model_version"] == "1" and doc["parameters"]["run_id"] == "run-1"
 
 
-def test_binary_per_feature_tensors(client):
-    columns = {i["name"]: np.asarray(i["data"], dtype=np.float64) for i in per_feature_request()["inputs"]}
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_binary_per_feature_tensors(client, dtype):
+    columns = {i["name"]: np.asarray(i["data"], dtype=dtype) for i in per_feature_request()["inputs"]}
     response = infer(client, *encoded(columns))
     assert response.status_code == 200, response.text
     assert response.json()["outputs"][0]["data"] == EXPECTED
+
+
+def test_binary_per_feature_tensors_are_checked_like_json_ones(client):
+    columns = {i["name"]: np.asarray(i["data"], dtype=np.float64) for i in per_feature_request()["inputs"]}
+    first = next(iter(columns))
+    with_nan = {**columns, first: np.where(np.arange(len(columns[first])) == 2, np.nan, columns[first])}
+    refused = infer(client, *encoded(with_nan))
+    assert refused.status_code == 400 and "NaN or infinite values in row(s) [2]" in refused.json()["error"]
+    short = {**columns, first: columns[first][:-1]}
+    refused = infer(client, *encoded(short))
+    assert refused.status_code == 400 and "different lengths" in refused.json()["error"], refused.text
 
 
 def test_binary_outputs_are_encoded_by_kserve(client):

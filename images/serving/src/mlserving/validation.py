@@ -123,8 +123,9 @@ def _tensor(inp, what: str) -> np.ndarray:
 
 
 def _feature_columns(inputs: list, features: tuple[str, ...]) -> np.ndarray | None:
-    """The usual request in one numpy conversion: each feature once, as an FP tensor of shape [N] with a
-    flat list of N numbers. None when anything differs, and the checks of rows_from_v2 say what."""
+    """The usual request in one numpy conversion: each feature once, as an FP tensor of shape [N] with N
+    values, all of them JSON lists or all arrays the binary extension decoded. None when anything differs,
+    and the checks of rows_from_v2 say what."""
     if len(inputs) != len(features):
         return None
     by_name = {i.name: i for i in inputs}
@@ -134,10 +135,18 @@ def _feature_columns(inputs: list, features: tuple[str, ...]) -> np.ndarray | No
     n = ordered[0].shape[0] if isinstance(ordered[0].shape, list) and len(ordered[0].shape) == 1 else None
     if type(n) is not int:
         return None
+    kind = type(ordered[0].data)
+    if kind is not list and kind is not np.ndarray:
+        return None
     for tensor in ordered:
-        if tensor.datatype not in FLOAT_TYPES or tensor.shape != [n] or type(tensor.data) is not list \
+        if tensor.datatype not in FLOAT_TYPES or tensor.shape != [n] or type(tensor.data) is not kind \
                 or len(tensor.data) != n:
             return None
+    if kind is np.ndarray:  # binary: typed by BINARY_DTYPES already, one dimension each
+        rows = np.empty((n, len(ordered)))  # column by column: np.column_stack costs ~25 us for 4 columns
+        for index, tensor in enumerate(ordered):
+            rows[:, index] = tensor.data
+        return rows
     try:
         columns = np.asarray([tensor.data for tensor in ordered])
     except (ValueError, TypeError):
