@@ -32,7 +32,7 @@ def fold_linear(estimator) -> Callable[[np.ndarray], np.ndarray] | None:
     classes = last.classes_
     if weights.shape[1] == 1:  # binary: one decision column, positive means classes_[1]
         return lambda rows: classes[((rows @ weights)[:, 0] + bias[0] > 0).astype(np.intp)]
-    return lambda rows: classes[np.argmax(rows @ weights + bias, axis=1)]
+    return lambda rows: classes[(rows @ weights + bias).argmax(axis=1)]
 
 
 def verified_fast_predict(estimator, probe: np.ndarray, rng_seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:

@@ -53,12 +53,12 @@ class FeatureHistograms:
         self.edges = np.asarray(buckets, dtype=np.float64)
         self.counts = np.zeros((len(features), self.edges.size + 1), dtype=np.int64)
         self.sums = np.zeros(len(features))
+        self.offsets = np.arange(len(features)) * (self.edges.size + 1)  # each feature's slice of the bins
         self.lock = threading.Lock()
 
     def observe(self, rows: np.ndarray) -> None:
         slots = np.searchsorted(self.edges, rows, side="left")  # le-buckets: value <= edge
-        offsets = np.arange(rows.shape[1]) * (self.edges.size + 1)
-        added = np.bincount((slots + offsets).ravel(), minlength=self.counts.size).reshape(self.counts.shape)
+        added = np.bincount((slots + self.offsets).ravel(), minlength=self.counts.size).reshape(self.counts.shape)
         with self.lock:
             self.counts += added
             self.sums += rows.sum(axis=0)

@@ -18,7 +18,7 @@ from kserve.errors import InvalidInput
 FLOAT_TYPES = {"FP16", "FP32", "FP64"}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 us per tensor per request
 class Tensor:
     """An input tensor of a JSON v2 request (the fields KServe's InferInput exposes)."""
 
@@ -34,7 +34,8 @@ def tensors_from_json(doc) -> tuple[list[Tensor], str | None]:
         raise InvalidInput('the body must be a JSON object with an "inputs" list (Open Inference Protocol v2)')
     tensors = []
     for index, item in enumerate(doc["inputs"]):
-        if not isinstance(item, dict) or not {"name", "shape", "datatype", "data"} <= set(item):
+        if not isinstance(item, dict) or "name" not in item or "shape" not in item or "datatype" not in item \
+                or "data" not in item:
             raise InvalidInput(f"input {index} needs name, shape, datatype and data")
         if not isinstance(item["name"], str) or not isinstance(item["shape"], list) or \
                 not isinstance(item["datatype"], str):
