@@ -12,7 +12,7 @@ AIRFLOW := $(VENV)/airflow
 SERVING_DIR := images/serving
 RUN := .run
 
-.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving bench-serving-profile demo down envs lock compile-pipeline bench-pipeline lint clean manifests k8s-rules test-deploy images screenshots configuration-docs
+.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving bench-serving-profile bench-serving-inprocess demo down envs lock compile-pipeline bench-pipeline lint clean manifests k8s-rules test-deploy images screenshots configuration-docs
 
 help:
 	@echo "make demo    run the continuous-training loop on the local target"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-pipeline   stage benchmark (10k to 10M rows, ~10 min) against a bare-script floor"
 	@echo "make bench-serving    serving throughput: ours vs bare KServe vs MLServer+MLflow vs an ASGI floor"
 	@echo "make bench-serving-profile  where a served request's time goes (py-spy) and the GC pauses"
+	@echo "make bench-serving-inprocess  the server's own cost per request, in-process, beside a constant ASGI app"
 	@echo "make manifests        the Kubernetes objects the DAG creates for a sample run, in build/manifests/"
 	@echo "make images           build the images (pipeline, serving, mlflow, airflow) with the checkout's Docker engine"
 
@@ -128,6 +129,10 @@ $(VENV)/mlserver/.installed: benchmarks/serving/requirements-mlserver.txt | $(UV
 bench-serving: $(PIPELINE)/.installed $(SERVING)/.installed $(VENV)/mlserver/.installed
 	command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
 	$(SERVING)/bin/python benchmarks/serving_throughput.py $(BENCH_ARGS)
+
+# The model server's ASGI app called in-process (no HTTP), beside a constant ASGI app: its own cost per request.
+bench-serving-inprocess: $(PIPELINE)/.installed $(SERVING)/.installed
+	$(SERVING)/bin/python benchmarks/serving_inprocess.py $(BENCH_ARGS)
 
 # Where a served request's time goes (py-spy, from the serving environment's dev tools).
 bench-serving-profile: $(PIPELINE)/.installed $(SERVING)/.installed
