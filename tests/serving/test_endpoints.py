@@ -156,3 +156,17 @@ def test_metrics_move_with_requests(client):
     assert delta(f'mlserving_feature_value_sum{{feature="sepal_length",model="{MODEL}"}}') == pytest.approx(17.8)
     assert delta(f'request_predict_seconds_count{{model_name="{MODEL}"}}') >= 1
     assert after[f'mlserving_model_info{{model="{MODEL}",run_id="run-1",version="1"}}'] == 1
+
+
+def test_a_request_asks_opentelemetry_nothing(client, monkeypatch):
+    """FastAPI would look up OpenTelemetry's three providers on every request; the image has no SDK."""
+    from opentelemetry import _logs, metrics, trace
+
+    asked = []
+    for module, getter in ((trace, "get_tracer_provider"), (metrics, "get_meter_provider"),
+                           (_logs, "get_logger_provider")):
+        original = getattr(module, getter)
+        monkeypatch.setattr(module, getter, lambda original=original, getter=getter: asked.append(getter)
+                            or original())
+    answer = client.post(f"/v2/models/{MODEL}/infer", json=matrix_request())
+    assert answer.status_code == 200 and asked == []
