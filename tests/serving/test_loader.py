@@ -84,6 +84,7 @@ REFUSED = {
                                                       "saved as 'pickle'"),
     "code paths": (_set("flavors", "sklearn", "code", "code"), "logged with code paths"),
     "no signature": (_set("signature", DELETE), "has no input signature"),
+    "signature not a mapping": (_set("signature", "sepal_length, sepal_width"), "has no input signature"),
     "unnamed columns": (_set("signature", "inputs", TENSOR_INPUTS), "must name its columns"),
     "signature not JSON": (_set("signature", "inputs", "[{"), "is not a JSON list"),
     "model file outside the folder": (_set("flavors", "sklearn", "pickled_model", "../good-v2/model.skops"),

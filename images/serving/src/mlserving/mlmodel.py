@@ -55,7 +55,8 @@ def _document(path: Path) -> dict:
 
 
 def _features(document: dict, path: Path) -> tuple[str, ...]:
-    inputs = (document.get("signature") or {}).get("inputs")
+    signature = document.get("signature")
+    inputs = signature.get("inputs") if isinstance(signature, dict) else None
     if not inputs:
         raise ModelLoadError(f"{path}: the MLmodel has no input signature; log the model with one")
     try:
