@@ -5,11 +5,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import skops.io
-import yaml
 from kserve import Model, ModelServer
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.utils.utils import generate_uuid
+
+from mlserving.mlmodel import load_estimator, read_mlmodel
 
 
 class Bare(Model):
@@ -18,10 +18,10 @@ class Bare(Model):
         self.path = path
 
     def load(self):
-        # The skops file and the types it needs, as `mlflow.sklearn.load_model` reads them from MLmodel
-        # (the serving environment has no MLflow; the estimator is the same object either way).
-        flavor = yaml.safe_load((Path(self.path) / "MLmodel").read_text())["flavors"]["sklearn"]
-        self.estimator = skops.io.load(Path(self.path) / flavor["pickled_model"], trusted=flavor["skops_trusted_types"])
+        # The serving environment has no MLflow: the estimator is loaded as our server loads it (at start
+        # only; requests go through KServe's own path, with none of our code).
+        path = Path(self.path).resolve()
+        self.estimator = load_estimator(read_mlmodel(path), path)
         self.ready = True
         return True
 
