@@ -71,6 +71,10 @@ def labels_match(obj: dict, selector: str | dict | None) -> bool:
     return True
 
 
+class NotFound(LookupError):
+    """The object is not stored (any more): what the API server answers 404 for."""
+
+
 @attrs.define(kw_only=True)
 class ApiServer(kmock.KubernetesEmulator):
     """`exec_handler(namespace, pod, container, command, stdin) -> (stdout, exit code)` answers
@@ -232,9 +236,13 @@ class ApiServer(kmock.KubernetesEmulator):
                 await self._buses[resource].put({"type": "DELETED", "object": raw})
 
     async def patch_stored(self, resource, namespace: str, name: str, patch) -> dict:
-        """Change a stored object as a controller or kubelet would (resourceVersion bump, watch event)."""
+        """Change a stored object as a controller or kubelet would (resourceVersion bump, watch event).
+        An object that is gone, deleted since the caller read it, is NotFound, as the API server's 404."""
         async with self._lock:
-            obj = self.objects[resource, namespace, name]
+            key = (resource, namespace, name)
+            if key not in self.objects or self.objects[key].deleted:
+                raise NotFound(f"{resource} {namespace}/{name} not found")
+            obj = self.objects[key]
             obj.patch(self._bookkeeping(obj.raw, patch))
             await self._buses[resource].put({"type": "MODIFIED", "object": obj.raw})
             return copy.deepcopy(obj.raw)

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 
-from .apiserver import DEPLOYMENTS, PODS, KubeEmulator, labels_match
+from .apiserver import DEPLOYMENTS, PODS, KubeEmulator, NotFound, labels_match
 from .network import pod_ready
 
 HASH_LABEL = "pod-template-hash"
@@ -45,7 +45,10 @@ class DeploymentController:
     def _loop(self) -> None:
         while not self._stop.is_set():
             for deployment in self.kube.list(DEPLOYMENTS):
-                self._reconcile(deployment)
+                try:
+                    self._reconcile(deployment)
+                except NotFound:  # deleted since the list: the real controller drops it too (syncDeployment)
+                    self.progress.pop((deployment["metadata"]["namespace"], deployment["metadata"]["name"]), None)
             time.sleep(0.3)
 
     def _reconcile(self, deployment: dict) -> None:
