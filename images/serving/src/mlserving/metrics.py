@@ -1,8 +1,7 @@
 """Prometheus metrics beyond KServe's latency histograms.
 
-Per-request work is kept to a few numpy calls: feature values go into
-fixed-bucket counts held in numpy arrays, turned into histograms only when
-Prometheus scrapes.
+A request pays for a list append: its feature values and predicted classes are counted in batches into
+numpy arrays (TrafficMetrics), turned into Prometheus histograms and counters only when Prometheus scrapes.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import time
 
 import numpy as np
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 # Iris-scale defaults (cm); --feature-buckets overrides.
 DEFAULT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0, 8.0, 10.0, 15.0,
@@ -22,7 +21,6 @@ DEFAULT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 
 
 REQUESTS = Counter("mlserving_requests", "Inference requests by model, served version and outcome",
                    ["model", "version", "outcome"])
-PREDICTED = Counter("mlserving_predicted_class", "Predicted classes", ["model", "version", "predicted_class"])
 MODEL_INFO = Gauge("mlserving_model_info", "The version being served (1 = active)", ["model", "version", "run_id"])
 SWAPS = Counter("mlserving_model_swaps", "Model swap attempts by result", ["model", "result"])
 # A collection stops every request in the process: the first suspect for a latency tail.
@@ -45,60 +43,100 @@ def time_gc_pauses() -> None:
     gc.callbacks.append(callback)
 
 
-class FeatureHistograms:
-    """Live-traffic value histograms per feature, the input to live drift detection."""
+class TrafficMetrics:
+    """What live traffic looked like, for one model: each feature's value histogram (the input to live drift
+    detection) and the predicted classes by served version.
 
-    def __init__(self, model: str, features: tuple[str, ...], buckets=DEFAULT_BUCKETS):
-        self.model, self.features = model, features
+    A request only appends its rows and labels. They are counted in batches, once FLUSH_ROWS rows are
+    waiting and at every scrape, so numpy's fixed cost per call (several microseconds, more than the
+    counting itself for a few rows) is paid once per batch, and a scrape still counts every request
+    answered before it. The batch is bounded in rows, not requests: counting it holds up the requests
+    waiting behind it (0.1–0.3 ms for 1,024 rows).
+    """
+
+    FLUSH_ROWS = 1024
+
+    def __init__(self, model: str, buckets=DEFAULT_BUCKETS):
+        self.model = model
         self.edges = np.asarray(buckets, dtype=np.float64)
+        self._count_features(())
+        self.classes: collections.Counter = collections.Counter()  # (version, class) -> predictions
+        self._pending: list[tuple[str, np.ndarray | None, list]] = []
+        self._pending_rows = 0
+        self._lock = threading.Lock()
+
+    def use_features(self, features: tuple[str, ...]) -> None:
+        """Count values of these features from now on (a new feature set starts its histograms afresh)."""
+        with self._lock:
+            self._flush()
+            if features != self.features:
+                self._count_features(features)
+
+    def _count_features(self, features: tuple[str, ...]) -> None:
+        self.features = features
         self.counts = np.zeros((len(features), self.edges.size + 1), dtype=np.int64)
         self.sums = np.zeros(len(features))
         self.offsets = np.arange(len(features)) * (self.edges.size + 1)  # each feature's slice of the bins
-        self.lock = threading.Lock()
 
-    def observe(self, rows: np.ndarray) -> None:
-        slots = np.searchsorted(self.edges, rows, side="left")  # le-buckets: value <= edge
-        added = np.bincount((slots + self.offsets).ravel(), minlength=self.counts.size).reshape(self.counts.shape)
-        with self.lock:
-            self.counts += added
+    def observe(self, version: str, rows: np.ndarray, labels: list) -> None:
+        with self._lock:
+            # A request the model just swapped out answered may have other features: its values fit no histogram.
+            self._pending.append((version, rows if rows.shape[1] == len(self.features) else None, labels))
+            self._pending_rows += len(labels)
+            if self._pending_rows >= self.FLUSH_ROWS:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Count the pending requests (the lock held)."""
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        arrays = [r for _, r, _ in pending if r is not None]
+        if arrays:
+            rows = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+            slots = np.searchsorted(self.edges, rows, side="left")  # le-buckets: value <= edge
+            self.counts += np.bincount((slots + self.offsets).ravel(), minlength=self.counts.size).reshape(
+                self.counts.shape)
             self.sums += rows.sum(axis=0)
+        by_version: dict[str, list] = collections.defaultdict(list)
+        for version, _, labels in pending:
+            by_version[version].extend(labels)
+        for version, labels in by_version.items():
+            for cls, count in collections.Counter(labels).items():
+                self.classes[version, str(cls)] += count
 
     def collect(self):
-        family = HistogramMetricFamily("mlserving_feature_value", "Feature values of live traffic",
+        with self._lock:
+            self._flush()
+            counts, sums, classes = self.counts.copy(), self.sums.copy(), dict(self.classes)
+        values = HistogramMetricFamily("mlserving_feature_value", "Feature values of live traffic",
                                        labels=["model", "feature"])
-        with self.lock:
-            counts, sums = self.counts.copy(), self.sums.copy()
         labels = [f"{e:g}" for e in self.edges] + ["+Inf"]
         for i, feature in enumerate(self.features):
             cumulative = np.cumsum(counts[i])
-            family.add_metric([self.model, feature], list(zip(labels, cumulative.tolist(), strict=True)),
+            values.add_metric([self.model, feature], list(zip(labels, cumulative.tolist(), strict=True)),
                               sum_value=float(sums[i]))
-        yield family
+        yield values
+        predicted = CounterMetricFamily("mlserving_predicted_class", "Predicted classes",
+                                        labels=["model", "version", "predicted_class"])
+        for (version, cls), count in classes.items():
+            predicted.add_metric([self.model, version, cls], count)
+        yield predicted
 
 
 class ModelMetrics:
-    """The per-model metric children, cached so a request pays no label lookups."""
+    """One model's metrics: the version it serves (MODEL_INFO) and its live traffic (TrafficMetrics)."""
 
     def __init__(self, model: str, buckets=DEFAULT_BUCKETS):
-        self.model, self.buckets = model, buckets
-        self.histograms: FeatureHistograms | None = None
-        self._class_children: dict[tuple[str, str], object] = {}
+        self.model = model
+        self.traffic = TrafficMetrics(model, buckets)
+        REGISTRY.register(self.traffic)
 
-    def serving(self, version: str, run_id: str, features: tuple[str, ...], previous: str | None) -> None:
+    def serving(self, version: str, run_id: str, features: tuple[str, ...], previous: tuple[str, str] | None) -> None:
         if previous is not None:
             MODEL_INFO.labels(self.model, previous[0], previous[1]).set(0)
         MODEL_INFO.labels(self.model, version, run_id).set(1)
-        if self.histograms is None or self.histograms.features != features:
-            if self.histograms is not None:
-                REGISTRY.unregister(self.histograms)
-            self.histograms = FeatureHistograms(self.model, features, self.buckets)
-            REGISTRY.register(self.histograms)
+        self.traffic.use_features(features)
 
     def observe(self, version: str, rows: np.ndarray, predicted: list) -> None:
-        self.histograms.observe(rows)
-        for cls, count in collections.Counter(predicted).items():  # for a few rows, far cheaper than np.unique
-            key = (version, cls)
-            child = self._class_children.get(key)
-            if child is None:
-                child = self._class_children[key] = PREDICTED.labels(self.model, version, str(cls))
-            child.inc(count)
+        self.traffic.observe(version, rows, predicted)

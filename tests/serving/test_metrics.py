@@ -1,0 +1,78 @@
+"""Live-traffic metrics are counted in batches: a scrape must still see every request answered before it,
+whether its batch was full or not, and a swap to other features must lose no count and break nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from mlserving.metrics import TrafficMetrics
+
+FEATURES = ("a", "b")
+
+
+@pytest.fixture
+def traffic():
+    registry = CollectorRegistry()
+    metrics = TrafficMetrics("m", buckets=(1.0, 2.0))
+    registry.register(metrics)
+    metrics.use_features(FEATURES)
+    return metrics, registry
+
+
+def value(registry, name: str, **labels) -> float:
+    return registry.get_sample_value(name, {"model": "m", **labels}) or 0.0
+
+
+@pytest.mark.parametrize("requests", [1, 3, TrafficMetrics.FLUSH_ROWS // 2 - 1, TrafficMetrics.FLUSH_ROWS // 2,
+                                      TrafficMetrics.FLUSH_ROWS + 3])  # two rows a request
+def test_a_scrape_counts_every_request_before_it(traffic, requests):
+    metrics, registry = traffic
+    for i in range(requests):
+        version = "1" if i % 3 else "2"
+        metrics.observe(version, np.array([[0.5, 1.5], [1.5, 9.0]]), ["setosa", "virginica" if i % 2 else "setosa"])
+
+    expected_v1 = sum(1 for i in range(requests) if i % 3)
+    assert value(registry, "mlserving_feature_value_count", feature="a") == 2 * requests
+    assert value(registry, "mlserving_feature_value_bucket", feature="a", le="1") == requests
+    assert value(registry, "mlserving_feature_value_bucket", feature="b", le="2") == requests
+    assert value(registry, "mlserving_feature_value_bucket", feature="b", le="+Inf") == 2 * requests
+    assert value(registry, "mlserving_feature_value_sum", feature="b") == pytest.approx(10.5 * requests)
+    by_class = {(v, c): value(registry, "mlserving_predicted_class_total", version=v, predicted_class=c)
+                for v in ("1", "2") for c in ("setosa", "virginica")}
+    assert sum(by_class.values()) == 2 * requests
+    assert by_class["1", "setosa"] + by_class["1", "virginica"] == 2 * expected_v1
+    assert by_class["1", "virginica"] == sum(1 for i in range(requests) if i % 3 and i % 2)
+
+
+def test_scraping_twice_counts_nothing_twice(traffic):
+    metrics, registry = traffic
+    metrics.observe("1", np.array([[0.5, 0.5]]), ["setosa"])
+    generate_latest(registry)
+    assert value(registry, "mlserving_predicted_class_total", version="1", predicted_class="setosa") == 1
+    assert value(registry, "mlserving_feature_value_count", feature="a") == 1
+
+
+def test_a_request_answered_with_the_old_features_after_a_swap_loses_only_its_values(traffic):
+    metrics, registry = traffic
+    metrics.observe("1", np.array([[0.5, 0.5]]), ["setosa"])
+    metrics.use_features(("a", "b", "c"))  # v2 has a third feature; a v1 request is still in flight
+    metrics.observe("1", np.array([[0.5, 0.5]]), ["versicolor"])
+    metrics.observe("2", np.array([[0.5, 1.5, 2.5]]), ["setosa"])
+
+    assert value(registry, "mlserving_feature_value_count", feature="c") == 1  # the new histograms start afresh
+    assert value(registry, "mlserving_feature_value_count", feature="a") == 1
+    assert value(registry, "mlserving_feature_value_bucket", feature="b", le="1") == 0
+    for version, cls in (("1", "setosa"), ("1", "versicolor"), ("2", "setosa")):
+        assert value(registry, "mlserving_predicted_class_total", version=version, predicted_class=cls) == 1
+
+
+def test_the_exposed_names_are_the_ones_dashboards_query(traffic):
+    metrics, registry = traffic
+    metrics.observe("1", np.array([[0.5, 0.5]]), ["setosa"])
+    text = generate_latest(registry).decode()
+    assert '# TYPE mlserving_predicted_class_total counter' in text  # as prometheus_client's Counter wrote it
+    assert 'mlserving_predicted_class_total{model="m",predicted_class="setosa",version="1"} 1.0' in text
+    assert '# TYPE mlserving_feature_value histogram' in text
+    assert 'mlserving_feature_value_bucket{feature="a",le="1",model="m"} 1.0' in text
