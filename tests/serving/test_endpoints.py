@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from .conftest import MODEL
@@ -47,6 +49,12 @@ def test_v2_infer(client, oip, body):
     assert doc["model_name"] == MODEL and doc["model_version"] == "1"
     assert doc["outputs"][0]["data"] == EXPECTED and doc["outputs"][0]["shape"] == [3]
     assert doc["id"] == body.get("id", doc["id"]) and doc["id"]
+
+
+def test_a_request_without_an_id_gets_a_fresh_random_uuid(client):
+    ids = [client.post(f"/v2/models/{MODEL}/infer", json=matrix_request()).json()["id"] for _ in range(50)]
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
 
 
 def test_v2_request_is_valid_per_spec(oip):
