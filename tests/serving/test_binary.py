@@ -130,7 +130,7 @@ def asgi_post(app, body: bytes, headers: dict) -> tuple[int, bytes]:
 
 
 def test_the_fast_path_answers_binary_requests_and_hands_binary_outputs_to_kserve(served):
-    from mlserving.routes import InferFastPath
+    from mlserving.routes import InferFastPath, OutcomeCounter
 
     _, model = served
     reached = []
@@ -140,7 +140,7 @@ def test_the_fast_path_answers_binary_requests_and_hands_binary_outputs_to_kserv
         await send({"type": "http.response.start", "status": 299, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    fast_path = InferFastPath(kserve_route, {MODEL: model})
+    fast_path = InferFastPath(OutcomeCounter(kserve_route, {MODEL: model}), {MODEL: model})  # as routes.install
     status, answer = asgi_post(fast_path, *encoded({"features": np.asarray(ROWS)}))
     assert status == 200 and b'"setosa"' in answer and reached == []
     body, headers = encoded({"features": np.asarray(ROWS)}, binary_outputs=True)

@@ -28,14 +28,14 @@ def _outcome(status: int) -> str:
 
 
 class OutcomeCounter:
-    """Pure ASGI middleware: counts every inference response (including ones KServe rejects
-    before the model sees them) by model, served version and outcome."""
+    """Pure ASGI middleware: counts every inference response KServe gives (including ones it rejects
+    before the model sees them) by model, served version and outcome. The fast path counts its own."""
 
     def __init__(self, app, models: dict[str, RegistryModel]):
         self.app, self.models = app, models
         self._counters: dict[tuple[str, str, str], object] = {}  # labelled children: no lookup per request
 
-    def _count(self, model: str, version: str, outcome: str) -> None:
+    def count(self, model: str, version: str, outcome: str) -> None:
         key = (model, version, outcome)
         counter = self._counters.get(key)
         if counter is None:
@@ -58,7 +58,7 @@ class OutcomeCounter:
             if message["type"] == "http.response.start":
                 model = self.models.get(model_name)
                 version = model.active.version if model is not None and model.active else "unknown"
-                self._count(model_name if model else "unknown", version, _outcome(message["status"]))
+                self.count(model_name if model else "unknown", version, _outcome(message["status"]))
             await send(message)
 
         return await self.app(scope, receive, counting_send)
@@ -71,10 +71,11 @@ class InferFastPath:
     KServe's route validates the body with pydantic twice (request and response),
     which costs more than the model; this path decodes with orjson and numpy
     and checks with numpy (same checks, same answers; KServe's latency histogram still records).
-    Anything else (binary outputs asked for, other models, other paths) goes to KServe.
+    Anything else (binary outputs asked for, other models, other paths) goes to KServe, through the
+    OutcomeCounter that counts KServe's answers; the fast path counts its own answers with it directly.
     """
 
-    def __init__(self, app, models: dict[str, RegistryModel]):
+    def __init__(self, app: OutcomeCounter, models: dict[str, RegistryModel]):
         self.app, self.models = app, models
 
     async def __call__(self, scope, receive, send):
@@ -82,7 +83,8 @@ class InferFastPath:
         if scope["type"] != "http" or scope["method"] != "POST" or not path.endswith("/infer") \
                 or not path.startswith("/v2/models/"):
             return await self.app(scope, receive, send)
-        model = self.models.get(path[len("/v2/models/"):-len("/infer")])
+        name = path[len("/v2/models/"):-len("/infer")]
+        model = self.models.get(name)
         if model is None:
             return await self.app(scope, receive, send)
         chunks = bytearray()
@@ -97,6 +99,7 @@ class InferFastPath:
         if answer is None:  # binary outputs: KServe's route reads the same body
             return await self.app(scope, _replay(body, receive), send)
         status, document = answer
+        self.app.count(name, model.active.version if model.active else "unknown", _outcome(status))
         content = orjson.dumps(document)
         # The two ASGI messages themselves: a Response object would cost more than the model.
         await send({"type": "http.response.start", "status": status, "headers": [
@@ -161,4 +164,4 @@ def install(app: FastAPI, models: dict[str, RegistryModel]) -> None:
     # path against every route and writes two log lines per request, more than the fast path's own
     # work (benchmarks/serving_profile.py shows it). Fast-path answers skip it, as they skip pydantic.
     build_stack = app.build_middleware_stack
-    app.build_middleware_stack = lambda: OutcomeCounter(InferFastPath(build_stack(), models), models)
+    app.build_middleware_stack = lambda: InferFastPath(OutcomeCounter(build_stack(), models), models)
