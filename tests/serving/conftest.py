@@ -82,26 +82,38 @@ def model_link(model_dirs, tmp_path) -> Path:
     return link
 
 
+class LiveServer:
+    """`mlserving` as users start it, on a real port (its output in `log`), until stop()."""
+
+    def __init__(self, model_dir: Path, log: Path, *args: str):
+        self.log = log
+        port = support.free_port()
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen([str(Path(sys.executable).parent / "mlserving"), "--model-dir", str(model_dir),
+                                          "--model-name", MODEL, "--http-port", str(port), "--quiet-access-log", *args],
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(log.read_text()[-3000:])
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
 @pytest.fixture
 def live_server(model_link, tmp_path):
     """`mlserving` as users start it, on a real port, serving what `model_link` points at."""
-    port = support.free_port()
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlserving"), "--model-dir", str(model_link),
-                             "--model-name", MODEL, "--http-port", str(port), "--quiet-access-log"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError((tmp_path / "server.log").read_text()[-3000:])
-        time.sleep(0.2)
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
-    log.close()
+    server = LiveServer(model_link, tmp_path / "server.log")
+    yield server.url
+    server.stop()

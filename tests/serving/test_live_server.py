@@ -15,7 +15,7 @@ import pytest
 
 from tests import support
 
-from .conftest import MODEL, point
+from .conftest import MODEL, LiveServer, point
 from .test_endpoints import ROWS, matrix_request
 
 
@@ -146,3 +146,17 @@ def test_more_than_one_worker_is_refused_with_the_reason(model_dirs):
     assert "Traceback" not in started.stderr
     with pytest.raises(httpx.ConnectError):  # nothing was left listening
         httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=2)
+
+
+@pytest.mark.parametrize(("flag", "loop"), [((), "uvloop"), (("--event-loop", "asyncio"), "asyncio")])
+def test_the_event_loop_flag_is_honoured_with_one_worker(model_dirs, tmp_path, flag, loop):
+    """KServe's --event-loop (default auto: uvloop when installed) reaches uvicorn only with several workers;
+    mlserving runs one, and applies the choice itself."""
+    server = LiveServer(model_dirs / "good-v1", tmp_path / "server.log", *flag)
+    try:
+        answer = httpx.post(f"{server.url}/v2/models/{MODEL}/infer", json=matrix_request())
+        assert answer.status_code == 200
+        assert answer.json()["outputs"][0]["data"] == ["setosa", "versicolor", "virginica"]
+    finally:
+        server.stop()
+    assert f"mlserving: event loop {loop}" in server.log.read_text()

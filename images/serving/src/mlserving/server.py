@@ -67,6 +67,30 @@ def create_app(server, model):
     return app
 
 
+def use_event_loop(choice: str) -> None:
+    """Honour KServe's --event-loop ('auto', its default, means uvloop when installed, as its help says).
+
+    KServe 0.21 passes the flag to uvicorn only when it runs several workers; with one it serves from
+    asyncio.run(), which builds the loop from the event-loop policy, so the policy is where the choice
+    is made. uvloop runs the loop and the sockets in C, the per-request work the pure-Python loop does.
+    """
+    import asyncio
+
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise
+        else:
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    # KServe's start() asks for the current loop before asyncio.run() makes its own; uvloop's policy,
+    # unlike asyncio's, does not create one on that request.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    logging.getLogger("kserve").info("mlserving: event loop %s", type(loop).__module__.split(".")[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     from kserve.model_server import parser as kserve_parser
 
@@ -93,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     from .metrics import time_gc_pauses
 
     time_gc_pauses()
+    use_event_loop(args.event_loop)
     server.start([model])
     return 0
 
