@@ -8,9 +8,7 @@ is a query: the latest event at or before T.
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +19,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from .errors import PipelineError
+from .served_model_dir import holds_version, staged
 
 log = logging.getLogger(__name__)
 
@@ -80,27 +79,15 @@ class Registry:
 
     def download(self, version: ModelVersion, destination: Path) -> Path:
         """The version's MLflow model directory at destination (complete or absent), plus registry.json
-        naming the version, which the serving runtime reports."""
+        naming the version, which the serving runtime reports (served_model_dir)."""
         import mlflow.artifacts
 
         destination = Path(destination)
-        if (destination / "MLmodel").exists() and (destination / "registry.json").exists():
-            known = json.loads((destination / "registry.json").read_text())
-            if known.get("name") == self.name and known.get("version") == version.version:
-                return destination
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-        try:
+        if holds_version(destination, self.name, version.version):
+            return destination
+        with staged(destination, self.name, version.version, version.run_id) as staging:
             mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{self.name}/{version.version}",
                                                 dst_path=str(staging))
-            (staging / "registry.json").write_text(json.dumps({
-                "name": self.name, "version": version.version, "run_id": version.run_id,
-                "model_uri": f"models:/{self.name}/{version.version}"}))
-            if destination.exists():
-                shutil.rmtree(destination)
-            staging.rename(destination)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return destination
 
     # -- writing ----------------------------------------------------------------
