@@ -1,11 +1,15 @@
 """MlflowHook: the MLflow tracking server over its REST API (the mlflow package stays out of the Airflow
-environment): the champion, where a version's files are, and the decision a training run recorded.
+environment): the champion, where a version's files are (and, when the server proxies them, the files
+themselves), and the decision a training run recorded.
 
 Connection `mlflow_default` (type http): host = the tracking server; password = a bearer token. Where
 users' browsers reach the MLflow UI (task links) is the option `[mlops] mlflow_ui_url`.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote, urlparse
 
 from mlops.hooks.http import HttpServiceHook, ServiceError
 
@@ -20,6 +24,7 @@ class MlflowHook(HttpServiceHook):
     hook_name = "MLflow"
     error_class = MlflowError
     API = "/api/2.0/mlflow"
+    ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"  # the artifact proxy (`mlflow server --serve-artifacts`)
 
     @property
     def tracking_uri(self) -> str:
@@ -89,3 +94,43 @@ class MlflowHook(HttpServiceHook):
             return source
         model_id = source.removeprefix("models:/")
         return self.json("GET", f"{self.API}/logged-models/{model_id}")["model"]["info"]["artifact_uri"]
+
+    def download_version(self, model_name: str, version: str, destination: Path) -> Path | None:
+        """The version's model directory at `destination` (mlpipeline.served_model_dir: written whole, or
+        left as it was), downloaded through the server's artifact proxy: no MLflow process to start. None
+        when the server does not proxy the version's files (another store, which an MLflow client
+        reaches: the pipeline's fetch-model stage)."""
+        from mlpipeline.served_model_dir import holds_version, staged
+
+        if holds_version(destination, model_name, version):
+            return destination
+        found = self.json("GET", f"{self.API}/model-versions/get",
+                          params={"name": model_name, "version": str(version)})["model_version"]
+        location = urlparse(self.artifact_location(found["source"]))
+        if location.scheme != "mlflow-artifacts" or location.netloc:  # a netloc: another server's proxy
+            return None
+        root = location.path.strip("/")
+        with staged(destination, model_name, version, found.get("run_id")) as staging:
+            for relative in self._artifact_files(root):
+                answer = self.request("GET", f"{self.ARTIFACTS}/{quote(f'{root}/{relative}')}")
+                if answer.status_code != 200:
+                    raise MlflowError(f"MLflow: {model_name} v{version}: {relative} could not be downloaded "
+                                      f"(HTTP {answer.status_code})")
+                (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                (staging / relative).write_bytes(answer.content)
+            if not (staging / "MLmodel").is_file():
+                raise MlflowError(f"MLflow: {model_name} v{version} has no MLmodel at {location.geturl()}")
+        return destination
+
+    def _artifact_files(self, root: str, folder: str = ""):
+        """Every file under `root`, as paths relative to it (the proxy lists one folder at a time, by name)."""
+        listed = self.json("GET", self.ARTIFACTS, params={"path": f"{root}/{folder}" if folder else root})
+        for entry in listed.get("files", []):
+            name = entry.get("path", "")
+            if name in ("", ".", "..") or "/" in name or "\\" in name:
+                raise MlflowError(f"MLflow listed an unsafe artifact name {name!r} under {root}/{folder}")
+            relative = f"{folder}/{name}" if folder else name
+            if entry.get("is_dir"):
+                yield from self._artifact_files(root, relative)
+            else:
+                yield relative

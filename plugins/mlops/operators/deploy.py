@@ -273,6 +273,7 @@ class LocalServingBackend:
 
         self.model_name = model_name
         self.stages = StageHook.local(mlflow_conn_id)
+        self.mlflow = MlflowHook(mlflow_conn_id)
         self.public = ServingHook(model_name, mlserving_conn_id)
         port, mlserving = self.public.connection.port or 8085, mlops_settings().mlserving
         self.folder = data_root() / "serving" / model_name
@@ -288,7 +289,11 @@ class LocalServingBackend:
         return self.router.pid() is not None  # the stable server answered; clients reach it through the router
 
     def _fetch(self, version: str) -> Path:
+        """The version's files in `v<version>/`: over MLflow's artifact proxy when the server has one (no
+        MLflow process to start, ~1.5 s of imports), else with the pipeline's fetch-model stage."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        if (fetched := self.mlflow.download_version(self.model_name, version, self.folder / f"v{version}")):
+            return fetched
         try:
             fetched = self.stages.run("fetch-model", {"model_name": self.model_name, "version": version,
                                                       "into": self.folder})

@@ -3,6 +3,8 @@ a training run recorded (mlpipeline.contracts), what a local stage needs to reac
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -19,7 +21,7 @@ def mlflow(monitoring):
 
 def api(mlflow: str, path: str, body: dict) -> dict:
     answer = httpx.post(f"{mlflow}/api/2.0/mlflow/{path}", json=body)
-    answer.raise_for_status()
+    assert answer.status_code == 200, answer.text
     return answer.json()
 
 
@@ -65,3 +67,56 @@ def test_a_server_that_is_down_is_named(monkeypatch):
     down = f"http://127.0.0.1:{support.free_port()}"
     with pytest.raises(MlflowError, match=f"MLflow at {down} did not answer after 2 attempt"):
         MlflowHook(base_url=down, retries=2, backoff_seconds=0.01).champion("iris")
+
+
+def logged_model(mlflow: str, name: str, files: dict[str, bytes]) -> str:
+    """A model version whose files are a logged model's, uploaded through the server's artifact proxy as
+    MLflow's client uploads them (PUT /api/2.0/mlflow-artifacts/artifacts/<path>); its version number."""
+    experiment = api(mlflow, "experiments/create", {"name": f"{name}-experiment"})["experiment_id"]
+    model = api(mlflow, "logged-models", {"experiment_id": experiment, "name": "model"})["model"]["info"]
+    root = model["artifact_uri"].removeprefix("mlflow-artifacts:")
+    assert model["artifact_uri"].startswith("mlflow-artifacts:/"), model["artifact_uri"]
+    for relative, content in files.items():
+        httpx.put(f"{mlflow}/api/2.0/mlflow-artifacts/artifacts{root}/{relative}", content=content).raise_for_status()
+    api(mlflow, "registered-models/create", {"name": name})
+    return api(mlflow, "model-versions/create", {"name": name, "source": f"models:/{model['model_id']}",
+                                                 "model_id": model["model_id"], "run_id": "run-7"}
+               )["model_version"]["version"]
+
+
+def test_a_version_is_downloaded_whole_through_the_artifact_proxy(mlflow, tmp_path):
+    files = {"MLmodel": b"flavors: {}\n", "model.skops": bytes(range(256)) * 40, "extra/nested/notes.txt": b"n"}
+    version = logged_model(mlflow, "iris-proxied", files)
+    destination = tmp_path / "serving" / "v1"
+
+    assert MlflowHook().download_version("iris-proxied", version, destination) == destination
+    assert {str(p.relative_to(destination)): p.read_bytes() for p in destination.rglob("*") if p.is_file()} == {
+        **files, "registry.json": json.dumps({"name": "iris-proxied", "version": version, "run_id": "run-7",
+                                              "model_uri": f"models:/iris-proxied/{version}"}).encode()}
+    assert [p.name for p in destination.parent.iterdir()] == ["v1"]  # no staging folder left behind
+    # What mlserving reads to name the version it serves
+    assert json.loads((destination / "registry.json").read_text())["version"] == version
+
+    # A directory that already holds the version is kept as it is (the deploy serves what is there).
+    (destination / "model.skops").write_bytes(b"kept")
+    assert MlflowHook().download_version("iris-proxied", version, destination) == destination
+    assert (destination / "model.skops").read_bytes() == b"kept"
+
+
+def test_a_version_without_mlmodel_is_refused_and_the_served_copy_kept(mlflow, tmp_path):
+    version = logged_model(mlflow, "iris-no-mlmodel", {"model.skops": b"x"})
+    destination = tmp_path / "v1"
+    destination.mkdir()
+    (destination / "MLmodel").write_text("the copy being served")
+    with pytest.raises(MlflowError, match=f"iris-no-mlmodel v{version} has no MLmodel at mlflow-artifacts:/"):
+        MlflowHook().download_version("iris-no-mlmodel", version, destination)
+    assert [p.name for p in destination.iterdir()] == ["MLmodel"]
+    assert (destination / "MLmodel").read_text() == "the copy being served"
+    assert [p.name for p in tmp_path.iterdir()] == ["v1"]
+
+
+def test_files_in_a_store_the_server_does_not_proxy_are_left_to_an_mlflow_client(mlflow, tmp_path):
+    api(mlflow, "registered-models/create", {"name": "iris-in-s3"})
+    api(mlflow, "model-versions/create", {"name": "iris-in-s3", "source": "s3://mlflow/3/model", "run_id": "r"})
+    assert MlflowHook().download_version("iris-in-s3", "1", tmp_path / "v1") is None
+    assert not list(tmp_path.iterdir())
