@@ -44,8 +44,9 @@ $(SERVING)/.installed: $(SERVING_DIR)/requirements.txt $(SERVING_DIR)/requiremen
 	VIRTUAL_ENV=$(SERVING) $(UV) pip install --quiet --no-deps -e $(SERVING_DIR)
 	touch $@
 
-# The Airflow side reads the training decision through the pipeline's contract module
-# (mlpipeline.contracts, standard library only): the package without its dependencies.
+# The Airflow side reads the training decision through the pipeline's contract module, and writes a
+# served model directory as the pipeline does (mlpipeline.contracts, mlpipeline.served_model_dir:
+# standard library only): the package without its dependencies.
 $(AIRFLOW)/.installed: requirements.txt requirements-dev.txt $(PIPELINE_DIR)/pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(AIRFLOW)
 	VIRTUAL_ENV=$(AIRFLOW) $(UV) pip install --quiet --compile-bytecode -r requirements.txt -r requirements-dev.txt
