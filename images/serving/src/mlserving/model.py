@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -92,8 +93,11 @@ class RegistryModel(Model):
         """The v2 fast path (routes.py): decoded tensors in, OIP response dict out, no pydantic round trips."""
         active = self._active
         rows = rows_from_v2(tensors, active.features, self.max_rows)
-        with self._predict_timer.time():
+        started = time.perf_counter()  # not the histogram's time() context manager: it costs twice as much
+        try:
             labels = self._labels(active, rows)
+        finally:
+            self._predict_timer.observe(time.perf_counter() - started)
         return self._v2_response(active, labels, request_id)
 
     def predict(self, payload, headers=None):
