@@ -4,6 +4,8 @@ KServe's route when they ask for binary outputs (which KServe encodes)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -111,16 +113,20 @@ def test_a_malformed_binary_request_gets_400_with_the_reason(client, how, messag
     assert client.post(f"/v2/models/{MODEL}/infer", json=matrix_request()).status_code == 200  # still serving
 
 
-def asgi_post(app, body: bytes, headers: dict) -> tuple[int, bytes]:
-    """One POST /v2/models/{MODEL}/infer through an ASGI app, as uvicorn calls it."""
+def asgi_post(app, body: bytes, headers: dict, pieces: int = 1) -> tuple[int, bytes]:
+    """One POST /v2/models/{MODEL}/infer through an ASGI app, as uvicorn calls it: the body in `pieces`
+    messages (uvicorn hands a large body over as it arrives)."""
     import asyncio
 
     scope = {"type": "http", "method": "POST", "path": f"/v2/models/{MODEL}/infer", "query_string": b"",
              "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
     sent = []
+    size = -(-len(body) // pieces)
+    messages = [{"type": "http.request", "body": body[i * size:(i + 1) * size], "more_body": i < pieces - 1}
+                for i in range(pieces)]
 
     async def receive():
-        return {"type": "http.request", "body": body, "more_body": False}
+        return messages.pop(0)
 
     async def send(message):
         sent.append(message)
@@ -145,6 +151,27 @@ def test_the_fast_path_answers_binary_requests_and_hands_binary_outputs_to_kserv
     assert status == 200 and b'"setosa"' in answer and reached == []
     body, headers = encoded({"features": np.asarray(ROWS)}, binary_outputs=True)
     assert asgi_post(fast_path, body, headers)[0] == 299 and reached == [body]  # the same body, read again
+
+
+@pytest.mark.parametrize("binary_outputs", [False, True])
+def test_a_body_in_several_messages_is_read_whole(served, binary_outputs):
+    from mlserving.routes import InferFastPath, OutcomeCounter
+
+    _, model = served
+    reached = []
+
+    async def kserve_route(scope, receive, send):
+        reached.append((await receive())["body"])
+        await send({"type": "http.response.start", "status": 299, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    fast_path = InferFastPath(OutcomeCounter(kserve_route, {MODEL: model}), {MODEL: model})
+    body, headers = encoded({"features": np.asarray(ROWS)}, binary_outputs=binary_outputs)
+    status, answer = asgi_post(fast_path, body, headers, pieces=3)
+    if binary_outputs:
+        assert status == 299 and reached == [body]
+    else:
+        assert status == 200 and json.loads(answer)["outputs"][0]["data"] == EXPECTED
 
 
 def test_non_finite_binary_values_are_refused(client):

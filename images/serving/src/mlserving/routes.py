@@ -87,13 +87,14 @@ class InferFastPath:
         model = self.models.get(name)
         if model is None:
             return await self.app(scope, receive, send)
-        chunks = bytearray()
-        while True:
-            message = await receive()
-            chunks += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        body = bytes(chunks)
+        message = await receive()
+        body = message.get("body", b"")
+        if message.get("more_body"):  # uvicorn hands a small body over whole: join only when it does not
+            chunks = bytearray(body)
+            while message.get("more_body"):
+                message = await receive()
+                chunks += message.get("body", b"")
+            body = bytes(chunks)
         header_length = next((v for k, v in scope["headers"] if k == b"inference-header-content-length"), None)
         answer = self._answer(model, body, header_length)
         if answer is None:  # binary outputs: KServe's route reads the same body
