@@ -3,6 +3,8 @@ whether its batch was full or not, and a swap to other features must lose no cou
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -76,3 +78,32 @@ def test_the_exposed_names_are_the_ones_dashboards_query(traffic):
     assert 'mlserving_predicted_class_total{model="m",predicted_class="setosa",version="1"} 1.0' in text
     assert '# TYPE mlserving_feature_value histogram' in text
     assert 'mlserving_feature_value_bucket{feature="a",le="1",model="m"} 1.0' in text
+
+
+def test_a_request_larger_than_a_batch_is_counted_whole(traffic):
+    metrics, registry = traffic
+    metrics.observe("1", np.array([[0.5, 0.5]]), ["setosa"])
+    big = TrafficMetrics.FLUSH_ROWS * 3
+    metrics.observe("1", np.full((big, 2), 1.5), ["virginica"] * big)
+    metrics.observe("2", np.array([[0.5, 0.5]]), ["setosa"])
+    assert value(registry, "mlserving_feature_value_count", feature="a") == big + 2
+    assert value(registry, "mlserving_feature_value_bucket", feature="a", le="1") == 2
+    assert value(registry, "mlserving_predicted_class_total", version="1", predicted_class="virginica") == big
+    assert value(registry, "mlserving_predicted_class_total", version="2", predicted_class="setosa") == 1
+
+
+def test_waiting_requests_leave_nothing_for_the_garbage_collector(traffic):
+    """A request that left a tuple or a list waiting would count towards the collector's thresholds, and
+    its collections (the oldest generation's take over 100 ms in the model server) would reach the tail."""
+    metrics, _ = traffic
+    rows, labels = np.array([[0.5, 0.5]]), ["setosa"]
+    gc.collect()
+    gc.disable()
+    try:
+        allocated_before = gc.get_count()[0]
+        for _ in range(TrafficMetrics.FLUSH_ROWS - 1):
+            metrics.observe("1", rows, labels)
+        allocated = gc.get_count()[0] - allocated_before
+    finally:
+        gc.enable()
+    assert allocated < 10, f"{allocated} tracked objects left by {TrafficMetrics.FLUSH_ROWS - 1} requests"
