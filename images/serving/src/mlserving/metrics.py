@@ -87,10 +87,10 @@ class TrafficMetrics:
         self._has_values = np.zeros(self.FLUSH_ROWS, dtype=bool)
 
     def observe(self, version: str, rows: np.ndarray, labels: list) -> None:
-        # A request the model just swapped out answered may have other features: its values fit no histogram.
-        fits = rows.shape[1] == len(self.features)
         n = len(labels)
-        with self._lock:
+        with self._lock:  # the feature check too: a swap to other features changes the buffers under the lock
+            # A request the model just swapped out answered may have other features: its values fit no histogram.
+            fits = rows.shape[1] == len(self.features)
             if self._waiting + n > self.FLUSH_ROWS:
                 self._flush()
             if n > self.FLUSH_ROWS:  # more than the buffers hold: counted at once
