@@ -35,11 +35,13 @@ class OutcomeCounter:
         self.app, self.models = app, models
         self._counters: dict[tuple[str, str, str], object] = {}  # labelled children: no lookup per request
 
-    def count(self, model: str, version: str, outcome: str) -> None:
-        key = (model, version, outcome)
+    def count(self, name: str, model: RegistryModel | None, status: int) -> None:
+        """One answer to a request for model `name` (None: no such model), by the version it serves."""
+        version = model.active.version if model is not None and model.active else "unknown"
+        key = (name if model is not None else "unknown", version, _outcome(status))
         counter = self._counters.get(key)
         if counter is None:
-            counter = self._counters[key] = REQUESTS.labels(model, version, outcome)
+            counter = self._counters[key] = REQUESTS.labels(*key)
         counter.inc()
 
     def _target(self, path: str) -> str | None:
@@ -56,9 +58,7 @@ class OutcomeCounter:
 
         async def counting_send(message):
             if message["type"] == "http.response.start":
-                model = self.models.get(model_name)
-                version = model.active.version if model is not None and model.active else "unknown"
-                self.count(model_name if model else "unknown", version, _outcome(message["status"]))
+                self.count(model_name, self.models.get(model_name), message["status"])
             await send(message)
 
         return await self.app(scope, receive, counting_send)
@@ -100,7 +100,7 @@ class InferFastPath:
         if answer is None:  # binary outputs: KServe's route reads the same body
             return await self.app(scope, _replay(body, receive), send)
         status, document = answer
-        self.app.count(name, model.active.version if model.active else "unknown", _outcome(status))
+        self.app.count(name, model, status)
         content = orjson.dumps(document)
         # The two ASGI messages themselves: a Response object would cost more than the model.
         await send({"type": "http.response.start", "status": status, "headers": [
