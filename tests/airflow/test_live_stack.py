@@ -257,6 +257,13 @@ def test_a_second_trigger_for_one_logical_date_is_refused_with_a_reason(stack):
     assert stack.wait_run(first)["state"] == "success"
 
 
+def run_alerts(stack) -> list[tuple]:
+    """The run-level alerts Alertmanager holds, for a failure's message."""
+    return [(a["labels"]["alertname"], a["status"]["state"], a["annotations"].get("run_id"),
+             a["annotations"].get("run_ended_at"), a["updatedAt"])
+            for a in stack.alerts('alertname=~"AirflowDagRunFailed|BatchLate"', active_only=False)]
+
+
 def test_a_late_batch_and_a_run_marked_failed_alert(stack):
     """The scheduled run has waited past the batch deadline: BatchLate for that run, still active (a
     deadline fires once); a user marks the run failed: a DAG-run alert, and the run no longer waits; the
@@ -272,12 +279,13 @@ def test_a_late_batch_and_a_run_marked_failed_alert(stack):
     assert marked.status_code == 200, marked.text
     deadline = time.monotonic() + 120
     while not stack.alerts('alertname="AirflowDagRunFailed"') or stack.alerts(*late):
-        assert time.monotonic() < deadline, "marking the run failed sent no alert, or left its BatchLate active"
+        assert time.monotonic() < deadline, ("marking the run failed sent no alert, or left its BatchLate "
+                                             f"active: {run_alerts(stack)}")
         time.sleep(3)
     assert stack.wait_run(stack.trigger({"partition": "2026-11-02"}))["state"] == "success"
     deadline = time.monotonic() + 60
     while stack.alerts('alertname="AirflowDagRunFailed"'):
-        assert time.monotonic() < deadline, "the successful run did not resolve the DAG-run alert"
+        assert time.monotonic() < deadline, f"the successful run did not resolve the DAG-run alert: {run_alerts(stack)}"
         time.sleep(2)
 
 

@@ -1,4 +1,5 @@
-"""AlertmanagerHook: posts alerts to Alertmanager's API v2 (`POST /api/v2/alerts`).
+"""AlertmanagerHook: posts alerts to Alertmanager's API v2 (`POST /api/v2/alerts`) and reads the active
+ones back (`GET /api/v2/alerts`).
 
 Connection `alertmanager_default` (type http): host = Alertmanager, e.g. http://alertmanager:9093.
 """
@@ -18,3 +19,7 @@ class AlertmanagerHook(HttpServiceHook):
 
     async def async_post_alerts(self, alerts: list[dict]) -> None:
         await self.async_json("POST", "/api/v2/alerts", body=alerts)
+
+    def active_alerts(self, *matchers: str) -> list[dict]:
+        """The active alerts whose labels match every matcher (`name="value"`, Alertmanager's filter)."""
+        return self.json("GET", "/api/v2/alerts", params={"filter": list(matchers), "active": "true"})

@@ -11,7 +11,10 @@ cannot tell: a DAG-run callback's context carries the run's last task instance t
   `DeadlineAlert`'s AsyncCallback in the triggerer, awaited, with the DAG run in the context the scheduler
   sends), which lasts `lasts_seconds` unless the run's end resolves it first.
 
-`resolve=True` posts the alert with `endsAt` now, which resolves it. The alert goes through
+`resolve=True` posts the alert with `endsAt` now, which resolves it. A DAG-scope alert notes when its run
+ended (`run_ended_at`): Airflow runs a DAG's success callback in the DAG processor, seconds after the
+run ended, so a success may be reported after a later run failed; such a late success leaves the
+later failure active (it reads the active alert back first). The alert goes through
 AlertmanagerHook (connection `alertmanager_default`); a failure to post is logged, never raised.
 """
 
@@ -27,6 +30,16 @@ from mlops.hooks.http import ServiceError
 
 log = logging.getLogger(__name__)
 SCOPES = ("task", "dag", "dag_run")
+
+
+def _ended_at(dag_run) -> dt.datetime:
+    """When a run ended: its end_date (a datetime in callbacks, ISO text in a JSON context), or now."""
+    value = dag_run.get("end_date") if isinstance(dag_run, dict) else getattr(dag_run, "end_date", None)
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if not isinstance(value, dt.datetime):
+        return dt.datetime.now(dt.UTC)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _attr(obj, name: str) -> str:
@@ -76,6 +89,8 @@ class AlertmanagerNotifier(BaseNotifier):
             annotations.update(try_number=_attr(ti, "try_number"), log_url=_attr(ti, "log_url"))
         elif self.scope == "dag_run":
             labels["run_id"] = run_id
+        else:
+            annotations["run_ended_at"] = _ended_at(dag_run).isoformat()
         if context.get("deadline"):
             annotations["deadline"] = _attr(context["deadline"], "deadline_time")
         alert = {"labels": labels, "annotations": annotations, "startsAt": now.isoformat()}
@@ -94,11 +109,31 @@ class AlertmanagerNotifier(BaseNotifier):
         log.error("ALERT %s: %s run %s try %s: %s", labels["alertname"], where, notes["run_id"],
                   notes.get("try_number", "-"), notes["error"])
 
+    def _failed_later(self, hook: AlertmanagerHook, alert: dict) -> dict | None:
+        """An active alert of this DAG whose run ended after the run this resolve reports on."""
+        labels = alert["labels"]
+        ended = dt.datetime.fromisoformat(alert["annotations"]["run_ended_at"])
+        try:
+            active = hook.active_alerts(f'alertname="{labels["alertname"]}"', f'dag_id="{labels["dag_id"]}"')
+        except ServiceError as exc:
+            log.warning("could not read the active alerts, resolving anyway: %s", exc)
+            return None
+        for other in active:
+            noted = other.get("annotations", {}).get("run_ended_at")
+            if noted and dt.datetime.fromisoformat(noted) > ended:
+                return other
+        return None
+
     def notify(self, context) -> None:
         alert = self.alert(context)
+        hook = AlertmanagerHook(self.alertmanager_conn_id)
+        if self.resolve and self.scope == "dag" and (later := self._failed_later(hook, alert)):
+            log.info("kept %s: run %s failed after run %s ended", alert["labels"]["alertname"],
+                     later["annotations"].get("run_id"), alert["annotations"]["run_id"])
+            return
         self._log(alert)
         try:
-            AlertmanagerHook(self.alertmanager_conn_id).post_alerts([alert])
+            hook.post_alerts([alert])
         except ServiceError as exc:  # alerting must never mask the task's own failure
             log.error("could not post the alert: %s", exc)
 

@@ -69,6 +69,29 @@ def test_a_failed_dag_run_alerts_once_for_the_dag_and_the_next_success_resolves_
     assert alerts(monitoring, *query, active=True) == []
 
 
+def test_a_success_reported_late_leaves_a_later_failure_active(monitoring, caplog):
+    """Airflow runs a DAG's success callback in the DAG processor, seconds after the run ended; a run
+    that failed in between (e.g. marked failed by a user) must stay alerted until a run that ended after
+    it succeeds."""
+    caplog.set_level(logging.INFO, logger="mlops.notifications.alertmanager")
+    dag_id = "late_callbacks"
+    t0 = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+
+    def run(run_id: str, ended_minutes: int) -> SimpleNamespace:
+        return SimpleNamespace(dag_id=dag_id, run_id=run_id, end_date=t0 + dt.timedelta(minutes=ended_minutes))
+
+    failed = AlertmanagerNotifier(scope="dag", summary="Airflow DAG run failed")
+    resolved = AlertmanagerNotifier(scope="dag", summary="Airflow DAG run failed", resolve=True)
+    query = ('alertname="AirflowDagRunFailed"', f'dag_id="{dag_id}"')
+    failed.notify({"dag_run": run("failed_run", 2), "reason": "marked failed"})
+    resolved.notify({"dag_run": run("earlier_success", 1)})  # its callback arrives after the failure's
+    [alert] = alerts(monitoring, *query, active=True)
+    assert alert["annotations"]["run_id"] == "failed_run"
+    assert "kept AirflowDagRunFailed: run failed_run failed after run earlier_success ended" in caplog.text
+    resolved.notify({"dag_run": run("later_success", 3)})
+    assert alerts(monitoring, *query, active=True) == []
+
+
 def test_a_missed_deadline_alerts_from_the_triggerer_until_the_run_ends(monitoring):
     """How Airflow's CallbackTrigger runs a deadline's AsyncCallback: the notifier built with the DAG's
     kwargs and the context the scheduler sends (the DAG run as JSON), then awaited."""
