@@ -11,6 +11,11 @@ import tempfile
 import warnings
 from pathlib import Path
 
+# Importing skops.io walks numpy's ufuncs through every module loaded so far: before MLflow it costs
+# a fraction (mlflow.sklearn imports it to save the skops model anyway).
+import skops.io  # noqa: F401
+
+# isort: split
 import mlflow
 import pandas as pd
 from mlflow.data.dataset_source_registry import resolve_dataset_source
