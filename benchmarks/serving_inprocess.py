@@ -3,7 +3,8 @@ constant ASGI endpoint of benchmarks/serving/floor_asgi.py called the same way.
 
 Under `wrk` the transport, the event loop and the client share the cost (benchmarks/serving_throughput.py);
 here only the app runs, so a change to validation, prediction or metrics shows at the microsecond.
-1-row v2 requests as JSON and in the binary tensor extension, the same bodies `make bench-serving` sends.
+1-row v2 requests as JSON and in the binary tensor extension, and 100-row JSON ones: the bodies
+`make bench-serving` sends.
     .venv/serving/bin/python benchmarks/serving_inprocess.py [--requests 5000] [--rounds 3]
 """
 
@@ -68,6 +69,8 @@ def main() -> None:
         cases = {
             "floor (constant ASGI app)": (floor_app, *request(body(1, False).encode(), [])),
             "ours, 1-row JSON": (app, *request(body(1, False).encode(), [(b"content-type", b"application/json")])),
+            "ours, 100-row JSON": (app, *request(body(100, False).encode(),
+                                                 [(b"content-type", b"application/json")])),
             "ours, 1-row binary": (app, *request(binary, [(b"content-type", b"application/octet-stream"),
                                                           (b"inference-header-content-length",
                                                            str(json_length).encode())])),
@@ -80,8 +83,9 @@ def main() -> None:
     print(f"\n{'app':<28} {'us per request (best of ' + str(args.rounds) + ')':>32} {'all rounds':>24}")
     for name, values in results.items():
         print(f"{name:<28} {min(values):32.1f} {' '.join(f'{v:.1f}' for v in values):>24}")
-    print(f"\nours beyond the floor: JSON {min(results['ours, 1-row JSON']) - floor:.1f} us, "
-          f"binary {min(results['ours, 1-row binary']) - floor:.1f} us per request")
+    beyond = {name: min(values) - floor for name, values in results.items() if name.startswith("ours")}
+    print("\nours beyond the floor, us per request: "
+          + ", ".join(f"{name.removeprefix('ours, ')} {us:.1f}" for name, us in beyond.items()))
 
 
 if __name__ == "__main__":

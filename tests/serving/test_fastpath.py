@@ -1,4 +1,5 @@
-"""The linear fold must predict exactly what sklearn predicts, or not be used."""
+"""The linear fold must predict exactly what sklearn predicts, or not be used; both answer with positions
+in the model's classes_."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mlserving.fastpath import fold_linear, verified_fast_predict
+from mlserving.fastpath import fold_linear, sklearn_class_positions, verified_class_positions
 
 
 def data(classes: int, seed: int = 0):
@@ -26,12 +27,25 @@ def test_fold_matches_sklearn(classes, scalers):
     model = make_pipeline(*[StandardScaler() for _ in range(scalers)], LogisticRegression(max_iter=1000)).fit(x, y)
     folded = fold_linear(model)
     probe = np.random.default_rng(1).normal(size=(5000, 4)) * [2, 10, 0.3, 40] + [5, -3, 0.2, 100]
-    assert np.array_equal(folded(probe), model.predict(probe))
-    assert verified_fast_predict(model, x[:5]) is not model.predict
+    assert np.array_equal(model.classes_[folded(probe)], model.predict(probe))
+    assert verified_class_positions(model, x[:5]) is not None
+    assert verified_class_positions(model, x[:5]).__qualname__.startswith("fold_linear")
 
 
 def test_other_models_use_sklearn():
     x, y = data(3)
     forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(x, y)
     assert fold_linear(forest) is None
-    assert verified_fast_predict(forest, x[:5]) == forest.predict
+    positions = verified_class_positions(forest, x[:5])
+    assert positions.__qualname__.startswith("sklearn_class_positions")
+    assert np.array_equal(forest.classes_[positions(x)], forest.predict(x))
+
+
+def test_sklearns_labels_map_back_to_positions_in_unsorted_classes():
+    """sklearn sorts classes_ when it fits; a model whose classes_ were set otherwise still maps back."""
+    x, y = data(3)
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(x, y)
+    order = np.array([2, 0, 1])
+    forest.classes_ = forest.classes_[order]  # the trees' outputs now index a permuted list
+    predicted = forest.predict(x)
+    assert np.array_equal(forest.classes_[sklearn_class_positions(forest)(x)], predicted)

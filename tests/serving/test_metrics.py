@@ -12,6 +12,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from mlserving.metrics import TrafficMetrics
 
 FEATURES = ("a", "b")
+CLASSES = ("setosa", "versicolor", "virginica")
+
+
+def observe(metrics: TrafficMetrics, version: str, rows: np.ndarray, labels: list, classes=CLASSES) -> None:
+    """As the model answers: its predicted classes as positions in its classes."""
+    metrics.observe(version, classes, rows, np.array([classes.index(label) for label in labels], dtype=np.intp))
 
 
 @pytest.fixture
@@ -33,7 +39,7 @@ def test_a_scrape_counts_every_request_before_it(traffic, requests):
     metrics, registry = traffic
     for i in range(requests):
         version = "1" if i % 3 else "2"
-        metrics.observe(version, np.array([[0.5, 1.5], [1.5, 9.0]]), ["setosa", "virginica" if i % 2 else "setosa"])
+        observe(metrics, version, np.array([[0.5, 1.5], [1.5, 9.0]]), ["setosa", "virginica" if i % 2 else "setosa"])
 
     expected_v1 = sum(1 for i in range(requests) if i % 3)
     assert value(registry, "mlserving_feature_value_count", feature="a") == 2 * requests
@@ -50,7 +56,7 @@ def test_a_scrape_counts_every_request_before_it(traffic, requests):
 
 def test_scraping_twice_counts_nothing_twice(traffic):
     metrics, registry = traffic
-    metrics.observe("1", np.array([[0.5, 0.5]]), ["setosa"])
+    observe(metrics, "1", np.array([[0.5, 0.5]]), ["setosa"])
     generate_latest(registry)
     assert value(registry, "mlserving_predicted_class_total", version="1", predicted_class="setosa") == 1
     assert value(registry, "mlserving_feature_value_count", feature="a") == 1
@@ -58,10 +64,10 @@ def test_scraping_twice_counts_nothing_twice(traffic):
 
 def test_a_request_answered_with_the_old_features_after_a_swap_loses_only_its_values(traffic):
     metrics, registry = traffic
-    metrics.observe("1", np.array([[0.5, 0.5]]), ["setosa"])
+    observe(metrics, "1", np.array([[0.5, 0.5]]), ["setosa"])
     metrics.use_features(("a", "b", "c"))  # v2 has a third feature; a v1 request is still in flight
-    metrics.observe("1", np.array([[0.5, 0.5]]), ["versicolor"])
-    metrics.observe("2", np.array([[0.5, 1.5, 2.5]]), ["setosa"])
+    observe(metrics, "1", np.array([[0.5, 0.5]]), ["versicolor"])
+    observe(metrics, "2", np.array([[0.5, 1.5, 2.5]]), ["setosa"])
 
     assert value(registry, "mlserving_feature_value_count", feature="c") == 1  # the new histograms start afresh
     assert value(registry, "mlserving_feature_value_count", feature="a") == 1
@@ -70,9 +76,21 @@ def test_a_request_answered_with_the_old_features_after_a_swap_loses_only_its_va
         assert value(registry, "mlserving_predicted_class_total", version=version, predicted_class=cls) == 1
 
 
+def test_two_models_under_one_version_name_count_their_own_classes(traffic):
+    """An unregistered folder reloaded with another model keeps the version name "unregistered": each
+    request's positions are counted against the classes of the model that answered it."""
+    metrics, registry = traffic
+    observe(metrics, "unregistered", np.array([[0.5, 0.5]]), ["versicolor"])
+    observe(metrics, "unregistered", np.array([[0.5, 0.5], [0.5, 0.5]]), ["no", "yes"], classes=("no", "yes"))
+    observe(metrics, "unregistered", np.array([[0.5, 0.5]]), ["virginica"])
+    counted = {cls: value(registry, "mlserving_predicted_class_total", version="unregistered", predicted_class=cls)
+               for cls in (*CLASSES, "no", "yes")}
+    assert counted == {"setosa": 0, "versicolor": 1, "virginica": 1, "no": 1, "yes": 1}
+
+
 def test_the_exposed_names_are_the_ones_dashboards_query(traffic):
     metrics, registry = traffic
-    metrics.observe("1", np.array([[0.5, 0.5]]), ["setosa"])
+    observe(metrics, "1", np.array([[0.5, 0.5]]), ["setosa"])
     text = generate_latest(registry).decode()
     assert '# TYPE mlserving_predicted_class_total counter' in text  # as prometheus_client's Counter wrote it
     assert 'mlserving_predicted_class_total{model="m",predicted_class="setosa",version="1"} 1.0' in text
@@ -82,10 +100,10 @@ def test_the_exposed_names_are_the_ones_dashboards_query(traffic):
 
 def test_a_request_larger_than_a_batch_is_counted_whole(traffic):
     metrics, registry = traffic
-    metrics.observe("1", np.array([[0.5, 0.5]]), ["setosa"])
+    observe(metrics, "1", np.array([[0.5, 0.5]]), ["setosa"])
     big = TrafficMetrics.FLUSH_ROWS * 3
-    metrics.observe("1", np.full((big, 2), 1.5), ["virginica"] * big)
-    metrics.observe("2", np.array([[0.5, 0.5]]), ["setosa"])
+    observe(metrics, "1", np.full((big, 2), 1.5), ["virginica"] * big)
+    observe(metrics, "2", np.array([[0.5, 0.5]]), ["setosa"])
     assert value(registry, "mlserving_feature_value_count", feature="a") == big + 2
     assert value(registry, "mlserving_feature_value_bucket", feature="a", le="1") == 2
     assert value(registry, "mlserving_predicted_class_total", version="1", predicted_class="virginica") == big
@@ -96,13 +114,13 @@ def test_waiting_requests_leave_nothing_for_the_garbage_collector(traffic):
     """A request that left a tuple or a list waiting would count towards the collector's thresholds, and
     its collections (the oldest generation's take over 100 ms in the model server) would reach the tail."""
     metrics, _ = traffic
-    rows, labels = np.array([[0.5, 0.5]]), ["setosa"]
+    rows, positions = np.array([[0.5, 0.5]]), np.array([0], dtype=np.intp)
     gc.collect()
     gc.disable()
     try:
         allocated_before = gc.get_count()[0]
         for _ in range(TrafficMetrics.FLUSH_ROWS - 1):
-            metrics.observe("1", rows, labels)
+            metrics.observe("1", CLASSES, rows, positions)
         allocated = gc.get_count()[0] - allocated_before
     finally:
         gc.enable()

@@ -5,6 +5,9 @@ row, which would be most of a request's cost. For a Pipeline of StandardScaler
 steps ending in a LogisticRegression, the whole model folds into one affine map
 (x @ W + b, argmax). The fold is only used after it reproduces sklearn's own
 predictions on a probe batch; any other model, or any mismatch, uses sklearn.
+
+Both predictors answer with positions in the model's `classes_`, not the labels: the
+answer looks the labels up once, and the traffic metrics count small integers.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 
 
 def fold_linear(estimator) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The model as one affine map, predicting positions in classes_; None if it is not that kind."""
     steps = [s for _, s in estimator.steps] if isinstance(estimator, Pipeline) else [estimator]
     *scalers, last = steps
     if type(last) is not LogisticRegression or not all(type(s) is StandardScaler for s in scalers):
@@ -29,21 +33,28 @@ def fold_linear(estimator) -> Callable[[np.ndarray], np.ndarray] | None:
         scale = scaler.scale_ if scaler.with_std else np.ones(weights.shape[0])
         weights = weights / scale[:, None]
         bias = bias - mean @ weights
-    classes = last.classes_
     if weights.shape[1] == 1:  # binary: one decision column, positive means classes_[1]
-        return lambda rows: classes[((rows @ weights)[:, 0] + bias[0] > 0).astype(np.intp)]
-    return lambda rows: classes[(rows @ weights + bias).argmax(axis=1)]
+        return lambda rows: ((rows @ weights)[:, 0] + bias[0] > 0).astype(np.intp)
+    return lambda rows: (rows @ weights + bias).argmax(axis=1)
 
 
-def verified_fast_predict(estimator, probe: np.ndarray, rng_seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
-    """The folded predictor if it agrees with sklearn on a probe batch, else sklearn's predict."""
+def sklearn_class_positions(estimator) -> Callable[[np.ndarray], np.ndarray]:
+    """sklearn's predict, its labels mapped back to positions in classes_ (not assumed sorted)."""
+    order = np.argsort(estimator.classes_, kind="stable")
+    ordered = estimator.classes_[order]
+    return lambda rows: order[np.searchsorted(ordered, estimator.predict(rows))]
+
+
+def verified_class_positions(estimator, probe: np.ndarray, rng_seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """The folded predictor if it agrees with sklearn on a probe batch, else sklearn's predict; either
+    predicts positions in classes_."""
     folded = fold_linear(estimator)
     if folded is None:
-        return estimator.predict
+        return sklearn_class_positions(estimator)
     rng = np.random.default_rng(rng_seed)
     spread = np.abs(probe).mean(axis=0) + 1.0
     jitter = rng.normal(size=(2000, probe.shape[1])) * spread
     batch = np.vstack([probe, probe[rng.integers(0, len(probe), 2000)] + jitter])
-    if np.array_equal(folded(batch), estimator.predict(batch)):
+    if np.array_equal(estimator.classes_[folded(batch)], estimator.predict(batch)):
         return folded
-    return estimator.predict
+    return sklearn_class_positions(estimator)

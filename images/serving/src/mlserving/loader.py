@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fastpath import verified_fast_predict
+from .fastpath import verified_class_positions
 from .mlmodel import ModelLoadError, load_estimator, read_mlmodel
 
 REGISTRY_FILE = "registry.json"
@@ -33,14 +33,20 @@ REGISTRY_ENV = {"version": "MLSERVING_REGISTRY_VERSION", "run_id": "MLSERVING_RU
 @dataclass(frozen=True)
 class LoadedModel:
     estimator: object
-    predict: Callable[[np.ndarray], np.ndarray]  # sklearn's, or a verified numpy fold of it (fastpath.py)
+    # Rows in, positions in class_values out: sklearn's predict, or a verified numpy fold of it (fastpath.py).
+    class_positions: Callable[[np.ndarray], np.ndarray]
+    class_values: np.ndarray  # the estimator's classes_, as it answers them
     features: tuple[str, ...]
-    classes: tuple[str, ...]
+    classes: tuple[str, ...]  # the same, as text (metadata and metrics)
     version: str
     run_id: str
     model_uri: str
     source: str
     loaded_at: float = field(default_factory=time.time)
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        """The predicted labels, as the estimator's own predict gives them."""
+        return self.class_values[self.class_positions(rows)]
 
 
 def _strip_feature_names(estimator, features: tuple[str, ...]) -> None:
@@ -96,7 +102,8 @@ def load_model_dir(path: str | Path) -> LoadedModel:
     registry = registry_identity(path)
     return LoadedModel(
         estimator=estimator,
-        predict=verified_fast_predict(estimator, probe),
+        class_positions=verified_class_positions(estimator, probe),
+        class_values=np.asarray(estimator.classes_),
         features=features,
         classes=tuple(str(c) for c in estimator.classes_),
         version=str(registry.get("version", "unregistered")),

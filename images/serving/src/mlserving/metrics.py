@@ -1,6 +1,6 @@
 """Prometheus metrics beyond KServe's latency histograms.
 
-A request pays for copying its rows and labels into numpy buffers: its feature values and predicted classes
+A request pays for copying its rows and predicted class positions into numpy buffers: its feature values and classes
 are counted from there in batches (TrafficMetrics), turned into Prometheus histograms and counters only when
 Prometheus scrapes.
 """
@@ -48,7 +48,8 @@ class TrafficMetrics:
     """What live traffic looked like, for one model: each feature's value histogram (the input to live drift
     detection) and the predicted classes by served version.
 
-    A request only copies its rows and labels into preallocated numpy buffers. They are counted in batches,
+    A request only copies its rows and predicted classes (positions in its model's classes) into
+    preallocated numpy buffers. They are counted in batches,
     when the buffers are full (FLUSH_ROWS rows) and at every scrape, so numpy's fixed cost per call (several
     microseconds, more than the counting itself for a few rows) is paid once per batch, and a scrape still
     counts every request answered before it.
@@ -65,8 +66,9 @@ class TrafficMetrics:
         self.model = model
         self.edges = np.asarray(buckets, dtype=np.float64)
         self.classes: collections.Counter = collections.Counter()  # (version, class) -> predictions
-        self._labels = np.empty(self.FLUSH_ROWS, dtype=object)
-        self._versions: list[tuple[int, str]] = []  # (first waiting row, version), a new entry when it changes
+        self._positions = np.empty(self.FLUSH_ROWS, dtype=np.intp)
+        # (first waiting row, version, its classes): a new entry when the answering model changes
+        self._segments: list[tuple[int, str, tuple[str, ...]]] = []
         self._waiting = 0
         self._lock = threading.Lock()
         self._count_features(())
@@ -86,23 +88,24 @@ class TrafficMetrics:
         self._rows = np.empty((self.FLUSH_ROWS, len(features)))
         self._has_values = np.zeros(self.FLUSH_ROWS, dtype=bool)
 
-    def observe(self, version: str, rows: np.ndarray, labels: list) -> None:
-        n = len(labels)
+    def observe(self, version: str, classes: tuple[str, ...], rows: np.ndarray, positions: np.ndarray) -> None:
+        """A request's rows and its predicted classes, as positions in `classes`."""
+        n = len(positions)
         with self._lock:  # the feature check too: a swap to other features changes the buffers under the lock
             # A request the model just swapped out answered may have other features: its values fit no histogram.
             fits = rows.shape[1] == len(self.features)
             if self._waiting + n > self.FLUSH_ROWS:
                 self._flush()
             if n > self.FLUSH_ROWS:  # more than the buffers hold: counted at once
-                self._count(rows if fits else None, [(version, labels)])
+                self._count(rows if fits else None, [(version, classes, positions)])
                 return
             start, end = self._waiting, self._waiting + n
             if fits:
                 self._rows[start:end] = rows
             self._has_values[start:end] = fits
-            self._labels[start:end] = labels
-            if not self._versions or self._versions[-1][1] != version:
-                self._versions.append((start, version))
+            self._positions[start:end] = positions
+            if not self._segments or self._segments[-1][1:] != (version, classes):
+                self._segments.append((start, version, classes))
             self._waiting = end
 
     def _flush(self) -> None:
@@ -110,21 +113,22 @@ class TrafficMetrics:
         end = self._waiting
         if not end:
             return
-        bounds = [start for start, _ in self._versions[1:]] + [end]
+        bounds = [start for start, _, _ in self._segments[1:]] + [end]
         self._count(self._rows[:end][self._has_values[:end]],
-                    [(version, self._labels[start:stop].tolist())
-                     for (start, version), stop in zip(self._versions, bounds, strict=True)])
-        self._waiting, self._versions = 0, []
+                    [(version, classes, self._positions[start:stop])
+                     for (start, version, classes), stop in zip(self._segments, bounds, strict=True)])
+        self._waiting, self._segments = 0, []
 
-    def _count(self, rows: np.ndarray | None, labels_by_version: list[tuple[str, list]]) -> None:
+    def _count(self, rows: np.ndarray | None, segments: list[tuple[str, tuple[str, ...], np.ndarray]]) -> None:
         if rows is not None and len(rows):
             slots = np.searchsorted(self.edges, rows, side="left")  # le-buckets: value <= edge
             self.counts += np.bincount((slots + self.offsets).ravel(), minlength=self.counts.size).reshape(
                 self.counts.shape)
             self.sums += rows.sum(axis=0)
-        for version, labels in labels_by_version:
-            for cls, count in collections.Counter(labels).items():
-                self.classes[version, str(cls)] += count
+        for version, classes, positions in segments:
+            for cls, count in zip(classes, np.bincount(positions, minlength=len(classes)).tolist(), strict=False):
+                if count:
+                    self.classes[version, cls] += count
 
     def collect(self):
         with self._lock:
@@ -159,5 +163,5 @@ class ModelMetrics:
         MODEL_INFO.labels(self.model, version, run_id).set(1)
         self.traffic.use_features(features)
 
-    def observe(self, version: str, rows: np.ndarray, predicted: list) -> None:
-        self.traffic.observe(version, rows, predicted)
+    def observe(self, version: str, classes: tuple[str, ...], rows: np.ndarray, positions: np.ndarray) -> None:
+        self.traffic.observe(version, classes, rows, positions)

@@ -81,13 +81,12 @@ class RegistryModel(Model):
 
     def _labels(self, active: LoadedModel, rows: np.ndarray) -> list:
         try:
-            predicted = active.predict(rows)
+            positions = active.class_positions(rows)
         except Exception as exc:
             log.exception("%s v%s failed to predict", self.name, active.version)
             raise InferenceError(f"model {self.name} version {active.version} failed to predict: {exc}") from exc
-        labels = predicted.tolist() if isinstance(predicted, np.ndarray) else list(predicted)
-        self.metrics.observe(active.version, rows, labels)
-        return labels
+        self.metrics.observe(active.version, active.classes, rows, positions)
+        return active.class_values[positions].tolist()
 
     def infer_v2(self, tensors: list, request_id: str | None) -> dict:
         """The v2 fast path (routes.py): decoded tensors in, OIP response dict out, no pydantic round trips."""
