@@ -13,8 +13,8 @@ from .evaluate import score
 from .live_drift import live_drift
 from .model_registry import Registry
 from .schema import schema_from_dict
-from .split import load_run, load_set
-from .volume import DataVolume, write_json_atomic
+from .split import load_set
+from .volume import DataVolume, load_run, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,7 @@ import logging
 
 from .contracts import COMPARED_WITH_TAG, DECISION_TAG, REASON_TAG, TrainingDecision
 from .model_registry import Registry
-from .split import load_run
-from .volume import DataVolume, read_json
+from .volume import DataVolume, load_run, read_json
 
 log = logging.getLogger(__name__)
 

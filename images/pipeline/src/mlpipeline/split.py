@@ -106,9 +106,3 @@ def load_set(volume: DataVolume, run_key: str, name: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def load_run(volume: DataVolume, run_key: str) -> tuple[dict, dict]:
-    """The run's manifest and the config it was split with."""
-    run_dir = volume.run_dir(run_key)
-    if not run_dir.is_dir():
-        raise PipelineError(f"unknown run key {run_key}: {run_dir} does not exist; run split first")
-    return read_json(run_dir / "manifest.json"), read_json(run_dir / "config.json")

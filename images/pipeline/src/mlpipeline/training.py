@@ -29,8 +29,8 @@ from .evaluate import score
 from .model import fit, skops_trusted_types
 from .model_registry import REFERENCE_ARTIFACT, Registry
 from .schema import schema_from_dict
-from .split import load_run, load_set
-from .volume import DataVolume, read_json, write_atomic, write_json_atomic
+from .split import load_set
+from .volume import DataVolume, load_run, read_json, write_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -137,3 +137,11 @@ def read_json(path: Path):
         raise PipelineError(f"missing {path}: run the earlier stage first") from exc
     except json.JSONDecodeError as exc:
         raise PipelineError(f"corrupt JSON in {path}: {exc.msg} at line {exc.lineno}") from exc
+
+
+def load_run(volume: DataVolume, run_key: str) -> tuple[dict, dict]:
+    """The run's manifest and the config it was split with."""
+    run_dir = volume.run_dir(run_key)
+    if not run_dir.is_dir():
+        raise PipelineError(f"unknown run key {run_key}: {run_dir} does not exist; run split first")
+    return read_json(run_dir / "manifest.json"), read_json(run_dir / "config.json")
