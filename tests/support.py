@@ -105,14 +105,18 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> No
 
 
 @contextmanager
-def mlflow_server(root: Path):
-    """A real MLflow tracking server (sqlite, local artifacts, one worker, no job runner)."""
+def mlflow_server(root: Path, proxy_artifacts: bool = True):
+    """A real MLflow tracking server (sqlite, local artifacts, one worker, no job runner). It serves the
+    artifacts itself (`mlflow-artifacts:/` URIs), as the cluster's does; or, with proxy_artifacts=False,
+    it hands clients a `file://` root they read directly (as an s3:// or shared store would be)."""
     port = free_port()
     log_path = root / "mlflow.log"
+    artifacts = (["--artifacts-destination", str(root / "artifacts")] if proxy_artifacts else
+                 ["--no-serve-artifacts", "--default-artifact-root", (root / "artifacts").as_uri()])
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [str(PIPELINE_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             *artifacts, "--host", "127.0.0.1", "--port", str(port),
              "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         try:

@@ -11,14 +11,11 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
-
 from .errors import PipelineError
+from .mlflow_api import MlflowApi, MlflowApiError, logged_model_id, proxied_path
 from .served_model_dir import holds_version, staged
 
 log = logging.getLogger(__name__)
@@ -27,94 +24,172 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 REFERENCE_ARTIFACT = "reference/train_sample.parquet"
 
 
-def _missing(exc: MlflowException) -> bool:
-    return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(exc).lower()
+@dataclass(frozen=True)
+class ModelVersion:
+    """A registered version, as the registry's REST API describes it (the fields the stages read)."""
+    version: str
+    run_id: str
+    source: str
+    status: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, doc: dict) -> ModelVersion:
+        return cls(version=str(doc["version"]), run_id=doc.get("run_id", ""), source=doc.get("source", ""),
+                   status=doc.get("status", ""), tags={t["key"]: t.get("value", "") for t in doc.get("tags", [])})
+
+
+def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"key": k, "value": v} for k, v in tags.items()]
 
 
 class Registry:
+    """The registry through the tracking server's REST API (mlflow_api): no MLflow import for the calls;
+    a model's files come through the server's artifact proxy, and only files the server does not proxy
+    are read with MLflow's client."""
+
     def __init__(self, model_name: str, tracking_uri: str | None = None):
         self.name = model_name
-        try:
-            self.client = MlflowClient(tracking_uri=tracking_uri)
-        except MlflowException as exc:
-            raise PipelineError(f"cannot use MLflow tracking URI {tracking_uri!r}: {exc.message}") from exc
+        self.api = MlflowApi(tracking_uri)
 
     # -- reading ----------------------------------------------------------------
     def alias(self, alias: str) -> ModelVersion | None:
         try:
-            return self.client.get_model_version_by_alias(self.name, alias)
-        except MlflowException as exc:
-            if _missing(exc):
+            found = self.api.get("registered-models/alias", name=self.name, alias=alias)
+        except MlflowApiError as exc:
+            if exc.not_found:
                 return None
-            raise PipelineError(f"MLflow registry error reading {self.name}@{alias}: {exc.message}") from exc
+            raise PipelineError(f"MLflow registry error reading {self.name}@{alias}: {exc}") from None
+        return ModelVersion.from_json(found["model_version"])
 
     def champion(self) -> ModelVersion | None:
         return self.alias(CHAMPION)
 
     def version(self, number: str) -> ModelVersion:
         try:
-            return self.client.get_model_version(self.name, str(number))
-        except MlflowException as exc:
-            if _missing(exc):
-                raise PipelineError(f"{self.name} has no version {number!r}") from exc
+            return ModelVersion.from_json(self.api.get("model-versions/get", name=self.name,
+                                                       version=str(number))["model_version"])
+        except MlflowApiError as exc:
+            if exc.not_found:
+                raise PipelineError(f"{self.name} has no version {number!r}") from None
             raise
 
     def version_for_run_key(self, run_key: str) -> ModelVersion | None:
-        found = self.client.search_model_versions(f"name = '{self.name}' and tags.run_key = '{run_key}'")
+        found = [ModelVersion.from_json(v) for v in self.api.pages(
+            "model-versions/search", "model_versions", method="GET",
+            body={"filter": f"name = '{self.name}' and tags.run_key = '{run_key}'", "max_results": 1000})]
         return min(found, key=lambda v: int(v.version)) if found else None
 
+    def _model_location(self, version: ModelVersion) -> str:
+        """Where the version's files are: a logged model's artifact URI (MLflow 3), else its source."""
+        model_id = logged_model_id(version.source)
+        return self.api.get(f"logged-models/{model_id}")["model"]["info"]["artifact_uri"] if model_id \
+            else version.source
+
+    def _fetch(self, root: str, destination: Path) -> None:
+        for relative in self.api.artifact_files(root):
+            (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+            (destination / relative).write_bytes(self.api.artifact(f"{root}/{relative}"))
+
     def load_version(self, version: ModelVersion):
-        import mlflow.sklearn
+        """The version's estimator. A skops file is loaded as mlflow.sklearn.load_model loads it (skops,
+        trusting the types its MLmodel names); any other format by MLflow's loader."""
+        root = proxied_path(self._model_location(version))
+        if root is None:
+            import mlflow.sklearn
 
-        return mlflow.sklearn.load_model(f"models:/{self.name}/{version.version}")
-
-    def reference_sample(self, version: ModelVersion) -> pd.DataFrame:
+            return mlflow.sklearn.load_model(f"models:/{self.name}/{version.version}")
         with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = self.client.download_artifacts(version.run_id, REFERENCE_ARTIFACT, tmp)
-            except (MlflowException, OSError) as exc:
-                raise PipelineError(f"champion {self.name} v{version.version} has no training reference "
-                                    f"({REFERENCE_ARTIFACT} in run {version.run_id}): {exc}") from exc
-            return pd.read_parquet(path)
+            self._fetch(root, Path(tmp))
+            import yaml
+
+            flavor = (yaml.safe_load((Path(tmp) / "MLmodel").read_text()).get("flavors") or {}).get("sklearn") or {}
+            if flavor.get("serialization_format") != "skops":
+                import mlflow.sklearn
+
+                return mlflow.sklearn.load_model(tmp)
+            import skops.io
+
+            return skops.io.load(Path(tmp) / flavor["pickled_model"], trusted=flavor.get("skops_trusted_types"))
+
+    def reference_sample(self, version: ModelVersion):
+        import pandas as pd
+
+        try:
+            run = self.api.get("runs/get", run_id=version.run_id)["run"]
+            root = proxied_path(run["info"]["artifact_uri"])
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "reference.parquet"
+                if root is None:
+                    import mlflow.artifacts
+
+                    path = mlflow.artifacts.download_artifacts(run_id=version.run_id,
+                                                               artifact_path=REFERENCE_ARTIFACT, dst_path=tmp)
+                else:
+                    path.write_bytes(self.api.artifact(f"{root}/{REFERENCE_ARTIFACT}"))
+                return pd.read_parquet(path)
+        except (MlflowApiError, OSError) as exc:
+            raise PipelineError(f"champion {self.name} v{version.version} has no training reference "
+                                f"({REFERENCE_ARTIFACT} in run {version.run_id}): {exc}") from None
 
     def download(self, version: ModelVersion, destination: Path) -> Path:
         """The version's MLflow model directory at destination (complete or absent), plus registry.json
         naming the version, which the serving runtime reports (served_model_dir)."""
-        import mlflow.artifacts
-
         destination = Path(destination)
         if holds_version(destination, self.name, version.version):
             return destination
+        location = self._model_location(version)
+        root = proxied_path(location)
         with staged(destination, self.name, version.version, version.run_id) as staging:
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{self.name}/{version.version}",
-                                                dst_path=str(staging))
+            if root is None:
+                import mlflow.artifacts
+
+                mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{self.name}/{version.version}",
+                                                    dst_path=str(staging))
+            else:
+                self._fetch(root, staging)
+            if not (staging / "MLmodel").is_file():
+                raise PipelineError(f"{self.name} v{version.version} has no MLmodel at {location}")
         return destination
 
     # -- writing ----------------------------------------------------------------
     def ensure_model(self) -> None:
         try:
-            self.client.get_registered_model(self.name)
-        except MlflowException as exc:
-            if not _missing(exc):
+            self.api.get("registered-models/get", name=self.name)
+        except MlflowApiError as exc:
+            if not exc.not_found:
                 raise
-            self.client.create_registered_model(
-                self.name, description="Continuously trained classifier; aliases: champion (served), "
-                                        "challenger (last candidate).")
+            try:
+                self.api.post("registered-models/create", {
+                    "name": self.name, "description": "Continuously trained classifier; aliases: champion "
+                                                      "(served), challenger (last candidate)."})
+            except MlflowApiError as race:  # another run created it meanwhile
+                if race.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
 
     def create_version(self, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
         self.ensure_model()
-        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-        version = self.client.create_model_version(self.name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
+        body = {"name": self.name, "source": model_uri, "run_id": run_id, "tags": _tags(tags)}
+        if model_id := logged_model_id(model_uri):
+            body["model_id"] = model_id
+        version = ModelVersion.from_json(self.api.post("model-versions/create", body)["model_version"])
         deadline = time.monotonic() + 120
         while version.status == "PENDING_REGISTRATION" and time.monotonic() < deadline:
             time.sleep(0.5)
-            version = self.client.get_model_version(self.name, version.version)
+            version = self.version(version.version)
         if version.status != "READY":
             raise PipelineError(f"model version {self.name} v{version.version} is {version.status}, not READY")
         return version
 
+    def _set_alias(self, alias: str, version: str) -> None:
+        self.api.post("registered-models/alias", {"name": self.name, "alias": alias, "version": str(version)})
+
+    def _set_version_tag(self, version: str, key: str, value: str) -> None:
+        self.api.post("model-versions/set-tag", {"name": self.name, "version": str(version), "key": key,
+                                                 "value": value})
+
     def set_challenger(self, version: ModelVersion) -> None:
-        self.client.set_registered_model_alias(self.name, CHALLENGER, version.version)
+        self._set_alias(CHALLENGER, version.version)
 
     def move_champion(self, version: ModelVersion, event: str, reason: str, context: dict[str, str]) -> dict:
         """Point `champion` at version and record the move (promotion or rollback)."""
@@ -124,27 +199,34 @@ class Registry:
         tags = {"event": event, "model_name": self.name, "version": str(version.version),
                 "previous_version": previous.version if previous else "", "reason": reason[:4000],
                 **{k: str(v) for k, v in context.items() if v}}
-        run = self.client.create_run(experiment_id, start_time=now_ms, tags=tags,
-                                     run_name=f"{event} v{version.version}")
-        self.client.set_registered_model_alias(self.name, CHAMPION, version.version)
-        self.client.set_model_version_tag(self.name, version.version, "champion_since_ms", str(now_ms))
+        run_name = f"{event} v{version.version}"
+        # As MlflowClient.create_run sends it: the name also as the mlflow.runName tag, the user "unknown".
+        run_id = self.api.post("runs/create", {
+            "experiment_id": experiment_id, "user_id": "unknown", "start_time": now_ms, "run_name": run_name,
+            "tags": _tags({**tags, "mlflow.runName": run_name})})["run"]["info"]["run_id"]
+        self._set_alias(CHAMPION, version.version)
+        self._set_version_tag(version.version, "champion_since_ms", str(now_ms))
         if previous and previous.version != version.version:
-            self.client.set_model_version_tag(self.name, previous.version, "champion_until_ms", str(now_ms))
-        self.client.set_terminated(run.info.run_id, status="FINISHED", end_time=now_ms)
+            self._set_version_tag(previous.version, "champion_until_ms", str(now_ms))
+        self.api.post("runs/update", {"run_id": run_id, "status": "FINISHED", "end_time": now_ms})
         log.info("%s: champion %s -> v%s (%s)", event, f"v{previous.version}" if previous else "none",
                  version.version, reason)
         return {"event": event, "version": version.version, "previous_version": tags["previous_version"] or None,
-                "at_ms": now_ms, "record_run_id": run.info.run_id}
+                "at_ms": now_ms, "record_run_id": run_id}
 
     def champion_history(self) -> list[dict]:
-        experiment = self.client.get_experiment_by_name(self._promotions_name)
-        if experiment is None:
+        experiment_id = self._experiment_id(self._promotions_name)
+        if experiment_id is None:
             return []
-        runs = self.client.search_runs([experiment.experiment_id], f"tags.model_name = '{self.name}'",
-                                       order_by=["attributes.start_time ASC"], max_results=10000)
-        return [{"at_ms": r.info.start_time, "event": r.data.tags.get("event"),
-                 "version": r.data.tags.get("version"), "previous_version": r.data.tags.get("previous_version") or None,
-                 "reason": r.data.tags.get("reason")} for r in runs]
+        history = []
+        for run in self.api.pages("runs/search", "runs", {
+                "experiment_ids": [experiment_id], "filter": f"tags.model_name = '{self.name}'",
+                "order_by": ["attributes.start_time ASC"], "max_results": 1000}):
+            tags = {t["key"]: t.get("value") for t in run["data"].get("tags", [])}
+            history.append({"at_ms": int(run["info"]["start_time"]), "event": tags.get("event"),
+                            "version": tags.get("version"), "previous_version": tags.get("previous_version") or None,
+                            "reason": tags.get("reason")})
+        return history
 
     def champion_at(self, at_ms: int) -> str | None:
         """The champion version at a moment (epoch ms), from the promotion record."""
@@ -159,9 +241,16 @@ class Registry:
     def _promotions_name(self) -> str:
         return f"{self.name}.promotions"
 
+    def _experiment_id(self, name: str) -> str | None:
+        try:
+            return self.api.get("experiments/get-by-name", experiment_name=name)["experiment"]["experiment_id"]
+        except MlflowApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+
     def _promotions_experiment(self) -> str:
-        experiment = self.client.get_experiment_by_name(self._promotions_name)
-        if experiment is not None:
-            return experiment.experiment_id
-        return self.client.create_experiment(self._promotions_name)
+        found = self._experiment_id(self._promotions_name)
+        return found if found is not None else \
+            self.api.post("experiments/create", {"name": self._promotions_name})["experiment_id"]
 
