@@ -9,9 +9,10 @@ users' browsers reach the MLflow UI (task links) is the option `[mlops] mlflow_u
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import quote
 
 from mlops.hooks.http import HttpServiceHook, ServiceError
+from mlpipeline.mlflow_api import API, ARTIFACTS, artifact_files, logged_model_id, proxied_path
 
 
 class MlflowError(ServiceError):
@@ -23,8 +24,6 @@ class MlflowHook(HttpServiceHook):
     default_conn_name = "mlflow_default"
     hook_name = "MLflow"
     error_class = MlflowError
-    API = "/api/2.0/mlflow"
-    ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"  # the artifact proxy (`mlflow server --serve-artifacts`)
 
     @property
     def tracking_uri(self) -> str:
@@ -45,12 +44,12 @@ class MlflowHook(HttpServiceHook):
         """The TrainingDecision the pipeline recorded on its training run for this run key, or None."""
         from mlpipeline.contracts import TrainingDecision
 
-        found = self.json("GET", f"{self.API}/experiments/get-by-name", ok=(200, 404),
+        found = self.json("GET", f"{API}/experiments/get-by-name", ok=(200, 404),
                           params={"experiment_name": model_name})
         if "experiment" not in found:
             return None
         experiment_id = found["experiment"]["experiment_id"]
-        runs = self.json("POST", f"{self.API}/runs/search", body={
+        runs = self.json("POST", f"{API}/runs/search", body={
             "experiment_ids": [experiment_id], "max_results": 1, "order_by": ["attributes.start_time DESC"],
             "filter": f"tags.run_key = '{run_key}' and tags.stage = 'train'"}).get("runs") or []
         if not runs:
@@ -60,27 +59,27 @@ class MlflowHook(HttpServiceHook):
     def set_run_tags(self, run_id: str, tags: dict[str, str]) -> None:
         """All at once (one log-batch request, which the server writes in one transaction): a failure
         leaves none of them."""
-        self.json("POST", f"{self.API}/runs/log-batch",
+        self.json("POST", f"{API}/runs/log-batch",
                   body={"run_id": run_id, "tags": [{"key": k, "value": v} for k, v in tags.items()]})
 
     def run_tags(self, run_id: str) -> dict[str, str]:
-        run = self.json("GET", f"{self.API}/runs/get", params={"run_id": run_id})["run"]
+        run = self.json("GET", f"{API}/runs/get", params={"run_id": run_id})["run"]
         return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
 
     def set_model_version_tags(self, model_name: str, version: str, tags: dict[str, str]) -> None:
         """MLflow's REST API sets a model version's tags one at a time (`model-versions/set-tag`)."""
         for key, value in tags.items():
-            self.json("POST", f"{self.API}/model-versions/set-tag",
+            self.json("POST", f"{API}/model-versions/set-tag",
                       body={"name": model_name, "version": str(version), "key": key, "value": value})
 
     def model_version_tags(self, model_name: str, version: str) -> dict[str, str]:
-        found = self.json("GET", f"{self.API}/model-versions/get", params={"name": model_name, "version": str(version)})
+        found = self.json("GET", f"{API}/model-versions/get", params={"name": model_name, "version": str(version)})
         return {t["key"]: t["value"] for t in found["model_version"].get("tags", [])}
 
     def champion(self, model_name: str) -> dict | None:
         """The version the `champion` alias points at: {"version", "run_id", "source"}, or None."""
         # 400 INVALID_PARAMETER_VALUE: no such alias; 404: no such model
-        found = self.json("GET", f"{self.API}/registered-models/alias", ok=(200, 400, 404),
+        found = self.json("GET", f"{API}/registered-models/alias", ok=(200, 400, 404),
                           params={"name": model_name, "alias": "champion"})
         if "model_version" not in found:
             return None
@@ -90,10 +89,10 @@ class MlflowHook(HttpServiceHook):
     def artifact_location(self, source: str) -> str:
         """Where a version's files are: a logged model's artifact URI (MLflow 3 `models:/m-...` sources),
         else the source itself."""
-        if not source.startswith("models:/m-"):
+        model_id = logged_model_id(source)
+        if model_id is None:
             return source
-        model_id = source.removeprefix("models:/")
-        return self.json("GET", f"{self.API}/logged-models/{model_id}")["model"]["info"]["artifact_uri"]
+        return self.json("GET", f"{API}/logged-models/{model_id}")["model"]["info"]["artifact_uri"]
 
     def download_version(self, model_name: str, version: str, destination: Path) -> Path | None:
         """The version's model directory at `destination` (mlpipeline.served_model_dir: written whole, or
@@ -104,33 +103,25 @@ class MlflowHook(HttpServiceHook):
 
         if holds_version(destination, model_name, version):
             return destination
-        found = self.json("GET", f"{self.API}/model-versions/get",
+        found = self.json("GET", f"{API}/model-versions/get",
                           params={"name": model_name, "version": str(version)})["model_version"]
-        location = urlparse(self.artifact_location(found["source"]))
-        if location.scheme != "mlflow-artifacts" or location.netloc:  # a netloc: another server's proxy
+        location = self.artifact_location(found["source"])
+        root = proxied_path(location)
+        if root is None:
             return None
-        root = location.path.strip("/")
         with staged(destination, model_name, version, found.get("run_id")) as staging:
             for relative in self._artifact_files(root):
-                answer = self.request("GET", f"{self.ARTIFACTS}/{quote(f'{root}/{relative}')}")
+                answer = self.request("GET", f"{ARTIFACTS}/{quote(f'{root}/{relative}')}")
                 if answer.status_code != 200:
                     raise MlflowError(f"MLflow: {model_name} v{version}: {relative} could not be downloaded "
                                       f"(HTTP {answer.status_code})")
                 (staging / relative).parent.mkdir(parents=True, exist_ok=True)
                 (staging / relative).write_bytes(answer.content)
             if not (staging / "MLmodel").is_file():
-                raise MlflowError(f"MLflow: {model_name} v{version} has no MLmodel at {location.geturl()}")
+                raise MlflowError(f"MLflow: {model_name} v{version} has no MLmodel at {location}")
         return destination
 
-    def _artifact_files(self, root: str, folder: str = ""):
-        """Every file under `root`, as paths relative to it (the proxy lists one folder at a time, by name)."""
-        listed = self.json("GET", self.ARTIFACTS, params={"path": f"{root}/{folder}" if folder else root})
-        for entry in listed.get("files", []):
-            name = entry.get("path", "")
-            if name in ("", ".", "..") or "/" in name or "\\" in name:
-                raise MlflowError(f"MLflow listed an unsafe artifact name {name!r} under {root}/{folder}")
-            relative = f"{folder}/{name}" if folder else name
-            if entry.get("is_dir"):
-                yield from self._artifact_files(root, relative)
-            else:
-                yield relative
+    def _artifact_files(self, root: str):
+        """Every file under `root`, as paths relative to it (mlpipeline.mlflow_api.artifact_files)."""
+        return artifact_files(lambda folder: self.json("GET", ARTIFACTS, params={"path": folder}), root,
+                              MlflowError)
