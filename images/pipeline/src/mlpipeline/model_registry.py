@@ -93,24 +93,27 @@ class Registry:
 
     def load_version(self, version: ModelVersion):
         """The version's estimator. A skops file is loaded as mlflow.sklearn.load_model loads it (skops,
-        trusting the types its MLmodel names); any other format by MLflow's loader."""
+        trusting the types its MLmodel names), fetched alone with its MLmodel; any other format by MLflow's
+        loader."""
         root = proxied_path(self._model_location(version))
         if root is None:
             import mlflow.sklearn
 
             return mlflow.sklearn.load_model(f"models:/{self.name}/{version.version}")
-        with tempfile.TemporaryDirectory() as tmp:
-            self._fetch(root, Path(tmp))
-            import yaml
+        import yaml
 
-            flavor = (yaml.safe_load((Path(tmp) / "MLmodel").read_text()).get("flavors") or {}).get("sklearn") or {}
-            if flavor.get("serialization_format") != "skops":
-                import mlflow.sklearn
-
-                return mlflow.sklearn.load_model(tmp)
+        mlmodel = yaml.safe_load(self.api.artifact(f"{root}/MLmodel")) or {}
+        flavor = (mlmodel.get("flavors") or {}).get("sklearn") or {}
+        if flavor.get("serialization_format") == "skops":
             import skops.io
 
-            return skops.io.load(Path(tmp) / flavor["pickled_model"], trusted=flavor.get("skops_trusted_types"))
+            return skops.io.loads(self.api.artifact(f"{root}/{flavor['pickled_model']}"),
+                                  trusted=flavor.get("skops_trusted_types"))
+        import mlflow.sklearn
+
+        with tempfile.TemporaryDirectory() as tmp:
+            self._fetch(root, Path(tmp))
+            return mlflow.sklearn.load_model(tmp)
 
     def reference_sample(self, version: ModelVersion):
         import pandas as pd
