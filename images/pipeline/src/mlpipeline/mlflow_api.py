@@ -171,5 +171,5 @@ class MlflowApi:
             code, message = error.get("error_code", ""), error.get("message", "")
         except (ValueError, AttributeError):
             code, message = "", content[:300].decode("utf-8", "replace")
-        return MlflowApiError(f"MLflow refused {method} {path}: HTTP {status} {code}: {message}".replace(" : ", ": "),
-                              status, code)
+        named = f"HTTP {status} {code}" if code else f"HTTP {status}"
+        return MlflowApiError(f"MLflow refused {method} {path}: {named}: {message}", status, code)

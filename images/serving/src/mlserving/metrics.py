@@ -1,8 +1,8 @@
 """Prometheus metrics beyond KServe's latency histograms.
 
-A request pays for copying its rows and predicted class positions into numpy buffers: its feature values and classes
-are counted from there in batches (TrafficMetrics), turned into Prometheus histograms and counters only when
-Prometheus scrapes.
+A request pays for copying its rows and its predicted classes (positions in its model's classes) into numpy
+buffers: they are counted from there in batches (TrafficMetrics), turned into Prometheus histograms and
+counters only when Prometheus scrapes.
 """
 
 from __future__ import annotations
@@ -49,10 +49,9 @@ class TrafficMetrics:
     detection) and the predicted classes by served version.
 
     A request only copies its rows and predicted classes (positions in its model's classes) into
-    preallocated numpy buffers. They are counted in batches,
-    when the buffers are full (FLUSH_ROWS rows) and at every scrape, so numpy's fixed cost per call (several
-    microseconds, more than the counting itself for a few rows) is paid once per batch, and a scrape still
-    counts every request answered before it.
+    preallocated numpy buffers. They are counted in batches, when the buffers are full (FLUSH_ROWS rows) and
+    at every scrape, so numpy's fixed cost per call (several microseconds, more than the counting itself for
+    a few rows) is paid once per batch, and a scrape still counts every request answered before it.
     - The batch is bounded in rows, not requests: counting it holds up the requests waiting behind it
       (0.1-0.3 ms for 1,024 rows).
     - Nothing waits in Python containers: a request that left a list or a tuple behind would grow the
