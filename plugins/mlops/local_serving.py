@@ -3,13 +3,15 @@
 deploy points at the version it fetched.
 
 Layout under `<data volume>/serving/<model>/`: `v<N>/` (fetched versions); the stable server's
-`current` (a link to one), `mlserving.log` and `mlserving.pid`; `canary/` the same for a canary;
+`current` (a link to one), `mlserving.log`, `mlserving.pid` and `repository.token` (the bearer token its
+model loads need, generated once, readable by its owner only); `canary/` the same for a canary;
 `router/` the router in front of them (mlops.local_router).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -21,7 +23,22 @@ from mlops.hooks.serving import ServingError, ServingHook
 class LocalModelServer:
     def __init__(self, mlserving: Path, folder: Path, model_name: str, port: int):
         self.mlserving, self.folder, self.port = Path(mlserving), Path(folder), port
-        self.serving = ServingHook(model_name, base_url=self.url)
+        self.serving = ServingHook(model_name, base_url=self.url, repository_token=self._repository_token)
+
+    @property
+    def token_file(self) -> Path:
+        return self.folder / "repository.token"
+
+    def _repository_token(self) -> str:
+        """The token this folder's server checks on a model load; made on first use (a server already
+        running keeps the one it read at start)."""
+        try:
+            descriptor = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            return self.token_file.read_text().strip()
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_urlsafe(32))
+        return self.token_file.read_text().strip()
 
     @property
     def address(self) -> str:
@@ -57,11 +74,13 @@ class LocalModelServer:
         if not self.mlserving.exists():
             raise ServingError(f"the serving environment is missing: {self.mlserving} (run `make envs`)")
         log_file = self.folder / "mlserving.log"
+        self._repository_token()
         # Not the task's stdin: in an Airflow task it is the supervisor's socket, which must close when
         # the task ends, and this server outlives the task.
         with open(log_file, "ab") as log:
             proc = subprocess.Popen([str(self.mlserving), "--model-dir", str(self.link), "--model-name",
-                                     self.serving.model_name, "--http-port", str(self.port), "--quiet-access-log"],
+                                     self.serving.model_name, "--http-port", str(self.port), "--quiet-access-log",
+                                     "--repository-token-file", str(self.token_file)],
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, env=os.environ.copy())
         self.pid_file.write_text(str(proc.pid))

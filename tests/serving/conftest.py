@@ -20,6 +20,7 @@ from tests.reference import reference_file
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE_PYTHON = support.PIPELINE_BIN / "python"
 MODEL = "iris"
+REPOSITORY_TOKEN = "test-repository-token-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -85,12 +86,17 @@ def model_link(model_dirs, tmp_path) -> Path:
 class LiveServer:
     """`mlserving` as users start it, on a real port (its output in `log`), until stop()."""
 
-    def __init__(self, model_dir: Path, log: Path, *args: str):
+    def __init__(self, model_dir: Path, log: Path, *args: str, repository_token: bool = True):
         self.log = log
         port = support.free_port()
+        token_file = log.with_name("repository.token")
+        token_file.write_text(REPOSITORY_TOKEN)
+        if not repository_token:
+            args = tuple(args) + ("--repository-token-file", "")
         with open(log, "wb") as out:
             self.proc = subprocess.Popen([str(Path(sys.executable).parent / "mlserving"), "--model-dir", str(model_dir),
-                                          "--model-name", MODEL, "--http-port", str(port), "--quiet-access-log", *args],
+                                          "--model-name", MODEL, "--http-port", str(port), "--quiet-access-log",
+                                          "--repository-token-file", str(token_file), *args],
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60

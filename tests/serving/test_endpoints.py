@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -100,6 +101,10 @@ BAD = {
                                 "data": [1.0] * 40_004}]}, "the limit is 10000"),
     "negative shape": ({"inputs": [{"name": "x", "shape": [-1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
                        "non-negative"),
+    "boolean shape": ({"inputs": [{"name": "x", "shape": [True, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
+                      "non-negative integers"),
+    "boolean feature shape": ({"inputs": [{**i, "shape": [True], "data": i["data"][:1]}
+                                          for i in per_feature_request()["inputs"]]}, "non-negative integers"),
 }
 
 
@@ -178,3 +183,47 @@ def test_a_request_asks_opentelemetry_nothing(client, monkeypatch):
                             or original())
     answer = client.post(f"/v2/models/{MODEL}/infer", json=matrix_request())
     assert answer.status_code == 200 and asked == []
+
+
+def test_every_answer_is_counted_even_one_no_check_foresaw(client, served, monkeypatch):
+    """A failure outside the request checks is a 500 with a message, and counted as a server error (an
+    uncounted crash would be invisible to the canary's error ratio and to the alerts)."""
+    model = served[1]
+
+    def broken(*args):
+        raise KeyError("an internal slip")
+
+    monkeypatch.setattr(model, "infer_v2", broken)
+    before = scrape(client)
+    response = client.post(f"/v2/models/{MODEL}/infer", json=matrix_request())
+    assert response.status_code == 500 and response.json() == {"error": "internal error: KeyError"}
+    key = f'mlserving_requests_total{{model="{MODEL}",outcome="server_error",version="1"}}'
+    assert scrape(client).get(key, 0) - before.get(key, 0) == 1
+
+
+@pytest.mark.parametrize("path", [f"/v2/models/{MODEL}/infer", f"/v1/models/{MODEL}:predict", "/v2/models/tulip/infer"])
+def test_a_body_beyond_what_the_row_limit_allows_is_refused_413_and_counted(client, served, path):
+    limit = served[1].max_body_bytes
+    before = scrape(client)
+    # Streamed in pieces without a Content-Length: the limit holds while the body arrives, too.
+    too_big = client.post(path, content=iter([b" " * (limit // 2)] * 3), headers={"content-type": "application/json"})
+    declared = client.post(path, content=b"{}", headers={"content-length": str(limit + 1)})
+    for answer in (too_big, declared):
+        assert answer.status_code == 413 and f"({limit} bytes" in answer.json()["error"], answer.text
+    name = "tulip" if "tulip" in path else MODEL
+    key = (f'mlserving_requests_total{{model="{name}",outcome="client_error",version="1"}}' if name == MODEL
+           else 'mlserving_requests_total{model="unknown",outcome="client_error",version="unknown"}')
+    assert scrape(client).get(key, 0) - before.get(key, 0) == 2
+    assert client.post(f"/v2/models/{MODEL}/infer", json=matrix_request()).status_code == 200
+
+
+def test_the_largest_request_the_row_limit_allows_fits_the_body_limit(client, served):
+    model = served[1]
+    rows = [[-1.2345678901234567e-300] * 4] * model.max_rows
+    v2 = {"id": "x" * 200, "inputs": [{"name": "x", "shape": [model.max_rows, 4], "datatype": "FP64",
+                                       "data": [v for row in rows for v in row]}]}
+    v1 = {"instances": [dict(zip(FEATURES, row, strict=True)) for row in rows]}
+    for path, body in ((f"/v2/models/{MODEL}/infer", v2), (f"/v1/models/{MODEL}:predict", v1)):
+        content = json.dumps(body).encode()
+        assert len(content) <= model.max_body_bytes
+        assert client.post(path, content=content, headers={"content-type": "application/json"}).status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ import pytest
 
 from tests import support
 
-from .conftest import MODEL, LiveServer, point
+from .conftest import MODEL, REPOSITORY_TOKEN, LiveServer, point
 from .test_endpoints import ROWS, matrix_request
 
 
@@ -70,10 +71,13 @@ def wait_for_answers(load: Load, count: int, seconds: float = 30) -> None:
         time.sleep(0.05)
 
 
+DEPLOYER = {"Authorization": f"Bearer {REPOSITORY_TOKEN}"}
+
+
 def load_model(url: str, link, target) -> httpx.Response:
-    """Point the served link at `target`, then ask KServe's repository endpoint to load it."""
+    """Point the served link at `target`, then ask KServe's repository endpoint to load it, as the deployer."""
     point(link, target)
-    return httpx.post(f"{url}/v2/repository/models/{MODEL}/load", timeout=120)
+    return httpx.post(f"{url}/v2/repository/models/{MODEL}/load", timeout=120, headers=DEPLOYER)
 
 
 def served_version(url: str) -> str:
@@ -117,10 +121,46 @@ def test_swaps_under_load_drop_nothing(live_server, model_link, model_dirs):
 
 
 def test_the_load_endpoint_is_kserves_own(live_server, model_link, model_dirs):
-    unknown = httpx.post(f"{live_server}/v2/repository/models/tulip/load")
+    unknown = httpx.post(f"{live_server}/v2/repository/models/tulip/load", headers=DEPLOYER)
     assert unknown.status_code == 503 and "tulip" in unknown.json()["error"]
-    again = httpx.post(f"{live_server}/v2/repository/models/{MODEL}/load")  # the link unchanged: same version
+    again = httpx.post(f"{live_server}/v2/repository/models/{MODEL}/load", headers=DEPLOYER)  # same link: same version
     assert again.status_code == 200 and served_version(live_server) == "1"
+
+
+def test_an_inference_caller_can_neither_unload_nor_load_and_readiness_stays_honest(live_server, model_link,
+                                                                                   model_dirs):
+    point(model_link, model_dirs / "good-v2")
+    for headers in ({}, {"Authorization": "Bearer guessed-token-guessed-token"}):
+        refused = httpx.post(f"{live_server}/v2/repository/models/{MODEL}/load", headers=headers)
+        assert refused.status_code == 401 and "bearer token" in refused.json()["error"]
+    for headers in ({}, DEPLOYER):  # nothing unloads, not even the deployer
+        unload = httpx.post(f"{live_server}/v2/repository/models/{MODEL}/unload", headers=headers)
+        assert unload.status_code == 403 and "does not unload" in unload.json()["error"]
+    assert served_version(live_server) == "1"
+    answer = httpx.post(f"{live_server}/v2/models/{MODEL}/infer", json=matrix_request())
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+    ready = httpx.get(f"{live_server}/v2/health/ready")
+    assert ready.status_code == 200 and ready.json() == {"ready": True}
+
+
+def test_without_a_token_file_the_repository_endpoints_are_off(model_dirs, tmp_path):
+    server = LiveServer(model_dirs / "good-v1", tmp_path / "server.log", repository_token=False)
+    try:
+        for action in ("load", "unload"):
+            answer = httpx.post(f"{server.url}/v2/repository/models/{MODEL}/{action}", headers=DEPLOYER)
+            assert answer.status_code == 403, answer.text
+        assert "--repository-token-file" in httpx.post(f"{server.url}/v2/repository/models/{MODEL}/load",
+                                                       headers=DEPLOYER).json()["error"]
+    finally:
+        server.stop()
+
+
+def test_a_token_file_that_is_empty_stops_the_server_with_the_reason(model_dirs, tmp_path):
+    (tmp_path / "empty.token").write_text("\n")
+    done = subprocess.run([str(Path(sys.executable).parent / "mlserving"), "--model-dir", str(model_dirs / "good-v1"),
+                           "--model-name", MODEL, "--http-port", "0", "--repository-token-file",
+                           str(tmp_path / "empty.token")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "the token must be at least 16 characters" in done.stderr
 
 
 def test_garbage_collector_pauses_are_exported(live_server):
@@ -160,3 +200,52 @@ def test_the_event_loop_flag_is_honoured_with_one_worker(model_dirs, tmp_path, f
     finally:
         server.stop()
     assert f"mlserving: event loop {loop}" in server.log.read_text()
+
+
+def _rss_kib(pid: int) -> int:
+    return next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("VmRSS:"))
+
+
+def _post_raw(url: str, headers: str, chunks) -> bytes:
+    """A POST written on a bare socket (the client keeps sending until the server answers or hangs up),
+    and whatever the server answered."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n".encode())
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+        except OSError:  # the server answered and closed while the body was still coming
+            pass
+        answer = b""
+        try:
+            while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+                data = sock.recv(65536)
+                if not data:
+                    break
+                answer += data
+        except OSError:
+            pass
+        return answer
+
+
+def test_a_200_mb_body_is_refused_413_and_the_server_memory_stays_bounded(model_dirs, tmp_path):
+    server = LiveServer(model_dirs / "good-v1", tmp_path / "server.log")
+    try:
+        size, piece = 200 * 1024 * 1024, b"[" + b"1.0," * (256 * 1024)
+        rss_before = _rss_kib(server.proc.pid)
+        declared = _post_raw(server.url, f"Content-Type: application/json\r\nContent-Length: {size}\r\n",
+                             (piece for _ in range(size // len(piece))))
+        chunked = _post_raw(server.url, "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n",
+                            (b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(size // len(piece))))
+        for answer in (declared, chunked):
+            assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+            assert b"larger than this server accepts" in answer
+        growth_mib = (_rss_kib(server.proc.pid) - rss_before) / 1024
+        assert growth_mib < 50, f"the server grew by {growth_mib:.0f} MiB"
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert f'mlserving_requests_total{{model="{MODEL}",outcome="client_error",version="1"}} 2.0' in metrics
+        assert httpx.post(f"{server.url}/v2/models/{MODEL}/infer", json=matrix_request()).status_code == 200
+    finally:
+        server.stop()

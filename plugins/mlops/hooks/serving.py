@@ -8,6 +8,8 @@ passes the InferenceService's URL (or the gateway's) as `base_url`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mlops.hooks.http import HttpServiceHook, ServiceError, error_message
 
 
@@ -26,9 +28,12 @@ class ServingHook(HttpServiceHook):
     error_class = ServingError
     unreachable_class = ServingUnreachable
 
-    def __init__(self, model_name: str, mlserving_conn_id: str | None = None, **kwargs):
+    def __init__(self, model_name: str, mlserving_conn_id: str | None = None, *,
+                 repository_token: Callable[[], str] | None = None, **kwargs):
         super().__init__(mlserving_conn_id, **kwargs)
         self.model_name = model_name
+        # Sent with a model load only, never with inference calls: the server refuses loads without it.
+        self.repository_token = repository_token
 
     @property
     def infer_url(self) -> str:
@@ -59,7 +64,9 @@ class ServingHook(HttpServiceHook):
 
     def load(self) -> None:
         """Swap in what the model's directory holds now; a refusal (the old model keeps serving) is final."""
-        response = self.request("POST", f"/v2/repository/models/{self.model_name}/load", attempts=1, timeout=300)
+        headers = {"Authorization": f"Bearer {self.repository_token()}"} if self.repository_token else {}
+        response = self.request("POST", f"/v2/repository/models/{self.model_name}/load", attempts=1, timeout=300,
+                                headers=headers)
         if response.status_code != 200:
             raise ServingError(f"load refused: HTTP {response.status_code} {error_message(response)}")
 

@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 _request_ids = random.Random(os.urandom(32))
 
 
+# The most text one value of a request can take: a float64 in JSON (17 significant digits, sign, point and
+# exponent: 24 characters) with its separator and spaces, plus its feature's name and quotes where a v1 row
+# repeats the name for every value. ENVELOPE_BYTES covers the rest (names, shapes, datatypes, the id).
+VALUE_BYTES, ENVELOPE_BYTES = 32, 64 * 1024
+
+
 def new_request_id() -> str:
     return str(uuid.UUID(int=_request_ids.getrandbits(128), version=4))
 
@@ -49,6 +55,14 @@ class RegistryModel(Model):
     @property
     def active(self) -> LoadedModel:
         return self._active
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest body a request within max_rows can need, in any accepted form: larger ones are refused
+        before they are parsed (routes.py)."""
+        features = self._active.features if self._active else ()
+        per_value = VALUE_BYTES + max((len(f) + 3 for f in features), default=0)
+        return self.max_rows * max(len(features), 1) * per_value + ENVELOPE_BYTES
 
     def load(self) -> bool:
         self._activate(load_model_dir(self.model_dir))

@@ -1,12 +1,19 @@
-"""What we add in front of KServe's routes: richer metadata, outcome counting, a v2 inference fast path.
-(Model swaps go through KServe's own `POST /v2/repository/models/{name}/load`: repository.py.)
+"""What we add in front of KServe's routes: richer metadata, outcome counting, a v2 inference fast path,
+and the limits an inference port open to callers needs.
 
 POST /v2/models/{name}/infer  JSON and binary-extension bodies take a fast path (InferFastPath);
   requests asking for binary outputs go through KServe's own route, which encodes them.
 GET /v2/models/{name}  OIP model metadata plus versions and the registry version / run id.
+GET /v2/health/ready  503 unless every model can answer (KServe's own answers ready whatever the models are).
+POST /v2/repository/...  KServe's model repository extension, guarded (RepositoryGuard): a load needs the
+  deployer's token (model swaps: repository.py), an unload is refused, and without a token it is all off.
+Every request body is read under a size limit (InferFastPath), answered 413 beyond it.
 """
 
 from __future__ import annotations
+
+import hmac
+import logging
 
 import orjson
 from fastapi import FastAPI
@@ -16,6 +23,8 @@ from starlette.responses import Response
 from .metrics import REQUESTS
 from .model import RegistryModel
 from .validation import tensors_from_binary, tensors_from_json
+
+log = logging.getLogger(__name__)
 
 
 def _json(document, status_code: int = 200) -> Response:
@@ -44,7 +53,9 @@ class OutcomeCounter:
             counter = self._counters[key] = REQUESTS.labels(*key)
         counter.inc()
 
-    def _target(self, path: str) -> str | None:
+    @staticmethod
+    def target(path: str) -> str | None:
+        """The model an inference path names (v2 infer, v1 predict), or None for other paths."""
         if path.startswith("/v2/models/") and path.endswith("/infer"):
             return path[len("/v2/models/"):].split("/", 1)[0]
         if path.startswith("/v1/models/") and path.endswith(":predict"):
@@ -52,7 +63,7 @@ class OutcomeCounter:
         return None
 
     async def __call__(self, scope, receive, send):
-        model_name = self._target(scope["path"]) if scope["type"] == "http" else None
+        model_name = self.target(scope["path"]) if scope["type"] == "http" else None
         if model_name is None:
             return await self.app(scope, receive, send)
 
@@ -75,8 +86,8 @@ class InferFastPath:
     OutcomeCounter that counts KServe's answers; the fast path counts its own answers with it directly.
     """
 
-    def __init__(self, app: OutcomeCounter, models: dict[str, RegistryModel]):
-        self.app, self.models = app, models
+    def __init__(self, app, models: dict[str, RegistryModel], counter: OutcomeCounter):
+        self.app, self.models, self.counter = app, models, counter
 
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "")
@@ -87,25 +98,18 @@ class InferFastPath:
         model = self.models.get(name)
         if model is None:
             return await self.app(scope, receive, send)
-        message = await receive()
-        body = message.get("body", b"")
-        if message.get("more_body"):  # uvicorn hands a small body over whole: join only when it does not
-            chunks = bytearray(body)
-            while message.get("more_body"):
-                message = await receive()
-                chunks += message.get("body", b"")
-            body = bytes(chunks)
+        limit = model.max_body_bytes
+        body = await _read_body(scope, receive, limit)
+        if body is None:
+            self.counter.count(name, model, 413)
+            return await _send_json(send, 413, _too_large(limit))
         header_length = next((v for k, v in scope["headers"] if k == b"inference-header-content-length"), None)
         answer = self._answer(model, body, header_length)
         if answer is None:  # binary outputs: KServe's route reads the same body
             return await self.app(scope, _replay(body, receive), send)
         status, document = answer
-        self.app.count(name, model, status)
-        content = orjson.dumps(document)
-        # The two ASGI messages themselves: a Response object would cost more than the model.
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", b"%d" % len(content))]})
-        await send({"type": "http.response.body", "body": content})
+        self.counter.count(name, model, status)
+        await _send_json(send, status, document)
 
     @staticmethod
     def _answer(model: RegistryModel, body: bytes, header_length: bytes | None) -> tuple[int, dict] | None:
@@ -128,6 +132,91 @@ class InferFastPath:
             return 400, {"error": str(exc)}
         except InferenceError as exc:
             return 500, {"error": str(exc)}
+        except Exception as exc:  # an answer, counted, for what no check foresaw: not an uncounted crash
+            log.exception("%s: unexpected error answering an inference request", model.name)
+            return 500, {"error": f"internal error: {type(exc).__name__}"}
+
+
+async def _send_json(send, status: int, document) -> None:
+    content = orjson.dumps(document)
+    # The two ASGI messages themselves: a Response object would cost more than the model.
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(content))]})
+    await send({"type": "http.response.body", "body": content})
+
+
+def _too_large(limit: int) -> dict:
+    return {"error": f"the request body is larger than this server accepts ({limit} bytes: what its row limit "
+                     "allows); send fewer rows per request"}
+
+
+async def _read_body(scope, receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it is known to exceed `limit` bytes: by its Content-Length before
+    reading anything, else while it streams in (memory stays within the limit)."""
+    length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+    if length is not None and length.isdigit() and int(length) > limit:
+        return None
+    message = await receive()
+    body = message.get("body", b"")
+    if len(body) > limit:
+        return None
+    if message.get("more_body"):  # uvicorn hands a small body over whole: join only when it does not
+        chunks = bytearray(body)
+        while message.get("more_body"):
+            message = await receive()
+            chunks += message.get("body", b"")
+            if len(chunks) > limit:
+                return None
+        body = bytes(chunks)
+    return body
+
+
+class BodyLimit:
+    """Pure ASGI middleware: every request that is not the fast path's has its body read under the largest
+    model's limit, then replayed to KServe, so no route (v1, binary outputs, unknown models) can be made to
+    hold a body of any size."""
+
+    def __init__(self, app, models: dict[str, RegistryModel], counter: OutcomeCounter):
+        self.app, self.models, self.counter = app, models, counter
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        limit = max((m.max_body_bytes for m in self.models.values()), default=1 << 20)
+        body = await _read_body(scope, receive, limit)
+        if body is None:
+            if (name := self.counter.target(scope["path"])) is not None:
+                self.counter.count(name, self.models.get(name), 413)
+            return await _send_json(send, 413, _too_large(limit))
+        return await self.app(scope, _replay(body, receive), send)
+
+
+class RepositoryGuard:
+    """Pure ASGI middleware in front of KServe's model repository extension (`/v2/repository/...`), which
+    KServe serves on the inference port to anyone: a caller could unload the model (every request then
+    503 while KServe's readiness stays true) or make it reload. Loads need the deployer's bearer token;
+    unloads are refused (nothing here ever unloads); without a token the extension is off (a cluster
+    deploys a version by rolling out pods, not through it)."""
+
+    PREFIX = "/v2/repository/"
+
+    def __init__(self, app, token: str | None):
+        self.app, self.token = app, token.encode() if token else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith(self.PREFIX):
+            return await self.app(scope, receive, send)
+        if scope["path"].endswith("/unload"):
+            return await _send_json(send, 403, {"error": "this server does not unload its model: a served model "
+                                                         "is replaced by loading another version"})
+        if self.token is None:
+            return await _send_json(send, 403, {"error": "the model repository endpoints are off: this server "
+                                                         "was started without --repository-token-file"})
+        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        if not hmac.compare_digest(given, b"Bearer " + self.token):
+            return await _send_json(send, 401, {"error": "a model load needs the deployer's bearer token "
+                                                         "(Authorization: Bearer ...)"})
+        return await self.app(scope, receive, send)
 
 
 def _replay(body: bytes, receive):
@@ -144,8 +233,16 @@ def _replay(body: bytes, receive):
     return replay
 
 
-def install(app: FastAPI, models: dict[str, RegistryModel]) -> None:
-    """Call before KServe registers its routes: the first matching route wins."""
+def install(app: FastAPI, models: dict[str, RegistryModel], repository_token: str | None = None) -> None:
+    """Call before KServe registers its routes: the first matching route wins. `repository_token`: the
+    bearer token a model load must carry (None: KServe's repository endpoints refused)."""
+
+    @app.get("/v2/health/ready")
+    async def ready():
+        # What a readiness probe reads: the status. KServe's answers 200 with ready true for a predictor
+        # whatever its models are (DataPlane.ready), so a server that cannot answer would keep its traffic.
+        ready = all(model.ready and model.active is not None for model in models.values())
+        return _json({"ready": ready}, status_code=200 if ready else 503)
 
     @app.get("/v2/models/{model_name}")
     async def metadata(model_name: str):
@@ -165,4 +262,9 @@ def install(app: FastAPI, models: dict[str, RegistryModel]) -> None:
     # path against every route and writes two log lines per request, more than the fast path's own
     # work (benchmarks/serving_profile.py shows it). Fast-path answers skip it, as they skip pydantic.
     build_stack = app.build_middleware_stack
-    app.build_middleware_stack = lambda: InferFastPath(OutcomeCounter(build_stack(), models), models)
+
+    def stack():
+        counter = OutcomeCounter(RepositoryGuard(build_stack(), repository_token), models)
+        return InferFastPath(BodyLimit(counter, models, counter), models, counter)
+
+    app.build_middleware_stack = stack

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 from .loader import ModelLoadError
 
@@ -32,12 +34,30 @@ def build_parser(kserve_parser) -> argparse.ArgumentParser:
     parser.add_argument("--max-batch-rows", type=int, default=10_000, help="rows accepted per request")
     parser.add_argument("--quiet-access-log", action="store_true",
                         help="no per-request access log lines (faster under load)")
+    parser.add_argument("--repository-token-file", default=os.environ.get("MLSERVING_REPOSITORY_TOKEN_FILE"),
+                        help="a file holding the bearer token that POST /v2/repository/models/NAME/load must "
+                             "carry (the local deploy's); without it the repository endpoints are refused")
     return parser
 
 
-def make_server(model_name: str, model_dir: str, http_port: int, max_rows: int = 10_000, **server_args):
-    """The ModelServer with our model loaded, its repository (swaps through KServe's load route) and our
-    routes installed on KServe's app."""
+def read_token(path: str | None) -> str | None:
+    """The repository token in `path` (None: no file given); an empty or unreadable file is an error, not
+    an open endpoint."""
+    if not path:
+        return None
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ModelLoadError(f"--repository-token-file {path}: {exc.strerror}") from None
+    if len(token) < 16:
+        raise ModelLoadError(f"--repository-token-file {path}: the token must be at least 16 characters")
+    return token
+
+
+def make_server(model_name: str, model_dir: str, http_port: int, max_rows: int = 10_000,
+                repository_token: str | None = None, **server_args):
+    """The ModelServer with our model loaded, its repository (swaps through KServe's load route, for the
+    holder of `repository_token` only) and our routes installed on KServe's app."""
     from kserve import ModelServer
     from kserve.model_server import app
 
@@ -47,7 +67,7 @@ def make_server(model_name: str, model_dir: str, http_port: int, max_rows: int =
 
     model = RegistryModel(model_name, model_dir, max_rows=max_rows)
     model.load()
-    routes.install(app, {model_name: model})
+    routes.install(app, {model_name: model}, repository_token)
     server = ModelServer(http_port=http_port, enable_grpc=False, registered_models=RegistryModelRepository([model]),
                          **server_args)
     return server, model, app
@@ -103,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         server, model, _ = make_server(args.model_name, args.model_dir, args.http_port, args.max_batch_rows,
-                                       workers=args.workers)
+                                       read_token(args.repository_token_file), workers=args.workers)
     except ModelLoadError as exc:
         print(f"mlserving: error: {exc}", file=sys.stderr)
         return 1

@@ -114,7 +114,7 @@ def _tensor(inp, what: str) -> np.ndarray:
     if inp.datatype not in FLOAT_TYPES:
         raise InvalidInput(f"{what}: datatype {inp.datatype} is not accepted; send FP32 or FP64")
     shape = list(inp.shape or [])
-    if any((not isinstance(d, int)) or d < 0 for d in shape):
+    if any(type(d) is not int or d < 0 for d in shape):  # type, not isinstance: JSON's true is no dimension
         raise InvalidInput(f"{what}: shape {shape} must be non-negative integers")
     values = _numbers(inp.data, what)
     expected = math.prod(shape) if shape else 0
