@@ -85,6 +85,8 @@ def test_pods_run_the_local_command_line_hardened_on_the_data_volume(kubernetes_
                                                                              "iris-classifier"]
     assert pods["data.ingest"]["spec"]["containers"][0]["args"] == ["ingest", "--data-root", "/data",
                                                                     "--partition", "2026-11-01"]
+    assert {name for name, pod in pods.items() if not any(
+        "secretRef" in e for e in pod["spec"]["containers"][0]["envFrom"])} == {"data.ingest", "data.split"}
     for pod in pods.values():
         spec = pod["spec"]
         assert pod["metadata"]["namespace"] == cluster.namespace
@@ -101,8 +103,10 @@ def test_pods_run_the_local_command_line_hardened_on_the_data_volume(kubernetes_
         stage = spec["containers"][0]
         assert {m["mountPath"] for m in stage["volumeMounts"]} == {"/data", "/tmp", "/airflow/xcom"}
         assert stage["resources"] == {"requests": cluster.requests, "limits": cluster.limits}
+        # The MLflow/S3 Secret goes to the stages that talk to MLflow only, not to those reading the volume.
+        talks_to_mlflow = stage["args"][0] not in ("ingest", "split")
         assert [e.get("configMapRef", e.get("secretRef"))["name"] for e in stage["envFrom"]] == [
-            cluster.mlflow_config_map, cluster.mlflow_secret]
+            cluster.mlflow_config_map, *([cluster.mlflow_secret] if talks_to_mlflow else [])]
         assert stage["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 

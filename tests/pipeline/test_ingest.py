@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -105,3 +106,118 @@ def test_bad_arguments_fail_with_one_line(volume, args, message):
     volume.root.mkdir(parents=True)
     result = run_cli("ingest", "--data-root", volume.root, *args, check=False)
     assert result.returncode == 1 and message in result.error_line
+
+
+def _quarantined(volume, result) -> dict[str, dict]:
+    """The run's quarantined files by name, each with the reason file it wrote."""
+    found = {}
+    for entry in result["quarantined"]:
+        reason_file = volume.root / (entry["quarantined"] + ".reason.json")
+        found[entry["file"]] = {**entry, "reason": json.loads(reason_file.read_text()),
+                                "copy": volume.root / entry["quarantined"]}
+    return found
+
+
+def test_a_link_in_the_landing_area_is_quarantined_unread_and_the_good_file_ingested(volume, tmp_path):
+    secret = "AWS_SECRET_ACCESS_KEY=not-for-the-quarantine"
+    outside = tmp_path / "outside.csv"
+    outside.write_text(GOOD)  # valid data, so following the link would have ingested it
+    land(volume, PARTITION, {"good.csv": GOOD.encode()})
+    folder = volume.landing(PARTITION)
+    (folder / "environ.csv").symlink_to("/proc/self/environ")
+    (folder / "outside.csv").symlink_to(outside)
+    (folder / "sub").symlink_to(tmp_path, target_is_directory=True)  # a linked folder is not walked either
+    result = run_cli("ingest", "--data-root", volume.root, "--partition", PARTITION,
+                     env={"AWS_SECRET_ACCESS_KEY": "not-for-the-quarantine"}).json
+
+    assert [s["file"] for s in result["stored"]] == ["good.csv"]
+    refused = _quarantined(volume, result)
+    assert set(refused) == {"environ.csv", "outside.csv", "sub"}
+    for entry in refused.values():
+        assert entry["rule"] == "not_a_file" and "symbolic link" in entry["message"]
+        assert not entry["copy"].exists()
+    assert "'/proc/self/environ'" in refused["environ.csv"]["message"]
+    everything = "".join(p.read_text(errors="replace") for p in volume.root.rglob("*") if p.is_file()
+                         and p.suffix != ".parquet")
+    assert secret not in everything and "not-for-the-quarantine" not in everything
+
+
+def test_a_link_swapped_in_after_the_walk_is_not_followed(volume, tmp_path):
+    from mlpipeline.volume import read_no_follow
+
+    land(volume, PARTITION, {"good.csv": GOOD.encode()})
+    folder = volume.landing(PARTITION)
+    (folder / "late").mkdir()
+    (folder / "late" / "x.csv").symlink_to("/proc/self/environ")
+    for path in (folder / "late" / "x.csv", ):
+        with pytest.raises(OSError):
+            read_no_follow(path, folder, 1 << 20)
+    (folder / "real").mkdir()
+    (folder / "real" / "x.csv").write_text(GOOD)
+    (folder / "linked").symlink_to(folder / "real")  # a linked parent folder is refused too
+    with pytest.raises(OSError):
+        read_no_follow(folder / "linked" / "x.csv", folder, 1 << 20)
+    assert read_no_follow(folder / "real" / "x.csv", folder, 1 << 20) == GOOD.encode()
+
+
+def _header() -> str:
+    return GOOD.splitlines()[0]
+
+
+def test_files_beyond_the_limits_are_quarantined_each_and_the_good_file_ingested(volume):
+    header, row = _header(), GOOD.splitlines()[1]
+    cells = row.split(",")
+    long_label = ",".join(cells[:-1] + ["x" * 200_000])
+    wide_header = header + "," + ",".join(f"extra_{i}" for i in range(20_000))
+    land(volume, PARTITION, {
+        "good.csv": GOOD.encode(),
+        "long-field.csv": f"{header}\n{row}\n{long_label}\n".encode(),
+        "long-field-ragged.csv": f"{header}\n{row}\n{long_label},1\n".encode(),  # read by the csv module too
+        "wide.csv": f"{wide_header}\n{row}\n".encode(),
+        "long-name.csv": f"{header},{'y' * 200_000}\n{row},1\n".encode(),
+    })
+    with open(volume.landing(PARTITION) / "sparse.csv", "wb") as sparse:  # 2 GB that take no disk
+        sparse.write(GOOD.encode())
+        sparse.truncate(2 * 1024 ** 3)
+
+    before = time.monotonic()
+    result = ingest(volume).json
+    took = time.monotonic() - before
+
+    assert [s["file"] for s in result["stored"]] == ["good.csv"]
+    refused = _quarantined(volume, result)
+    assert {name: entry["rule"] for name, entry in refused.items()} == {
+        "long-field.csv": "field_too_long", "long-field-ragged.csv": "malformed_rows",
+        "wide.csv": "too_many_columns", "long-name.csv": "field_too_long", "sparse.csv": "file_too_large"}
+    assert "limit is 1073741824" in refused["sparse.csv"]["message"] and not refused["sparse.csv"]["copy"].exists()
+    assert "20005 columns; the limit is 4096" in refused["wide.csv"]["message"]
+    for entry in refused.values():  # no reason quotes the file at length
+        assert len(json.dumps(entry["reason"])) < 4000, entry["file"]
+    assert took < 60, f"ingest took {took:.0f} s"  # a generous bound: it read 2 GB or went quadratic if over
+
+
+def test_a_file_no_rule_foresaw_is_quarantined_with_the_error_and_the_others_ingested(volume, schema, monkeypatch):
+    from mlpipeline import ingest as ingest_module
+
+    real = ingest_module.validate_csv
+
+    def validate(data, *args):
+        if b"boom" in data:
+            raise RecursionError("x" * 10_000)
+        return real(data, *args)
+
+    monkeypatch.setattr(ingest_module, "validate_csv", validate)
+    land(volume, PARTITION, {"good.csv": GOOD.encode(), "odd.csv": GOOD.encode() + b"boom\n"})
+    result = ingest_module.ingest_partition(volume, PARTITION, schema)
+    assert [s["file"] for s in result["stored"]] == ["good.csv"]
+    (odd,) = result["quarantined"]
+    assert odd["file"] == "odd.csv" and odd["rule"] == "unreadable" and "RecursionError" in odd["message"]
+    assert len(odd["message"]) < 600
+
+
+def test_the_limits_are_ingest_options(volume):
+    land(volume, PARTITION, {"good.csv": GOOD.encode(), "other.csv": GOOD.encode() + GOOD.splitlines()[1].encode()})
+    result = run_cli("ingest", "--data-root", volume.root, "--partition", PARTITION, "--max-file-bytes",
+                     str(len(GOOD))).json
+    assert [s["file"] for s in result["stored"]] == ["good.csv"]
+    assert result["quarantined"][0]["rule"] == "file_too_large"

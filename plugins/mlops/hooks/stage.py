@@ -59,6 +59,28 @@ def run_lineage(context) -> dict[str, str]:
     return {"dag_id": getattr(dag_run, "dag_id", "") or "", "dag_run_id": getattr(dag_run, "run_id", "") or ""}
 
 
+# The stages that talk to MLflow (and through it to the artifact store): the only ones given its address and
+# credentials, on both targets. ingest and split read and write the data volume alone; a stage left out
+# here that needs MLflow fails for want of a tracking URI, not silently.
+REGISTRY_STAGES = frozenset({"detect", "train-local", "register", "rollback", "fetch-model", "champion-at"})
+
+# What a stage subprocess never inherits from the Airflow process that starts it: Airflow's settings (its
+# database URL, Fernet and secret keys, connections, variables: AIRFLOW__*, AIRFLOW_CONN_*, ...); and for a
+# stage that talks to neither MLflow nor the object store, their credentials (CREDENTIALS).
+AIRFLOW_PREFIXES = ("AIRFLOW",)
+CREDENTIALS = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_USERNAME", "AWS_ACCESS_KEY_ID",
+               "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def stage_environment(stage: str, inherited: Mapping[str, str], registry_env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a local stage process: the inherited one without Airflow's secrets, plus the
+    MLflow client's settings for a registry stage only."""
+    env = {k: v for k, v in inherited.items() if not k.startswith(AIRFLOW_PREFIXES)}
+    if stage in REGISTRY_STAGES:  # MLflow's, and the artifact store's where the server does not proxy it
+        return {**env, **registry_env}
+    return {k: v for k, v in env.items() if k not in CREDENTIALS}
+
+
 class StageHook(BaseHook):
     """Runs the stage CLI locally. The pod path (kubernetes target) runs the same command line."""
 
@@ -67,7 +89,7 @@ class StageHook(BaseHook):
     def __init__(self, executable: str | Path, env: Mapping[str, str] | None = None):
         super().__init__()
         self.executable = str(executable)
-        self.env = dict(env or {})
+        self.env = dict(env or {})  # given to registry stages only (stage_environment)
 
     @classmethod
     def local(cls, mlflow_conn_id: str = "mlflow_default") -> StageHook:
@@ -89,7 +111,7 @@ class StageHook(BaseHook):
                               "(run `make envs`, or set [mlops] pipeline_bin)")
         log_line = on_line or StageLog(self.log, stage)
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, **self.env})
+                                env=stage_environment(stage, os.environ, self.env))
         errors: list[str] = []
 
         def pump():

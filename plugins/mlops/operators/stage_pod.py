@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import models as k8s
 
 from mlops.hooks.mlflow import MlflowHook
-from mlops.hooks.stage import stage_arguments
+from mlops.hooks.stage import REGISTRY_STAGES, stage_arguments
 from mlops.links import RESULT_LINKS, result_links
 from mlops.operators.stage import RunsOnlyWith
 from mlops.settings import KubernetesSettings, kubernetes_settings
@@ -66,8 +66,10 @@ class StagePodOperator(RunsOnlyWith, KubernetesPodOperator):
             env_vars=[k8s.V1EnvVar(name="TMPDIR", value=SCRATCH), k8s.V1EnvVar(name="HOME", value=SCRATCH)],
             env_from=[
                 k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=cluster.mlflow_config_map)),
-                # optional: a tracking server without auth and a PVC-backed artifact store need no secret
-                k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=cluster.mlflow_secret, optional=True)),
+                # optional: a tracking server without auth and a PVC-backed artifact store need no secret;
+                # only the stages that talk to MLflow get it (ingest and split read the volume alone)
+                *([k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=cluster.mlflow_secret, optional=True))]
+                  if stage in REGISTRY_STAGES else []),
             ],
             volumes=[
                 k8s.V1Volume(name="data", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(

@@ -74,3 +74,24 @@ def test_the_local_stages_reach_the_mlflow_connection_s_server(monkeypatch):
     hook = StageHook.local()
     assert hook.executable == str(PIPELINE_BIN / "mlpipeline")
     assert hook.env == {"MLFLOW_TRACKING_URI": "http://mlflow.test:5000", "MLFLOW_TRACKING_TOKEN": "t0k"}
+
+
+def test_only_the_stages_that_talk_to_mlflow_get_its_credentials_and_none_gets_airflows(tmp_path, monkeypatch):
+    """The stage process's environment, as the stage itself sees it."""
+    script = tmp_path / "mlpipeline"
+    script.write_text("#!/bin/sh\npython3 -c 'import json, os; print(json.dumps(dict(os.environ)))'\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://airflow:secret@db/airflow")
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", "http://:t0k@mlflow")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "inherited-key")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    hook = StageHook(script, env={"MLFLOW_TRACKING_URI": "http://mlflow.test", "MLFLOW_TRACKING_TOKEN": "t0k"})
+    airflows = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_CONN_MLFLOW_DEFAULT"}
+    for stage in ("ingest", "split"):
+        seen = hook.run(stage, {})
+        assert not airflows & set(seen) and "AWS_SECRET_ACCESS_KEY" not in seen
+        assert not {k for k in seen if k.startswith("MLFLOW_")} and seen["LANG"] == "C.UTF-8"
+    for stage in ("detect", "register", "rollback", "fetch-model", "train-local"):  # MLflow's and the store's
+        seen = hook.run(stage, {})
+        assert seen["MLFLOW_TRACKING_TOKEN"] == "t0k" and seen["AWS_SECRET_ACCESS_KEY"] == "inherited-key"
+        assert not airflows & set(seen)

@@ -13,6 +13,7 @@ import sys
 from .errors import PipelineError
 from .logs import setup_logging
 from .output import emit
+from .volume import Limits
 
 log = logging.getLogger("mlpipeline")
 
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--partition", required=True)
     p.add_argument("--schema", help="dataset schema YAML (default: bundled iris)")
+    for limit, default in vars(Limits()).items():  # a file over any of them is quarantined with the reason
+        p.add_argument(f"--{limit.replace('_', '-')}", type=int, default=default, metavar="N",
+                       help=f"default {default}")
 
     p = sub.add_parser("split", help="stratified train/test split of the training window + the fresh set")
     _common(p)
@@ -158,7 +162,8 @@ def cmd_ingest(args) -> dict:
     from .ingest import ingest_partition
     from .schema import load_schema
 
-    return ingest_partition(_volume(args), args.partition, load_schema(args.schema))
+    limits = Limits(**{name: getattr(args, name) for name in vars(Limits())})
+    return ingest_partition(_volume(args), args.partition, load_schema(args.schema), limits)
 
 
 def cmd_split(args) -> dict:

@@ -4,6 +4,10 @@ Good files become curated/<partition>/<sha256 of the source bytes>.parquet, so
 the same bytes always map to the same file and re-ingesting is a no-op. Bad
 files are copied to quarantine/<partition>/ with a JSON reason. Nothing in
 curated/ is ever rewritten.
+
+Each file is its own failure boundary: whatever one file does to the reader (a link, a size over the
+limit, an error no rule foresaw) quarantines that file with the reason, and the others are ingested.
+Entries that are not read (links, FIFOs, files over the size limit) get the reason alone, no copy.
 """
 
 from __future__ import annotations
@@ -18,8 +22,17 @@ import pyarrow.parquet as pq
 
 from .errors import PipelineError
 from .schema import DatasetSchema
-from .validate import validate_csv
-from .volume import DataVolume, write_atomic, write_bytes_atomic, write_json_atomic
+from .validate import Validated, Violation, shorten, validate_csv
+from .volume import (
+    DataVolume,
+    FileTooLarge,
+    LandedFile,
+    Limits,
+    read_no_follow,
+    write_atomic,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +48,13 @@ def _store_curated(target: Path, frame, schema: DatasetSchema, source: Path, dig
     return write_atomic(target, lambda tmp: pq.write_table(table, tmp, compression="zstd"), overwrite=False)
 
 
-def _quarantine(volume: DataVolume, partition: str, source: Path, data: bytes, digest: str, result) -> Path:
+def _quarantine(volume: DataVolume, partition: str, source: Path, data: bytes | None, digest: str | None,
+                result: Validated) -> Path:
+    """A copy of the file's bytes (when they were read) and its reason, in quarantine/<partition>/."""
     folder = volume.quarantine(partition)
-    target = folder / f"{digest[:12]}-{source.name}"
-    write_bytes_atomic(target, data, overwrite=False)
+    target = folder / (f"{digest[:12]}-{source.name}" if digest else f"unread-{source.name}")
+    if data is not None:
+        write_bytes_atomic(target, data, overwrite=False)
     first = result.violations[0]
     reason = {
         "file": str(source.relative_to(volume.root)),
@@ -56,34 +72,67 @@ def _quarantine(volume: DataVolume, partition: str, source: Path, data: bytes, d
     return target
 
 
-def ingest_partition(volume: DataVolume, partition: str, schema: DatasetSchema) -> dict:
-    files = volume.landing_files(partition)
-    curated_dir = volume.curated(partition)
+def _unread(rule: str, message: str) -> Validated:
+    return Validated(None, [Violation(rule, message)])
+
+
+def _read(landed: LandedFile, folder: Path, limits: Limits) -> bytes | Validated:
+    """The file's bytes, or why they were not read."""
+    if landed.refused:
+        return _unread("not_a_file", landed.refused)
+    try:
+        return read_no_follow(landed.path, folder, limits.max_file_bytes)
+    except FileTooLarge as exc:
+        return _unread("file_too_large", str(exc))
+    except OSError as exc:  # ELOOP: a link swapped in after the walk; EACCES; gone meanwhile
+        return _unread("unreadable", f"the file cannot be opened without following links: "
+                                     f"{exc.strerror or exc}")
+
+
+def _validated(data: bytes, schema: DatasetSchema, limits: Limits) -> Validated:
+    try:
+        return validate_csv(data, schema, limits)
+    except Exception as exc:  # a file no rule foresaw: quarantined with the error, the others still ingested
+        log.exception("validating a file failed")
+        return _unread("unreadable", shorten(f"the file could not be validated: {type(exc).__name__}: {exc}"))
+
+
+def ingest_partition(volume: DataVolume, partition: str, schema: DatasetSchema, limits: Limits = Limits()) -> dict:
+    entries = volume.landing_files(partition)
+    folder, curated_dir = volume.landing(partition), volume.curated(partition)
     stored, already, quarantined = [], [], []
-    for index, source in enumerate(files, 1):
-        data = source.read_bytes()
+
+    def refuse(index: int, source: Path, data: bytes | None, digest: str | None, result: Validated) -> None:
+        where = _quarantine(volume, partition, source, data, digest, result)
+        first = result.violations[0]
+        quarantined.append({"file": source.name, "rule": first.rule, "message": first.message,
+                            "quarantined": str(where.relative_to(volume.root))})
+        log.warning("[%d/%d] %s: quarantined (%s: %s)", index, len(entries), source.name, first.rule, first.message)
+
+    for index, landed in enumerate(entries, 1):
+        source = landed.path
+        data = _read(landed, folder, limits)
+        if isinstance(data, Validated):
+            refuse(index, source, None, None, data)
+            continue
         digest = hashlib.sha256(data).hexdigest()
         target = curated_dir / f"{digest}.parquet"
         if target.exists():
             already.append({"file": source.name, "curated": target.name})
-            log.info("[%d/%d] %s: already curated as %s", index, len(files), source.name, target.name)
+            log.info("[%d/%d] %s: already curated as %s", index, len(entries), source.name, target.name)
             continue
-        result = validate_csv(data, schema)
+        result = _validated(data, schema, limits)
         if not result.ok:
-            where = _quarantine(volume, partition, source, data, digest, result)
-            first = result.violations[0]
-            quarantined.append({"file": source.name, "rule": first.rule, "message": first.message,
-                                "quarantined": str(where.relative_to(volume.root))})
-            log.warning("[%d/%d] %s: quarantined (%s: %s)", index, len(files), source.name, first.rule, first.message)
+            refuse(index, source, data, digest, result)
             continue
         _store_curated(target, result.frame, schema, source, digest, partition)
         stored.append({"file": source.name, "curated": target.name, "rows": len(result.frame),
                        "notes": result.notes})
-        log.info("[%d/%d] %s: stored %d rows as %s", index, len(files), source.name, len(result.frame), target.name)
+        log.info("[%d/%d] %s: stored %d rows as %s", index, len(entries), source.name, len(result.frame), target.name)
     curated_files = volume.curated_files(partition)
     summary = {
         "partition": partition,
-        "files": len(files),
+        "files": len(entries),
         "stored": stored,
         "already_curated": already,
         "quarantined": quarantined,

@@ -3,10 +3,15 @@
 Every rule yields a Violation naming the rule, the columns and the offending
 line numbers (1-based, the header is line 1), so a quarantine reason says
 exactly what to fix. A file is accepted whole or not at all.
+
+A file is whatever its writer made it: its size, its field lengths and its column count have limits
+(Limits), and every text a reason quotes from it is cut short, so one file cannot fill the reason, the
+XCom or the log.
 """
 
 from __future__ import annotations
 
+import collections
 import csv
 import difflib
 import io
@@ -15,14 +20,28 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from .schema import DatasetSchema
+from .volume import Limits
 
 UTF8_BOM = b"\xef\xbb\xbf"
 MAX_LISTED = 20  # offending rows listed per violation; the count is always exact
 OTHER_DELIMITERS = (";", "\t", "|")
 MISSING_TOKENS = ["", "nan", "na", "n/a", "null", "none"]  # missing, not "non-numeric": non_finite reports them
+MAX_QUOTED = 40  # characters of a value from the file quoted in a message
+MAX_MESSAGE = 500  # characters of a violation's message
+
+
+def quoted(value, limit: int = MAX_QUOTED) -> str:
+    """repr of a value from the file, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 @dataclass
@@ -32,6 +51,10 @@ class Violation:
     columns: list[str] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
     count: int = 0
+
+    def __post_init__(self):
+        self.message = shorten(self.message)
+        self.columns = [shorten(c, MAX_QUOTED) for c in self.columns[:MAX_LISTED]]
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -71,11 +94,27 @@ def _check_text(data: bytes) -> Validated | None:
     return None
 
 
-def _check_header(header_line: str, schema: DatasetSchema) -> Validated | None:
+def _header_names(header_line: str, limits: Limits) -> list[str] | Validated:
+    if header_line.count(",") >= limits.max_columns:
+        return _reject("too_many_columns", f"the header has {header_line.count(',') + 1} columns; the limit is "
+                       f"{limits.max_columns}", rows=[1], count=1)
+    if len(header_line) > limits.max_columns * limits.max_field_bytes:
+        return _reject("field_too_long", f"the header line is {len(header_line)} characters long", rows=[1], count=1)
+    try:
+        names = next(csv.reader([header_line]), [])
+    except csv.Error as exc:  # a column name over the csv module's own field limit
+        return _reject("field_too_long", f"the header cannot be read: {exc}", rows=[1], count=1)
+    too_long = [n for n in names if len(n) > limits.max_field_bytes]
+    if too_long:
+        return _reject("field_too_long", f"{len(too_long)} column name(s) longer than {limits.max_field_bytes} "
+                       f"bytes, such as {quoted(too_long[0])}", rows=[1], count=1)
+    return [n.strip() for n in names]
+
+
+def _check_header(header_line: str, names: list[str], schema: DatasetSchema) -> Validated | None:
     if header_line.lstrip()[:1] in ("{", "[", "<"):
         return _reject("not_csv", "the file looks like JSON, XML or HTML, not a CSV with a header row",
                        rows=[1], count=1)
-    names = [n.strip() for n in next(csv.reader([header_line]), [])]
     expected = schema.columns
     if len(names) == 1:
         found = [d for d in OTHER_DELIMITERS if d in header_line]
@@ -84,19 +123,23 @@ def _check_header(header_line: str, schema: DatasetSchema) -> Validated | None:
                            rows=[1], count=1)
         return _reject("not_csv", f"the first line is not a CSV header with columns {expected}",
                        rows=[1], count=1)
-    duplicated = sorted({n for n in names if names.count(n) > 1})
+    duplicated = sorted(n for n, seen in collections.Counter(names).items() if seen > 1)
     if duplicated:
         return _reject("columns", f"duplicate column names {duplicated}", columns=duplicated, rows=[1], count=1)
-    missing = [c for c in expected if c not in names]
-    unexpected = [c for c in names if c not in expected]
+    present, wanted = set(names), set(expected)
+    missing = [c for c in expected if c not in present]
+    unexpected = [c for c in names if c not in wanted]
     if not missing and not unexpected:
         return None
     parts = []
     if missing:
         parts.append(f"missing columns {missing}")
     if unexpected:
-        parts.append(f"unexpected columns {unexpected}")
-    renames = [f"{u!r}->{m[0]!r}" for u in unexpected if (m := difflib.get_close_matches(u, missing, n=1, cutoff=0.6))]
+        listed = ", ".join(quoted(u) for u in unexpected[:MAX_LISTED])
+        parts.append(f"unexpected columns [{listed}{', ...' if len(unexpected) > MAX_LISTED else ''}]"
+                     + (f" ({len(unexpected)} in all)" if len(unexpected) > MAX_LISTED else ""))
+    renames = [f"{quoted(u)}->{m[0]!r}" for u in unexpected[:MAX_LISTED]
+               if (m := difflib.get_close_matches(u, missing, n=1, cutoff=0.6))]
     if renames:
         parts.append(f"renamed? {', '.join(renames)}")
     return _reject("columns", "; ".join(parts), columns=missing + unexpected, rows=[1], count=1)
@@ -119,22 +162,49 @@ def _read(text_bytes: bytes, names: list[str], types: dict) -> tuple[pa.Table, i
 
 
 def _malformed_lines(data: bytes, width: int) -> list[int]:
-    """Line numbers of rows whose field count is wrong (pyarrow does not report them)."""
+    """Line numbers of rows whose field count is wrong (pyarrow does not report them), as far as the csv
+    module can read (it stops at a field over its own limit)."""
     reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
     next(reader, None)
-    return [reader.line_num for row in reader if row and len(row) != width]
+    lines = []
+    try:
+        for row in reader:
+            if row and len(row) != width:
+                lines.append(reader.line_num)
+    except csv.Error:
+        lines.append(reader.line_num)
+    return lines
 
 
-def _to_frame(data: bytes, names: list[str], schema: DatasetSchema) -> tuple[pd.DataFrame, int, list[Violation]]:
+def _long_fields(table: pa.Table, limit: int) -> Violation | None:
+    """Text fields over `limit` bytes (a number is never that long: it failed the typed read)."""
+    for name in table.column_names:
+        column = table[name]
+        if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+            continue
+        too_long = pc.fill_null(pc.greater(pc.binary_length(column), limit), False).to_numpy(zero_copy_only=False)
+        if too_long.any():
+            lines, count = _lines(too_long)
+            return Violation("field_too_long", f"column {quoted(name)} has {count} value(s) longer than {limit} "
+                             "bytes", [name], lines, count)
+    return None
+
+
+def _to_frame(data: bytes, names: list[str], schema: DatasetSchema,
+              limits: Limits) -> tuple[pd.DataFrame, int, list[Violation]]:
     """Fast typed read; on a conversion error, re-read as text to find the bad cells."""
     label = schema.label
     try:
         types = {n: (pa.string() if n == label else pa.float64()) for n in names}
         table, bad_count = _read(data, names, types)
-        return table.to_pandas(), bad_count, []
+        too_long = _long_fields(table, limits.max_field_bytes)
+        return table.to_pandas(), bad_count, [too_long] if too_long else []
     except pa.ArrowInvalid:
         pass
     table, bad_count = _read(data, names, {n: pa.string() for n in names})
+    too_long = _long_fields(table, limits.max_field_bytes)
+    if too_long:
+        return pd.DataFrame(), bad_count, [too_long]
     frame = table.to_pandas()
     violations = []
     for column in schema.feature_names:
@@ -143,14 +213,14 @@ def _to_frame(data: bytes, names: list[str], schema: DatasetSchema) -> tuple[pd.
         not_numeric = (numbers.isna() & ~text.str.lower().isin(MISSING_TOKENS)).to_numpy()
         if not_numeric.any():
             lines, count = _lines(not_numeric)
-            samples = sorted(set(frame[column][not_numeric].head(5)))
-            violations.append(Violation("non_numeric", f"column {column!r} has non-numeric values such as {samples}",
+            samples = ", ".join(quoted(v) for v in sorted(set(frame[column][not_numeric].head(5))))
+            violations.append(Violation("non_numeric", f"column {column!r} has non-numeric values such as [{samples}]",
                                         [column], lines, count))
         frame[column] = numbers
     return frame, bad_count, violations
 
 
-def validate_csv(data: bytes, schema: DatasetSchema) -> Validated:
+def validate_csv(data: bytes, schema: DatasetSchema, limits: Limits = Limits()) -> Validated:
     notes = []
     if data.startswith(UTF8_BOM):
         data = data[len(UTF8_BOM):]
@@ -159,11 +229,15 @@ def validate_csv(data: bytes, schema: DatasetSchema) -> Validated:
     if rejected:
         return rejected
     header_line = data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
-    rejected = _check_header(header_line, schema)
+    names = _header_names(header_line, limits)
+    if isinstance(names, Validated):
+        return names
+    rejected = _check_header(header_line, names, schema)
     if rejected:
         return rejected
-    names = [n.strip() for n in next(csv.reader([header_line]))]
-    frame, bad_count, violations = _to_frame(data, names, schema)
+    frame, bad_count, violations = _to_frame(data, names, schema, limits)
+    if violations and violations[0].rule == "field_too_long":
+        return Validated(None, violations, notes)
     if bad_count:
         lines = _malformed_lines(data, len(names))
         violations.append(Violation("malformed_rows", f"{bad_count} line(s) do not have {len(names)} fields "
@@ -199,9 +273,9 @@ def _check_values(frame: pd.DataFrame, schema: DatasetSchema) -> list[Violation]
     unknown = ~labels.isin(schema.classes).to_numpy()
     if unknown.any():
         lines, count = _lines(unknown)
-        seen = sorted(set(labels[unknown].astype(str).head(1000)))[:5]
+        seen = ", ".join(quoted(v) for v in sorted(set(labels[unknown].astype(str).head(1000)))[:5])
         violations.append(Violation("unknown_label", f"column {schema.label!r} has {count} value(s) outside "
-                                    f"{list(schema.classes)}, such as {seen}", [schema.label], lines, count))
+                                    f"{list(schema.classes)}, such as [{seen}]", [schema.label], lines, count))
     duplicated = frame.duplicated().to_numpy()
     share = duplicated.mean()
     if share > schema.max_duplicate_fraction:

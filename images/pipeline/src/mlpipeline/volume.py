@@ -7,6 +7,10 @@ runs/<run_key>/...          one run's split, reports and stage results
 
 Files whose name starts with "." or "_" are in-progress temporaries or markers
 (such as _SUCCESS) and are never treated as data.
+
+Whoever can write to landing/ is not trusted: it is walked and read without following symbolic links
+(a link to /proc/self/environ would otherwise copy the stage's environment into quarantine/), and only
+regular files are read, each under a size limit checked before reading.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import datetime as dt
 import json
 import os
 import re
+import stat
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PipelineError
@@ -43,6 +49,82 @@ def is_data_file(path: Path) -> bool:
     return path.is_file() and not path.name.startswith((".", "_"))
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one landed file may hold. Defaults: a file of up to 1 GiB (10 million iris rows take 290 MB),
+    fields of up to 64 KiB (the csv module's own limit is 128 KiB), 4,096 columns."""
+    max_file_bytes: int = 1 << 30
+    max_field_bytes: int = 64 * 1024
+    max_columns: int = 4096
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    """An entry of a landing partition: a regular file to read, or something never read (`refused` says
+    what it is)."""
+    path: Path
+    refused: str | None = None
+
+
+class FileTooLarge(Exception):
+    def __init__(self, size: int, limit: int):
+        super().__init__(f"the file holds {size} bytes; the limit is {limit}")
+
+
+def _kind(mode: int) -> str:
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISBLK(mode) or stat.S_ISCHR(mode) else "not a regular file")
+
+
+def _walk_landing(folder: Path) -> list[LandedFile]:
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith((".", "_")):
+                continue
+            path = Path(entry.path)
+            if entry.is_symlink():
+                found.append(LandedFile(path, f"a symbolic link (to {os.readlink(path)!r}); the landing area is "
+                                              "read without following links: land the file itself"))
+            elif entry.is_dir(follow_symlinks=False):
+                found.extend(_walk_landing(path))
+            elif entry.is_file(follow_symlinks=False):
+                found.append(LandedFile(path))
+            else:
+                found.append(LandedFile(path, f"{_kind(entry.stat(follow_symlinks=False).st_mode)}, not a file"))
+    return found
+
+
+def read_no_follow(path: Path, top: Path, limit: int) -> bytes:
+    """The bytes of `path` (under `top`), opened one component at a time without following a link, checked
+    to be a regular file of at most `limit` bytes before anything is read. A link swapped in after the walk
+    fails with ELOOP (OSError), a larger file with FileTooLarge."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    descriptor = os.open(top, flags | os.O_DIRECTORY)
+    try:
+        for part in path.relative_to(top).parts[:-1]:
+            inner = os.open(part, flags | os.O_DIRECTORY, dir_fd=descriptor)
+            os.close(descriptor)
+            descriptor = inner
+        inner = os.open(path.name, flags | os.O_NONBLOCK, dir_fd=descriptor)  # O_NONBLOCK: a FIFO does not hang
+        os.close(descriptor)
+        descriptor = inner
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(f"{path.name} is {_kind(status.st_mode)}")
+        if status.st_size > limit:
+            raise FileTooLarge(status.st_size, limit)
+        with os.fdopen(descriptor, "rb", closefd=True) as handle:
+            descriptor = -1
+            data = handle.read(limit + 1)
+        if len(data) > limit:  # it grew after fstat
+            raise FileTooLarge(len(data), limit)
+        return data
+    finally:
+        if descriptor >= 0:
+            os.close(descriptor)
+
+
 class DataVolume:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -59,11 +141,18 @@ class DataVolume:
     def run_dir(self, run_key: str) -> Path:
         return self.root / "runs" / check_run_key(run_key)
 
-    def landing_files(self, partition: str) -> list[Path]:
+    def landing_files(self, partition: str) -> list[LandedFile]:
+        """Every entry of the partition's landing folder that is not a marker or temporary, links and other
+        non-files included (LandedFile.refused), without following a link anywhere."""
         folder = self.landing(partition)
-        if not folder.is_dir():
-            raise PipelineError(f"no landing folder for partition {partition}: {folder} does not exist")
-        return sorted(p for p in folder.rglob("*") if is_data_file(p) and not _hidden_parent(p, folder))
+        try:
+            mode = os.lstat(folder).st_mode
+        except FileNotFoundError:
+            raise PipelineError(f"no landing folder for partition {partition}: {folder} does not exist") from None
+        if not stat.S_ISDIR(mode):
+            what = "a symbolic link" if stat.S_ISLNK(mode) else "not a folder"
+            raise PipelineError(f"landing folder {folder} is {what}; the landing area is read without following links")
+        return sorted(_walk_landing(folder), key=lambda f: f.path)
 
     def curated_partitions(self, up_to: str | None = None) -> list[str]:
         base = self.root / "curated"
@@ -84,10 +173,6 @@ def _is_partition(name: str) -> bool:
         return dt.date.fromisoformat(name).isoformat() == name
     except ValueError:
         return False
-
-
-def _hidden_parent(path: Path, top: Path) -> bool:
-    return any(part.startswith((".", "_")) for part in path.relative_to(top).parts[:-1])
 
 
 def _temp_beside(target: Path) -> tuple[int, Path]:
