@@ -38,10 +38,13 @@ $(PIPELINE)/.installed: $(PIPELINE_DIR)/requirements.txt $(PIPELINE_DIR)/require
 	VIRTUAL_ENV=$(PIPELINE) $(UV) pip install --quiet --no-deps -e $(PIPELINE_DIR)
 	touch $@
 
-$(SERVING)/.installed: $(SERVING_DIR)/requirements.txt $(SERVING_DIR)/requirements-dev.txt $(SERVING_DIR)/pyproject.toml | $(UV)
+# The server loads models under the pipeline's loading policy (mlpipeline.model_format: PyYAML and skops
+# only): the pipeline package without its dependencies, as the Airflow environment has it.
+$(SERVING)/.installed: $(SERVING_DIR)/requirements.txt $(SERVING_DIR)/requirements-dev.txt $(SERVING_DIR)/pyproject.toml $(PIPELINE_DIR)/pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(SERVING)
 	VIRTUAL_ENV=$(SERVING) $(UV) pip install --quiet --compile-bytecode -r $(SERVING_DIR)/requirements.txt -r $(SERVING_DIR)/requirements-dev.txt
 	VIRTUAL_ENV=$(SERVING) $(UV) pip install --quiet --no-deps -e $(SERVING_DIR)
+	VIRTUAL_ENV=$(SERVING) $(UV) pip install --quiet --no-deps -e $(PIPELINE_DIR)
 	touch $@
 
 # The Airflow side reads the training decision through the pipeline's contract module, and writes a

@@ -68,7 +68,7 @@ from mlops.notifications.alertmanager import AlertmanagerNotifier
 from mlops.notifications.alerts import batch_late_kwargs, run_failed, run_no_longer_waiting, run_recovered
 from mlops.notifications.pushgateway import FailureMetricNotifier
 from mlops.operators.approval import APPROVED_BY, PromotionApprovalOperator
-from mlops.operators.deploy import ROLLBACK_REASON, ROLLBACK_TO
+from mlops.operators.deploy import ROLLBACK_FROM, ROLLBACK_REASON, ROLLBACK_TO
 from mlops.operators.report import ReportOperator
 from mlops.sensors.partition import PartitionSensor
 from mlops.settings import mlops_settings
@@ -183,7 +183,7 @@ with DAG(
         task_id="roll_back_champion", stage="rollback", trigger_rule=TriggerRule.NONE_SKIPPED,
         only_with=deploy.output[ROLLBACK_REASON], only_with_reason="deploy recorded no rollback",
         options={"data_root": None, "model_name": MODEL, "to_version": deploy.output[ROLLBACK_TO],
-                 "reason": deploy.output[ROLLBACK_REASON], **LINEAGE})
+                 "from_version": deploy.output[ROLLBACK_FROM], "reason": deploy.output[ROLLBACK_REASON], **LINEAGE})
     report = ReportOperator(
         task_id="report", model_name=MODEL, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
         batch_task=wait_for_batch.task_id, detect_task=detect_degradation.task_id,

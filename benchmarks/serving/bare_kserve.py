@@ -9,7 +9,7 @@ from kserve import Model, ModelServer
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.utils.utils import generate_uuid
 
-from mlserving.mlmodel import load_estimator, read_mlmodel
+from mlpipeline.model_format import load_estimator, read_mlmodel
 
 
 class Bare(Model):

@@ -21,7 +21,8 @@ SAMPLE_RESULTS = {
     "detect_degradation": {"run_key": SAMPLE_RUN_KEY},
     "training.train": {"run_key": SAMPLE_RUN_KEY, "decision": "promote"},
     "training.approve_promotion": {"approved_by": "admin"},
-    "deploy": {"rollback_to_version": "1", "rollback_reason": "deploy of v2 failed: smoke test: HTTP 500"},
+    "deploy": {"rollback_to_version": "1", "rollback_from_version": "2",
+               "rollback_reason": "deploy of v2 failed: smoke test: HTTP 500"},
 }
 # The champion the deploy task would find in MLflow for the sample run.
 SAMPLE_CHAMPION = {"version": "1", "run_id": "0123456789abcdef0123456789abcdef",

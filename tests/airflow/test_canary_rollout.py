@@ -11,7 +11,7 @@ import pytest
 
 from mlops.hooks.mlflow import MlflowHook
 from mlops.hooks.stage import StageHook
-from mlops.operators.deploy import ROLLBACK_REASON, ROLLBACK_TO, LocalDeployOperator
+from mlops.operators.deploy import ROLLBACK_FROM, ROLLBACK_REASON, ROLLBACK_TO, LocalDeployOperator
 from scripts.traffic import Traffic
 from tests import support
 
@@ -150,7 +150,7 @@ def test_a_slow_canary_is_rolled_back_by_its_p99_with_no_request_failed(canary_e
     # The plan the DAG's roll_back_champion carries out, carried out by the same stage: the alias goes back.
     assert ti.xcoms[ROLLBACK_TO] == "1" and ti.xcoms[ROLLBACK_REASON].startswith("the canary of v2 was rolled back: ")
     stages.run("rollback", {"model_name": model, "to_version": ti.xcoms[ROLLBACK_TO],
-                            "reason": ti.xcoms[ROLLBACK_REASON]})
+                            "from_version": ti.xcoms[ROLLBACK_FROM], "reason": ti.xcoms[ROLLBACK_REASON]})
     assert champion(stack, model) == "1"
     [alert] = httpx.get(f"{stack['alertmanager']}/api/v2/alerts", params={"filter": [
         'alertname="CanaryRolledBack"', f'run_id="{TaskInstance.run_id}"']}).json() or [None]

@@ -68,6 +68,7 @@ def test_each_task_takes_its_upstream_s_result(dag):
     assert reads("training.register", "run_key") == ("training.train", "run_key")
     assert reads("training.register", "approved_by") == ("training.approve_promotion", "approved_by")
     assert reads("roll_back_champion", "to_version") == ("deploy", "rollback_to_version")
+    assert reads("roll_back_champion", "from_version") == ("deploy", "rollback_from_version")
     assert not dag.render_template_as_native_obj
     param = dag.params.get_param("partition")
     assert param.value is None and "latest" in param.description

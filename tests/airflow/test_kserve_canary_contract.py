@@ -19,7 +19,7 @@ import httpx
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from mlops.operators.deploy import ROLLBACK_REASON, ROLLBACK_TO
+from mlops.operators.deploy import ROLLBACK_FROM, ROLLBACK_REASON, ROLLBACK_TO
 from mlops.operators.kserve import KServeDeployOperator
 from mlops.operators.stage_pod import StagePodOperator
 from scripts.traffic import Traffic
@@ -93,7 +93,8 @@ def deploy(settings, percent: int, model: str = MODEL):
     if pushed.get(ROLLBACK_REASON):
         StagePodOperator(task_id="roll_back_champion", stage="rollback", cluster=settings, deferrable=False,
                          options={"data_root": None, "model_name": model, "to_version": pushed[ROLLBACK_TO],
-                                  "reason": pushed[ROLLBACK_REASON]}).execute(task_context())
+                                  "from_version": pushed[ROLLBACK_FROM], "reason": pushed[ROLLBACK_REASON]}
+                         ).execute(task_context())
     return result, pushed, error
 
 

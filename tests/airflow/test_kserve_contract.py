@@ -16,7 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from mlops.hooks.kserve import KServeHook
 from mlops.inference_service import inference_service
-from mlops.operators.deploy import ROLLBACK_REASON, ROLLBACK_TO
+from mlops.operators.deploy import ROLLBACK_FROM, ROLLBACK_REASON, ROLLBACK_TO
 from mlops.operators.kserve import KServeDeployOperator
 from mlops.operators.stage_pod import StagePodOperator
 from mlops.settings import KubernetesSettings
@@ -84,7 +84,8 @@ def deploy(settings: KubernetesSettings, model: str) -> tuple[dict | None, Excep
         if plan:
             StagePodOperator(task_id="roll_back_champion", stage="rollback", cluster=settings, deferrable=False,
                              options={"data_root": None, "model_name": model, "to_version": plan[ROLLBACK_TO],
-                                      "reason": plan[ROLLBACK_REASON]}).execute(task_context())
+                                      "from_version": plan[ROLLBACK_FROM], "reason": plan[ROLLBACK_REASON]}
+                             ).execute(task_context())
         return None, exc
 
 

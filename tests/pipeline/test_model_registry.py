@@ -30,9 +30,11 @@ from sklearn.preprocessing import StandardScaler
 
 from mlpipeline.errors import PipelineError
 from mlpipeline.mlflow_api import MlflowApi
-from mlpipeline.model_registry import REFERENCE_ARTIFACT, Registry
+from mlpipeline.model_registry import REFERENCE_ARTIFACT, ChampionMoved, Registry
 from mlpipeline.training import model_logging_kwargs
 from tests import support
+
+from .helpers import run_cli
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
@@ -114,9 +116,9 @@ def test_the_downloaded_folder_is_what_mlflow_downloads(client, model_name, tmp_
 def test_the_champion_moves_and_its_history_is_recorded(client, model_name):
     registry, first, _ = registered(model_name, 0)
     second = registry.create_version(*[log_model(1)[k] for k in ("model_uri", "run_id")], {"run_key": "key-1"})
-    moves = [registry.move_champion(first, "promote", "first", {"airflow_run_id": "r1", "empty": ""}),
-             registry.move_champion(second, "promote", "better", {}),
-             registry.move_champion(first, "rollback", "worse live", {})]
+    moves = [registry.move_champion(first, "promote", "first", {"airflow_run_id": "r1", "empty": ""}, expected=None),
+             registry.move_champion(second, "promote", "better", {}, expected=first.version),
+             registry.move_champion(first, "rollback", "worse live", {}, expected=second.version)]
     assert [m["previous_version"] for m in moves] == [None, first.version, second.version]
     assert client.get_model_version_by_alias(model_name, "champion").version == first.version
     tags = client.get_model_version(model_name, second.version).tags
@@ -222,3 +224,201 @@ def test_a_listing_that_leads_out_of_the_folder_is_refused(tmp_path):
     with scripted([(200, {"files": [{"path": "MLmodel", "is_dir": False}, {"path": "..", "is_dir": True}]})]) \
             as (uri, _), pytest.raises(PipelineError, match="unsafe artifact name '..' under 1/models/m-1/artifacts"):
         list(MlflowApi(uri).artifact_files("1/models/m-1/artifacts"))
+
+
+class RunsACommand:
+    """Unpickling it runs a shell command: what a pickle or cloudpickle model file can do."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def skops_calling_system(command: str) -> bytes:
+    """A skops archive whose one node constructs `posix.system(command)` (skops's ConstructorFromReduceNode):
+    loaded with that type trusted, it runs the command."""
+    import io
+    import zipfile
+
+    def text(value: str, node_id: int) -> dict:
+        return {"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode", "content": json.dumps(value),
+                "is_json": True, "__id__": node_id}
+
+    schema = {"__class__": "system", "__module__": "posix", "__loader__": "ConstructorFromReduceNode",
+              "content": {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode",
+                          "content": [text(command, 2)], "__id__": 1},
+              "__id__": 0, "protocol": 2, "_skops_version": "0.16.0"}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("schema.json", json.dumps(schema))
+    return buffer.getvalue()
+
+
+def hostile_version(client, model_name: str, tmp_path: Path, kind: str, marker: Path):
+    """A version registered as anyone who can write to the registry could: a copy of a real logged model
+    whose MLmodel and model file were replaced."""
+    import yaml
+
+    logged = log_model()
+    folder = Path(mlflow.artifacts.download_artifacts(logged["model_uri"], dst_path=str(tmp_path / "real")))
+    document = yaml.safe_load((folder / "MLmodel").read_text())
+    flavor = document["flavors"]["sklearn"]
+    (folder / flavor["pickled_model"]).unlink()
+    if kind == "skops trusting os.system":
+        flavor.update(pickled_model="model.skops", skops_trusted_types=["posix.system"])
+        (folder / "model.skops").write_bytes(skops_calling_system(f"touch {marker}"))
+    else:
+        import cloudpickle
+
+        flavor.update(pickled_model="model.pkl", serialization_format=kind)
+        flavor.pop("skops_trusted_types", None)
+        (folder / "model.pkl").write_bytes(cloudpickle.dumps(RunsACommand(f"touch {marker}")))
+    (folder / "MLmodel").write_text(yaml.safe_dump(document))
+    with mlflow.start_run(run_id=logged["run_id"]):
+        model = mlflow.initialize_logged_model(name="hostile")
+        client.log_model_artifacts(model.model_id, str(folder))
+    registry = Registry(model_name)
+    return registry, registry.create_version(f"models:/{model.model_id}", logged["run_id"], {"run_key": "k"})
+
+
+@pytest.mark.parametrize("kind, refusal", [
+    ("skops trusting os.system", "asks skops to trust ['posix.system'], which is not allowed"),
+    ("cloudpickle", "saved as 'cloudpickle'; only 'skops' is loaded"),
+    ("pickle", "saved as 'pickle'; only 'skops' is loaded"),
+])
+def test_a_version_that_would_run_code_is_refused_and_runs_nothing(client, model_name, tmp_path, kind, refusal):
+    marker = tmp_path / "ran"
+    registry, version = hostile_version(client, model_name, tmp_path, kind, marker)
+    with pytest.raises(PipelineError) as refused:
+        registry.load_version(version)
+    message = str(refused.value)
+    assert message.startswith(f"refused to load {model_name} v{version.version}: ") and refusal in message
+    assert "\n" not in message
+    assert not marker.exists()
+
+
+def test_the_skops_archive_here_does_run_its_command_when_its_type_is_trusted(tmp_path):
+    """The refusal above is the policy's doing: the same archive runs the command once trusted."""
+    import skops.io
+
+    marker = tmp_path / "ran"
+    skops.io.loads(skops_calling_system(f"touch {marker}"), trusted=["posix.system"])
+    assert marker.exists()
+
+
+def test_one_allow_list_and_one_loader_in_the_whole_code_base():
+    """Every process that deserialises a model does it through mlpipeline.model_format: no other source file
+    names a trusted type, calls skops's loader, MLflow's sklearn loader or unpickles."""
+    from mlpipeline.model_format import TRUSTED_TYPES
+
+    sources = [p for top in ("images", "plugins", "dags", "scripts", "benchmarks")
+               for p in (support.REPO / top).rglob("*.py")]
+    policy = support.REPO / "images/pipeline/src/mlpipeline/model_format.py"
+    assert policy in sources
+    patterns = [*TRUSTED_TYPES, "skops.io.load", "sio.load", "sklearn.load_model", "pickle.load", "joblib.load"]
+    offenders = {(str(p.relative_to(support.REPO)), pattern) for p in sources if p != policy
+                 for pattern in patterns if pattern in p.read_text()}
+    assert offenders == set()
+
+
+# -- moves as compare-and-swap, and creates that lose their answer ------------------------------------------
+
+def test_a_rollback_after_another_runs_promotion_is_refused_and_changes_nothing(client, model_name):
+    registry, first, _ = registered(model_name, 0)
+    second = registry.create_version(*[log_model(1)[k] for k in ("model_uri", "run_id")], {"run_key": "key-1"})
+    third = registry.create_version(*[log_model(2)[k] for k in ("model_uri", "run_id")], {"run_key": "key-2"})
+    registry.move_champion(first, "promote", "first", {}, expected=None)
+    registry.move_champion(second, "promote", "run A", {}, expected=first.version)
+    registry.move_champion(third, "promote", "run B, meanwhile", {}, expected=second.version)
+    history = registry.champion_history()
+
+    # Run A's deploy of v2 failed: its rollback expects v2 to be the champion, which it no longer is.
+    with pytest.raises(ChampionMoved, match=f"champion is v{third.version}, not v{second.version}"):
+        registry.move_champion(first, "rollback", "deploy of v2 failed", {}, expected=second.version)
+    assert client.get_model_version_by_alias(model_name, "champion").version == third.version
+    assert registry.champion_history() == history
+
+
+def test_the_rollback_stage_reports_a_superseded_rollback(client, model_name, server):
+    registry, first, _ = registered(model_name, 0)
+    second = registry.create_version(*[log_model(1)[k] for k in ("model_uri", "run_id")], {"run_key": "key-1"})
+    registry.move_champion(first, "promote", "first", {}, expected=None)
+    registry.move_champion(second, "promote", "second", {}, expected=first.version)
+    arguments = ["rollback", "--model-name", model_name, "--to-version", first.version, "--reason", "failed",
+                 "--tracking-uri", server]
+    stale = run_cli(*arguments, "--from-version", "7").json
+    assert stale["rolled_back"] is False and stale["outcome"] == "superseded" and "not v7" in stale["reason"]
+    assert registry.champion().version == second.version
+    done = run_cli(*arguments, "--from-version", second.version).json
+    assert done["rolled_back"] is True and registry.champion().version == first.version
+    assert "--from-version" in run_cli(*arguments, check=False).error_line
+
+
+def test_a_move_whose_alias_write_fails_leaves_no_event_in_the_history(client, model_name, monkeypatch):
+    registry, first, _ = registered(model_name, 0)
+    registry.move_champion(first, "promote", "first", {}, expected=None)
+    second = registry.create_version(*[log_model(1)[k] for k in ("model_uri", "run_id")], {"run_key": "key-1"})
+    before = registry.champion_history()
+
+    def unreachable(*args):
+        raise PipelineError("MLflow did not answer")
+
+    monkeypatch.setattr(registry, "_set_alias", unreachable)
+    with pytest.raises(PipelineError):
+        registry.move_champion(second, "promote", "better", {}, expected=first.version)
+    assert registry.champion_history() == before
+    assert client.get_model_version_by_alias(model_name, "champion").version == first.version
+
+
+@contextmanager
+def dropping_first_answer(upstream: str, path: str):
+    """A proxy to a real server that forwards every request, but for the first one to `path` closes the
+    connection after the server carried it out, before its answer reaches the client."""
+    import urllib.request
+
+    dropped = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _forward(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+            request = urllib.request.Request(f"{upstream}{self.path}", data=body, method=self.command,
+                                             headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as answer:
+                    status, content = answer.status, answer.read()
+            except urllib.error.HTTPError as exc:
+                status, content = exc.code, exc.read()
+            if self.path.split("?")[0].endswith(path) and not dropped:
+                dropped.append(self.path)
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(content)))
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(content)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = _forward
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}", dropped
+    finally:
+        httpd.shutdown()
+
+
+def test_a_create_whose_answer_is_dropped_registers_once(client, model_name, server):
+    logged = log_model()
+    with dropping_first_answer(server, "model-versions/create") as (proxy, dropped):
+        registry = Registry(model_name, proxy)
+        version = registry.create_version(logged["model_uri"], logged["run_id"], {"run_key": "key-dropped"})
+    assert dropped, "the proxy dropped no answer"
+    versions = client.search_model_versions(f"name = '{model_name}'")
+    assert [v.version for v in versions] == [version.version] and version.tags["run_key"] == "key-dropped"

@@ -136,7 +136,7 @@ def asgi_post(app, body: bytes, headers: dict, pieces: int = 1) -> tuple[int, by
 
 
 def test_the_fast_path_answers_binary_requests_and_hands_binary_outputs_to_kserve(served):
-    from mlserving.routes import InferFastPath, OutcomeCounter
+    from mlserving.routes import in_front
 
     _, model = served
     reached = []
@@ -146,7 +146,7 @@ def test_the_fast_path_answers_binary_requests_and_hands_binary_outputs_to_kserv
         await send({"type": "http.response.start", "status": 299, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    fast_path = InferFastPath(OutcomeCounter(kserve_route, {MODEL: model}), {MODEL: model})  # as routes.install
+    fast_path = in_front(kserve_route, {MODEL: model})  # as routes.install
     status, answer = asgi_post(fast_path, *encoded({"features": np.asarray(ROWS)}))
     assert status == 200 and b'"setosa"' in answer and reached == []
     body, headers = encoded({"features": np.asarray(ROWS)}, binary_outputs=True)
@@ -155,7 +155,7 @@ def test_the_fast_path_answers_binary_requests_and_hands_binary_outputs_to_kserv
 
 @pytest.mark.parametrize("binary_outputs", [False, True])
 def test_a_body_in_several_messages_is_read_whole(served, binary_outputs):
-    from mlserving.routes import InferFastPath, OutcomeCounter
+    from mlserving.routes import in_front
 
     _, model = served
     reached = []
@@ -165,7 +165,7 @@ def test_a_body_in_several_messages_is_read_whole(served, binary_outputs):
         await send({"type": "http.response.start", "status": 299, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    fast_path = InferFastPath(OutcomeCounter(kserve_route, {MODEL: model}), {MODEL: model})
+    fast_path = in_front(kserve_route, {MODEL: model})
     body, headers = encoded({"features": np.asarray(ROWS)}, binary_outputs=binary_outputs)
     status, answer = asgi_post(fast_path, body, headers, pieces=3)
     if binary_outputs:

@@ -1,4 +1,4 @@
-"""The server reads MLflow's model format without MLflow (mlserving/mlmodel.py).
+"""The server reads MLflow's model format without MLflow (mlpipeline/model_format.py, the one loading policy).
 
 Contract tests: every model folder here was written by MLflow itself (make_models.py, in the pipeline
 environment, with the pipeline's own logging settings), and mlflow-reading.json records what MLflow's
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
+from mlpipeline.model_format import ModelLoadError, read_mlmodel
 from mlserving.loader import load_model_dir
-from mlserving.mlmodel import ModelLoadError, read_mlmodel
 
 from .conftest import MODEL
 from .test_endpoints import matrix_request
@@ -33,7 +33,7 @@ def test_the_fields_read_are_the_ones_mlflow_reads(model_dirs, mlflow_reading, f
     ours, theirs = read_mlmodel(model_dirs / folder), mlflow_reading[folder]
     assert theirs["serialization_format"] == "skops"
     assert list(ours.features) == theirs["features"]
-    assert ours.model_file == model_dirs / folder / theirs["model_file"]
+    assert model_dirs / folder / ours.model_file == model_dirs / folder / theirs["model_file"]
     assert list(ours.trusted_types) == theirs["trusted_types"]
     assert (ours.run_id, ours.model_id) == (theirs["run_id"], theirs["model_id"])
 
@@ -92,7 +92,7 @@ REFUSED = {
     "model file missing": (_set("flavors", "sklearn", "pickled_model", "gone.skops"), "does not exist"),
     "no model file named": (_set("flavors", "sklearn", "pickled_model", DELETE), "names no model file"),
     "trusts a dangerous type": (_set("flavors", "sklearn", "skops_trusted_types", ["builtins.eval"]),
-                                "asks skops to trust ['builtins.eval'], which this server does not trust"),
+                                "asks skops to trust ['builtins.eval'], which is not allowed"),
 }
 
 
@@ -124,7 +124,7 @@ def test_an_unreadable_mlmodel_is_refused(client, served, model_dirs, tmp_path, 
 
 
 def test_a_model_saved_by_mlflow_as_pickle_is_refused(client, served, model_dirs):
-    _refused_swap(served, model_dirs / "pickle", "this server loads only 'skops'")
+    _refused_swap(served, model_dirs / "pickle", "only 'skops' is loaded")
 
 
 def test_a_skops_file_holding_types_its_mlmodel_does_not_trust_is_refused(client, served, model_dirs, tmp_path):

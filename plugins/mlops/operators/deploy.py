@@ -51,6 +51,7 @@ from mlops.notifications.alerts import canary_rolled_back
 from mlops.operators.deferral import default_deferrable, wait_for
 
 ROLLBACK_TO, ROLLBACK_REASON, CANARY = "rollback_to_version", "rollback_reason", "canary"
+ROLLBACK_FROM = "rollback_from_version"  # the version that failed: the champion the rollback expects to replace
 
 
 class ModelFailed(Exception):
@@ -247,6 +248,7 @@ class DeployOperator(BaseOperator):
         else:
             self.log.error("nothing to restore: no earlier version was being served")
         ti = context["ti"]
+        ti.xcom_push(key=ROLLBACK_FROM, value=version)
         ti.xcom_push(key=ROLLBACK_TO, value=to_version)
         ti.xcom_push(key=ROLLBACK_REASON, value=reason[:1000])
 

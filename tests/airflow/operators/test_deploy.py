@@ -8,7 +8,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlops.hooks.stage import StageHook
-from mlops.operators.deploy import ROLLBACK_REASON, ROLLBACK_TO, LocalDeployOperator
+from mlops.operators.deploy import ROLLBACK_FROM, ROLLBACK_REASON, ROLLBACK_TO, LocalDeployOperator
 from mlops.operators.stage import StageOperator
 from tests import support
 
@@ -70,7 +70,8 @@ def test_deploy_swap_restore_and_roll_back(deploy_env, local_target):
 
     # The champion moves to a version whose files are broken: the swap is refused and the server never
     # stops serving v2; the task fails for good (no retry: the model will not improve) with the plan...
-    stages.run("rollback", {"model_name": MODEL, "to_version": "1", "reason": "test: serve v1 again"})
+    stages.run("rollback", {"model_name": MODEL, "to_version": "1", "from_version": "2",
+                            "reason": "test: serve v1 again"})
     for skops in (folder / "v1").glob("*.skops"):
         skops.write_bytes(b"corrupted")
     ti = TaskInstance()
@@ -82,7 +83,7 @@ def test_deploy_swap_restore_and_roll_back(deploy_env, local_target):
     # ... which the DAG's roll_back_champion task carries out with the pipeline's rollback stage.
     roll_back = StageOperator(task_id="roll_back_champion", stage="rollback", options={
         "data_root": None, "model_name": MODEL, "to_version": ti.xcoms[ROLLBACK_TO],
-        "reason": ti.xcoms[ROLLBACK_REASON]})
+        "from_version": ti.xcoms[ROLLBACK_FROM], "reason": ti.xcoms[ROLLBACK_REASON]})
     assert roll_back.execute({})["rolled_back"] is True
     history = stages.run("champion-at", {"model_name": MODEL})
     assert history["champion_version"] == "2"

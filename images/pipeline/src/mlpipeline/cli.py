@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", help="move champion back to an earlier version, recorded like a promotion")
     p.add_argument("--to-version", help="the registry version to serve again; without it (no version was served "
                                         "before the failed deploy) nothing moves, and the result says so")
+    p.add_argument("--from-version", help="the version being rolled back: the champion the move expects to "
+                                          "replace (required with --to-version); if the champion is another "
+                                          "version by now, nothing moves and the outcome is 'superseded'")
     p.add_argument("--reason", required=True, help="why (recorded with the event)")
     p.add_argument("--model-name", default=os.environ.get("MLPIPELINE_MODEL_NAME", DEFAULT_MODEL))
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""))
@@ -226,17 +229,23 @@ def cmd_champion_at(args) -> dict:
 
 
 def cmd_rollback(args) -> dict:
-    from .model_registry import Registry
+    from .model_registry import ChampionMoved, Registry
 
     if not args.to_version:
         log.warning("no version to roll back to: the champion stays (%s)", args.reason)
         return {"model_name": args.model_name, "rolled_back": False, "reason": args.reason}
+    if not args.from_version:
+        raise PipelineError("rollback --to-version needs --from-version: the champion it expects to replace")
     _use_tracking(args)
     registry = Registry(args.model_name)
     version = registry.version(args.to_version)
     context = {"airflow_dag_id": args.dag_id, "airflow_run_id": args.dag_run_id}
-    return {"model_name": args.model_name, "rolled_back": True,
-            **registry.move_champion(version, "rollback", args.reason, context)}
+    try:
+        moved = registry.move_champion(version, "rollback", args.reason, context, expected=args.from_version)
+    except ChampionMoved as exc:  # another run promoted or rolled back since: its move stands
+        log.warning("not rolled back: %s", exc)
+        return {"model_name": args.model_name, "rolled_back": False, "outcome": "superseded", "reason": str(exc)}
+    return {"model_name": args.model_name, "rolled_back": True, "outcome": "rolled_back", **moved}
 
 
 def cmd_fetch_model(args) -> dict:

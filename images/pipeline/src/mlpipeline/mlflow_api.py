@@ -37,6 +37,11 @@ TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})  # mlflow.utils.request_ut
 MAX_BACKOFF = 120.0
 
 
+class MlflowUnanswered(PipelineError):
+    """A call that changes state reached the server, or may have, and no answer came back: whether it took
+    effect is unknown, so it is not sent again blindly (the caller looks first)."""
+
+
 class MlflowApiError(PipelineError):
     """The tracking server refused a call, or could not be reached; one line that says which."""
 
@@ -116,8 +121,10 @@ class MlflowApi:
     def get(self, endpoint: str, **params) -> dict:
         return self._json(self.call("GET", f"{API}/{endpoint}", params=params))
 
-    def post(self, endpoint: str, body: dict) -> dict:
-        return self._json(self.call("POST", f"{API}/{endpoint}", body=body))
+    def post(self, endpoint: str, body: dict, *, idempotent: bool = True) -> dict:
+        """`idempotent=False` for a create: a request that may have reached the server unanswered raises
+        MlflowUnanswered instead of being sent again (a retried create would create twice)."""
+        return self._json(self.call("POST", f"{API}/{endpoint}", body=body, idempotent=idempotent))
 
     def pages(self, endpoint: str, key: str, body: dict, method: str = "POST") -> Iterator[dict]:
         """Every item of a paged search (`next_page_token`)."""
@@ -142,7 +149,8 @@ class MlflowApi:
     def _json(content: bytes) -> dict:
         return json.loads(content) if content else {}
 
-    def call(self, method: str, path: str, *, params: dict | None = None, body: dict | None = None) -> bytes:
+    def call(self, method: str, path: str, *, params: dict | None = None, body: dict | None = None,
+             idempotent: bool = True) -> bytes:
         query = f"?{urlencode(params, doseq=True)}" if params else ""
         data = json.dumps(body).encode() if body is not None else None
         headers = {**self.headers, **({"Content-Type": "application/json"} if data is not None else {})}
@@ -159,6 +167,9 @@ class MlflowApi:
                     raise refused from None
             except (URLError, OSError, http.client.HTTPException) as exc:
                 reason = getattr(exc, "reason", exc)
+                if not idempotent and not isinstance(reason, ConnectionRefusedError):  # refused: never sent
+                    raise MlflowUnanswered(f"MLflow at {self.base} did not answer {method} {path}: {reason}; "
+                                           "it may have been carried out") from None
                 refused = MlflowApiError(f"MLflow at {self.base} did not answer {method} {path} after "
                                          f"{attempt + 1} attempt(s): {reason}")
         raise refused

@@ -9,6 +9,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .errors import PipelineError
+from .model_format import HIST_GRADIENT_BOOSTING_PREDICTOR, RANDOM_FOREST_TREE
 
 ESTIMATORS = {
     "logistic_regression": lambda p: Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(**p))]),
@@ -17,11 +18,11 @@ ESTIMATORS = {
 }
 
 # Types these estimators hold that skops loads only when told to trust them. They are written into the
-# model's MLmodel (mlflow.sklearn passes them to skops.io.load); the model server trusts these and no
-# others (mlserving.mlmodel.SERVED_TRUSTED_TYPES), so a type added here must be added there.
+# model's MLmodel; every loader trusts them only if they are in model_format.TRUSTED_TYPES, the one
+# allow-list (an estimator added here whose types are not there can be trained but never loaded).
 SKOPS_TRUSTED_TYPES = {
-    RandomForestClassifier: ["sklearn.tree._tree.Tree"],
-    HistGradientBoostingClassifier: ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],
+    RandomForestClassifier: [RANDOM_FOREST_TREE],
+    HistGradientBoostingClassifier: [HIST_GRADIENT_BOOSTING_PREDICTOR],
 }
 
 

@@ -3,7 +3,12 @@
 Aliases only (`champion` = served, `challenger` = last candidate), never stages.
 Every champion move is also an MLflow run in the "<model>.promotions"
 experiment (start time = the move), so "which version was champion at time T"
-is a query: the latest event at or before T.
+is a query: the latest event at or before T. A record counts once its move is
+done (status FINISHED): one left RUNNING or FAILED is a move that did not happen.
+
+Moves are compare-and-swap: the caller names the champion it expects to replace,
+and a champion that moved meanwhile (another run promoted or rolled back) is
+refused with ChampionMoved, never overwritten.
 """
 
 from __future__ import annotations
@@ -15,12 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import PipelineError
-from .mlflow_api import MlflowApi, MlflowApiError, logged_model_id, proxied_path
+from .mlflow_api import MlflowApi, MlflowApiError, MlflowUnanswered, logged_model_id, proxied_path
+from .model_format import ModelLoadError, load_estimator, parse_mlmodel, read_mlmodel
 from .served_model_dir import holds_version, staged
 
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+UNANSWERED_CREATE_ATTEMPTS = 3
+
+
+class ChampionMoved(PipelineError):
+    """The champion is not the version the move expected to replace: the move is refused."""
 REFERENCE_ARTIFACT = "reference/train_sample.parquet"
 
 
@@ -80,11 +91,10 @@ class Registry:
             body={"filter": f"name = '{self.name}' and tags.run_key = '{run_key}'", "max_results": 1000})]
         return min(found, key=lambda v: int(v.version)) if found else None
 
-    def _model_location(self, version: ModelVersion) -> str:
-        """Where the version's files are: a logged model's artifact URI (MLflow 3), else its source."""
-        model_id = logged_model_id(version.source)
-        return self.api.get(f"logged-models/{model_id}")["model"]["info"]["artifact_uri"] if model_id \
-            else version.source
+    def _model_location(self, source: str) -> str:
+        """Where a model's files are: a logged model's artifact URI (MLflow 3), else the source itself."""
+        model_id = logged_model_id(source)
+        return self.api.get(f"logged-models/{model_id}")["model"]["info"]["artifact_uri"] if model_id else source
 
     def _fetch(self, root: str, destination: Path) -> None:
         for relative in self.api.artifact_files(root):
@@ -92,28 +102,30 @@ class Registry:
             (destination / relative).write_bytes(self.api.artifact(f"{root}/{relative}"))
 
     def load_version(self, version: ModelVersion):
-        """The version's estimator. A skops file is loaded as mlflow.sklearn.load_model loads it (skops,
-        trusting the types its MLmodel names), fetched alone with its MLmodel; any other format by MLflow's
-        loader."""
-        root = proxied_path(self._model_location(version))
-        if root is None:
-            import mlflow.sklearn
+        """The version's estimator (load_model)."""
+        return self.load_model(version.source, f"{self.name} v{version.version}",
+                               f"models:/{self.name}/{version.version}")
 
-            return mlflow.sklearn.load_model(f"models:/{self.name}/{version.version}")
-        import yaml
+    def load_model(self, model_uri: str, where: str, download_uri: str | None = None):
+        """The estimator at `model_uri`, loaded under the one loading policy (model_format): its MLmodel is
+        read and checked first, then its skops file alone is fetched and loaded trusting only allowed
+        types. A model the policy refuses is a PipelineError naming it (`where`) and what was refused."""
+        root = proxied_path(self._model_location(model_uri))
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp)
+                if root is None:  # a store the server does not proxy: MLflow's client fetches the folder
+                    import mlflow.artifacts
 
-        mlmodel = yaml.safe_load(self.api.artifact(f"{root}/MLmodel")) or {}
-        flavor = (mlmodel.get("flavors") or {}).get("sklearn") or {}
-        if flavor.get("serialization_format") == "skops":
-            import skops.io
-
-            return skops.io.loads(self.api.artifact(f"{root}/{flavor['pickled_model']}"),
-                                  trusted=flavor.get("skops_trusted_types"))
-        import mlflow.sklearn
-
-        with tempfile.TemporaryDirectory() as tmp:
-            self._fetch(root, Path(tmp))
-            return mlflow.sklearn.load_model(tmp)
+                    mlflow.artifacts.download_artifacts(artifact_uri=download_uri or model_uri, dst_path=tmp)
+                    spec = read_mlmodel(folder, where)
+                else:
+                    spec = parse_mlmodel(self.api.artifact(f"{root}/MLmodel"), where)
+                    (folder / spec.model_file).parent.mkdir(parents=True, exist_ok=True)
+                    (folder / spec.model_file).write_bytes(self.api.artifact(f"{root}/{spec.model_file}"))
+                return load_estimator(spec, folder, where)
+        except ModelLoadError as exc:
+            raise PipelineError(f"refused to load {exc}") from None
 
     def reference_sample(self, version: ModelVersion):
         import pandas as pd
@@ -141,7 +153,7 @@ class Registry:
         destination = Path(destination)
         if holds_version(destination, self.name, version.version):
             return destination
-        location = self._model_location(version)
+        location = self._model_location(version.source)
         root = proxied_path(location)
         with staged(destination, self.name, version.version, version.run_id) as staging:
             if root is None:
@@ -171,11 +183,26 @@ class Registry:
                     raise
 
     def create_version(self, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
+        """A new version tagged with its run key (tags["run_key"]); a create that went unanswered is looked up
+        by that key before it is sent again, so one run key never registers twice."""
         self.ensure_model()
         body = {"name": self.name, "source": model_uri, "run_id": run_id, "tags": _tags(tags)}
         if model_id := logged_model_id(model_uri):
             body["model_id"] = model_id
-        version = ModelVersion.from_json(self.api.post("model-versions/create", body)["model_version"])
+        for attempt in range(1, UNANSWERED_CREATE_ATTEMPTS + 1):
+            try:
+                version = ModelVersion.from_json(self.api.post("model-versions/create", body,
+                                                               idempotent=False)["model_version"])
+                break
+            except MlflowUnanswered as exc:
+                found = self.version_for_run_key(tags["run_key"])
+                if found is not None:
+                    log.warning("%s; it was: run key %s is v%s", exc, tags["run_key"], found.version)
+                    version = found
+                    break
+                if attempt == UNANSWERED_CREATE_ATTEMPTS:
+                    raise
+                log.warning("%s; no version has run key %s, so it is sent again", exc, tags["run_key"])
         deadline = time.monotonic() + 120
         while version.status == "PENDING_REGISTRATION" and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -194,28 +221,50 @@ class Registry:
     def set_challenger(self, version: ModelVersion) -> None:
         self._set_alias(CHALLENGER, version.version)
 
-    def move_champion(self, version: ModelVersion, event: str, reason: str, context: dict[str, str]) -> dict:
-        """Point `champion` at version and record the move (promotion or rollback)."""
+    def move_champion(self, version: ModelVersion, event: str, reason: str, context: dict[str, str], *,
+                      expected: str | None) -> dict:
+        """Point `champion` at version and record the move (promotion or rollback), if the champion is still
+        `expected` (a version number, None for no champion); else ChampionMoved, and nothing is written.
+
+        MLflow's alias call has no condition of its own, so the check is a read just before the write: a
+        move that raced another within those milliseconds is not caught here."""
         previous = self.champion()
+        current = previous.version if previous else None
+        if current != expected:
+            raise ChampionMoved(f"{self.name}: champion is {f'v{current}' if current else 'none'}, not "
+                                f"{f'v{expected}' if expected else 'none'} as this {event} of v{version.version} "
+                                "expected: another run moved it; not moving it again")
         now_ms = int(time.time() * 1000)
         experiment_id = self._promotions_experiment()
         tags = {"event": event, "model_name": self.name, "version": str(version.version),
-                "previous_version": previous.version if previous else "", "reason": reason[:4000],
+                "previous_version": current or "", "reason": reason[:4000],
                 **{k: str(v) for k, v in context.items() if v}}
         run_name = f"{event} v{version.version}"
         # As MlflowClient.create_run sends it: the name also as the mlflow.runName tag, the user "unknown".
+        # RUNNING until the alias has moved: the history counts FINISHED records only.
         run_id = self.api.post("runs/create", {
             "experiment_id": experiment_id, "user_id": "unknown", "start_time": now_ms, "run_name": run_name,
             "tags": _tags({**tags, "mlflow.runName": run_name})})["run"]["info"]["run_id"]
-        self._set_alias(CHAMPION, version.version)
+        try:
+            self._set_alias(CHAMPION, version.version)
+        except Exception:
+            self._end_record(run_id, "FAILED", now_ms)
+            raise
         self._set_version_tag(version.version, "champion_since_ms", str(now_ms))
-        if previous and previous.version != version.version:
-            self._set_version_tag(previous.version, "champion_until_ms", str(now_ms))
-        self.api.post("runs/update", {"run_id": run_id, "status": "FINISHED", "end_time": now_ms})
-        log.info("%s: champion %s -> v%s (%s)", event, f"v{previous.version}" if previous else "none",
-                 version.version, reason)
-        return {"event": event, "version": version.version, "previous_version": tags["previous_version"] or None,
+        if current and current != version.version:
+            self._set_version_tag(current, "champion_until_ms", str(now_ms))
+        self._end_record(run_id, "FINISHED", now_ms)
+        log.info("%s: champion %s -> v%s (%s)", event, f"v{current}" if current else "none", version.version, reason)
+        return {"event": event, "version": version.version, "previous_version": current,
                 "at_ms": now_ms, "record_run_id": run_id}
+
+    def _end_record(self, run_id: str, status: str, at_ms: int) -> None:
+        try:
+            self.api.post("runs/update", {"run_id": run_id, "status": status, "end_time": at_ms})
+        except PipelineError as exc:
+            if status == "FINISHED":
+                raise
+            log.warning("the record %s of a move that failed stays RUNNING (not in the history): %s", run_id, exc)
 
     def champion_history(self) -> list[dict]:
         experiment_id = self._experiment_id(self._promotions_name)
@@ -223,7 +272,8 @@ class Registry:
             return []
         history = []
         for run in self.api.pages("runs/search", "runs", {
-                "experiment_ids": [experiment_id], "filter": f"tags.model_name = '{self.name}'",
+                "experiment_ids": [experiment_id],
+                "filter": f"tags.model_name = '{self.name}' and attributes.status = 'FINISHED'",
                 "order_by": ["attributes.start_time ASC"], "max_results": 1000}):
             tags = {t["key"]: t.get("value") for t in run["data"].get("tags", [])}
             history.append({"at_ms": int(run["info"]["start_time"]), "event": tags.get("event"),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from .contracts import COMPARED_WITH_TAG, DECISION_TAG, REASON_TAG, TrainingDecision
-from .model_registry import Registry
+from .model_registry import ChampionMoved, Registry
 from .volume import DataVolume, load_run, read_json
 
 log = logging.getLogger(__name__)
@@ -85,11 +85,9 @@ def _promote_if_due(registry: Registry, version, decision: TrainingDecision, cre
         return "already_registered", None
     if not decision.promotes:
         return "registered", None
-    champion = registry.champion()
-    compared_with = decision.champion_version
-    current = champion.version if champion else None
-    if current != compared_with:
-        log.warning("v%s was compared with champion %s, but the champion is now v%s: not promoting it",
-                    version.version, f"v{compared_with}" if compared_with else "(none)", current)
+    try:
+        return "promoted", registry.move_champion(version, "promote", decision.reason, context,
+                                                  expected=decision.champion_version)
+    except ChampionMoved as exc:  # it was compared with a champion that is no longer the champion
+        log.warning("v%s not promoted: %s", version.version, exc)
         return "superseded", None
-    return "promoted", registry.move_champion(version, "promote", decision.reason, context)

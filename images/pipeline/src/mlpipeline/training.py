@@ -123,8 +123,11 @@ def evaluate_models(volume: DataVolume, run_key: str, model_name: str, challenge
     test = load_set(volume, run_key, "test")
     features, label, classes = schema.feature_names, schema.label, list(schema.classes)
     predictions = pd.DataFrame({"label": test[label].astype(str)})
-    predictions["challenger"] = mlflow.sklearn.load_model(challenger["model_uri"]).predict(test[features])
     registry = Registry(model_name)
+    # Read back as every champion is (the one loading policy): a challenger reused from an earlier attempt
+    # was written to the registry's store, where others can write too.
+    loaded = registry.load_model(challenger["model_uri"], f"challenger {challenger['model_uri']}")
+    predictions["challenger"] = loaded.predict(test[features])
     champion = registry.champion()
     result = {"challenger": {"run_id": challenger_run_id, "model_uri": challenger["model_uri"],
                              "metrics": score(predictions["label"], predictions["challenger"], classes)},

@@ -1,4 +1,5 @@
-"""Load an MLflow-logged scikit-learn model directory and prove it predicts (read without MLflow: mlmodel.py).
+"""Load an MLflow-logged scikit-learn model directory and prove it predicts (read without MLflow, under the
+pipeline's one loading policy: mlpipeline.model_format).
 
 The directory is exactly what `mlpipeline register` produced (MLmodel, the skops
 file, input_example.json): in a cluster KServe's storage initializer puts it in
@@ -22,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mlpipeline.model_format import ModelLoadError, load_estimator, read_mlmodel
+
 from .fastpath import verified_class_positions
-from .mlmodel import ModelLoadError, load_estimator, read_mlmodel
 
 REGISTRY_FILE = "registry.json"
 REGISTRY_ENV = {"version": "MLSERVING_REGISTRY_VERSION", "run_id": "MLSERVING_RUN_ID",

@@ -233,6 +233,13 @@ def _replay(body: bytes, receive):
     return replay
 
 
+def in_front(kserve_app, models: dict[str, RegistryModel], repository_token: str | None = None):
+    """What answers before KServe's stack: the fast path, the body limit for everything else, the outcome
+    counter, the repository guard, then KServe's app."""
+    counter = OutcomeCounter(RepositoryGuard(kserve_app, repository_token), models)
+    return InferFastPath(BodyLimit(counter, models, counter), models, counter)
+
+
 def install(app: FastAPI, models: dict[str, RegistryModel], repository_token: str | None = None) -> None:
     """Call before KServe registers its routes: the first matching route wins. `repository_token`: the
     bearer token a model load must carry (None: KServe's repository endpoints refused)."""
@@ -262,9 +269,4 @@ def install(app: FastAPI, models: dict[str, RegistryModel], repository_token: st
     # path against every route and writes two log lines per request, more than the fast path's own
     # work (benchmarks/serving_profile.py shows it). Fast-path answers skip it, as they skip pydantic.
     build_stack = app.build_middleware_stack
-
-    def stack():
-        counter = OutcomeCounter(RepositoryGuard(build_stack(), repository_token), models)
-        return InferFastPath(BodyLimit(counter, models, counter), models, counter)
-
-    app.build_middleware_stack = stack
+    app.build_middleware_stack = lambda: in_front(build_stack(), models, repository_token)

@@ -1,0 +1,147 @@
+"""The one way a model is deserialised, in every process that does it: the detect and train stages (the
+champion, fetched from the registry) and the model server (mlserving). Standard library, PyYAML and
+skops only, so the serving image installs this package without its dependencies.
+
+A model is an MLflow scikit-learn model directory saved in the skops format. Its `MLmodel` is read
+without MLflow; the field names and their meaning follow MLflow 3.17's `mlflow/models/model.py` (the
+MLmodel YAML), `mlflow/models/signature.py` (a signature's `inputs` is a JSON list of column specs) and
+`mlflow/sklearn/__init__.py` (`save_model` writes `pickled_model`, `serialization_format` and
+`skops_trusted_types` under `flavors.sklearn`; `_load_model_from_local_file` passes the latter to
+`skops.io.load`).
+
+Whoever can write to the registry is not trusted to decide what code runs: pickle and cloudpickle files
+run code when they are loaded, so they are refused; and the types a version's own MLmodel asks skops to
+trust are honoured only when they are in TRUSTED_TYPES, the fixed allow-list defined here and nowhere
+else. A refusal is a ModelLoadError naming the model and the type.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import yaml
+
+# What the pipeline's estimators hold beyond skops's own defaults (the fitted trees of a random forest and
+# of histogram gradient boosting). mlpipeline.model writes the ones a model needs into its MLmodel.
+RANDOM_FOREST_TREE = "sklearn.tree._tree.Tree"
+HIST_GRADIENT_BOOSTING_PREDICTOR = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+TRUSTED_TYPES = frozenset({RANDOM_FOREST_TREE, HIST_GRADIENT_BOOSTING_PREDICTOR})
+
+MAX_MLMODEL_BYTES = 1 << 20  # an MLmodel is a few KB: a larger one is not read
+
+
+class ModelLoadError(Exception):
+    """The model cannot be loaded under this policy, or is not a model at all; the message says why."""
+
+
+@dataclass(frozen=True)
+class MLmodelFile:
+    features: tuple[str, ...]
+    model_file: str  # relative to the model directory, checked to stay inside it
+    trusted_types: tuple[str, ...]
+    run_id: str
+    model_id: str
+
+
+def _document(text: bytes | str, where: str) -> dict:
+    if len(text) > MAX_MLMODEL_BYTES:
+        raise ModelLoadError(f"{where}: the MLmodel holds {len(text)} bytes; an MLmodel is a few KB")
+    try:
+        document = yaml.safe_load(text)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{where}: the MLmodel is unreadable: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ModelLoadError(f"{where}: the MLmodel is unreadable: a YAML mapping was expected, "
+                             f"got {type(document).__name__}")
+    return document
+
+
+def _features(document: dict, where: str) -> tuple[str, ...]:
+    signature = document.get("signature")
+    inputs = signature.get("inputs") if isinstance(signature, dict) else None
+    if not inputs:
+        raise ModelLoadError(f"{where}: the MLmodel has no input signature; log the model with one")
+    try:
+        columns = json.loads(inputs)
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{where}: the MLmodel's input signature is not a JSON list: {exc}") from exc
+    names = [c.get("name") if isinstance(c, dict) else None for c in columns] if isinstance(columns, list) else None
+    if not names or any(not isinstance(n, str) for n in names):
+        raise ModelLoadError(f"{where}: the input signature must name its columns, got {names}")
+    return tuple(names)
+
+
+def _sklearn_flavor(document: dict, where: str) -> dict:
+    flavors = document.get("flavors")
+    if not isinstance(flavors, dict) or not isinstance(flavors.get("sklearn"), dict):
+        raise ModelLoadError(f"{where}: flavors {sorted(flavors) if isinstance(flavors, dict) else flavors} "
+                             "include no 'sklearn'")
+    flavor = flavors["sklearn"]
+    serialization = flavor.get("serialization_format", "pickle")  # MLflow's default when the field is absent
+    if serialization != "skops":
+        raise ModelLoadError(f"{where}: the model is saved as {serialization!r}; only 'skops' is loaded "
+                             "(pickle formats run code when loaded): log it with serialization_format='skops'")
+    if flavor.get("code"):
+        raise ModelLoadError(f"{where}: the model was logged with code paths ({flavor['code']}), which are "
+                             "never imported")
+    return flavor
+
+
+def _model_file(flavor: dict, where: str) -> str:
+    name = flavor.get("pickled_model")
+    if not isinstance(name, str) or not name:
+        raise ModelLoadError(f"{where}: the sklearn flavor names no model file (pickled_model)")
+    parts = PurePosixPath(name).parts
+    if PurePosixPath(name).is_absolute() or ".." in parts or "\\" in name:
+        raise ModelLoadError(f"{where}: the model file {name!r} is outside the model directory")
+    return name
+
+
+def _trusted_types(flavor: dict, where: str) -> tuple[str, ...]:
+    asked = flavor.get("skops_trusted_types") or []
+    if not isinstance(asked, list) or any(not isinstance(t, str) for t in asked):
+        raise ModelLoadError(f"{where}: skops_trusted_types must be a list of type names, got {asked!r}")
+    refused = sorted(set(asked) - TRUSTED_TYPES)
+    if refused:
+        raise ModelLoadError(f"{where}: the model asks skops to trust {refused}, which is not allowed "
+                             f"(allowed: {sorted(TRUSTED_TYPES)})")
+    return tuple(asked)
+
+
+def parse_mlmodel(text: bytes | str, where: str) -> MLmodelFile:
+    """The fields of an MLmodel document that loading uses, checked against the policy before the model
+    file is fetched or opened; `where` names the model in every message."""
+    document = _document(text, where)
+    flavor = _sklearn_flavor(document, where)
+    return MLmodelFile(features=_features(document, where), model_file=_model_file(flavor, where),
+                       trusted_types=_trusted_types(flavor, where), run_id=str(document.get("run_id") or ""),
+                       model_id=str(document.get("model_id") or ""))
+
+
+def read_mlmodel(path: Path, where: str | None = None) -> MLmodelFile:
+    """parse_mlmodel of `path`/MLmodel, with the model file checked to exist inside `path`."""
+    where = where or str(path)
+    mlmodel = path / "MLmodel"
+    if not mlmodel.is_file():
+        raise ModelLoadError(f"{where} has no MLmodel file: not an MLflow model directory")
+    spec = parse_mlmodel(mlmodel.read_bytes(), where)
+    model_file = (path / spec.model_file).resolve()
+    if not model_file.is_relative_to(path.resolve()):
+        raise ModelLoadError(f"{where}: the model file {spec.model_file!r} is outside the model directory")
+    if not model_file.is_file():
+        raise ModelLoadError(f"{where}: the model file {spec.model_file!r} does not exist")
+    return spec
+
+
+def load_estimator(spec: MLmodelFile, path: Path, where: str | None = None):
+    """The estimator in `path`/spec.model_file, loaded by skops trusting spec.trusted_types (already
+    checked against TRUSTED_TYPES) and nothing the file itself names."""
+    import skops.io
+
+    try:
+        return skops.io.load(path / spec.model_file, trusted=list(spec.trusted_types))
+    except Exception as exc:
+        raise ModelLoadError(f"{where or path}: the sklearn model failed to load: {type(exc).__name__}: "
+                             f"{exc}") from exc
