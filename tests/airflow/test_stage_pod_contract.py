@@ -93,6 +93,8 @@ def test_pods_run_the_local_command_line_hardened_on_the_data_volume(kubernetes_
         assert spec["serviceAccountName"] == cluster.service_account and spec["automountServiceAccountToken"] is False
         assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["seccompProfile"] == {
             "type": "RuntimeDefault"}
+        # KPO's XCom sidecar runs the stage's own pinned image, not KPO's untagged default `alpine`
+        assert [c["image"] for c in spec["containers"]] == [cluster.pipeline_image] * 2
         for container in spec["containers"]:  # the stage and KPO's XCom sidecar alike
             context = container["securityContext"]
             assert context["readOnlyRootFilesystem"] and not context["allowPrivilegeEscalation"]

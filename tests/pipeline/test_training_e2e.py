@@ -120,10 +120,12 @@ def test_continuous_training_scenario(volume, tracking, model_name):
     assert client.get_model_version(model_name, "1").tags["champion_until_ms"]
 
     # A rollback is recorded like a promotion; an unknown version is refused and changes nothing.
-    refused = run_cli("rollback", "--model-name", model_name, "--to-version", "9", "--reason", "x", check=False)
+    refused = run_cli("rollback", "--model-name", model_name, "--to-version", "9", "--from-version", "3",
+                      "--reason", "x", check=False)
     assert refused.returncode == 1 and f"{model_name} has no version '9'" in refused.error_line
     assert client.get_model_version_by_alias(model_name, "champion").version == "3"
-    rolled = run_cli("rollback", "--model-name", model_name, "--to-version", "1", "--reason", "smoke test failed").json
+    rolled = run_cli("rollback", "--model-name", model_name, "--to-version", "1", "--from-version", "3",
+                     "--reason", "smoke test failed").json
     assert rolled["event"] == "rollback" and rolled["previous_version"] == "3"
     assert client.get_model_version_by_alias(model_name, "champion").version == "1"
     events = run_cli("champion-at", "--model-name", model_name).json["history"]

@@ -100,11 +100,11 @@ BAD = {
     "huge batch": ({"inputs": [{"name": "x", "shape": [10_001, 4], "datatype": "FP32",
                                 "data": [1.0] * 40_004}]}, "the limit is 10000"),
     "negative shape": ({"inputs": [{"name": "x", "shape": [-1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
-                       "non-negative"),
+                       "must be integers from 0 to"),
     "boolean shape": ({"inputs": [{"name": "x", "shape": [True, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
-                      "non-negative integers"),
+                      "must be integers from 0 to"),
     "boolean feature shape": ({"inputs": [{**i, "shape": [True], "data": i["data"][:1]}
-                                          for i in per_feature_request()["inputs"]]}, "non-negative integers"),
+                                          for i in per_feature_request()["inputs"]]}, "must be integers from 0 to"),
 }
 
 

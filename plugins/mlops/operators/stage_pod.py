@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
 from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import models as k8s
 
@@ -99,7 +100,14 @@ class StagePodOperator(RunsOnlyWith, KubernetesPodOperator):
 
     def build_pod_request_obj(self, context=None, *, dry_run: bool = False) -> k8s.V1Pod:
         self.arguments = [self.stage, *stage_arguments(self.options)]
-        return super().build_pod_request_obj(context, dry_run=dry_run)
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        # KPO's XCom sidecar is the untagged `alpine` unless the connection names an image: the stage's own
+        # image instead (pinned with the release, already on the node; its shell runs the sidecar's loop).
+        if not self.hook.get_xcom_sidecar_container_image():
+            for container in pod.spec.containers:
+                if container.name == PodDefaults.SIDECAR_CONTAINER_NAME:
+                    container.image = self.image
+        return pod
 
     def _record_links(self, result):
         self.link_urls = result_links(result if isinstance(result, dict) else None, self.mlflow_conn_id)

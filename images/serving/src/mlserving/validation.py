@@ -16,6 +16,7 @@ import orjson
 from kserve.errors import InvalidInput
 
 FLOAT_TYPES = {"FP16", "FP32", "FP64"}
+MAX_DIMENSION = 2**31 - 1
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 us per tensor per request
@@ -114,10 +115,13 @@ def _tensor(inp, what: str) -> np.ndarray:
     if inp.datatype not in FLOAT_TYPES:
         raise InvalidInput(f"{what}: datatype {inp.datatype} is not accepted; send FP32 or FP64")
     shape = list(inp.shape or [])
-    if any(type(d) is not int or d < 0 for d in shape):  # type, not isinstance: JSON's true is no dimension
-        raise InvalidInput(f"{what}: shape {shape} must be non-negative integers")
+    # type, not isinstance: JSON's true is no dimension; and none beyond what numpy can index
+    if any(type(d) is not int or not 0 <= d <= MAX_DIMENSION for d in shape):
+        raise InvalidInput(f"{what}: shape {shape} must be integers from 0 to {MAX_DIMENSION}")
+    if not shape:
+        raise InvalidInput(f"{what}: shape [] is a scalar; a request needs rows ([N, features] or [N])")
     values = _numbers(inp.data, what)
-    expected = math.prod(shape) if shape else 0
+    expected = math.prod(shape)
     if values.size != expected:
         raise InvalidInput(f"{what}: shape {shape} needs {expected} values, got {values.size}")
     return values.reshape(shape)
