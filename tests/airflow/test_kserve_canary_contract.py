@@ -106,7 +106,8 @@ def test_a_kserve_canary_is_promoted_or_rolled_back_from_prometheus(registry, cl
 
     with Traffic(address, MODEL, rate=30) as traffic:
         # v1 becomes champion: it gets 30 % beside v2. On all three classes both predict the same mix.
-        registry.stage("canary-promote-v1", "rollback", model_name=MODEL, to_version=1, reason="test: v1 again")
+        registry.stage("canary-promote-v1", "rollback", model_name=MODEL, to_version=1, from_version=2,
+                       reason="test: v1 again")
         result, pushed, error = deploy(settings, 30)
         assert error is None, error
         assert result["canary"]["verdict"] == "promote" and result["version"] == "1", result["canary"]
@@ -127,7 +128,8 @@ def test_a_kserve_canary_is_promoted_or_rolled_back_from_prometheus(registry, cl
         # v2 again, on setosa flowers only: v2 calls them versicolor, v1 setosa. Rolled back: all the
         # traffic back on v1's revision at once, v1's spec restored, the alias back on v1.
         traffic.mix = {"setosa": 1.0}
-        registry.stage("canary-promote-v2", "rollback", model_name=MODEL, to_version=2, reason="test: v2 again")
+        registry.stage("canary-promote-v2", "rollback", model_name=MODEL, to_version=2, from_version=1,
+                       reason="test: v2 again")
         result, pushed, error = deploy(settings, 30)
         assert error is None and result["rolled_back"] == "2" and result["version"] == "1", (error, result)
         assert result["canary"]["verdict"] == "rollback" and not result["changed"]
@@ -168,7 +170,8 @@ def test_a_raw_deployment_canary_is_a_second_inference_service_behind_the_route(
 
     host = settings.inference_host
     with IngressGateway(kube, registry.services, host), Traffic(f"http://{host}", RAW, rate=30) as traffic:
-        registry.stage("canary-raw-v1", "rollback", model_name=RAW, to_version=1, reason="test: v1 again")
+        registry.stage("canary-raw-v1", "rollback", model_name=RAW, to_version=1, from_version=2,
+                       reason="test: v1 again")
         result, _, error = deploy(settings, 30, RAW)
         assert error is None and result["canary"]["verdict"] == "promote", (error, result)
         shared = [r.data for r in kube.requests(VIRTUAL_SERVICES) if r.method.value == "PATCH" and r.name == RAW]
@@ -178,7 +181,8 @@ def test_a_raw_deployment_canary_is_a_second_inference_service_behind_the_route(
         assert traffic.answered["1"] > 0 and traffic.answered["2"] > 0 and traffic.failures == [], traffic.summary()
 
         traffic.mix = {"setosa": 1.0}
-        registry.stage("canary-raw-v2", "rollback", model_name=RAW, to_version=2, reason="test: v2 again")
+        registry.stage("canary-raw-v2", "rollback", model_name=RAW, to_version=2, from_version=1,
+                       reason="test: v2 again")
         result, pushed, error = deploy(settings, 30, RAW)
         assert error is None and result["rolled_back"] == "2", (error, result)
         assert "predicted-class mix differs" in result["canary"]["reason"]

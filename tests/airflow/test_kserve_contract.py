@@ -124,7 +124,8 @@ def test_serverless_deploy_update_rollback_and_a_failed_revision(registry, setti
     # v1 becomes champion again (a manual promotion): a patch, a new revision; the old one served
     # until the new one was ready, then the traffic moved.
     assert champion(registry, model, "champ-a") == "2"
-    registry.stage("promote-v1", "rollback", model_name=model, to_version=1, reason="test: v1 again")
+    registry.stage("promote-v1", "rollback", model_name=model, to_version=1, from_version=2,
+                   reason="test: v1 again")
     result, error = deploy(settings, model)
     assert error is None, error
     assert result["version"] == "1" and result["previous_version"] == "2"
@@ -135,7 +136,7 @@ def test_serverless_deploy_update_rollback_and_a_failed_revision(registry, setti
 
     # v2 again, but its revision cannot be ready within 1 s: the spec goes back to v1's (a patch,
     # never a delete), the task fails, and roll_back_champion moves the alias back to v1 (a pod).
-    registry.stage("promote-v2", "rollback", model_name=model, to_version=2, reason="test: v2 again")
+    registry.stage("promote-v2", "rollback", model_name=model, to_version=2, from_version=1, reason="test: v2 again")
     result, error = deploy(dataclasses.replace(settings, **{"serving_ready_timeout_seconds": 1}), model)
     assert result is None and f"deploy of {model} v2 failed: not rolled out and ready by the deadline" in str(error)
     assert kube.stored(ISVC, NAMESPACE, model)["metadata"]["annotations"]["mlops-ct/registry-version"] == "1"
@@ -154,7 +155,8 @@ def test_a_failed_revision_rolls_back_with_the_controllers_message(registry, set
     served = result["version"]
     broken = dataclasses.replace(settings, artifact_store_root="s3://mlflow/no-such-prefix")
     other = "2" if served == "1" else "1"
-    registry.stage(f"promote-v{other}-again", "rollback", model_name=model, to_version=other, reason="test: broken")
+    registry.stage(f"promote-v{other}-again", "rollback", model_name=model, to_version=other, from_version=served,
+                   reason="test: broken")
     result, error = deploy(broken, model)
     assert result is None
     assert f'Revision "{model}-predictor-' in str(error) and "failed with message: Container failed with:" in str(error)
@@ -173,7 +175,8 @@ def test_raw_deployment_mode_waits_for_the_deployment_rollout(registry, settings
     assert result["endpoint"].startswith(f"http://{model}-predictor.{NAMESPACE}.svc.cluster.local/v2/")
     deployment = kube.stored(DEPLOYMENTS, NAMESPACE, f"{model}-predictor")
     assert deployment["status"]["updatedReplicas"] == 1
-    registry.stage("raw-promote-v1", "rollback", model_name=model, to_version=1, reason="test: v1 again")
+    registry.stage("raw-promote-v1", "rollback", model_name=model, to_version=1, from_version=2,
+                   reason="test: v1 again")
     result, error = deploy(raw, model)
     assert error is None, error
     assert result["smoke_test"]["model_version"] == "1"

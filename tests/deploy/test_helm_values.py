@@ -44,6 +44,13 @@ def test_values_run_the_project_as_designed():
                    if line and not line.startswith("#"))
     assert cluster["AIRFLOW__MLOPS__TARGET"] == "kubernetes"
     assert "password" not in VALUES.read_text().lower()  # secrets come from Secrets
+    # no admin/admin, and every key from a Secret the deploy guide creates (the chart would otherwise
+    # generate them anew on each upgrade, or default them)
+    assert values["createUserJob"]["enabled"] is False
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    for key in ("fernetKeySecretName", "webserverSecretKeySecretName", "apiSecretKeySecretName", "jwtSecretName"):
+        assert f"create secret generic {values[key]} " in guide, key
+    assert not {"fernetKey", "webserverSecretKey", "apiSecretKey", "jwtSecret", "webserver"} & set(values)
     # the service accounts the RBAC binds are the ones the chart gives the task pods and the triggerer
     roles = list(yaml.safe_load_all((REPO / "k8s-yaml" / "rbac" / "airflow-roles.yaml").read_text()))
     bound = {s["name"] for doc in roles if doc["kind"] == "RoleBinding" for s in doc["subjects"]}
