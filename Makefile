@@ -2,7 +2,6 @@
 # created with uv from the pinned files and rebuilt when those files change.
 SHELL := /bin/bash
 PYTHON ?= python3.11
-UV_VERSION := 0.13.8
 VENV := .venv
 UV := $(VENV)/bootstrap/bin/uv
 PIPELINE := $(VENV)/pipeline
@@ -25,16 +24,16 @@ help:
 	@echo "make manifests        the Kubernetes objects the DAG creates for a sample run, in build/manifests/"
 	@echo "make images           build the images (pipeline, serving, mlflow, airflow) with the checkout's Docker engine"
 
-$(UV):
+$(UV): images/bootstrap-requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)/bootstrap
-	$(VENV)/bootstrap/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bootstrap/bin/pip install --quiet --disable-pip-version-check --require-hashes -r images/bootstrap-requirements.txt
 
 # --compile-bytecode: the machines set PYTHONDONTWRITEBYTECODE, and importing
 # mlflow/sklearn from source costs ~3 s per process otherwise.
 $(PIPELINE)/.installed: $(PIPELINE_DIR)/requirements.txt $(PIPELINE_DIR)/requirements-dev.txt $(PIPELINE_DIR)/pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(PIPELINE)
-	VIRTUAL_ENV=$(PIPELINE) $(UV) pip install --quiet --compile-bytecode -r $(PIPELINE_DIR)/requirements.txt -r $(PIPELINE_DIR)/requirements-dev.txt
+	VIRTUAL_ENV=$(PIPELINE) $(UV) pip install --quiet --compile-bytecode --require-hashes -r $(PIPELINE_DIR)/requirements.txt -r $(PIPELINE_DIR)/requirements-dev.txt
 	VIRTUAL_ENV=$(PIPELINE) $(UV) pip install --quiet --no-deps -e $(PIPELINE_DIR)
 	touch $@
 
@@ -42,7 +41,7 @@ $(PIPELINE)/.installed: $(PIPELINE_DIR)/requirements.txt $(PIPELINE_DIR)/require
 # only): the pipeline package without its dependencies, as the Airflow environment has it.
 $(SERVING)/.installed: $(SERVING_DIR)/requirements.txt $(SERVING_DIR)/requirements-dev.txt $(SERVING_DIR)/pyproject.toml $(PIPELINE_DIR)/pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(SERVING)
-	VIRTUAL_ENV=$(SERVING) $(UV) pip install --quiet --compile-bytecode -r $(SERVING_DIR)/requirements.txt -r $(SERVING_DIR)/requirements-dev.txt
+	VIRTUAL_ENV=$(SERVING) $(UV) pip install --quiet --compile-bytecode --require-hashes -r $(SERVING_DIR)/requirements.txt -r $(SERVING_DIR)/requirements-dev.txt
 	VIRTUAL_ENV=$(SERVING) $(UV) pip install --quiet --no-deps -e $(SERVING_DIR)
 	VIRTUAL_ENV=$(SERVING) $(UV) pip install --quiet --no-deps -e $(PIPELINE_DIR)
 	touch $@
@@ -52,7 +51,7 @@ $(SERVING)/.installed: $(SERVING_DIR)/requirements.txt $(SERVING_DIR)/requiremen
 # standard library only): the package without its dependencies.
 $(AIRFLOW)/.installed: requirements.txt requirements-dev.txt $(PIPELINE_DIR)/pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(AIRFLOW)
-	VIRTUAL_ENV=$(AIRFLOW) $(UV) pip install --quiet --compile-bytecode -r requirements.txt -r requirements-dev.txt
+	VIRTUAL_ENV=$(AIRFLOW) $(UV) pip install --quiet --compile-bytecode --require-hashes -r requirements.txt -r requirements-dev.txt
 	VIRTUAL_ENV=$(AIRFLOW) $(UV) pip install --quiet --no-deps -e $(PIPELINE_DIR)
 	touch $@
 
@@ -127,7 +126,7 @@ bench-pipeline: $(PIPELINE)/.installed
 
 $(VENV)/mlserver/.installed: benchmarks/serving/requirements-mlserver.txt | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)/mlserver
-	VIRTUAL_ENV=$(VENV)/mlserver $(UV) pip install --quiet --compile-bytecode -r $<
+	VIRTUAL_ENV=$(VENV)/mlserver $(UV) pip install --quiet --compile-bytecode --require-hashes -r $<
 	touch $@
 
 bench-serving: $(PIPELINE)/.installed $(SERVING)/.installed $(VENV)/mlserver/.installed
@@ -144,17 +143,25 @@ bench-serving-profile: $(PIPELINE)/.installed $(SERVING)/.installed
 	$(SERVING)/bin/python benchmarks/serving_profile.py $(BENCH_ARGS)
 
 lock: | $(UV)
-	$(UV) pip compile requirements.in --python-version 3.11 --no-header --annotation-style line -o requirements.txt
-	$(UV) pip compile requirements-dev.in -c requirements.txt --python-version 3.11 --no-header \
+	$(UV) pip compile requirements.in --python-version 3.11 --no-header --generate-hashes --annotation-style line -o requirements.txt
+	$(UV) pip compile requirements-dev.in -c requirements.txt --python-version 3.11 --no-header --generate-hashes \
 	  --annotation-style line -o requirements-dev.txt
-	cd $(SERVING_DIR) && ../../$(UV) pip compile pyproject.toml --python-version 3.11 --no-header \
+	cd $(SERVING_DIR) && ../../$(UV) pip compile pyproject.toml --python-version 3.11 --no-header --generate-hashes \
 	  --annotation-style line -o requirements.txt && ../../$(UV) pip compile requirements-dev.in \
-	  -c requirements.txt --python-version 3.11 --no-header --annotation-style line -o requirements-dev.txt
-	$(UV) pip compile images/mlflow/requirements.in --python-version 3.11 --no-header --annotation-style line \
+	  -c requirements.txt --python-version 3.11 --no-header --generate-hashes --annotation-style line -o requirements-dev.txt
+	$(UV) pip compile images/mlflow/requirements.in --python-version 3.11 --no-header --generate-hashes --annotation-style line \
 	  -o images/mlflow/requirements.txt
-	cd $(PIPELINE_DIR) && ../../$(UV) pip compile pyproject.toml --python-version 3.11 --no-header \
+	cd $(PIPELINE_DIR) && ../../$(UV) pip compile pyproject.toml --python-version 3.11 --no-header --generate-hashes \
 	  --annotation-style line -o requirements.txt && ../../$(UV) pip compile requirements-dev.in \
-	  -c requirements.txt --python-version 3.11 --no-header --annotation-style line -o requirements-dev.txt
+	  -c requirements.txt --python-version 3.11 --no-header --generate-hashes --annotation-style line -o requirements-dev.txt
+	$(UV) pip compile images/bootstrap-requirements.in --python-version 3.11 --no-header --generate-hashes \
+	  --annotation-style line -o images/bootstrap-requirements.txt
+	cd tests/cluster/storage-initializer && ../../../$(UV) pip compile requirements.in --python-version 3.11 --no-header \
+	  --generate-hashes --annotation-style line -o requirements.txt && ../../../$(UV) pip compile \
+	  requirements-nodeps.in --no-deps --python-version 3.11 --no-header --generate-hashes --annotation-style line \
+	  -o requirements-nodeps.txt
+	$(UV) pip compile benchmarks/serving/requirements-mlserver.in --python-version 3.11 --no-header --generate-hashes \
+	  --annotation-style line -o benchmarks/serving/requirements-mlserver.txt
 
 clean:
 	rm -rf $(VENV) $(RUN) build

@@ -5,9 +5,10 @@
 # lock the official image's constraints file plays).
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 FROM ${PYTHON_IMAGE}
-RUN pip install --no-cache-dir uv==0.13.8
+COPY images/bootstrap-requirements.txt /tmp/bootstrap-requirements.txt
+RUN pip install --no-cache-dir --require-hashes -r /tmp/bootstrap-requirements.txt
 COPY requirements.txt /tmp/constraints.txt
-RUN uv pip install --system --no-cache --compile-bytecode --constraint /tmp/constraints.txt apache-airflow==3.3.2 \
+RUN uv pip install --system --no-cache --compile-bytecode --require-hashes --constraint /tmp/constraints.txt apache-airflow==3.3.2 \
     && rm /tmp/constraints.txt
 RUN useradd --uid 50000 --gid 0 --home-dir /home/airflow --create-home --shell /bin/bash airflow \
     && mkdir -p /opt/airflow && chown airflow:0 /opt/airflow \

@@ -1,9 +1,11 @@
-"""RBAC contract: the Roles in k8s-yaml/rbac/ grant exactly the Kubernetes API calls the plugins make.
+"""RBAC contract: the Roles in k8s-yaml/rbac/ grant each service account exactly the Kubernetes API calls
+the plugins make with it: the task pods (airflow-worker) what operators do, the triggerer
+(airflow-triggerer) what triggers do, which only reads.
 
 The calls are derived by running the plugins' Kubernetes code paths for real against the emulated
 cluster (a stage pod that succeeds, one that fails, one deferred; InferenceServices in both KServe
 modes created, patched and waited for, and their gateway route; a RawDeployment canary deleted) and
-reading what the API served; no list is written by hand."""
+reading what the API served, split by whether a trigger made them; no list is written by hand."""
 
 from __future__ import annotations
 
@@ -29,10 +31,14 @@ from .test_kserve_contract import task_context
 ROLES = REPO / "k8s-yaml" / "rbac" / "airflow-roles.yaml"
 
 
-def granted() -> set[tuple[str, str, str, str]]:
+def granted(account: str | None = None) -> set[tuple[str, str, str, str]]:
+    """(namespace, apiGroup, resource, verb) the Roles grant, to one service account or to any."""
+    docs = list(yaml.safe_load_all(ROLES.read_text()))
+    bound = {(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in docs if b["kind"] == "RoleBinding"
+             and (account is None or any(s["name"] == account for s in b["subjects"]))}
     grants = set()
-    for doc in yaml.safe_load_all(ROLES.read_text()):
-        if doc["kind"] == "Role":
+    for doc in docs:
+        if doc["kind"] == "Role" and (doc["metadata"]["namespace"], doc["metadata"]["name"]) in bound:
             for rule in doc["rules"]:
                 for group in rule["apiGroups"]:
                     for resource in rule["resources"]:
@@ -46,6 +52,15 @@ def exercised(cluster, monkeypatch):
     the API served."""
     kube = cluster.kube
     since = mark(kube)
+    trigger_windows = []  # (mark before, mark after) of each trigger run
+
+    def run_trigger(trigger) -> dict:
+        """As the triggerer runs it: the calls it makes are the triggerer's."""
+        before = mark(kube)
+        event = first_event(trigger)
+        trigger_windows.append((before, mark(kube)))
+        return event
+
     conn_id = kube_connection(monkeypatch, kube.url, xcom_sidecar_container_image=PIPELINE_IMAGE)
     settings = cluster_settings(kubernetes_conn_id=conn_id, pod_poll_interval_seconds=0.2, startup_timeout_seconds=120)
 
@@ -60,7 +75,7 @@ def exercised(cluster, monkeypatch):
     operator = stage("simulate_deferred", "simulate", {"partition": "2026-10-02", "rows": 20}, deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute(context)
-    assert operator.trigger_reentry(context, first_event(deferred.value.trigger))["rows"] == 20
+    assert operator.trigger_reentry(context, run_trigger(deferred.value.trigger))["rows"] == 20
     # A stage that fails: its events are read, the pod is kept.
     with pytest.raises(RuntimeError, match="stage ingest failed in pod .*: no landing folder for partition 2026-10-03"):
         stage("ingest", "ingest", {"partition": "2026-10-03"}, deferrable=False).execute(context)
@@ -73,18 +88,38 @@ def exercised(cluster, monkeypatch):
         hook.apply(inference_service(name, "2", None, "s3://mlflow/2", mode_settings))
         hook.apply(inference_route(name, mode_settings))
         hook.apply(inference_route(name, mode_settings))
-        first_event(InferenceServiceReadyTrigger(name, settings.serving_namespace, None, mode, time.time() + 0.5,
+        run_trigger(InferenceServiceReadyTrigger(name, settings.serving_namespace, None, mode, time.time() + 0.5,
                                                  conn_id, 0.1))
     # A RawDeployment canary: its own InferenceService, deleted once judged.
     hook.apply(inference_service("rbac-raw", "3", None, "s3://mlflow/3", mode_settings, name="rbac-raw-canary"))
     hook.delete("rbac-raw-canary")
-    yield SimpleNamespace(calls=api_calls(kube, since))
+    end = mark(kube)
+    triggerer = set().union(*(api_calls(kube, before, after) for before, after in trigger_windows))
+    # The task pods' calls: those made between the trigger runs.
+    starts, ends = [since] + [after for _, after in trigger_windows], [before for before, _ in trigger_windows] + [end]
+    worker = set().union(*(api_calls(kube, start, stop) for start, stop in zip(starts, ends, strict=True)))
+    yield SimpleNamespace(calls=api_calls(kube, since), triggerer=triggerer, worker=worker)
 
 
-def test_the_roles_grant_exactly_the_calls_the_plugins_make(exercised):
-    assert exercised.calls == granted(), (
-        f"made but not granted: {sorted(exercised.calls - granted())}; "
-        f"granted but never made: {sorted(granted() - exercised.calls)}")
+def _exactly(made: set, account: str) -> None:
+    allowed = granted(account)
+    assert made == allowed, (f"{account}: made but not granted: {sorted(made - allowed)}; "
+                             f"granted but never made: {sorted(allowed - made)}")
+
+
+def test_each_service_account_is_granted_exactly_the_calls_made_with_it(exercised):
+    _exactly(exercised.worker, "airflow-worker")
+    _exactly(exercised.triggerer, "airflow-triggerer")
+    assert exercised.worker | exercised.triggerer == exercised.calls
+
+
+def test_the_triggerer_only_reads(exercised):
+    assert {verb for *_, verb in granted("airflow-triggerer")} <= {"get", "list", "watch"}
+
+
+def test_exec_is_granted_both_verbs_the_api_server_checks(exercised):
+    """A websocket exec is checked as `get` and, from Kubernetes 1.35, also as `create`."""
+    assert {("mlops", "", "pods/exec", "get"), ("mlops", "", "pods/exec", "create")} <= granted("airflow-worker")
 
 
 def test_nothing_is_granted_cluster_wide():
@@ -93,4 +128,4 @@ def test_nothing_is_granted_cluster_wide():
     for doc in yaml.safe_load_all(ROLES.read_text()):
         if doc["kind"] == "RoleBinding":
             assert doc["roleRef"]["kind"] == "Role"
-            assert {s["name"] for s in doc["subjects"]} == {"airflow-worker", "airflow-triggerer"}
+            assert {s["name"] for s in doc["subjects"]} <= {"airflow-worker", "airflow-triggerer"}

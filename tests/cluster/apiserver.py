@@ -340,17 +340,24 @@ RBAC_VERBS = {kmock.action.LIST: "list", kmock.action.WATCH: "watch", kmock.acti
               kmock.action.CREATE: "create", kmock.action.UPDATE: "patch", kmock.action.DELETE: "delete"}
 
 
-def api_calls(kube: KubeEmulator, since: tuple[int, int] = (0, 0)) -> set[tuple[str, str, str, str]]:
-    """Every resource call the emulator served (after `since`, a `mark()`), as RBAC sees it: (namespace,
-    apiGroup, resource, verb). A websocket exec is authorised as `create` on pods/exec (Kubernetes
-    1.30+); a log read is `get`. The harness's own reads and writes are not API calls."""
+def api_calls(kube: KubeEmulator, since: tuple[int, int] = (0, 0),
+              until: tuple[int, int] | None = None) -> set[tuple[str, str, str, str]]:
+    """Every resource call the emulator served (between two `mark()`s), as RBAC sees it: (namespace,
+    apiGroup, resource, verb). A websocket exec (an HTTP GET that upgrades) is authorised as `get` on
+    pods/exec, its HTTP verb, and from Kubernetes 1.35 also as `create` (the feature gate
+    AuthorizePodWebsocketUpgradeCreatePermission, beta and on by default from 1.35, adds that synthetic
+    check so a websocket needs what SPDY's POST always needed): a Role that works on every version grants
+    both. A log read is `get`. The harness's own reads and writes are not API calls."""
     calls = set()
-    for request in kube.requests()[since[0]:]:
+    requests, subresources = kube.requests(), kube.call(lambda: list(kube.api.subresource_calls))
+    until = until or (len(requests), len(subresources))
+    for request in requests[since[0]:until[0]]:
         if request.resource is not None and request.action in RBAC_VERBS:
             resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
             calls.add((request.namespace or "", request.resource.group, resource, RBAC_VERBS[request.action]))
-    for namespace, _, sub in kube.call(lambda: list(kube.api.subresource_calls))[since[1]:]:
-        calls.add((namespace, "", f"pods/{sub}", "create" if sub == "exec" else "get"))
+    for namespace, _, sub in subresources[since[1]:until[1]]:
+        verbs = ("get", "create") if sub == "exec" else ("get",)
+        calls.update((namespace, "", f"pods/{sub}", verb) for verb in verbs)
     return calls
 
 

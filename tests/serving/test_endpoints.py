@@ -227,3 +227,17 @@ def test_the_largest_request_the_row_limit_allows_fits_the_body_limit(client, se
         content = json.dumps(body).encode()
         assert len(content) <= model.max_body_bytes
         assert client.post(path, content=content, headers={"content-type": "application/json"}).status_code == 200
+
+
+def test_readiness_is_503_while_the_model_cannot_answer(client, served):
+    """What a readiness probe reads is the status: KServe's own route answers 200 whatever the models are."""
+    model = served[1]
+    assert client.get("/v2/health/ready").status_code == 200
+    model.ready = False
+    try:
+        answer = client.get("/v2/health/ready")
+        assert answer.status_code == 503 and answer.json() == {"ready": False}
+        assert client.post(f"/v2/models/{MODEL}/infer", json=matrix_request()).status_code == 503
+    finally:
+        model.ready = True
+    assert client.get("/v2/health/ready").json() == {"ready": True}
