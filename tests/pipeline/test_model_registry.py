@@ -166,6 +166,17 @@ def test_the_registry_calls_import_no_mlflow_pandas_or_sklearn(server, model_nam
 # -- the transport, against a scripted server --------------------------------------------------------------
 
 @contextmanager
+def http_server(handler: type[http.server.BaseHTTPRequestHandler]):
+    """A threaded HTTP server on a free loopback port, answering with `handler`; its URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+
+
+@contextmanager
 def scripted(answers: list[tuple[int, dict]]):
     """An HTTP server answering each request with the next (status, JSON body); it records the requests."""
     seen: list[dict] = []
@@ -183,12 +194,8 @@ def scripted(answers: list[tuple[int, dict]]):
         def log_message(self, *args):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}", seen
-    finally:
-        httpd.shutdown()
+    with http_server(Handler) as url:
+        yield url, seen
 
 
 UNAVAILABLE = (503, {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "try later"})
@@ -406,12 +413,8 @@ def dropping_first_answer(upstream: str, path: str):
         def log_message(self, *args):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}", dropped
-    finally:
-        httpd.shutdown()
+    with http_server(Handler) as url:
+        yield url, dropped
 
 
 def test_a_create_whose_answer_is_dropped_registers_once(client, model_name, server):
