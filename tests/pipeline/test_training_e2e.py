@@ -202,6 +202,36 @@ def test_stages_fail_with_one_line_on_bad_input(volume, tracking, model_name, ml
     assert MlflowClient(mlflow_server).search_model_versions(f"name = '{model_name}'") == []
 
 
+@pytest.mark.timeout(600)
+def test_a_champion_that_would_run_code_fails_detect_and_training_and_moves_nothing(volume, tracking, model_name,
+                                                                                   tmp_path):
+    """Whoever can write to the registry plants a champion whose skops file calls os.system: detect and
+    training refuse to load it with one line naming it; nothing runs, nothing moves."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    from .test_model_registry import hostile_version
+
+    marker = tmp_path / "ran"
+    client = MlflowClient(tracking)
+    with _use_tracking_uri(tracking):
+        registry, planted = hostile_version(client, model_name, tmp_path, "skops trusting os.system", marker)
+    registry.move_champion(planted, "promote", "planted", {}, expected=None)
+    history = registry.champion_history()
+    rk = stage(volume, DAYS[0], 300, seed=6)  # the split is the stages' input; it needs no MLflow
+    refusal = f"refused to load {model_name} v{planted.version}: the model asks skops to trust ['posix.system']"
+    for args in (["detect", "--data-root", volume.root, "--run-key", rk],
+                 ["train-local", "--data-root", volume.root, "--run-key", rk]):
+        result = run_cli(*args, "--model-name", model_name, check=False, env={"MLFLOW_TRACKING_URI": tracking})
+        # detect's own error line; train-local's names the failed step, whose log above it has the refusal
+        assert result.returncode == 1 and refusal in result.stderr, (args, result.stderr[-2000:])
+        assert result.error_line.startswith(f"mlpipeline {args[0]}: error: ")
+    assert refusal in run_cli("detect", "--data-root", volume.root, "--run-key", rk, "--model-name", model_name,
+                              check=False, env={"MLFLOW_TRACKING_URI": tracking}).error_line
+    assert not marker.exists()
+    assert registry.champion().version == planted.version and registry.champion_history() == history
+    assert [v.version for v in client.search_model_versions(f"name = '{model_name}'")] == [planted.version]
+
+
 def test_a_promotion_decided_against_a_champion_that_has_changed_is_not_applied(volume, schema, tracking,
                                                                                model_name):
     """Two runs trained while there was no champion both decide promote; the first registers and is
