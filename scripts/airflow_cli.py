@@ -47,6 +47,16 @@ def admin_password(run_dir: str | Path) -> str | None:
     return json.loads(generated.read_text()).get("admin") if generated.exists() else None
 
 
+def mlflow_login(run_dir: str | Path) -> tuple[str, str] | None:
+    """The MLflow admin's user and password that scripts/services.sh made at MLflow's first start (its
+    basic-auth app checks every call); None until it has."""
+    credentials = Path(run_dir) / "mlflow" / "credentials"
+    if not credentials.exists():
+        return None
+    values = dict(line.split("=", 1) for line in credentials.read_text().splitlines() if "=" in line)
+    return "admin", values["admin"]
+
+
 def api_headers(url: str, run_dir: str | Path) -> dict[str, str]:
     """An admin's bearer token for the REST API at `url`, as a request header."""
     import httpx

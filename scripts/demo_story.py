@@ -17,7 +17,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from scripts.airflow_cli import admin_password, api_headers  # noqa: E402
+from scripts.airflow_cli import admin_password, api_headers, mlflow_login  # noqa: E402
 from scripts.traffic import Traffic  # noqa: E402
 from scripts.ui_links import demo_links  # noqa: E402
 
@@ -77,9 +77,12 @@ class Airflow:
 
 
 def mlpipeline(*args) -> dict:
+    user, password = mlflow_login(RUN_DIR)
     out = subprocess.run([str(REPO / ".venv/pipeline/bin/mlpipeline"), "--quiet", *args], capture_output=True,
                          text=True, check=True, env={**os.environ,
-                                                     "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{PORTS['mlflow']}"})
+                                                     "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{PORTS['mlflow']}",
+                                                     "MLFLOW_TRACKING_USERNAME": user,
+                                                     "MLFLOW_TRACKING_PASSWORD": password})
     return json.loads(out.stdout)
 
 
@@ -159,7 +162,8 @@ def serving() -> bool:
 def canary_verdicts() -> list[str]:
     """The canary verdicts the deploys recorded on the model versions."""
     mlflow = f"http://127.0.0.1:{PORTS['mlflow']}/api/2.0/mlflow"
-    found = httpx.get(f"{mlflow}/model-versions/search", params={"filter": f"name='{MODEL}'"}).json()
+    found = httpx.get(f"{mlflow}/model-versions/search", params={"filter": f"name='{MODEL}'"},
+                      auth=mlflow_login(RUN_DIR)).json()
     lines = []
     for version in sorted(found.get("model_versions", []), key=lambda v: int(v["version"])):
         tags = {t["key"]: t["value"] for t in version.get("tags", [])}
@@ -207,10 +211,12 @@ def scraped(query: str, champion_version, wait: float = 15) -> list[str]:
 
 
 def links() -> None:
-    password = admin_password(RUN_DIR) or "(see airflow.log)"
+    logins = {"Airflow UI": ("admin", admin_password(RUN_DIR) or "(see airflow.log)"),
+              "MLflow UI": mlflow_login(RUN_DIR) or ("admin", f"(see {RUN_DIR}/mlflow/credentials)")}
     print()
     for name, url in demo_links(PORTS, MODEL).items():
-        print(f"{name:<13} {url}" + (f"  (login admin / {password})" if name == "Airflow UI" else ""))
+        login = f"  (login {logins[name][0]} / {logins[name][1]})" if name in logins else ""
+        print(f"{name:<13} {url}{login}")
     print("stop everything with: make down")
 
 

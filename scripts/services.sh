@@ -86,13 +86,28 @@ SQL
   echo "postgres: 127.0.0.1:$POSTGRES_PORT (databases airflow, mlflow)"
 }
 
+mlflow_secret() {  # name: a value from the MLflow credentials made at its first start
+  sed -n "s/^$1=//p" "$RUN_DIR/mlflow/credentials"
+}
+
 start_mlflow() {
   if running mlflow; then echo "mlflow already running on :$MLFLOW_PORT"; return; fi
   mkdir -p "$RUN_DIR/mlflow"
   local store="sqlite:///$RUN_DIR/mlflow/mlflow.db"
   if running postgres; then store=$(pg_url mlflow psycopg2); fi
+  # MLflow's own authentication (its basic-auth app): every call needs a user. The admin's password and
+  # the session key are made at the first start, readable by their owner only (like PostgreSQL's).
+  if [[ ! -s "$RUN_DIR/mlflow/credentials" ]]; then
+    (umask 077
+     { echo "admin=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+       echo "secret_key=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"; } >"$RUN_DIR/mlflow/credentials")
+  fi
+  (umask 077
+   printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///%s\nadmin_username = admin\nadmin_password = %s\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n' \
+     "$RUN_DIR/mlflow/basic_auth.db" "$(mlflow_secret admin)" >"$RUN_DIR/mlflow/basic_auth.ini")
   # One worker and no job runner: the defaults start nine processes and take both cores.
-  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid .venv/pipeline/bin/mlflow server \
+  MLFLOW_AUTH_CONFIG_PATH="$RUN_DIR/mlflow/basic_auth.ini" MLFLOW_FLASK_SERVER_SECRET_KEY="$(mlflow_secret secret_key)" \
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid .venv/pipeline/bin/mlflow server --app-name basic-auth \
     --backend-store-uri "$store" \
     --artifacts-destination "$RUN_DIR/mlflow/artifacts" \
     --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 >"$RUN_DIR/mlflow.log" 2>&1 &
@@ -156,6 +171,10 @@ start_airflow() {
     AIRFLOW_CONN_PUSHGATEWAY_DEFAULT="http://127.0.0.1:$PUSHGATEWAY_PORT" \
     AIRFLOW_CONN_PROMETHEUS_DEFAULT="http://127.0.0.1:$PROMETHEUS_PORT" \
     PATH="$PWD/.venv/airflow/bin:$PATH"
+  # MLflow's admin as the connection's user, once MLflow has made it (start mlflow first)
+  if [[ -s "$RUN_DIR/mlflow/credentials" ]]; then
+    export AIRFLOW_CONN_MLFLOW_DEFAULT="http://admin:$(mlflow_secret admin)@127.0.0.1:$MLFLOW_PORT"
+  fi
   if running postgres; then
     export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
     AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=$(pg_url airflow psycopg2)

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from mlops.hooks.stage import StageHook
-from scripts.airflow_cli import admin_password, airflow_env, api_headers, run_airflow
+from scripts.airflow_cli import admin_password, airflow_env, api_headers, mlflow_login, run_airflow
 from tests import support
 
 REPO = support.REPO
@@ -69,6 +69,13 @@ class LiveStack:
         return int((self.run_dir / f"{service}.pid").read_text())
 
     # -- Airflow, as its users reach it --------------------------------------------------------------------
+    @property
+    def mlflow_auth(self) -> tuple[str, str]:
+        """MLflow's admin login, which every call to the stack's MLflow needs."""
+        login = mlflow_login(self.run_dir)
+        assert login, f"MLflow made no credentials in {self.run_dir}/mlflow"
+        return login
+
     @property
     def admin_password(self) -> str:
         return admin_password(self.run_dir)
@@ -152,27 +159,28 @@ class LiveStack:
     def promoting_drift(self, model: str = "iris-classifier") -> str:
         """The drift a new batch needs for the champion to fail on it and a challenger to win: labels the
         other way round from those the champion was trained on."""
-        answer = httpx.get(f"{self.mlflow}/api/2.0/mlflow/registered-models/alias",
+        answer = httpx.get(f"{self.mlflow}/api/2.0/mlflow/registered-models/alias", auth=self.mlflow_auth,
                            params={"name": model, "alias": "champion"}).json()["model_version"]
         trained_on = {t["key"]: t["value"] for t in answer.get("tags", [])}["partition"]
         return "none" if self.landed[trained_on] == "concept" else "concept"
 
     def champion(self, model: str = "iris-classifier") -> str | None:
-        answer = httpx.get(f"{self.mlflow}/api/2.0/mlflow/registered-models/alias",
+        answer = httpx.get(f"{self.mlflow}/api/2.0/mlflow/registered-models/alias", auth=self.mlflow_auth,
                            params={"name": model, "alias": "champion"})
         return answer.json()["model_version"]["version"] if answer.status_code == 200 else None
 
     def versions(self, model: str = "iris-classifier") -> list[str]:
-        answer = httpx.get(f"{self.mlflow}/api/2.0/mlflow/model-versions/search", params={"filter": f"name='{model}'"})
+        answer = httpx.get(f"{self.mlflow}/api/2.0/mlflow/model-versions/search", auth=self.mlflow_auth,
+                           params={"filter": f"name='{model}'"})
         assert answer.status_code == 200, answer.text[:500]
         found = answer.json().get("model_versions", [])
         return sorted(v["version"] for v in found)
 
     def promotion_history(self, model: str = "iris-classifier") -> list[dict]:
         """The champion moves the registry recorded (experiment `<model>.promotions`), oldest first."""
-        experiment = httpx.get(f"{self.mlflow}/api/2.0/mlflow/experiments/get-by-name",
+        experiment = httpx.get(f"{self.mlflow}/api/2.0/mlflow/experiments/get-by-name", auth=self.mlflow_auth,
                                params={"experiment_name": f"{model}.promotions"}).json()["experiment"]
-        runs = httpx.post(f"{self.mlflow}/api/2.0/mlflow/runs/search", json={
+        runs = httpx.post(f"{self.mlflow}/api/2.0/mlflow/runs/search", auth=self.mlflow_auth, json={
             "experiment_ids": [experiment["experiment_id"]], "order_by": ["attributes.start_time ASC"]}).json()["runs"]
         tags = [{t["key"]: t["value"] for t in run["data"]["tags"]} for run in runs]
         return [{"event": t["event"], "version": t["version"]} for t in tags]

@@ -404,7 +404,7 @@ def run_tags(stack: LiveStack, run_id: str) -> dict[str, str]:
 def stack_mlflow(stack: LiveStack, path: str, **params) -> dict:
     import httpx
 
-    answer = httpx.get(f"{stack.mlflow}/api/2.0/mlflow/{path}", params=params)
+    answer = httpx.get(f"{stack.mlflow}/api/2.0/mlflow/{path}", params=params, auth=stack.mlflow_auth)
     assert answer.status_code == 200, answer.text[:500]
     return answer.json()
 

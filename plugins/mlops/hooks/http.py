@@ -13,6 +13,7 @@ caller, which knows what it means.
 
 from __future__ import annotations
 
+import base64
 import json
 from functools import cached_property
 
@@ -94,8 +95,15 @@ class HttpServiceHook(BaseHook):
             return self._token
         return self.connection.password or None
 
+    def login(self) -> str | None:
+        """The connection's user: with one, the password is sent as HTTP Basic, as Airflow's HttpHook does."""
+        return None if self._base_url else (self.connection.login or None)
+
     def headers(self) -> dict[str, str]:
-        token = self.token()
+        token, login = self.token(), self.login()
+        if login:
+            pair = base64.b64encode(f"{login}:{token or ''}".encode()).decode()
+            return {"Authorization": f"Basic {pair}"}
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     # -- requests ------------------------------------------------------------------------------------------

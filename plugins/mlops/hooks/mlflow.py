@@ -2,8 +2,9 @@
 environment): the champion, where a version's files are (and, when the server proxies them, the files
 themselves), and the decision a training run recorded.
 
-Connection `mlflow_default` (type http): host = the tracking server; password = a bearer token. Where
-users' browsers reach the MLflow UI (task links) is the option `[mlops] mlflow_ui_url`.
+Connection `mlflow_default` (type http): host = the tracking server; login and password = an MLflow user
+(HTTP Basic, what MLflow's basic-auth app checks), or a password alone = a bearer token. Where users'
+browsers reach the MLflow UI (task links) is the option `[mlops] mlflow_ui_url`.
 """
 
 from __future__ import annotations
@@ -36,8 +37,12 @@ class MlflowHook(HttpServiceHook):
         return (mlops_settings().mlflow_ui_url or self.base_url).rstrip("/")
 
     def client_env(self) -> dict[str, str]:
-        """What an MLflow client process (a local stage) needs to reach the same server."""
-        token = self.token()
+        """What an MLflow client process (a local stage) needs to reach the same server, as the MLflow
+        client's own environment variables."""
+        token, login = self.token(), self.login()
+        if login:
+            return {"MLFLOW_TRACKING_URI": self.tracking_uri, "MLFLOW_TRACKING_USERNAME": login,
+                    "MLFLOW_TRACKING_PASSWORD": token or ""}
         return {"MLFLOW_TRACKING_URI": self.tracking_uri, **({"MLFLOW_TRACKING_TOKEN": token} if token else {})}
 
     def training_decision(self, model_name: str, run_key: str):

@@ -1,0 +1,72 @@
+"""The local stack's MLflow (scripts/services.sh) runs MLflow's own basic-auth app with an admin it made at
+first start: a caller without a login can neither read nor write, and every client the platform has (the
+Airflow connection's hook, the stage processes it starts) logs in."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+
+import httpx
+import pytest
+
+from mlops.hooks.mlflow import MlflowError, MlflowHook
+from mlops.hooks.stage import StageHook
+from scripts.airflow_cli import mlflow_login
+from tests import support
+
+from .conftest import REPO, connect
+
+API = "/api/2.0/mlflow"
+
+
+@pytest.fixture(scope="module")
+def local_mlflow(tmp_path_factory):
+    """`scripts/services.sh start mlflow`, as `make demo` starts it; stopped after the module."""
+    run_dir = tmp_path_factory.mktemp("run")
+    env = {**os.environ, "RUN_DIR": str(run_dir), "MLFLOW_PORT": str(support.free_port())}
+
+    def services(*args):
+        done = subprocess.run(["bash", str(REPO / "scripts" / "services.sh"), *args], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    services("start", "mlflow")
+    try:
+        yield f"http://127.0.0.1:{env['MLFLOW_PORT']}", run_dir
+    finally:
+        services("stop")
+
+
+def test_mlflow_refuses_every_call_without_a_login_and_changes_nothing(local_mlflow):
+    url, run_dir = local_mlflow
+    login = mlflow_login(run_dir)
+    assert login and len(login[1]) >= 20
+    credentials = run_dir / "mlflow" / "credentials"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    for method, path, body in (("POST", "registered-models/create", {"name": "intruder"}),
+                               ("POST", "registered-models/alias", {"name": "intruder", "alias": "champion",
+                                                                    "version": "1"}),
+                               ("GET", "registered-models/search", None)):
+        for auth in (None, ("admin", "guessed-password")):
+            answer = httpx.request(method, f"{url}{API}/{path}", json=body, auth=auth)
+            assert answer.status_code == 401, (path, auth, answer.text[:200])
+    assert httpx.get(f"{url}{API}/registered-models/search", auth=login).json() == {}  # nothing was created
+
+
+def test_the_platforms_clients_log_in(local_mlflow, monkeypatch):
+    url, run_dir = local_mlflow
+    user, password = mlflow_login(run_dir)
+    # The Airflow connection as scripts/services.sh gives it to Airflow.
+    connect(monkeypatch, mlflow_default=f"http://{user}:{password}@{url.removeprefix('http://')}")
+    hook = MlflowHook()
+    assert hook.champion("iris-auth") is None  # answered (no such model), not refused
+    connect(monkeypatch, mlflow_default=url)
+    with pytest.raises(MlflowError, match="401"):
+        MlflowHook().champion("iris-auth")
+    # A stage process started with the connection's client settings reads the registry.
+    connect(monkeypatch, mlflow_default=f"http://{user}:{password}@{url.removeprefix('http://')}")
+    stage = StageHook.local()
+    assert stage.env["MLFLOW_TRACKING_USERNAME"] == user and "MLFLOW_TRACKING_TOKEN" not in stage.env
+    assert stage.run("champion-at", {"model_name": "iris-auth"})["champion_version"] is None
