@@ -28,6 +28,7 @@ $(UV): images/bootstrap-requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)/bootstrap
 	$(VENV)/bootstrap/bin/pip install --quiet --disable-pip-version-check --require-hashes -r images/bootstrap-requirements.txt
+	touch $@  # pip leaves an installed uv as it was: the target's time is the install's
 
 # --compile-bytecode: the machines set PYTHONDONTWRITEBYTECODE, and importing
 # mlflow/sklearn from source costs ~3 s per process otherwise.

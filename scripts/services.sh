@@ -86,8 +86,19 @@ SQL
   echo "postgres: 127.0.0.1:$POSTGRES_PORT (databases airflow, mlflow)"
 }
 
-mlflow_secret() {  # name: a value from the MLflow credentials made at its first start
-  sed -n "s/^$1=//p" "$RUN_DIR/mlflow/credentials"
+mlflow_secret() {  # name: a value from the MLflow credentials (made once, by whichever start comes first)
+  local file="$RUN_DIR/mlflow/credentials" made
+  if [[ ! -s "$file" ]]; then
+    # MLflow and Airflow start side by side and both need them: made aside, then hard-linked into place,
+    # which fails for the second (no-clobber), so both read the same ones.
+    mkdir -p "$RUN_DIR/mlflow"
+    made=$(umask 077 && mktemp "$file.XXXXXX")
+    { echo "admin=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+      echo "secret_key=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"; } >"$made"
+    ln "$made" "$file" 2>/dev/null || true
+    rm -f "$made"
+  fi
+  sed -n "s/^$1=//p" "$file"
 }
 
 start_mlflow() {
@@ -97,11 +108,6 @@ start_mlflow() {
   if running postgres; then store=$(pg_url mlflow psycopg2); fi
   # MLflow's own authentication (its basic-auth app): every call needs a user. The admin's password and
   # the session key are made at the first start, readable by their owner only (like PostgreSQL's).
-  if [[ ! -s "$RUN_DIR/mlflow/credentials" ]]; then
-    (umask 077
-     { echo "admin=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
-       echo "secret_key=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"; } >"$RUN_DIR/mlflow/credentials")
-  fi
   (umask 077
    printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///%s\nadmin_username = admin\nadmin_password = %s\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n' \
      "$RUN_DIR/mlflow/basic_auth.db" "$(mlflow_secret admin)" >"$RUN_DIR/mlflow/basic_auth.ini")
@@ -165,16 +171,13 @@ start_airflow() {
     AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=True \
     AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="${AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME:-0.25}" \
     AIRFLOW_CONN_MLOPS_DATA="{\"conn_type\": \"fs\", \"extra\": {\"path\": \"$RUN_DIR/data\"}}" \
-    AIRFLOW_CONN_MLFLOW_DEFAULT="http://127.0.0.1:$MLFLOW_PORT" \
     AIRFLOW_CONN_MLSERVING_DEFAULT="http://127.0.0.1:$MLOPS_SERVING_PORT" \
     AIRFLOW_CONN_ALERTMANAGER_DEFAULT="http://127.0.0.1:$ALERTMANAGER_PORT" \
     AIRFLOW_CONN_PUSHGATEWAY_DEFAULT="http://127.0.0.1:$PUSHGATEWAY_PORT" \
     AIRFLOW_CONN_PROMETHEUS_DEFAULT="http://127.0.0.1:$PROMETHEUS_PORT" \
     PATH="$PWD/.venv/airflow/bin:$PATH"
-  # MLflow's admin as the connection's user, once MLflow has made it (start mlflow first)
-  if [[ -s "$RUN_DIR/mlflow/credentials" ]]; then
-    export AIRFLOW_CONN_MLFLOW_DEFAULT="http://admin:$(mlflow_secret admin)@127.0.0.1:$MLFLOW_PORT"
-  fi
+  # MLflow's admin as the connection's user (MLflow's basic-auth app checks every call)
+  export AIRFLOW_CONN_MLFLOW_DEFAULT="http://admin:$(mlflow_secret admin)@127.0.0.1:$MLFLOW_PORT"
   if running postgres; then
     export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
     AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=$(pg_url airflow psycopg2)
