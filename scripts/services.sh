@@ -109,7 +109,9 @@ start_mlflow() {
   # MLflow's own authentication (its basic-auth app): every call needs a user. The admin's password and
   # the session key are made at the first start, readable by their owner only (like PostgreSQL's).
   (umask 077
-   printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///%s\nadmin_username = admin\nadmin_password = %s\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n' \
+   # auth_cache_ttl_seconds: a login is checked (PBKDF2, ~0.4 s here) once per 5 minutes, not on every call;
+   # with one worker a password changed through the API takes effect at once.
+   printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///%s\nadmin_username = admin\nadmin_password = %s\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\nauth_cache_ttl_seconds = 300\n' \
      "$RUN_DIR/mlflow/basic_auth.db" "$(mlflow_secret admin)" >"$RUN_DIR/mlflow/basic_auth.ini")
   # One worker and no job runner: the defaults start nine processes and take both cores.
   MLFLOW_AUTH_CONFIG_PATH="$RUN_DIR/mlflow/basic_auth.ini" MLFLOW_FLASK_SERVER_SECRET_KEY="$(mlflow_secret secret_key)" \

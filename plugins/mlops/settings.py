@@ -185,8 +185,10 @@ SECTIONS = {"mlops": MlopsSettings, "mlops_kubernetes": KubernetesSettings}
 CONNECTIONS = {
     "mlops_data": ("fs", "the data volume as the Airflow workers and the triggerer see it: extra `path` "
                          "(the batch sensor, and the local target's stages)"),
-    "mlflow_default": ("http", "the MLflow tracking server: host (and port); password = a bearer token "
-                               "(`MLFLOW_TRACKING_TOKEN` for the local stages)"),
+    "mlflow_default": ("http", "the MLflow tracking server: host (and port); login and password = an MLflow "
+                               "user, sent as HTTP Basic (`MLFLOW_TRACKING_USERNAME`/`_PASSWORD` for the local "
+                               "stages; locally MLflow's admin, made at its first start), or a password alone = "
+                               "a bearer token (`MLFLOW_TRACKING_TOKEN`)"),
     "mlserving_default": ("http", "local target: where clients reach the model (host and port): the router "
                                   "(nginx) listens there, the stable and the canary model server on the next "
                                   "two ports"),

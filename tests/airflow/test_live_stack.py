@@ -73,7 +73,9 @@ def test_a_backfill_replays_three_partitions(stack):
 
     assert httpx.get(deploy_links["Serving endpoint"]).json()["parameters"]["registry_version"] == "2"
     run_link = links(runs[2], "training.train")["MLflow run"]
-    assert httpx.get(run_link.split("#")[0]).status_code == 200 and "/#/runs/" in run_link
+    # MLflow's pages need its login (its basic-auth app): with it, the link opens
+    assert httpx.get(run_link.split("#")[0]).status_code == 401
+    assert httpx.get(run_link.split("#")[0], auth=stack.mlflow_auth).status_code == 200 and "/#/runs/" in run_link
     assert links(runs[1], "training.train")["MLflow run"] is None  # skipped: nothing to link
 
 

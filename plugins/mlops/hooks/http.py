@@ -2,7 +2,8 @@
 Pushgateway, KFP): the endpoint from an Airflow connection, one retry policy, sync and async.
 
 Connection (type `http`): host = a URL (`http://mlflow:5000`), or a host name with the schema and port
-fields; password = a bearer token; extra = the fields a hook documents. A `base_url` given to the hook
+fields; login and password = HTTP Basic (as Airflow's HttpHook), a password alone = a bearer token;
+extra = the fields a hook documents. A `base_url` given to the hook
 replaces the connection (callers that already know the address, such as an InferenceService's URL).
 
 Retry policy, tenacity's (as the cncf-kubernetes triggers use it): connection errors and 5xx answers
