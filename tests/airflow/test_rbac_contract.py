@@ -101,10 +101,16 @@ def exercised(cluster, monkeypatch):
     yield SimpleNamespace(calls=api_calls(kube, since), triggerer=triggerer, worker=worker)
 
 
+# Made only when a pod is still starting as the trigger looks at it (KPO watches its events then): whether
+# that happens depends on the machine's timing, so a run may not see it; the grant is needed when it does.
+WHILE_A_POD_STARTS = {("mlops", "", "events", "watch")}
+
+
 def _exactly(made: set, account: str) -> None:
     allowed = granted(account)
-    assert made == allowed, (f"{account}: made but not granted: {sorted(made - allowed)}; "
-                             f"granted but never made: {sorted(allowed - made)}")
+    assert made <= allowed and allowed - made <= WHILE_A_POD_STARTS, (
+        f"{account}: made but not granted: {sorted(made - allowed)}; "
+        f"granted but never made: {sorted(allowed - made - WHILE_A_POD_STARTS)}")
 
 
 def test_each_service_account_is_granted_exactly_the_calls_made_with_it(exercised):
