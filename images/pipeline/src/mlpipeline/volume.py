@@ -51,8 +51,8 @@ def is_data_file(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class Limits:
-    """What one landed file may hold. Defaults: a file of up to 1 GiB (10 million iris rows take 290 MB),
-    fields of up to 64 KiB (the csv module's own limit is 128 KiB), 4,096 columns."""
+    """What one landed file may hold. Defaults: a file of up to 1 GiB (10 million rows of five short
+    columns take about 290 MB), fields of up to 64 KiB (the csv module's own limit is 128 KiB), 4,096 columns."""
     max_file_bytes: int = 1 << 30
     max_field_bytes: int = 64 * 1024
     max_columns: int = 4096
