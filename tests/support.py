@@ -129,10 +129,10 @@ def mlflow_server(root: Path, proxy_artifacts: bool = True):
 
 
 @contextmanager
-def daemon(argv: list[str], ready_url: str, log_path: Path, seconds: float = 60):
+def daemon(argv: list[str], ready_url: str, log_path: Path, seconds: float = 60, env: dict | None = None):
     """Any HTTP service (Alertmanager, Pushgateway, ...) for the length of a test."""
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         try:
             wait_http(ready_url, proc, log_path, seconds)
             yield proc

@@ -36,10 +36,14 @@ PVCS = kmock.resource("", "v1", "persistentvolumeclaims")
 SERVICE_ACCOUNTS = kmock.resource("", "v1", "serviceaccounts")
 DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
 VIRTUAL_SERVICES = kmock.resource("networking.istio.io", "v1", "virtualservices")
+NAMESPACES = kmock.resource("", "v1", "namespaces")
+NETWORK_POLICIES = kmock.resource("networking.k8s.io", "v1", "networkpolicies")
 # kind -> resource, for objects installed from manifests
 KINDS = {"InferenceService": ISVC, "ClusterServingRuntime": RUNTIMES, "Pod": PODS, "ConfigMap": CONFIGMAPS,
          "Secret": SECRETS, "Service": SERVICES, "Endpoints": ENDPOINTS, "PersistentVolumeClaim": PVCS,
-         "ServiceAccount": SERVICE_ACCOUNTS, "Deployment": DEPLOYMENTS, "VirtualService": VIRTUAL_SERVICES}
+         "ServiceAccount": SERVICE_ACCOUNTS, "Deployment": DEPLOYMENTS, "VirtualService": VIRTUAL_SERVICES,
+         "Namespace": NAMESPACES, "NetworkPolicy": NETWORK_POLICIES}
+CLUSTER_SCOPED = {RUNTIMES, NAMESPACES}
 
 
 POD_SUBRESOURCE = re.compile(r"/api/v1/namespaces/(?P<namespace>[^/]+)/pods/(?P<name>[^/]+)/(?P<sub>exec|log)")
@@ -102,7 +106,7 @@ class ApiServer(kmock.KubernetesEmulator):
         for kind, resource in KINDS.items():
             if resource not in self.resources:
                 self.resources[resource] = kmock.ResourceInfo(
-                    kind=kind, singular=kind.lower(), namespaced=resource is not RUNTIMES, shortnames=set(),
+                    kind=kind, singular=kind.lower(), namespaced=resource not in CLUSTER_SCOPED, shortnames=set(),
                     categories=set(), subresources={"status"}, verbs=crud)
         early = self ** -1000  # above kmock's own fallbacks, below a test's reactions
         early["get", re.compile(r"/apis/[^/]+/[^/]+/")] << self._serve_version
@@ -209,6 +213,8 @@ class ApiServer(kmock.KubernetesEmulator):
                     creationTimestamp=_now())
         if resource == PODS:
             obj["status"] = {"phase": "Pending", "qosClass": "Burstable"}
+        if resource == NAMESPACES:  # set on every namespace since Kubernetes 1.21 (NamespaceDefaultLabelName)
+            meta["labels"] = {**(meta.get("labels") or {}), "kubernetes.io/metadata.name": meta["name"]}
         return obj
 
     async def create_stored(self, resource, obj: dict) -> dict:

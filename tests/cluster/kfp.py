@@ -22,6 +22,8 @@ import jsonschema
 from tests import support
 from tests.reference import reference_file
 
+from .network import POD_LABELS_LABEL, POD_NAMESPACE_LABEL
+
 SWAGGERS = ("kfp-v2beta1-run.swagger.json", "kfp-v2beta1-experiment.swagger.json", "kfp-v2beta1-healthz.swagger.json")
 # Inputs the swagger documents as required in prose ("Required input") but cannot mark as such.
 REQUIRED_INPUTS = {"v2beta1Run": ["display_name"], "v2beta1Experiment": ["display_name"]}
@@ -214,8 +216,8 @@ class ContainerBackend:
     its own command, and the platform spec applied as KFP's driver applies it to the step's pod
     (kubeflow/pipelines backend/src/v2/driver/k8s.go at 2.17.0): the PVC named by `pvcNameParameter`
     mounted at `mountPath`, Secret and ConfigMap keys as env (`secretAsEnv`, `configMapAsEnv`, resolved
-    through their name parameters), `securityContext` user and group, and the launcher pod's own
-    hardening (no privilege escalation, every capability dropped). Those objects are looked up in
+    through their name parameters), `securityContext` user and group, `podMetadata` labels, and the
+    launcher pod's own hardening (no privilege escalation, every capability dropped). Those objects are looked up in
     `namespace`, where KFP creates a run's pods; a claim that does not exist there leaves the step's
     pod Pending, so the run stays RUNNING until it is terminated, as in a cluster."""
 
@@ -276,9 +278,12 @@ class ContainerBackend:
                         env[pair["envVar"]] = data[key]
         context = config.get("securityContext") or {}
         user = context.get("runAsUser")
+        # The step's pod labels (podMetadata), where the pod network's NetworkPolicies look for them.
+        pod_labels = (config.get("podMetadata") or {}).get("labels") or {}
         options = {"network": self.cluster.network_name, "extra_hosts": self.cluster.services.hosts(),
                    "environment": env, "mounts": mounts, "entrypoint": [""], "cap_drop": ["ALL"],
                    "security_opt": ["no-new-privileges"],
+                   "labels": {POD_NAMESPACE_LABEL: self.namespace, POD_LABELS_LABEL: json.dumps(pod_labels)},
                    **({"user": f"{user}:{context.get('runAsGroup', user)}"} if user is not None else {})}
         work = self.root / run["run_id"]
         work.mkdir(parents=True)

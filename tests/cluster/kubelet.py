@@ -5,7 +5,8 @@ What it does, and the kubelet behaviour it follows (kubernetes/kubernetes pkg/ku
   address on the pod network; Services are reachable by their DNS names (see network.py).
 - Volumes: a PersistentVolumeClaim is a host folder per namespace and claim, and a claim that does
   not exist leaves the pod Pending and unschedulable ('persistentvolumeclaim "x" not found', as the
-  scheduler reports it); an emptyDir is a fresh world-writable folder per pod.
+  scheduler reports it); an emptyDir is a fresh world-writable folder per pod; a secret volume holds
+  the Secret's keys (or its `items`) as files, mounted read-only.
 - Env: envFrom first, then env (values, Secret/ConfigMap keys, fieldRefs), over the Service links
   every pod gets (<NAME>_SERVICE_HOST, <NAME>_PORT, ..., envvars.go); $(VAR) in command and args is
   expanded from it. A missing non-optional Secret or ConfigMap keeps the container waiting in
@@ -237,11 +238,31 @@ class DockerKubelet:
                 folder = self.root / "pods" / uid / volume["name"]
                 folder.mkdir(parents=True, exist_ok=True)
                 folder.chmod(0o777)
+            elif "secret" in volume:
+                folder = self._secret_volume(pod, volume)
             else:
-                raise ConfigError(f"volume {volume['name']}: only persistentVolumeClaim and emptyDir are "
+                raise ConfigError(f"volume {volume['name']}: only persistentVolumeClaim, emptyDir and secret are "
                                   "supported here")
             folders[volume["name"]] = folder
         return folders
+
+    def _secret_volume(self, pod: dict, volume: dict) -> Path:
+        """A Secret's keys as files (all of them, or the listed `items` at their paths), mode `defaultMode`
+        (0644), as the kubelet's secret volume plugin writes them (kubernetes pkg/volume/secret); the
+        container sees them read-only, whatever its mount says."""
+        source = volume["secret"]
+        data = self._lookup(SECRETS, pod["metadata"]["namespace"], {"name": source["secretName"],
+                                                                      "optional": source.get("optional")}, "secret")
+        folder = self.root / "pods" / pod["metadata"]["uid"] / volume["name"]
+        folder.mkdir(parents=True, exist_ok=True)
+        items = source.get("items") or [{"key": key, "path": key} for key in data or {}]
+        for item in items:
+            if item["key"] not in (data or {}):
+                raise ConfigError(f'couldn\'t find key {item["key"]} in Secret {source["secretName"]}')
+            path = folder / item["path"]
+            path.write_text(data[item["key"]])
+            path.chmod(item.get("mode", source.get("defaultMode", 0o644)))
+        return folder
 
     def _lookup(self, resource, namespace: str, ref: dict, kind: str) -> dict | None:
         found = self.kube.stored(resource, namespace, ref["name"])
@@ -368,7 +389,9 @@ class DockerKubelet:
         name = self._docker_name(run, container)
         argv = ["run", "--name", name, *labels, "--network", f"container:{run.pause}", *flags[container["name"]]]
         for mount in container.get("volumeMounts") or []:
-            argv += ["-v", f"{mounts[mount['name']]}:{mount['mountPath']}{':ro' if mount.get('readOnly') else ''}"]
+            read_only = mount.get("readOnly") or any(v["name"] == mount["name"] and "secret" in v
+                                                     for v in run.pod["spec"].get("volumes") or [])
+            argv += ["-v", f"{mounts[mount['name']]}:{mount['mountPath']}{':ro' if read_only else ''}"]
         for key, value in env.items():
             argv += ["-e", f"{key}={value}"]
         if container.get("workingDir"):

@@ -10,6 +10,12 @@
   same contract as today's iptables mode, without needing iptables.
 - Cluster DNS: containers get the names as /etc/hosts entries (`docker run --add-host`); the test
   process, which plays Airflow inside the cluster, resolves them through `resolving_cluster_names`.
+- NetworkPolicies (netpol.py) decide each connection to a pod behind a Service, as the CNI plugin
+  would: the source is the pod with the connection's address (a pod in the API server, or a KFP step's
+  container, which carries its pod's namespace and labels as Docker labels), or else this process,
+  which plays Airflow's task pods (`host_source`). A refused connection is closed at once, where a
+  real CNI drops its packets (the client would time out instead). Connections straight to a pod's
+  address (the kubelet's probes, the gateway) are not policed, as node traffic is not.
 """
 
 from __future__ import annotations
@@ -18,13 +24,15 @@ import asyncio
 import contextlib
 import ipaddress
 import itertools
+import json
 import socket
 import subprocess
 import threading
 import time
 
-from .apiserver import ENDPOINTS, PODS, SERVICES, KubeEmulator, labels_match
+from .apiserver import ENDPOINTS, NAMESPACES, NETWORK_POLICIES, PODS, SERVICES, KubeEmulator, labels_match
 from .engine import docker
+from .netpol import Source, allows
 
 NETWORK = "mlops-ct-pods"
 BRIDGE = "mlops-ct0"
@@ -32,6 +40,8 @@ SUBNET = ipaddress.ip_network("10.213.0.0/16")  # rarely taken by other tools (k
 GATEWAY = "10.213.0.1"  # the host, on the pod network
 POD_RANGE = "10.213.0.0/17"  # pods; cluster IPs come from the top of the subnet
 CLUSTER_DOMAIN = "svc.cluster.local"
+# The Docker labels a container that is a pod's but not a kubelet's (a KFP step) carries.
+POD_NAMESPACE_LABEL, POD_LABELS_LABEL = "mlops-ct.pod-namespace", "mlops-ct.pod-labels"
 
 
 class PodNetwork:
@@ -64,8 +74,9 @@ def target_port(pod: dict, port) -> int | None:
 class Services:
     """Cluster IPs, DNS names and forwarding for every Service in the API server."""
 
-    def __init__(self, kube: KubeEmulator):
-        self.kube = kube
+    def __init__(self, kube: KubeEmulator, host_source: Source):
+        self.kube, self.host_source = kube, host_source
+        self.refused: list[tuple[Source, str]] = []  # (who, "namespace/pod:port") of each refused connection
         self._addresses = (str(ip) for ip in itertools.islice(reversed(list(SUBNET.hosts())), 1, 250))
         self.cluster_ips: dict[tuple[str, str], str] = {}
         self.names: dict[str, str] = {}  # DNS name -> cluster IP
@@ -127,7 +138,8 @@ class Services:
             self.names[dns] = ip
         self.cluster_ips[key] = ip
 
-    def endpoints(self, key: tuple[str, str], port: dict) -> list[tuple[str, int]]:
+    def endpoints(self, key: tuple[str, str], port: dict) -> list[tuple[str, int, dict | None]]:
+        """(address, port, the pod or None for an Endpoints address) of each Ready backend."""
         namespace, name = key
         service = self.kube.stored(SERVICES, namespace, name)
         if service is None:
@@ -135,7 +147,8 @@ class Services:
         selector = service["spec"].get("selector")
         if not selector:
             found = self.kube.stored(ENDPOINTS, namespace, name) or {}
-            return [(a["ip"], p["port"]) for subset in found.get("subsets") or [] for a in subset.get("addresses") or []
+            return [(a["ip"], p["port"], None) for subset in found.get("subsets") or []
+                    for a in subset.get("addresses") or []
                     for p in subset.get("ports") or [] if p.get("name", port.get("name")) == port.get("name")]
         wanted = port.get("targetPort", port["port"])
         backends = []
@@ -143,15 +156,44 @@ class Services:
             ip = (pod.get("status") or {}).get("podIP")
             if ip and pod_ready(pod) and labels_match(pod, selector) and pod["metadata"].get("deletionTimestamp") \
                     is None and target_port(pod, wanted):
-                backends.append((ip, target_port(pod, wanted)))
+                backends.append((ip, target_port(pod, wanted), pod))
         return backends
+
+    def source(self, ip: str) -> Source:
+        """Who has this address: a pod, a KFP step's container, or else this process (Airflow)."""
+        for pod in self.kube.list(PODS):
+            if (pod.get("status") or {}).get("podIP") == ip and pod["metadata"].get("deletionTimestamp") is None:
+                return Source(pod["metadata"]["namespace"], pod["metadata"].get("labels") or {}, ip)
+        attached = docker("network", "inspect", NETWORK, "--format", "{{json .Containers}}", check=False)
+        for container_id, container in (json.loads(attached.stdout or "null") or {}).items():
+            if container.get("IPv4Address", "").split("/")[0] == ip:
+                labels = json.loads(docker("inspect", container_id, "--format", "{{json .Config.Labels}}",
+                                           check=False).stdout or "null") or {}
+                if POD_NAMESPACE_LABEL in labels:
+                    return Source(labels[POD_NAMESPACE_LABEL], json.loads(labels.get(POD_LABELS_LABEL) or "{}"), ip)
+        return self.host_source
+
+    def admits(self, peer_ip: str, pod: dict, port: int) -> bool:
+        policies = self.kube.list(NETWORK_POLICIES, pod["metadata"]["namespace"])
+        if not policies:
+            return True
+        namespaces = {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in self.kube.list(NAMESPACES)}
+        source = self.source(peer_ip)
+        if allows(policies, namespaces, source, pod, port):
+            return True
+        self.refused.append((source, f"{pod['metadata']['namespace']}/{pod['metadata']['name']}:{port}"))
+        return False
 
     async def _forward(self, key, port, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         backends = await asyncio.to_thread(self.endpoints, key, port)
         if not backends:  # no Ready endpoint: the connection is refused, as kube-proxy rejects it
             writer.close()
             return
-        ip, target = backends[hash(writer.get_extra_info("peername")) % len(backends)]
+        peer = writer.get_extra_info("peername")
+        ip, target, pod = backends[hash(peer) % len(backends)]
+        if pod is not None and not await asyncio.to_thread(self.admits, peer[0], pod, target):
+            writer.close()
+            return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(ip, target)
         except OSError:
