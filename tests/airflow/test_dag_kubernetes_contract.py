@@ -15,9 +15,10 @@ import json
 import httpx
 import pytest
 
+from mlpipeline.contracts import MLFLOW_CLIENT_LABEL
 from tests import support
 from tests.cluster.apiserver import ISVC, PODS, VIRTUAL_SERVICES, api_calls, kube_connection
-from tests.cluster.cluster import MLFLOW_URI, PIPELINE_IMAGE
+from tests.cluster.cluster import MLFLOW_CONNECTION, PIPELINE_IMAGE
 from tests.cluster.kfp import ContainerBackend, FakeKfp
 
 from .conftest import connect, data_volume
@@ -40,7 +41,7 @@ def kubernetes_target(cluster, stack, monkeypatch, tmp_path):
                                     startup_timeout_seconds=180, kfp_poll_interval_seconds=1,
                                     serving_poll_interval_seconds=0.5, serving_ready_timeout_seconds=300)
         connect(monkeypatch, kfp_default=json.dumps({"conn_type": "http", "host": kfp.url}),
-                mlflow_default=MLFLOW_URI, mlops_data=data_volume(cluster.data_volume()),
+                mlflow_default=MLFLOW_CONNECTION, mlops_data=data_volume(cluster.data_volume()),
                 alertmanager_default=stack["alertmanager"], pushgateway_default=stack["pushgateway"])
         from .test_dag import parse_dag
 
@@ -61,6 +62,7 @@ def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, stack):
     assert landed["status"]["phase"] == "Succeeded"
 
     pods_before = len(kube.requests(PODS))  # the emulator is shared by the session's cluster tests
+    refused_before = len(cluster.services.refused)
     dagrun, states = run(target["dag"], "2026-11-01")
     assert dagrun.state == "success", (states, cluster.pod_logs("mlops", "mlpipeline-"))
     assert states["training.register"] == "success" and states["deploy"] == "success"
@@ -74,6 +76,12 @@ def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, stack):
         ["detect", "ingest", "register", "split"]
     assert all(p.data["spec"]["containers"][0]["image"] == PIPELINE_IMAGE and
                p.data["spec"]["securityContext"]["runAsNonRoot"] is True for p in stage_pods)
+    # Only the stages that hold MLflow's login pass its NetworkPolicy, and no connection of the run,
+    # theirs, the KFP step's or Airflow's, was refused by it (k8s-yaml/network/).
+    client = dict([MLFLOW_CLIENT_LABEL])
+    assert {p.data["metadata"]["labels"]["mlops-ct/stage"] for p in stage_pods
+            if client.items() <= p.data["metadata"]["labels"].items()} == {"detect", "register"}
+    assert cluster.services.refused[refused_before:] == []
     # Training was one KFP run of the submitted spec, its steps containers of the pipeline image.
     assert len(target["kfp"].runs) == 1 and target["kfp"].violations == []
     submitted = target["kfp"].executor.submitted[0]

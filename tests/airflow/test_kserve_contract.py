@@ -21,7 +21,7 @@ from mlops.operators.kserve import KServeDeployOperator
 from mlops.operators.stage_pod import StagePodOperator
 from mlops.settings import KubernetesSettings
 from tests.cluster.apiserver import DEPLOYMENTS, ISVC, PODS, kube_connection
-from tests.cluster.cluster import MLFLOW_URI, PIPELINE_IMAGE
+from tests.cluster.cluster import MLFLOW_CONNECTION, PIPELINE_IMAGE
 from tests.support import first_event
 
 from .conftest import cluster_settings, connect
@@ -61,7 +61,7 @@ def registry(cluster):
 
 @pytest.fixture
 def settings(registry, monkeypatch) -> KubernetesSettings:
-    connect(monkeypatch, mlflow_default=MLFLOW_URI)
+    connect(monkeypatch, mlflow_default=MLFLOW_CONNECTION)
     conn_id = kube_connection(monkeypatch, registry.kube.url, xcom_sidecar_container_image=PIPELINE_IMAGE)
     return cluster_settings(kubernetes_conn_id=conn_id, serving_ready_timeout_seconds=240,
                            serving_poll_interval_seconds=0.3, startup_timeout_seconds=120,

@@ -7,8 +7,11 @@ reaches it as http://mlflow.mlops.svc.cluster.local:5000."""
 from __future__ import annotations
 
 import base64
+import configparser
 import contextlib
+import io
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,17 +19,26 @@ from pathlib import Path
 import httpx
 import yaml
 
+from mlpipeline.contracts import MLFLOW_CLIENT_LABEL
 from tests.support import REPO
 
 from .apiserver import KINDS, PODS, KubeEmulator
 from .kserve import KServeController
 from .kubelet import DockerKubelet, describe
+from .netpol import Source
 from .network import NETWORK, PodNetwork, Services, resolving_cluster_names
-from .storage import ACCESS_KEY, REGION, SECRET_KEY, object_store, store_service
+from .storage import REGION, Store, object_store, store_service
 from .workloads import DeploymentController
 
 K8S = REPO / "k8s-yaml"
 MLFLOW_URI = "http://mlflow.mlops.svc.cluster.local:5000"
+# The pipeline's MLflow login (the mlflow-s3-credentials Secret), which the tracking server makes its
+# admin at its first start; made anew for each test process.
+MLFLOW_LOGIN = ("admin", secrets.token_urlsafe(18))
+MLFLOW_CONNECTION = f"http://{MLFLOW_LOGIN[0]}:{MLFLOW_LOGIN[1]}@mlflow.mlops.svc.cluster.local:5000"
+# This process plays Airflow: the labels chart 1.22's pod-template-file gives its task pods (release
+# `airflow`, installed into mlops).
+AIRFLOW_TASK_POD = Source("mlops", {"tier": "airflow", "component": "worker", "release": "airflow"})
 STORAGE_INITIALIZER = "mlops-ct/kserve-storage-initializer:0.21.0"
 PIPELINE_IMAGE = "ghcr.io/mlops-ct/pipeline:0.1.0"
 
@@ -56,6 +68,16 @@ def generated_secrets(values: dict[str, dict[str, str]]) -> list[dict]:
     return secrets
 
 
+def auth_config(database_uri: str) -> str:
+    """The deploy guide's basic_auth.ini (secrets/mlflow-auth.ini.example) with this database."""
+    config = configparser.ConfigParser()
+    config.read_string((K8S / "secrets" / "mlflow-auth.ini.example").read_text())
+    config["mlflow"]["database_uri"] = database_uri
+    text = io.StringIO()
+    config.write(text)
+    return text.getvalue()
+
+
 @dataclass
 class EmulatedCluster:
     root: Path
@@ -65,7 +87,7 @@ class EmulatedCluster:
     services: Services = field(init=False)
     kubelet: DockerKubelet = field(init=False)
     kserve: KServeController = field(init=False)
-    s3_endpoint: str = field(init=False)
+    store: Store = field(init=False)
     _stack: contextlib.ExitStack = field(init=False, default_factory=contextlib.ExitStack)
 
     def __enter__(self) -> EmulatedCluster:
@@ -79,20 +101,27 @@ class EmulatedCluster:
         stack = self._stack
         network = PodNetwork().ensure()
         self.kube = stack.enter_context(KubeEmulator())
-        self.services = stack.enter_context(Services(self.kube))
+        self.services = stack.enter_context(Services(self.kube, host_source=AIRFLOW_TASK_POD))
         self.kubelet = stack.enter_context(DockerKubelet(self.kube, network, self.services, self.root / "nodes"))
         stack.enter_context(DeploymentController(self.kube))
         self.kserve = stack.enter_context(KServeController(self.kube, STORAGE_INITIALIZER,
                                                           default_mode=self.serving_mode))
-        self.s3_endpoint = stack.enter_context(object_store(self.root))
+        self.store = stack.enter_context(object_store(self.root))
         stack.enter_context(resolving_cluster_names(self.services))
-        port = int(self.s3_endpoint.rsplit(":", 1)[1])
-        s3 = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION,
-              "MLFLOW_S3_ENDPOINT_URL": "http://minio.mlops.svc.cluster.local:9000"}
-        # The tracking server's database: SQLite in its scratch volume stands in for Postgres here.
+        port = int(self.store.url.rsplit(":", 1)[1])
+
+        def s3(key: tuple[str, str]) -> dict[str, str]:
+            return {"AWS_ACCESS_KEY_ID": key[0], "AWS_SECRET_ACCESS_KEY": key[1], "AWS_DEFAULT_REGION": REGION}
+
+        pipeline = {**s3(self.store.pipeline), "MLFLOW_S3_ENDPOINT_URL": "http://minio.mlops.svc.cluster.local:9000",
+                    "MLFLOW_TRACKING_USERNAME": MLFLOW_LOGIN[0], "MLFLOW_TRACKING_PASSWORD": MLFLOW_LOGIN[1]}
+        # The tracking server's databases: SQLite in its scratch volume stands in for Postgres here.
+        backend = {"MLFLOW_BACKEND_STORE_URI": "sqlite:////tmp/mlflow.db",
+                   "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(24),
+                   "basic_auth.ini": auth_config("sqlite:////tmp/mlflow-auth.db")}
         objects = [*store_service("mlops", port), *kustomization_objects(),
-                   *generated_secrets({"mlflow-backend": {"MLFLOW_BACKEND_STORE_URI": "sqlite:////tmp/mlflow.db"},
-                                       "mlflow-s3-credentials": s3})]
+                   *generated_secrets({"mlflow-backend": backend, "mlflow-s3-credentials": pipeline,
+                                       "mlops-serving-s3": s3(self.store.serving)})]
         for obj in objects:
             if obj["kind"] in KINDS:
                 self.kube.create(obj)
@@ -119,15 +148,18 @@ class EmulatedCluster:
         return "\n".join(f"--- {p['metadata']['name']}\n" + self.kubelet.logs(namespace, p["metadata"]["name"], None)
                          for p in self.kube.list(PODS, namespace) if p["metadata"]["name"].startswith(prefix))
 
-    def run_pod(self, name: str, args: list[str], namespace: str = "mlops", timeout: float = 600) -> dict:
+    def run_pod(self, name: str, args: list[str], namespace: str = "mlops", timeout: float = 600,
+                labels: dict[str, str] | None = None, command: list[str] | None = None) -> dict:
         """A one-off pod of the pipeline image on the data volume with the MLflow settings, as
         docs/deploy.md lands a batch with `kubectl run`; returns the finished pod (Succeeded or Failed)."""
         self.kube.create({
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
             "spec": {"restartPolicy": "Never", "serviceAccountName": "mlops-pipeline",
                      "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
                      "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "mlops-data"}}],
                      "containers": [{"name": name, "image": PIPELINE_IMAGE, "args": args,
+                                     **({"command": command} if command else {}),
                                      "envFrom": [{"configMapRef": {"name": "mlops-mlflow"}},
                                                  {"secretRef": {"name": "mlflow-s3-credentials"}}],
                                      "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}})
@@ -140,6 +172,26 @@ class EmulatedCluster:
                 raise TimeoutError(f"pod {namespace}/{name} did not finish: {describe(pod)}")
             time.sleep(0.3)
 
+    def run_python(self, name: str, namespace: str, script: str, labels: dict[str, str] | None = None,
+                   secret: str | None = None, image: str = PIPELINE_IMAGE, timeout: float = 120) -> tuple[str, str]:
+        """A pod of `image` that runs `script` (with `secret`'s keys as env, when named) and no volume:
+        (its final phase, its log)."""
+        container = {"name": "script", "image": image, "command": ["python", "-c", script],
+                     **({"envFrom": [{"secretRef": {"name": secret}}]} if secret else {})}
+        self.kube.create({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+            "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                     "securityContext": {"runAsNonRoot": True, "runAsUser": 1000}, "containers": [container]}})
+        deadline = time.monotonic() + timeout
+        while (phase := (self.kube.stored(PODS, namespace, name).get("status") or {}).get("phase")) not in (
+                "Succeeded", "Failed"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pod {namespace}/{name} did not finish: "
+                                   f"{describe(self.kube.stored(PODS, namespace, name))}")
+            time.sleep(0.3)
+        return phase, self.kubelet.logs(namespace, name, None)
+
     def data_volume(self, namespace: str = "mlops", claim: str = "mlops-data") -> Path:
         """Where the claim's files are, for the Airflow side's batch sensor (which mounts it read-only)."""
         return self.kubelet.root / "pvc" / namespace / claim
@@ -149,7 +201,7 @@ class EmulatedCluster:
         args = [stage, "--data-root", "/data"] if stage not in ("rollback", "champion-at") else [stage]
         for key, value in options.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
-        pod = self.run_pod(name, args)
+        pod = self.run_pod(name, args, labels=dict([MLFLOW_CLIENT_LABEL]))  # as the DAG's stage pods
         log = self.kubelet.logs("mlops", name, None)
         assert pod["status"]["phase"] == "Succeeded", log[-3000:]
         # The stage's one JSON line (stdout), among its log lines (stderr), in the pod's log.

@@ -97,7 +97,7 @@ def test_the_data_volume_is_read_write_many():
 
 def test_no_credentials_in_the_repository():
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    assert not [f for f in tracked if f.startswith("k8s-yaml/secrets/") and f.endswith(".env")]
+    assert not [f for f in tracked if f.startswith("k8s-yaml/secrets/") and f.endswith((".env", ".ini"))]
     patterns = [re.compile(p) for p in (r"AKIA[0-9A-Z]{16}", r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
                                          r"(?i)(password|secret_access_key)\s*[:=]\s*['\"]?(?!CHANGE-ME)[A-Za-z0-9/+]{12,}")]
     for name in tracked:

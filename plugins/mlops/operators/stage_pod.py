@@ -22,6 +22,7 @@ from mlops.hooks.stage import REGISTRY_STAGES, stage_arguments
 from mlops.links import RESULT_LINKS, result_links
 from mlops.operators.stage import RunsOnlyWith
 from mlops.settings import KubernetesSettings, kubernetes_settings
+from mlpipeline.contracts import MLFLOW_CLIENT_LABEL
 
 SCRATCH = "/tmp"  # the only writable path besides the data volume (read-only root filesystem)
 
@@ -58,7 +59,9 @@ class StagePodOperator(RunsOnlyWith, KubernetesPodOperator):
             kubernetes_conn_id=cluster.kubernetes_conn_id,
             namespace=cluster.namespace,
             name=f"mlpipeline-{stage}",
-            labels={**cluster.labels, "app.kubernetes.io/name": "mlpipeline", "mlops-ct/stage": stage},
+            labels={**cluster.labels, "app.kubernetes.io/name": "mlpipeline", "mlops-ct/stage": stage,
+                    # through MLflow's NetworkPolicy: only the stages that hold its login
+                    **(dict([MLFLOW_CLIENT_LABEL]) if stage in REGISTRY_STAGES else {})},
             image=cluster.pipeline_image,
             image_pull_policy=cluster.image_pull_policy,
             image_pull_secrets=[k8s.V1LocalObjectReference(name=n) for n in cluster.image_pull_secrets] or None,

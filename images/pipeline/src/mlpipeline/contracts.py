@@ -20,6 +20,9 @@ REASON_TAG = "decision_reason"
 COMPARED_WITH_TAG = "compared_with_champion_version"
 RECORD_TAG = "decision_record"
 MAX_TAG_LENGTH = 8000  # MLflow's limit for a tag value
+# The pod label that lets a pod through the tracking server's NetworkPolicy (k8s-yaml/network/mlflow.yaml):
+# the stage pods that talk to the registry and the KFP training step carry it.
+MLFLOW_CLIENT_LABEL = ("mlops-ct/mlflow-client", "true")
 
 
 class ContractError(ValueError):

@@ -14,6 +14,7 @@ from pathlib import Path
 from kfp import compiler, dsl, kubernetes
 
 from . import __version__
+from .contracts import MLFLOW_CLIENT_LABEL
 
 PIPELINE_IMAGE = f"ghcr.io/mlops-ct/pipeline:{__version__}"
 # No "from __future__ import annotations" here: KFP reads the real annotation objects.
@@ -58,12 +59,16 @@ def _in_cluster(task: dsl.PipelineTask, pvc_name, secret_name, config_map_name, 
     kubernetes.mount_pvc(task, pvc_name=pvc_name, mount_path=DATA_MOUNT)
     kubernetes.use_secret_as_env(task, secret_name=secret_name, optional=True, secret_key_to_env={
         "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-        "MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_TRACKING_TOKEN": "MLFLOW_TRACKING_TOKEN"})
+        "MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN": "MLFLOW_TRACKING_TOKEN"})
     # The tracking server's URI from the ConfigMap the stage pods read too (the mlflow_tracking_uri
     # parameter, when set, wins: kfp.local runs pass it).
     kubernetes.use_config_map_as_env(task, config_map_name=config_map_name, optional=True, config_map_key_to_env={
         "MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "MLFLOW_HTTP_REQUEST_MAX_RETRIES"})
+    kubernetes.add_pod_label(task, *MLFLOW_CLIENT_LABEL)  # through MLflow's NetworkPolicy
+    # KFP's driver adds the rest of the stage pods' hardening itself (no privilege escalation, every
+    # capability dropped, the runtime's seccomp profile); its platform spec has no read-only root.
     kubernetes.set_security_context(task, run_as_user=1000, run_as_group=1000, run_as_non_root=True)
     task.set_cpu_request(cpu).set_memory_request(memory).set_cpu_limit("2").set_memory_limit("4Gi")
     task.set_caching_options(False)  # run keys make steps idempotent; KFP's cache would hide registry changes
