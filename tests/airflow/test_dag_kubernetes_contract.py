@@ -4,7 +4,7 @@ A contract test: the Kubernetes API, kubelet, KServe and KFP controllers are sta
 they start is real: every stage pod, both KFP training steps and the KServe predictor run as
 containers of the project's images with the command, env, volumes and security context they
 declare; MLflow runs as the pod of k8s-yaml/mlflow/deployment.yaml and everyone, this test's Airflow
-included, calls it as http://mlflow.mlops.svc.cluster.local:5000; KServe's own storage code copies
+included, calls it as http://mlflow.mlflow.svc.cluster.local:5000; KServe's own storage code copies
 the model from S3 into /mnt/models. Alertmanager and the Pushgateway are real too."""
 
 from __future__ import annotations

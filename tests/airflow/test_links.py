@@ -11,7 +11,7 @@ from .conftest import connect
 
 @pytest.fixture
 def mlflow_ui(monkeypatch):
-    connect(monkeypatch, mlflow_default="http://mlflow.mlops.svc.cluster.local:5000")
+    connect(monkeypatch, mlflow_default="http://mlflow.mlflow.svc.cluster.local:5000")
     monkeypatch.setenv("AIRFLOW__MLOPS__MLFLOW_UI_URL", "http://mlflow.example:5000/")
 
 

@@ -19,11 +19,11 @@ SEARCH = f"{API}/experiments/search?max_results=1"
 
 @pytest.fixture(scope="module")
 def mlflow_ip(cluster) -> str:
-    return cluster.services.wait_for("mlops", "mlflow")
+    return cluster.services.wait_for("mlflow", "mlflow")
 
 
-@pytest.mark.parametrize("host", ["mlflow.mlops.svc.cluster.local:5000", "mlflow.mlops.svc:5000", "mlflow.mlops:5000",
-                                  "mlflow:5000", "mlflow.mlops.example.com"])
+@pytest.mark.parametrize("host", ["mlflow.mlflow.svc.cluster.local:5000", "mlflow.mlflow.svc:5000",
+                                  "mlflow.mlflow:5000", "mlflow.mlops.example.com"])
 def test_every_name_clients_use_is_answered(mlflow_ip, host):
     answer = httpx.get(f"http://{mlflow_ip}:5000{SEARCH}", headers={"Host": host}, auth=MLFLOW_LOGIN)
     assert answer.status_code == 200, answer.text
@@ -36,7 +36,7 @@ def test_other_hosts_are_still_refused(mlflow_ip):
 
 
 def test_the_server_runs_as_the_manifest_declares(cluster):
-    pod = next(p for p in cluster.kube.list(PODS, "mlops") if p["metadata"]["name"].startswith("mlflow-"))
+    pod = next(p for p in cluster.kube.list(PODS, "mlflow") if p["metadata"]["name"].startswith("mlflow-"))
     container = pod["spec"]["containers"][0]
     assert container["image"] == "ghcr.io/mlops-ct/mlflow:3.17.2"
     assert "--backend-store-uri=$(MLFLOW_BACKEND_STORE_URI)" in container["args"]
@@ -48,7 +48,7 @@ def test_the_server_runs_as_the_manifest_declares(cluster):
 @pytest.mark.parametrize("login", [None, (MLFLOW_LOGIN[0], "not-the-password"), ("someone", MLFLOW_LOGIN[1])],
                          ids=["no login", "wrong password", "unknown user"])
 def test_a_caller_without_the_login_is_refused_and_changes_nothing(mlflow_ip, login):
-    base, host = f"http://{mlflow_ip}:5000{API}", {"Host": "mlflow.mlops.svc.cluster.local:5000"}
+    base, host = f"http://{mlflow_ip}:5000{API}", {"Host": "mlflow.mlflow.svc.cluster.local:5000"}
     created = httpx.post(f"{base}/registered-models/create", json={"name": "planted"}, headers=host, auth=login)
     assert created.status_code == 401, created.text
     assert httpx.get(f"{base}/registered-models/search", headers=host, auth=login).status_code == 401
@@ -60,7 +60,7 @@ def test_the_admin_is_the_pipelines_login_and_its_password_is_not_in_the_pod_spe
     """The server made its admin from the Secret the stage pods read (so they log in as it), and the
     manifest names that Secret's keys, never a value."""
     answer = httpx.get(f"http://{mlflow_ip}:5000/api/2.0/mlflow/users/get", params={"username": MLFLOW_LOGIN[0]},
-                       headers={"Host": "mlflow.mlops.svc.cluster.local:5000"}, auth=MLFLOW_LOGIN)
+                       headers={"Host": "mlflow.mlflow.svc.cluster.local:5000"}, auth=MLFLOW_LOGIN)
     assert answer.status_code == 200 and answer.json()["user"]["is_admin"] is True, answer.text
-    pod = next(p for p in cluster.kube.list(PODS, "mlops") if p["metadata"]["name"].startswith("mlflow-"))
+    pod = next(p for p in cluster.kube.list(PODS, "mlflow") if p["metadata"]["name"].startswith("mlflow-"))
     assert MLFLOW_LOGIN[1] not in str(pod)

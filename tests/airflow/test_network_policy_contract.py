@@ -10,10 +10,11 @@ from __future__ import annotations
 import pytest
 
 from mlpipeline.contracts import MLFLOW_CLIENT_LABEL
+from tests.cluster.cluster import MLFLOW_URI
 from tests.cluster.netpol import Source, allows
 
 PROBE = ("import urllib.request\n"
-         "answer = urllib.request.urlopen('http://mlflow.mlops.svc.cluster.local:5000/health', timeout=10)\n"
+         f"answer = urllib.request.urlopen('{MLFLOW_URI}/health', timeout=10)\n"
          "print('answered', answer.status)\n")
 
 
@@ -24,7 +25,7 @@ def probe(cluster, name: str, namespace: str, labels: dict[str, str]) -> tuple[s
 
 @pytest.fixture(scope="module")
 def mlflow_up(cluster):
-    cluster.services.wait_for("mlops", "mlflow")
+    cluster.services.wait_for("mlflow", "mlflow")
     return cluster
 
 

@@ -2,7 +2,7 @@
 KServe controllers, an S3 store, and the project's own objects from k8s-yaml/ installed as
 `kubectl apply -k k8s-yaml/` would (with test values for the two Secrets the guide has users write).
 MLflow then runs as the pod of k8s-yaml/mlflow/deployment.yaml, and every client in the cluster
-reaches it as http://mlflow.mlops.svc.cluster.local:5000."""
+reaches it as http://mlflow.mlflow.svc.cluster.local:5000."""
 
 from __future__ import annotations
 
@@ -31,11 +31,11 @@ from .storage import REGION, Store, object_store, store_service
 from .workloads import DeploymentController
 
 K8S = REPO / "k8s-yaml"
-MLFLOW_URI = "http://mlflow.mlops.svc.cluster.local:5000"
+MLFLOW_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
 # The pipeline's MLflow login (the mlflow-s3-credentials Secret), which the tracking server makes its
 # admin at its first start; made anew for each test process.
 MLFLOW_LOGIN = ("admin", secrets.token_urlsafe(18))
-MLFLOW_CONNECTION = f"http://{MLFLOW_LOGIN[0]}:{MLFLOW_LOGIN[1]}@mlflow.mlops.svc.cluster.local:5000"
+MLFLOW_CONNECTION = f"http://{MLFLOW_LOGIN[0]}:{MLFLOW_LOGIN[1]}@mlflow.mlflow.svc.cluster.local:5000"
 # This process plays Airflow: the labels chart 1.22's pod-template-file gives its task pods (release
 # `airflow`, installed into mlops).
 AIRFLOW_TASK_POD = Source("mlops", {"tier": "airflow", "component": "worker", "release": "airflow"})

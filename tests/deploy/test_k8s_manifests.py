@@ -128,3 +128,39 @@ def test_the_pushgateway_keeps_its_groups_on_a_volume_of_its_own():
     claim = volume["persistentVolumeClaim"]["claimName"]
     assert ("PersistentVolumeClaim", claim) in found
     assert found[("Deployment", "mlops-pushgateway")]["spec"]["strategy"]["type"] == "Recreate"  # one writer
+
+
+def test_no_secret_but_the_pipelines_where_airflow_may_create_pods():
+    """A pod can mount any Secret of its namespace: where Airflow's task pods may create pods, the
+    platform keeps only the Secret the stage pods are meant to read (the tracking server's own, with its
+    databases' passwords, lives in a namespace of its own)."""
+    rbac = list(yaml.safe_load_all((K8S / "rbac" / "airflow-roles.yaml").read_text()))
+    creates_pods = {role["metadata"]["namespace"] for role in rbac if role["kind"] == "Role"
+                    and any("pods" in rule["resources"] and "create" in rule["verbs"] for rule in role["rules"])}
+    cluster = dict(line.split("=", 1) for line in (K8S / "cluster.env").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    there = {s["name"] for s in kustomization["secretGenerator"] if s["namespace"] in creates_pods}
+    assert creates_pods == {"mlops"} and there == {cluster["AIRFLOW__MLOPS_KUBERNETES__MLFLOW_SECRET"]}
+    mlflow = objects(K8S / "mlflow" / "deployment.yaml")[0]
+    assert mlflow["metadata"]["namespace"] not in creates_pods
+
+
+def test_no_ui_without_a_login_is_routed_unless_the_gateway_asks_for_a_jwt():
+    """The base routes only MLflow's UI on the UI gateway (MLflow asks for its own login); the KFP UI,
+    which has none, is routed by the istio-auth component alone, whose policy admits only requests with
+    a JWT to its host."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    base = [o for r in kustomization["resources"] for o in objects(K8S / r)]
+    ui_routes = {h for o in base if o["kind"] == "VirtualService" and "mlops-ui" in o["spec"]["gateways"]
+                 for h in o["spec"]["hosts"]}
+    mlflow = objects(K8S / "mlflow" / "deployment.yaml")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert ui_routes == {"mlflow.mlops.example.com"} and "--app-name=basic-auth" in mlflow["args"]
+    component = yaml.safe_load((K8S / "istio-auth" / "kustomization.yaml").read_text())
+    added = [o for r in component["resources"] for o in objects(K8S / "istio-auth" / r)]
+    kfp_hosts = {h for o in added if o["kind"] == "VirtualService" for h in o["spec"]["hosts"]}
+    [policy] = [o for o in added if o["kind"] == "AuthorizationPolicy"]
+    assert policy["spec"]["action"] == "ALLOW" and all(
+        rule["from"][0]["source"]["requestPrincipals"] for rule in policy["spec"]["rules"])
+    guarded = {h for rule in policy["spec"]["rules"] for to in rule["to"] for h in to["operation"]["hosts"]}
+    assert kfp_hosts == {"kfp.mlops.example.com"} and kfp_hosts <= guarded
