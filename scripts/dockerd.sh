@@ -4,6 +4,7 @@
 #   scripts/dockerd.sh start    -> installs docker.io if missing (needs root), starts the engine
 #   scripts/dockerd.sh host     -> prints the DOCKER_HOST to use
 #   scripts/dockerd.sh stop
+#   scripts/dockerd.sh status   -> exit status 0 when the engine runs
 # No NAT and no iptables rules: builds use the host's network (`docker build --network host`); test
 # pods get addresses on a bridge of their own (10.213.0.0/16, created by the tests) and talk to each
 # other and to the host directly.
@@ -39,8 +40,11 @@ start() {
 
 stop() {
   [[ -f "$EXEC_ROOT/dockerd.pid" ]] || { echo "dockerd is not running"; return; }
-  kill "$(cat "$EXEC_ROOT/dockerd.pid")" 2>/dev/null || true
-  for _ in $(seq 30); do [[ -f "$EXEC_ROOT/dockerd.pid" ]] || break; sleep 1; done
+  local pid
+  pid=$(cat "$EXEC_ROOT/dockerd.pid")
+  kill "$pid" 2>/dev/null || true
+  # until the process is gone, not only its pid file (it removes that before it exits)
+  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
   echo "dockerd stopped"
 }
 
@@ -48,5 +52,6 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   host) echo "$DOCKER_HOST" ;;
-  *) echo "usage: $0 start|stop|host" >&2; exit 2 ;;
+  status) running ;;
+  *) echo "usage: $0 start|stop|host|status" >&2; exit 2 ;;
 esac
