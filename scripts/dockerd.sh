@@ -44,8 +44,9 @@ stop() {
   pid=$(cat "$EXEC_ROOT/dockerd.pid")
   kill "$pid" 2>/dev/null || true
   # until the process is gone, not only its pid file (it removes that before it exits)
-  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-  echo "dockerd stopped"
+  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || { echo "dockerd stopped"; return; }; sleep 1; done
+  echo "dockerd (pid $pid) did not stop within 30 s" >&2
+  return 1
 }
 
 case "${1:-}" in

@@ -121,7 +121,8 @@ def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, stack):
     assert support.tree_snapshot(volume / "curated") == curated_before
     assert api_calls(kube) <= granted()  # the whole DAG needs nothing k8s-yaml/rbac/ does not grant
     kept = [p for p in kube.list(PODS, "mlops") if p["metadata"].get("labels", {}).get("mlops-ct/stage")]
-    assert [p["metadata"]["labels"]["mlops-ct/stage"] for p in kept] == ["ingest"]  # the failed pod, for debugging
+    assert [p["metadata"]["labels"]["mlops-ct/stage"] for p in kept] == ["ingest"], \
+        [p["metadata"]["name"] for p in kept]  # the failed pod, for debugging
     base = kept[0]["status"]["containerStatuses"][0]
     assert base["state"]["terminated"]["exitCode"] == 1 and "yielded no usable data" in \
         base["state"]["terminated"]["message"]

@@ -35,7 +35,7 @@ def test_a_pod_with_the_client_label_reaches_mlflow(mlflow_up):
 
 
 @pytest.mark.parametrize("name, namespace, labels", [
-    ("probe-unlabelled", "mlops", {"app.kubernetes.io/name": "mlpipeline", "mlops-ct/stage": "ingest"}),
+    ("probe-unlabelled", "mlops", {"app.kubernetes.io/name": "network-probe"}),  # as an ingest pod: no client label
     # the label alone does not do it from another namespace: a predictor never calls MLflow
     ("probe-predictor", "mlops-serving", dict([MLFLOW_CLIENT_LABEL])),
 ])

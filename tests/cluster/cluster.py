@@ -1,8 +1,8 @@
 """The emulated cluster, assembled: API server, pod network and Services, kubelet, the Deployment and
-KServe controllers, an S3 store, and the project's own objects from k8s-yaml/ installed as
-`kubectl apply -k k8s-yaml/` would (with test values for the two Secrets the guide has users write).
-MLflow then runs as the pod of k8s-yaml/mlflow/deployment.yaml, and every client in the cluster
-reaches it as http://mlflow.mlflow.svc.cluster.local:5000."""
+KServe controllers, an S3 store that checks each key's policy, and the project's own objects from
+k8s-yaml/ installed as `kubectl apply -k k8s-yaml/` would (with test values in the Secrets the guide
+has users write). MLflow then runs as the pod of k8s-yaml/mlflow/deployment.yaml, with its login, and
+every client in the cluster reaches it as http://mlflow.mlflow.svc.cluster.local:5000."""
 
 from __future__ import annotations
 

@@ -255,9 +255,11 @@ class DockerKubelet:
                                                                       "optional": source.get("optional")}, "secret")
         folder = self.root / "pods" / pod["metadata"]["uid"] / volume["name"]
         folder.mkdir(parents=True, exist_ok=True)
-        items = source.get("items") or [{"key": key, "path": key} for key in data or {}]
+        if data is None:  # an optional Secret that does not exist: an empty volume
+            return folder
+        items = source.get("items") or [{"key": key, "path": key} for key in data]
         for item in items:
-            if item["key"] not in (data or {}):
+            if item["key"] not in data:
                 raise ConfigError(f'couldn\'t find key {item["key"]} in Secret {source["secretName"]}')
             path = folder / item["path"]
             path.write_text(data[item["key"]])

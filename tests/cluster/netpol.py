@@ -61,7 +61,7 @@ def _port_matches(rule_port: dict, pod: dict, port: int) -> bool:
     wanted = rule_port.get("port")
     if wanted is None:
         return True
-    if isinstance(wanted, str) and not wanted.isdigit():
+    if isinstance(wanted, str):  # IntOrString: a string is always a port's name
         named = [p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports") or []
                  if p.get("name") == wanted and p.get("protocol", "TCP") == "TCP"]
         return port in named

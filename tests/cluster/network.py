@@ -12,10 +12,11 @@
   process, which plays Airflow inside the cluster, resolves them through `resolving_cluster_names`.
 - NetworkPolicies (netpol.py) decide each connection to a pod behind a Service, as the CNI plugin
   would: the source is the pod with the connection's address (a pod in the API server, or a KFP step's
-  container, which carries its pod's namespace and labels as Docker labels), or else this process,
-  which plays Airflow's task pods (`host_source`). A refused connection is closed at once, where a
-  real CNI drops its packets (the client would time out instead). Connections straight to a pod's
-  address (the kubelet's probes, the gateway) are not policed, as node traffic is not.
+  container, which carries its pod's namespace and labels as Docker labels, else no pod: no labels);
+  a connection from the host's own addresses is this process, which plays Airflow's task pods
+  (`host_source`). A refused connection is closed at once, where a real CNI drops its packets (the
+  client would time out instead). Connections straight to a pod's address (the kubelet's probes, the
+  gateway) are not policed, as node traffic is not.
 """
 
 from __future__ import annotations
@@ -160,7 +161,10 @@ class Services:
         return backends
 
     def source(self, ip: str) -> Source:
-        """Who has this address: a pod, a KFP step's container, or else this process (Airflow)."""
+        """Who has this address: this process (Airflow) when it is the host's own (the gateway or a cluster
+        IP), else a pod, a KFP step's container, or else an unknown source with no labels."""
+        if ip == GATEWAY or ipaddress.ip_address(ip) not in ipaddress.ip_network(POD_RANGE):
+            return self.host_source
         for pod in self.kube.list(PODS):
             if (pod.get("status") or {}).get("podIP") == ip and pod["metadata"].get("deletionTimestamp") is None:
                 return Source(pod["metadata"]["namespace"], pod["metadata"].get("labels") or {}, ip)
@@ -171,7 +175,7 @@ class Services:
                                            check=False).stdout or "null") or {}
                 if POD_NAMESPACE_LABEL in labels:
                     return Source(labels[POD_NAMESPACE_LABEL], json.loads(labels.get(POD_LABELS_LABEL) or "{}"), ip)
-        return self.host_source
+        return Source("", {}, ip)  # a container that is no pod's: no policy's selector picks it
 
     def admits(self, peer_ip: str, pod: dict, port: int) -> bool:
         policies = self.kube.list(NETWORK_POLICIES, pod["metadata"]["namespace"])

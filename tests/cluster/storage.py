@@ -4,8 +4,8 @@ Service without a selector plus its Endpoints, as an external store is usually w
 
 Access is checked as the store's own IAM checks it (moto enforces IAM policies once its first
 INITIAL_NO_AUTH_ACTION_COUNT calls, the setup below, are done): the pipeline's key may do anything
-in its buckets, the predictors' key (docs/deploy.md: MinIO's `readonly` policy) only read and list
-them, and any other key is refused."""
+in its buckets, the predictors' key only read and list them (k8s-yaml/storage/serving-read-policy.json,
+which the deploy guide attaches), and any other key is refused."""
 
 from __future__ import annotations
 
@@ -18,13 +18,23 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from tests import support
+from tests.support import REPO
 
 from .network import GATEWAY
 
 REGION = "us-east-1"
-# MinIO's `readonly` and AWS's read access. AWS checks s3:ListBucket for HeadBucket (which KServe's storage
-# code calls first); moto names that check s3:HeadBucket, so it is listed too: the same access.
-READ_ONLY = ["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation", "s3:HeadBucket"]
+# The predictors' policy as the deploy guide has users attach it. AWS and MinIO check s3:ListBucket for
+# HeadBucket (which KServe's storage code calls first); moto names that check s3:HeadBucket, so the
+# emulated store's copy adds it where ListBucket is granted: the same access.
+SERVING_POLICY = REPO / "k8s-yaml" / "storage" / "serving-read-policy.json"
+
+
+def serving_policy() -> dict:
+    policy = json.loads(SERVING_POLICY.read_text())
+    for statement in policy["Statement"]:
+        if "s3:ListBucket" in statement["Action"]:
+            statement["Action"] = [*statement["Action"], "s3:HeadBucket"]
+    return policy
 
 
 @dataclass(frozen=True)
@@ -51,18 +61,19 @@ def object_store(root, buckets=("mlflow",)):
     port = support.free_port()
     url = f"http://{GATEWAY}:{port}"
     argv = [str(support.PIPELINE_BIN / "moto_server"), "-H", GATEWAY, "-p", str(port)]
-    users = {"pipeline": ["s3:*"], "serving": READ_ONLY}
+    resources = [arn for b in buckets for arn in (f"arn:aws:s3:::{b}", f"arn:aws:s3:::{b}/*")]
+    users = {"pipeline": {"Version": "2012-10-17",
+                          "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": resources}]},
+             "serving": serving_policy()}
     # the calls made before enforcement starts: each bucket, then per user: create, policy, key
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(len(buckets) + 3 * len(users))}
     with support.daemon(argv, f"{url}/moto-api/", root / "moto.log", env=env):
         for bucket in buckets:
             urllib.request.urlopen(urllib.request.Request(f"{url}/{bucket}", method="PUT"), timeout=10)
-        resources = [arn for b in buckets for arn in (f"arn:aws:s3:::{b}", f"arn:aws:s3:::{b}/*")]
         keys = {}
-        for user, actions in users.items():
+        for user, policy in users.items():
             _iam(url, "CreateUser", UserName=user)
-            _iam(url, "PutUserPolicy", UserName=user, PolicyName=f"{user}-buckets", PolicyDocument=json.dumps({
-                "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": resources}]}))
+            _iam(url, "PutUserPolicy", UserName=user, PolicyName=f"{user}-buckets", PolicyDocument=json.dumps(policy))
             created = _iam(url, "CreateAccessKey", UserName=user)
             keys[user] = tuple(next(e.text for e in created.iter() if e.tag.endswith(name))
                                for name in ("AccessKeyId", "SecretAccessKey"))
