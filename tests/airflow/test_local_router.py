@@ -9,6 +9,7 @@ from collections import Counter
 import httpx
 import pytest
 
+from mlops.hooks.serving import ServingHook, ServingUnreachable
 from mlops.local_router import LocalRouter, RouterError
 from tests import support
 
@@ -116,3 +117,14 @@ def test_nginx_does_not_hold_the_task_process_stdin(router, upstreams):
         router.route({stable.address: 100})
     assert httpx.get(f"http://127.0.0.1:{router.listen_port}/").text == "stable"
     assert not support.held_open_by_others(supervisor), "nginx holds the task's stdin"
+
+
+
+def test_a_model_server_gone_behind_the_router_is_unreachable_not_refusing(router):
+    """nginx answers 502 when its upstream does not: nothing is known about the model then, as when the
+    server itself does not answer (a deploy retries instead of blaming the version)."""
+    gone = support.free_port()
+    router.route({f"127.0.0.1:{gone}": 100})
+    hook = ServingHook("iris", base_url=f"http://127.0.0.1:{router.listen_port}", retries=1)
+    with pytest.raises(ServingUnreachable, match="did not answer .*HTTP 502"):
+        hook.smoke_test("1")

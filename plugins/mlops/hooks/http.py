@@ -22,6 +22,8 @@ import httpx
 import tenacity
 from airflow.sdk import BaseHook
 
+GATEWAY_NO_ANSWER = (502, 504)  # Bad Gateway, Gateway Timeout: the upstream did not answer
+
 
 class ServiceError(RuntimeError):
     """A service refused a request or could not be reached; the message says which and why."""
@@ -125,8 +127,11 @@ class HttpServiceHook(BaseHook):
         return response
 
     def _gave_up(self, method: str, path: str, failure: _Retryable, attempts: int | None) -> ServiceError:
-        kind = self.error_class if failure.response is not None else (self.unreachable_class or self.error_class)
-        what = "failed" if failure.response is not None else "did not answer"
+        # A gateway in front of the service (the local router, Istio's) answering 502 or 504 says that the
+        # service behind it did not answer: as unreachable as no answer at all.
+        answered = failure.response is not None and failure.response.status_code not in GATEWAY_NO_ANSWER
+        kind = self.error_class if answered else (self.unreachable_class or self.error_class)
+        what = "failed" if answered else "did not answer"
         return kind(f"{self.hook_name} at {self.base_url} {what} after {attempts or self.retries} attempt(s) "
                     f"({method} {path}): {failure.reason}")
 
