@@ -1,8 +1,9 @@
 """
 # Continuous training
 
-Keeps the `iris-classifier` fresh, one daily data partition at a time (by default the partition is the
-run's logical date, so backfills replay past partitions):
+Keeps a registered model fresh (the `model_name` Param; by default the one the bundled example dataset
+declares), one daily data partition at a time (by default the partition is the run's logical date, so
+backfills replay past partitions):
 
 1. **wait_for_batch**: waits, in the triggerer, for `landing/<date>/_SUCCESS`; skips the run if no
    batch arrives in time. Every later task works on the partition it reports.
@@ -73,6 +74,7 @@ from mlops.operators.report import ReportOperator
 from mlops.sensors.partition import PartitionSensor
 from mlops.settings import mlops_settings
 from mlops.tasks import deploy_task, stage_task, training_task
+from mlpipeline.schema import example_model_name
 
 MODEL = "{{ params.model_name }}"
 LINEAGE = {"dag_id": "{{ dag.dag_id }}", "dag_run_id": "{{ run_id }}"}
@@ -128,7 +130,7 @@ with DAG(
                                             "serving metrics in Prometheus (0: a straight swap)."),
         "canary_minutes": Param(settings.canary_minutes, type="number", exclusiveMinimum=0,
                                 description="How long a healthy canary is watched before it is promoted."),
-        "model_name": Param("iris-classifier", type="string", pattern="^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        "model_name": Param(example_model_name(), type="string", pattern="^[A-Za-z0-9][A-Za-z0-9._-]*$",
                             description="Registered model name in MLflow."),
         "training_window": Param("last:1", type="string", pattern="^(all|last:[1-9][0-9]*)$",
                                  description="Curated partitions to train on: 'all' or 'last:N'."),

@@ -13,11 +13,12 @@ import sys
 from .errors import PipelineError
 from .logs import setup_logging
 from .output import emit
+from .schema import example_model_name
 from .volume import Limits
 
 log = logging.getLogger("mlpipeline")
 
-DEFAULT_MODEL = "iris-classifier"
+DEFAULT_MODEL = example_model_name()  # the bundled example dataset's
 
 
 def _common(parser: argparse.ArgumentParser, *, registry: bool = False, run_key: bool = False) -> None:
@@ -58,12 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--severity", type=float, default=1.0,
                    help="covariate: shift in pooled std devs; concept: share of rotated labels (0-1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--schema", help="dataset schema YAML (default: bundled iris)")
+    p.add_argument("--schema", help="dataset schema YAML (default: the bundled example dataset)")
 
     p = sub.add_parser("ingest", help="validate landing/<partition>/ into curated/ or quarantine/")
     _common(p)
     p.add_argument("--partition", required=True)
-    p.add_argument("--schema", help="dataset schema YAML (default: bundled iris)")
+    p.add_argument("--schema", help="dataset schema YAML (default: the bundled example dataset)")
     for limit, default in vars(Limits()).items():  # a file over any of them is quarantined with the reason
         p.add_argument(f"--{limit.replace('_', '-')}", type=int, default=default, metavar="N",
                        help=f"default {default}")
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-key", help="default: derived from data fingerprint, config hash and code version")
     p.add_argument("--window", help="'all' or 'last:N' partitions (default from the config)")
     p.add_argument("--config", help="training config YAML merged over the bundled defaults")
-    p.add_argument("--schema", help="dataset schema YAML (default: bundled iris)")
+    p.add_argument("--schema", help="dataset schema YAML (default: the bundled example dataset)")
 
     p = sub.add_parser("detect", help="score the champion on the fresh set and measure drift")
     _common(p, registry=True, run_key=True)

@@ -80,11 +80,24 @@ def _parse(doc: dict, origin: str) -> DatasetSchema:
     return schema
 
 
+# The example dataset bundled with the package: the default of every stage that is given no schema.
+EXAMPLE_SCHEMA = "iris.yaml"
+
+
+def _example_document() -> dict:
+    return yaml.safe_load(resources.files("mlpipeline.resources").joinpath(EXAMPLE_SCHEMA).read_text())
+
+
+def example_model_name() -> str:
+    """The registry name the bundled example dataset declares (`model_name`): the default model name of
+    the stages, the DAG and the KFP pipeline, so that no code names the example."""
+    return str(_example_document()["model_name"])
+
+
 def load_schema(path: str | Path | None = None) -> DatasetSchema:
-    """Load a schema YAML; without a path, the bundled iris schema."""
+    """Load a schema YAML; without a path, the bundled example dataset's."""
     if path is None:
-        text = resources.files("mlpipeline.resources").joinpath("iris.yaml").read_text()
-        return _parse(yaml.safe_load(text), "iris.yaml (bundled)")
+        return _parse(_example_document(), f"{EXAMPLE_SCHEMA} (bundled)")
     try:
         text = Path(path).read_text()
     except OSError as exc:
