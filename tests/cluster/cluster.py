@@ -35,7 +35,7 @@ MLFLOW_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
 # The pipeline's MLflow login (the mlflow-s3-credentials Secret), which the tracking server makes its
 # admin at its first start; made anew for each test process.
 MLFLOW_LOGIN = ("admin", secrets.token_urlsafe(18))
-MLFLOW_CONNECTION = f"http://{MLFLOW_LOGIN[0]}:{MLFLOW_LOGIN[1]}@mlflow.mlflow.svc.cluster.local:5000"
+MLFLOW_CONNECTION = MLFLOW_URI.replace("://", f"://{MLFLOW_LOGIN[0]}:{MLFLOW_LOGIN[1]}@", 1)
 # This process plays Airflow: the labels chart 1.22's pod-template-file gives its task pods (release
 # `airflow`, installed into mlops).
 AIRFLOW_TASK_POD = Source("mlops", {"tier": "airflow", "component": "worker", "release": "airflow"})
@@ -163,6 +163,10 @@ class EmulatedCluster:
                                      "envFrom": [{"configMapRef": {"name": "mlops-mlflow"}},
                                                  {"secretRef": {"name": "mlflow-s3-credentials"}}],
                                      "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}})
+        return self.finished_pod(namespace, name, timeout)
+
+    def finished_pod(self, namespace: str, name: str, timeout: float) -> dict:
+        """The pod once it has Succeeded or Failed."""
         deadline = time.monotonic() + timeout
         while True:
             pod = self.kube.stored(PODS, namespace, name)
@@ -183,13 +187,7 @@ class EmulatedCluster:
             "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
             "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
                      "securityContext": {"runAsNonRoot": True, "runAsUser": 1000}, "containers": [container]}})
-        deadline = time.monotonic() + timeout
-        while (phase := (self.kube.stored(PODS, namespace, name).get("status") or {}).get("phase")) not in (
-                "Succeeded", "Failed"):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"pod {namespace}/{name} did not finish: "
-                                   f"{describe(self.kube.stored(PODS, namespace, name))}")
-            time.sleep(0.3)
+        phase = self.finished_pod(namespace, name, timeout)["status"]["phase"]
         return phase, self.kubelet.logs(namespace, name, None)
 
     def data_volume(self, namespace: str = "mlops", claim: str = "mlops-data") -> Path:
