@@ -6,6 +6,7 @@ Before, the controller's thread died on that race and every later rollout in the
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -53,3 +54,44 @@ def test_the_deployment_controller_survives_a_deployment_deleted_under_it(monkey
                 time.sleep(0.1)
             assert controller._thread.is_alive()
             assert (NAMESPACE, "deleted-during-reconcile") not in controller.progress
+
+
+def test_admission_policies_behave_as_kubernetes_documents_them():
+    """The example of Kubernetes' "Validating Admission Policy" page (policy demo-policy.example.com,
+    binding demo-binding-test.example.com on namespaces labelled environment=test): a Deployment over
+    5 replicas is refused there with the documented message, and admitted in other namespaces; a
+    dry run is checked and not stored."""
+    from kubernetes import client
+
+    policy = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+              "metadata": {"name": "demo-policy.example.com"},
+              "spec": {"failurePolicy": "Fail",
+                       "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"],
+                                                               "operations": ["CREATE", "UPDATE"],
+                                                               "resources": ["deployments"]}]},
+                       "validations": [{"expression": "object.spec.replicas <= 5"}]}}
+    binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+               "metadata": {"name": "demo-binding-test.example.com"},
+               "spec": {"policyName": "demo-policy.example.com", "validationActions": ["Deny"],
+                        "matchResources": {"namespaceSelector": {"matchLabels": {"environment": "test"}}}}}
+    with KubeEmulator() as kube:
+        for namespace, labels in (("test", {"environment": "test"}), ("prod", {})):
+            kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}})
+        kube.create(policy)
+        kube.create(binding)
+        apps = client.AppsV1Api(client.ApiClient(client.Configuration(host=kube.url)))
+        big, small = deployment("big"), deployment("small")
+        big["spec"]["replicas"] = 6
+        for obj in (big, small):
+            del obj["metadata"]["namespace"]  # the request's path names it
+        with pytest.raises(client.ApiException) as refused:
+            apps.create_namespaced_deployment("test", big)
+        assert refused.value.status == 422  # no reason given: Invalid
+        assert json.loads(refused.value.body)["message"] == (
+            "ValidatingAdmissionPolicy 'demo-policy.example.com' with binding 'demo-binding-test.example.com' "
+            "denied request: failed expression: object.spec.replicas <= 5")
+        assert kube.stored(DEPLOYMENTS, "test", "big") is None
+        apps.create_namespaced_deployment("test", small, dry_run="All")
+        assert kube.stored(DEPLOYMENTS, "test", "small") is None
+        apps.create_namespaced_deployment("prod", big)
+        assert kube.stored(DEPLOYMENTS, "prod", "big")["spec"]["replicas"] == 6

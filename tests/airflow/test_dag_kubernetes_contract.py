@@ -18,7 +18,7 @@ import pytest
 from mlpipeline.contracts import MLFLOW_CLIENT_LABEL
 from tests import support
 from tests.cluster.apiserver import ISVC, PODS, VIRTUAL_SERVICES, api_calls, kube_connection
-from tests.cluster.cluster import MLFLOW_CONNECTION, PIPELINE_IMAGE
+from tests.cluster.cluster import MLFLOW_CONNECTION, PIPELINE_IMAGE, airflow_identity
 from tests.cluster.kfp import ContainerBackend, FakeKfp
 
 from .conftest import connect, data_volume
@@ -34,7 +34,8 @@ def kubernetes_target(cluster, stack, monkeypatch, tmp_path):
     with FakeKfp(executor=ContainerBackend(cluster, "mlops", tmp_path / "kfp")) as kfp:
         # Nothing can be pulled here: the XCom sidecar runs in the pipeline image (it has sh, sleep and
         # cat), set on the connection as an air-gapped cluster would.
-        conn_id = kube_connection(monkeypatch, cluster.kube.url, xcom_sidecar_container_image=PIPELINE_IMAGE)
+        conn_id = kube_connection(monkeypatch, cluster.kube.url, token=cluster.kube.token(airflow_identity("worker")),
+                                  xcom_sidecar_container_image=PIPELINE_IMAGE)
         # As the Airflow pods have it: the mlops-cluster ConfigMap (k8s-yaml/cluster.env) as env, the
         # options and connections of helm-values/airflow.yaml, waits in the triggerer.
         configure_kubernetes_target(monkeypatch, kubernetes_conn_id=conn_id, pod_poll_interval_seconds=0.5,
@@ -110,6 +111,7 @@ def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, stack):
                                                  "--rows", "30"])
     broken = next((volume / "landing" / "2026-11-02").glob("*.csv"))
     broken.write_bytes(b"sepal_length;sepal_width\n1;2\n")
+    pods_before = len(kube.requests(PODS))
     dagrun, states = run(target["dag"], "2026-11-02")
     assert dagrun.state == "failed" and states["data.ingest"] == "failed"
     assert states["roll_back_champion"] == "skipped"  # deploy never ran: nothing to roll back
@@ -120,7 +122,8 @@ def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, stack):
     assert error.startswith("stage ingest failed in pod mlpipeline-ingest-") and "yielded no usable data" in error
     assert support.tree_snapshot(volume / "curated") == curated_before
     assert api_calls(kube) <= granted()  # the whole DAG needs nothing k8s-yaml/rbac/ does not grant
-    kept = [p for p in kube.list(PODS, "mlops") if p["metadata"].get("labels", {}).get("mlops-ct/stage")]
+    created = {r.data["metadata"]["name"] for r in kube.requests(PODS)[pods_before:] if r.method.value == "POST"}
+    kept = [p for p in kube.list(PODS, "mlops") if p["metadata"]["name"] in created]  # other tests' share the emulator
     assert [p["metadata"]["labels"]["mlops-ct/stage"] for p in kept] == ["ingest"], \
         [p["metadata"]["name"] for p in kept]  # the failed pod, for debugging
     base = kept[0]["status"]["containerStatuses"][0]

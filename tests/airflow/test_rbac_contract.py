@@ -22,7 +22,7 @@ from mlops.inference_service import inference_route, inference_service
 from mlops.operators.stage_pod import StagePodOperator
 from mlops.triggers.kserve import InferenceServiceReadyTrigger
 from tests.cluster.apiserver import api_calls, kube_connection, mark
-from tests.cluster.cluster import PIPELINE_IMAGE
+from tests.cluster.cluster import PIPELINE_IMAGE, airflow_identity
 from tests.support import first_event
 
 from .conftest import REPO, cluster_settings
@@ -61,7 +61,9 @@ def exercised(cluster, monkeypatch):
         trigger_windows.append((before, mark(kube)))
         return event
 
-    conn_id = kube_connection(monkeypatch, kube.url, xcom_sidecar_container_image=PIPELINE_IMAGE)
+    # As Airflow's task pods (the admission policy of k8s-yaml/admission/ holds that user to the stage pods).
+    conn_id = kube_connection(monkeypatch, kube.url, token=kube.token(airflow_identity("worker")),
+                              xcom_sidecar_container_image=PIPELINE_IMAGE)
     settings = cluster_settings(kubernetes_conn_id=conn_id, pod_poll_interval_seconds=0.2, startup_timeout_seconds=120)
 
     def stage(task_id, stage_name, options, **kwargs):

@@ -8,6 +8,8 @@ route to the Ready pods their selectors pick; KServe's own storage code fills /m
 S3 server; the KFP components run as containers of their declared image.
 
   apiserver  the Kubernetes API (kmock plus the apiserver behaviour clients rely on)
+  admission  ValidatingAdmissionPolicies, as the API server applies them (CEL by cel-python)
+  selectors  label selectors, as Kubernetes matches them
   engine     the Docker engine of this checkout (scripts/dockerd.sh)
   network    pod network, Services (a userspace kube-proxy) and cluster DNS
   kubelet    Pods -> containers, with status, logs and exec as a kubelet reports them

@@ -5,7 +5,9 @@ synchronous kubernetes client (as Airflow's KubernetesHook uses it) can talk to 
 Added behaviour: server-filled metadata on create (uid, resourceVersion, generation 1,
 creationTimestamp; a Pending status for pods) and 201; 409 AlreadyExists; generation bumped only
 when a patch changes `spec`; label selectors on list; the discovery paths the typed client asks for
-(with a trailing slash).
+(with a trailing slash); bearer tokens naming users (as a static token file does: `token(user)`);
+ValidatingAdmissionPolicies on creates, patches, deletes and pod exec (admission.py). Authorisation
+(RBAC) is not enforced: the RBAC contract test compares the calls made with the Roles instead.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import aiohttp.web
 import attrs
 import kmock
 
+from . import admission
+
 ISVC = kmock.resource("serving.kserve.io", "v1beta1", "inferenceservices")
 RUNTIMES = kmock.resource("serving.kserve.io", "v1alpha1", "clusterservingruntimes")
 PODS = kmock.resource("", "v1", "pods")
@@ -38,12 +42,17 @@ DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
 VIRTUAL_SERVICES = kmock.resource("networking.istio.io", "v1", "virtualservices")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 NETWORK_POLICIES = kmock.resource("networking.k8s.io", "v1", "networkpolicies")
+ADMISSION_POLICIES = kmock.resource("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies")
+ADMISSION_BINDINGS = kmock.resource("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings")
 # kind -> resource, for objects installed from manifests
 KINDS = {"InferenceService": ISVC, "ClusterServingRuntime": RUNTIMES, "Pod": PODS, "ConfigMap": CONFIGMAPS,
          "Secret": SECRETS, "Service": SERVICES, "Endpoints": ENDPOINTS, "PersistentVolumeClaim": PVCS,
          "ServiceAccount": SERVICE_ACCOUNTS, "Deployment": DEPLOYMENTS, "VirtualService": VIRTUAL_SERVICES,
-         "Namespace": NAMESPACES, "NetworkPolicy": NETWORK_POLICIES}
-CLUSTER_SCOPED = {RUNTIMES, NAMESPACES}
+         "Namespace": NAMESPACES, "NetworkPolicy": NETWORK_POLICIES,
+         "ValidatingAdmissionPolicy": ADMISSION_POLICIES, "ValidatingAdmissionPolicyBinding": ADMISSION_BINDINGS}
+CLUSTER_SCOPED = {RUNTIMES, NAMESPACES, ADMISSION_POLICIES, ADMISSION_BINDINGS}
+ADMITTED = {kmock.action.CREATE: "CREATE", kmock.action.UPDATE: "UPDATE", kmock.action.DELETE: "DELETE"}
+ANONYMOUS = "system:anonymous"  # a request without a known bearer token, as with --anonymous-auth
 
 
 POD_SUBRESOURCE = re.compile(r"/api/v1/namespaces/(?P<namespace>[^/]+)/pods/(?P<name>[^/]+)/(?P<sub>exec|log)")
@@ -89,6 +98,7 @@ class ApiServer(kmock.KubernetesEmulator):
     exec_handler: Callable | None = attrs.field(default=None, init=False)
     log_handler: Callable | None = attrs.field(default=None, init=False)
     subresource_calls: list = attrs.field(factory=list, init=False)  # (namespace, pod, "exec" | "log")
+    users: dict = attrs.field(factory=dict, init=False)  # bearer token -> user name
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -121,6 +131,16 @@ class ApiServer(kmock.KubernetesEmulator):
         if found:
             self.subresource_calls.append((found["namespace"], found["name"], found["sub"]))
         if found and found["sub"] == "exec":
+            options = {"kind": "PodExecOptions", "apiVersion": "v1", "container": raw_request.query.get("container"),
+                       "command": raw_request.query.getall("command", []),
+                       **{k: raw_request.query.get(k, "").lower() == "true"
+                          for k in ("stdin", "stdout", "stderr", "tty")}}
+            try:
+                self.admit(admission.Request(
+                    "CONNECT", "", "v1", "pods", "exec", found["namespace"], found["name"], "PodExecOptions",
+                    options, None, self.user(raw_request.headers)))
+            except admission.Denied as denied:
+                return aiohttp.web.json_response(denied.status(), status=denied.code)
             return await self._serve_exec(raw_request, found["namespace"], found["name"])
         if found and found["sub"] == "log":
             text = await asyncio.to_thread(self.log_handler, found["namespace"], found["name"],
@@ -151,6 +171,56 @@ class ApiServer(kmock.KubernetesEmulator):
         await ws.close()
         return ws
 
+    def user(self, headers) -> str:
+        scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+        return self.users.get(token, ANONYMOUS) if scheme.lower() == "bearer" else ANONYMOUS
+
+    def stored_raw(self, resource, namespace: str | None, name: str) -> dict | None:
+        key = (resource, namespace or None, name)
+        return self.objects[key].raw if key in self.objects and not self.objects[key].deleted else None
+
+    def admit(self, request: admission.Request) -> None:
+        """Raise admission.Denied when a ValidatingAdmissionPolicy denies the request."""
+        bindings = [o.raw for (r, _, _), o in self.objects.items() if r == ADMISSION_BINDINGS and not o.deleted]
+        if not bindings:
+            return
+        policies = [o.raw for (r, _, _), o in self.objects.items() if r == ADMISSION_POLICIES and not o.deleted]
+
+        def lookup(api_version: str, kind: str, namespace: str, name: str) -> dict | None:
+            resource = KINDS.get(kind)
+            if resource is None:
+                return None
+            return self.stored_raw(resource, None if resource in CLUSTER_SCOPED else namespace, name)
+
+        admission.admit(request, policies, bindings, lookup)
+
+    def _admission_request(self, request: kmock.Request) -> admission.Request | None:
+        """The request as admission sees it, for creates, patches and deletes of stored kinds."""
+        resource, operation = request.resource, ADMITTED.get(request.action)
+        if resource is None or operation is None or resource not in self.resources:
+            return None
+        new = request.data if isinstance(request.data, dict) else None
+        namespace = None if resource in CLUSTER_SCOPED else \
+            request.namespace or ((new or {}).get("metadata") or {}).get("namespace")
+        kind = self.resources[resource].kind
+        old = None
+        if operation == "CREATE":
+            name = ((new or {}).get("metadata") or {}).get("name") or ""
+        else:
+            name = request.name or ""
+            old = self.stored_raw(resource, namespace, name)
+            if old is None:
+                return None  # 404 follows
+            if operation == "UPDATE":
+                preview = kmock.Object(copy.deepcopy(old))
+                preview.patch(request.data)
+                new = preview.raw
+            else:
+                new = None
+        return admission.Request(operation, resource.group, resource.version, resource.plural,
+                                 request.subresource or "", namespace or "", name, kind, new, old,
+                                 self.user(request.headers))
+
     def next_resource_version(self) -> str:
         self._resource_version += 1
         return str(self._resource_version)
@@ -170,6 +240,15 @@ class ApiServer(kmock.KubernetesEmulator):
         if request.action == kmock.action.LIST and str(request.params.get("watch", "")).lower() in ("true", "1"):
             object.__setattr__(request, "action", kmock.action.WATCH)  # the client sends watch=True
         resource = request.resource
+        admitted = self._admission_request(request)
+        if admitted is not None:
+            try:
+                self.admit(admitted)
+            except admission.Denied as denied:
+                return aiohttp.web.json_response(denied.status(), status=denied.code)
+            if request.params.get("dryRun") == "All":  # admitted, answered, not stored
+                answer = admitted.object or admitted.old_object
+                return aiohttp.web.json_response(answer, status=201 if admitted.operation == "CREATE" else 200)
         if resource is not None and request.action == kmock.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             namespace = request.namespace or meta.get("namespace")
@@ -303,6 +382,13 @@ class KubeEmulator:
     def patch(self, resource, namespace: str, name: str, patch) -> dict:
         return self.call(self.api.patch_stored, resource, namespace, name, patch)
 
+    def token(self, username: str) -> str:
+        """A bearer token the API server takes as `username` (e.g. a service account's
+        system:serviceaccount:<namespace>:<name>)."""
+        token = uuid.uuid4().hex
+        self.call(lambda: self.api.users.__setitem__(token, username))
+        return token
+
     def create(self, obj: dict, resource=None) -> dict:
         return self.call(self.api.create_stored, resource or KINDS[obj["kind"]], obj)
 
@@ -330,12 +416,14 @@ class KubeEmulator:
         self._thread.join(10)
 
 
-def kube_connection(monkeypatch, url: str, conn_id: str = "kubernetes_emulator", **extra) -> str:
-    """An Airflow connection to the emulator, as the provider's KubernetesHook reads it (inline kubeconfig;
-    `extra`: the connection's other fields, e.g. xcom_sidecar_container_image)."""
+def kube_connection(monkeypatch, url: str, conn_id: str = "kubernetes_emulator", token: str | None = None,
+                    **extra) -> str:
+    """An Airflow connection to the emulator, as the provider's KubernetesHook reads it (inline kubeconfig,
+    with `token` as its user's bearer token when given; `extra`: the connection's other fields, e.g.
+    xcom_sidecar_container_image)."""
     config = {"apiVersion": "v1", "kind": "Config", "current-context": "emulator",
               "clusters": [{"name": "emulator", "cluster": {"server": url}}],
-              "users": [{"name": "tests", "user": {}}],
+              "users": [{"name": "tests", "user": {"token": token} if token else {}}],
               "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tests"}}]}
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}",
                        json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": config, **extra}}))

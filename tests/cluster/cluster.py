@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from mlops.manifests import cluster_env
 from mlpipeline.contracts import MLFLOW_CLIENT_LABEL
 from tests.support import REPO
 
@@ -39,6 +40,15 @@ MLFLOW_CONNECTION = MLFLOW_URI.replace("://", f"://{MLFLOW_LOGIN[0]}:{MLFLOW_LOG
 # This process plays Airflow: the labels chart 1.22's pod-template-file gives its task pods (release
 # `airflow`, installed into mlops).
 AIRFLOW_TASK_POD = Source("mlops", {"tier": "airflow", "component": "worker", "release": "airflow"})
+
+def airflow_identity(component: str) -> str:
+    """The API user of an Airflow component's pods: its service account in helm-values/airflow.yaml
+    (`workers.kubernetes` for the task pods, `triggerer`), in mlops, where the chart installs Airflow."""
+    values = yaml.safe_load((REPO / "helm-values" / "airflow.yaml").read_text())
+    section = values["workers"]["kubernetes"] if component == "worker" else values[component]
+    return f"system:serviceaccount:mlops:{section['serviceAccount']['name']}"
+
+
 STORAGE_INITIALIZER = "mlops-ct/kserve-storage-initializer:0.21.0"
 PIPELINE_IMAGE = "ghcr.io/mlops-ct/pipeline:0.1.0"
 
@@ -66,6 +76,15 @@ def generated_secrets(values: dict[str, dict[str, str]]) -> list[dict]:
                         "metadata": {"name": entry["name"], "namespace": entry["namespace"],
                                      "annotations": (entry.get("options") or {}).get("annotations") or {}}})
     return secrets
+
+
+def generated_config_maps() -> list[dict]:
+    """The configMapGenerator's ConfigMaps (mlops-cluster from cluster.env)."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return [{"apiVersion": "v1", "kind": "ConfigMap",
+             "data": {k: v for env in entry.get("envs") or [] for k, v in cluster_env(K8S / env).items()},
+             "metadata": {"name": entry["name"], "namespace": entry["namespace"]}}
+            for entry in kustomization["configMapGenerator"]]
 
 
 def auth_config(database_uri: str) -> str:
@@ -119,7 +138,7 @@ class EmulatedCluster:
         backend = {"MLFLOW_BACKEND_STORE_URI": "sqlite:////tmp/mlflow.db",
                    "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(24),
                    "basic_auth.ini": auth_config("sqlite:////tmp/mlflow-auth.db")}
-        objects = [*store_service("mlops", port), *kustomization_objects(),
+        objects = [*store_service("mlops", port), *kustomization_objects(), *generated_config_maps(),
                    *generated_secrets({"mlflow-backend": backend, "mlflow-s3-credentials": pipeline,
                                        "mlops-serving-s3": s3(self.store.serving)})]
         for obj in objects:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from .selectors import selects
+
 
 @dataclass(frozen=True)
 class Source:
@@ -28,19 +30,6 @@ class Source:
     namespace: str
     labels: dict[str, str] = field(default_factory=dict)
     ip: str | None = None
-
-
-def selects(selector: dict | None, labels: dict[str, str]) -> bool:
-    selector = selector or {}
-    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
-        return False
-    for expression in selector.get("matchExpressions") or []:
-        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
-        present = key in labels
-        if not {"In": present and labels[key] in values, "NotIn": not present or labels[key] not in values,
-                "Exists": present, "DoesNotExist": not present}[operator]:
-            return False
-    return True
 
 
 def policy_types(policy: dict) -> list[str]:
