@@ -47,14 +47,16 @@ def admin_password(run_dir: str | Path) -> str | None:
     return json.loads(generated.read_text()).get("admin") if generated.exists() else None
 
 
-def mlflow_login(run_dir: str | Path) -> tuple[str, str] | None:
-    """The MLflow admin's user and password that scripts/services.sh made at MLflow's first start (its
-    basic-auth app checks every call); None until it has."""
-    credentials = Path(run_dir) / "mlflow" / "credentials"
-    if not credentials.exists():
-        return None
-    values = dict(line.split("=", 1) for line in credentials.read_text().splitlines() if "=" in line)
-    return "admin", values["admin"]
+def mlflow_login(run_dir: str | Path, user: str = "admin") -> tuple[str, str] | None:
+    """A login that scripts/services.sh made at MLflow's first start (its basic-auth app checks every
+    call): the admin's (`admin`, for people) or the pipeline's (`pipeline`, not an admin, what Airflow
+    and the stages use); None until it has."""
+    values = {}
+    for name in ("credentials", "pipeline-credentials"):
+        credentials = Path(run_dir) / "mlflow" / name
+        if credentials.exists():
+            values.update(line.split("=", 1) for line in credentials.read_text().splitlines() if "=" in line)
+    return (user, values[user]) if user in values else None
 
 
 def api_headers(url: str, run_dir: str | Path) -> dict[str, str]:

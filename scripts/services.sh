@@ -86,19 +86,25 @@ SQL
   echo "postgres: 127.0.0.1:$POSTGRES_PORT (databases airflow, mlflow)"
 }
 
-mlflow_secret() {  # name: a value from the MLflow credentials (made once, by whichever start comes first)
-  local file="$RUN_DIR/mlflow/credentials" made
-  if [[ ! -s "$file" ]]; then
-    # MLflow and Airflow start side by side and both need them: made aside, then hard-linked into place,
-    # which fails for the second (no-clobber), so both read the same ones.
-    mkdir -p "$RUN_DIR/mlflow"
-    made=$(umask 077 && mktemp "$file.XXXXXX")
-    { echo "admin=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
-      echo "secret_key=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"; } >"$made"
-    ln "$made" "$file" 2>/dev/null || true
-    rm -f "$made"
-  fi
-  sed -n "s/^$1=//p" "$file"
+made_once() {  # file key...: a random value for each key, written once, by whichever start comes first
+  local file=$1 made key
+  shift
+  [[ -s "$file" ]] && return
+  # MLflow and Airflow start side by side and both need them: made aside, then hard-linked into place,
+  # which fails for the second (no-clobber), so both read the same ones.
+  mkdir -p "$(dirname "$file")"
+  made=$(umask 077 && mktemp "$file.XXXXXX")
+  for key in "$@"; do echo "$key=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"; done >"$made"
+  ln "$made" "$file" 2>/dev/null || true
+  rm -f "$made"
+}
+
+mlflow_secret() {  # name: a value from the MLflow credentials (admin, secret_key, pipeline)
+  # The admin's login and the session key; the pipeline's login apart (an install made before the
+  # pipeline had a user of its own has only the first file).
+  made_once "$RUN_DIR/mlflow/credentials" admin secret_key
+  made_once "$RUN_DIR/mlflow/pipeline-credentials" pipeline
+  sed -n "s/^$1=//p" "$RUN_DIR/mlflow/credentials" "$RUN_DIR/mlflow/pipeline-credentials"
 }
 
 start_mlflow() {
@@ -121,6 +127,11 @@ start_mlflow() {
     --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 >"$RUN_DIR/mlflow.log" 2>&1 &
   echo $! >"$RUN_DIR/mlflow.pid"
   wait_http "http://127.0.0.1:$MLFLOW_PORT/health" 120 mlflow
+  # The pipeline's own login, not an admin (images/mlflow/pipeline_user.py, as the cluster's Job runs it).
+  MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT" MLFLOW_TRACKING_USERNAME=admin \
+    MLFLOW_TRACKING_PASSWORD="$(mlflow_secret admin)" PIPELINE_MLFLOW_USERNAME=pipeline \
+    PIPELINE_MLFLOW_PASSWORD="$(mlflow_secret pipeline)" .venv/pipeline/bin/python images/mlflow/pipeline_user.py 2>&1 \
+    || { echo "mlflow: the pipeline's user could not be made (above)" >&2; return 1; }
   echo "mlflow server: http://127.0.0.1:$MLFLOW_PORT"
 }
 
@@ -178,8 +189,9 @@ start_airflow() {
     AIRFLOW_CONN_PUSHGATEWAY_DEFAULT="http://127.0.0.1:$PUSHGATEWAY_PORT" \
     AIRFLOW_CONN_PROMETHEUS_DEFAULT="http://127.0.0.1:$PROMETHEUS_PORT" \
     PATH="$PWD/.venv/airflow/bin:$PATH"
-  # MLflow's admin as the connection's user (MLflow's basic-auth app checks every call)
-  export AIRFLOW_CONN_MLFLOW_DEFAULT="http://admin:$(mlflow_secret admin)@127.0.0.1:$MLFLOW_PORT"
+  # The pipeline's MLflow login (not an admin) as the connection's user: Airflow's calls and the stage
+  # processes it starts (MLflow's basic-auth app checks every call)
+  export AIRFLOW_CONN_MLFLOW_DEFAULT="http://pipeline:$(mlflow_secret pipeline)@127.0.0.1:$MLFLOW_PORT"
   if running postgres; then
     export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
     AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=$(pg_url airflow psycopg2)

@@ -187,7 +187,8 @@ CONNECTIONS = {
                          "(the batch sensor, and the local target's stages)"),
     "mlflow_default": ("http", "the MLflow tracking server: host (and port); login and password = an MLflow "
                                "user, sent as HTTP Basic (`MLFLOW_TRACKING_USERNAME`/`_PASSWORD` for the local "
-                               "stages; locally MLflow's admin, made at its first start), or a password alone = "
+                               "stages; locally the pipeline's own user, not an admin, made at MLflow's first "
+                               "start), or a password alone = "
                                "a bearer token (`MLFLOW_TRACKING_TOKEN`)"),
     "mlserving_default": ("http", "local target: where clients reach the model (host and port): the router "
                                   "(nginx) listens there, the stable and the canary model server on the next "

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from tests.cluster.apiserver import DEPLOYMENTS, KubeEmulator, NotFound
-from tests.cluster.workloads import DeploymentController
+from tests.cluster.apiserver import DEPLOYMENTS, JOBS, PODS, KubeEmulator, NotFound
+from tests.cluster.workloads import DeploymentController, JobController
 
 NAMESPACE = "mlops"
 
@@ -95,3 +95,47 @@ def test_admission_policies_behave_as_kubernetes_documents_them():
         assert kube.stored(DEPLOYMENTS, "test", "small") is None
         apps.create_namespaced_deployment("prod", big)
         assert kube.stored(DEPLOYMENTS, "prod", "big")["spec"]["replicas"] == 6
+
+
+def test_a_job_completes_with_its_pod_or_fails_at_its_backoff_limit():
+    """pkg/controller/job: a pod from the template, labelled with the Job's name and uid; Complete when it
+    succeeds; Failed (BackoffLimitExceeded) once more pods failed than backoffLimit allows. The pod phases
+    are set here as a kubelet would report them."""
+    def job(name: str, backoff_limit: int) -> dict:
+        return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": {"backoffLimit": backoff_limit,
+                         "template": {"metadata": {"labels": {"app": name}},
+                                      "spec": {"restartPolicy": "Never",
+                                               "containers": [{"name": "c", "image": "example:1"}]}}}}
+
+    def finish_pod(kube, name: str, phase: str) -> dict:
+        pod = wait_for(lambda: next((p for p in kube.list(PODS, NAMESPACE)
+                                     if p["metadata"]["labels"].get("job-name") == name), None))
+        kube.patch(PODS, NAMESPACE, pod["metadata"]["name"], {"status": {"phase": phase}})
+        return pod
+
+    def conditions(kube, name: str) -> set[str]:
+        status = kube.stored(JOBS, NAMESPACE, name).get("status") or {}
+        return {c["type"] for c in status.get("conditions") or [] if c["status"] == "True"}
+
+    with KubeEmulator() as kube, JobController(kube):
+        uid = kube.create(job("ok", 6))["metadata"]["uid"]
+        pod = finish_pod(kube, "ok", "Succeeded")
+        assert pod["metadata"]["labels"]["batch.kubernetes.io/controller-uid"] == uid
+        assert pod["metadata"]["ownerReferences"][0]["kind"] == "Job" and pod["metadata"]["name"].startswith("ok-")
+        wait_for(lambda: "Complete" in conditions(kube, "ok"))
+        assert kube.stored(JOBS, NAMESPACE, "ok")["status"]["succeeded"] == 1
+        kube.create(job("broken", 0))
+        finish_pod(kube, "broken", "Failed")
+        wait_for(lambda: "Failed" in conditions(kube, "broken"))
+        status = kube.stored(JOBS, NAMESPACE, "broken")["status"]
+        assert status["failed"] == 1 and status["conditions"][0]["reason"] == "BackoffLimitExceeded"
+        assert len([p for p in kube.list(PODS, NAMESPACE) if p["metadata"]["labels"].get("job-name") == "broken"]) == 1
+
+
+def wait_for(found, timeout: float = 10):
+    deadline = time.monotonic() + timeout
+    while not (result := found()):
+        assert time.monotonic() < deadline, "not within the time limit"
+        time.sleep(0.1)
+    return result

@@ -1,6 +1,7 @@
 """The local stack's MLflow (scripts/services.sh) runs MLflow's own basic-auth app with an admin it made at
 first start: a caller without a login can neither read nor write, and every client the platform has (the
-Airflow connection's hook, the stage processes it starts) logs in."""
+Airflow connection's hook, the stage processes it starts) logs in, as the pipeline's own user, which is
+not an admin (images/mlflow/pipeline_user.py)."""
 
 from __future__ import annotations
 
@@ -31,16 +32,17 @@ def local_mlflow(tmp_path_factory):
         done = subprocess.run(["bash", str(REPO / "scripts" / "services.sh"), *args], env=env, cwd=REPO,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done.stdout
 
     services("start", "mlflow")
     try:
-        yield f"http://127.0.0.1:{env['MLFLOW_PORT']}", run_dir
+        yield f"http://127.0.0.1:{env['MLFLOW_PORT']}", run_dir, services
     finally:
         services("stop")
 
 
 def test_mlflow_refuses_every_call_without_a_login_and_changes_nothing(local_mlflow):
-    url, run_dir = local_mlflow
+    url, run_dir, _ = local_mlflow
     login = mlflow_login(run_dir)
     assert login and len(login[1]) >= 20
     credentials = run_dir / "mlflow" / "credentials"
@@ -56,8 +58,8 @@ def test_mlflow_refuses_every_call_without_a_login_and_changes_nothing(local_mlf
 
 
 def test_the_platforms_clients_log_in(local_mlflow, monkeypatch):
-    url, run_dir = local_mlflow
-    user, password = mlflow_login(run_dir)
+    url, run_dir, _ = local_mlflow
+    user, password = mlflow_login(run_dir, "pipeline")
     # The Airflow connection as scripts/services.sh gives it to Airflow.
     connect(monkeypatch, mlflow_default=f"http://{user}:{password}@{url.removeprefix('http://')}")
     hook = MlflowHook()
@@ -70,3 +72,47 @@ def test_the_platforms_clients_log_in(local_mlflow, monkeypatch):
     stage = StageHook.local()
     assert stage.env["MLFLOW_TRACKING_USERNAME"] == user and "MLFLOW_TRACKING_TOKEN" not in stage.env
     assert stage.run("champion-at", {"model_name": "iris-auth"})["champion_version"] is None
+
+
+def test_the_pipelines_login_is_not_an_admin(local_mlflow):
+    """Whoever holds it runs the pipeline: makes and changes its own models, and no more."""
+    url, run_dir, _ = local_mlflow
+    pipeline, admin = mlflow_login(run_dir, "pipeline"), mlflow_login(run_dir)
+    assert stat.S_IMODE((run_dir / "mlflow" / "pipeline-credentials").stat().st_mode) == 0o600
+    assert httpx.get(f"{url}{API}/users/get", params={"username": "pipeline"}, auth=pipeline).json()["user"][
+        "is_admin"] is False
+    assert httpx.post(f"{url}{API}/users/create", json={"username": "mallory", "password": "x" * 20},
+                      auth=pipeline).status_code == 403
+    assert httpx.post(f"{url}{API}/users/update-admin", json={"username": "pipeline", "is_admin": True},
+                      auth=pipeline).status_code == 403
+    # Its own model it may change; one a person made (as the admin) it may only read.
+    assert httpx.post(f"{url}{API}/registered-models/create", json={"name": "own"}, auth=pipeline).status_code == 200
+    assert httpx.post(f"{url}{API}/registered-models/set-tag", json={"name": "own", "key": "k", "value": "v"},
+                      auth=pipeline).status_code == 200
+    assert httpx.post(f"{url}{API}/registered-models/create", json={"name": "theirs"}, auth=admin).status_code == 200
+    refused = httpx.post(f"{url}{API}/registered-models/set-tag", json={"name": "theirs", "key": "k", "value": "v"},
+                         auth=pipeline)
+    assert refused.status_code == 403
+    theirs = httpx.get(f"{url}{API}/registered-models/get", params={"name": "theirs"}, auth=pipeline).json()
+    assert theirs["registered_model"].get("tags") is None  # read, unchanged
+
+
+def test_an_install_from_before_the_pipeline_user_hands_the_pipeline_what_it_made(local_mlflow):
+    """Until the pipeline had a login of its own it used the admin's: a start that makes its user gives it
+    what exists, so the next run can register on its models."""
+    url, run_dir, services = local_mlflow
+    admin = mlflow_login(run_dir)
+    services("stop")
+    # The state of such an install: no pipeline user, no pipeline credentials, a model the admin made.
+    services("start", "mlflow")
+    assert httpx.request("DELETE", f"{url}{API}/users/delete", json={"username": "pipeline"},
+                         auth=admin).status_code == 200
+    (run_dir / "mlflow" / "pipeline-credentials").unlink()
+    assert httpx.post(f"{url}{API}/registered-models/create", json={"name": "made-as-admin"},
+                      auth=admin).status_code == 200
+    services("stop")
+    started = services("start", "mlflow")
+    assert "made MLflow user 'pipeline' (not an admin); it manages the 0 experiments and" in started
+    pipeline = mlflow_login(run_dir, "pipeline")
+    assert httpx.post(f"{url}{API}/registered-models/set-tag", json={"name": "made-as-admin", "key": "k",
+                                                                     "value": "v"}, auth=pipeline).status_code == 200

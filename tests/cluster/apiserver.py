@@ -39,6 +39,7 @@ ENDPOINTS = kmock.resource("", "v1", "endpoints")
 PVCS = kmock.resource("", "v1", "persistentvolumeclaims")
 SERVICE_ACCOUNTS = kmock.resource("", "v1", "serviceaccounts")
 DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
+JOBS = kmock.resource("batch", "v1", "jobs")
 VIRTUAL_SERVICES = kmock.resource("networking.istio.io", "v1", "virtualservices")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 NETWORK_POLICIES = kmock.resource("networking.k8s.io", "v1", "networkpolicies")
@@ -47,7 +48,7 @@ ADMISSION_BINDINGS = kmock.resource("admissionregistration.k8s.io", "v1", "valid
 # kind -> resource, for objects installed from manifests
 KINDS = {"InferenceService": ISVC, "ClusterServingRuntime": RUNTIMES, "Pod": PODS, "ConfigMap": CONFIGMAPS,
          "Secret": SECRETS, "Service": SERVICES, "Endpoints": ENDPOINTS, "PersistentVolumeClaim": PVCS,
-         "ServiceAccount": SERVICE_ACCOUNTS, "Deployment": DEPLOYMENTS, "VirtualService": VIRTUAL_SERVICES,
+         "ServiceAccount": SERVICE_ACCOUNTS, "Deployment": DEPLOYMENTS, "Job": JOBS, "VirtualService": VIRTUAL_SERVICES,
          "Namespace": NAMESPACES, "NetworkPolicy": NETWORK_POLICIES,
          "ValidatingAdmissionPolicy": ADMISSION_POLICIES, "ValidatingAdmissionPolicyBinding": ADMISSION_BINDINGS}
 CLUSTER_SCOPED = {RUNTIMES, NAMESPACES, ADMISSION_POLICIES, ADMISSION_BINDINGS}

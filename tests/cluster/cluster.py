@@ -23,19 +23,21 @@ from mlops.manifests import cluster_env
 from mlpipeline.contracts import MLFLOW_CLIENT_LABEL
 from tests.support import REPO
 
-from .apiserver import KINDS, PODS, KubeEmulator
+from .apiserver import JOBS, KINDS, PODS, KubeEmulator
 from .kserve import KServeController
 from .kubelet import DockerKubelet, describe
 from .netpol import Source
 from .network import NETWORK, PodNetwork, Services, resolving_cluster_names
 from .storage import REGION, Store, object_store, store_service
-from .workloads import DeploymentController
+from .workloads import DeploymentController, JobController
 
 K8S = REPO / "k8s-yaml"
 MLFLOW_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
-# The pipeline's MLflow login (the mlflow-s3-credentials Secret), which the tracking server makes its
-# admin at its first start; made anew for each test process.
-MLFLOW_LOGIN = ("admin", secrets.token_urlsafe(18))
+# The pipeline's MLflow login (the mlflow-s3-credentials Secret), a user the mlflow-pipeline-user Job
+# makes, and MLflow's admin (the mlflow-admin Secret), which the tracking server makes at its first
+# start; made anew for each test process.
+MLFLOW_LOGIN = ("pipeline", secrets.token_urlsafe(18))
+MLFLOW_ADMIN = ("admin", secrets.token_urlsafe(18))
 MLFLOW_CONNECTION = MLFLOW_URI.replace("://", f"://{MLFLOW_LOGIN[0]}:{MLFLOW_LOGIN[1]}@", 1)
 # This process plays Airflow: the labels chart 1.22's pod-template-file gives its task pods (release
 # `airflow`, installed into mlops).
@@ -123,6 +125,7 @@ class EmulatedCluster:
         self.services = stack.enter_context(Services(self.kube, host_source=AIRFLOW_TASK_POD))
         self.kubelet = stack.enter_context(DockerKubelet(self.kube, network, self.services, self.root / "nodes"))
         stack.enter_context(DeploymentController(self.kube))
+        stack.enter_context(JobController(self.kube))
         self.kserve = stack.enter_context(KServeController(self.kube, STORAGE_INITIALIZER,
                                                           default_mode=self.serving_mode))
         self.store = stack.enter_context(object_store(self.root))
@@ -140,11 +143,14 @@ class EmulatedCluster:
                    "basic_auth.ini": auth_config("sqlite:////tmp/mlflow-auth.db")}
         objects = [*store_service("mlops", port), *kustomization_objects(), *generated_config_maps(),
                    *generated_secrets({"mlflow-backend": backend, "mlflow-s3-credentials": pipeline,
-                                       "mlops-serving-s3": s3(self.store.serving)})]
+                                       "mlops-serving-s3": s3(self.store.serving),
+                                       "mlflow-admin": {"MLFLOW_AUTH_ADMIN_USERNAME": MLFLOW_ADMIN[0],
+                                                        "MLFLOW_AUTH_ADMIN_PASSWORD": MLFLOW_ADMIN[1]}})]
         for obj in objects:
             if obj["kind"] in KINDS:
                 self.kube.create(obj)
         self.wait_http(f"{MLFLOW_URI}/health", "mlflow", timeout=180)
+        self.wait_job("mlflow", "mlflow-pipeline-user", timeout=180)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -161,6 +167,19 @@ class EmulatedCluster:
             if time.monotonic() > deadline:
                 pods = "; ".join(describe(p) for p in self.kube.list(PODS))
                 raise TimeoutError(f"{what} did not answer at {url} within {timeout} s; pods: {pods}")
+            time.sleep(0.5)
+
+    def wait_job(self, namespace: str, name: str, timeout: float) -> dict:
+        """The Job once Complete; an error with its pods' logs if it failed or did not finish."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.kube.stored(JOBS, namespace, name)
+            done = {c["type"] for c in (job.get("status") or {}).get("conditions") or [] if c["status"] == "True"}
+            if "Complete" in done:
+                return job
+            if "Failed" in done or time.monotonic() > deadline:
+                raise RuntimeError(f"Job {namespace}/{name} did not complete: {job.get('status')}\n"
+                                   f"{self.pod_logs(namespace, name)[-3000:]}")
             time.sleep(0.5)
 
     def pod_logs(self, namespace: str, prefix: str) -> str:

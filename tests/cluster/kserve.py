@@ -44,13 +44,11 @@ from __future__ import annotations
 import copy
 import json
 import math
-import threading
-import time
 import uuid
 
 from .apiserver import DEPLOYMENTS, ENDPOINTS, ISVC, PODS, RUNTIMES, SECRETS, SERVICE_ACCOUNTS, SERVICES, KubeEmulator
 from .network import pod_ready
-from .workloads import template_hash
+from .workloads import Controller, template_hash
 
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 RAW_MODES = ("RawDeployment", "Standard")
@@ -66,40 +64,30 @@ def _condition(kind: str, ok: bool, reason: str = "", message: str = "") -> dict
             **({"message": message} if message else {})}
 
 
-class KServeController:
+class KServeController(Controller):
+    resource, thread_name = ISVC, "kserve-controller"
+
     def __init__(self, kube: KubeEmulator, storage_initializer_image: str, domain: str = "mlops.example.com",
                  default_mode: str = "Serverless"):
-        self.kube, self.image, self.domain, self.default_mode = kube, storage_initializer_image, domain, default_mode
+        super().__init__(kube)
+        self.image, self.domain, self.default_mode = storage_initializer_image, domain, default_mode
         self.seen: dict[tuple[str, str], str] = {}
         self.revisions: dict[tuple[str, str], list[dict]] = {}  # serverless: [{"name", "hash", "pod"}]
         self.ksvc_generation: dict[tuple[str, str], int] = {}
         self.rolled_out: dict[tuple[str, str], str] = {}  # serverless: KServe's latestRolledoutRevision
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="kserve-controller", daemon=True)
+        self.known: set[tuple[str, str]] = set()
 
-    def __enter__(self) -> KServeController:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _loop(self) -> None:
-        known: set[tuple[str, str]] = set()
-        while not self._stop.is_set():
-            listed = self.kube.list(ISVC)
-            for isvc in listed:
-                try:
-                    self._reconcile(isvc)
-                except Exception as exc:  # a controller logs and requeues; the test sees the status
-                    key = (isvc["metadata"]["namespace"], isvc["metadata"]["name"])
-                    self._status(key, {"conditions": [_condition("Ready", False, "InternalError", str(exc))]})
-            present = {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in listed}
-            for key in known - present:
-                self._collect(key)
-            known = present
-            time.sleep(0.3)
+    def sync(self, listed: list[dict]) -> None:
+        for isvc in listed:
+            try:
+                self._reconcile(isvc)
+            except Exception as exc:  # a controller logs and requeues; the test sees the status
+                key = (isvc["metadata"]["namespace"], isvc["metadata"]["name"])
+                self._status(key, {"conditions": [_condition("Ready", False, "InternalError", str(exc))]})
+        present = {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in listed}
+        for key in self.known - present:
+            self._collect(key)
+        self.known = present
 
     def _collect(self, key) -> None:
         """A deleted InferenceService's children go with it: Kubernetes' garbage collector follows the

@@ -80,7 +80,7 @@ def pod_specs():
 
 def test_every_workload_runs_as_non_root_without_capabilities():
     specs = list(pod_specs())
-    assert len(specs) == 3  # MLflow, the Pushgateway, the serving runtime
+    assert len(specs) == 4  # MLflow, its pipeline-user Job, the Pushgateway, the serving runtime
     for where, spec in specs:
         for container in spec["containers"]:
             context = {**(spec.get("securityContext") or {}), **(container.get("securityContext") or {})}

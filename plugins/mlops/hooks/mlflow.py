@@ -83,9 +83,14 @@ class MlflowHook(HttpServiceHook):
 
     def champion(self, model_name: str) -> dict | None:
         """The version the `champion` alias points at: {"version", "run_id", "source"}, or None."""
-        # 400 INVALID_PARAMETER_VALUE: no such alias; 404: no such model
-        found = self.json("GET", f"{API}/registered-models/alias", ok=(200, 400, 404),
-                          params={"name": model_name, "alias": "champion"})
+        # 400 INVALID_PARAMETER_VALUE: no such alias; 404: no such model; 403 to a user who is not an admin
+        # when there is no such model (MLflow 3.17's basic-auth: no model, no permission to check)
+        path, params = f"{API}/registered-models/alias", {"name": model_name, "alias": "champion"}
+        answer = self.request("GET", path, params=params)
+        if answer.status_code == 403 and "registered_model" not in self.json(
+                "GET", f"{API}/registered-models/get", ok=(200, 404), params={"name": model_name}):
+            return None
+        found = self._accepted("GET", path, answer, (200, 400, 404))
         if "model_version" not in found:
             return None
         version = found["model_version"]

@@ -68,10 +68,21 @@ class Registry:
         try:
             found = self.api.get("registered-models/alias", name=self.name, alias=alias)
         except MlflowApiError as exc:
-            if exc.not_found:
+            # MLflow's basic-auth answers a user who is not an admin 403 for an alias of a model that does
+            # not exist (MLflow 3.17: no model, no permission to check), where an admin gets 404.
+            if exc.not_found or (exc.status == 403 and not self._exists()):
                 return None
             raise PipelineError(f"MLflow registry error reading {self.name}@{alias}: {exc}") from None
         return ModelVersion.from_json(found["model_version"])
+
+    def _exists(self) -> bool:
+        try:
+            self.api.get("registered-models/get", name=self.name)
+        except MlflowApiError as exc:
+            if exc.not_found:
+                return False
+            raise PipelineError(f"MLflow registry error reading {self.name}: {exc}") from None
+        return True
 
     def champion(self) -> ModelVersion | None:
         return self.alias(CHAMPION)
