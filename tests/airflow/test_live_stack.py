@@ -5,8 +5,11 @@ on one stack; each says what it leaves behind."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +80,62 @@ def test_a_backfill_replays_three_partitions(stack):
     assert httpx.get(run_link.split("#")[0]).status_code == 401
     assert httpx.get(run_link.split("#")[0], auth=stack.mlflow_auth).status_code == 200 and "/#/runs/" in run_link
     assert links(runs[1], "training.train")["MLflow run"] is None  # skipped: nothing to link
+
+
+def tcp_listeners() -> dict[str, tuple[str, int]]:
+    """socket inode -> (address, port) of every listening TCP socket here, from /proc/net."""
+    found = {}
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            hex_address, hex_port = fields[1].split(":")
+            raw = bytes.fromhex(hex_address)
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is host order
+            found[fields[9]] = (socket.inet_ntop(family, raw), int(hex_port, 16))
+    return found
+
+
+def listening_processes(run_dir: Path) -> list[tuple[str, str, int]]:
+    """(command line, address, port) of every TCP socket a process of the stack listens on: the process
+    groups services.sh and the local deploys start (each leader's pid in a *.pid file of the run folder)."""
+    groups = {int(p.read_text().split()[0]) for p in run_dir.rglob("*.pid") if p.read_text().strip().isdigit()}
+    sockets, found = tcp_listeners(), []
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) not in groups:
+                continue
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in sockets:
+                    found.append((command, *sockets[target[8:-1]]))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # gone meanwhile
+    return found
+
+
+def host_is_hard_coded(command: str, port: int) -> bool:
+    """A listener whose host its component hard-codes: KServe's REST server in the model servers
+    (kserve/protocol/rest/server.py, host="0.0.0.0") and Airflow's log servers, the worker's and the
+    triggerer's (airflow/utils/serve_logs/core.py, host="", on the default ports; each request must carry
+    a JWT signed with the instance's key). docs/security.md lists both as open."""
+    words = command.split()
+    return (len(words) > 1 and Path(words[1]).name == "mlserving") or (
+        command == "airflow serve-logs" and port in (8793, 8794))
+
+
+def test_the_stack_listens_on_loopback_only_but_where_a_component_hard_codes_its_host(stack):
+    """After a deploy: PostgreSQL, MLflow, Alertmanager, the Pushgateway, Airflow's API server and the
+    router (each found listening) listen on loopback; every other listener is one whose host cannot be set."""
+    listeners = listening_processes(stack.run_dir)
+    ports = {int(stack.env[name]) for name in ("POSTGRES_PORT", "MLFLOW_PORT", "ALERTMANAGER_PORT",
+                                               "PUSHGATEWAY_PORT", "AIRFLOW_PORT", "MLOPS_SERVING_PORT")}
+    assert ports <= {port for *_, port in listeners}, listeners
+    exposed = [(command, address, port) for command, address, port in listeners
+               if address not in ("127.0.0.1", "::1") and not host_is_hard_coded(command, port)]
+    assert exposed == []
 
 
 def test_re_runs_report_what_happened_not_what_was_decided(stack):
