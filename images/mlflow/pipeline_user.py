@@ -53,22 +53,29 @@ def ensure(uri: str, username: str, password: str) -> str:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         user = None
+    # The pipeline reads what it did not create (a model's alias before its first version) through the
+    # server's default_permission: READ in the basic_auth.ini the project ships.
     if user is not None:
         if user.is_admin:
             raise SystemExit(f"pipeline_user: MLflow user {username!r} is an admin; the pipeline's login must be a "
                              "user of its own (set another MLFLOW_TRACKING_USERNAME in the pipeline's Secret)")
         auth.update_user_password(username, password)
         return f"MLflow user {username!r} exists; its password is the pipeline Secret's"
-    auth.create_user(username, password)
     client = MlflowClient(uri)
     # MLflow's Default experiment (id 0) is the server's, not the pipeline's.
     experiments = [e.experiment_id for e in _all(lambda token: client.search_experiments(
         view_type=ViewType.ALL, max_results=1000, page_token=token)) if e.experiment_id != "0"]
     models = [m.name for m in _all(lambda token: client.search_registered_models(max_results=1000, page_token=token))]
-    for experiment_id in experiments:
-        auth.grant_user_permission(username, "experiment", experiment_id, "MANAGE")
-    for name in models:
-        auth.grant_user_permission(username, "registered_model", name, "MANAGE")
+    auth.create_user(username, password)
+    try:
+        for experiment_id in experiments:
+            auth.grant_user_permission(username, "experiment", experiment_id, "MANAGE")
+        for name in models:
+            auth.grant_user_permission(username, "registered_model", name, "MANAGE")
+    except BaseException:
+        # All or nothing: a user without the hand-over would pass for a finished one at the next try.
+        auth.delete_user(username)
+        raise
     return (f"made MLflow user {username!r} (not an admin); it manages the {len(experiments)} experiments and "
             f"{len(models)} registered models that existed")
 

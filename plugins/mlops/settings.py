@@ -137,7 +137,8 @@ class KubernetesSettings:
     pod_poll_interval_seconds: float = option(10.0, "how often a deferred stage task's trigger polls its pod")
     node_selector: dict = option({}, "node selector of the stage pods and KFP steps (JSON)")
     labels: dict = option({"app.kubernetes.io/part-of": "mlops-ct"},
-                          "labels on every pod and InferenceService (JSON; KPO adds dag/task/run labels)")
+                          "labels on every pod and InferenceService (JSON; KPO adds dag/task/run labels; "
+                          "k8s-yaml/admission/ admits app.kubernetes.io/part-of and mlops-ct/ keys on pods)")
     # -- training: a KFP run over REST ----------------------------------------------------------------------
     kfp_conn_id: str = option("kfp_default", "Airflow connection to the KFP API")
     kfp_experiment: str = option("", "KFP experiment of the runs (created if missing); empty: the model name")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 from kubernetes import client
@@ -18,13 +19,15 @@ from kubernetes.stream import stream
 from websocket import WebSocketBadStatusException
 
 from mlops.manifests import cluster_env, stage_pods
-from tests.cluster.apiserver import PODS
+from tests.cluster.apiserver import ISVC, PODS, KubeEmulator
 from tests.cluster.cluster import PIPELINE_IMAGE, airflow_identity
 
 from .conftest import REPO, kubernetes_target
 
-POLICY = "mlops-ct-airflow-stage-pods"  # the policy and its binding
-DENIED = f"ValidatingAdmissionPolicy '{POLICY}' with binding '{POLICY}' denied request: "
+# "ValidatingAdmissionPolicy '<policy>' with binding '<binding>' denied request: <message>" (each
+# policy of k8s-yaml/admission/ has a binding of the same name)
+DENIED = re.compile(r"ValidatingAdmissionPolicy '(mlops-ct-airflow-[a-z-]+)' with binding '\1' denied request: (.*)",
+                    re.DOTALL)
 FACTS = cluster_env()
 SECRET, CLAIM = FACTS["AIRFLOW__MLOPS_KUBERNETES__MLFLOW_SECRET"], FACTS["AIRFLOW__MLOPS_KUBERNETES__DATA_PVC"]
 ACCOUNT = FACTS["AIRFLOW__MLOPS_KUBERNETES__SERVICE_ACCOUNT"]
@@ -65,8 +68,9 @@ def refused(call, *args, **kwargs) -> str:
         call(*args, **kwargs)
     assert raised.value.status == 403, raised.value.body
     message = json.loads(raised.value.body)["message"]
-    assert message.startswith(DENIED), message
-    return message.removeprefix(DENIED)
+    found = DENIED.fullmatch(message)
+    assert found, message
+    return found[2]
 
 
 def test_every_stage_pod_of_the_dag_is_admitted(cluster, dag_pods):
@@ -115,9 +119,22 @@ ESCAPES = {
     "an added capability": (
         lambda s: s["containers"][0].setdefault("securityContext", {}).update(capabilities={"add": ["SYS_ADMIN"]}),
         "add capabilities"),
+    "a node of its choosing": (lambda s: s.update(nodeName="control-plane"), "may not pick their node"),
+    "root": (lambda s: s.setdefault("securityContext", {}).update(runAsUser=0), "or run as root"),
+    "an unconfined seccomp profile": (
+        lambda s: s["containers"][0].setdefault("securityContext", {}).update(
+            seccompProfile={"type": "Unconfined"}), "run unconfined"),
     "a privileged container": (
         lambda s: s["containers"][0].setdefault("securityContext", {}).update(privileged=True), "nor run privileged"),
 }
+
+
+def test_a_label_of_another_workload_is_refused(cluster, dag_pods):
+    """With the chart's labels of Airflow's API server, a pod would join its Service and take its traffic."""
+    pod = altered(dag_pods["data.ingest"], lambda s: None)
+    pod["metadata"]["labels"].update(tier="airflow", component="api-server", release="airflow")
+    assert "only KubernetesPodOperator's labels" in refused(api(cluster).create_namespaced_pod, "mlops", pod)
+    assert cluster.kube.stored(PODS, "mlops", "probe-admission") is None
 
 
 @pytest.mark.parametrize("escape", sorted(ESCAPES))
@@ -160,3 +177,69 @@ def test_the_policy_binds_only_airflow_identities(cluster, dag_pods):
     anonymous = client.CoreV1Api(client.ApiClient(client.Configuration(host=cluster.kube.url)))
     assert anonymous.create_namespaced_pod("mlops", pod, dry_run="All").spec.service_account_name == "airflow-worker"
     assert "run as the service account" in refused(api(cluster, "triggerer").create_namespaced_pod, "mlops", pod)
+
+
+def deployed_inference_services() -> list[dict]:
+    """What the deploy task applies, in both KServe modes, with a canary (Serverless's traffic split,
+    RawDeployment's second InferenceService)."""
+    from mlops.inference_service import canary_name, inference_service
+    from mlops.manifests import cluster_settings
+
+    found = []
+    for mode in ("Serverless", "RawDeployment"):
+        settings = cluster_settings(serving_deployment_mode=mode)
+        found.append(inference_service("iris-admission", "3", "r1", "s3://mlflow/1/m", settings, canary_percent=10))
+        found.append(inference_service("iris-admission", "3", "r1", "s3://mlflow/1/m", settings,
+                                       name=canary_name("iris-admission")))
+    return found
+
+
+def test_the_deploy_tasks_inference_services_are_admitted(cluster):
+    custom = client.CustomObjectsApi(api(cluster).api_client)
+    for isvc in deployed_inference_services():
+        custom.create_namespaced_custom_object("serving.kserve.io", "v1beta1", "mlops-serving", "inferenceservices",
+                                               isvc, dry_run="All")
+
+
+PREDICTOR_ESCAPES = {
+    "a container of its own": (lambda p: p.update(containers=[{"name": "x", "image": "attacker/image"}]),
+                               "a predictor with a model only"),
+    "a volume": (lambda p: p.update(volumes=[{"name": "node", "hostPath": {"path": "/"}}]),
+                 "a predictor with a model only"),
+    "the node's network": (lambda p: p.update(hostNetwork=True), "a predictor with a model only"),
+    "another service account": (lambda p: p.update(serviceAccountName="airflow-worker"), "run as the service account"),
+    "another runtime": (lambda p: p["model"].update(runtime="someone-elses"), "on the runtime"),
+    "a Secret as env": (lambda p: p["model"]["env"].append(
+        {"name": "K", "valueFrom": {"secretKeyRef": {"name": "mlops-serving-s3", "key": "AWS_SECRET_ACCESS_KEY"}}}),
+        "plain env values"),
+    "a command": (lambda p: p["model"].update(command=["sh", "-c", "id"]), "a predictor with a model only"),
+}
+
+
+@pytest.mark.parametrize("escape", sorted(PREDICTOR_ESCAPES))
+def test_an_inference_service_beyond_the_deploy_tasks_shape_is_refused(cluster, escape):
+    change, reason = PREDICTOR_ESCAPES[escape]
+    isvc = copy.deepcopy(deployed_inference_services()[0])
+    isvc["metadata"]["name"] = "probe-admission"
+    change(isvc["spec"]["predictor"])
+    custom = client.CustomObjectsApi(api(cluster).api_client)
+    assert reason in refused(custom.create_namespaced_custom_object, "serving.kserve.io", "v1beta1",
+                             "mlops-serving", "inferenceservices", isvc)
+    assert cluster.kube.stored(ISVC, "mlops-serving", "probe-admission") is None
+
+
+def test_a_missing_parameter_refuses_only_in_the_policys_namespace():
+    """Kubernetes reads a binding's parameter before its conditions: without the mlops-cluster ConfigMap,
+    every pod write in the policy's namespace is refused, and nothing elsewhere."""
+    import yaml
+
+    with KubeEmulator() as kube:
+        for name in ("mlops", "kube-system"):
+            kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        for obj in yaml.safe_load_all((REPO / "k8s-yaml" / "admission" / "airflow-stage-pods.yaml").read_text()):
+            kube.create(obj)
+        core = client.CoreV1Api(client.ApiClient(client.Configuration(host=kube.url)))
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+               "spec": {"containers": [{"name": "c", "image": "example:1"}]}}
+        core.create_namespaced_pod("kube-system", pod, dry_run="All")
+        assert "failed to configure binding: no params found" in refused(core.create_namespaced_pod, "mlops", pod)

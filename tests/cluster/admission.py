@@ -156,8 +156,9 @@ def _apply(policy: dict, binding: dict, request: Request, namespace: dict | None
         params = lookup(kind["apiVersion"], kind["kind"], reference.get("namespace") or request.namespace,
                         reference["name"])
         if params is None:
-            if reference.get("parameterNotFoundAction", "Deny") == "Deny":
-                deny("no params found for policy binding with `Deny` parameterNotFoundAction")
+            if reference.get("parameterNotFoundAction", "Deny") == "Deny":  # validating/dispatcher.go
+                raise Denied(403, "Forbidden", f"{names} denied request: failed to configure binding: no params "
+                                               "found for policy binding with `Deny` parameterNotFoundAction")
             return
     activation = {"object": request.object, "oldObject": request.old_object, "request": request.as_cel(),
                   "params": params, "namespaceObject": namespace}
