@@ -11,12 +11,13 @@ AIRFLOW := $(VENV)/airflow
 SERVING_DIR := images/serving
 RUN := .run
 
-.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving bench-serving-profile bench-serving-inprocess demo down envs lock compile-pipeline bench-pipeline lint clean manifests k8s-rules test-deploy images screenshots configuration-docs
+.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving bench-serving-profile bench-serving-inprocess demo up down envs lock compile-pipeline bench-pipeline lint clean manifests k8s-rules test-deploy images screenshots configuration-docs
 
 help:
 	@echo "make demo    run the continuous-training loop on the local target"
 	@echo "make test    create the environments and run the whole test suite"
-	@echo "make down    stop every service the demo started"
+	@echo "make up      start the local stack without the demo's story (keeps .run/'s data); prints pages and logins"
+	@echo "make down    stop every service the demo or make up started"
 	@echo "make bench-pipeline   stage benchmark (10k to 10M rows, ~10 min) against a bare-script floor"
 	@echo "make bench-serving    serving throughput: ours vs bare KServe vs MLServer+MLflow vs an ASGI floor"
 	@echo "make bench-serving-profile  where a served request's time goes (py-spy) and the GC pauses"
@@ -101,6 +102,10 @@ images:
 
 demo: system-deps envs
 	bash scripts/demo.sh
+
+# The local stack without the demo's story, keeping the run folder's data: prints the pages and logins.
+up: system-deps envs
+	bash scripts/up.sh
 
 down:
 	bash scripts/services.sh stop

@@ -17,14 +17,12 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from scripts.airflow_cli import admin_password, api_headers, mlflow_login  # noqa: E402
+from scripts.airflow_cli import api_headers, mlflow_login  # noqa: E402
 from scripts.traffic import Traffic  # noqa: E402
-from scripts.ui_links import demo_links  # noqa: E402
+from scripts.ui_links import link_lines, stack_ports  # noqa: E402
 
 RUN_DIR = Path(os.environ["RUN_DIR"])
-PORTS = {name: os.environ.get(f"{name.upper()}_PORT", default) for name, default in
-         {"mlflow": "5000", "prometheus": "9090", "airflow": "8080", "mlops_serving": "8085",
-          "alertmanager": "9093"}.items()}
+PORTS = stack_ports()
 DAYS = [("2026-11-01", "none"), ("2026-11-02", "none"), ("2026-11-03", "concept")]
 MODEL = "iris-classifier"
 # A new champion serves 30 % of the traffic for half a minute before Prometheus's verdict promotes it.
@@ -211,12 +209,8 @@ def scraped(query: str, champion_version, wait: float = 15) -> list[str]:
 
 
 def links() -> None:
-    logins = {"Airflow UI": ("admin", admin_password(RUN_DIR) or "(see airflow.log)"),
-              "MLflow UI": mlflow_login(RUN_DIR) or ("admin", f"(see {RUN_DIR}/mlflow/credentials)")}
     print()
-    for name, url in demo_links(PORTS, MODEL).items():
-        login = f"  (login {logins[name][0]} / {logins[name][1]})" if name in logins else ""
-        print(f"{name:<13} {url}{login}")
+    print("\n".join(link_lines(RUN_DIR, PORTS, MODEL)))
     print("stop everything with: make down")
 
 

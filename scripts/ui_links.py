@@ -1,8 +1,17 @@
-"""The web pages `make demo` points users to, each one checked to open."""
+"""The web pages `make demo` and `make up` point users to, each one checked to open, with their logins.
+
+`python scripts/ui_links.py` prints them for the stack in $RUN_DIR (ports from the *_PORT variables
+scripts/services.sh reads)."""
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import httpx
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def prometheus_page(base: str, page: str) -> str:
@@ -22,3 +31,31 @@ def demo_links(ports: dict[str, str], model: str) -> dict[str, str]:
             "MLflow UI": f"http://127.0.0.1:{ports['mlflow']}/#/models/{model}",
             "Prometheus": prometheus_page(f"http://127.0.0.1:{ports['prometheus']}", "alerts"),
             "Alertmanager": f"http://127.0.0.1:{ports['alertmanager']}/#/alerts"}
+
+
+def stack_ports() -> dict[str, str]:
+    """The local stack's ports, as scripts/services.sh picks them (its defaults, or the *_PORT variables)."""
+    return {name: os.environ.get(f"{name.upper()}_PORT", default) for name, default in
+            {"mlflow": "5000", "prometheus": "9090", "airflow": "8080", "mlops_serving": "8085",
+             "alertmanager": "9093"}.items()}
+
+
+def link_lines(run_dir: Path, ports: dict[str, str], model: str) -> list[str]:
+    """One line per page, with the login a person uses there (the stack made them at its first start)."""
+    from scripts.airflow_cli import admin_password, mlflow_login
+
+    logins = {"Airflow UI": ("admin", admin_password(run_dir) or "(see airflow.log)"),
+              "MLflow UI": mlflow_login(run_dir) or ("admin", f"(see {run_dir}/mlflow/credentials)")}
+    lines = []
+    for name, url in demo_links(ports, model).items():
+        login = f"  (login {logins[name][0]} / {logins[name][1]})" if name in logins else ""
+        lines.append(f"{name:<13} {url}{login}")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    from mlpipeline.schema import example_model_name
+
+    print("\n".join(link_lines(Path(os.environ["RUN_DIR"]), stack_ports(), example_model_name())))
+    print("stop everything with: make down")

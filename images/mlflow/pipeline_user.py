@@ -40,7 +40,7 @@ def wait_for(uri: str, seconds: float) -> None:
 
 def ensure(uri: str, username: str, password: str) -> str:
     # mlflow.server's FastAPI app imports a Starlette module Starlette deprecates: MLflow's, not ours to act on.
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module="mlflow.server.fastapi_app")
+    warnings.filterwarnings("ignore", message="starlette.middleware.wsgi is deprecated")
     from mlflow import MlflowClient
     from mlflow.entities import ViewType
     from mlflow.exceptions import MlflowException

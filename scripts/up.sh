@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# `make up`: the local stack `make demo` starts (PostgreSQL, MLflow, Alertmanager, Pushgateway,
+# Prometheus and `airflow standalone` with the DAG), without the demo's story and keeping what the
+# run folder already holds (data, registry, Airflow's history); prints the pages and their logins.
+# `make down` stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RUN_DIR=${RUN_DIR:-$PWD/.run}
+scripts/services.sh start postgres mlflow alertmanager pushgateway prometheus airflow
+exec .venv/airflow/bin/python scripts/ui_links.py
