@@ -1,6 +1,6 @@
 """Airflow of the local stack that scripts/services.sh starts, as scripts and tests reach it: the `airflow`
 CLI (same home, folders and metadata database), retried when SQLite refuses a lock upgrade because another
-Airflow process writes; and the REST API, as the admin user `airflow standalone` made."""
+Airflow process writes; and the REST API, as the admin user Airflow's simple auth manager made."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def run_airflow(args, env: dict, attempts: int = 3) -> subprocess.CompletedProce
 
 
 def admin_password(run_dir: str | Path) -> str | None:
-    """The admin password `airflow standalone` generated into the run folder; None until it has."""
+    """The admin password Airflow's simple auth manager generated into the run folder (at the API
+    server's first start); None until it has."""
     generated = Path(run_dir) / "airflow" / "simple_auth_manager_passwords.json.generated"
     return json.loads(generated.read_text()).get("admin") if generated.exists() else None
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the continuous-training loop on the local target, driven through Airflow itself.
 # Starts PostgreSQL (Airflow's and MLflow's databases), MLflow, Alertmanager, Pushgateway, Prometheus
-# and `airflow standalone` from a clean slate
+# and Airflow's components (scripts/airflow_components.sh) from a clean slate
 # (.run/), lands three daily partitions (clean, clean, concept drift), backfills them through the
 # DAG, waits, and prints what happened.
 set -euo pipefail

@@ -61,7 +61,7 @@ def _iso_seconds(stamp: str) -> float:
 
 
 class Airflow:
-    """Airflow's REST API with the admin password `airflow standalone` generated into the run folder."""
+    """Airflow's REST API with the admin password Airflow generated into the run folder."""
 
     def __init__(self):
         self.url = f"http://127.0.0.1:{PORTS['airflow']}"

@@ -198,7 +198,7 @@ start_airflow() {
   else  # SQLite: wait for a lock rather than fail at once
     export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=mlops.local_db.CONNECT_ARGS
   fi
-  launch airflow airflow standalone || return 0
+  launch airflow bash scripts/airflow_components.sh || return 0
   wait_http "http://127.0.0.1:$AIRFLOW_PORT/api/v2/monitor/health" 240 airflow
   echo "airflow: http://127.0.0.1:$AIRFLOW_PORT"
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make up`: the local stack `make demo` starts (PostgreSQL, MLflow, Alertmanager, Pushgateway,
-# Prometheus and `airflow standalone` with the DAG), without the demo's story and keeping what the
+# Prometheus and Airflow's components with the DAG), without the demo's story and keeping what the
 # run folder already holds (data, registry, Airflow's history); prints the pages and their logins.
 # `make down` stops it.
 set -euo pipefail

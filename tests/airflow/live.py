@@ -1,5 +1,5 @@
 """The live stack for the user-path tests: what `make demo` starts (scripts/services.sh: PostgreSQL,
-MLflow, Alertmanager, Pushgateway and `airflow standalone`) on free ports and a run folder of the test's,
+MLflow, Alertmanager, Pushgateway and Airflow's components) on free ports and a run folder of the test's,
 with a client that talks to Airflow the way its users do (REST API, CLI)."""
 
 from __future__ import annotations

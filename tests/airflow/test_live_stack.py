@@ -116,26 +116,30 @@ def listening_processes(run_dir: Path) -> list[tuple[str, str, int]]:
     return found
 
 
-def host_is_hard_coded(command: str, port: int) -> bool:
+def host_is_hard_coded(command: str) -> bool:
     """A listener whose host its component hard-codes: KServe's REST server in the model servers
-    (kserve/protocol/rest/server.py, host="0.0.0.0") and Airflow's log servers, the worker's and the
-    triggerer's (airflow/utils/serve_logs/core.py, host="", on the default ports; each request must carry
-    a JWT signed with the instance's key). docs/security.md lists both as open."""
+    (kserve/protocol/rest/server.py, host="0.0.0.0"). docs/security.md lists it as open."""
     words = command.split()
-    return (len(words) > 1 and Path(words[1]).name == "mlserving") or (
-        command == "airflow serve-logs" and port in (8793, 8794))
+    return len(words) > 1 and Path(words[1]).name == "mlserving"
 
 
 def test_the_stack_listens_on_loopback_only_but_where_a_component_hard_codes_its_host(stack):
     """After a deploy: PostgreSQL, MLflow, Alertmanager, the Pushgateway, Airflow's API server and the
-    router (each found listening) listen on loopback; every other listener is one whose host cannot be set."""
+    router (each found listening) listen on loopback, and Airflow's components serve no logs on other
+    interfaces; the only other listeners are the model servers, whose host cannot be set."""
     listeners = listening_processes(stack.run_dir)
     ports = {int(stack.env[name]) for name in ("POSTGRES_PORT", "MLFLOW_PORT", "ALERTMANAGER_PORT",
                                                "PUSHGATEWAY_PORT", "AIRFLOW_PORT", "MLOPS_SERVING_PORT")}
     assert ports <= {port for *_, port in listeners}, listeners
     exposed = [(command, address, port) for command, address, port in listeners
-               if address not in ("127.0.0.1", "::1") and not host_is_hard_coded(command, port)]
+               if address not in ("127.0.0.1", "::1") and not host_is_hard_coded(command)]
     assert exposed == []
+    # With no log server, the API server reads the task logs from disk: a task's and a deferred one's.
+    runs = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns", params={"limit": 100}).json()["dag_runs"]
+    run = next(r["dag_run_id"] for r in runs if r["state"] == "success")
+    for task_id, expected in (("data.ingest", "ingest"), ("wait_for_batch", "_SUCCESS")):
+        log = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run}/taskInstances/{task_id}/logs/1")
+        assert log.status_code == 200 and expected in log.text, (task_id, log.text[:500])
 
 
 def test_re_runs_report_what_happened_not_what_was_decided(stack):
