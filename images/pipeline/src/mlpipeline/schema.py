@@ -81,7 +81,7 @@ def _parse(doc: dict, origin: str) -> DatasetSchema:
 
 
 # The example dataset bundled with the package: the default of every stage that is given no schema.
-EXAMPLE_SCHEMA = "iris.yaml"
+EXAMPLE_SCHEMA = "example-dataset.yaml"
 
 
 def _example_document() -> dict:
