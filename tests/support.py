@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_DATASET = REPO / "datasets" / "iris.yaml"  # the example model's dataset file
 PIPELINE_BIN = REPO / ".venv/pipeline/bin"
 SERVING_BIN = REPO / ".venv/serving/bin"
 

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from mlpipeline.schema import load_schema
+from mlpipeline import dataset
 from mlpipeline.volume import DataVolume
 from tests import support
 
@@ -30,12 +30,13 @@ def model_name() -> str:
 
 
 @pytest.fixture
-def schema():
-    return load_schema()
+def schema() -> dataset.Dataset:
+    """The example dataset (datasets/iris.yaml)."""
+    return dataset.load(support.EXAMPLE_DATASET)
 
 
 @pytest.fixture
-def volume(tmp_path) -> DataVolume:
-    return DataVolume(tmp_path / "volume")
+def volume(tmp_path, schema) -> DataVolume:
+    return DataVolume(tmp_path / "volume", schema.model_name)
 
 

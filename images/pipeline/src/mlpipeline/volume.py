@@ -1,9 +1,12 @@
 """The data volume: layout, partition names and atomic, no-clobber writes.
 
-landing/<partition>/...     incoming batches (never modified here)
-quarantine/<partition>/...  rejected batches, each with <name>.reason.json
-curated/<partition>/<sha256>.parquet   validated batches, content-addressed, immutable
-runs/<run_key>/...          one run's split, reports and stage results
+landing/<model>/<partition>/...     incoming batches (never modified here)
+quarantine/<model>/<partition>/...  rejected batches, each with <name>.reason.json
+curated/<model>/<partition>/<sha256>.parquet   validated batches, content-addressed, immutable
+runs/<run_key>/...                  one run's split, reports and stage results
+
+<model> is the dataset file's model_name: each model has its own batches (run keys already differ per
+dataset, since the dataset's fingerprint is part of them).
 
 Files whose name starts with "." or "_" are in-progress temporaries or markers
 (such as _SUCCESS) and are never treated as data.
@@ -125,18 +128,32 @@ def read_no_follow(path: Path, top: Path, limit: int) -> bytes:
             os.close(descriptor)
 
 
+# A model name names its InferenceService too: a DNS-1035 label of at most 45 characters.
+MODEL_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,43}[a-z0-9])?$")
+
+
 class DataVolume:
-    def __init__(self, root: str | Path):
+    """The volume's layout; `model_name` (a dataset's) is needed for its batches, not for a run's folder."""
+
+    def __init__(self, root: str | Path, model_name: str | None = None):
         self.root = Path(root)
+        if model_name is not None and not MODEL_NAME.match(model_name):
+            raise PipelineError(f"model name must be lower-case letters, digits and '-', got {model_name!r}")
+        self.model_name = model_name
+
+    def _area(self, area: str, partition: str) -> Path:
+        if self.model_name is None:
+            raise PipelineError(f"the {area} area is per model: give the dataset (its model_name)")
+        return self.root / area / self.model_name / check_partition(partition)
 
     def landing(self, partition: str) -> Path:
-        return self.root / "landing" / check_partition(partition)
+        return self._area("landing", partition)
 
     def quarantine(self, partition: str) -> Path:
-        return self.root / "quarantine" / check_partition(partition)
+        return self._area("quarantine", partition)
 
     def curated(self, partition: str) -> Path:
-        return self.root / "curated" / check_partition(partition)
+        return self._area("curated", partition)
 
     def run_dir(self, run_key: str) -> Path:
         return self.root / "runs" / check_run_key(run_key)
@@ -155,7 +172,7 @@ class DataVolume:
         return sorted(_walk_landing(folder), key=lambda f: f.path)
 
     def curated_partitions(self, up_to: str | None = None) -> list[str]:
-        base = self.root / "curated"
+        base = self.curated("2000-01-01").parent
         if not base.is_dir():
             return []
         names = sorted(p.name for p in base.iterdir() if p.is_dir() and _is_partition(p.name))
