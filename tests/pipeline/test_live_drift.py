@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlpipeline.config import default_config
+from mlpipeline.config import engine_settings
 from mlpipeline.errors import PipelineError
 from mlpipeline.live_drift import binned_drift, bins_from_buckets, check_window, live_drift, query, reference_bins
 from tests import support
@@ -16,7 +16,7 @@ from .helpers import run_cli
 
 EDGES = np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
 FEATURES = ["a", "b"]
-SETTINGS = default_config()["drift"]
+SETTINGS = engine_settings()["drift"]
 MODEL = "iris-live"
 
 

@@ -28,10 +28,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from mlpipeline import dataset
 from mlpipeline.errors import PipelineError
 from mlpipeline.mlflow_api import MlflowApi
 from mlpipeline.model_registry import REFERENCE_ARTIFACT, ChampionMoved, Registry
 from mlpipeline.training import model_logging_kwargs
+from tests.support import EXAMPLE_DATASET
 from tests import support
 
 from .helpers import run_cli
@@ -53,6 +55,9 @@ def client(server, monkeypatch):
         yield MlflowClient(server)
 
 
+EXAMPLE = dataset.load(EXAMPLE_DATASET)
+
+
 def log_model(seed: int = 0) -> dict:
     """A model and its reference sample, logged as the train stage logs them."""
     rng = np.random.default_rng(seed)
@@ -66,7 +71,7 @@ def log_model(seed: int = 0) -> dict:
             path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
             reference.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
-        info = mlflow.sklearn.log_model(model, name="model", **model_logging_kwargs(model, frame))
+        info = mlflow.sklearn.log_model(model, name="model", **model_logging_kwargs(model, frame, EXAMPLE))
     return {"run_id": run.info.run_id, "model_uri": info.model_uri, "model": model, "frame": frame,
             "reference": reference}
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mlpipeline.config import load_config
+from mlpipeline.config import run_config
 from mlpipeline.errors import PipelineError
 from mlpipeline.ingest import ingest_partition
 from mlpipeline.simulate import simulate, to_csv_bytes
 from mlpipeline.split import split_partition
-from tests.support import tree_snapshot
+from tests.support import EXAMPLE_DATASET, tree_snapshot
 
 from .helpers import run_cli
 
@@ -28,7 +28,8 @@ def three_days(volume, schema):
 
 
 def test_split_writes_sets_and_manifest(three_days, schema):
-    result = run_cli("split", "--data-root", three_days.root, "--partition", DAYS[2], "--window", "all").json
+    result = run_cli("split", "--data-root", three_days.root, "--partition", DAYS[2], "--window", "all",
+                     "--dataset", EXAMPLE_DATASET).json
     run_dir = three_days.run_dir(result["run_key"])
     assert {p.name for p in run_dir.iterdir()} >= {"train.parquet", "test.parquet", "fresh.parquet",
                                                    "manifest.json", "config.json"}
@@ -43,7 +44,7 @@ def test_split_writes_sets_and_manifest(three_days, schema):
 
 
 def test_split_is_reproducible_and_the_run_key_is_derived(three_days, schema):
-    config = load_config(window="last:2")
+    config = run_config(schema, "last:2")
     first = split_partition(three_days, DAYS[2], schema, config)
     other_root = three_days.root.parent / "copy"
     import shutil
@@ -51,41 +52,41 @@ def test_split_is_reproducible_and_the_run_key_is_derived(three_days, schema):
     shutil.copytree(three_days.root / "curated", other_root / "curated")
     from mlpipeline.volume import DataVolume
 
-    second = split_partition(DataVolume(other_root), DAYS[2], schema, config)
+    second = split_partition(DataVolume(other_root, schema.model_name), DAYS[2], schema, config)
     assert first["run_key"] == second["run_key"] and first["run_key"].startswith("rk-")
     assert first["sets"] == second["sets"]
     for name in ("train", "test"):
         here = three_days.run_dir(first["run_key"]) / f"{name}.parquet"
-        there = DataVolume(other_root).run_dir(first["run_key"]) / f"{name}.parquet"
+        there = DataVolume(other_root, schema.model_name).run_dir(first["run_key"]) / f"{name}.parquet"
         pd.testing.assert_frame_equal(pd.read_parquet(here), pd.read_parquet(there))
     # Another window is other data, hence another run key.
-    assert split_partition(three_days, DAYS[2], schema, load_config(window="all"))["run_key"] != first["run_key"]
+    assert split_partition(three_days, DAYS[2], schema, run_config(schema, "all"))["run_key"] != first["run_key"]
 
 
 def test_the_split_is_scikit_learns_stratified_split_of_the_window(three_days, schema):
     """split stratifies on class codes for speed; the rows must be those stratifying on the labels picks."""
     from sklearn.model_selection import train_test_split
 
-    config = load_config(window="all")
+    config = run_config(schema, "all")
     result = split_partition(three_days, DAYS[2], schema, config)
     window = pd.concat([pd.read_parquet(f) for day in DAYS for f in three_days.curated_files(day)],
                        ignore_index=True)
-    expected = train_test_split(window, test_size=config["split"]["test_size"],
-                                random_state=config["split"]["seed"], stratify=window[schema.label])
+    expected = train_test_split(window, test_size=schema.test_size,
+                                random_state=schema.seed, stratify=window[schema.label])
     for name, frame in zip(("train", "test"), expected, strict=True):
         written = pd.read_parquet(three_days.run_dir(result["run_key"]) / f"{name}.parquet")
         pd.testing.assert_frame_equal(written, frame.reset_index(drop=True))
 
 
 def test_window_last_n_uses_only_recent_partitions(three_days, schema):
-    result = split_partition(three_days, DAYS[1], schema, load_config(window="last:1"))
+    result = split_partition(three_days, DAYS[1], schema, run_config(schema, "last:1"))
     assert result["window_partitions"] == [DAYS[1]]
     assert result["sets"]["train"]["rows"] + result["sets"]["test"]["rows"] == 600
     assert result["sets"]["fresh"]["rows"] == 600
 
 
 def test_rerun_with_same_key_is_a_no_op(three_days, schema):
-    config = load_config()
+    config = run_config(schema)
     first = split_partition(three_days, DAYS[2], schema, config, run_key="manual-1")
     before = tree_snapshot(three_days.run_dir("manual-1"))
     again = split_partition(three_days, DAYS[2], schema, config, run_key="manual-1")
@@ -94,10 +95,10 @@ def test_rerun_with_same_key_is_a_no_op(three_days, schema):
 
 
 def test_reusing_a_run_key_for_other_data_is_refused_and_changes_nothing(three_days, schema):
-    split_partition(three_days, DAYS[2], schema, load_config(), run_key="manual-2")
+    split_partition(three_days, DAYS[2], schema, run_config(schema), run_key="manual-2")
     before = tree_snapshot(three_days.run_dir("manual-2"))
     with pytest.raises(PipelineError, match="already holds a split of other data"):
-        split_partition(three_days, DAYS[1], schema, load_config(), run_key="manual-2")
+        split_partition(three_days, DAYS[1], schema, run_config(schema), run_key="manual-2")
     assert tree_snapshot(three_days.run_dir("manual-2")) == before
 
 
@@ -108,7 +109,7 @@ def test_reusing_a_run_key_for_other_data_is_refused_and_changes_nothing(three_d
 ])
 def test_bad_arguments_fail_with_one_line(three_days, args, message):
     before = tree_snapshot(three_days.root)
-    result = run_cli("split", "--data-root", three_days.root, *args, check=False)
+    result = run_cli("split", "--data-root", three_days.root, *args, "--dataset", EXAMPLE_DATASET, check=False)
     assert result.returncode == 1 and message in result.error_line
     assert tree_snapshot(three_days.root) == before
 
@@ -120,4 +121,4 @@ def test_too_little_data_to_stratify_is_explained(volume, schema):
                                      "5.1,3.5,1.4,0.2,setosa\n7.0,3.2,4.7,1.4,versicolor\n6.3,3.3,6.0,2.5,virginica\n")
     ingest_partition(volume, DAYS[0], schema)
     with pytest.raises(PipelineError, match="too small to stratify"):
-        split_partition(volume, DAYS[0], schema, load_config())
+        split_partition(volume, DAYS[0], schema, run_config(schema))

@@ -36,13 +36,17 @@ class TrainingDecision:
     reason: str
     challenger_run_id: str
     challenger_model_uri: str
-    challenger_metrics: dict  # accuracy, macro_f1, per_class_recall on the held-out test set
+    challenger_metrics: dict  # accuracy, balanced_accuracy, macro_f1, per_class_recall on the held-out test set
     challenger_accuracy: float
+    metric: str = "accuracy"  # the dataset's metric, which the decision is made on
+    challenger_score: float | None = None  # the challenger's metric
     champion_version: str | None = None  # the champion it was compared with (None: there was none)
     champion_metrics: dict | None = None
     champion_accuracy: float | None = None
-    improvement: float | None = None  # challenger minus champion accuracy
-    mcnemar: dict | None = None  # only_challenger_right, only_champion_right, pvalue
+    champion_score: float | None = None
+    improvement: float | None = None  # challenger minus champion, on the metric
+    paired_test: dict | None = None  # name (mcnemar_exact | paired_bootstrap), pvalue
+    mcnemar: dict | None = None  # accuracy: only_challenger_right, only_champion_right, pvalue
     bootstrap_ci95: list | None = None  # of the improvement
     kfp_run_id: str | None = None
 

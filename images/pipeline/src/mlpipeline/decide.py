@@ -1,15 +1,24 @@
-"""Promote or reject a challenger: paired comparison on the same test set.
+"""Promote or reject a challenger: a paired comparison on the same test set, on the dataset's metric.
 
-Never "strictly greater on one split": the challenger must beat the champion's
-accuracy by `min_improvement`, and McNemar's exact test on the paired
-right/wrong outcomes must reject "no difference" at `alpha`. A bootstrap CI of
-the accuracy difference is reported alongside.
+Never "strictly greater on one split": the challenger must beat the champion's score by
+`min_improvement`, and a paired test must reject "no difference" at `alpha`:
+
+- accuracy: McNemar's exact test on the rows one model got right and the other wrong;
+- balanced accuracy, macro F1 (not sums over rows, so McNemar does not fit them): a one-sided paired
+  bootstrap, resampling test rows with both models' predictions together; the p-value is the share of
+  resamples in which the challenger is not better.
+
+A bootstrap CI of the metric's difference is reported for every metric. The bootstrap draws the counts
+of each (true class, challenger's prediction, champion's prediction) cell from one multinomial, which is
+exact and costs the same whatever the test set's size.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import stats
+
+from .evaluate import METRICS, codes, confusion
 
 
 def mcnemar_exact(challenger_right: np.ndarray, champion_right: np.ndarray) -> dict:
@@ -20,54 +29,68 @@ def mcnemar_exact(challenger_right: np.ndarray, champion_right: np.ndarray) -> d
     return {"only_challenger_right": only_challenger, "only_champion_right": only_champion, "pvalue": pvalue}
 
 
-def bootstrap_ci(challenger_right: np.ndarray, champion_right: np.ndarray, rounds: int, seed: int,
-                 level: float = 0.95) -> list[float]:
-    diff = challenger_right.astype(np.int8) - champion_right.astype(np.int8)
-    rng = np.random.default_rng(seed)
-    # Resampling from the counts of -1/0/+1 is exact and O(rounds), whatever the test set size.
-    counts = np.array([np.sum(diff == -1), np.sum(diff == 0), np.sum(diff == 1)])
-    draws = rng.multinomial(diff.size, counts / diff.size, size=rounds)
-    means = (draws[:, 2] - draws[:, 0]) / diff.size
+def paired_bootstrap(y_true, challenger_pred, champion_pred, classes: list[str], metric: str, rounds: int,
+                     seed: int) -> np.ndarray:
+    """The metric's difference (challenger minus champion) in `rounds` paired resamples of the test rows."""
+    k = len(classes)
+    true, challenger, champion = (codes(v, classes) for v in (y_true, challenger_pred, champion_pred))
+    keep = true < k
+    cells = np.bincount((true[keep] * (k + 1) + challenger[keep]) * (k + 1) + champion[keep],
+                        minlength=k * (k + 1) * (k + 1))
+    rows = int(cells.sum())
+    draws = np.random.default_rng(seed).multinomial(rows, cells / rows, size=rounds).reshape(rounds, k, k + 1, k + 1)
+    score = METRICS[metric]
+    return score(draws.sum(axis=3)) - score(draws.sum(axis=2))
+
+
+def _ci(differences: np.ndarray, level: float = 0.95) -> list[float]:
     tail = (1 - level) / 2
-    return [float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))]
+    return [float(np.quantile(differences, tail)), float(np.quantile(differences, 1 - tail))]
 
 
-def decide(y_true, challenger_pred, champion_pred, settings: dict, seed: int = 0) -> dict:
-    y_true = np.asarray(y_true)
-    challenger_right = np.asarray(challenger_pred) == y_true
-    challenger_acc = float(challenger_right.mean())
+def decide(y_true, challenger_pred, champion_pred, classes: list[str], settings: dict, seed: int = 0) -> dict:
+    """settings: metric, min_metric (a first model's floor), min_improvement, alpha, bootstrap_rounds."""
+    metric = settings["metric"]
+    score = METRICS[metric]
+    y_true = np.asarray(y_true, dtype=object).astype(str)
+    challenger_pred = np.asarray(challenger_pred, dtype=object).astype(str)
+    challenger_score = float(score(confusion(y_true, challenger_pred, classes)))
+    challenger_right = challenger_pred == y_true
+    result = {"metric": metric, "challenger_score": challenger_score,
+              "challenger_accuracy": float(challenger_right.mean()), "champion_score": None,
+              "champion_accuracy": None}
     if champion_pred is None:
-        promote = challenger_acc >= settings["min_accuracy"]
-        return {
-            "decision": "promote" if promote else "reject",
-            "reason": (f"no champion; challenger accuracy {challenger_acc:.4f} "
-                       f"{'meets' if promote else 'is below'} the minimum {settings['min_accuracy']}"),
-            "challenger_accuracy": challenger_acc,
-            "champion_accuracy": None,
-        }
-    champion_right = np.asarray(champion_pred) == y_true
-    champion_acc = float(champion_right.mean())
-    improvement = challenger_acc - champion_acc
-    test = mcnemar_exact(challenger_right, champion_right)
-    ci = bootstrap_ci(challenger_right, champion_right, settings["bootstrap_rounds"], seed)
-    better = test["only_challenger_right"] > test["only_champion_right"]
+        promote = challenger_score >= settings["min_metric"]
+        return {**result, "decision": "promote" if promote else "reject",
+                "reason": (f"no champion; challenger {metric} {challenger_score:.4f} "
+                           f"{'meets' if promote else 'is below'} the minimum {settings['min_metric']}")}
+    champion_pred = np.asarray(champion_pred, dtype=object).astype(str)
+    champion_right = champion_pred == y_true
+    champion_score = float(score(confusion(y_true, champion_pred, classes)))
+    improvement = challenger_score - champion_score
+    differences = paired_bootstrap(y_true, challenger_pred, champion_pred, classes, metric,
+                                   settings["bootstrap_rounds"], seed)
+    if metric == "accuracy":
+        mcnemar = mcnemar_exact(challenger_right, champion_right)
+        test = {"name": "mcnemar_exact", "pvalue": mcnemar["pvalue"]}
+        better = mcnemar["only_challenger_right"] > mcnemar["only_champion_right"]
+    else:
+        mcnemar = None
+        # One-sided: how often a resample shows the challenger no better (+1 smoothing: never exactly 0).
+        test = {"name": "paired_bootstrap", "pvalue": float((np.sum(differences <= 0) + 1) / (differences.size + 1))}
+        better = improvement > 0
     enough = improvement >= settings["min_improvement"]
     significant = better and test["pvalue"] < settings["alpha"]
     promote = enough and significant
+    label = "McNemar" if mcnemar else "paired bootstrap"
     if promote:
-        reason = (f"challenger beats champion by {improvement:+.4f} accuracy (>= {settings['min_improvement']}), "
-                  f"McNemar p={test['pvalue']:.3g} < {settings['alpha']}")
+        reason = (f"challenger beats champion by {improvement:+.4f} {metric} (>= {settings['min_improvement']}), "
+                  f"{label} p={test['pvalue']:.3g} < {settings['alpha']}")
     elif not enough:
-        reason = f"improvement {improvement:+.4f} is below the required margin {settings['min_improvement']}"
+        reason = f"{metric} improvement {improvement:+.4f} is below the required margin {settings['min_improvement']}"
     else:
-        reason = (f"improvement {improvement:+.4f} is not significant "
-                  f"(McNemar p={test['pvalue']:.3g} >= {settings['alpha']})")
-    return {
-        "decision": "promote" if promote else "reject",
-        "reason": reason,
-        "challenger_accuracy": challenger_acc,
-        "champion_accuracy": champion_acc,
-        "improvement": improvement,
-        "mcnemar": test,
-        "bootstrap_ci95": ci,
-    }
+        reason = f"{metric} improvement {improvement:+.4f} is not significant ({label} p={test['pvalue']:.3g} " \
+                 f">= {settings['alpha']})"
+    return {**result, "decision": "promote" if promote else "reject", "reason": reason,
+            "champion_score": champion_score, "champion_accuracy": float(champion_right.mean()),
+            "improvement": improvement, "paired_test": test, "mcnemar": mcnemar, "bootstrap_ci95": _ci(differences)}

@@ -11,9 +11,9 @@ import logging
 from .drift import drift_report
 from .evaluate import score
 from .live_drift import live_drift
+from .model import model_inputs
 from .model_registry import Registry
-from .schema import schema_from_dict
-from .split import load_set
+from .split import load_set, run_dataset
 from .volume import DataVolume, load_run, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -23,12 +23,12 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
            prometheus_url: str = "") -> dict:
     """`live_window` (a Prometheus duration; empty: off) and `prometheus_url`: measure live drift too."""
     manifest, config = load_run(volume, run_key)
-    schema = schema_from_dict(manifest["schema"])
+    dataset, classes = run_dataset(manifest)
     fresh = load_set(volume, run_key, "fresh")
     registry = Registry(model_name)
     champion = registry.champion()
     result = {"run_key": run_key, "model_name": model_name, "partition": manifest["partition"],
-              "fresh_rows": len(fresh), "live_drift": None}
+              "fresh_rows": len(fresh), "metric": dataset.metric, "fresh_score": None, "live_drift": None}
     if champion is None:
         result.update(champion=None, degraded_by_definition=True, fresh_metrics=None, drift=None,
                       reason=f"no champion: models:/{model_name}@champion does not exist, so the model is "
@@ -36,16 +36,17 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
         log.info(result["reason"])
     else:
         model = registry.load_version(champion)
-        metrics = score(fresh[schema.label], model.predict(fresh[schema.feature_names]), list(schema.classes))
+        metrics = score(fresh[dataset.label], model.predict(model_inputs(fresh, dataset)), classes)
         reference = registry.reference_sample(champion)
-        drift = drift_report(reference, fresh, schema.feature_names, schema.label, list(schema.classes),
-                             config["drift"])
-        live = live_drift(prometheus_url, model_name, live_window, reference, schema.feature_names,
+        drift = drift_report(reference, fresh, dataset, classes, config["drift"])
+        numeric = [f.name for f in dataset.features if f.numeric]  # the server's histograms: numeric features
+        live = live_drift(prometheus_url, model_name, live_window, reference, numeric,
                           config["drift"]) if live_window else None
         result.update(champion={"version": champion.version, "run_id": champion.run_id},
-                      degraded_by_definition=False, fresh_metrics=metrics, drift=drift, live_drift=live,
-                      reason=f"champion v{champion.version}: fresh accuracy {metrics['accuracy']:.4f}, "
-                             f"{len(drift['drifted_features'])}/{len(schema.features)} feature(s) drifted "
+                      degraded_by_definition=False, fresh_metrics=metrics, fresh_score=metrics[dataset.metric],
+                      drift=drift, live_drift=live,
+                      reason=f"champion v{champion.version}: fresh {dataset.metric} {metrics[dataset.metric]:.4f}, "
+                             f"{len(drift['drifted_features'])}/{len(dataset.features)} feature(s) drifted "
                              f"({drift['method']})" + (f"; live traffic ({live_window}): {live_summary(live)}"
                                                        if live else ""))
         log.info(result["reason"])

@@ -1,10 +1,12 @@
 """Per-feature data drift against a training reference.
 
 The test is chosen by sample size: with up to `ks_max_rows` rows on the smaller
-side, the two-sample Kolmogorov-Smirnov test with a Bonferroni-corrected alpha;
-above that, KS flags shifts too small to matter, so the Population Stability
-Index (reference-quantile bins) against `psi_threshold` decides. Both
-statistics are always reported.
+side, the two-sample Kolmogorov-Smirnov test (numeric features) or the chi-square
+test of the category frequencies (categorical features) with a Bonferroni-corrected
+alpha; above that, those tests flag shifts too small to matter, so the Population
+Stability Index (reference-quantile bins; categories as bins) against
+`psi_threshold` decides. Both statistics are always reported, with each side's
+share of missing values and the categories the reference never had.
 """
 
 from __future__ import annotations
@@ -29,18 +31,56 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
     return psi_of_shares(ref_share, cur_share)
 
 
-def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, features: list[str], settings: dict) -> dict:
+def _numeric_drift(ref: np.ndarray, cur: np.ndarray, method: str, alpha: float, settings: dict) -> dict:
+    ref, cur = ref[~np.isnan(ref)], cur[~np.isnan(cur)]  # missing values: the missing share is reported apart
+    if not ref.size or not cur.size:
+        return {"ks_statistic": None, "ks_pvalue": None, "psi": 0.0, "drifted": False}
+    ks = stats.ks_2samp(ref, cur)
+    score = psi(ref, cur, settings["psi_bins"])
+    drifted = ks.pvalue < alpha if method == "ks" else score > settings["psi_threshold"]
+    return {"ks_statistic": round(float(ks.statistic), 6), "ks_pvalue": float(ks.pvalue), "psi": round(score, 6),
+            "drifted": bool(drifted)}
+
+
+MAX_NEW_CATEGORIES = 20  # new categories listed per feature (the count is always exact)
+
+
+def _categorical_drift(ref: pd.Series, cur: pd.Series, method: str, alpha: float, settings: dict) -> dict:
+    """Category frequencies: chi-square (small samples) or PSI on the shares; categories the reference never
+    had are listed."""
+    ref_counts = ref.dropna().astype(str).value_counts()
+    cur_counts = cur.dropna().astype(str).value_counts()
+    categories = sorted(set(ref_counts.index) | set(cur_counts.index))
+    new = sorted(set(cur_counts.index) - set(ref_counts.index))
+    r = ref_counts.reindex(categories, fill_value=0).to_numpy(float)
+    c = cur_counts.reindex(categories, fill_value=0).to_numpy(float)
+    if not r.sum() or not c.sum():
+        return {"chi2": None, "chi2_pvalue": None, "psi": 0.0, "new_categories": new[:MAX_NEW_CATEGORIES],
+                "new_category_rows": int(cur_counts.reindex(new).sum()), "drifted": False}
+    score = psi_of_shares(r / r.sum(), c / c.sum())
+    expected = (r + 0.5) / (r + 0.5).sum() * c.sum()  # +0.5: a category the reference lacks is not a zero division
+    chi = stats.chisquare(c, expected)
+    drifted = chi.pvalue < alpha if method == "ks" else score > settings["psi_threshold"]
+    return {"chi2": round(float(chi.statistic), 6), "chi2_pvalue": float(chi.pvalue), "psi": round(score, 6),
+            "new_categories": new[:MAX_NEW_CATEGORIES], "new_category_rows": int(cur_counts.reindex(new).sum()),
+            "drifted": bool(drifted)}
+
+
+def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, dataset, settings: dict) -> dict:
+    """Per feature of `dataset` (mlpipeline.dataset.Dataset): numeric by KS/PSI, categorical by
+    chi-square/PSI on category frequencies; each with the share of missing values on both sides."""
     n = min(len(reference), len(current))
     method = "ks" if n <= settings["ks_max_rows"] else "psi"
-    alpha = settings["ks_alpha"] / len(features)
+    alpha = settings["ks_alpha"] / len(dataset.features)
     result = {}
-    for name in features:
-        ref, cur = reference[name].to_numpy(float), current[name].to_numpy(float)
-        ks = stats.ks_2samp(ref, cur)
-        score = psi(ref, cur, settings["psi_bins"])
-        drifted = ks.pvalue < alpha if method == "ks" else score > settings["psi_threshold"]
-        result[name] = {"ks_statistic": round(float(ks.statistic), 6), "ks_pvalue": float(ks.pvalue),
-                        "psi": round(score, 6), "drifted": bool(drifted)}
+    for feature in dataset.features:
+        ref, cur = reference[feature.name], current[feature.name]
+        if feature.numeric:
+            result[feature.name] = _numeric_drift(ref.to_numpy(float), cur.to_numpy(float), method, alpha, settings)
+        else:
+            result[feature.name] = _categorical_drift(ref, cur, method, alpha, settings)
+        result[feature.name].update(type=feature.type, missing_reference=round(float(ref.isna().mean()), 6),
+                                    missing_current=round(float(cur.isna().mean()), 6))
     return result
 
 
@@ -53,20 +93,23 @@ def label_drift(reference: pd.Series, current: pd.Series, classes: list[str]) ->
     return {"chi2": round(float(chi.statistic), 6), "pvalue": float(chi.pvalue)}
 
 
-def drift_report(reference: pd.DataFrame, current: pd.DataFrame, features: list[str], label: str,
-                 classes: list[str], settings: dict) -> dict:
-    per_feature = feature_drift(reference, current, features, settings)
+def drift_report(reference: pd.DataFrame, current: pd.DataFrame, dataset, classes: list[str], settings: dict) -> dict:
+    per_feature = feature_drift(reference, current, dataset, settings)
     flagged = [name for name, r in per_feature.items() if r["drifted"]]
     n = min(len(reference), len(current))
+    count = len(dataset.features)
     return {
         "method": "ks" if n <= settings["ks_max_rows"] else "psi",
-        "method_rule": (f"KS (alpha {settings['ks_alpha']} Bonferroni over {len(features)} features) when the smaller "
-                        f"sample has <= {settings['ks_max_rows']} rows, else PSI > {settings['psi_threshold']}"),
+        "method_rule": (f"KS for numeric and chi-square for categorical features (alpha {settings['ks_alpha']} "
+                        f"Bonferroni over {count} features) when the smaller sample has <= {settings['ks_max_rows']} "
+                        f"rows, else PSI > {settings['psi_threshold']}"),
         "reference_rows": int(len(reference)),
         "current_rows": int(len(current)),
         "features": per_feature,
         "drifted_features": flagged,
-        "share_drifted": len(flagged) / len(features),
+        "new_categories": {name: r["new_categories"] for name, r in per_feature.items() if r.get("new_categories")},
+        "share_drifted": len(flagged) / count,
         "max_psi": max(r["psi"] for r in per_feature.values()),
-        "label": label_drift(reference[label], current[label], classes) if label in reference else None,
+        "label": (label_drift(reference[dataset.label], current[dataset.label], classes)
+                  if dataset.label in reference else None),
     }

@@ -15,7 +15,6 @@ from kfp import compiler, dsl, kubernetes
 
 from . import __version__
 from .contracts import MLFLOW_CLIENT_LABEL
-from .schema import example_model_name
 
 PIPELINE_IMAGE = f"ghcr.io/mlops-ct/pipeline:{__version__}"
 # No "from __future__ import annotations" here: KFP reads the real annotation objects.
@@ -78,7 +77,7 @@ def _in_cluster(task: dsl.PipelineTask, pvc_name, secret_name, config_map_name, 
 
 @dsl.pipeline(name="continuous-training", description="Train a challenger, compare it with the champion on the "
               "same test set, and decide promote/reject (registration is the next DAG task).")
-def training_pipeline(run_key: str, data_root: str = DATA_MOUNT, model_name: str = example_model_name(),
+def training_pipeline(run_key: str, model_name: str, data_root: str = DATA_MOUNT,
                       mlflow_tracking_uri: str = "", dag_id: str = "", dag_run_id: str = "",
                       data_pvc: str = "mlops-data", mlflow_secret: str = "mlflow-s3-credentials",
                       mlflow_config_map: str = "mlops-mlflow") -> str:

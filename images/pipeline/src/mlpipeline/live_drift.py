@@ -82,7 +82,9 @@ def bins_from_buckets(result: list[dict]) -> dict[str, tuple[np.ndarray, np.ndar
 
 def reference_bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Counts of values per le-bucket: a value equal to an edge falls in that edge's bucket, as Prometheus
-    client libraries (and the model server) count."""
+    client libraries (and the model server) count. Missing values are not counted (the server counts only
+    the values it was sent)."""
+    values = values[~np.isnan(values)]
     return np.bincount(np.searchsorted(edges, values, side="left"), minlength=edges.size + 1).astype(float)
 
 
@@ -103,6 +105,9 @@ def live_drift(prometheus_url: str, model: str, window: str, reference: pd.DataF
     """The live-traffic drift report: status `measured` (with the statistics), `insufficient traffic`
     or `unavailable` (Prometheus could not be asked; the error is in `error`)."""
     out = {"window": window, "source": prometheus_url, "query": query(model, window)}
+    if not features:
+        return {**out, "status": "insufficient traffic", "observed": 0.0,
+                "reason": "the model has no numeric features, whose served values the server counts"}
     try:
         bins = bins_from_buckets(fetch_buckets(prometheus_url, model, window))
     except PipelineError as exc:

@@ -23,11 +23,16 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-# What the pipeline's estimators hold beyond skops's own defaults (the fitted trees of a random forest and
-# of histogram gradient boosting). mlpipeline.model writes the ones a model needs into its MLmodel.
+# What the pipeline's models hold beyond skops's own defaults: the fitted trees of a random forest and of
+# histogram gradient boosting, a calibrated linear SVM's calibrators, and the dtype a SimpleImputer keeps
+# (a numpy dtype: data, no code). mlpipeline.model writes the ones a model needs into its MLmodel.
 RANDOM_FOREST_TREE = "sklearn.tree._tree.Tree"
 HIST_GRADIENT_BOOSTING_PREDICTOR = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
-TRUSTED_TYPES = frozenset({RANDOM_FOREST_TREE, HIST_GRADIENT_BOOSTING_PREDICTOR})
+CALIBRATED_CLASSIFIER = "sklearn.calibration._CalibratedClassifier"
+SIGMOID_CALIBRATION = "sklearn.calibration._SigmoidCalibration"
+NUMPY_DTYPE = "numpy.dtype"
+TRUSTED_TYPES = frozenset({RANDOM_FOREST_TREE, HIST_GRADIENT_BOOSTING_PREDICTOR, CALIBRATED_CLASSIFIER,
+                           SIGMOID_CALIBRATION, NUMPY_DTYPE})
 
 MAX_MLMODEL_BYTES = 1 << 20  # an MLmodel is a few KB: a larger one is not read
 
@@ -43,6 +48,11 @@ class MLmodelFile:
     trusted_types: tuple[str, ...]
     run_id: str
     model_id: str
+    # Each input column's MLflow type ("double", "long", "string", ...) and whether the signature requires
+    # it, in `features` order. `required` is false only where the input example MLflow inferred the
+    # signature from had a missing value in that column, so it is no statement about what a model accepts.
+    feature_types: tuple[str, ...] = ()
+    feature_required: tuple[bool, ...] = ()
 
 
 def _document(text: bytes | str, where: str) -> dict:
@@ -58,7 +68,9 @@ def _document(text: bytes | str, where: str) -> dict:
     return document
 
 
-def _features(document: dict, where: str) -> tuple[str, ...]:
+def _features(document: dict, where: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[bool, ...]]:
+    """The input signature's column names, MLflow types and `required` flags (MLflow's ColSpec: `required`
+    absent means true, as MLflow before 2.10 wrote no such field)."""
     signature = document.get("signature")
     inputs = signature.get("inputs") if isinstance(signature, dict) else None
     if not inputs:
@@ -70,7 +82,14 @@ def _features(document: dict, where: str) -> tuple[str, ...]:
     names = [c.get("name") if isinstance(c, dict) else None for c in columns] if isinstance(columns, list) else None
     if not names or any(not isinstance(n, str) for n in names):
         raise ModelLoadError(f"{where}: the input signature must name its columns, got {names}")
-    return tuple(names)
+    types = [c.get("type") for c in columns]
+    untyped = [n for n, t in zip(names, types, strict=True) if not isinstance(t, str) or not t]
+    if untyped:
+        raise ModelLoadError(f"{where}: the input signature gives no type for column(s) {untyped}")
+    required = [c.get("required", True) for c in columns]
+    if any(not isinstance(r, bool) for r in required):
+        raise ModelLoadError(f"{where}: the input signature's 'required' flags must be true or false, got {required}")
+    return tuple(names), tuple(types), tuple(required)
 
 
 def _sklearn_flavor(document: dict, where: str) -> dict:
@@ -115,9 +134,10 @@ def parse_mlmodel(text: bytes | str, where: str) -> MLmodelFile:
     file is fetched or opened; `where` names the model in every message."""
     document = _document(text, where)
     flavor = _sklearn_flavor(document, where)
-    return MLmodelFile(features=_features(document, where), model_file=_model_file(flavor, where),
+    names, types, required = _features(document, where)
+    return MLmodelFile(features=names, model_file=_model_file(flavor, where),
                        trusted_types=_trusted_types(flavor, where), run_id=str(document.get("run_id") or ""),
-                       model_id=str(document.get("model_id") or ""))
+                       model_id=str(document.get("model_id") or ""), feature_types=types, feature_required=required)
 
 
 def read_mlmodel(path: Path, where: str | None = None) -> MLmodelFile:

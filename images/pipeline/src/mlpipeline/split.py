@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 
 from . import lineage
 from .config import config_hash
+from .dataset import Dataset, from_dict
 from .errors import PipelineError
-from .schema import DatasetSchema
 from .volume import DataVolume, read_json, write_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -28,26 +28,31 @@ def window_partitions(volume: DataVolume, partition: str, window: str) -> list[s
     return available[-int(window.split(":", 1)[1]):]
 
 
-def _read_partitions(volume: DataVolume, partitions: list[str], schema: DatasetSchema) -> dict[str, pd.DataFrame]:
-    return {p: pd.concat([pq.read_table(f, columns=schema.columns).to_pandas() for f in volume.curated_files(p)],
+def _read_partitions(volume: DataVolume, partitions: list[str], dataset: Dataset) -> dict[str, pd.DataFrame]:
+    return {p: pd.concat([pq.read_table(f, columns=dataset.columns).to_pandas() for f in volume.curated_files(p)],
                          ignore_index=True) for p in partitions}
 
 
-def describe(frame: pd.DataFrame, schema: DatasetSchema) -> dict:
-    counts = frame[schema.label].value_counts()
+def describe(frame: pd.DataFrame, label: str, classes: list[str]) -> dict:
+    counts = frame[label].value_counts()
     return {
         "rows": int(len(frame)),
-        "class_balance": {c: int(counts.get(c, 0)) for c in schema.classes},
+        "class_balance": {c: int(counts.get(c, 0)) for c in classes},
         "fingerprint": lineage.frame_fingerprint(frame),
     }
 
 
-def split_partition(volume: DataVolume, partition: str, schema: DatasetSchema, config: dict,
+def run_dataset(manifest: dict) -> tuple[Dataset, list[str]]:
+    """The dataset a run was split with, and its classes: the declared ones, or those its window held."""
+    return from_dict(manifest["dataset"]), list(manifest["classes"])
+
+
+def split_partition(volume: DataVolume, partition: str, dataset: Dataset, config: dict,
                     run_key: str | None = None) -> dict:
     partitions = window_partitions(volume, partition, config["window"])
     window_files = [f.name for p in partitions for f in volume.curated_files(p)]
     data_fingerprint = lineage.files_fingerprint(window_files)
-    cfg_hash = config_hash({"config": config, "schema": schema.fingerprint()})
+    cfg_hash = config_hash({"config": config, "dataset": dataset.fingerprint()})
     run_key = run_key or lineage.run_key(data_fingerprint, cfg_hash)
     run_dir = volume.run_dir(run_key)
     manifest_path = run_dir / "manifest.json"
@@ -62,11 +67,11 @@ def split_partition(volume: DataVolume, partition: str, schema: DatasetSchema, c
 
     log.info("reading %d curated file(s) from %d partition(s) (%s)", len(window_files), len(partitions),
              config["window"])
-    by_partition = _read_partitions(volume, partitions, schema)  # the window always ends with the partition
+    by_partition = _read_partitions(volume, partitions, dataset)  # the window always ends with the partition
     window = pd.concat(list(by_partition.values()), ignore_index=True)
     fresh = by_partition[partition]
-    counts = window[schema.label].value_counts()
-    test_size = config["split"]["test_size"]
+    counts = window[dataset.label].value_counts()
+    test_size = dataset.test_size
     if counts.min() < 2 or round(len(window) * test_size) < len(counts):
         raise PipelineError(f"training window too small to stratify: class counts {counts.to_dict()}, "
                             f"test_size {test_size}; widen the window or land more data")
@@ -74,9 +79,9 @@ def split_partition(volume: DataVolume, partition: str, schema: DatasetSchema, c
 
     # Stratified on class codes, not the label strings: the split is the same (codes follow the sorted
     # classes, as the splitter's np.unique would), but sorting 10M strings took 13 of split's 43 s.
-    classes = pd.Categorical(window[schema.label]).codes
-    train, test = train_test_split(window, test_size=test_size, random_state=config["split"]["seed"],
-                                   stratify=classes)
+    codes = pd.Categorical(window[dataset.label]).codes
+    train, test = train_test_split(window, test_size=test_size, random_state=dataset.seed, stratify=codes)
+    classes = list(dataset.classes) or sorted(counts.index.astype(str))
     sets = {"train": train.reset_index(drop=True), "test": test.reset_index(drop=True), "fresh": fresh}
     for name, frame in sets.items():
         write_atomic(run_dir / f"{name}.parquet", lambda tmp, f=frame: f.to_parquet(tmp, index=False))
@@ -89,8 +94,10 @@ def split_partition(volume: DataVolume, partition: str, schema: DatasetSchema, c
         "data_fingerprint": data_fingerprint,
         "config_hash": cfg_hash,
         "code_version": lineage.code_version(),
-        "schema": schema.as_dict(),
-        "sets": {name: describe(frame, schema) for name, frame in sets.items()},
+        "dataset": dataset.as_dict(),
+        "dataset_fingerprint": dataset.fingerprint(),
+        "classes": classes,
+        "sets": {name: describe(frame, dataset.label, classes) for name, frame in sets.items()},
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     write_json_atomic(run_dir / "config.json", config)

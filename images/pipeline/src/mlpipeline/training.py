@@ -24,36 +24,41 @@ from mlflow.models import infer_signature
 
 from . import lineage
 from .contracts import TrainingDecision
+from .dataset import Dataset
 from .decide import decide
 from .evaluate import score
-from .model import fit, skops_trusted_types
+from .model import fit, model_inputs, skops_trusted_types
 from .model_registry import REFERENCE_ARTIFACT, Registry
-from .schema import schema_from_dict
-from .split import load_set
+from .split import load_set, run_dataset
 from .volume import DataVolume, load_run, read_json, write_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 
+def _metric_key(text: str) -> str:
+    """A class name as part of an MLflow metric key (letters, digits, _ - . space / only)."""
+    return "".join(c if c.isalnum() or c in "_-. /" else "_" for c in text)[:200]
+
+
 def _flat_metrics(prefix: str, metrics: dict) -> dict[str, float]:
-    flat = {f"{prefix}_accuracy": metrics["accuracy"], f"{prefix}_macro_f1": metrics["macro_f1"]}
-    flat.update({f"{prefix}_recall_{c}": r for c, r in metrics["per_class_recall"].items()})
+    flat = {f"{prefix}_{name}": metrics[name] for name in ("accuracy", "balanced_accuracy", "macro_f1")}
+    flat.update({f"{prefix}_recall_{_metric_key(c)}": r for c, r in metrics["per_class_recall"].items()})
     return flat
 
 
-def model_logging_kwargs(model, features: pd.DataFrame) -> dict:
-    """How every model is logged: the serving image loads exactly this (skops format,
-    a signature naming the columns, an input example, pinned requirements)."""
+def model_logging_kwargs(model, features: pd.DataFrame, dataset: Dataset) -> dict:
+    """How every model is logged: the serving image loads exactly this (skops format, a signature naming
+    and typing the columns as the dataset declares them, an input example, pinned requirements)."""
     from importlib.metadata import version
 
-    example = features.head(5)
+    example = model_inputs(features.head(5), dataset)
     return {
         "input_example": example,
         "signature": infer_signature(example, model.predict(example)),
         # Stating them skips MLflow's slow requirement inference.
         "pip_requirements": [f"{name}=={version(name)}" for name in ("scikit-learn", "skops", "numpy", "scipy")],
         "serialization_format": "skops",
-        "skops_trusted_types": skops_trusted_types(model),
+        "skops_trusted_types": skops_trusted_types(dataset),
     }
 
 
@@ -75,7 +80,7 @@ def _existing_training_run(experiment_id: str, run_key: str):
 
 def train_challenger(volume: DataVolume, run_key: str, model_name: str, context: dict[str, str]) -> dict:
     manifest, config = load_run(volume, run_key)
-    schema = schema_from_dict(manifest["schema"])
+    dataset, classes = run_dataset(manifest)
     experiment = mlflow.set_experiment(model_name)
     existing = _existing_training_run(experiment.experiment_id, run_key)
     if existing:
@@ -85,55 +90,55 @@ def train_challenger(volume: DataVolume, run_key: str, model_name: str, context:
         return result
 
     train, test = load_set(volume, run_key, "train"), load_set(volume, run_key, "test")
-    features, label = schema.feature_names, schema.label
     tags = {"run_key": run_key, "stage": "train", "data_fingerprint": manifest["data_fingerprint"],
-            "config_hash": manifest["config_hash"], "code_version": lineage.code_version(),
+            "config_hash": manifest["config_hash"], "dataset_fingerprint": manifest["dataset_fingerprint"],
+            "dataset_file": dataset.name, "metric": dataset.metric, "code_version": lineage.code_version(),
             "partition": manifest["partition"], **{k: v for k, v in context.items() if v}}
     with mlflow.start_run(run_name=f"train {run_key}", tags=tags) as run:
-        mlflow.log_params({"model_kind": config["model"]["kind"], "window": config["window"],
-                           "test_size": config["split"]["test_size"], "seed": config["split"]["seed"],
+        mlflow.log_params({"estimator": dataset.estimator, "window": config["window"],
+                           "test_size": dataset.test_size, "seed": dataset.seed,
                            "train_rows": len(train), "test_rows": len(test),
-                           **{f"param_{k}": v for k, v in (config["model"].get("params") or {}).items()}})
-        log.info("fitting %s on %d rows", config["model"]["kind"], len(train))
-        model = fit(train, features, label, config["model"], config["split"]["seed"])
-        predictions = model.predict(test[features])
-        metrics = score(test[label], predictions, list(schema.classes))
+                           **{f"param_{k}": v for k, v in dataset.params.items()}})
+        log.info("fitting %s on %d rows", dataset.estimator, len(train))
+        model = fit(train, dataset)
+        predictions = model.predict(model_inputs(test, dataset))
+        metrics = score(test[dataset.label], predictions, classes)
         mlflow.log_metrics(_flat_metrics("test", metrics))
         for name, frame, context in (("train", train, "training"), ("test", test, "evaluation")):
             mlflow.log_input(_dataset(volume, run_key, name, frame, manifest), context=context)
-        reference = train.sample(n=min(len(train), config["reference_rows"]), random_state=config["split"]["seed"])
+        reference = train.sample(n=min(len(train), config["reference_rows"]), random_state=dataset.seed)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
             reference.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
-        info = mlflow.sklearn.log_model(model, name="model", **model_logging_kwargs(model, test[features]))
+        info = mlflow.sklearn.log_model(model, name="model", **model_logging_kwargs(model, test, dataset))
         mlflow.set_tag("model_uri", info.model_uri)
         result = {"run_id": run.info.run_id, "model_uri": info.model_uri, "reused": False,
                   "test_metrics": metrics}
     write_json_atomic(volume.run_dir(run_key) / "challenger.json", result)
-    log.info("challenger %s: test accuracy %.4f", info.model_uri, metrics["accuracy"])
+    log.info("challenger %s: test %s %.4f", info.model_uri, dataset.metric, metrics[dataset.metric])
     return result
 
 
 def evaluate_models(volume: DataVolume, run_key: str, model_name: str, challenger_run_id: str) -> dict:
     """Score challenger and champion on the same held-out test set."""
     manifest, _ = load_run(volume, run_key)
-    schema = schema_from_dict(manifest["schema"])
+    dataset, classes = run_dataset(manifest)
     challenger = read_json(volume.run_dir(run_key) / "challenger.json")
     test = load_set(volume, run_key, "test")
-    features, label, classes = schema.feature_names, schema.label, list(schema.classes)
-    predictions = pd.DataFrame({"label": test[label].astype(str)})
+    inputs = model_inputs(test, dataset)
+    predictions = pd.DataFrame({"label": test[dataset.label].astype(str)})
     registry = Registry(model_name)
     # Read back as every champion is (the one loading policy): a challenger reused from an earlier attempt
     # was written to the registry's store, where others can write too.
     loaded = registry.load_model(challenger["model_uri"], f"challenger {challenger['model_uri']}")
-    predictions["challenger"] = loaded.predict(test[features])
+    predictions["challenger"] = pd.Series(loaded.predict(inputs)).astype(str)
     champion = registry.champion()
     result = {"challenger": {"run_id": challenger_run_id, "model_uri": challenger["model_uri"],
                              "metrics": score(predictions["label"], predictions["challenger"], classes)},
               "champion": None}
     if champion is not None:
-        predictions["champion"] = registry.load_version(champion).predict(test[features])
+        predictions["champion"] = pd.Series(registry.load_version(champion).predict(inputs)).astype(str)
         result["champion"] = {"version": champion.version, "run_id": champion.run_id,
                               "metrics": score(predictions["label"], predictions["champion"], classes)}
         with mlflow.start_run(run_id=challenger_run_id):
@@ -142,20 +147,23 @@ def evaluate_models(volume: DataVolume, run_key: str, model_name: str, challenge
     run_dir = volume.run_dir(run_key)
     write_atomic(run_dir / "predictions.parquet", lambda tmp: predictions.to_parquet(tmp, index=False))
     write_json_atomic(run_dir / "evaluation.json", result)
-    log.info("evaluated on %d test rows: challenger %.4f, champion %s", len(test),
-             result["challenger"]["metrics"]["accuracy"],
-             f"{result['champion']['metrics']['accuracy']:.4f}" if champion else "none")
+    log.info("evaluated on %d test rows: %s of challenger %.4f, champion %s", len(test), dataset.metric,
+             result["challenger"]["metrics"][dataset.metric],
+             f"{result['champion']['metrics'][dataset.metric]:.4f}" if champion else "none")
     return result
 
 
 def decide_promotion(volume: DataVolume, run_key: str, kfp_run_id: str = "") -> dict:
-    _, config = load_run(volume, run_key)
+    manifest, config = load_run(volume, run_key)
+    dataset, classes = run_dataset(manifest)
     run_dir = volume.run_dir(run_key)
     evaluation = read_json(run_dir / "evaluation.json")
     predictions = pd.read_parquet(run_dir / "predictions.parquet")
     champion_pred = predictions["champion"].to_numpy() if "champion" in predictions else None
-    outcome = decide(predictions["label"].to_numpy(), predictions["challenger"].to_numpy(), champion_pred,
-                     config["decision"], seed=config["split"]["seed"])
+    settings = {"metric": dataset.metric, "min_metric": dataset.metric_min, "min_improvement": dataset.min_improvement,
+                "alpha": dataset.alpha, "bootstrap_rounds": config["decision"]["bootstrap_rounds"]}
+    outcome = decide(predictions["label"].to_numpy(), predictions["challenger"].to_numpy(), champion_pred, classes,
+                     settings, seed=dataset.seed)
     challenger, champion = evaluation["challenger"], evaluation["champion"]
     decision = TrainingDecision(
         run_key=run_key, kfp_run_id=kfp_run_id or None, **outcome,
@@ -164,8 +172,10 @@ def decide_promotion(volume: DataVolume, run_key: str, kfp_run_id: str = "") -> 
         champion_metrics=champion["metrics"] if champion else None)
     with mlflow.start_run(run_id=challenger["run_id"]):
         mlflow.set_tags(decision.tags())
-        if decision.mcnemar:
-            mlflow.log_metrics({"improvement": decision.improvement, "mcnemar_pvalue": decision.mcnemar["pvalue"],
+        if decision.paired_test:
+            mlflow.log_metrics({"improvement": decision.improvement,
+                                f"{'mcnemar' if decision.mcnemar else 'paired_bootstrap'}_pvalue":
+                                    decision.paired_test["pvalue"],
                                 "improvement_ci95_low": decision.bootstrap_ci95[0],
                                 "improvement_ci95_high": decision.bootstrap_ci95[1]})
     result = decision.to_dict()
