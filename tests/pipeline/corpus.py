@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import io
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sklearn.datasets import load_breast_cancer, load_wine
+
+from mlpipeline import dataset
 
 HEADER = "sepal_length,sepal_width,petal_length,petal_width,species\n"
 ROWS = [
@@ -72,3 +84,121 @@ ACCEPTED_FILES: dict[str, bytes] = {
     "spaces_around_values.csv": GOOD.replace("6.3,3.3", "6.2, 3.3").replace("7.0,3.2", " 7.1,3.2").encode(),
     "quoted_header.csv": GOOD.replace("species", '"species"').replace("5.8,2.7", "5.7,2.7").encode(),
 }
+
+
+# ---- other datasets, every format ----------------------------------------------------------------------------
+# Datasets the validation code was not written for, built from scikit-learn's bundled data: wine (13 numeric
+# features, a declared text label, columns to drop), breast cancer (30 numeric features whose names hold
+# spaces, an integer label whose classes are learned), and one derived from breast cancer with categorical
+# features (one coded "01".."05"), nullable columns with ~5 % of values blanked, and columns to drop.
+
+FORMATS = ("csv", "jsonl", "parquet")
+VARIANTS = (("csv", None), ("csv", "gzip"), ("csv", "zstd"), ("jsonl", None), ("jsonl", "gzip"),
+            ("jsonl", "zstd"), ("parquet", None))
+SUFFIX = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
+COMPRESSED = {None: "", "gzip": ".gz", "zstd": ".zst"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """A dataset file (as a dict) and a good batch of it, as a writer has it (drop columns included)."""
+    name: str
+    document: dict
+    frame: pd.DataFrame
+    numeric: str  # a non-nullable numeric feature
+    nullable: str  # a nullable feature
+    categorical: str | None = None  # a non-nullable categorical feature
+    unknown_class: str | None = None  # a label outside the declared classes
+
+    def dataset(self, fmt: str = "csv"):
+        return dataset.parse({**self.document, "source": {"format": fmt}}, f"{self.name}.yaml (test)", self.name)
+
+
+def _wine() -> Case:
+    data = load_wine(as_frame=True)
+    frame = data.frame.drop(columns="target")
+    frame["cultivar"] = pd.Series(["barolo", "grignolino", "barbera"]).take(data.target.to_numpy()).to_numpy()
+    frame.insert(0, "sample_id", np.arange(len(frame)) + 1000)
+    frame["exported_at"] = "2026-11-01T06:00:00Z"
+    ranges = {"alcohol": (5.0, 20.0), "malic_acid": (0.0, 10.0), "proline": (100.0, 3000.0)}
+    features = [{"name": str(c), "type": "numeric", **dict(zip(("min", "max"), ranges.get(c, ()), strict=False))}
+                for c in data.feature_names]
+    document = {"model_name": "wine-cultivar", "label": {"column": "cultivar",
+                                                         "classes": ["barolo", "grignolino", "barbera"]},
+                "features": features, "drop_columns": ["sample_id", "exported_at"]}
+    return Case("wine", document, frame, numeric="alcohol", nullable="", unknown_class="merlot")
+
+
+def _breast_cancer() -> Case:
+    data = load_breast_cancer(as_frame=True)
+    frame = data.frame.rename(columns={"target": "diagnosis"})
+    features = [{"name": str(c), "type": "numeric"} for c in data.feature_names]
+    features[0].update(min=0.0, max=100.0, unit="mm")
+    document = {"model_name": "breast-cancer", "label": {"column": "diagnosis"}, "features": features,
+                "model": {"estimator": "random_forest"}}
+    return Case("breast_cancer", document, frame, numeric="mean radius", nullable="")
+
+
+def _tumours() -> Case:
+    data = load_breast_cancer(as_frame=True)
+    source, rng = data.frame, np.random.default_rng(7)
+    frame = pd.DataFrame({
+        "patient_id": [f"p{i:05d}" for i in range(len(source))],
+        "size_band": pd.cut(source["mean radius"], [0, 12, 16, 100], labels=["small", "medium", "large"])
+        .astype(object),
+        "texture_grade": pd.qcut(source["mean texture"], 5, labels=["01", "02", "03", "04", "05"]).astype(object),
+        "smooth": np.where(source["mean smoothness"] > 0.1, "yes", "no").astype(object),
+        "mean area": source["mean area"],
+        "mean concavity": source["mean concavity"],
+        "worst perimeter": source["worst perimeter"],
+        "diagnosis": np.where(source["target"] == 1, "benign", "malignant").astype(object),
+    })
+    for column in ("size_band", "smooth", "mean area", "mean concavity"):  # nullable: ~5 % blanked
+        blank = rng.random(len(frame)) < 0.05
+        frame.loc[blank, column] = np.nan if frame[column].dtype == "float64" else None
+    frame.loc[3, "smooth"] = "maybe"  # a category not declared: accepted, noted
+    features = [
+        {"name": "size_band", "type": "categorical", "nullable": True, "categories": ["small", "medium", "large"]},
+        {"name": "texture_grade", "type": "categorical"},
+        {"name": "smooth", "type": "categorical", "nullable": True, "categories": ["yes", "no"]},
+        {"name": "mean area", "type": "numeric", "nullable": True, "min": 0.0},
+        {"name": "mean concavity", "type": "numeric", "nullable": True},
+        {"name": "worst perimeter", "type": "numeric", "min": 0.0, "max": 1000.0},
+    ]
+    document = {"model_name": "tumour-grade", "label": {"column": "diagnosis", "classes": ["benign", "malignant"]},
+                "features": features, "drop_columns": ["patient_id", "scanned_at"],
+                "model": {"estimator": "hist_gradient_boosting"}}
+    return Case("tumours", document, frame, numeric="worst perimeter", nullable="mean area",
+                categorical="texture_grade", unknown_class="cyst")
+
+
+CASES = {case.name: case for case in (_wine(), _breast_cancer(), _tumours())}
+
+
+def _json_value(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def encode(frame: pd.DataFrame, fmt: str, compression: str | None = None) -> bytes:
+    """The frame as a file of `fmt`: CSV (missing values empty), JSON lines (null; an infinite number as
+    Python writes it), Parquet; then compressed."""
+    if fmt == "csv":
+        data = frame.to_csv(index=False, lineterminator="\n").encode()
+    elif fmt == "jsonl":
+        records = frame.astype(object).to_dict("records")
+        data = "".join(json.dumps({k: _json_value(v) for k, v in r.items()}) + "\n" for r in records).encode()
+    else:
+        sink = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
+        data = sink.getvalue()
+    if compression == "gzip":
+        return gzip.compress(data)
+    if compression == "zstd":
+        return pa.Codec("zstd").compress(data, asbytes=True)
+    return data
+
+
+def file_name(stem: str, fmt: str, compression: str | None = None) -> str:
+    return f"{stem}{SUFFIX[fmt]}{COMPRESSED[compression]}"

@@ -1,9 +1,14 @@
 """Ingest one landing partition: validate each file, store or quarantine it.
 
-Good files become curated/<partition>/<sha256 of the source bytes>.parquet, so
-the same bytes always map to the same file and re-ingesting is a no-op. Bad
-files are copied to quarantine/<partition>/ with a JSON reason. Nothing in
+Good files become curated/<model>/<partition>/<sha256 of the source bytes>.parquet,
+so the same bytes always map to the same file and re-ingesting is a no-op. Bad
+files are copied to quarantine/<model>/<partition>/ with a JSON reason. Nothing in
 curated/ is ever rewritten.
+
+Whatever format a batch landed in (the dataset's source.format: CSV, JSON lines, Parquet, compressed or
+not), the curated file holds the dataset's columns typed the same way: numeric features float64,
+categorical features and the label text (a missing value is null), so split and training read one
+shape.
 
 Each file is its own failure boundary: whatever one file does to the reader (a link, a size over the
 limit, an error no rule foresaw) quarantines that file with the reason, and the others are ingested.
@@ -21,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import PipelineError
-from .schema import DatasetSchema
-from .validate import Validated, Violation, shorten, validate_csv
+from .readers import check_name
+from .validate import Validated, Violation, shorten, validate_batch
 from .volume import (
     DataVolume,
     FileTooLarge,
@@ -37,13 +42,20 @@ from .volume import (
 log = logging.getLogger(__name__)
 
 
-def _store_curated(target: Path, frame, schema: DatasetSchema, source: Path, digest: str, partition: str) -> bool:
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+def curated_schema(dataset) -> pa.Schema:
+    """The curated files' columns: the dataset's, numeric features float64, the others text."""
+    return pa.schema([(f.name, pa.float64() if f.numeric else pa.string()) for f in dataset.features]
+                     + [(dataset.label, pa.string())])
+
+
+def _store_curated(target: Path, frame, dataset, source: Path, digest: str, partition: str) -> bool:
+    table = pa.Table.from_pandas(frame[dataset.columns], schema=curated_schema(dataset), preserve_index=False)
     table = table.replace_schema_metadata({
         "mlpipeline.source_name": source.name,
         "mlpipeline.source_sha256": digest,
         "mlpipeline.partition": partition,
-        "mlpipeline.schema": schema.fingerprint(),
+        "mlpipeline.schema": dataset.fingerprint(),
+        "mlpipeline.model_name": dataset.model_name,
     })
     return write_atomic(target, lambda tmp: pq.write_table(table, tmp, compression="zstd"), overwrite=False)
 
@@ -89,15 +101,21 @@ def _read(landed: LandedFile, folder: Path, limits: Limits) -> bytes | Validated
                                      f"{exc.strerror or exc}")
 
 
-def _validated(data: bytes, schema: DatasetSchema, limits: Limits) -> Validated:
+def _validated(data: bytes, source: Path, dataset, limits: Limits) -> Validated:
     try:
-        return validate_csv(data, schema, limits)
+        return validate_batch(data, source.name, dataset, limits)
     except Exception as exc:  # a file no rule foresaw: quarantined with the error, the others still ingested
         log.exception("validating a file failed")
         return _unread("unreadable", shorten(f"the file could not be validated: {type(exc).__name__}: {exc}"))
 
 
-def ingest_partition(volume: DataVolume, partition: str, schema: DatasetSchema, limits: Limits = Limits()) -> dict:
+def ingest_partition(volume: DataVolume, partition: str, schema, limits: Limits = Limits()) -> dict:
+    """Ingest landing/<model>/<partition>/ of `volume` (a DataVolume of the dataset's model) against
+    `schema`, the parsed dataset file (mlpipeline.dataset.Dataset)."""
+    dataset = schema
+    if volume.model_name != dataset.model_name:
+        raise PipelineError(f"the data volume is opened for model {volume.model_name!r}, the dataset file "
+                            f"declares {dataset.model_name!r}")
     entries = volume.landing_files(partition)
     folder, curated_dir = volume.landing(partition), volume.curated(partition)
     stored, already, quarantined = [], [], []
@@ -116,16 +134,20 @@ def ingest_partition(volume: DataVolume, partition: str, schema: DatasetSchema, 
             refuse(index, source, None, None, data)
             continue
         digest = hashlib.sha256(data).hexdigest()
+        misnamed = check_name(source.name, dataset.source.format)
+        if misnamed:  # before the look-up: the same bytes under a name of another format are not that batch
+            refuse(index, source, data, digest, Validated(None, [misnamed]))
+            continue
         target = curated_dir / f"{digest}.parquet"
         if target.exists():
             already.append({"file": source.name, "curated": target.name})
             log.info("[%d/%d] %s: already curated as %s", index, len(entries), source.name, target.name)
             continue
-        result = _validated(data, schema, limits)
+        result = _validated(data, source, dataset, limits)
         if not result.ok:
             refuse(index, source, data, digest, result)
             continue
-        _store_curated(target, result.frame, schema, source, digest, partition)
+        _store_curated(target, result.frame, dataset, source, digest, partition)
         stored.append({"file": source.name, "curated": target.name, "rows": len(result.frame),
                        "notes": result.notes})
         log.info("[%d/%d] %s: stored %d rows as %s", index, len(entries), source.name, len(result.frame), target.name)
