@@ -44,13 +44,14 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
 
 def ours(root: Path, rows: int, model: str) -> dict[str, tuple[float, float]]:
     cli = [str(BIN / "mlpipeline"), "--quiet"]
-    data = ["--data-root", str(root)]
+    data = ["--data-root", str(root), "--dataset", str(REPO / "datasets" / "iris.yaml")]
     results = {
         "simulate": measure([*cli, "simulate", *data, "--partition", PARTITION, "--rows", str(rows), "--seed", "0"]),
         "ingest": measure([*cli, "ingest", *data, "--partition", PARTITION]),
         "split": measure([*cli, "split", *data, "--partition", PARTITION, "--run-key", "bench"]),
     }
-    results["train"] = measure([*cli, "train-local", *data, "--run-key", "bench", "--model-name", model])
+    results["train"] = measure([*cli, "train-local", "--data-root", str(root), "--run-key", "bench", "--model-name",
+                                model])
     return results
 
 

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from mlpipeline.kfp_pipeline import TRAINING_YAML, compile_pipeline
+from tests.support import EXAMPLE_DATASET
 
 from .helpers import run_cli
 
@@ -16,12 +17,13 @@ def test_result_is_also_written_for_the_kpo_xcom_sidecar(volume, tmp_path):
     xcom = tmp_path / "xcom"
     xcom.mkdir()
     result = run_cli("simulate", "--data-root", volume.root, "--partition", "2026-11-01", "--rows", 30,
-                     env={"MLPIPELINE_XCOM_DIR": str(xcom)})
+                     "--dataset", EXAMPLE_DATASET, env={"MLPIPELINE_XCOM_DIR": str(xcom)})
     assert json.loads((xcom / "return.json").read_text()) == result.json
 
 
 def test_progress_goes_to_stderr_and_stdout_holds_only_json(volume):
-    result = run_cli("simulate", "--data-root", volume.root, "--partition", "2026-11-01", "--rows", 30)
+    result = run_cli("simulate", "--data-root", volume.root, "--partition", "2026-11-01", "--rows", 30,
+                     "--dataset", EXAMPLE_DATASET)
     assert "simulating 30 rows" in result.stderr
     assert result.json["rows"] == 30
 
@@ -50,7 +52,8 @@ def test_compiled_pipeline_mounts_the_data_volume_and_installs_nothing():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["simulate", "--data-root", "/tmp/x"], "the following arguments are required: --partition"),
+    (["simulate", "--data-root", "/tmp/x", "--dataset", "d.yaml"], "the following arguments are required: --partition"),
+    (["ingest", "--data-root", "/tmp/x", "--partition", "2026-11-01"], "one of the arguments --dataset "),
     (["simulate", "--data-root", "/tmp/x", "--partition", "2026-11-01", "--rows", "many"], "invalid int value"),
     (["explode"], "invalid choice: 'explode'"),
 ])

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.support import tree_snapshot
+from tests.support import EXAMPLE_DATASET, tree_snapshot
 
 from .helpers import run_cli
 
@@ -24,12 +24,15 @@ pytestmark = pytest.mark.slow
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
 
 
+EXAMPLE = ["--dataset", EXAMPLE_DATASET]
+
+
 def stage(volume, partition, rows, seed, drift="none", severity=1.0):
     root = volume.root
     run_cli("simulate", "--data-root", root, "--partition", partition, "--rows", rows, "--seed", seed,
-            "--drift", drift, "--severity", severity)
-    run_cli("ingest", "--data-root", root, "--partition", partition)
-    return run_cli("split", "--data-root", root, "--partition", partition).json["run_key"]
+            "--drift", drift, "--severity", severity, *EXAMPLE)
+    run_cli("ingest", "--data-root", root, "--partition", partition, *EXAMPLE)
+    return run_cli("split", "--data-root", root, "--partition", partition, *EXAMPLE).json["run_key"]
 
 
 @pytest.mark.timeout(600)
@@ -138,7 +141,7 @@ def test_continuous_training_scenario(volume, tracking, model_name):
 
 def test_training_twice_with_one_run_key_reuses_the_run_and_registers_once(volume, schema, tracking, model_name):
     """In-process (no kfp.local start-up cost): the same stage functions the components call."""
-    from mlpipeline.config import load_config
+    from mlpipeline.config import run_config
     from mlpipeline.ingest import ingest_partition
     from mlpipeline.register import register_run
     from mlpipeline.simulate import simulate, to_csv_bytes
@@ -148,7 +151,7 @@ def test_training_twice_with_one_run_key_reuses_the_run_and_registers_once(volum
     volume.landing(DAYS[0]).mkdir(parents=True)
     (volume.landing(DAYS[0]) / "b.csv").write_bytes(to_csv_bytes(simulate(schema, 600, seed=9)))
     ingest_partition(volume, DAYS[0], schema)
-    rk = split_partition(volume, DAYS[0], schema, load_config())["run_key"]
+    rk = split_partition(volume, DAYS[0], schema, run_config(schema))["run_key"]
     first = train_challenger(volume, rk, model_name, {})
     evaluate_models(volume, rk, model_name, first["run_id"])
     decide_promotion(volume, rk)
@@ -236,7 +239,7 @@ def test_a_promotion_decided_against_a_champion_that_has_changed_is_not_applied(
                                                                                model_name):
     """Two runs trained while there was no champion both decide promote; the first registers and is
     promoted; the second was never compared with it, so it stays the challenger."""
-    from mlpipeline.config import load_config
+    from mlpipeline.config import run_config
     from mlpipeline.ingest import ingest_partition
     from mlpipeline.register import register_run
     from mlpipeline.simulate import simulate, to_csv_bytes
@@ -248,7 +251,7 @@ def test_a_promotion_decided_against_a_champion_that_has_changed_is_not_applied(
         volume.landing(day).mkdir(parents=True)
         (volume.landing(day) / "b.csv").write_bytes(to_csv_bytes(simulate(schema, 600, seed=seed)))
         ingest_partition(volume, day, schema)
-        rk = split_partition(volume, day, schema, load_config())["run_key"]
+        rk = split_partition(volume, day, schema, run_config(schema))["run_key"]
         trained = train_challenger(volume, rk, model_name, {})
         evaluate_models(volume, rk, model_name, trained["run_id"])
         assert decide_promotion(volume, rk)["decision"] == "promote"
@@ -257,23 +260,6 @@ def test_a_promotion_decided_against_a_champion_that_has_changed_is_not_applied(
     late = register_run(volume, keys[1], model_name, {})
     assert late["outcome"] == "superseded" and late["promotion"] is None and late["champion_version"] == "1"
     assert MlflowClient(tracking).get_model_version_by_alias(model_name, "champion").version == "1"
-
-
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("kind, params", [("random_forest", {"n_estimators": 20}), ("hist_gradient_boosting", {})])
-def test_every_model_kind_trains_through_kfp_local(volume, tracking, model_name, tmp_path, kind, params):
-    """A config naming another estimator trains it with its own params (the defaults' C does not leak)."""
-    config = tmp_path / "config.yaml"
-    config.write_text(f"model: {{kind: {kind}, params: {params}}}\n")
-    root = volume.root
-    run_cli("simulate", "--data-root", root, "--partition", DAYS[0], "--rows", 600, "--seed", 5)
-    run_cli("ingest", "--data-root", root, "--partition", DAYS[0])
-    rk = run_cli("split", "--data-root", root, "--partition", DAYS[0], "--config", config).json["run_key"]
-    trained = run_cli("train-local", "--data-root", root, "--run-key", rk, "--model-name", model_name).json
-    assert trained["decision"] == "promote"
-    run = MlflowClient(tracking).get_run(trained["challenger_run_id"])
-    assert run.data.params["model_kind"] == kind
-    assert {k[len("param_"):] for k in run.data.params if k.startswith("param_")} == set(params)
 
 
 def test_a_failed_training_step_fails_train_local_with_one_line(volume, tracking, model_name):

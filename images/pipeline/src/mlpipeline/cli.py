@@ -13,12 +13,34 @@ import sys
 from .errors import PipelineError
 from .logs import setup_logging
 from .output import emit
-from .schema import example_model_name
 from .volume import Limits
 
 log = logging.getLogger("mlpipeline")
 
-DEFAULT_MODEL = example_model_name()  # the bundled example dataset's
+
+def _model_name_option(parser: argparse.ArgumentParser) -> None:
+    default = os.environ.get("MLPIPELINE_MODEL_NAME")
+    parser.add_argument("--model-name", default=default, required=default is None,
+                        help="registered model name: the dataset file's model_name (env MLPIPELINE_MODEL_NAME)")
+
+
+def _dataset_options(parser: argparse.ArgumentParser) -> None:
+    """The dataset file, as a path (a person at a shell) or as its text (the DAG: a stage pod on a cluster
+    gets exactly the text the DAG parsed, never a file from an image)."""
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--dataset", metavar="FILE", help="the dataset file (datasets/<name>.yaml)")
+    given.add_argument("--dataset-content", metavar="TEXT", help="the dataset file's whole text")
+    parser.add_argument("--dataset-name", default="inline", help="with --dataset-content: the file's name "
+                                                                  "(its stem), for messages and lineage")
+
+
+def _dataset(args):
+    from . import dataset
+
+    if args.dataset:
+        return dataset.load(args.dataset)
+    return dataset.parse_text(args.dataset_content, f"{args.dataset_name}.yaml (--dataset-content)",
+                              args.dataset_name)
 
 
 def _common(parser: argparse.ArgumentParser, *, registry: bool = False, run_key: bool = False) -> None:
@@ -28,8 +50,7 @@ def _common(parser: argparse.ArgumentParser, *, registry: bool = False, run_key:
     if run_key:
         parser.add_argument("--run-key", required=True, help="the run's key, as printed by split")
     if registry:
-        parser.add_argument("--model-name", default=os.environ.get("MLPIPELINE_MODEL_NAME", DEFAULT_MODEL),
-                            help=f"registered model name (env MLPIPELINE_MODEL_NAME, default {DEFAULT_MODEL})")
+        _model_name_option(parser)
         parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""),
                             help="MLflow tracking server (env MLFLOW_TRACKING_URI)")
 
@@ -51,20 +72,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="stage")
 
-    p = sub.add_parser("simulate", help="write a simulated labelled CSV batch into landing/<partition>/")
+    p = sub.add_parser("simulate", help="write a simulated labelled batch, in the dataset's source format, into "
+                                        "landing/<model>/<partition>/, drawn from a reference sample")
     _common(p)
+    _dataset_options(p)
     p.add_argument("--partition", required=True)
-    p.add_argument("--rows", type=int, default=1000)
-    p.add_argument("--drift", default="none", help="none | covariate | concept")
+    p.add_argument("--rows", type=int, default=1000, help="1 to 10,000,000 (default 1000)")
+    p.add_argument("--drift", default="none", help="none | covariate | concept | label_noise (default none)")
     p.add_argument("--severity", type=float, default=1.0,
-                   help="covariate: shift in pooled std devs; concept: share of rotated labels (0-1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--schema", help="dataset schema YAML (default: the bundled example dataset)")
+                   help="covariate: numeric features shift up by this many pooled within-class std devs and "
+                        "categorical frequencies tilt towards the rarest categories by min(severity, 1); concept "
+                        "(a fixed region of rows, relabelled by a fixed permutation of the classes) and label_noise "
+                        "(random rows, random other class): the share of rows whose label changes, 0-1 (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes, and the same rows "
+                                                       "whatever the drift (default 0)")
+    p.add_argument("--reference", metavar="FILE|sklearn:NAME",
+                   help="the sample rows are drawn from (with replacement, numeric values jittered): a .csv or "
+                        ".parquet file holding the dataset's columns, or a dataset bundled with scikit-learn: "
+                        "sklearn:iris, sklearn:wine or sklearn:breast_cancer, its features named as a dataset file "
+                        "names them (units in parentheses dropped, lower-case, other characters '_': 'sepal length "
+                        "(cm)' is sepal_length) and its label the target's names. Default: the bundled dataset that "
+                        "has every feature the dataset declares (sklearn:iris for datasets/iris.yaml); required for "
+                        "any other dataset")
 
-    p = sub.add_parser("ingest", help="validate landing/<partition>/ into curated/ or quarantine/")
+    p = sub.add_parser("ingest", help="validate landing/<model>/<partition>/ into curated/ or quarantine/")
     _common(p)
     p.add_argument("--partition", required=True)
-    p.add_argument("--schema", help="dataset schema YAML (default: the bundled example dataset)")
+    _dataset_options(p)
     for limit, default in vars(Limits()).items():  # a file over any of them is quarantined with the reason
         p.add_argument(f"--{limit.replace('_', '-')}", type=int, default=default, metavar="N",
                        help=f"default {default}")
@@ -73,9 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--partition", required=True)
     p.add_argument("--run-key", help="default: derived from data fingerprint, config hash and code version")
-    p.add_argument("--window", help="'all' or 'last:N' partitions (default from the config)")
-    p.add_argument("--config", help="training config YAML merged over the bundled defaults")
-    p.add_argument("--schema", help="dataset schema YAML (default: the bundled example dataset)")
+    p.add_argument("--window", help="'all' or 'last:N' partitions (default: the dataset file's window)")
+    _dataset_options(p)
 
     p = sub.add_parser("detect", help="score the champion on the fresh set and measure drift")
     _common(p, registry=True, run_key=True)
@@ -102,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "replace (required with --to-version); if the champion is another "
                                           "version by now, nothing moves and the outcome is 'superseded'")
     p.add_argument("--reason", required=True, help="why (recorded with the event)")
-    p.add_argument("--model-name", default=os.environ.get("MLPIPELINE_MODEL_NAME", DEFAULT_MODEL))
+    _model_name_option(p)
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""))
     _context(p)
 
@@ -113,12 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--dest", help="directory to create (replaced whole, never half-written)")
     where.add_argument("--into", help="parent directory: the model goes to INTO/v<version> (kept if already there)")
-    p.add_argument("--model-name", default=os.environ.get("MLPIPELINE_MODEL_NAME", DEFAULT_MODEL))
+    _model_name_option(p)
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""))
 
     p = sub.add_parser("champion-at", help="which version was champion at a time, from the promotion record")
     p.add_argument("--time", default="now", help="ISO 8601 time (default: now)")
-    p.add_argument("--model-name", default=os.environ.get("MLPIPELINE_MODEL_NAME", DEFAULT_MODEL))
+    _model_name_option(p)
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""))
 
     p = sub.add_parser("compile", help="compile the KFP pipeline to pipelines/training.yaml")
@@ -126,10 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _volume(args):
+def _volume(args, model_name: str | None = None):
     from .volume import DataVolume
 
-    return DataVolume(args.data_root)
+    return DataVolume(args.data_root, model_name)
 
 
 def _use_tracking(args) -> None:
@@ -143,44 +176,48 @@ def _use_tracking(args) -> None:
 
 
 def cmd_simulate(args) -> dict:
-    from .schema import load_schema
-    from .simulate import batch_name, simulate, to_csv_bytes
+    from .simulate import batch_name, check_parameters, load_reference, simulate, to_bytes
     from .volume import check_partition, write_bytes_atomic
 
     check_partition(args.partition)
-    schema = load_schema(args.schema)
-    log.info("simulating %d rows (drift %s, severity %g, seed %d)", args.rows, args.drift, args.severity, args.seed)
-    frame = simulate(schema, args.rows, args.drift, args.severity, args.seed)
-    data = to_csv_bytes(frame)
-    folder = _volume(args).landing(args.partition)
-    target = folder / batch_name(args.rows, args.drift, args.severity, args.seed, data)
+    check_parameters(args.rows, args.drift, args.severity)
+    dataset = _dataset(args)
+    folder = _volume(args, dataset.model_name).landing(args.partition)
+    reference = load_reference(args.reference, dataset)  # every check before anything is written
+    log.info("simulating %d rows (drift %s, severity %g, seed %d) of %s from %s (%d rows)", args.rows, args.drift,
+             args.severity, args.seed, dataset.model_name, reference.source, reference.rows)
+    frame = simulate(dataset, args.rows, args.drift, args.severity, args.seed, reference)
+    fmt = dataset.source.format
+    data = to_bytes(frame, fmt)
+    target = folder / batch_name(args.rows, args.drift, args.severity, args.seed, data, fmt)
     write_bytes_atomic(target, data)
     write_bytes_atomic(folder / "_SUCCESS", b"")
-    counts = frame[schema.label].value_counts()
-    return {"path": str(target), "partition": args.partition, "rows": len(frame), "bytes": len(data),
-            "drift": args.drift, "severity": args.severity, "seed": args.seed,
-            "class_counts": {c: int(counts.get(c, 0)) for c in schema.classes}}
+    counts = frame[dataset.label].value_counts()
+    return {"path": str(target), "partition": args.partition, "model_name": dataset.model_name, "format": fmt,
+            "reference": reference.source, "rows": len(frame), "bytes": len(data), "drift": args.drift,
+            "severity": args.severity, "seed": args.seed,
+            "class_counts": {c: int(counts.get(c, 0)) for c in reference.classes}}
 
 
 def cmd_ingest(args) -> dict:
     from .ingest import ingest_partition
-    from .schema import load_schema
 
     limits = Limits(**{name: getattr(args, name) for name in vars(Limits())})
-    return ingest_partition(_volume(args), args.partition, load_schema(args.schema), limits)
+    dataset = _dataset(args)
+    return ingest_partition(_volume(args, dataset.model_name), args.partition, dataset, limits)
 
 
 def cmd_split(args) -> dict:
-    from .config import load_config
-    from .schema import load_schema
+    from .config import run_config
     from .split import split_partition
     from .volume import check_partition, check_run_key
 
     check_partition(args.partition)
     if args.run_key:
         check_run_key(args.run_key)
-    return split_partition(_volume(args), args.partition, load_schema(args.schema),
-                           load_config(args.config, args.window), args.run_key)
+    dataset = _dataset(args)
+    return split_partition(_volume(args, dataset.model_name), args.partition, dataset,
+                           run_config(dataset, args.window), args.run_key)
 
 
 def cmd_detect(args) -> dict:

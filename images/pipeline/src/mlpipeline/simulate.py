@@ -1,103 +1,407 @@
-"""Labelled batch simulator: a per-class log-normal generator fitted on iris.
+"""Labelled batch simulator for any dataset: a smoothed bootstrap of a reference sample, with drift.
 
-Each class is a multivariate normal over log(features) fitted on sklearn's
-bundled iris, so samples are positive and keep iris's correlations.
-- covariate: feature distributions shift, labels still follow the original
-  P(class | features) (drawn from the fitted generator's posterior);
-- concept: features as before, but a `severity` share of labels is rotated to
-  another class, so a model trained on the original data loses accuracy.
+The reference is a sample of rows holding the dataset's columns (its features and label; other columns
+are ignored): a CSV or Parquet file, or one of scikit-learn's bundled datasets, `sklearn:iris`,
+`sklearn:wine` or `sklearn:breast_cancer`, whose columns are named as a dataset file names them
+(`column_name`: parenthesised units dropped, lower-case, every run of other characters an underscore, so
+"sepal length (cm)" is `sepal_length` and "mean concave points" `mean_concave_points`) and whose label is
+the target's name ("setosa", "class_0", "malignant"). Without a reference, the bundled dataset that has
+every declared feature is used (`sklearn:iris` for the example, datasets/iris.yaml); a dataset no bundled
+one fits needs a reference.
+
+A batch row is a reference row drawn with replacement (seeded), as many of each class as the class's share of
+the reference says (so the class mix is exactly the reference's, up to rounding), then:
+- numeric features get Gaussian jitter of JITTER x the feature's spread (its within-class standard deviation
+  pooled over the classes, in the reference: the overall one would blur well-separated classes), are rounded
+  two decimals finer than the reference's values (so that even 10 million rows drawn from 150 hold few exact
+  duplicates, which ingest takes for a double export) and are clipped into the declared [min, max];
+- missing values travel with their rows, so each nullable feature keeps the reference's missing rate (a
+  feature not declared nullable must have no missing value in the reference);
+- labels travel with their rows.
+
+Drift is applied after that draw, and the same seed draws the same rows and jitter whatever the drift, so a
+drifted batch differs from the clean batch of its seed by the drift alone:
+- covariate: every numeric feature shifted up by `severity` pooled within-class standard deviations (labels
+  stay with their rows); every categorical feature's frequencies tilted towards its rarest categories by
+  min(severity, 1): at 1 the rarest category is as frequent as the commonest was, the order reversed (the
+  fewest values needed are changed);
+- concept: the label of a `severity` share of rows (0-1) replaced by the next class of a fixed cyclic
+  permutation of the classes (class i's by class i+1's, the last's by the first's). The rows are those that
+  score highest along a fixed direction of the feature space (`_concept_score`): a region, the same in every
+  batch, so the feature->label relation changes (a model trained on drifted batches learns the new one)
+  rather than just getting noisier;
+- label_noise: the label of a `severity` share of rows (0-1), chosen at random, replaced by another class
+  drawn at random: noise, which no model learns.
+
+The classes are the dataset's `label.classes` or, when it leaves them out, the reference's labels in order.
 """
 
 from __future__ import annotations
 
+import csv
+import functools
 import hashlib
+import io
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from sklearn.datasets import load_iris
+import pyarrow.parquet as pq
 
+from .dataset import Dataset
 from .errors import PipelineError
-from .schema import DatasetSchema
 
-DRIFT_KINDS = ("none", "covariate", "concept")
-MIN_ROWS, MAX_ROWS = 1, 10_000_000  # 10M: the benchmark's largest size, 2.4 GiB peak
+DRIFT_KINDS = ("none", "covariate", "concept", "label_noise")
+MIN_ROWS, MAX_ROWS = 1, 10_000_000  # 10M: the benchmark's largest size
+JITTER = 0.1  # numeric jitter: this share of the feature's pooled standard deviation (its variance grows by 1 %)
+EXTRA_DECIMALS = 2  # numeric values are written this many decimals finer than the reference's (see _decimals)
+MAX_DECIMALS = 9  # values needing more decimals than this are not rounded
+SKLEARN_PREFIX = "sklearn:"
+SKLEARN_REFERENCES = {"iris": "load_iris", "wine": "load_wine", "breast_cancer": "load_breast_cancer"}
+FORMATS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
+READABLE = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+# ---- the reference -------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class ClassGenerator:
-    means: np.ndarray  # (classes, features), log space
-    chols: np.ndarray  # (classes, features, features), Cholesky factors of the covariances
+class Reference:
+    """A reference sample checked against a dataset: its columns as arrays, labels as class codes."""
 
-    @classmethod
-    def fit_iris(cls, n_features: int) -> ClassGenerator:
-        iris = load_iris()
-        logs = np.log(iris.data)
-        if n_features != logs.shape[1]:
-            raise PipelineError(f"the iris generator makes 4 features; the schema has {n_features}")
-        means = np.stack([logs[iris.target == c].mean(axis=0) for c in range(3)])
-        covs = np.stack([np.cov(logs[iris.target == c], rowvar=False) + 1e-6 * np.eye(4) for c in range(3)])
-        return cls(means, np.linalg.cholesky(covs))
-
-    @property
-    def pooled_std(self) -> np.ndarray:
-        return np.sqrt(np.einsum("cij,cij->cj", self.chols, self.chols).mean(axis=0))
-
-    def sample(self, labels: np.ndarray, rng: np.random.Generator, shift: np.ndarray | None = None) -> np.ndarray:
-        noise = rng.standard_normal((labels.size, self.means.shape[1]))
-        logs = self.means[labels] + np.einsum("nij,nj->ni", self.chols[labels], noise)
-        return logs + shift if shift is not None else logs
-
-    def posterior_labels(self, logs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Draw labels from the original generator's P(class | x), equal priors."""
-        loglik = np.empty((logs.shape[0], self.means.shape[0]))
-        for c, (mean, chol) in enumerate(zip(self.means, self.chols, strict=True)):
-            z = np.linalg.solve(chol, (logs - mean).T)
-            loglik[:, c] = -0.5 * (z * z).sum(axis=0) - np.log(np.diag(chol)).sum()
-        post = np.exp(loglik - loglik.max(axis=1, keepdims=True))
-        post /= post.sum(axis=1, keepdims=True)
-        return (rng.random(logs.shape[0])[:, None] > post.cumsum(axis=1)).sum(axis=1).clip(max=post.shape[1] - 1)
+    source: str  # where it came from: a path or sklearn:<name>
+    rows: int
+    numeric: dict[str, np.ndarray]  # float64, NaN where missing
+    categorical: dict[str, tuple[np.ndarray, tuple[str, ...]]]  # int32 codes (-1: missing), categories
+    labels: np.ndarray  # int codes into classes
+    classes: tuple[str, ...]
 
 
-def simulate(schema: DatasetSchema, rows: int, drift: str = "none", severity: float = 1.0,
-             seed: int = 0) -> pd.DataFrame:
+def column_name(name: str) -> str:
+    """A scikit-learn feature name as a dataset file names it: "sepal length (cm)" -> sepal_length."""
+    return re.sub(r"[^a-z0-9]+", "_", re.sub(r"\([^)]*\)", "", name).lower()).strip("_")
+
+
+@functools.cache
+def _sklearn_bunch(name: str):
+    import sklearn.datasets
+
+    return getattr(sklearn.datasets, SKLEARN_REFERENCES[name])()
+
+
+def sklearn_frame(name: str, label: str) -> pd.DataFrame:
+    """A bundled scikit-learn dataset as a reference: its features renamed by `column_name`, its label
+    (column `label`) the target's names."""
+    if name not in SKLEARN_REFERENCES:
+        raise PipelineError(f"--reference {SKLEARN_PREFIX}{name}: no such bundled dataset; use "
+                            f"{', '.join(SKLEARN_PREFIX + n for n in SKLEARN_REFERENCES)} or a CSV or Parquet file")
+    bunch = _sklearn_bunch(name)
+    frame = pd.DataFrame(bunch.data, columns=[column_name(str(c)) for c in bunch.feature_names])
+    frame[label] = np.asarray([str(t) for t in bunch.target_names], dtype=object)[bunch.target]
+    return frame
+
+
+def default_reference(dataset: Dataset) -> str:
+    """The bundled scikit-learn dataset that has every feature `dataset` declares, as a --reference."""
+    for name, bunch in ((n, _sklearn_bunch(n)) for n in SKLEARN_REFERENCES):
+        if set(dataset.feature_names) <= {column_name(str(c)) for c in bunch.feature_names}:
+            return SKLEARN_PREFIX + name
+    raise PipelineError(f"dataset {dataset.name!r} needs --reference: a CSV or Parquet sample with its columns "
+                        f"({_listed(dataset.columns)}); no bundled scikit-learn dataset "
+                        f"({', '.join(SKLEARN_PREFIX + n for n in SKLEARN_REFERENCES)}) has its features")
+
+
+def read_reference(spec: str | Path, dataset: Dataset) -> pd.DataFrame:
+    """The rows `spec` names: sklearn:<name>, or a .csv or .parquet file."""
+    text = str(spec)
+    if text.startswith(SKLEARN_PREFIX):
+        return sklearn_frame(text[len(SKLEARN_PREFIX):], dataset.label)
+    path = Path(spec)
+    kind = READABLE.get(path.suffix.lower())
+    if kind is None:
+        raise PipelineError(f"--reference {text}: not a .csv or .parquet file (nor {SKLEARN_PREFIX}<name>)")
+    if not path.exists():
+        raise PipelineError(f"--reference {text}: the file does not exist")
+    if not path.is_file():
+        raise PipelineError(f"--reference {text}: not a file")
+    text_columns = {f.name: "str" for f in dataset.features if not f.numeric} | {dataset.label: "str"}
+    try:
+        if kind == "parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=text_columns, low_memory=False)
+    except Exception as exc:  # the reader's own errors: pyarrow's, pandas' parser's, a decoding error
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise PipelineError(f"--reference {text}: cannot read it as {kind.upper()}: {first}") from None
+
+
+def prepare_reference(frame: pd.DataFrame, dataset: Dataset, source: str) -> Reference:
+    """`frame`'s declared columns checked against `dataset` and held as arrays."""
+    where = f"--reference {source}"
+    missing = [c for c in dataset.columns if c not in frame.columns]
+    if missing:
+        raise PipelineError(f"{where} lacks the dataset's column(s) {_listed(missing)} (it has "
+                            f"{_listed([str(c) for c in frame.columns])})")
+    if len(frame) == 0:
+        raise PipelineError(f"{where} holds no rows")
+    numeric, categorical = {}, {}
+    for feature in dataset.features:
+        column = frame[feature.name]
+        absent = column.isna().to_numpy()
+        if absent.any() and not feature.nullable:
+            raise PipelineError(f"{where}: column {feature.name!r} has {int(absent.sum())} missing value(s) but "
+                                "the dataset does not declare it nullable")
+        if feature.numeric:
+            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.isnan(values) & ~absent
+            if bad.any():
+                raise PipelineError(f"{where}: numeric column {feature.name!r} holds non-numbers such as "
+                                    f"{_short(column[bad].iloc[0])}")
+            if np.isinf(values).any():
+                raise PipelineError(f"{where}: numeric column {feature.name!r} holds infinite values")
+            numeric[feature.name] = values
+        else:
+            codes, categories = _codes(column)
+            categorical[feature.name] = (codes, categories)
+    label = frame[dataset.label]
+    if label.isna().any():
+        raise PipelineError(f"{where}: the label column {dataset.label!r} has {int(label.isna().sum())} "
+                            "missing value(s)")
+    texts = label.map(_text)
+    found = sorted(set(texts))
+    classes = dataset.classes or tuple(found)
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise PipelineError(f"{where}: label(s) {_listed(unknown)} are not among the dataset's classes "
+                            f"{_listed(classes)}")
+    if len(classes) < 2:
+        raise PipelineError(f"{where}: the label {dataset.label!r} holds one class ({classes[0]!r}); a "
+                            "classifier needs at least 2")
+    labels = pd.Categorical(texts, categories=list(classes)).codes.astype(np.int64)
+    return Reference(source, len(frame), numeric, categorical, labels, tuple(classes))
+
+
+def load_reference(spec: str | Path | None, dataset: Dataset) -> Reference:
+    """The reference `spec` names (default: `default_reference`), checked against `dataset`."""
+    source = str(spec) if spec not in (None, "") else default_reference(dataset)
+    return prepare_reference(read_reference(source, dataset), dataset, source)
+
+
+def _codes(column: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
+    texts = column.map(_text, na_action="ignore")
+    categorical = pd.Categorical(texts, categories=sorted(texts.dropna().unique()))
+    return categorical.codes.astype(np.int32), tuple(str(c) for c in categorical.categories)
+
+
+def _text(value) -> str:
+    """A label or category as text; a whole number read as a float (1.0) is written as the number (1)."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _listed(names) -> str:
+    names = list(names)
+    shown = ", ".join(repr(n) for n in names[:10])
+    return shown + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+# ---- drawing -------------------------------------------------------------------------------------------------
+
+
+def check_parameters(rows: int, drift: str, severity: float) -> None:
     if not MIN_ROWS <= rows <= MAX_ROWS:
         raise PipelineError(f"--rows must be between {MIN_ROWS} and {MAX_ROWS:,}, got {rows}")
     if drift not in DRIFT_KINDS:
         raise PipelineError(f"--drift must be one of {', '.join(DRIFT_KINDS)}, got {drift!r}")
-    if not np.isfinite(severity) or severity < 0 or (drift == "concept" and severity > 1):
-        raise PipelineError(f"--severity must be >= 0 (and <= 1 for concept drift: the share of rotated labels), "
-                            f"got {severity}")
-    generator = ClassGenerator.fit_iris(len(schema.features))
-    rng = np.random.default_rng(seed)
-    n_classes = len(schema.classes)
-    labels = rng.permutation(np.arange(rows) % n_classes)
-    if drift == "covariate":
-        # Shift every feature up by `severity` pooled standard deviations (log space).
-        logs = generator.sample(labels, rng, shift=severity * generator.pooled_std)
-        labels = generator.posterior_labels(logs, rng)
-    else:
-        logs = generator.sample(labels, rng)
-        if drift == "concept":
-            rotate = rng.random(rows) < severity
-            labels = np.where(rotate, (labels + 1) % n_classes, labels)
-    lows = np.array([f.min for f in schema.features])
-    highs = np.array([f.max for f in schema.features])
-    values = np.clip(np.round(np.exp(logs), 2), lows, highs)
-    frame = pd.DataFrame(values, columns=schema.feature_names)
-    frame[schema.label] = np.asarray(schema.classes, dtype=object)[labels]
-    return frame
+    if not np.isfinite(severity) or severity < 0 or (drift in ("concept", "label_noise") and severity > 1):
+        raise PipelineError(f"--severity must be >= 0 (and <= 1 for concept and label_noise drift: the share of "
+                            f"rows whose label changes), got {severity}")
+
+
+def simulate(dataset: Dataset, rows: int, drift: str = "none", severity: float = 1.0, seed: int = 0,
+             reference: Reference | pd.DataFrame | str | Path | None = None) -> pd.DataFrame:
+    """`rows` rows with the dataset's columns drawn from `reference` (a Reference, a frame, a --reference
+    text; default: `default_reference`), drifted as `drift` says."""
+    check_parameters(rows, drift, severity)
+    if isinstance(reference, pd.DataFrame):
+        reference = prepare_reference(reference, dataset, "(frame)")
+    elif not isinstance(reference, Reference):
+        reference = load_reference(reference, dataset)
+    draw, jitter, drifting = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    picked = _draw_rows(reference.labels, len(reference.classes), rows, draw)
+    labels = reference.labels[picked]
+    numeric = [f for f in dataset.features if f.numeric]
+    block = np.empty((len(numeric), rows))  # the numeric columns as one block: pandas does not copy it
+    for row, feature in zip(block, numeric, strict=True):
+        source = reference.numeric[feature.name]
+        spread = _pooled_std(source, reference.labels)
+        row[:] = source[picked] + jitter.standard_normal(rows) * (JITTER * spread)
+        if drift == "covariate":
+            row += severity * spread
+        decimals = _decimals(source)
+        if decimals is not None:
+            np.round(row, min(decimals + EXTRA_DECIMALS, MAX_DECIMALS), out=row)
+        np.clip(row, -np.inf if feature.min is None else feature.min,
+                np.inf if feature.max is None else feature.max, out=row)
+    frame = pd.DataFrame(block.T, columns=[f.name for f in numeric], copy=False)
+    drawn_codes = {}
+    for feature in dataset.features:
+        if not feature.numeric:
+            codes, categories = reference.categorical[feature.name]
+            drawn = codes[picked]
+            if drift == "covariate" and len(categories) > 1:
+                drawn = _tilt(drawn, codes, len(categories), min(severity, 1.0), drifting)
+            drawn_codes[feature.name] = drawn
+            frame[feature.name] = _texts(drawn, categories)
+    n_classes, count = len(reference.classes), int(np.floor(severity * rows + 0.5))
+    if drift == "concept" and count:
+        values = dict(zip([f.name for f in numeric], block, strict=True))
+        chosen = np.argsort(-_concept_score(dataset, reference, rows, values, drawn_codes), kind="stable")[:count]
+        labels = labels.copy()
+        labels[chosen] = (labels[chosen] + 1) % n_classes
+    elif drift == "label_noise" and count:
+        chosen = drifting.choice(rows, size=count, replace=False)
+        labels = labels.copy()
+        labels[chosen] = (labels[chosen] + drifting.integers(1, n_classes, count)) % n_classes
+    frame[dataset.label] = _texts(labels, reference.classes)
+    return frame if list(frame.columns) == dataset.columns else frame[dataset.columns]
+
+
+def _draw_rows(labels: np.ndarray, n_classes: int, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """Reference rows drawn with replacement within each class, as many of each class as its share of the
+    reference says (largest remainders rounded up), in random order."""
+    counts = np.bincount(labels, minlength=n_classes)
+    exact = rows * counts / counts.sum()
+    take = np.floor(exact).astype(np.int64)
+    take[np.argsort(take - exact, kind="stable")[:rows - int(take.sum())]] += 1
+    parts = [rng.choice(np.flatnonzero(labels == c), size=take[c]) for c in range(n_classes) if take[c]]
+    return rng.permutation(np.concatenate(parts))
+
+
+def _texts(codes: np.ndarray, texts: tuple[str, ...]) -> pd.Series:
+    """Codes as a text column (code -1: missing), built in Arrow (a column of Python strings is slow)."""
+    array = pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32), mask=codes < 0),
+                                           pa.array(texts, type=pa.string())).dictionary_decode()
+    return pd.Series(pd.array(array, dtype="str"))
+
+
+def _unit(*parts: str) -> float:
+    """A fixed number in [-sqrt(3), sqrt(3)] (mean 0, variance 1) named by `parts`: the same in every run."""
+    digest = hashlib.sha256("\0".join(parts).encode()).digest()
+    return (int.from_bytes(digest[:8], "big") / 2**64 - 0.5) * np.sqrt(12)
+
+
+def _concept_score(dataset: Dataset, reference: Reference, rows: int, numeric: dict[str, np.ndarray],
+                   codes: dict[str, np.ndarray]) -> np.ndarray:
+    """Each row's position along a fixed direction of the feature space: the sum over the features of a
+    fixed weight times the value standardised by the reference (numeric) or a fixed value per category
+    (categorical); a missing value counts 0. Weights and category values come from their names, so they are
+    the same in every batch."""
+    score = np.zeros(rows)
+    for feature in dataset.features:
+        weight = _unit("weight", feature.name)
+        if feature.numeric:
+            source = reference.numeric[feature.name]
+            spread = float(np.nanstd(source)) if (~np.isnan(source)).sum() > 1 else 0.0
+            if spread > 0:
+                score += weight * np.nan_to_num((numeric[feature.name] - np.nanmean(source)) / spread)
+        else:
+            categories = reference.categorical[feature.name][1]
+            values = np.asarray([*(_unit("category", feature.name, c) for c in categories), 0.0])
+            score += weight * values[codes[feature.name]]  # code -1 (missing): the trailing 0
+    return score
+
+
+def _pooled_std(values: np.ndarray, labels: np.ndarray) -> float:
+    """The within-class standard deviation pooled over the classes (the overall one where it is 0 or not
+    defined: one row per class)."""
+    present = ~np.isnan(values)
+    squares, freedom = 0.0, 0
+    for c in np.unique(labels[present]):
+        group = values[present & (labels == c)]
+        squares += float(((group - group.mean()) ** 2).sum())
+        freedom += group.size - 1
+    pooled = np.sqrt(squares / freedom) if freedom > 0 else 0.0
+    if pooled > 0:
+        return float(pooled)
+    return float(values[present].std()) if present.sum() > 1 else 0.0
+
+
+def _decimals(values: np.ndarray) -> int | None:
+    """The fewest decimals that write every reference value exactly (None: more than MAX_DECIMALS -
+    EXTRA_DECIMALS)."""
+    present = values[~np.isnan(values)][:100_000]
+    for decimals in range(MAX_DECIMALS - EXTRA_DECIMALS + 1):
+        if np.all(np.abs(np.round(present, decimals) - present) <= 1e-9 * np.maximum(1.0, np.abs(present))):
+            return decimals
+    return None
+
+
+def _tilt(picked: np.ndarray, reference_codes: np.ndarray, n_categories: int, strength: float,
+          rng: np.random.Generator) -> np.ndarray:
+    """Category codes moved from the reference's frequencies p towards q = (1 - strength) p + strength r, r
+    being p with its order reversed (the rarest category gets the commonest's share), changing the fewest
+    values: a value of category k stays with probability min(1, q_k / p_k), else takes a category that
+    q has more of than p, in proportion to the excess. Missing values stay missing."""
+    counts = np.bincount(reference_codes[reference_codes >= 0], minlength=n_categories).astype(float)
+    if counts.sum() == 0:
+        return picked
+    p = counts / counts.sum()
+    order = np.lexsort((np.arange(n_categories), p))  # rarest first (ties by code: the categories are sorted)
+    r = np.empty_like(p)
+    r[order] = p[order][::-1]
+    q = (1 - strength) * p + strength * r
+    keep = np.divide(q, p, out=np.ones_like(p), where=p > 0).clip(max=1.0)
+    excess = np.clip(q - p, 0, None)
+    if excess.sum() <= 0:
+        return picked
+    present = picked >= 0
+    moves = present & (rng.random(picked.size) >= np.where(present, keep[np.maximum(picked, 0)], 1.0))
+    out = picked.copy()
+    out[moves] = rng.choice(n_categories, size=int(moves.sum()), p=excess / excess.sum())
+    return out
+
+
+# ---- writing -------------------------------------------------------------------------------------------------
+
+
+def to_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
+    """`frame` in a dataset's source format: csv (a header line, missing values empty), jsonl (one object per
+    line, missing values null) or parquet."""
+    if fmt == "csv":
+        return to_csv_bytes(frame)
+    if fmt == "jsonl":
+        return frame.to_json(orient="records", lines=True, force_ascii=False, double_precision=10).encode()
+    if fmt == "parquet":
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
+        return sink.getvalue().to_pybytes()
+    raise PipelineError(f"no writer for format {fmt!r}; formats: {', '.join(FORMATS)}")
 
 
 def to_csv_bytes(frame: pd.DataFrame) -> bytes:
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\n").writerow([str(c) for c in frame.columns])
+    table = pa.Table.from_pandas(frame, preserve_index=False)
     sink = pa.BufferOutputStream()
-    pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), sink,
-                    write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"))
-    return (",".join(frame.columns) + "\n").encode() + sink.getvalue().to_pybytes()
+    try:
+        pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    except pa.ArrowInvalid:  # a text holds a comma, a quote or a line break: quote the texts
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    return header.getvalue().encode() + sink.getvalue().to_pybytes()
 
 
-def batch_name(rows: int, drift: str, severity: float, seed: int, data: bytes) -> str:
+def batch_name(rows: int, drift: str, severity: float, seed: int, data: bytes, fmt: str = "csv") -> str:
+    """The batch's file name: its parameters and a digest of its bytes, so the same batch lands once."""
     digest = hashlib.sha256(data).hexdigest()[:8]
-    return f"batch-{rows}r-{drift}-{severity:g}-s{seed}-{digest}.csv"
+    return f"batch-{rows}r-{drift}-{severity:g}-s{seed}-{digest}{FORMATS[fmt]}"
