@@ -1,12 +1,25 @@
 """Make model directories for the serving tests, run with the *pipeline* environment.
 
-Each is saved with mlpipeline's own logging settings (`model_logging_kwargs`), so
-the server is tested on exactly what the pipeline logs:
+Each model is what the training pipeline logs: its dataset document parsed by mlpipeline.dataset, its
+Pipeline built and fitted by mlpipeline.model.fit, saved with mlpipeline.training.model_logging_kwargs
+(skops, the typed signature, the input example, the skops types to trust), so the server is tested on
+exactly that:
   good-v1/, good-v2/  iris classifiers (v2 trained on concept-drifted labels)
   corrupt/            an MLmodel whose model file is garbage (fails to load)
   wrong-features/     fitted on 3 of the 4 signature columns (fails the load-time checks)
-  random_forest/, hist_gradient_boosting/  the pipeline's other model kinds (skops types to trust)
+  random_forest/, hist_gradient_boosting/, linear_svm/  the pipeline's other estimators (skops types to trust)
   pickle/             logged in MLflow's pickle format (refused: loading it runs code)
+  mixed/              penguin-like inputs: two numeric features (body_mass_g with missing values) and two
+                      categorical ones (sex with missing values): a ColumnTransformer (median imputer and
+                      scaler; constant imputer and one-hot encoder) before a LogisticRegression
+  mixed-random_forest/, mixed-hist_gradient_boosting/, mixed-linear_svm/  the same inputs, the other
+                      estimators (mixed-random_forest's input example misses values: a signature with
+                      `required: false` columns)
+  mixed-cases.json    rows for the mixed models (missing values, an unseen category) and what the model
+                      MLflow loads predicts for them, given as the pipeline gives a model its inputs
+                      (mlpipeline.model.model_inputs: text columns as objects, None where missing; a
+                      pandas 3 string column would hold NaN there, which the one-hot encoder does not
+                      take for the imputed `__missing__`)
   mlflow-reading.json what MLflow itself reads from each good MLmodel (the server reads it without MLflow)
     python make_models.py OUT_DIR
 """
@@ -14,69 +27,147 @@ the server is tested on exactly what the pipeline logs:
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow.sklearn
+import numpy as np
 import pandas as pd
 from mlflow.models import Model
+from sklearn.datasets import load_iris
 
-from mlpipeline.model import ESTIMATORS, fit
-from mlpipeline.schema import load_schema
-from mlpipeline.simulate import simulate
+from mlpipeline.dataset import parse
+from mlpipeline.model import fit, model_inputs
 from mlpipeline.training import model_logging_kwargs
 
-MODEL = {"kind": "logistic_regression", "params": {"max_iter": 500}}
+IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+IRIS = parse({"model_name": "iris", "label": {"column": "species"},
+              "features": [{"name": name, "type": "numeric"} for name in IRIS_FEATURES],
+              "model": {"estimator": "logistic_regression", "params": {"max_iter": 500}}}, "make_models", "iris")
+OTHER_ESTIMATORS = {"random_forest": {"n_estimators": 5}, "hist_gradient_boosting": {"max_iter": 20},
+                    "linear_svm": {}}
+MIXED = parse({"model_name": "penguins", "label": {"column": "species"}, "features": [
+    {"name": "bill_length_mm", "type": "numeric"},
+    {"name": "body_mass_g", "type": "numeric", "nullable": True},
+    {"name": "island", "type": "categorical", "categories": ["Biscoe", "Dream", "Torgersen"]},
+    {"name": "sex", "type": "categorical", "nullable": True}],
+    "model": {"estimator": "logistic_regression", "params": {"max_iter": 1000}}}, "make_models", "penguins")
+MIXED_FEATURES = MIXED.feature_names
+# What the server is asked in the tests: complete rows, each kind of missing value, an unseen category.
+MIXED_CASES = [
+    {"bill_length_mm": 39.1, "body_mass_g": 3750.0, "island": "Torgersen", "sex": "male"},
+    {"bill_length_mm": 46.5, "body_mass_g": 5200.0, "island": "Biscoe", "sex": "female"},
+    {"bill_length_mm": 49.0, "body_mass_g": 3700.0, "island": "Dream", "sex": "female"},
+    {"bill_length_mm": 47.0, "body_mass_g": None, "island": "Biscoe", "sex": "male"},
+    {"bill_length_mm": None, "body_mass_g": 3500.0, "island": "Dream", "sex": None},
+    {"bill_length_mm": 45.0, "body_mass_g": 4200.0, "island": "Atlantis", "sex": "female"},
+    {"bill_length_mm": None, "body_mass_g": None, "island": None, "sex": None},
+]
 
 
-def save(path: Path, model, features, version: str, logged_as: Model | None = None) -> None:
-    mlflow.sklearn.save_model(model, str(path), mlflow_model=logged_as, **model_logging_kwargs(model, features))
-    (path / "registry.json").write_text(json.dumps({"name": "iris", "version": version, "run_id": f"run-{version}",
-                                                    "model_uri": f"models:/iris/{version}"}))
+def iris(seed: int, drifted: bool = False) -> pd.DataFrame:
+    """600 jittered iris flowers; `drifted`: every label rotated to the next species (concept drift)."""
+    data = load_iris()
+    rng = np.random.default_rng(seed)
+    picked = rng.integers(0, len(data.target), 600)
+    names = np.roll(data.target_names, -1) if drifted else data.target_names
+    frame = pd.DataFrame(data.data[picked] * rng.normal(1.0, 0.02, (600, 4)), columns=IRIS_FEATURES)
+    return frame.assign(species=names[data.target[picked]])
+
+
+def penguins(seed: int, missing_in_example: bool = False) -> pd.DataFrame:
+    """A penguin-like frame: species from bill length, body mass, island and sex; body mass and sex miss
+    values (beyond the first five rows, the input example, unless `missing_in_example`)."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    species = rng.choice(["Adelie", "Chinstrap", "Gentoo"], n)
+    kind = pd.Series(species).map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}).to_numpy()
+    island = np.where(kind == 2, rng.choice(["Biscoe", "Dream"], n, p=[0.9, 0.1]),
+                      np.where(kind == 1, "Dream", rng.choice(["Biscoe", "Dream", "Torgersen"], n)))
+    frame = pd.DataFrame({
+        "bill_length_mm": np.array([38.8, 48.8, 47.5])[kind] + rng.normal(0, 2.5, n),
+        "body_mass_g": np.array([3700.0, 3730.0, 5080.0])[kind] + rng.normal(0, 350, n),
+        "island": island.astype(object),
+        "sex": rng.choice(["female", "male"], n).astype(object),
+        "species": species,
+    })
+    start = 0 if missing_in_example else 5
+    frame.loc[frame.index[start::9], "body_mass_g"] = np.nan
+    frame.loc[frame.index[start + 2::11], "sex"] = None
+    return frame
+
+
+def save(path: Path, model, frame: pd.DataFrame, dataset, version: str, logged_as: Model | None = None,
+         name: str = "iris") -> None:
+    mlflow.sklearn.save_model(model, str(path), mlflow_model=logged_as,
+                              **model_logging_kwargs(model, frame[dataset.feature_names], dataset))
+    (path / "registry.json").write_text(json.dumps({"name": name, "version": version, "run_id": f"run-{version}",
+                                                    "model_uri": f"models:/{name}/{version}"}))
 
 
 def main(out: Path) -> None:
-    schema = load_schema()
-    names, label = schema.feature_names, schema.label
-    clean = simulate(schema, 600, seed=1)
-    drifted = simulate(schema, 600, "concept", 1.0, seed=2)
-    save(out / "good-v1", fit(clean, names, label, MODEL, 0), clean[names], "1")
-    save(out / "good-v2", fit(drifted, names, label, MODEL, 0), drifted[names], "2")
-    save(out / "corrupt", fit(clean, names, label, MODEL, 0), clean[names], "3")
+    datasets = {}  # each good folder's dataset, for predictions as the pipeline makes them
+    clean, drifted = iris(1), iris(2, drifted=True)
+    save(out / "good-v1", fit(clean, IRIS), clean, IRIS, "1")
+    save(out / "good-v2", fit(drifted, IRIS), drifted, IRIS, "2")
+    save(out / "corrupt", fit(clean, IRIS), clean, IRIS, "3")
     for skops_file in (out / "corrupt").glob("*.skops"):
         skops_file.write_bytes(b"this is not a skops archive")
-    save(out / "wrong-features", fit(clean, names, label, MODEL, 0), clean[names], "4")
-    three = fit(clean, names[:3], label, MODEL, 0)
-    mlflow.sklearn.save_model(three, str(out / "wrong-features-tmp"), **model_logging_kwargs(three, clean[names[:3]]))
+    save(out / "wrong-features", fit(clean, IRIS), clean, IRIS, "4")
+    three = replace(IRIS, features=IRIS.features[:3])
+    save(out / "wrong-features-tmp", fit(clean, three), clean, three, "4")
     for skops_file in (out / "wrong-features-tmp").glob("*.skops"):
         target = next((out / "wrong-features").glob("*.skops"))
         target.write_bytes(skops_file.read_bytes())
     shutil.rmtree(out / "wrong-features-tmp")
-    for kind in sorted(set(ESTIMATORS) - {MODEL["kind"]}):
-        save(out / kind, fit(clean, names, label, {"kind": kind, "params": {"max_iter": 20} if "boost" in kind
-                                                  else {"n_estimators": 5}}, 0), clean[names], "5",
+    for kind, params in OTHER_ESTIMATORS.items():
+        dataset = datasets[kind] = replace(IRIS, estimator=kind, params=params)
+        save(out / kind, fit(clean, dataset), clean, dataset, "5",
              logged_as=Model(run_id=f"run-of-{kind}", model_id=f"m-{kind}"))  # as if logged in a run
-    model = fit(clean, names, label, MODEL, 0)
-    mlflow.sklearn.save_model(model, str(out / "pickle"),
-                              **{**model_logging_kwargs(model, clean[names]), "serialization_format": "pickle"})
-    (out / "mlflow-reading.json").write_text(json.dumps({folder.name: mlflow_reading(folder) for folder in
-                                                          sorted(out.iterdir()) if (folder / "MLmodel").is_file()}))
+    model = fit(clean, IRIS)
+    mlflow.sklearn.save_model(model, str(out / "pickle"), **{**model_logging_kwargs(model, clean[IRIS_FEATURES], IRIS),
+                                                             "serialization_format": "pickle"})
+
+    frame = penguins(3)
+    save(out / "mixed", fit(frame, MIXED), frame, MIXED, "m1", name="penguins")
+    for kind, params in OTHER_ESTIMATORS.items():
+        dataset = datasets[f"mixed-{kind}"] = replace(MIXED, estimator=kind, params=params)
+        frame = penguins(4, missing_in_example=kind == "random_forest")
+        save(out / f"mixed-{kind}", fit(frame, dataset), frame, dataset, f"m-{kind}", name="penguins")
+    datasets["mixed"] = MIXED
+    folders = sorted(folder for folder in out.iterdir() if (folder / "MLmodel").is_file())
+    cases = pd.DataFrame(MIXED_CASES, columns=MIXED_FEATURES)
+    (out / "mixed-cases.json").write_text(json.dumps({"rows": MIXED_CASES, "predictions": {
+        folder.name: predictions(folder, cases, datasets[folder.name]) for folder in folders
+        if folder.name.startswith("mixed")}}))
+    (out / "mlflow-reading.json").write_text(json.dumps({
+        folder.name: mlflow_reading(folder, datasets.get(folder.name, IRIS)) for folder in folders}))
 
 
-def mlflow_reading(folder: Path) -> dict:
+def predictions(folder: Path, rows: pd.DataFrame, dataset) -> list | None:
+    """What the model MLflow loads predicts for `rows` as the pipeline gives them to it (None where MLflow
+    cannot load it or it cannot predict)."""
+    try:
+        model = mlflow.sklearn.load_model(str(folder))
+        return [str(label) for label in model.predict(model_inputs(rows, dataset))]
+    except Exception:
+        return None
+
+
+def mlflow_reading(folder: Path, dataset) -> dict:
     """The fields the server uses, as MLflow's own Model class reads them, and what the model MLflow loads
     predicts for its input example (None where MLflow cannot load it or it cannot predict)."""
     meta = Model.load(str(folder / "MLmodel"))
     flavor = meta.flavors["sklearn"]
     example = json.loads((folder / "input_example.json").read_text())
-    try:
-        loaded = mlflow.sklearn.load_model(str(folder))
-        predictions = loaded.predict(pd.DataFrame(example["data"], columns=example["columns"])).tolist()
-    except Exception:
-        predictions = None
+    columns = meta.signature.inputs.inputs
     return {"features": meta.signature.inputs.input_names(), "model_file": flavor["pickled_model"],
+            "feature_types": [column.to_dict()["type"] for column in columns],
+            "feature_required": [column.required for column in columns],
             "serialization_format": flavor.get("serialization_format"),
             "trusted_types": flavor.get("skops_trusted_types") or [], "run_id": meta.run_id or "",
-            "model_id": meta.model_id or "", "example": example["data"], "predictions": predictions}
+            "model_id": meta.model_id or "", "example": example["data"],
+            "predictions": predictions(folder, pd.DataFrame(example["data"], columns=example["columns"]), dataset)}
 
 
 if __name__ == "__main__":

@@ -49,3 +49,26 @@ def test_sklearns_labels_map_back_to_positions_in_unsorted_classes():
     forest.classes_ = forest.classes_[order]  # the trees' outputs now index a permuted list
     predicted = forest.predict(x)
     assert np.array_equal(forest.classes_[sklearn_class_positions(forest)(x)], predicted)
+
+
+def test_a_pipeline_with_a_column_transformer_says_why_it_does_not_fold(caplog):
+    import logging
+
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    from mlserving.fastpath import fold_refusal
+
+    x, y = data(3)
+    frame = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": np.where(x[:, 2] > 0.2, "p", "q")})
+    model = make_pipeline(ColumnTransformer([("n", StandardScaler(), ["a", "b"]), ("c", OneHotEncoder(), ["c"])]),
+                          LogisticRegression(max_iter=1000)).fit(frame, y)
+    assert fold_linear(model) is None
+    assert fold_refusal(model) == "its step 'columntransformer' is a ColumnTransformer, not a StandardScaler"
+    with caplog.at_level(logging.INFO, logger="mlserving.fastpath"):
+        positions = verified_class_positions(model, frame.head(5), where="m")
+    assert [r.getMessage() for r in caplog.records] == [
+        "m: predicting with sklearn, no linear fold: its step 'columntransformer' is a ColumnTransformer, not a "
+        "StandardScaler"]
+    assert np.array_equal(model.classes_[positions(frame)], model.predict(frame))

@@ -11,6 +11,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -20,7 +21,8 @@ from mlserving.loader import load_model_dir
 from .conftest import MODEL
 from .test_endpoints import matrix_request
 
-SERVABLE = ["good-v1", "good-v2", "random_forest", "hist_gradient_boosting"]
+SERVABLE = ["good-v1", "good-v2", "random_forest", "hist_gradient_boosting", "linear_svm", "mixed",
+            "mixed-random_forest", "mixed-hist_gradient_boosting", "mixed-linear_svm"]
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +35,8 @@ def test_the_fields_read_are_the_ones_mlflow_reads(model_dirs, mlflow_reading, f
     ours, theirs = read_mlmodel(model_dirs / folder), mlflow_reading[folder]
     assert theirs["serialization_format"] == "skops"
     assert list(ours.features) == theirs["features"]
+    assert list(ours.feature_types) == theirs["feature_types"]
+    assert list(ours.feature_required) == theirs["feature_required"]
     assert model_dirs / folder / ours.model_file == model_dirs / folder / theirs["model_file"]
     assert list(ours.trusted_types) == theirs["trusted_types"]
     assert (ours.run_id, ours.model_id) == (theirs["run_id"], theirs["model_id"])
@@ -40,10 +44,22 @@ def test_the_fields_read_are_the_ones_mlflow_reads(model_dirs, mlflow_reading, f
 
 @pytest.mark.parametrize("folder", SERVABLE)
 def test_the_estimator_predicts_what_mlflows_load_predicts(model_dirs, mlflow_reading, folder):
+    from mlserving.validation import batch_from_v1
+
     loaded, theirs = load_model_dir(model_dirs / folder), mlflow_reading[folder]
-    rows = np.asarray(theirs["example"], dtype=np.float64)
-    assert loaded.estimator.predict(rows).tolist() == theirs["predictions"]
-    assert loaded.predict(rows).tolist() == theirs["predictions"]  # the fast path too, where it applies
+    if loaded.spec.plain:
+        rows = np.asarray(theirs["example"], dtype=np.float64)
+        assert loaded.estimator.predict(rows).tolist() == theirs["predictions"]
+        assert loaded.predict(rows).tolist() == theirs["predictions"]  # the fast path too, where it applies
+        return
+    # The example as a request would send it (null for NaN), and as the pipeline gives it to a model
+    instances = [[None if isinstance(v, float) and np.isnan(v) else v for v in row] for row in theirs["example"]]
+    frame = pd.DataFrame({name: pd.Series([row[i] for row in instances], dtype=object if categorical else float)
+                          for i, (name, categorical) in enumerate(zip(loaded.features, loaded.spec.categorical,
+                                                                      strict=True))})
+    assert loaded.estimator.predict(frame).tolist() == theirs["predictions"]
+    batch = batch_from_v1({"instances": instances}, loaded.spec, len(instances))
+    assert loaded.predict(batch).tolist() == theirs["predictions"]
 
 
 def test_a_model_logged_in_a_run_names_it_without_a_registry_file(model_dirs, tmp_path):
@@ -87,6 +103,14 @@ REFUSED = {
     "signature not a mapping": (_set("signature", "sepal_length, sepal_width"), "has no input signature"),
     "unnamed columns": (_set("signature", "inputs", TENSOR_INPUTS), "must name its columns"),
     "signature not JSON": (_set("signature", "inputs", "[{"), "is not a JSON list"),
+    "untyped columns": (_set("signature", "inputs", '[{"name": "sepal_length"}, {"name": "sepal_width"}, '
+                                                    '{"name": "petal_length"}, {"name": "petal_width"}]'),
+                        "gives no type for column(s) ['sepal_length', 'sepal_width', 'petal_length', 'petal_width']"),
+    "a column type the server does not take": (
+        _set("signature", "inputs", '[{"name": "sepal_length", "type": "datetime"}, {"name": "sepal_width", '
+                                    '"type": "double"}, {"name": "petal_length", "type": "double"}, '
+                                    '{"name": "petal_width", "type": "double"}]'),
+        "input column(s) ['sepal_length (datetime)'] have a type this server does not take"),
     "model file outside the folder": (_set("flavors", "sklearn", "pickled_model", "../good-v2/model.skops"),
                                       "outside the model directory"),
     "model file missing": (_set("flavors", "sklearn", "pickled_model", "gone.skops"), "does not exist"),

@@ -125,3 +125,89 @@ def test_waiting_requests_leave_nothing_for_the_garbage_collector(traffic):
     finally:
         gc.enable()
     assert allocated < 10, f"{allocated} tracked objects left by {TrafficMetrics.FLUSH_ROWS - 1} requests"
+
+
+CATEGORICAL = (("island", ("Biscoe", "Dream")), ("sex", ("female", "male", "__missing__")))
+
+
+@pytest.fixture
+def mixed_traffic():
+    registry = CollectorRegistry()
+    metrics = TrafficMetrics("m", buckets=(1.0, 2.0))
+    registry.register(metrics)
+    metrics.use_features(("mass",), CATEGORICAL)
+    return metrics, registry
+
+
+def observe_mixed(metrics, rows: list[tuple], version: str = "1") -> None:
+    """Rows of (mass, island, sex), all predicted setosa."""
+    numeric = np.array([[np.nan if r[0] is None else r[0]] for r in rows])
+    columns = tuple(np.array([r[i] for r in rows], dtype=object) for i in (1, 2))
+    metrics.observe(version, CLASSES, numeric, np.zeros(len(rows), dtype=np.intp), columns)
+
+
+def categories(registry, feature: str) -> dict[str, float]:
+    return {sample.labels["category"]: sample.value for metric in registry.collect()
+            if metric.name == "mlserving_feature_category" for sample in metric.samples
+            if sample.labels["feature"] == feature}
+
+
+def test_categorical_values_count_under_the_models_categories_other_or_missing(mixed_traffic):
+    metrics, registry = mixed_traffic
+    observe_mixed(metrics, [(0.5, "Biscoe", "male"), (1.5, "Atlantis", None), (None, None, "__missing__"),
+                            (3.0, "Lemuria", "Female")])
+    assert categories(registry, "island") == {"Biscoe": 1, "Dream": 0, "__other__": 2, "__missing__": 1}
+    # the pipeline's fill value for a missing category is the missing bucket, not a second label
+    assert categories(registry, "sex") == {"female": 0, "male": 1, "__other__": 1, "__missing__": 2}
+    assert value(registry, "mlserving_feature_value_count", feature="mass") == 3  # the missing one is not binned
+    assert value(registry, "mlserving_feature_value_sum", feature="mass") == 5.0
+    assert value(registry, "mlserving_feature_value_bucket", feature="mass", le="+Inf") == 3
+    assert value(registry, "mlserving_feature_missing_total", feature="mass") == 1
+
+
+def test_no_value_a_client_sends_adds_a_label(mixed_traffic):
+    metrics, registry = mixed_traffic
+    for i in range(3 * TrafficMetrics.FLUSH_ROWS):
+        observe_mixed(metrics, [(1.0, f"island-{i}", f"sex-{i}")])
+    assert categories(registry, "island") == {"Biscoe": 0, "Dream": 0, "__other__": 3 * TrafficMetrics.FLUSH_ROWS,
+                                              "__missing__": 0}
+    text = generate_latest(registry).decode()
+    assert "# TYPE mlserving_feature_category_total counter" in text
+    assert 'mlserving_feature_category_total{category="__other__",feature="island",model="m"} 3072.0' in text
+
+
+def test_a_large_mixed_request_is_counted_whole(mixed_traffic):
+    metrics, registry = mixed_traffic
+    big = TrafficMetrics.FLUSH_ROWS * 2 + 1
+    observe_mixed(metrics, [(0.5, "Dream", None)] * big)
+    assert categories(registry, "island")["Dream"] == big and categories(registry, "sex")["__missing__"] == big
+    assert value(registry, "mlserving_feature_value_bucket", feature="mass", le="1") == big
+
+
+def test_a_swap_to_other_categories_starts_their_counts_afresh_and_loses_nothing_else(mixed_traffic):
+    metrics, registry = mixed_traffic
+    observe_mixed(metrics, [(0.5, "Dream", "male")])
+    metrics.use_features(("mass",), (("island", ("Dream", "Torgersen")), CATEGORICAL[1]))
+    observe_mixed(metrics, [(0.5, "Torgersen", "male")], version="2")
+    assert categories(registry, "island") == {"Dream": 0, "Torgersen": 1, "__other__": 0, "__missing__": 0}
+    assert categories(registry, "sex")["male"] == 1  # a new categorical set: every count afresh, as histograms
+    assert value(registry, "mlserving_feature_value_count", feature="mass") == 2  # the same numeric set: kept
+    metrics.use_features(("a", "b"))  # to an all-numeric model; a mixed request still in flight
+    observe_mixed(metrics, [(0.5, "Dream", "male")])
+    observe(metrics, "3", np.array([[0.5, 0.5]]), ["setosa"])
+    assert categories(registry, "island") == {}
+    assert value(registry, "mlserving_feature_value_count", feature="a") == 1
+    assert value(registry, "mlserving_predicted_class_total", version="1", predicted_class="setosa") == 2
+
+
+def test_a_model_with_very_many_categories_counts_the_first_ones_by_name():
+    from mlserving.metrics import MAX_CATEGORY_LABELS
+
+    registry = CollectorRegistry()
+    metrics = TrafficMetrics("m")
+    registry.register(metrics)
+    metrics.use_features((), (("id", tuple(f"c{i}" for i in range(MAX_CATEGORY_LABELS + 50))),))
+    metrics.observe("1", CLASSES, np.empty((2, 0)), np.zeros(2, dtype=np.intp),
+                    (np.array(["c0", f"c{MAX_CATEGORY_LABELS + 10}"], dtype=object),))
+    counted = categories(registry, "id")
+    assert len(counted) == MAX_CATEGORY_LABELS + 2 and counted["c0"] == 1 and counted["__other__"] == 1

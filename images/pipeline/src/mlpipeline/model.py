@@ -89,7 +89,10 @@ def build_model(dataset: Dataset):
     numeric_steps = [("impute", SimpleImputer(strategy="median"))] + ([("scale", StandardScaler())] if scaled else [])
     prepare = ColumnTransformer([
         ("numeric", Pipeline(numeric_steps), numeric),
-        ("categorical", Pipeline([("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),
+        # None is the one missing marker of a text column (model_inputs and the model server both send it):
+        # NaN would be a second one, which an imputer of None leaves alone.
+        ("categorical", Pipeline([("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY,
+                                                           missing_values=None)),
                                   ("onehot", OneHotEncoder(handle_unknown="ignore"))]), categorical),
     ], sparse_threshold=0)  # dense: every allow-listed estimator takes it, and the columns are few
     return Pipeline([("prepare", prepare), ("clf", estimator)])

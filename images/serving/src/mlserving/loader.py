@@ -5,6 +5,16 @@ The directory is exactly what `mlpipeline register` produced (MLmodel, the skops
 file, input_example.json): in a cluster KServe's storage initializer puts it in
 /mnt/models; locally the deploy backend downloads it.
 
+The signature's column types decide what a request may hold (validation.InputSpec): numeric columns
+(double, float, long, integer) and categorical ones (string). A numeric column accepts a missing value
+when the model imputes it (sklearn_inputs.imputed_columns: a SimpleImputer on its way in; the training
+pipeline imputes every numeric column of a model that has any preprocessing) or when the signature marks
+it optional; a categorical column always does (the pipeline imputes those with a constant, and its
+encoder ignores what it does not know). A model with categorical columns, or a ColumnTransformer picking
+its columns by name, is called on a DataFrame; an all-numeric one on a float array, folded into one
+matrix product where it can be (fastpath.py). The load proves the model answers its input example and,
+where missing values are accepted, a row of them.
+
 Which registry version it is comes from the deployer: a registry.json beside MLmodel
 ({"name", "version", "run_id", "model_uri"}, written by `mlpipeline fetch-model`), else
 the environment (MLSERVING_REGISTRY_VERSION, MLSERVING_RUN_ID, MLSERVING_MODEL_URI: the
@@ -15,6 +25,8 @@ only the artifact folder); without either the version is reported as "unregister
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -22,10 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from kserve.errors import InvalidInput
 
-from mlpipeline.model_format import ModelLoadError, load_estimator, read_mlmodel
+from mlpipeline.model_format import MLmodelFile, ModelLoadError, load_estimator, read_mlmodel
 
-from .fastpath import verified_class_positions
+from .fastpath import fold_refusal, sklearn_class_positions, verified_class_positions
+from .sklearn_inputs import imputed_columns, known_categories, selects_columns_by_name
+from .validation import NUMERIC_TYPES, STRING_TYPES, Batch, InputSpec, batch_from_v1
+
+log = logging.getLogger(__name__)
 
 REGISTRY_FILE = "registry.json"
 REGISTRY_ENV = {"version": "MLSERVING_REGISTRY_VERSION", "run_id": "MLSERVING_RUN_ID",
@@ -35,8 +52,9 @@ REGISTRY_ENV = {"version": "MLSERVING_REGISTRY_VERSION", "run_id": "MLSERVING_RU
 @dataclass(frozen=True)
 class LoadedModel:
     estimator: object
-    # Rows in, positions in class_values out: sklearn's predict, or a verified numpy fold of it (fastpath.py).
-    class_positions: Callable[[np.ndarray], np.ndarray]
+    # A checked request in (float rows when spec.plain, else a validation.Batch), positions in class_values
+    # out: sklearn's predict, or a verified numpy fold of it (fastpath.py).
+    class_positions: Callable[[np.ndarray | Batch], np.ndarray]
     class_values: np.ndarray  # the estimator's classes_, as it answers them
     features: tuple[str, ...]
     classes: tuple[str, ...]  # the same, as text (metadata and metrics)
@@ -44,38 +62,103 @@ class LoadedModel:
     run_id: str
     model_uri: str
     source: str
+    spec: InputSpec  # the features' kinds and which accept a missing value
+    categories: dict[str, tuple[str, ...]]  # each categorical feature's categories the model knows
     loaded_at: float = field(default_factory=time.time)
 
-    def predict(self, rows: np.ndarray) -> np.ndarray:
+    def predict(self, rows: np.ndarray | Batch) -> np.ndarray:
         """The predicted labels, as the estimator's own predict gives them."""
         return self.class_values[self.class_positions(rows)]
 
 
-def _strip_feature_names(estimator, features: tuple[str, ...]) -> None:
+def _strip_feature_names(estimator, features: tuple[str, ...], strip: bool = True) -> None:
     """The server validates names against the signature, then passes plain arrays.
 
     sklearn would warn (slowly, on every call) that an array has no feature
-    names, so after checking they match the signature, the fitted names go.
+    names, so after checking they match the signature, the fitted names go
+    (unless `strip` is false: a model called on DataFrames keeps them, and only the names its first step
+    takes, the model's own, are the signature's).
     """
-    steps = [s for _, s in getattr(estimator, "steps", [])] or [estimator]
+    steps = ([s for _, s in getattr(estimator, "steps", [])] or [estimator]) if strip else [estimator]
     for step in steps:
         fitted = getattr(step, "feature_names_in_", None)
         if fitted is not None:
             if tuple(fitted) != features:
                 raise ModelLoadError(f"the estimator was fitted on {list(fitted)}, but the signature says "
                                      f"{list(features)}")
-            del step.feature_names_in_
+            if strip:
+                del step.feature_names_in_
 
 
-def _probe_rows(path: Path, features: tuple[str, ...]) -> np.ndarray:
+def _example(path: Path) -> tuple[list, list] | None:
+    """The input example's columns and rows (MLflow writes it in pandas' split orient, NaN as a bare NaN,
+    which json reads)."""
     example = path / "input_example.json"
     if example.exists():
         doc = json.loads(example.read_text())
         columns, data = doc.get("columns"), doc.get("data")
         if columns and data:
-            index = [columns.index(f) for f in features]
-            return np.asarray(data, dtype=np.float64)[:, index]
+            return columns, data
+    return None
+
+
+def _probe_rows(path: Path, features: tuple[str, ...]) -> np.ndarray:
+    example = _example(path)
+    if example is not None:
+        columns, data = example
+        index = [columns.index(f) for f in features]
+        return np.asarray(data, dtype=np.float64)[:, index]
     return np.ones((1, len(features)))
+
+
+def _probe_batch(path: Path, spec: InputSpec, categories: dict[str, tuple[str, ...]]) -> Batch:
+    """The input example as a request of its rows, checked as one; without an example, one made-up row."""
+    example = _example(path)
+    if example is None:
+        row = {name: (categories.get(name) or ("",))[0] if categorical else 1.0
+               for name, categorical, _ in spec.places}
+        return batch_from_v1({"instances": [row]}, spec, 1)
+    columns, data = example
+    try:
+        instances = [{name: row[columns.index(name)] for name in spec.features} for row in data]
+        return batch_from_v1({"instances": [{k: None if isinstance(v, float) and math.isnan(v) else v
+                                             for k, v in row.items()} for row in instances]}, spec, len(instances))
+    except (ValueError, IndexError, TypeError, InvalidInput) as exc:
+        raise ModelLoadError(f"{path}: the input example does not fit the signature's columns: {exc}") from None
+
+
+def _missing_row(batch: Batch, spec: InputSpec) -> Batch:
+    """The first row of `batch` with every value that may be missing missing."""
+    numeric = batch.numeric[:1].copy()
+    numeric[:, spec.numeric_nullable] = np.nan
+    return Batch(numeric, tuple(np.array([None], dtype=object) for _ in batch.categorical))
+
+
+def input_spec(meta: MLmodelFile, estimator, where: str) -> InputSpec:
+    """The model's inputs as the server checks them: kinds from the signature, missing values accepted where
+    the model imputes (or the signature marks the column optional) and for every categorical column."""
+    types = meta.feature_types or ("double",) * len(meta.features)
+    unsupported = [f"{name} ({kind})" for name, kind in zip(meta.features, types, strict=True)
+                   if kind not in NUMERIC_TYPES | STRING_TYPES]
+    if unsupported:
+        raise ModelLoadError(f"{where}: input column(s) {unsupported} have a type this server does not take; it "
+                             f"takes numeric ({', '.join(sorted(NUMERIC_TYPES))}) and string columns")
+    categorical = tuple(kind in STRING_TYPES for kind in types)
+    imputed = imputed_columns(estimator, meta.features)
+    required = meta.feature_required or (True,) * len(meta.features)
+    nullable = tuple(c or name in imputed or not r
+                     for name, c, r in zip(meta.features, categorical, required, strict=True))
+    return InputSpec(meta.features, categorical, nullable)
+
+
+def _why_sklearn(estimator, spec: InputSpec, frame: bool) -> str:
+    if spec.categorical_names:
+        return f"its inputs include categorical features {list(spec.categorical_names)}"
+    if spec.nullable_names:
+        return f"it accepts missing values for {list(spec.nullable_names)}"
+    if frame:
+        return "it selects its columns by name (a ColumnTransformer)"
+    return fold_refusal(estimator) or "no reason"
 
 
 def registry_identity(path: Path) -> dict:
@@ -93,23 +176,73 @@ def load_model_dir(path: str | Path) -> LoadedModel:
     estimator = load_estimator(meta, path)
     if not hasattr(estimator, "predict") or not hasattr(estimator, "classes_"):
         raise ModelLoadError(f"{path}: the model is not a fitted classifier")
-    _strip_feature_names(estimator, features)
-    probe = _probe_rows(path, features)
-    try:
-        predicted = estimator.predict(probe)
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: the model failed a test prediction: {type(exc).__name__}: {exc}") from exc
-    if len(predicted) != len(probe):
-        raise ModelLoadError(f"{path}: a test prediction returned {len(predicted)} rows for {len(probe)}")
+    spec = input_spec(meta, estimator, str(path))
+    categories = {name: categories for name, categories in known_categories(estimator, features).items()
+                  if name in spec.categorical_names}
+    # A DataFrame for a model that picks its columns by name, or was fitted on named text columns
+    frame = hasattr(estimator, "feature_names_in_") and (bool(spec.categorical_names)
+                                                          or selects_columns_by_name(estimator))
+    _strip_feature_names(estimator, features, strip=not frame)
+    if spec.plain and not frame:
+        probe = _probe_rows(path, features)
+        _test_prediction(estimator, probe, path)
+        class_positions = verified_class_positions(estimator, probe, where=str(path))
+    else:
+        class_positions = SklearnPositions(estimator, spec, frame)
+        if spec.plain:
+            _test_prediction(estimator, _as_frame(_probe_rows(path, features), features), path)
+        else:
+            probe = _probe_batch(path, spec, categories)
+            _test_prediction(estimator, class_positions.model_input(probe), path)
+            if spec.nullable_names or spec.categorical_names:
+                _test_prediction(estimator, class_positions.model_input(_missing_row(probe, spec)), path,
+                                 " with every value that may be missing missing (null)")
+        log.info("%s: predicting with sklearn, no linear fold: %s", path, _why_sklearn(estimator, spec, frame))
     registry = registry_identity(path)
     return LoadedModel(
         estimator=estimator,
-        class_positions=verified_class_positions(estimator, probe),
+        class_positions=class_positions,
         class_values=np.asarray(estimator.classes_),
         features=features,
+        spec=spec,
+        categories=categories,
         classes=tuple(str(c) for c in estimator.classes_),
         version=str(registry.get("version", "unregistered")),
         run_id=str(registry.get("run_id") or meta.run_id),
         model_uri=str(registry.get("model_uri") or (f"models:/{meta.model_id}" if meta.model_id else "")),
         source=str(path.resolve()),
     )
+
+
+def _test_prediction(estimator, inputs, path: Path, what: str = "") -> None:
+    try:
+        predicted = estimator.predict(inputs)
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: the model failed a test prediction{what}: {type(exc).__name__}: {exc}") \
+            from exc
+    if len(predicted) != len(inputs):
+        raise ModelLoadError(f"{path}: a test prediction returned {len(predicted)} rows for {len(inputs)}")
+
+
+def _as_frame(rows: np.ndarray, features: tuple[str, ...]):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=list(features))
+
+
+class SklearnPositions:
+    """sklearn's predict as positions in classes_, for a model that is not a plain float-array one: a
+    checked request (float rows for an all-numeric spec, else a Batch) made into what the model was fitted
+    on, a DataFrame (`frame`) or an array."""
+
+    def __init__(self, estimator, spec: InputSpec, frame: bool):
+        self.positions = sklearn_class_positions(estimator)
+        self.spec, self.frame = spec, frame
+
+    def model_input(self, rows: np.ndarray | Batch):
+        if type(rows) is not Batch:  # an all-numeric model that takes a DataFrame
+            return _as_frame(rows, self.spec.features)
+        return self.spec.frame(rows) if self.frame else self.spec.array(rows)
+
+    def __call__(self, rows: np.ndarray | Batch) -> np.ndarray:
+        return self.positions(self.model_input(rows))

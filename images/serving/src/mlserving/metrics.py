@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import collections
 import gc
+import logging
 import threading
 import time
 
 import numpy as np
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+log = logging.getLogger(__name__)
+
+# The category labels of a categorical feature beyond the ones its model knows: any other value, and a
+# missing one (null; or the pipeline's own fill value for it, which the model treats the same).
+OTHER_CATEGORY, MISSING_CATEGORY = "__other__", "__missing__"
+MAX_CATEGORY_LABELS = 1000  # known categories counted by name per feature; the rest count as __other__
 
 # Iris-scale defaults (cm); --feature-buckets overrides.
 DEFAULT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0, 8.0, 10.0, 15.0,
@@ -45,8 +53,13 @@ def time_gc_pauses() -> None:
 
 
 class TrafficMetrics:
-    """What live traffic looked like, for one model: each feature's value histogram (the input to live drift
-    detection) and the predicted classes by served version.
+    """What live traffic looked like, for one model: each numeric feature's value histogram (the input to live
+    drift detection) and count of missing values, each categorical feature's values counted by category, and
+    the predicted classes by served version.
+
+    A categorical value is counted under its category when the model knows it (its encoder's categories_,
+    up to MAX_CATEGORY_LABELS a feature), else under __other__, or __missing__ when null: the labels are
+    the model's, never a client's, so no request can add series.
 
     A request only copies its rows and predicted classes (positions in its model's classes) into
     preallocated numpy buffers. They are counted in batches, when the buffers are full (FLUSH_ROWS rows) and
@@ -71,36 +84,81 @@ class TrafficMetrics:
         self._waiting = 0
         self._lock = threading.Lock()
         self._count_features(())
+        self._count_categories(())
 
-    def use_features(self, features: tuple[str, ...]) -> None:
-        """Count values of these features from now on (a new feature set starts its histograms afresh)."""
+    def use_features(self, features: tuple[str, ...],
+                     categorical: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> None:
+        """Count values of these numeric features, and of these categorical ones by the categories given for
+        each, from now on (a new feature set starts its histograms, or its category counts, afresh)."""
         with self._lock:
             self._flush()
             if features != self.features:
                 self._count_features(features)
+            if categorical != self.categorical:
+                self._count_categories(categorical)
 
     def _count_features(self, features: tuple[str, ...]) -> None:
         self.features = features
         self.counts = np.zeros((len(features), self.edges.size + 1), dtype=np.int64)
         self.sums = np.zeros(len(features))
+        self.missing = np.zeros(len(features), dtype=np.int64)
         self.offsets = np.arange(len(features)) * (self.edges.size + 1)  # each feature's slice of the bins
         self._rows = np.empty((self.FLUSH_ROWS, len(features)))
         self._has_values = np.zeros(self.FLUSH_ROWS, dtype=bool)
 
-    def observe(self, version: str, classes: tuple[str, ...], rows: np.ndarray, positions: np.ndarray) -> None:
-        """A request's rows and its predicted classes, as positions in `classes`."""
+    def _count_categories(self, categorical: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
+        """One counter slot per (feature, category): each feature's known categories, then __other__ and
+        __missing__; a request's values become slot numbers through one dict per feature."""
+        self.categorical = categorical
+        labels: list[tuple[str, str]] = []
+        lookups = []
+        for name, categories in categorical:
+            known = [c for c in dict.fromkeys(categories) if c not in (OTHER_CATEGORY, MISSING_CATEGORY)]
+            if len(known) > MAX_CATEGORY_LABELS:
+                log.warning("%s: feature %r has %d categories; the first %d are counted by name, the others as %s",
+                            self.model, name, len(known), MAX_CATEGORY_LABELS, OTHER_CATEGORY)
+                known = known[:MAX_CATEGORY_LABELS]
+            offset = len(labels)
+            other, missing = offset + len(known), offset + len(known) + 1
+            lookup = {category: offset + i for i, category in enumerate(known)}
+            lookup[None] = lookup[MISSING_CATEGORY] = missing
+            lookups.append((lookup, other))
+            labels += [(name, c) for c in known] + [(name, OTHER_CATEGORY), (name, MISSING_CATEGORY)]
+        self.category_labels = tuple(labels)
+        self.category_counts = np.zeros(len(labels), dtype=np.int64)
+        self._lookups = tuple(lookups)
+        self._codes = np.empty((self.FLUSH_ROWS, len(lookups)), dtype=np.intp)
+
+    def _encode(self, categorical, out: np.ndarray) -> None:
+        """Each categorical column's values as counter slots, into `out` ([rows, categorical features])."""
+        for j, (lookup, other) in enumerate(self._lookups):
+            get = lookup.get
+            out[:, j] = [get(value, other) for value in categorical[j]]
+
+    def observe(self, version: str, classes: tuple[str, ...], rows: np.ndarray, positions: np.ndarray,
+                categorical=None) -> None:
+        """A request's numeric rows (NaN where a value is missing), its categorical columns (one sequence of
+        strings and None per categorical feature, or None when it has none) and its predicted classes, as
+        positions in `classes`."""
         n = len(positions)
         with self._lock:  # the feature check too: a swap to other features changes the buffers under the lock
             # A request the model just swapped out answered may have other features: its values fit no histogram.
-            fits = rows.shape[1] == len(self.features)
+            encoded = 0 if categorical is None else len(categorical)
+            fits = rows.shape[1] == len(self.features) and encoded == len(self._lookups)
             if self._waiting + n > self.FLUSH_ROWS:
                 self._flush()
             if n > self.FLUSH_ROWS:  # more than the buffers hold: counted at once
-                self._count(rows if fits else None, [(version, classes, positions)])
+                codes = None
+                if fits and encoded:
+                    codes = np.empty((n, encoded), dtype=np.intp)
+                    self._encode(categorical, codes)
+                self._count(rows if fits else None, [(version, classes, positions)], codes)
                 return
             start, end = self._waiting, self._waiting + n
             if fits:
                 self._rows[start:end] = rows
+                if encoded:
+                    self._encode(categorical, self._codes[start:end])
             self._has_values[start:end] = fits
             self._positions[start:end] = positions
             if not self._segments or self._segments[-1][1:] != (version, classes):
@@ -115,19 +173,34 @@ class TrafficMetrics:
         bounds = [start for start, _, _ in self._segments[1:]] + [end]
         # Requests of another feature set are rare (a swap in flight): the usual batch is used in place, not
         # copied through a mask (18 us of a 1,024-row batch).
-        rows, fits = self._rows[:end], self._has_values[:end]
-        self._count(rows if fits.all() else rows[fits],
+        rows, codes, fits = self._rows[:end], self._codes[:end], self._has_values[:end]
+        every = fits.all()
+        self._count(rows if every else rows[fits],
                     [(version, classes, self._positions[start:stop])
-                     for (start, version, classes), stop in zip(self._segments, bounds, strict=True)])
+                     for (start, version, classes), stop in zip(self._segments, bounds, strict=True)],
+                    (codes if every else codes[fits]) if self._lookups else None)
         self._waiting, self._segments = 0, []
 
-    def _count(self, rows: np.ndarray | None, segments: list[tuple[str, tuple[str, ...], np.ndarray]]) -> None:
+    def _count(self, rows: np.ndarray | None, segments: list[tuple[str, tuple[str, ...], np.ndarray]],
+               codes: np.ndarray | None = None) -> None:
         if rows is not None and len(rows):
+            # einsum adds the columns in one pass: rows.sum(axis=0) takes 13 us of a 1,024-row batch, this 5 us
+            sums = np.einsum("ij->j", rows)
             slots = np.searchsorted(self.edges, rows, side="left")  # le-buckets: value <= edge
             slots += self.offsets
-            self.counts += np.bincount(slots.ravel(), minlength=self.counts.size).reshape(self.counts.shape)
-            # einsum adds the columns in one pass: rows.sum(axis=0) takes 13 us of a 1,024-row batch, this 5 us
-            self.sums += np.einsum("ij->j", rows)
+            if np.isnan(sums).any():  # missing values (NaN: only a model that accepts them lets them in)
+                # counted apart, not binned: NaN would sort past every edge, into +Inf, and make the sum NaN
+                missing = np.isnan(rows)
+                self.missing += missing.sum(axis=0)
+                slots[missing] = self.counts.size  # one past the last bin, dropped below
+                binned = np.bincount(slots.ravel(), minlength=self.counts.size + 1)[:-1]
+                sums = np.einsum("ij->j", np.where(missing, 0.0, rows))
+            else:
+                binned = np.bincount(slots.ravel(), minlength=self.counts.size)
+            self.counts += binned.reshape(self.counts.shape)
+            self.sums += sums
+        if codes is not None and codes.size:
+            self.category_counts += np.bincount(codes.ravel(), minlength=self.category_counts.size)
         for version, classes, positions in segments:
             for cls, count in zip(classes, np.bincount(positions, minlength=len(classes)).tolist(), strict=False):
                 if count:
@@ -137,10 +210,12 @@ class TrafficMetrics:
         with self._lock:
             self._flush()
             counts, sums, classes = self.counts.copy(), self.sums.copy(), dict(self.classes)
-        values = HistogramMetricFamily("mlserving_feature_value", "Feature values of live traffic",
-                                       labels=["model", "feature"])
+            features, missing = self.features, self.missing.tolist()
+            category_labels, category_counts = self.category_labels, self.category_counts.tolist()
+        values = HistogramMetricFamily("mlserving_feature_value", "Feature values of live traffic (numeric features; "
+                                       "missing values are in mlserving_feature_missing)", labels=["model", "feature"])
         labels = [f"{e:g}" for e in self.edges] + ["+Inf"]
-        for i, feature in enumerate(self.features):
+        for i, feature in enumerate(features):
             cumulative = np.cumsum(counts[i])
             values.add_metric([self.model, feature], list(zip(labels, cumulative.tolist(), strict=True)),
                               sum_value=float(sums[i]))
@@ -150,6 +225,18 @@ class TrafficMetrics:
         for (version, cls), count in classes.items():
             predicted.add_metric([self.model, version, cls], count)
         yield predicted
+        categories = CounterMetricFamily(
+            "mlserving_feature_category", f"Categorical feature values of live traffic by category: the ones the "
+            f"model knows, {OTHER_CATEGORY} for any other, {MISSING_CATEGORY} for a missing value",
+            labels=["model", "feature", "category"])
+        for (feature, category), count in zip(category_labels, category_counts, strict=True):
+            categories.add_metric([self.model, feature, category], count)
+        yield categories
+        absent = CounterMetricFamily("mlserving_feature_missing", "Missing values (null) of numeric features in "
+                                     "live traffic", labels=["model", "feature"])
+        for feature, count in zip(features, missing, strict=True):
+            absent.add_metric([self.model, feature], count)
+        yield absent
 
 
 class ModelMetrics:
@@ -160,11 +247,14 @@ class ModelMetrics:
         self.traffic = TrafficMetrics(model, buckets)
         REGISTRY.register(self.traffic)
 
-    def serving(self, version: str, run_id: str, features: tuple[str, ...], previous: tuple[str, str] | None) -> None:
+    def serving(self, version: str, run_id: str, features: tuple[str, ...], previous: tuple[str, str] | None,
+                categorical: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> None:
+        """`features`: the numeric features; `categorical`: each categorical feature with its known categories."""
         if previous is not None:
             MODEL_INFO.labels(self.model, previous[0], previous[1]).set(0)
         MODEL_INFO.labels(self.model, version, run_id).set(1)
-        self.traffic.use_features(features)
+        self.traffic.use_features(features, categorical)
 
-    def observe(self, version: str, classes: tuple[str, ...], rows: np.ndarray, positions: np.ndarray) -> None:
-        self.traffic.observe(version, classes, rows, positions)
+    def observe(self, version: str, classes: tuple[str, ...], rows: np.ndarray, positions: np.ndarray,
+                categorical=None) -> None:
+        self.traffic.observe(version, classes, rows, positions, categorical)

@@ -3,6 +3,10 @@
 Each request takes one reference to the active model at its start and uses it to
 the end, so a swap (a single attribute assignment, after the new model has
 loaded and passed a test prediction) never changes a request in flight.
+
+A model whose inputs are all numeric and accept no missing value takes the float-array path (rows_from_v2,
+the benchmarked one); any other (categorical features, missing values) a Batch (batch_from_v2), which its
+LoadedModel turns into the DataFrame the model was fitted on.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from .loader import LoadedModel, ModelLoadError, load_model_dir
 from .metrics import SWAPS, ModelMetrics
-from .validation import rows_from_v1, rows_from_v2
+from .validation import MAX_STRING_BYTES, Batch, InputSpec, batch_from_v1, batch_from_v2, rows_from_v1, rows_from_v2
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,16 @@ _request_ids = random.Random(os.urandom(32))
 # exponent: 24 characters) with its separator and spaces, plus its feature's name and quotes where a v1 row
 # repeats the name for every value. ENVELOPE_BYTES covers the rest (names, shapes, datatypes, the id).
 VALUE_BYTES, ENVELOPE_BYTES = 32, 64 * 1024
+# A categorical value: at most MAX_STRING_BYTES of UTF-8, each byte at worst a six-character escape (\u00XX) in
+# JSON, with its quotes and separator (its binary form, a 4-byte length and the bytes, is shorter).
+STRING_VALUE_BYTES = 6 * MAX_STRING_BYTES + 4
+
+
+def row_bytes(spec: InputSpec) -> int:
+    """The most text one row of a request can take (ENVELOPE_BYTES aside)."""
+    name = max((len(f) + 3 for f in spec.features), default=0)
+    return sum((STRING_VALUE_BYTES if categorical else VALUE_BYTES) + name for categorical in spec.categorical) \
+        or VALUE_BYTES
 
 
 def new_request_id() -> str:
@@ -49,6 +63,7 @@ class RegistryModel(Model):
         self.max_rows = max_rows
         self.metrics = ModelMetrics(name, *([buckets] if buckets else []))
         self._active: LoadedModel | None = None
+        self._row_bytes = VALUE_BYTES
         self._predict_timer = PREDICT_HIST_TIME.labels(**get_labels(name))  # KServe's own latency histogram
         self._swap_lock = threading.Lock()
 
@@ -60,9 +75,7 @@ class RegistryModel(Model):
     def max_body_bytes(self) -> int:
         """The largest body a request within max_rows can need, in any accepted form: larger ones are refused
         before they are parsed (routes.py)."""
-        features = self._active.features if self._active else ()
-        per_value = VALUE_BYTES + max((len(f) + 3 for f in features), default=0)
-        return self.max_rows * max(len(features), 1) * per_value + ENVELOPE_BYTES
+        return self.max_rows * self._row_bytes + ENVELOPE_BYTES
 
     def load(self) -> bool:
         self._activate(load_model_dir(self.model_dir))
@@ -89,23 +102,34 @@ class RegistryModel(Model):
 
     def _activate(self, model: LoadedModel) -> None:
         previous = self._active
-        self.metrics.serving(model.version, model.run_id, model.features,
-                             (previous.version, previous.run_id) if previous else None)
+        spec = model.spec
+        self.metrics.serving(model.version, model.run_id, spec.numeric_names,
+                             (previous.version, previous.run_id) if previous else None,
+                             tuple((name, model.categories.get(name, ())) for name in spec.categorical_names))
+        self._row_bytes = row_bytes(spec)
         self._active = model
 
-    def _labels(self, active: LoadedModel, rows: np.ndarray) -> list:
+    def _labels(self, active: LoadedModel, rows: np.ndarray | Batch) -> list:
         try:
             positions = active.class_positions(rows)
         except Exception as exc:
             log.exception("%s v%s failed to predict", self.name, active.version)
             raise InferenceError(f"model {self.name} version {active.version} failed to predict: {exc}") from exc
-        self.metrics.observe(active.version, active.classes, rows, positions)
+        if type(rows) is Batch:
+            self.metrics.observe(active.version, active.classes, rows.numeric, positions, rows.categorical)
+        else:
+            self.metrics.observe(active.version, active.classes, rows, positions)
         return active.class_values[positions].tolist()
+
+    def _v2_rows(self, active: LoadedModel, tensors: list) -> np.ndarray | Batch:
+        if active.spec.plain:
+            return rows_from_v2(tensors, active.features, self.max_rows)
+        return batch_from_v2(tensors, active.spec, self.max_rows)
 
     def infer_v2(self, tensors: list, request_id: str | None) -> dict:
         """The v2 fast path (routes.py): decoded tensors in, OIP response dict out, no pydantic round trips."""
         active = self._active
-        rows = rows_from_v2(tensors, active.features, self.max_rows)
+        rows = self._v2_rows(active, tensors)
         started = time.perf_counter()  # not the histogram's time() context manager: it costs twice as much
         try:
             labels = self._labels(active, rows)
@@ -117,7 +141,7 @@ class RegistryModel(Model):
         """KServe's path (v1 REST, and v2 when called through KServe's data plane)."""
         active = self._active
         if isinstance(payload, InferRequest):
-            rows = rows_from_v2(payload.inputs, active.features, self.max_rows)
+            rows = self._v2_rows(active, payload.inputs)
             doc = self._v2_response(active, self._labels(active, rows), payload.id)
             # KServe encodes binary outputs when the response says the request asked for them (as its
             # own get_predict_response passes them on); InferResponse.from_rest would drop that.
@@ -127,7 +151,10 @@ class RegistryModel(Model):
                                  model_version=doc["model_version"], parameters=doc["parameters"],
                                  infer_outputs=outputs, use_binary_outputs=payload.use_binary_outputs,
                                  requested_outputs=payload.request_outputs)
-        rows = rows_from_v1(payload, active.features, self.max_rows)
+        if active.spec.plain:
+            rows = rows_from_v1(payload, active.features, self.max_rows)
+        else:
+            rows = batch_from_v1(payload, active.spec, self.max_rows)
         return {"predictions": self._labels(active, rows), "model_version": active.version}
 
     def _v2_response(self, active: LoadedModel, labels: list, request_id: str | None) -> dict:
@@ -139,20 +166,28 @@ class RegistryModel(Model):
                              "parameters": {"content_type": "str"}, "data": labels}]}
 
     def get_input_types(self) -> list[dict]:
-        return [{"name": f, "datatype": "FP64", "shape": [-1]} for f in self._active.features]
+        """One [N] tensor per feature: FP64 for a numeric one (FP16 and FP32 are accepted too), BYTES for a
+        categorical one."""
+        spec = self._active.spec
+        return [{"name": f, "datatype": "BYTES" if categorical else "FP64", "shape": [-1]}
+                for f, categorical in zip(spec.features, spec.categorical, strict=True)]
 
     def get_output_types(self) -> list[dict]:
         return [{"name": "predictions", "datatype": "BYTES", "shape": [-1]}]
 
     def metadata(self) -> dict:
         active = self._active
+        spec = active.spec
+        parameters = {"registry_version": active.version, "run_id": active.run_id, "model_uri": active.model_uri,
+                      "classes": list(active.classes),
+                      "nullable_inputs": [f for f, n in zip(spec.features, spec.nullable, strict=True) if n]}
+        if not spec.categorical_names:  # one matrix can carry only numbers
+            parameters["matrix_input"] = f"[N,{len(active.features)}] FP32/FP64, columns in input order"
         return {
             "name": self.name,
             "versions": [active.version],
             "platform": "sklearn_mlflow",
             "inputs": self.get_input_types(),
             "outputs": self.get_output_types(),
-            "parameters": {"registry_version": active.version, "run_id": active.run_id,
-                           "model_uri": active.model_uri, "classes": list(active.classes),
-                           "matrix_input": f"[N,{len(active.features)}] FP32/FP64, columns in input order"},
+            "parameters": parameters,
         }

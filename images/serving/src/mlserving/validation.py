@@ -1,22 +1,40 @@
-"""Turn a v2 or v1 request body into a float64 [rows, features] array, or say exactly what is wrong.
+"""Turn a v2 or v1 request body into what the model takes, or say exactly what is wrong.
 
-Both v2 tensor forms are accepted: one [N, F] tensor (any name that is not a
-feature), or one [N] / [N, 1] tensor per named feature. Checks are vectorised:
-one numpy conversion per tensor (one for all of them in the common well-formed
-case), one finiteness test for the batch.
+A model's inputs are the columns of its MLmodel signature (InputSpec). When they are all numeric and none
+accepts a missing value (the iris kind), a request becomes a float64 [rows, features] array (rows_from_v2,
+rows_from_v1): both v2 tensor forms are accepted, one [N, F] tensor (any name that is not a feature) or one
+[N] / [N, 1] tensor per named feature, and the checks are vectorised: one numpy conversion per tensor (one
+for all of them in the common well-formed case), one finiteness test for the batch.
+
+Otherwise (categorical columns, or numeric ones that accept a missing value) a request becomes a Batch
+(batch_from_v2, batch_from_v1): the numeric columns as one float64 array with NaN where a value is
+missing, each categorical column as an object array of strings and None. Numeric features take FP16/FP32/
+FP64 tensors, categorical ones BYTES tensors (JSON: a list of strings; the binary extension: KServe's
+encoding, each value after its 4-byte little-endian length, decoded by KServe's deserialize_bytes_tensor);
+null is a missing value where the model accepts one (that encoding has no null: a missing categorical value
+goes in a JSON request; a missing number is NaN in binary FP data). A categorical value is at most
+MAX_STRING_BYTES of UTF-8. The Batch becomes the model's DataFrame (InputSpec.frame) with the signature's
+columns.
 """
 
 from __future__ import annotations
 
 import math
+import struct
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import orjson
 from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import deserialize_bytes_tensor
 
 FLOAT_TYPES = {"FP16", "FP32", "FP64"}
 MAX_DIMENSION = 2**31 - 1
+# MLflow column types (mlflow.types.DataType) a model's inputs may have: numbers, and text (categorical).
+NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
+STRING_TYPES = frozenset({"string"})
+MAX_STRING_BYTES = 1024  # one categorical value, UTF-8 encoded: a category is a name, not a document
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 us per tensor per request
@@ -27,6 +45,75 @@ class Tensor:
     shape: list
     datatype: str
     data: object
+
+
+class InputSpec:
+    """A model's inputs: the signature's columns in order, which are categorical (MLflow type `string`:
+    BYTES tensors) and which accept a missing value (null; NaN in binary numeric data).
+
+    `plain` when every column is numeric and none accepts a missing value: requests then take the float
+    array path, whose speed is benchmarked."""
+
+    def __init__(self, features: tuple[str, ...], categorical: tuple[bool, ...], nullable: tuple[bool, ...]):
+        self.features, self.categorical, self.nullable = features, categorical, nullable
+        self.index = {name: i for i, name in enumerate(features)}
+        self.numeric_names = tuple(f for f, c in zip(features, categorical, strict=True) if not c)
+        self.categorical_names = tuple(f for f, c in zip(features, categorical, strict=True) if c)
+        self.numeric_nullable = np.array([n for n, c in zip(nullable, categorical, strict=True) if not c], dtype=bool)
+        self.nullable_names = tuple(f for f, n, c in zip(features, nullable, categorical, strict=True) if n and not c)
+        self.plain = not any(categorical) and not any(nullable)
+        # Each feature's place: (name, categorical, its index among the numeric or the categorical columns)
+        numeric_at, categorical_at = iter(range(len(features))), iter(range(len(features)))
+        self.places = tuple((name, c, next(categorical_at) if c else next(numeric_at))
+                            for name, c in zip(features, categorical, strict=True))
+
+    @classmethod
+    def numeric(cls, features: tuple[str, ...]) -> InputSpec:
+        return cls(features, (False,) * len(features), (False,) * len(features))
+
+    def expects(self, name: str) -> str:
+        """What a feature's tensor must be, for messages."""
+        if self.categorical[self.index[name]]:
+            return "send BYTES: a list of strings (null for a missing value)"
+        missing = " (null for a missing value)" if self.nullable[self.index[name]] else ""
+        return f"send FP32 or FP64 numbers{missing}"
+
+    def form_hint(self) -> str:
+        if self.plain:
+            return (f"send one [N,{len(self.features)}] FP32/FP64 tensor, or one tensor per feature "
+                    f"{list(self.features)}")
+        parts = [f"numeric {list(self.numeric_names)} as FP32/FP64" if self.numeric_names else "",
+                 f"categorical {list(self.categorical_names)} as BYTES" if self.categorical_names else ""]
+        matrix = "" if self.categorical_names else f", or one [N,{len(self.features)}] FP32/FP64 tensor"
+        return f"send one [N] tensor per feature: {' and '.join(p for p in parts if p)}{matrix}"
+
+    def frame(self, batch: Batch):
+        """The batch as the DataFrame the model was fitted on: the signature's columns, float64 and object."""
+        import pandas as pd
+
+        columns = {name: pd.Series(batch.categorical[i], dtype=object, copy=False) if categorical
+                   else batch.numeric[:, i] for name, categorical, i in self.places}
+        return pd.DataFrame(columns, columns=list(self.features))
+
+    def array(self, batch: Batch) -> np.ndarray:
+        """The batch as one array in signature order, for a model fitted without column names."""
+        if not self.categorical_names:
+            return batch.numeric
+        rows = np.empty((len(batch), len(self.features)), dtype=object)
+        for column, (_, categorical, i) in enumerate(self.places):
+            rows[:, column] = batch.categorical[i] if categorical else batch.numeric[:, i]
+        return rows
+
+
+@dataclass(slots=True)
+class Batch:
+    """A checked request for a model whose inputs are not plain numbers (InputSpec.plain is false)."""
+
+    numeric: np.ndarray  # float64 [N, numeric features], NaN where a value is missing
+    categorical: tuple[np.ndarray, ...]  # one object [N] array per categorical feature: str, None if missing
+
+    def __len__(self) -> int:
+        return self.numeric.shape[0]
 
 
 def tensors_from_json(doc) -> tuple[list[Tensor], str | None]:
@@ -71,9 +158,18 @@ def tensors_from_binary(body: bytes, header_length: str) -> tuple[list[Tensor], 
         size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
         if size is None:
             continue
-        dtype = BINARY_DTYPES.get(str(item.get("datatype", "")).upper())
+        datatype = str(item.get("datatype", "")).upper()
+        if datatype == "BYTES":
+            if type(size) is not int or size < 0 or offset + size > len(body):
+                raise InvalidInput(f"input {index}: binary_data_size {size!r} is not a number of bytes within "
+                                   f"the {len(body) - offset} bytes left")
+            item["data"] = _binary_strings(body[offset:offset + size], index)
+            offset += size
+            continue
+        dtype = BINARY_DTYPES.get(datatype)
         if dtype is None:
-            raise InvalidInput(f"input {index}: datatype {item.get('datatype')} is not accepted; send FP32 or FP64")
+            raise InvalidInput(f"input {index}: datatype {item.get('datatype')} is not accepted; send FP32 or "
+                               "FP64 (BYTES for a categorical feature)")
         if type(size) is not int or size < 0 or size % dtype.itemsize or offset + size > len(body):
             raise InvalidInput(f"input {index}: binary_data_size {size!r} is not a whole number of "
                                f"{item['datatype']} values within the {len(body) - offset} bytes left")
@@ -88,43 +184,135 @@ def tensors_from_binary(body: bytes, header_length: str) -> tuple[list[Tensor], 
     return tensors, request_id, binary_out
 
 
-def _numbers(data, what: str) -> np.ndarray:
+def _binary_strings(data: bytes, index: int) -> list:
+    """A BYTES input's binary data as text, decoded by KServe's own deserialize_bytes_tensor."""
+    try:
+        values = deserialize_bytes_tensor(data)
+    except struct.error:
+        raise InvalidInput(f"input {index}: its {len(data)} bytes of BYTES data are not a sequence of values "
+                           "each after its 4-byte little-endian length") from None
+    try:
+        return [value.decode("utf-8") for value in values.tolist()]
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"input {index}: a BYTES value is not UTF-8 text ({exc.reason} at byte {exc.start})") \
+            from None
+
+
+def _numbers(data, what: str, allow_null: bool = False) -> np.ndarray:
     try:
         array = np.asarray(data)
     except (ValueError, TypeError) as exc:
         raise InvalidInput(f"{what}: data is ragged or not a list of numbers ({exc})") from exc
-    if array.dtype.kind not in "fiu":
-        raise InvalidInput(f"{what}: data must be numbers, got {array.dtype.kind!r}-typed values "
-                           f"such as {array.ravel()[:3].tolist()}")
-    return array.astype(np.float64, copy=False)
+    if array.dtype.kind in "fiu":
+        return array.astype(np.float64, copy=False)
+    if allow_null and array.dtype.kind == "O":  # null among the numbers (or Python ints beyond int64)
+        flat = array.ravel().tolist()
+        bad = next((v for v in flat if v is not None and type(v) is not float and type(v) is not int), flat)
+        if bad is flat:
+            try:
+                return np.array([math.nan if v is None else v for v in flat], dtype=np.float64).reshape(array.shape)
+            except OverflowError:
+                raise InvalidInput(f"{what}: a number is beyond float64's range") from None
+        raise InvalidInput(f"{what}: data must be numbers or null (a missing value), got {bad!r}"[:300])
+    null = " or null (a missing value)" if allow_null else ""
+    raise InvalidInput(f"{what}: data must be numbers{null}, got {array.dtype.kind!r}-typed values "
+                       f"such as {array.ravel()[:3].tolist()}"[:300])
 
 
-def _check_batch(rows: np.ndarray, max_rows: int) -> np.ndarray:
+def _check_batch(rows: np.ndarray, max_rows: int, features: tuple[str, ...],
+                 nullable: np.ndarray | None = None) -> np.ndarray:
+    """The rows if their count is within limits and every value finite, or NaN (a missing value) where
+    `nullable` (one flag per column) accepts it."""
     if rows.shape[0] == 0:
         raise InvalidInput("the request holds no rows")
     if rows.shape[0] > max_rows:
         raise InvalidInput(f"the request holds {rows.shape[0]} rows; the limit is {max_rows} per request")
     # One reduction in the usual case: a sum is finite when every value is (or it overflowed; look then)
     if not math.isfinite(rows.sum()) and not (finite := np.isfinite(rows)).all():
-        bad = np.flatnonzero(~finite.all(axis=1))
-        raise InvalidInput(f"NaN or infinite values in row(s) {bad[:10].tolist()}; every value must be finite")
+        if nullable is not None and nullable.any():
+            finite |= np.isnan(rows) & nullable
+            if finite.all():
+                return rows
+        bad_rows = np.flatnonzero(~finite.all(axis=1))[:10].tolist()
+        bad_features = [features[j] for j in np.flatnonzero(~finite.all(axis=0))[:10]]
+        accepted = [f for f, n in zip(features, nullable, strict=True) if n] if nullable is not None else []
+        where = f" (missing values, null or NaN, are accepted for {accepted})" if accepted else ""
+        raise InvalidInput(f"NaN or infinite values in row(s) {bad_rows} of feature(s) {bad_features}; every "
+                           f"value must be finite{where}")
     return rows
 
 
-def _tensor(inp, what: str) -> np.ndarray:
-    if inp.datatype not in FLOAT_TYPES:
-        raise InvalidInput(f"{what}: datatype {inp.datatype} is not accepted; send FP32 or FP64")
+def _shape(inp, what: str) -> list:
     shape = list(inp.shape or [])
     # type, not isinstance: JSON's true is no dimension; and none beyond what numpy can index
     if any(type(d) is not int or not 0 <= d <= MAX_DIMENSION for d in shape):
         raise InvalidInput(f"{what}: shape {shape} must be integers from 0 to {MAX_DIMENSION}")
     if not shape:
         raise InvalidInput(f"{what}: shape [] is a scalar; a request needs rows ([N, features] or [N])")
-    values = _numbers(inp.data, what)
+    return shape
+
+
+def _tensor(inp, what: str, allow_null: bool = False, expects: str = "send FP32 or FP64") -> np.ndarray:
+    if inp.datatype not in FLOAT_TYPES:
+        raise InvalidInput(f"{what}: datatype {inp.datatype} is not accepted; {expects}")
+    shape = _shape(inp, what)
+    values = _numbers(inp.data, what, allow_null)
     expected = math.prod(shape)
     if values.size != expected:
         raise InvalidInput(f"{what}: shape {shape} needs {expected} values, got {values.size}")
     return values.reshape(shape)
+
+
+def _string_values(values: list, what: str) -> np.ndarray:
+    """Checked categorical values: each a string of at most MAX_STRING_BYTES, or None (missing)."""
+    for row, value in enumerate(values):
+        if value is None:
+            continue
+        if type(value) is not str:
+            raise InvalidInput(f"{what}: value {row} is {_short(value)}; a categorical feature takes strings "
+                               "(null for a missing value)")
+        # At most 4 UTF-8 bytes a character: only a long string needs encoding to be measured
+        if len(value) > MAX_STRING_BYTES // 4 and \
+                (size := len(value.encode("utf-8", "surrogatepass"))) > MAX_STRING_BYTES:
+            raise InvalidInput(f"{what}: value {row} is {size} bytes long; the limit is {MAX_STRING_BYTES} bytes "
+                               "(UTF-8) per value")
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def _strings(inp, what: str, max_rows: int, expects: str) -> np.ndarray:
+    """A BYTES tensor of shape [N] or [N, 1] as an object array of strings and None."""
+    if inp.datatype != "BYTES":
+        raise InvalidInput(f"{what}: datatype {inp.datatype} is not accepted; {expects}")
+    shape = _shape(inp, what)
+    if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+        raise InvalidInput(f"{what} has shape {shape}; expected [N] or [N, 1]")
+    if shape[0] > max_rows:
+        raise InvalidInput(f"the request holds {shape[0]} rows; the limit is {max_rows} per request")
+    data = inp.data
+    if not isinstance(data, list):
+        raise InvalidInput(f"{what}: data must be a list of strings, got {_short(data)}")
+    if data and all(type(v) is list for v in data):  # nested as its shape ([["a"], ["b"]] for [N, 1])
+        data = [v for row in data for v in row]
+    if len(data) != shape[0]:
+        raise InvalidInput(f"{what}: shape {shape} needs {shape[0]} values, got {len(data)}")
+    return _string_values(data, what)
+
+
+def _lengths_differ(lengths: dict[str, int]) -> InvalidInput | None:
+    """The error for feature inputs of different lengths, naming the ones that differ from the most common."""
+    if len(set(lengths.values())) == 1:
+        return None
+    usual = Counter(lengths.values()).most_common(1)[0][0]
+    odd = [f"{name!r} has {n}" for name, n in lengths.items() if n != usual][:10]
+    return InvalidInput(f"feature inputs have different lengths: {', '.join(odd)} values, the others {usual}; "
+                        "all need the same N")
 
 
 def _feature_columns(inputs: list, features: tuple[str, ...]) -> np.ndarray | None:
@@ -165,7 +353,7 @@ def rows_from_v2(inputs: list, features: tuple[str, ...], max_rows: int) -> np.n
     f = len(features)
     columns = _feature_columns(inputs, features)
     if columns is not None:
-        return _check_batch(columns, max_rows)
+        return _check_batch(columns, max_rows, features)
     form_hint = f"send one [N,{f}] FP32/FP64 tensor, or one tensor per feature {list(features)}"
     if not inputs:
         raise InvalidInput(f"the request has no inputs; {form_hint}")
@@ -175,7 +363,7 @@ def rows_from_v2(inputs: list, features: tuple[str, ...], max_rows: int) -> np.n
         if tensor.ndim != 2 or tensor.shape[1] != f:
             raise InvalidInput(f"input {names[0]!r} has shape {list(tensor.shape)}; expected [N, {f}] "
                                f"with columns {list(features)}")
-        return _check_batch(tensor, max_rows)
+        return _check_batch(tensor, max_rows, features)
     missing = [n for n in features if n not in names]
     unknown = [n for n in names if n not in features]
     duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -192,10 +380,9 @@ def rows_from_v2(inputs: list, features: tuple[str, ...], max_rows: int) -> np.n
         if tensor.ndim != 1:
             raise InvalidInput(f"input {name!r} has shape {list(tensor.shape)}; expected [N] or [N, 1]")
         columns.append(tensor)
-    lengths = {c.size for c in columns}
-    if len(lengths) != 1:
-        raise InvalidInput(f"feature inputs have different lengths {sorted(lengths)}; all need the same N")
-    return _check_batch(np.column_stack(columns), max_rows)
+    if (error := _lengths_differ({name: c.size for name, c in zip(features, columns, strict=True)})) is not None:
+        raise error
+    return _check_batch(np.column_stack(columns), max_rows, features)
 
 
 def rows_from_v1(body, features: tuple[str, ...], max_rows: int) -> np.ndarray:
@@ -221,4 +408,96 @@ def rows_from_v1(body, features: tuple[str, ...], max_rows: int) -> np.ndarray:
     if rows.ndim != 2 or rows.shape[1] != f:
         raise InvalidInput(f"instances have shape {list(rows.shape)}; expected [N, {f}] with columns "
                            f"{list(features)}")
-    return _check_batch(rows, max_rows)
+    return _check_batch(rows, max_rows, features)
+
+
+def _missing_unknown_duplicated(names: list[str], spec: InputSpec) -> None:
+    missing = [n for n in spec.features if n not in names]
+    unknown = [n for n in names if n not in spec.index]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if missing or unknown or duplicated:
+        parts = [f"missing inputs {missing}" if missing else "", f"unknown inputs {unknown}" if unknown else "",
+                 f"duplicated inputs {duplicated}" if duplicated else ""]
+        raise InvalidInput("; ".join(p for p in parts if p) + f"; {spec.form_hint()}")
+
+
+def batch_from_v2(inputs: list, spec: InputSpec, max_rows: int) -> Batch:
+    """A v2 request for a model whose inputs are not plain numbers: one tensor per feature, typed as its
+    signature column is (or, when every feature is numeric, one [N, F] FP tensor)."""
+    if not inputs:
+        raise InvalidInput(f"the request has no inputs; {spec.form_hint()}")
+    names = [i.name for i in inputs]
+    if len(inputs) == 1 and names[0] not in spec.index:
+        if spec.categorical_names:
+            raise InvalidInput(f"input {names[0]!r} is not a feature, and one tensor cannot hold both numbers and "
+                               f"the categorical features {list(spec.categorical_names)}; {spec.form_hint()}")
+        f = len(spec.features)
+        tensor = _tensor(inputs[0], f"input {names[0]!r}", allow_null=True)
+        if tensor.ndim != 2 or tensor.shape[1] != f:
+            raise InvalidInput(f"input {names[0]!r} has shape {list(tensor.shape)}; expected [N, {f}] "
+                               f"with columns {list(spec.features)}")
+        return Batch(_check_batch(tensor, max_rows, spec.features, spec.numeric_nullable), ())
+    _missing_unknown_duplicated(names, spec)
+    by_name = {i.name: i for i in inputs}
+    numeric, categorical, lengths = [], [], {}
+    for name, is_categorical, _ in spec.places:
+        what = f"input {name!r} ({'categorical' if is_categorical else 'numeric'})"
+        if is_categorical:
+            column = _strings(by_name[name], what, max_rows, spec.expects(name))
+            categorical.append(column)
+        else:
+            column = _tensor(by_name[name], what, spec.nullable[spec.index[name]], spec.expects(name))
+            if column.ndim == 2 and column.shape[1] == 1:
+                column = column[:, 0]
+            if column.ndim != 1:
+                raise InvalidInput(f"input {name!r} has shape {list(column.shape)}; expected [N] or [N, 1]")
+            numeric.append(column)
+        lengths[name] = len(column)
+    if (error := _lengths_differ(lengths)) is not None:
+        raise error
+    rows = np.column_stack(numeric) if numeric else np.empty((next(iter(lengths.values())), 0))
+    return Batch(_check_batch(rows, max_rows, spec.numeric_names, spec.numeric_nullable), tuple(categorical))
+
+
+def batch_from_v1(body, spec: InputSpec, max_rows: int) -> Batch:
+    """A v1 request for a model whose inputs are not plain numbers: instances as objects keyed by feature, or
+    as lists of values in signature order."""
+    f = len(spec.features)
+    if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
+        raise InvalidInput(f'a v1 request is {{"instances": [...]}}: objects keyed by {list(spec.features)}, or '
+                           f"lists of {f} values in that order (strings for {list(spec.categorical_names)})")
+    instances = body.get("instances", body.get("inputs"))
+    if not isinstance(instances, list):
+        raise InvalidInput('"instances" must be a list of rows')
+    if not instances:
+        raise InvalidInput("the request holds no rows")
+    if len(instances) > max_rows:
+        raise InvalidInput(f"the request holds {len(instances)} rows; the limit is {max_rows} per request")
+    if isinstance(instances[0], dict):
+        if not all(isinstance(row, dict) for row in instances):
+            raise InvalidInput("mixed row forms: every instance must be an object when the first one is")
+        keys = set().union(*instances)
+        missing, unknown = [n for n in spec.features if n not in keys], sorted(keys - set(spec.features))
+        incomplete = [i for i, row in enumerate(instances) if len(row) != f]
+        if missing or unknown or incomplete:
+            raise InvalidInput(f"instances need exactly the keys {list(spec.features)}; missing {missing}, unknown "
+                               f"{unknown}, incomplete rows {incomplete[:10]}")
+        columns = {name: [row[name] for row in instances] for name in spec.features}
+    else:
+        ragged = [i for i, row in enumerate(instances) if not isinstance(row, list) or len(row) != f]
+        if ragged:
+            raise InvalidInput(f"instances {ragged[:10]} are not lists of {f} values; each row holds "
+                               f"{list(spec.features)} in that order")
+        columns = {name: [row[i] for row in instances] for i, name in enumerate(spec.features)}
+    numeric, categorical = [], []
+    for name, is_categorical, _ in spec.places:
+        what = f"instances' {name!r} ({'categorical' if is_categorical else 'numeric'})"
+        if is_categorical:
+            categorical.append(_string_values(columns[name], what))
+            continue
+        column = _numbers(columns[name], what, spec.nullable[spec.index[name]])
+        if column.ndim != 1:
+            raise InvalidInput(f"{what}: each row needs one number, got {list(column.shape)} values")
+        numeric.append(column)
+    rows = np.column_stack(numeric) if numeric else np.empty((len(instances), 0))
+    return Batch(_check_batch(rows, max_rows, spec.numeric_names, spec.numeric_nullable), tuple(categorical))
