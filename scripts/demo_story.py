@@ -1,4 +1,5 @@
-"""Land three partitions, backfill them through the continuous_training DAG, report what happened.
+"""Land three partitions of the example dataset (datasets/iris.yaml), backfill them through its DAG
+(continuous_training_iris), report what happened.
 
 Airflow is driven through its REST API, as the stack's admin: each `airflow` CLI call costs seconds of
 imports, and the demo polls."""
@@ -17,6 +18,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from mlpipeline.dataset import load  # noqa: E402  (PyYAML and the standard library only)
 from scripts.airflow_cli import api_headers, mlflow_login  # noqa: E402
 from scripts.traffic import Traffic  # noqa: E402
 from scripts.ui_links import link_lines, stack_ports  # noqa: E402
@@ -24,10 +26,13 @@ from scripts.ui_links import link_lines, stack_ports  # noqa: E402
 RUN_DIR = Path(os.environ["RUN_DIR"])
 PORTS = stack_ports()
 DAYS = [("2026-11-01", "none"), ("2026-11-02", "none"), ("2026-11-03", "concept")]
-MODEL = "iris-classifier"
+# The example dataset file names the model (its landing area, registry name and served name) and its DAG.
+DATASET_FILE = REPO / "datasets" / "iris.yaml"
+DATASET = load(DATASET_FILE)
+MODEL = DATASET.model_name
 # A new champion serves 30 % of the traffic for half a minute before Prometheus's verdict promotes it.
 CANARY = {"canary_percent": 30, "canary_minutes": 0.5}
-DAG = "continuous_training"
+DAG = f"continuous_training_{DATASET.name}"
 
 
 class Phases:
@@ -90,8 +95,8 @@ def runs(airflow: Airflow) -> list[dict]:
 
 
 def land(seed: int, day: str, drift: str) -> dict:
-    return mlpipeline("simulate", "--data-root", RUN_DIR / "data", "--partition", day, "--rows", "1500",
-                      "--drift", drift, "--seed", str(seed))
+    return mlpipeline("simulate", "--data-root", RUN_DIR / "data", "--dataset", DATASET_FILE, "--partition", day,
+                      "--rows", "1500", "--drift", drift, "--seed", str(seed))
 
 
 def main() -> None:
@@ -105,7 +110,7 @@ def main() -> None:
     deadline = time.monotonic() + 180
     while airflow.call("GET", f"/dags/{DAG}").status_code == 404:
         if time.monotonic() > deadline:
-            sys.exit("the DAG processor did not pick up dags/continuous_training.py")
+            sys.exit(f"the DAG processor did not pick up {DAG} (dags/continuous_training.py, {DATASET_FILE.name})")
         time.sleep(1)
     phases.done("wait for the DAG processor")
     # Backfills need an unpaused DAG. The backfill runs the three days in order, one at a time, since

@@ -55,7 +55,8 @@ def link_lines(run_dir: Path, ports: dict[str, str], model: str) -> list[str]:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
-    from mlpipeline.schema import example_model_name
+    from mlpipeline.dataset import load
 
-    print("\n".join(link_lines(Path(os.environ["RUN_DIR"]), stack_ports(), example_model_name())))
+    example = load(REPO / "datasets" / "iris.yaml")  # the example model's pages (each model has a DAG of its own)
+    print("\n".join(link_lines(Path(os.environ["RUN_DIR"]), stack_ports(), example.model_name)))
     print("stop everything with: make down")

@@ -117,3 +117,41 @@ def _cancer_mixed():
     for column in ("mean_radius", "worst_concave_points", "smoothness_band"):
         frame.loc[_missing_rows(column, len(frame)), column] = np.nan
     return frame
+
+
+def v2_request(name: str, rows: int = 1) -> dict:
+    """The first `rows` rows of the reference sample as a v2 inference request: an input per feature, FP64
+    for numeric and BYTES for categorical ones, null where a value is missing."""
+    spec, frame = load(name), reference_frame(name).head(rows)
+
+    def values(feature) -> list:
+        column = frame[feature.name]
+        return [None if missing else (float(v) if feature.numeric else str(v))
+                for v, missing in zip(column.tolist(), column.isna().tolist(), strict=True)]
+
+    return {"inputs": [{"name": f.name, "shape": [len(frame)], "datatype": "FP64" if f.numeric else "BYTES",
+                        "data": values(f)} for f in spec.features]}
+
+
+def in_pipeline_environment(*args: str) -> str:
+    """Run this module's command line (`write-reference NAME PATH`, `v2-request NAME`) with the pipeline
+    environment's Python, which has pandas and scikit-learn (the Airflow environment has neither): its
+    output."""
+    import subprocess
+
+    python = REPO / ".venv" / "pipeline" / "bin" / "python"
+    return subprocess.run([str(python), "-m", "tests.datasets", *args], cwd=REPO, check=True, capture_output=True,
+                          text=True).stdout
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    command, *arguments = sys.argv[1:]
+    if command == "write-reference":
+        print(write_reference(*arguments))
+    elif command == "v2-request":
+        print(json.dumps(v2_request(arguments[0])))
+    else:
+        sys.exit(f"unknown command {command!r}: write-reference NAME PATH | v2-request NAME")

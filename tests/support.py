@@ -261,3 +261,46 @@ def first_event(trigger) -> dict:
         return (await anext(trigger.run())).payload
 
     return asyncio.run(first())
+
+
+@contextmanager
+def postgres_server(root: Path):
+    """A throwaway PostgreSQL cluster (Debian's server) in root/pg on a free loopback port, trusting local
+    connections (user `postgres`, database `postgres`); yields the port, stops it at the end. As root it runs
+    as the `postgres` user, allowed to traverse to root (as scripts/services.sh starts it)."""
+    import glob
+    import shutil
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name))
+    if not bins:
+        raise RuntimeError("PostgreSQL is missing: make system-deps installs Debian's postgresql")
+    bin_dir, data = Path(bins[-1]), root / "pg"
+    data.mkdir(parents=True)
+    as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
+                   "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"] if os.getuid() == 0 else []
+    if as_postgres:
+        shutil.chown(data, "postgres", "postgres")
+    log = root / "pg.log"
+    subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                    "--no-sync"], check=True, capture_output=True, timeout=120)
+    port = free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*as_postgres, str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
+                                 "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+                                 "-c", "fsync=off"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"postgres exited: {log.read_text()[-2000:]}")
+            return subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-q"],
+                                  check=False).returncode == 0
+        if not wait_until(ready, 60):
+            raise RuntimeError(f"postgres did not start on :{port}: {log.read_text()[-2000:]}")
+        yield port
+    finally:
+        proc.send_signal(signal.SIGINT)  # fast shutdown
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -11,17 +11,19 @@ import logging
 log = logging.getLogger(__name__)
 
 
-def retraining_reasons(detect: dict, accuracy_threshold: float, drift_limit: float, force: bool) -> list[str]:
-    """Why the champion must be retrained; empty when it is fine."""
+def retraining_reasons(detect: dict, metric_threshold: float, drift_limit: float, force: bool,
+                       metric: str = "accuracy") -> list[str]:
+    """Why the champion must be retrained; empty when it is fine. `metric` is the one the dataset file holds
+    its model to (higher is better for each), read from detection's `fresh_metrics`."""
     reasons = []
     if force:
         reasons.append("force_retrain is set")
     if detect.get("champion") is None:
         reasons.append("there is no champion")
         return reasons
-    accuracy = (detect.get("fresh_metrics") or {}).get("accuracy")
-    if accuracy is not None and accuracy < accuracy_threshold:
-        reasons.append(f"fresh accuracy {accuracy:.4f} < threshold {accuracy_threshold}")
+    score = (detect.get("fresh_metrics") or {}).get(metric)
+    if score is not None and score < metric_threshold:
+        reasons.append(f"fresh {metric} {score:.4f} < threshold {metric_threshold}")
     drift = (detect.get("drift") or {}).get("share_drifted")
     if drift is not None and drift > drift_limit:
         reasons.append(f"drifted feature share {drift:.2f} > limit {drift_limit}")
@@ -32,17 +34,18 @@ def retraining_reasons(detect: dict, accuracy_threshold: float, drift_limit: flo
     return reasons
 
 
-def choose_retraining(detect: dict, params: dict, retrain: str, keep: str, ti=None) -> str:
-    """`retrain` when detection's result calls for it under the run's Params, else `keep`; the reasons
-    are also the task's XCom `reasons` (the report shows them)."""
-    reasons = retraining_reasons(detect, float(params["accuracy_threshold"]), float(params["drift_limit"]),
-                                 bool(params["force_retrain"]))
+def choose_retraining(detect: dict, params: dict, retrain: str, keep: str, ti=None, metric: str = "accuracy") -> str:
+    """`retrain` when detection's result calls for it under the run's Params (`metric_threshold` applies to
+    the dataset's `metric`), else `keep`; the reasons are also the task's XCom `reasons` (the report shows
+    them)."""
+    reasons = retraining_reasons(detect, float(params["metric_threshold"]), float(params["drift_limit"]),
+                                 bool(params["force_retrain"]), metric)
     if ti is not None:
         ti.xcom_push(key="reasons", value=reasons)
     if reasons:
         log.info("retraining: %s", "; ".join(reasons))
         return retrain
-    log.info("no retraining (accuracy threshold %s, drift limit %s): %s", params["accuracy_threshold"],
+    log.info("no retraining (%s threshold %s, drift limit %s): %s", metric, params["metric_threshold"],
              params["drift_limit"], detect.get("reason"))
     return keep
 

@@ -1,14 +1,25 @@
-"""The landing area's rules: a batch is complete when its writer has dropped the `_SUCCESS` marker (what
-the sensor waits for), and which partition `latest` means."""
+"""The landing area's rules: each model has its own, `landing/<model_name>/<partition>/`; a batch is complete
+when its writer has dropped the `_SUCCESS` marker (what the sensor waits for), and `latest` means the newest
+complete batch of that model."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from mlpipeline.volume import MODEL_NAME  # the stages' own rule: one layout, one check
+
 MARKER = "_SUCCESS"
 LATEST = "latest"
 PARTITION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def model_landing(model_name: str) -> Path:
+    """A model's landing area, relative to the data volume's root. The name becomes a path component, so
+    it is checked here too, not only by the dataset file's parser."""
+    if not MODEL_NAME.match(model_name or ""):
+        raise ValueError(f"model name must be lower-case letters, digits and '-', got {model_name!r}")
+    return Path("landing") / model_name
 
 
 def batch_complete(folder: Path) -> bool:
@@ -17,7 +28,7 @@ def batch_complete(folder: Path) -> bool:
 
 
 def latest_partition(landing: Path) -> str | None:
-    """The newest partition (by date) whose batch is complete, or None."""
+    """The newest partition (by date) under a model's landing area whose batch is complete, or None."""
     if not landing.is_dir():
         return None
     complete = [p.name for p in landing.iterdir() if PARTITION.match(p.name) and batch_complete(p)]

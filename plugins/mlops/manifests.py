@@ -1,7 +1,8 @@
-"""The Kubernetes objects the DAG would create for a sample run, rendered like a real run would render them.
+"""The Kubernetes objects each DAG would create for a sample run, rendered like a real run would render them.
 
-`python -m mlops.manifests OUT_DIR` (what `make manifests` runs) writes one YAML file per object, so a
-platform team can review them like `helm template` output. The sample run's upstream XCom values are
+`python -m mlops.manifests OUT_DIR` (what `make manifests` runs) writes one YAML file per object, in a
+folder per DAG (`OUT_DIR/<dag_id>/`, one DAG per dataset file), so a platform team can review them like
+`helm template` output. The sample run's upstream XCom values are
 declared in SAMPLE_RESULTS: rendering needs them, and they are what a real run's tasks return.
 """
 
@@ -15,7 +16,7 @@ SAMPLE_DAY = "2026-11-01"
 SAMPLE_RUN_KEY = "rk-0123456789abcdef"
 # What the sample run's upstream tasks return, as the DAG's XComArgs read it (each key is its own XCom).
 SAMPLE_RESULTS = {
-    "wait_for_batch": {"partition": SAMPLE_DAY, "folder": f"/data/landing/{SAMPLE_DAY}", "started_at": 0.0},
+    "wait_for_batch": {"partition": SAMPLE_DAY, "folder": f"/data/landing/<model>/{SAMPLE_DAY}", "started_at": 0.0},
     "data.ingest": {"partition": SAMPLE_DAY},
     "data.split": {"run_key": SAMPLE_RUN_KEY},
     "detect_degradation": {"run_key": SAMPLE_RUN_KEY},
@@ -131,13 +132,20 @@ def main(argv: list[str]) -> int:
     os.environ.update({**cluster_env(), **helm_connections(repo / "helm-values" / "airflow.yaml")})
     from airflow.dag_processing.dagbag import DagBag
 
+    from mlops.datasets import INVALID_TAG
+
     bag = DagBag(dag_folder=str(repo / "dags"))
     if bag.import_errors:
-        print(f"the DAG does not parse: {bag.import_errors}", file=sys.stderr)
+        print(f"the DAG file does not parse: {bag.import_errors}", file=sys.stderr)
         return 1
-    for path in write(Path(argv[0]), bag.dags["continuous_training"]):
-        print(path)
-    return 0
+    broken = {dag_id: dag.description for dag_id, dag in bag.dags.items() if INVALID_TAG in dag.tags}
+    for dag_id, why in broken.items():
+        print(f"{dag_id}: no manifests, its dataset file is invalid: {why}", file=sys.stderr)
+    for dag_id, dag in sorted(bag.dags.items()):
+        if dag_id not in broken:
+            for path in write(Path(argv[0]) / dag_id, dag):
+                print(path)
+    return 1 if broken else 0
 
 
 if __name__ == "__main__":

@@ -53,6 +53,10 @@ class MlopsSettings:
                                "local target: the pipeline environment's bin folder (its `mlpipeline`)")
     serving_bin: str = option(str(REPO / ".venv" / "serving" / "bin"),
                               "local target: the serving environment's bin folder (its `mlserving`)")
+    datasets_folder: str = option(str(REPO / "datasets"),
+                                  "the dataset files, `<name>.yaml` each, read when the DAG file is parsed: one "
+                                  "`continuous_training_<name>` DAG per file (the Airflow image sets "
+                                  "`/opt/airflow/datasets`, where it ships them)")
     mlflow_ui_url: str = option("", "the MLflow UI as users' browsers reach it, for task links; empty: the "
                                     "`mlflow_default` connection's host")
     task_retries: int = option(2, "retries per task, read when the DAG is parsed")
@@ -61,10 +65,14 @@ class MlopsSettings:
     batch_poll_seconds: float = option(15.0, "how often the triggerer looks for the batch")
     batch_deadline_minutes: float = option(120.0, "after the run is queued, when a still-running run raises "
                                                   "`BatchLate` (a deadline alert)")
-    canary_percent: int = option(10, "the default of the DAG's `canary_percent` Param: the share of requests a new "
-                                     "champion gets first, beside the version it replaces (0: a straight swap)")
-    canary_minutes: float = option(10.0, "the default of the DAG's `canary_minutes` Param: how long a healthy "
-                                         "canary is watched before it is promoted")
+    pull_max_bytes: int = option(1 << 30, "the most one partition pulled from a dataset file's `sql` or `http` "
+                                          "source may hold; `pull_batch` refuses a larger one and writes nothing")
+    canary_percent: int = option(10, "the default of the DAGs' `canary_percent` Param where the dataset file sets "
+                                     "no `canary.percent`: the share of requests a new champion gets first, beside "
+                                     "the version it replaces (0: a straight swap)")
+    canary_minutes: float = option(10.0, "the default of the DAGs' `canary_minutes` Param where the dataset file "
+                                         "sets no `canary.minutes`: how long a healthy canary is watched before it "
+                                         "is promoted")
     canary_deadline_minutes: float = option(30.0, "a canary still without `canary_min_requests` requests this "
                                                   "long after it started is rolled back (never promoted blind)")
     canary_min_requests: int = option(100, "canary requests needed before anything is judged")
@@ -82,6 +90,9 @@ class MlopsSettings:
         if self.target not in TARGETS:
             raise SettingsError(f"[mlops] target must be one of {', '.join(TARGETS)}, got {self.target!r} "
                                 "(AIRFLOW__MLOPS__TARGET)")
+        if self.pull_max_bytes < 1:
+            raise SettingsError(f"[mlops] pull_max_bytes must be positive, got {self.pull_max_bytes} "
+                                "(AIRFLOW__MLOPS__PULL_MAX_BYTES)")
         if not 0 <= self.canary_percent < 100:
             raise SettingsError(f"[mlops] canary_percent must be from 0 to 99, got {self.canary_percent} "
                                 "(AIRFLOW__MLOPS__CANARY_PERCENT)")
@@ -97,6 +108,15 @@ class MlopsSettings:
     @property
     def retry_delay(self) -> timedelta:
         return timedelta(seconds=self.task_retry_delay_seconds)
+
+    @property
+    def datasets(self) -> Path:
+        """The dataset folder; one that is missing is a mistake in the settings, not "no models"."""
+        folder = Path(self.datasets_folder)
+        if not folder.is_dir():
+            raise SettingsError(f"[mlops] datasets_folder {self.datasets_folder!r} is not a folder "
+                                "(AIRFLOW__MLOPS__DATASETS_FOLDER)")
+        return folder
 
     @property
     def batch_wait(self) -> timedelta:
@@ -272,5 +292,9 @@ def kubernetes_settings() -> KubernetesSettings:
 
 
 def target() -> str:
-    """`local` or `kubernetes`, from `[mlops] target`; the DAG reads it when parsed."""
-    return mlops_settings().target
+    """`local` or `kubernetes`, from `[mlops] target`; read for every task the DAGs build, so this one option
+    alone (checked as MlopsSettings checks it), not the whole section: a DAG per dataset file multiplies it."""
+    from airflow.sdk import conf
+
+    raw = conf.get("mlops", "target", fallback=None)
+    return settings_from(MlopsSettings, "mlops", {} if raw is None else {"target": raw}).target

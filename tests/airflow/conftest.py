@@ -67,6 +67,16 @@ def local_target(tmp_path, monkeypatch) -> Path:
     return root
 
 
+@pytest.fixture
+def datasets(tmp_path, monkeypatch) -> Path:
+    """An empty dataset folder of the test's as `[mlops] datasets_folder` (write files with
+    dag_test.dataset_file); the DAG file then defines one DAG per file in it."""
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    monkeypatch.setenv("AIRFLOW__MLOPS__DATASETS_FOLDER", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def airflow_db():
     """An initialised Airflow metadata DB (dag.test() needs one), once per test session."""

@@ -1,8 +1,31 @@
-"""What `dag.test()` needs beside an initialised metadata DB, for the tests and the benchmarks alike."""
+"""What `dag.test()` needs beside an initialised metadata DB, for the tests and the benchmarks alike: the
+dataset file a test's DAG is made from, and Airflow's deadline alerts decoded."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_DATASET = REPO / "datasets" / "iris.yaml"
+
+
+def dataset_file(folder: Path, name: str = "iris", **changes) -> Path:
+    """The example dataset file (datasets/iris.yaml) as `folder/<name>.yaml`, its top-level keys replaced by
+    `changes` (e.g. model_name="iris-dagtest"): the DAG `continuous_training_<name>` once `[mlops]
+    datasets_folder` is `folder`. A test's own model name keeps its registry, landing area and served model
+    apart from every other test's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(dataset_text(**changes))
+    return path
+
+
+def dataset_text(**changes) -> str:
+    """The example dataset file's text with top-level keys replaced (model_name=..., model={...})."""
+    import yaml
+
+    return yaml.safe_dump({**yaml.safe_load(EXAMPLE_DATASET.read_text()), **changes}, sort_keys=False)
 
 
 @contextmanager

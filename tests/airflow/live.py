@@ -17,7 +17,7 @@ from scripts.airflow_cli import admin_password, airflow_env, api_headers, mlflow
 from tests import support
 
 REPO = support.REPO
-DAG_ID = "continuous_training"
+DAG_ID = "continuous_training_iris"  # datasets/iris.yaml's DAG
 SERVICES = ("postgres", "mlflow", "alertmanager", "pushgateway", "airflow")
 
 
@@ -152,8 +152,8 @@ class LiveStack:
     # -- the data volume, the registry, the model server, the alerts -----------------------------------------
     def land(self, partition: str, drift: str = "none", seed: int = 1, rows: int = 900) -> None:
         StageHook(support.PIPELINE_BIN / "mlpipeline").run(
-            "simulate", {"data_root": self.data, "partition": partition, "rows": rows, "drift": drift, "seed": seed},
-            on_line=lambda _: None)
+            "simulate", {"data_root": self.data, "partition": partition, "rows": rows, "drift": drift, "seed": seed,
+                         "dataset": support.EXAMPLE_DATASET}, on_line=lambda _: None)
         self.landed[partition] = drift
 
     def promoting_drift(self, model: str = "iris-classifier") -> str:

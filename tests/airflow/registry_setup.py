@@ -6,13 +6,17 @@ from pathlib import Path
 
 from mlops.hooks.stage import StageHook
 
+from .dag_test import dataset_text
+
 
 def train_and_register(stages: StageHook, root: Path, model: str, partition: str, drift: str, seed: int,
-                       config: Path | None = None) -> dict:
-    """`config`: a training config YAML for split (another estimator, say)."""
+                       estimator: dict | None = None) -> dict:
+    """The example dataset as `model`; `estimator`: its `model` key replaced (another estimator, say)."""
     data = {"data_root": root}
-    stages.run("simulate", {**data, "partition": partition, "rows": 600, "drift": drift, "seed": seed})
-    stages.run("ingest", {**data, "partition": partition})
-    run_key = stages.run("split", {**data, "partition": partition, "config": config})["run_key"]
+    given = {"dataset_content": dataset_text(model_name=model, **({"model": estimator} if estimator else {})),
+             "dataset_name": "iris"}
+    stages.run("simulate", {**data, **given, "partition": partition, "rows": 600, "drift": drift, "seed": seed})
+    stages.run("ingest", {**data, **given, "partition": partition})
+    run_key = stages.run("split", {**data, **given, "partition": partition})["run_key"]
     stages.run("train-local", {**data, "run_key": run_key, "model_name": model})
     return stages.run("register", {**data, "run_key": run_key, "model_name": model})

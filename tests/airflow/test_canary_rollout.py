@@ -16,10 +16,10 @@ from scripts.traffic import Traffic
 from tests import support
 
 from .conftest import connect
+from .dag_test import dataset_file
 from .registry_setup import train_and_register
-from .test_dag import dag  # noqa: F401  (fixture)
-from .test_dag_run import land, xcom
-from .test_dag_run import run as run_dag
+from .test_dag import parse_dag
+from .test_dag_run import land, run, xcom
 
 MODEL = "iris-canary"
 pytestmark = pytest.mark.slow
@@ -39,14 +39,17 @@ def canary_env(stack, local_target, monkeypatch, tmp_path):
         support.stop_local_serving(local_target)
 
 
-def run(dag, day: str, **conf):  # noqa: F811
-    return run_dag(dag, day, model_name=MODEL, **conf)
+@pytest.fixture
+def dag(datasets):
+    """The example's DAG as this test's own model."""
+    dataset_file(datasets, model_name=MODEL)
+    return parse_dag()
 
 
 @pytest.mark.timeout(900)
-def test_a_healthy_canary_is_promoted_and_a_diverging_one_rolled_back_with_no_request_failed(dag, canary_env, stack):  # noqa: F811
+def test_a_healthy_canary_is_promoted_and_a_diverging_one_rolled_back_with_no_request_failed(dag, canary_env, stack):
     root, serving = canary_env
-    land(root, stack, "2026-11-01", seed=1)
+    land(root, stack, "2026-11-01", seed=1, model=MODEL)
     dagrun, states = run(dag, "2026-11-01", canary_percent=30, canary_minutes=0.5)
     assert dagrun.state == "success", states
     assert xcom(dagrun, "deploy")["version"] == "1" and "canary" not in xcom(dagrun, "deploy")  # nothing to beside
@@ -55,7 +58,7 @@ def test_a_healthy_canary_is_promoted_and_a_diverging_one_rolled_back_with_no_re
     with Traffic(serving, MODEL, rate=40) as traffic:
         # Concept drift (every label rotated): v2 is trained and promoted. On traffic of all three
         # classes it predicts the same class mix as v1 (rotated), answers fast and without errors.
-        land(root, stack, "2026-11-02", drift="concept", seed=2)
+        land(root, stack, "2026-11-02", drift="concept", seed=2, model=MODEL)
         dagrun, states = run(dag, "2026-11-02", canary_percent=30, canary_minutes=0.5)
         assert dagrun.state == "success" and states["deploy"] == "success", states
         canary = xcom(dagrun, "deploy")["canary"]
@@ -70,7 +73,7 @@ def test_a_healthy_canary_is_promoted_and_a_diverging_one_rolled_back_with_no_re
         # Clean labels again: v2 fails them, v3 is trained and promoted. The traffic now is setosa
         # flowers, which v2 calls versicolor and v3 setosa: the canary's class mix diverges.
         traffic.mix = {"setosa": 1.0}
-        land(root, stack, "2026-11-03", seed=3)
+        land(root, stack, "2026-11-03", seed=3, model=MODEL)
         dagrun, states = run(dag, "2026-11-03", canary_percent=30, canary_minutes=0.5)
         answered_before = traffic.answered["2"]
         support.wait_until(lambda: traffic.answered["2"] > answered_before + 20, 30)
@@ -128,9 +131,9 @@ def test_a_slow_canary_is_rolled_back_by_its_p99_with_no_request_failed(canary_e
                                  deferrable=False)
     train_and_register(stages, root, model, "2026-11-01", "none", 1)
     assert deploy.execute({"ti": TaskInstance()})["version"] == "1"
-    forest = tmp_path / "forest.yaml"
-    forest.write_text("model: {kind: random_forest, params: {n_estimators: 300}}\n")
-    assert train_and_register(stages, root, model, "2026-11-02", "concept", 2, config=forest)["champion_version"] == "2"
+    forest = {"estimator": "random_forest", "params": {"n_estimators": 300}}
+    assert train_and_register(stages, root, model, "2026-11-02", "concept", 2, estimator=forest)["champion_version"] \
+        == "2"
 
     ti = TaskInstance()
     with Traffic(serving, model, rate=10) as traffic:

@@ -1,7 +1,9 @@
-"""DAG integrity: it parses, has the designed shape, and parsing it imports nothing heavy."""
+"""DAG integrity: one DAG per dataset file, each with the designed shape and the file's settings; a broken
+file becomes a DAG that says why without taking the others down; parsing imports nothing heavy."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -9,6 +11,9 @@ import sys
 import pytest
 
 from .conftest import REPO
+from .dag_test import EXAMPLE_DATASET, dataset_file
+
+IRIS = "continuous_training_iris"  # datasets/iris.yaml's DAG
 
 EDGES = {
     ("wait_for_batch", "data.ingest"), ("data.ingest", "data.split"), ("data.split", "detect_degradation"),
@@ -26,13 +31,19 @@ EDGES = {
 }
 
 
-def parse_dag():
-    """The DAG as the DAG processor parses it (for the target the environment names)."""
+def parse_dags():
+    """The DAGs as the DAG processor parses them (for the target and the dataset folder the environment
+    names), keyed by DAG id; the DAG file itself must import."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}
-    return bag.dags["continuous_training"]
+    return bag.dags
+
+
+def parse_dag(dag_id: str = IRIS):
+    """One DAG as the DAG processor parses it: by default the example dataset file's."""
+    return parse_dags()[dag_id]
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +51,12 @@ def dag():
     return parse_dag()
 
 
+def edges(dag) -> set[tuple[str, str]]:
+    return {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
+
+
 def test_tasks_and_edges(dag):
-    edges = {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
-    assert edges == EDGES
+    assert edges(dag) == EDGES
     assert dag.schedule == "@daily"
 
 
@@ -84,9 +98,10 @@ def test_a_failed_deploy_is_rolled_back_by_a_task_of_its_own(dag):
 
 
 def test_params_are_typed_and_described(dag):
-    for name in ("accuracy_threshold", "drift_limit", "force_retrain", "model_name", "training_window", "partition"):
+    for name in ("metric_threshold", "drift_limit", "force_retrain", "training_window", "partition"):
         param = dag.params.get_param(name)
         assert param.schema.get("type") and param.description, name
+    assert "model_name" not in dag.params  # the dataset file's, not the trigger form's
     assert dag.doc_md and "Continuous training" in dag.doc_md
 
 
@@ -97,12 +112,15 @@ def test_retries_back_off_and_alert(dag):
     task = dag.get_task("data.ingest")
     assert task.retries == 0 and task.retry_exponential_backoff  # the tests set [mlops] task_retries = 0
     assert {type(n) for n in task.on_failure_callback} == {AlertmanagerNotifier, FailureMetricNotifier}
+    [failure_metric] = [n for n in task.on_failure_callback if isinstance(n, FailureMetricNotifier)]
+    assert failure_metric.model_name == "iris-classifier"  # the failure goes to the model's Pushgateway group
     assert [n.severity for n in task.on_retry_callback] == ["warning"]
 
 
 def test_parsing_the_dag_folder_imports_nothing_heavy():
     # Also not Airflow's task supervisor: reading the settings asks nothing of a running Airflow.
-    code = ("import sys; sys.path.insert(0, 'plugins'); import runpy; runpy.run_path('dags/continuous_training.py'); "
+    code = ("import sys; sys.path.insert(0, 'plugins'); import runpy; "
+            "assert 'continuous_training_iris' in runpy.run_path('dags/continuous_training.py'); "
             "heavy = {'sklearn', 'mlflow', 'kfp', 'kserve', 'pandas', 'kubernetes'} & "
             "{m.split('.')[0] for m in sys.modules} | {'airflow.sdk.execution_time.supervisor'} & set(sys.modules); "
             "print(sorted(heavy))")
@@ -130,3 +148,210 @@ def test_extra_links_survive_serialization(dag):
     assert tasks["training.train"]["_operator_extra_links"] == {"MLflow run": "_link_MlflowRunLink"}
     assert set(tasks["deploy"]["_operator_extra_links"]) == {"MLflow model version", "Serving endpoint"}
     assert "MLflow model version" in tasks["training.register"]["_operator_extra_links"]
+
+
+# -- one DAG per dataset file ---------------------------------------------------------------------------------
+WINE = {"model_name": "wine-classifier", "description": "Wine cultivars from a chemical analysis.",
+        "schedule": "0 6 * * 1", "window": "last:3", "metric": {"name": "macro_f1", "min": 0.8},
+        "canary": {"percent": 25, "minutes": 3}, "owners": ["ml-team", "ana"], "tags": ["wine", "example"]}
+
+
+def test_each_dataset_file_is_a_dag_with_the_file_s_settings(datasets):
+    dataset_file(datasets)  # datasets/iris.yaml as it is
+    dataset_file(datasets, "wine", **WINE)
+    dags = parse_dags()
+    assert set(dags) == {IRIS, "continuous_training_wine"}
+    wine, iris = dags["continuous_training_wine"], dags[IRIS]
+    assert edges(wine) == edges(iris) == EDGES  # each carries the whole loop
+    assert wine.schedule == "0 6 * * 1" and wine.description == "Wine cultivars from a chemical analysis."
+    assert set(wine.tags) == {"mlops", "continuous-training", "wine-classifier", "wine", "example"}
+    assert wine.default_args["owner"] == "ml-team, ana" and iris.default_args["owner"] == "airflow"
+    assert "`wine.yaml`" in wine.doc_md and "macro_f1" in wine.doc_md and "Continuous training" in wine.doc_md
+
+    def default(dag, name):
+        return dag.params.get_param(name).value
+
+    assert (default(wine, "metric_threshold"), default(iris, "metric_threshold")) == (0.8, 0.85)
+    assert "macro_f1" in wine.params.get_param("metric_threshold").description
+    assert (default(wine, "training_window"), default(iris, "training_window")) == ("last:3", "last:1")
+    assert (default(wine, "canary_percent"), default(wine, "canary_minutes")) == (25, 3.0)
+    # a file without canary defaults gets the settings' (the tests set [mlops] canary_percent to 0)
+    assert (default(iris, "canary_percent"), default(iris, "canary_minutes")) == (0, 10.0)
+    # Every task works on the file's model; the retraining decision reads the file's metric.
+    assert wine.get_task("wait_for_batch").model_name == "wine-classifier"
+    assert wine.get_task("decide_retraining").op_kwargs["metric"] == "macro_f1"
+    for task_id in ("detect_degradation", "training.register", "roll_back_champion"):
+        assert wine.get_task(task_id).options["model_name"] == "wine-classifier", task_id
+    for task_id in ("training.train", "deploy", "report", "training.approve_promotion"):
+        assert wine.get_task(task_id).model_name == "wine-classifier", task_id
+    assert iris.get_task("deploy").model_name == "iris-classifier"
+
+
+def test_every_dataset_file_the_project_has_is_a_whole_dag(datasets):
+    """The example and the test datasets (categorical features, missing values, other metrics) side by side."""
+    import shutil
+
+    files = [*sorted((REPO / "datasets").glob("*.yaml")), *sorted((REPO / "tests" / "datasets").glob("*.yaml"))]
+    for path in files:
+        shutil.copy(path, datasets / path.name)
+    dags = parse_dags()
+    assert set(dags) == {f"continuous_training_{path.stem}" for path in files}
+    for dag_id, dag in dags.items():
+        assert "invalid-dataset-file" not in dag.tags, (dag_id, dag.description)
+        assert edges(dag) == EDGES, dag_id
+
+
+def rendered_options(dag, task_id: str) -> dict:
+    """A task's options as a run renders them (its upstream results stand in as sample values)."""
+    from mlops.manifests import sample_context
+
+    task = dag.get_task(task_id).prepare_for_execution()
+    task.render_template_fields(sample_context(dag), jinja_env=dag.get_template_env())
+    return task.options
+
+
+@pytest.mark.parametrize("target", ["local", "kubernetes"])
+def test_ingest_and_split_get_the_file_s_text_exactly_as_written_never_rendered(datasets, monkeypatch, target):
+    """The stages parse the text the DAG parsed; a "{{" in it is the user's, not a template."""
+    from mlops.hooks.stage import stage_arguments
+
+    monkeypatch.setenv("AIRFLOW__MLOPS__TARGET", target)
+    if target == "kubernetes":
+        from .conftest import kubernetes_target
+
+        kubernetes_target(monkeypatch)
+    path = dataset_file(datasets, description="Iris, {{ 7 * 7 }} and {% raw %}, as a user may write.")
+    text = path.read_text()
+    dag = parse_dag()
+    for task_id in ("data.ingest", "data.split"):
+        options = rendered_options(dag, task_id)
+        assert options["dataset_content"] == text and options["dataset_name"] == "iris", task_id
+        argv = stage_arguments(options)
+        assert argv[argv.index("--dataset-content") + 1] == text
+    assert "dataset_content" not in rendered_options(dag, "detect_degradation")  # it reads the run's split
+    if target == "kubernetes":
+        from mlops.manifests import stage_pods
+
+        args = stage_pods(dag)["data.ingest"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--dataset-content") + 1] == text
+
+
+BROKEN = "metric: {name: rmse, min: 0.5}\n"  # a metric the parser does not allow
+
+
+def test_a_broken_file_is_a_dag_that_says_why_and_the_others_load(datasets, caplog):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mlpipeline.dataset import DatasetFileError, load
+
+    dataset_file(datasets)
+    broken = datasets / "wine.yaml"
+    broken.write_text(EXAMPLE_DATASET.read_text().replace("metric: {name: accuracy, min: 0.85}", BROKEN.strip()))
+    with pytest.raises(DatasetFileError) as parsed:
+        load(broken)
+    message = str(parsed.value)  # the parser's own message: the file, the key and what is allowed
+    assert str(broken) in message and "'metric.name'" in message and "accuracy, balanced_accuracy, macro_f1" in message
+    caplog.set_level(logging.ERROR)
+    dags = parse_dags()  # no import error: the DAG file itself loads
+    assert set(dags) == {IRIS, "continuous_training_wine"}
+    assert edges(dags[IRIS]) == EDGES and "continuous-training" in dags[IRIS].tags
+    invalid = dags["continuous_training_wine"]
+    assert invalid.schedule is None and set(invalid.tags) == {"mlops", "invalid-dataset-file"}
+    assert invalid.description == message and message in invalid.doc_md.replace("\n    ", "\n")
+    [task] = invalid.tasks
+    assert task.task_id == "invalid_dataset_file" and task.retries == 0
+    with pytest.raises(AirflowFailException) as failed:
+        task.execute({})
+    assert str(failed.value) == message  # a manual run's log shows it
+    assert message in caplog.text  # and so does the DAG processor's
+
+
+@pytest.mark.parametrize(("change", "refusal"), [
+    ({"tags": ["x" * 101]}, "tag cannot be longer than 100 characters"),
+    ({"schedule": "99 * * * *"}, "AirflowTimetableInvalid: [99 * * * *] is not acceptable, out of range"),
+], ids=["long-tag", "cron-out-of-range"])
+def test_a_file_airflow_refuses_is_a_broken_file_not_an_import_error(datasets, change, refusal):
+    """What the parser lets through but Airflow refuses when it builds the DAG breaks that file's DAG only."""
+    dataset_file(datasets)
+    dataset_file(datasets, "wine", **{**WINE, **change})
+    dags = parse_dags()
+    assert "invalid-dataset-file" not in dags[IRIS].tags
+    invalid = dags["continuous_training_wine"]
+    assert "invalid-dataset-file" in invalid.tags
+    assert invalid.description.startswith(f"dataset file {datasets / 'wine.yaml'}: Airflow refuses the DAG built")
+    assert refusal in invalid.description
+
+
+def test_two_files_for_one_model_the_second_is_refused_by_name(datasets):
+    """Two DAGs moving one model's champion would undo each other's work: the first file keeps the model."""
+    first = dataset_file(datasets, "iris")
+    dataset_file(datasets, "iris_copy")
+    dags = parse_dags()
+    assert "invalid-dataset-file" not in dags[IRIS].tags
+    copy = dags["continuous_training_iris_copy"]
+    assert copy.description == (f"dataset file {datasets / 'iris_copy.yaml'}: key 'model_name': 'iris-classifier' is "
+                                f"declared by {first} already; each model has one dataset file")
+
+
+def test_one_name_twice_the_second_file_is_refused_with_an_id_of_its_own(datasets):
+    dataset_file(datasets, "iris")
+    (datasets / "iris.yml").write_text(EXAMPLE_DATASET.read_text().replace("iris-classifier", "iris-other"))
+    dags = parse_dags()
+    assert set(dags) == {IRIS, "continuous_training_iris.yml"}
+    assert "invalid-dataset-file" not in dags[IRIS].tags
+    assert dags["continuous_training_iris.yml"].description == (
+        f"dataset file {datasets / 'iris.yml'}: its DAG id {IRIS} is another dataset file's already (one file per "
+        "name: iris.yaml or iris.yml)")
+
+
+def test_a_file_name_that_is_no_dag_name_gets_a_sanitized_id(datasets):
+    dataset_file(datasets)
+    (datasets / "Wine Data.yaml").write_text(EXAMPLE_DATASET.read_text())
+    dags = parse_dags()
+    invalid = dags["continuous_training_wine_data.yaml"]
+    assert "the file name 'Wine Data' must be lower-case letters" in invalid.description
+    assert set(dags) == {IRIS, "continuous_training_wine_data.yaml"}
+
+
+def test_a_file_too_long_for_one_command_line_argument_is_refused(datasets):
+    from mlops.datasets import MAX_ARGUMENT_BYTES
+
+    dataset_file(datasets, description="x" * MAX_ARGUMENT_BYTES)
+    invalid = parse_dags()[IRIS]
+    assert "a stage is given the file as one command-line argument" in invalid.description
+
+
+def test_an_empty_dataset_folder_gives_no_dags_and_says_so(datasets, caplog):
+    caplog.set_level(logging.WARNING)
+    assert parse_dags() == {}
+    assert f"no dataset files (*.yaml, *.yml) in {datasets} ([mlops] datasets_folder)" in caplog.text
+
+
+def test_a_dataset_folder_that_is_not_there_is_an_import_error_naming_the_option(monkeypatch, tmp_path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRFLOW__MLOPS__DATASETS_FOLDER", str(tmp_path / "missing"))
+    [message] = DagBag(dag_folder=str(REPO / "dags")).import_errors.values()
+    missing = tmp_path / "missing"
+    assert f"[mlops] datasets_folder '{missing}' is not a folder (AIRFLOW__MLOPS__DATASETS_FOLDER)" in message
+
+
+def test_a_sql_or_http_source_is_pulled_before_the_wait_and_files_are_not(datasets):
+    query = "SELECT * FROM iris WHERE day = %(partition)s ORDER BY id"
+    dataset_file(datasets, "warehouse", model_name="iris-sql", source={"kind": "sql", "conn_id": "warehouse",
+                                                                        "query": query})
+    dataset_file(datasets, "server", model_name="iris-http",
+                 source={"kind": "http", "conn_id": "data_server", "endpoint": "/batches/{partition}",
+                         "format": "csv"})
+    dataset_file(datasets)  # files
+    dags = parse_dags()
+
+    sql = dags["continuous_training_warehouse"]
+    pull = sql.get_task("pull_batch")
+    assert edges(sql) == EDGES | {("pull_batch", "wait_for_batch")}
+    assert (pull.kind, pull.conn_id, pull.query, pull.format, pull.partition) == \
+        ("sql", "warehouse", query, "jsonl", "{{ params.partition or ds }}")
+    http = dags["continuous_training_server"].get_task("pull_batch")
+    assert (http.kind, http.endpoint, http.format) == ("http", "/batches/{partition}", "csv")
+    assert http.downstream_task_ids == {"wait_for_batch"}
+    assert edges(dags[IRIS]) == EDGES and not dags[IRIS].has_task("pull_batch")

@@ -23,14 +23,17 @@ from tests.cluster.kfp import ContainerBackend, FakeKfp
 
 from .conftest import connect, data_volume
 from .conftest import kubernetes_target as configure_kubernetes_target
+from .dag_test import dataset_file, dataset_text
 from .test_rbac_contract import granted
 
 MODEL = "iris-k8s"
+LAND = ["--dataset-name", "iris", "--dataset-content", dataset_text(model_name=MODEL)]  # as a pod gets the file
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture
-def kubernetes_target(cluster, stack, monkeypatch, tmp_path):
+def kubernetes_target(cluster, stack, monkeypatch, tmp_path, datasets):
+    dataset_file(datasets, model_name=MODEL)  # the example, as this test's own model
     with FakeKfp(executor=ContainerBackend(cluster, "mlops", tmp_path / "kfp")) as kfp:
         # Nothing can be pulled here: the XCom sidecar runs in the pipeline image (it has sh, sleep and
         # cat), set on the connection as an air-gapped cluster would.
@@ -50,8 +53,7 @@ def kubernetes_target(cluster, stack, monkeypatch, tmp_path):
 
 
 def run(dag, day: str):
-    dagrun = dag.test(logical_date=dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC),
-                      run_conf={"model_name": MODEL})
+    dagrun = dag.test(logical_date=dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC))
     return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
 
@@ -59,7 +61,7 @@ def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, stack):
     target, cluster = kubernetes_target, kubernetes_target["cluster"]
     kube = cluster.kube
     landed = cluster.run_pod("land-2026-11-01", ["simulate", "--data-root", "/data", "--partition", "2026-11-01",
-                                                 "--rows", "900", "--seed", "1"])
+                                                 "--rows", "900", "--seed", "1", *LAND])
     assert landed["status"]["phase"] == "Succeeded"
 
     pods_before = len(kube.requests(PODS))  # the emulator is shared by the session's cluster tests
@@ -108,8 +110,8 @@ def test_retrain_and_deploy_then_a_failing_stage_pod(kubernetes_target, stack):
     volume = cluster.data_volume()
     curated_before = support.tree_snapshot(volume / "curated")
     landed = cluster.run_pod("land-2026-11-02", ["simulate", "--data-root", "/data", "--partition", "2026-11-02",
-                                                 "--rows", "30"])
-    broken = next((volume / "landing" / "2026-11-02").glob("*.csv"))
+                                                 "--rows", "30", *LAND])
+    broken = next((volume / "landing" / MODEL / "2026-11-02").glob("*.csv"))
     broken.write_bytes(b"sepal_length;sepal_width\n1;2\n")
     pods_before = len(kube.requests(PODS))
     dagrun, states = run(target["dag"], "2026-11-02")

@@ -13,7 +13,8 @@ from mlops.hooks.stage import StageHook
 from tests import support
 
 from .conftest import REPO
-from .test_dag import dag  # noqa: F401  (fixture)
+from .dag_test import dataset_file, dataset_text
+from .test_dag import parse_dag
 
 MODEL = "iris-dagtest"
 pytestmark = pytest.mark.slow
@@ -30,9 +31,18 @@ def env(stack, local_target, monkeypatch):
     support.stop_local_serving(local_target)
 
 
-def land(root, stack, day, drift="none", rows=900, seed=1):
+@pytest.fixture
+def dag(datasets):
+    """The example's DAG, from a dataset file of the test's own model (its registry, landing area and
+    served model apart from other tests')."""
+    dataset_file(datasets, model_name=MODEL)
+    return parse_dag()
+
+
+def land(root, stack, day, drift="none", rows=900, seed=1, model=MODEL):
     StageHook(support.PIPELINE_BIN / "mlpipeline", env={"MLFLOW_TRACKING_URI": stack["mlflow"]}).run(
-        "simulate", {"data_root": root, "partition": day, "rows": rows, "drift": drift, "seed": seed},
+        "simulate", {"data_root": root, "partition": day, "rows": rows, "drift": drift, "seed": seed,
+                     "dataset_content": dataset_text(model_name=model), "dataset_name": "iris"},
         on_line=lambda _: None)
 
 
@@ -42,9 +52,8 @@ def pushed(stack, name: str, model: str = MODEL) -> float:
                 if line.startswith(f"{name}{{") and f'model="{model}"' in line)
 
 
-def run(dag, day: str, **conf):  # noqa: F811
-    dagrun = dag.test(logical_date=dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC),
-                      run_conf={"model_name": MODEL, **conf})
+def run(dag, day: str, **conf):
+    dagrun = dag.test(logical_date=dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC), run_conf=conf)
     return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
 
@@ -59,7 +68,7 @@ def xcom(dagrun, task_id: str, key: str = "return_value"):
 
 
 @pytest.mark.timeout(600)
-def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):  # noqa: F811
+def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):
     root, serving = env
 
     land(root, stack, "2026-11-01", seed=1)
@@ -94,16 +103,16 @@ def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):  # noqa: F8
     # A corrupt batch fails ingest with the stage's message, alerts, and changes nothing stored.
     curated_before, registry_before = support.tree_snapshot(root / "curated"), httpx.get(
         f"{stack['mlflow']}/api/2.0/mlflow/registered-models/get", params={"name": MODEL}).json()
-    (root / "landing" / "2026-11-04").mkdir(parents=True)
-    (root / "landing" / "2026-11-04" / "broken.csv").write_bytes(b"sepal_length;sepal_width\n1;2\n")
-    (root / "landing" / "2026-11-04" / "_SUCCESS").touch()
+    (root / "landing" / MODEL / "2026-11-04").mkdir(parents=True)
+    (root / "landing" / MODEL / "2026-11-04" / "broken.csv").write_bytes(b"sepal_length;sepal_width\n1;2\n")
+    (root / "landing" / MODEL / "2026-11-04" / "_SUCCESS").touch()
     dagrun, states = run(dag, "2026-11-04")
     assert dagrun.state == "failed" and states["data.ingest"] == "failed"
     alerts = httpx.get(f"{stack['alertmanager']}/api/v2/alerts",
                        params={"filter": ['alertname="AirflowTaskFailed"', 'task_id="data.ingest"']}).json()
     assert alerts, "no alert reached Alertmanager"
     assert "yielded no usable data" in alerts[0]["annotations"]["error"]
-    assert alerts[0]["labels"]["dag_id"] == "continuous_training"
+    assert alerts[0]["labels"]["dag_id"] == "continuous_training_iris"
     # The failed run alerts once for the DAG (the DAG's on_failure_callback), beside the task's alert.
     [run_alert] = httpx.get(f"{stack['alertmanager']}/api/v2/alerts",
                             params={"filter": ['alertname="AirflowDagRunFailed"']}).json()
@@ -118,7 +127,7 @@ def test_the_loop_trains_skips_retrains_and_alerts(dag, env, stack):  # noqa: F8
 
 
 @pytest.mark.timeout(600)
-def test_shifted_live_traffic_retrains_with_live_drift_as_the_reason(dag, env, stack, monkeypatch, tmp_path):  # noqa: F811
+def test_shifted_live_traffic_retrains_with_live_drift_as_the_reason(datasets, env, stack, monkeypatch, tmp_path):
     """A real Prometheus scrapes the model server the deploy started; the traffic it then answers is
     shifted on every feature while the next labelled batch is not: only live drift calls for training."""
     import random
@@ -127,11 +136,13 @@ def test_shifted_live_traffic_retrains_with_live_drift_as_the_reason(dag, env, s
 
     root, serving = env
     model = "iris-live-drift"
+    dataset_file(datasets, model_name=model)
+    dag = parse_dag()
     counted = f'sum(increase(mlserving_feature_value_count{{model="{model}",feature="petal_length"}}[2m]))'
     with support.prometheus(tmp_path, support.model_server_targets(serving)) as prometheus:
         connect(monkeypatch, prometheus_default=prometheus)
-        land(root, stack, "2026-11-01", seed=11)
-        dagrun, states = run(dag, "2026-11-01", model_name=model, live_drift_window="2m")
+        land(root, stack, "2026-11-01", seed=11, model=model)
+        dagrun, states = run(dag, "2026-11-01", live_drift_window="2m")
         assert dagrun.state == "success" and states["deploy"] == "success", states
         assert xcom(dagrun, "detect_degradation")["live_drift"] is None  # no champion to compare with yet
         # The series are scraped before the traffic (increase() counts growth, not a series' first value).
@@ -146,8 +157,8 @@ def test_shifted_live_traffic_retrains_with_live_drift_as_the_reason(dag, env, s
         scraped = support.wait_scraped(prometheus, counted, lambda r: bool(r) and float(r[0]["value"][1]) >= 290)
         assert scraped and float(scraped[0]["value"][1]) >= 290, scraped
 
-        land(root, stack, "2026-11-02", seed=12)  # the same iris as day 1: the labelled checks pass
-        dagrun, states = run(dag, "2026-11-02", model_name=model, live_drift_window="2m")
+        land(root, stack, "2026-11-02", seed=12, model=model)  # the same iris as day 1: the labelled checks pass
+        dagrun, states = run(dag, "2026-11-02", live_drift_window="2m")
     assert dagrun.state == "success" and states["training.train"] == "success", states
     live = xcom(dagrun, "detect_degradation")["live_drift"]
     assert live["status"] == "measured" and sorted(live["drifted_features"]) == [
@@ -156,3 +167,52 @@ def test_shifted_live_traffic_retrains_with_live_drift_as_the_reason(dag, env, s
     assert len(reasons) == 1 and reasons[0].startswith("live drift: drifted feature share 1.00"), reasons
     assert xcom(dagrun, "report")["retraining_reasons"] == reasons
     assert pushed(stack, "mlops_live_drift_share", model) == 1  # what the LiveTrafficDrift alert reads
+
+
+@pytest.mark.timeout(600)
+def test_a_dataset_with_categorical_features_and_missing_values_runs_the_whole_loop(datasets, env, stack, tmp_path):
+    """Not iris: tests/datasets/cancer-mixed.yaml (numeric and categorical features, some missing, JSON lines
+    batches, classes learned) as a DAG of its own, trained, served with BYTES inputs, retrained on drift."""
+    import yaml
+
+    from tests import datasets as test_datasets
+
+    root, serving = env
+    model = "cancer-mixed-dagtest"
+    document = {**yaml.safe_load(test_datasets.dataset_path("cancer-mixed").read_text()), "model_name": model}
+    (datasets / "cancer-mixed.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    dag = parse_dag("continuous_training_cancer-mixed")
+    assert set(dag.tags) >= {"mlops", model}
+    reference = tmp_path / "reference.parquet"  # built with pandas, in the pipeline's environment
+    test_datasets.in_pipeline_environment("write-reference", "cancer-mixed", str(reference))
+    stages = StageHook(support.PIPELINE_BIN / "mlpipeline", env={"MLFLOW_TRACKING_URI": stack["mlflow"]})
+    given = {"data_root": root, "dataset": datasets / "cancer-mixed.yaml", "reference": reference, "rows": 900}
+
+    stages.run("simulate", {**given, "partition": "2026-11-01", "seed": 1}, on_line=lambda _: None)
+    dagrun, states = run(dag, "2026-11-01")
+    assert dagrun.state == "success" and states["deploy"] == "success", states
+    assert next((root / "landing" / model / "2026-11-01").glob("*.jsonl"))
+    metadata = httpx.get(f"{serving}/v2/models/{model}").json()
+    assert {i["name"]: i["datatype"] for i in metadata["inputs"]} == {
+        f.name: "FP64" if f.numeric else "BYTES" for f in test_datasets.load("cancer-mixed").features}
+    request = {"inputs": [
+        {"name": "mean_radius", "shape": [2], "datatype": "FP64", "data": [14.1, None]},
+        {"name": "mean_texture", "shape": [2], "datatype": "FP64", "data": [19.3, 21.0]},
+        {"name": "worst_concave_points", "shape": [2], "datatype": "FP64", "data": [0.11, 0.2]},
+        {"name": "area_band", "shape": [2], "datatype": "BYTES", "data": ["mid", "high"]},
+        {"name": "smoothness_band", "shape": [2], "datatype": "BYTES", "data": [None, "low"]},
+        {"name": "compactness_band", "shape": [2], "datatype": "BYTES", "data": ["low", "high"]},
+        {"name": "concavity_grade", "shape": [2], "datatype": "BYTES", "data": ["moderate", "never-seen"]}]}
+    answer = httpx.post(f"{serving}/v2/models/{model}/infer", json=request)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model_version"] == "1" and set(answer.json()["outputs"][0]["data"]) <= {"malignant", "benign"}
+    wrong = httpx.post(f"{serving}/v2/models/{model}/infer", json={"inputs": [
+        {**i, "datatype": "FP64", "data": [1.0, 2.0]} if i["name"] == "area_band" else i for i in request["inputs"]]})
+    assert wrong.status_code == 400 and "area_band" in wrong.text
+
+    stages.run("simulate", {**given, "partition": "2026-11-02", "seed": 2, "drift": "concept", "severity": 0.5},
+               on_line=lambda _: None)
+    dagrun, states = run(dag, "2026-11-02")
+    assert dagrun.state == "success" and states["training.register"] == "success", states
+    assert xcom(dagrun, "detect_degradation")["metric"] == "accuracy"
+    assert httpx.post(f"{serving}/v2/models/{model}/infer", json=request).json()["model_version"] == "2"

@@ -16,11 +16,11 @@ from .test_dag import parse_dag
 
 HEALTHY = {"champion": {"version": "3"}, "fresh_metrics": {"accuracy": 0.97},
            "drift": {"share_drifted": 0.25}, "reason": "champion v3: fresh accuracy 0.9700, 1 of 4 features drifted"}
-PARAMS = {"accuracy_threshold": 0.85, "drift_limit": 0.5, "force_retrain": False}
+PARAMS = {"metric_threshold": 0.85, "drift_limit": 0.5, "force_retrain": False}
 
 
-def reasons(detect=HEALTHY, accuracy_threshold=0.85, drift_limit=0.5, force=False):
-    return retraining_reasons(detect, accuracy_threshold, drift_limit, force)
+def reasons(detect=HEALTHY, metric_threshold=0.85, drift_limit=0.5, force=False, metric="accuracy"):
+    return retraining_reasons(detect, metric_threshold, drift_limit, force, metric)
 
 
 def test_a_healthy_champion_is_kept():
@@ -34,8 +34,14 @@ def test_no_champion_means_retraining():
 def test_accuracy_below_the_threshold_means_retraining_and_at_it_does_not():
     low = {**HEALTHY, "fresh_metrics": {"accuracy": 0.61}}
     assert reasons(low) == ["fresh accuracy 0.6100 < threshold 0.85"]
-    assert reasons(low, accuracy_threshold=0.61) == []
-    assert reasons(HEALTHY, accuracy_threshold=0.98) == ["fresh accuracy 0.9700 < threshold 0.98"]
+    assert reasons(low, metric_threshold=0.61) == []
+    assert reasons(HEALTHY, metric_threshold=0.98) == ["fresh accuracy 0.9700 < threshold 0.98"]
+
+
+def test_the_threshold_applies_to_the_dataset_file_s_metric():
+    scored = {**HEALTHY, "fresh_metrics": {"accuracy": 0.97, "macro_f1": 0.72}}
+    assert reasons(scored, metric_threshold=0.8, metric="macro_f1") == ["fresh macro_f1 0.7200 < threshold 0.8"]
+    assert reasons(scored, metric_threshold=0.7, metric="macro_f1") == []
 
 
 def test_drift_above_the_limit_means_retraining_and_at_it_does_not():
@@ -202,7 +208,7 @@ def run_branch(tmp_path, monkeypatch, branch_id: str, upstream_id: str, upstream
     (HEALTHY, {}, "no_retraining", "training.train"),
     ({"champion": None}, {}, "training.train", "no_retraining"),
     ({**HEALTHY, "fresh_metrics": {"accuracy": 0.6}}, {}, "training.train", "no_retraining"),
-    (HEALTHY, {"accuracy_threshold": 0.99}, "training.train", "no_retraining"),
+    (HEALTHY, {"metric_threshold": 0.99}, "training.train", "no_retraining"),
     (HEALTHY, {"drift_limit": 0.1}, "training.train", "no_retraining"),
     (HEALTHY, {"force_retrain": True}, "training.train", "no_retraining"),
 ], ids=["healthy", "no-champion", "low-accuracy", "stricter-threshold", "drift-limit", "forced"])

@@ -25,6 +25,7 @@ from tests.cluster.cluster import MLFLOW_CONNECTION, PIPELINE_IMAGE
 from tests.support import first_event
 
 from .conftest import cluster_settings, connect
+from .dag_test import dataset_text
 
 NAMESPACE = "mlops-serving"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -43,9 +44,10 @@ def task_context(pushed: dict | None = None) -> dict:
 def train_and_register(cluster, model: str, partition: str, drift: str, seed: int) -> dict:
     """One version of `model`, made by the pipeline image's stages as pods on the cluster."""
     name = f"{model}-{partition}"
-    cluster.stage(f"{name}-simulate", "simulate", partition=partition, rows=600, drift=drift, seed=seed)
-    cluster.stage(f"{name}-ingest", "ingest", partition=partition)
-    run_key = cluster.stage(f"{name}-split", "split", partition=partition)["run_key"]
+    given = {"dataset_content": dataset_text(model_name=model), "dataset_name": "iris"}
+    cluster.stage(f"{name}-simulate", "simulate", partition=partition, rows=600, drift=drift, seed=seed, **given)
+    cluster.stage(f"{name}-ingest", "ingest", partition=partition, **given)
+    run_key = cluster.stage(f"{name}-split", "split", partition=partition, **given)["run_key"]
     cluster.stage(f"{name}-train", "train-local", run_key=run_key, model_name=model)
     return cluster.stage(f"{name}-register", "register", run_key=run_key, model_name=model)
 

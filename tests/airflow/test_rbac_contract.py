@@ -23,7 +23,7 @@ from mlops.operators.stage_pod import StagePodOperator
 from mlops.triggers.kserve import InferenceServiceReadyTrigger
 from tests.cluster.apiserver import api_calls, kube_connection, mark
 from tests.cluster.cluster import PIPELINE_IMAGE, airflow_identity
-from tests.support import first_event
+from tests.support import EXAMPLE_DATASET, first_event
 
 from .conftest import REPO, cluster_settings
 from .test_kserve_contract import task_context
@@ -71,16 +71,18 @@ def exercised(cluster, monkeypatch):
 
     context = task_context()
     # A stage that succeeds, synchronously: create, find, wait, log, XCom through the sidecar, delete.
-    synchronous = stage("simulate", "simulate", {"partition": "2026-10-01", "rows": 20}, deferrable=False)
+    given = {"dataset_content": EXAMPLE_DATASET.read_text(), "dataset_name": "iris"}  # as the DAG passes the file
+    synchronous = stage("simulate", "simulate", {"partition": "2026-10-01", "rows": 20, **given}, deferrable=False)
     assert synchronous.execute(context)["rows"] == 20
     # The same, deferred to the triggerer (which also watches the pod's events while it starts).
-    operator = stage("simulate_deferred", "simulate", {"partition": "2026-10-02", "rows": 20}, deferrable=True)
+    operator = stage("simulate_deferred", "simulate", {"partition": "2026-10-02", "rows": 20, **given},
+                     deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute(context)
     assert operator.trigger_reentry(context, run_trigger(deferred.value.trigger))["rows"] == 20
     # A stage that fails: its events are read, the pod is kept.
     with pytest.raises(RuntimeError, match="stage ingest failed in pod .*: no landing folder for partition 2026-10-03"):
-        stage("ingest", "ingest", {"partition": "2026-10-03"}, deferrable=False).execute(context)
+        stage("ingest", "ingest", {"partition": "2026-10-03", **given}, deferrable=False).execute(context)
     # InferenceServices in both modes and the gateway route: read, create, patch, the readiness reads.
     for mode in ("Serverless", "RawDeployment"):
         mode_settings = dataclasses.replace(settings, **{"serving_deployment_mode": mode})

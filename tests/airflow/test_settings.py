@@ -83,3 +83,24 @@ def test_docs_show_every_option_and_connection_as_defined():
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             assert f"`[{section}] {f.name}`" in markdown_tables()
+
+
+def test_the_dataset_folder_is_the_repository_s_unless_set(monkeypatch, tmp_path):
+    monkeypatch.delenv("AIRFLOW__MLOPS__DATASETS_FOLDER", raising=False)
+    assert mlops_settings().datasets == REPO / "datasets"
+    monkeypatch.setenv("AIRFLOW__MLOPS__DATASETS_FOLDER", str(tmp_path))
+    assert mlops_settings().datasets == tmp_path
+    # A folder that is not there is a mistake in the settings (an import error naming the option), not
+    # "no models".
+    monkeypatch.setenv("AIRFLOW__MLOPS__DATASETS_FOLDER", str(tmp_path / "missing"))
+    with pytest.raises(SettingsError, match=r"\[mlops\] datasets_folder '.*missing' is not a folder "
+                                            r"\(AIRFLOW__MLOPS__DATASETS_FOLDER\)"):
+        _ = mlops_settings().datasets
+
+
+def test_the_airflow_image_ships_the_dataset_files_where_its_setting_points():
+    """The image's DAG file reads the dataset folder when parsed: the Dockerfile copies it and names it."""
+    dockerfile = (REPO / "images" / "airflow" / "Dockerfile").read_text()
+    assert "COPY --chown=airflow:0 datasets/ /opt/airflow/datasets/" in dockerfile
+    assert "AIRFLOW__MLOPS__DATASETS_FOLDER=/opt/airflow/datasets" in dockerfile
+    assert "!datasets/" in (REPO / ".dockerignore").read_text().splitlines()  # in the build context

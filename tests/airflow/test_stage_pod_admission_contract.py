@@ -47,7 +47,7 @@ def dag_pods():
 
         kubernetes_target(monkeypatch)
         bag = DagBag(dag_folder=str(REPO / "dags"))
-        return stage_pods(bag.dags["continuous_training"])
+        return stage_pods(bag.dags["continuous_training_iris"])
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from mlops.operators.stage import StageOperator
 from mlops.operators.stage_pod import StagePodOperator
 from mlops.settings import kubernetes_settings
 from mlops.tasks import stage_task
+from tests.support import EXAMPLE_DATASET
 
 from .conftest import REPO, kubernetes_target
 
@@ -27,7 +28,7 @@ def kubernetes_dag(monkeypatch):
     kubernetes_target(monkeypatch)
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}
-    return bag.dags["continuous_training"]
+    return bag.dags["continuous_training_iris"]
 
 
 def test_the_target_picks_the_operator(monkeypatch):
@@ -80,11 +81,13 @@ def test_pods_run_the_local_command_line_hardened_on_the_data_volume(kubernetes_
     assert stage["command"] == ["mlpipeline"]
     assert stage["args"] == ["register", *stage_arguments({
         "data_root": "/data", "run_key": SAMPLE_RUN_KEY, "model_name": "iris-classifier", "approved_by": "admin",
-        "dag_id": "continuous_training", "dag_run_id": "scheduled__2026-11-01T00:00:00+00:00"})]
+        "dag_id": "continuous_training_iris", "dag_run_id": "scheduled__2026-11-01T00:00:00+00:00"})]
     assert pods["roll_back_champion"]["spec"]["containers"][0]["args"][:3] == ["rollback", "--model-name",
                                                                              "iris-classifier"]
-    assert pods["data.ingest"]["spec"]["containers"][0]["args"] == ["ingest", "--data-root", "/data",
-                                                                    "--partition", "2026-11-01"]
+    ingest = pods["data.ingest"]["spec"]["containers"][0]["args"]  # the dataset file's text, exactly as read
+    assert ingest[0] == "ingest" and dict(zip(ingest[1::2], ingest[2::2], strict=True)) == {
+        "--data-root": "/data", "--partition": "2026-11-01", "--dataset-content": EXAMPLE_DATASET.read_text(),
+        "--dataset-name": "iris"}
     assert {name for name, pod in pods.items() if not any(
         "secretRef" in e for e in pod["spec"]["containers"][0]["envFrom"])} == {"data.ingest", "data.split"}
     for pod in pods.values():

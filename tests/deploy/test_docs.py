@@ -21,7 +21,7 @@ def test_the_sample_request_is_a_v2_request_for_the_model():
     spec = yaml.safe_load(reference_file("open-inference-protocol-rest-v2.yaml").read_text())
     schema = {**spec["components"]["schemas"]["inference_request"], "components": spec["components"]}
     assert not list(Draft7Validator(schema).iter_errors(PAYLOAD))
-    example = REPO / "images/pipeline/src/mlpipeline/resources/example-dataset.yaml"
+    example = REPO / "datasets" / "iris.yaml"
     features = yaml.safe_load(example.read_text())["features"]
     assert [i["name"] for i in PAYLOAD["inputs"]] == [f["name"] for f in features]  # all four, named, in order
     rows = {i["shape"][0] for i in PAYLOAD["inputs"]}

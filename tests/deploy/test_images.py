@@ -69,7 +69,7 @@ PARSE_ON_KUBERNETES = """
 import json, os
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder="/opt/airflow/dags")
-dag = bag.dags.get("continuous_training")
+dag = bag.dags.get("continuous_training_iris")
 print(json.dumps({"errors": {k: str(v)[-300:] for k, v in bag.import_errors.items()},
                   "tasks": {t.task_id: type(t).__name__ for t in dag.tasks} if dag else {}}))
 """

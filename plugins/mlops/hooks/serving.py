@@ -71,10 +71,11 @@ class ServingHook(HttpServiceHook):
             raise ServingError(f"load refused: HTTP {response.status_code} {error_message(response)}")
 
     def smoke_test(self, expected_version: str) -> dict:
-        """A real v2 inference built from the model's signature (one row per named input)."""
+        """A real v2 inference built from the model's signature: one row, each input of its datatype (a number
+        for a numeric one, a text for BYTES: a category the model never saw, which it must answer too)."""
         meta = self.metadata()
-        body = {"inputs": [{"name": i["name"], "shape": [1], "datatype": "FP64", "data": [1.0]}
-                           for i in meta["inputs"]]}
+        body = {"inputs": [{"name": i["name"], "shape": [1], "datatype": i["datatype"],
+                            "data": ["smoke-test"] if i["datatype"] == "BYTES" else [1.0]} for i in meta["inputs"]]}
         answer = self.json("POST", f"/v2/models/{self.model_name}/infer", body=body)
         predicted = answer["outputs"][0]["data"]
         if answer.get("model_version") != expected_version:

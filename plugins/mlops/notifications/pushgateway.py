@@ -18,12 +18,16 @@ LAST_FAILURE = "mlops_last_failure_timestamp_seconds"
 
 
 class FailureMetricNotifier(BaseNotifier):
-    def __init__(self, *, pushgateway_conn_id: str = PushgatewayHook.default_conn_name, context=None):
+    """`model_name`: the model whose group the failure goes to (a DAG per dataset file gives its own); without
+    it, the run's `model_name` Param, for a DAG that takes the model as a Param."""
+
+    def __init__(self, *, model_name: str | None = None, pushgateway_conn_id: str = PushgatewayHook.default_conn_name,
+                 context=None):
         super().__init__(context=context)
-        self.pushgateway_conn_id = pushgateway_conn_id
+        self.model_name, self.pushgateway_conn_id = model_name, pushgateway_conn_id
 
     def notify(self, context) -> None:
-        model = (context.get("params") or {}).get("model_name")
+        model = self.model_name or (context.get("params") or {}).get("model_name")
         if not model:
             return
         gauges = {LAST_FAILURE: ("When a pipeline task last failed (cleared by the next successful run's report)",

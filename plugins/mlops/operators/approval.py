@@ -36,6 +36,7 @@ APPROVE, REJECT = "Approve", "Reject"
 APPROVED_BY = "approved_by"
 OUTCOME_TAG, ANSWERED_BY_TAG = "promotion_approval", "promotion_approval_by"
 NOBODY = "(nobody: the default applied)"
+PAIRED_TESTS = {"mcnemar_exact": "McNemar", "paired_bootstrap": "paired bootstrap"}
 
 
 def evidence(decision: dict, detect: dict | None) -> str:
@@ -43,16 +44,21 @@ def evidence(decision: dict, detect: dict | None) -> str:
     def number(value, digits=4):
         return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
-    mcnemar = decision.get("mcnemar") or {}
+    metric = decision.get("metric") or "accuracy"
+    score = {"challenger": decision.get("challenger_score"), "champion": decision.get("champion_score")}
+    if score["challenger"] is None:  # a decision recorded before the metric was the dataset file's
+        score = {"challenger": decision.get("challenger_accuracy"), "champion": decision.get("champion_accuracy")}
+    test = decision.get("paired_test") or ({"name": "mcnemar_exact", **decision["mcnemar"]}
+                                           if decision.get("mcnemar") else {})
     ci = decision.get("bootstrap_ci95") or [None, None]
     drift = (detect or {}).get("drift") or {}
     rows = [
-        ("challenger accuracy (held-out test set)", number(decision.get("challenger_accuracy"))),
-        ("challenger macro F1", number((decision.get("challenger_metrics") or {}).get("macro_f1"))),
-        (f"champion v{decision.get('champion_version')} accuracy" if decision.get("champion_version")
-         else "champion", number(decision.get("champion_accuracy")) if decision.get("champion_version") else "none"),
-        ("improvement", number(decision.get("improvement"))),
-        ("McNemar p-value", number(mcnemar.get("pvalue"))),
+        (f"challenger {metric} (held-out test set)", number(score["challenger"])),
+        ("challenger accuracy", number(decision.get("challenger_accuracy"))),
+        (f"champion v{decision.get('champion_version')} {metric}" if decision.get("champion_version")
+         else "champion", number(score["champion"]) if decision.get("champion_version") else "none"),
+        (f"improvement ({metric})", number(decision.get("improvement"))),
+        (f"{PAIRED_TESTS.get(test.get('name'), 'paired test')} p-value", number(test.get("pvalue"))),
         ("bootstrap 95% CI of the improvement", f"[{number(ci[0])}, {number(ci[1])}]"),
         ("drifted feature share (this batch)", number(drift.get("share_drifted"), 2)),
         ("largest PSI (this batch)", number(drift.get("max_psi"))),

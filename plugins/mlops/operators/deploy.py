@@ -321,9 +321,23 @@ class LocalServingBackend:
         self.router.route({self.stable.address: 100})
         self.canary.stop()
 
+    def _one_model_at_a_time(self) -> None:
+        """The local target's ports (router, stable, canary) are one set: while another model's router runs,
+        this one cannot start. Say so, rather than fail on a port in use (serving every model behind the one
+        router is the next step; on the cluster each model has its own InferenceService)."""
+        from mlops.local_router import LocalRouter
+
+        for router in sorted(self.folder.parent.glob("*/router")):
+            if router.parent.name != self.model_name and LocalRouter(router, 0).pid() is not None:
+                raise AirflowFailException(
+                    f"the local target serves one model at a time, and {router.parent.name} is served at "
+                    f"{self.public.base_url}: stop it (`make down`, or its router and servers under "
+                    f"{router.parent}) to serve {self.model_name}")
+
     def roll_out(self, champion: dict) -> str:
         """A straight swap. Raises ModelFailed when the server refuses the version; anything else is the
         infrastructure's."""
+        self._one_model_at_a_time()
         self._serve(self.stable, self._fetch(champion["version"]))
         self._route_to_stable()  # an interrupted canary's share, if any, goes back
         return self.public.base_url
@@ -331,6 +345,7 @@ class LocalServingBackend:
     def start_canary(self, champion: dict, percent: int) -> None:
         """The canary server on the new version, smoke-tested on its own port before the router gives it
         `percent` of the requests. ModelFailed: it did not load or answer (it never got a request)."""
+        self._one_model_at_a_time()
         model_dir = self._fetch(champion["version"])
         self.canary.stop()
         try:

@@ -103,6 +103,9 @@ class ReportOperator(BaseOperator):
         return {
             "model_name": self.model_name,
             "fresh_accuracy": (detect.get("fresh_metrics") or {}).get("accuracy"),
+            "metric": detect.get("metric"),
+            "fresh_score": detect.get("fresh_score"),
+            "metric_threshold": (context.get("params") or {}).get("metric_threshold"),
             "drift_share": (detect.get("drift") or {}).get("share_drifted"),
             "drift_max_psi": (detect.get("drift") or {}).get("max_psi"),
             "live_drift": live.get("status", "off"),
@@ -120,6 +123,10 @@ class ReportOperator(BaseOperator):
         summary = self.summary(context)
         gauges = {
             "mlops_fresh_accuracy": ("Champion accuracy on the run's fresh labelled batch", summary["fresh_accuracy"]),
+            "mlops_fresh_score": ("Champion score on the run's fresh labelled batch, on the dataset file's metric",
+                                  summary["fresh_score"]),
+            "mlops_metric_threshold": ("The run's metric_threshold: below it the champion is retrained",
+                                       summary["metric_threshold"]),
             "mlops_drift_share": ("Share of features flagged as drifted", summary["drift_share"]),
             "mlops_drift_max_psi": ("Largest per-feature PSI", summary["drift_max_psi"]),
             "mlops_live_drift_share": ("Share of features drifted in the traffic served (live window)",

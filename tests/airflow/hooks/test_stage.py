@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlops.hooks.stage import StageFailed, StageHook, stage_arguments
+from tests.support import EXAMPLE_DATASET
 
 from ..conftest import PIPELINE_BIN
 
@@ -17,14 +18,16 @@ def test_options_become_flags():
 def test_hook_streams_progress_and_returns_the_json_result(tmp_path):
     lines = []
     result = StageHook(PIPELINE_BIN / "mlpipeline").run(
-        "simulate", {"data_root": tmp_path, "partition": "2026-11-01", "rows": 30}, on_line=lines.append)
+        "simulate", {"data_root": tmp_path, "partition": "2026-11-01", "rows": 30, "dataset": EXAMPLE_DATASET},
+        on_line=lines.append)
     assert result["rows"] == 30 and result["partition"] == "2026-11-01"
     assert any("simulating 30 rows" in line for line in lines)
 
 
 def test_hook_fails_with_the_stage_s_own_error_line(tmp_path):
     with pytest.raises(StageFailed) as failure:
-        StageHook(PIPELINE_BIN / "mlpipeline").run("ingest", {"data_root": tmp_path, "partition": "2026-11-31"},
+        StageHook(PIPELINE_BIN / "mlpipeline").run("ingest", {"data_root": tmp_path, "partition": "2026-11-31",
+                                                               "dataset": EXAMPLE_DATASET},
                                                    on_line=lambda _: None)
     assert str(failure.value) == "mlpipeline ingest: error: partition must be a date YYYY-MM-DD, got '2026-11-31'"
 

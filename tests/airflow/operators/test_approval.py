@@ -33,7 +33,15 @@ def test_the_approver_sees_the_decisions_evidence():
                 "| drifted feature share (this batch) | 0.75 |", "| largest PSI (this batch) | 1.9000 |"):
         assert row in body
     first = evidence({**DECISION, "champion_version": None, "mcnemar": None, "bootstrap_ci95": None}, None)
-    assert "| champion | none |" in first and "| McNemar p-value | n/a |" in first
+    assert "| champion | none |" in first and "| paired test p-value | n/a |" in first
+    # A dataset file held to another metric: the evidence is on that metric and its paired test.
+    balanced = evidence({**DECISION, "metric": "balanced_accuracy", "challenger_score": 0.91, "champion_score": 0.8,
+                         "improvement": 0.11, "paired_test": {"name": "paired_bootstrap", "pvalue": 0.004},
+                         "mcnemar": None}, DETECT)
+    for row in ("| challenger balanced_accuracy (held-out test set) | 0.9100 |",
+                "| champion v3 balanced_accuracy | 0.8000 |", "| improvement (balanced_accuracy) | 0.1100 |",
+                "| paired bootstrap p-value | 0.0040 |", "| challenger accuracy | 0.9667 |"):
+        assert row in balanced
 
 
 def test_reject_is_the_default_and_each_answer_has_its_branch():

@@ -38,8 +38,10 @@ def operator() -> KfpLocalRunOperator:
 def test_the_result_is_the_decision_with_the_engine(stage_prints):
     stage_prints({**DECISION, "pipeline_root": "/data/runs/rk-1/kfp-local"})
     result = operator().execute({})
-    assert result == {**DECISION, "champion_version": None, "champion_metrics": None, "champion_accuracy": None,
-                      "improvement": None, "mcnemar": None, "bootstrap_ci95": None, "engine": "kfp.local"}
+    assert result == {**DECISION, "metric": "accuracy", "challenger_score": None, "champion_version": None,
+                      "champion_metrics": None, "champion_accuracy": None, "champion_score": None,
+                      "improvement": None, "paired_test": None, "mcnemar": None, "bootstrap_ci95": None,
+                      "engine": "kfp.local"}
     assert operator().multiple_outputs  # register reads train.output["run_key"]
 
 

@@ -16,8 +16,8 @@ from ..conftest import connect
 from ..monitoring import gauges
 
 MODEL = "iris-report"
-DETECT = {"champion": {"version": "1"}, "fresh_metrics": {"accuracy": 0.42},
-          "drift": {"share_drifted": 0.75, "max_psi": 1.9}}
+DETECT = {"champion": {"version": "1"}, "fresh_metrics": {"accuracy": 0.42, "balanced_accuracy": 0.4},
+          "metric": "balanced_accuracy", "fresh_score": 0.4, "drift": {"share_drifted": 0.75, "max_psi": 1.9}}
 SKIPPED = {"followed": ["no_retraining"]}
 TRAINED = {"followed": ["training.train"]}
 TO_APPROVAL = {"followed": ["training.approve_promotion"]}
@@ -146,10 +146,13 @@ def test_the_report_replaces_the_models_group_on_the_pushgateway(registry):
     promoted = report().execute(context(retrain=TRAINED, promotion=PROMOTED, register={"outcome": "promoted"}))
     assert promoted["pushed"] is True and gauges(pgw, MODEL)["mlops_promoted"] == 1
     # The next run skipped: the group is replaced, nothing of the promotion is left.
-    summary = report().execute(context(retrain=SKIPPED, started_at=time.time() - 5))
+    summary = report().execute(context(retrain=SKIPPED, started_at=time.time() - 5,
+                                       params={"metric_threshold": 0.8}))
     now = gauges(pgw, MODEL)
     assert summary["pushed"] is True and now["mlops_promoted"] == 0 and now["mlops_champion_version"] == 3
     assert now["mlops_fresh_accuracy"] == 0.42 and now["mlops_drift_share"] == 0.75
+    # the dataset file's metric and the run's threshold: what FreshScoreBelowThreshold compares
+    assert now["mlops_fresh_score"] == 0.4 and now["mlops_metric_threshold"] == 0.8
     assert 4 < now["mlops_run_duration_seconds"] < 60 and now["mlops_last_run_timestamp_seconds"] > time.time() - 60
     assert "mlops_live_drift_share" not in now  # not measured: nothing pushed, so the alert stays silent
 

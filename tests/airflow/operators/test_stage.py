@@ -9,6 +9,9 @@ import pytest
 from mlops.operators.stage import StageOperator
 
 from ..conftest import connect
+from ..dag_test import EXAMPLE_DATASET
+
+MODEL = "iris-classifier"  # the example dataset file's model: its batches land in landing/<model>/
 
 
 @pytest.fixture
@@ -17,16 +20,18 @@ def mlflow(local_target, monkeypatch):
 
 
 def test_operator_returns_the_stage_result_as_its_xcom(local_target, mlflow):
-    task = StageOperator(task_id="simulate", stage="simulate", options={"partition": "2026-11-02", "rows": 12})
+    task = StageOperator(task_id="simulate", stage="simulate",
+                         options={"dataset": EXAMPLE_DATASET, "partition": "2026-11-02", "rows": 12})
     result = task.execute(context={})
-    assert result["rows"] == 12 and result["path"].startswith(str(local_target))
+    assert result["rows"] == 12 and result["path"].startswith(str(local_target / "landing" / MODEL))
     json.dumps(result)  # XCom-serialisable
 
 
 def test_operator_fails_the_task_with_the_stage_message_and_changes_nothing(local_target, mlflow):
-    (local_target / "landing" / "2026-11-03").mkdir(parents=True)
-    (local_target / "landing" / "2026-11-03" / "bad.csv").write_bytes(b"")
-    task = StageOperator(task_id="ingest", stage="ingest", options={"partition": "2026-11-03"})
+    (local_target / "landing" / MODEL / "2026-11-03").mkdir(parents=True)
+    (local_target / "landing" / MODEL / "2026-11-03" / "bad.csv").write_bytes(b"")
+    task = StageOperator(task_id="ingest", stage="ingest",
+                         options={"dataset_content": EXAMPLE_DATASET.read_text(), "partition": "2026-11-03"})
     with pytest.raises(RuntimeError, match="partition 2026-11-03 yielded no usable data"):
         task.execute(context={})
     assert not (local_target / "curated").exists()

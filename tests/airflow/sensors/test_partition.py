@@ -1,5 +1,6 @@
-"""PartitionSensor: the standard FileSensor on the data volume's connection, with `latest`, a partition
-check and the result every later task reads; the wait itself is FileSensor's and FileTrigger's."""
+"""PartitionSensor: the standard FileSensor on the data volume's connection, waiting in one model's landing
+area, with `latest`, a partition check and the result every later task reads; the wait itself is
+FileSensor's and FileTrigger's."""
 
 from __future__ import annotations
 
@@ -27,16 +28,19 @@ class TaskInstance:
         return self.xcoms.get(key)
 
 
-def land(root, partition: str, complete: bool = True):
-    folder = root / "landing" / partition
+MODEL = "iris-classifier"
+
+
+def land(root, partition: str, complete: bool = True, model: str = MODEL):
+    folder = root / "landing" / model / partition
     folder.mkdir(parents=True)
     if complete:
         (folder / "_SUCCESS").touch()
     return folder
 
 
-def sensor(partition: str, **kwargs) -> PartitionSensor:
-    return PartitionSensor(task_id="wait", partition=partition, deferrable=True, **kwargs)
+def sensor(partition: str, model: str = MODEL, **kwargs) -> PartitionSensor:
+    return PartitionSensor(task_id="wait", model_name=model, partition=partition, deferrable=True, **kwargs)
 
 
 def test_the_batch_there_returns_at_once_with_what_later_tasks_read(local_target):
@@ -54,13 +58,13 @@ def test_a_missing_batch_defers_to_the_file_trigger_with_the_sensor_s_timeout(lo
         waiting.execute({"ti": ti})
     trigger = deferred.value.trigger
     assert isinstance(trigger, FileTrigger) and deferred.value.timeout.total_seconds() == 600
-    assert trigger.filepath == str(local_target / "landing" / "2026-11-02" / "_SUCCESS")
+    assert trigger.filepath == str(local_target / "landing" / MODEL / "2026-11-02" / "_SUCCESS")
     started = ti.xcoms["started_at"]
     # The writer drops the marker; the trigger fires; the resumed sensor reports the run's clock.
     threading.Timer(0.2, lambda: land(local_target, "2026-11-02")).start()
     assert first_event(trigger) is True
     done = sensor("2026-11-02").resume_execution("execute_complete", {"event": True}, {"ti": ti})
-    assert done == {"partition": "2026-11-02", "folder": str(local_target / "landing" / "2026-11-02"),
+    assert done == {"partition": "2026-11-02", "folder": str(local_target / "landing" / MODEL / "2026-11-02"),
                     "started_at": started}
 
 
@@ -71,18 +75,34 @@ def test_no_batch_by_the_timeout_skips_the_run(local_target):
         sensor("2026-11-02").resume_execution("__fail__", {"error": "TIMEOUT"}, {"ti": TaskInstance()})
 
 
-def test_latest_is_the_newest_complete_batch(local_target):
+def test_another_model_s_batch_is_not_this_model_s(local_target):
+    land(local_target, "2026-11-01", model="wine-classifier")
+    with pytest.raises(TaskDeferred):  # still waiting: the wine batch is in wine's landing area
+        sensor("2026-11-01").execute({"ti": TaskInstance()})
+    found = sensor("2026-11-01", model="wine-classifier").execute({"ti": TaskInstance()})
+    assert found["folder"] == str(local_target / "landing" / "wine-classifier" / "2026-11-01")
+
+
+def test_latest_is_the_model_s_newest_complete_batch(local_target):
     land(local_target, "2026-11-01")
     land(local_target, "2026-11-03")
     land(local_target, "2026-11-04", complete=False)  # still being written
-    (local_target / "landing" / "notes").mkdir()
+    land(local_target, "2026-11-05", model="wine-classifier")  # another model's
+    (local_target / "landing" / MODEL / "notes").mkdir()
     found = sensor("latest").execute({"ti": TaskInstance()})
-    assert found["partition"] == "2026-11-03" and found["folder"].endswith("landing/2026-11-03")
+    assert found["partition"] == "2026-11-03" and found["folder"].endswith(f"landing/{MODEL}/2026-11-03")
 
 
 def test_latest_without_any_batch_skips_with_the_reason(local_target):
-    with pytest.raises(AirflowSkipException, match="partition 'latest': no complete batch in .*landing"):
+    land(local_target, "2026-11-05", model="wine-classifier")  # another model's batch is no batch of this one
+    with pytest.raises(AirflowSkipException, match=f"partition 'latest': no complete batch in .*landing/{MODEL}; "):
         sensor("latest").execute({"ti": TaskInstance()})
+
+
+@pytest.mark.parametrize("model", ["../iris", "Iris", "", "iris/2026"])
+def test_a_model_name_that_is_not_one_path_component_is_refused(model):
+    with pytest.raises(ValueError, match="model name must be lower-case letters, digits and '-'"):
+        sensor("latest", model=model)
 
 
 def test_a_partition_that_is_not_a_date_is_refused(local_target):
