@@ -186,3 +186,11 @@ def test_the_run_config_takes_the_window_from_the_file_unless_the_run_overrides_
     assert config_hash(run_config(penguins)) != config_hash(run_config(penguins, "all"))
     with pytest.raises(Exception, match="training window must be"):
         run_config(penguins, "last:x")
+
+
+def test_the_c_loader_reads_every_shipped_dataset_file_as_the_python_loader_does():
+    from tests.datasets import DATASETS_DIR
+
+    for path in [*dataset.dataset_files(REPO / "datasets"), *dataset.dataset_files(DATASETS_DIR)]:
+        text = path.read_text()
+        assert yaml.load(text, Loader=dataset._SAFE_LOADER) == yaml.safe_load(text), path

@@ -33,8 +33,8 @@ from mlpipeline.errors import PipelineError
 from mlpipeline.mlflow_api import MlflowApi
 from mlpipeline.model_registry import REFERENCE_ARTIFACT, ChampionMoved, Registry
 from mlpipeline.training import model_logging_kwargs
-from tests.support import EXAMPLE_DATASET
 from tests import support
+from tests.support import EXAMPLE_DATASET
 
 from .helpers import run_cli
 
