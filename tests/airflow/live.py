@@ -13,11 +13,13 @@ from pathlib import Path
 import httpx
 
 from mlops.hooks.stage import StageHook
+from mlpipeline.dataset import load
 from scripts.airflow_cli import admin_password, airflow_env, api_headers, mlflow_login, run_airflow
 from tests import support
 
 REPO = support.REPO
 DAG_ID = "continuous_training_iris"  # datasets/iris.yaml's DAG
+MODEL = load(support.EXAMPLE_DATASET).model_name  # its batches: landing/<MODEL>/, curated/<MODEL>/
 SERVICES = ("postgres", "mlflow", "alertmanager", "pushgateway", "airflow")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .live import DAG_ID, REPO, LiveStack
+from .live import DAG_ID, MODEL, REPO, LiveStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 DAYS = [("2026-11-01", "none"), ("2026-11-02", "none"), ("2026-11-03", "concept")]
@@ -424,7 +424,7 @@ def test_a_full_data_volume_during_ingest(stack):
     champion, served, versions = stack.champion(), stack.served_version(), stack.versions()
     day = next(FAULT_DAYS)
     stack.land(day, stack.promoting_drift(), 54)
-    curated = stack.data / "curated" / day
+    curated = stack.data / "curated" / MODEL / day
     curated.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(curated)], check=True)
     try:
