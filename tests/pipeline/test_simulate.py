@@ -392,8 +392,9 @@ def test_a_reference_that_does_not_fit_the_dataset_is_refused(name, frame, messa
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("sklearn:digits", "--reference sklearn:digits: no such bundled dataset; use sklearn:iris, sklearn:wine, "
-                       "sklearn:breast_cancer"),
+    ("sklearn:penguins", "--reference sklearn:penguins: no such bundled dataset; use sklearn:breast_cancer, "
+                         "sklearn:digits, sklearn:iris, sklearn:wine"),  # what sklearn.datasets bundles
+    ("sklearn:files", "--reference sklearn:files: no such bundled dataset"),  # load_files needs a folder
     ("/nonexistent/ref.csv", "--reference /nonexistent/ref.csv: the file does not exist"),
     ("ref.json", "not a .csv or .parquet file"),
     (None, "dataset 'cancer-mixed' needs --reference"),
@@ -459,7 +460,7 @@ def _bad_reference(tmp_path):
     (["--rows", "-5"], "--rows must be between 1 and 10,000,000, got -5"),
     (["--reference", "{bad}"], "lacks the dataset's column(s) 'proline'"),
     (["--reference", "{tmp}/nothing-here.csv"], "nothing-here.csv: the file does not exist"),
-    (["--reference", "sklearn:digits"], "no such bundled dataset"),
+    (["--reference", "sklearn:penguins"], "no such bundled dataset"),
 ])
 def test_the_stage_refuses_bad_input_with_one_line_and_writes_nothing(tmp_path, extra, message):
     root = tmp_path / "volume"

@@ -88,12 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "whatever the drift (default 0)")
     p.add_argument("--reference", metavar="FILE|sklearn:NAME",
                    help="the sample rows are drawn from (with replacement, numeric values jittered): a .csv or "
-                        ".parquet file holding the dataset's columns, or a dataset bundled with scikit-learn: "
-                        "sklearn:iris, sklearn:wine or sklearn:breast_cancer, its features named as a dataset file "
-                        "names them (units in parentheses dropped, lower-case, other characters '_': 'sepal length "
-                        "(cm)' is sepal_length) and its label the target's names. Default: the bundled dataset that "
-                        "has every feature the dataset declares (sklearn:iris for datasets/iris.yaml); required for "
-                        "any other dataset")
+                        ".parquet file holding the dataset's columns, or a labelled table bundled with "
+                        "scikit-learn, sklearn:<name> for its load_<name>, its features named as a dataset file "
+                        "names them (units in parentheses dropped, lower-case, other characters '_': 'mean "
+                        "radius' is mean_radius) and its label the target's names. Default: the bundled table that "
+                        "has every feature the dataset declares; required for any dataset none has")
 
     p = sub.add_parser("ingest", help="validate landing/<model>/<partition>/ into curated/ or quarantine/")
     _common(p)

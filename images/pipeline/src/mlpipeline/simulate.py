@@ -1,13 +1,12 @@
 """Labelled batch simulator for any dataset: a smoothed bootstrap of a reference sample, with drift.
 
 The reference is a sample of rows holding the dataset's columns (its features and label; other columns
-are ignored): a CSV or Parquet file, or one of scikit-learn's bundled datasets, `sklearn:iris`,
-`sklearn:wine` or `sklearn:breast_cancer`, whose columns are named as a dataset file names them
-(`column_name`: parenthesised units dropped, lower-case, every run of other characters an underscore, so
-"sepal length (cm)" is `sepal_length` and "mean concave points" `mean_concave_points`) and whose label is
-the target's name ("setosa", "class_0", "malignant"). Without a reference, the bundled dataset that has
-every declared feature is used (`sklearn:iris` for the example, datasets/iris.yaml); a dataset no bundled
-one fits needs a reference.
+are ignored): a CSV or Parquet file, or one of the labelled tables bundled with scikit-learn,
+`sklearn:<name>` for its `load_<name>` (`sklearn_references()` lists them), whose columns are named as a
+dataset file names them (`column_name`: parenthesised units dropped, lower-case, every run of other
+characters an underscore, so "mean concave points" is `mean_concave_points` and "alcohol (% vol)"
+`alcohol`) and whose label is the target's name. Without a reference, the bundled table that has every
+declared feature is used; a dataset no bundled one fits needs a reference.
 
 A batch row is a reference row drawn with replacement (seeded), as many of each class as the class's share of
 the reference says (so the class mix is exactly the reference's, up to rounding), then:
@@ -61,7 +60,6 @@ JITTER = 0.1  # numeric jitter: this share of the feature's pooled standard devi
 EXTRA_DECIMALS = 2  # numeric values are written this many decimals finer than the reference's (see _decimals)
 MAX_DECIMALS = 9  # values needing more decimals than this are not rounded
 SKLEARN_PREFIX = "sklearn:"
-SKLEARN_REFERENCES = {"iris": "load_iris", "wine": "load_wine", "breast_cancer": "load_breast_cancer"}
 FORMATS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
 READABLE = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -82,24 +80,49 @@ class Reference:
 
 
 def column_name(name: str) -> str:
-    """A scikit-learn feature name as a dataset file names it: "sepal length (cm)" -> sepal_length."""
+    """A scikit-learn feature name as a dataset file names it: "alcohol (% vol)" -> alcohol."""
     return re.sub(r"[^a-z0-9]+", "_", re.sub(r"\([^)]*\)", "", name).lower()).strip("_")
 
 
 @functools.cache
-def _sklearn_bunch(name: str):
+def _bundled() -> dict[str, object]:
+    """scikit-learn's bundled labelled tables, each loaded once: every `load_<name>` that needs no argument
+    and no download and gives named features with named classes (sklearn.datasets decides which exist)."""
+    import inspect
+
     import sklearn.datasets
 
-    return getattr(sklearn.datasets, SKLEARN_REFERENCES[name])()
+    found = {}
+    for attribute in sorted(dir(sklearn.datasets)):
+        loader = getattr(sklearn.datasets, attribute)
+        if not attribute.startswith("load_") or not callable(loader):
+            continue
+        required = [p for p in inspect.signature(loader).parameters.values()
+                    if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if required:
+            continue
+        try:
+            bunch = loader()
+        except Exception:  # a loader that needs an optional package (images): not a table
+            continue
+        if all(hasattr(bunch, field) for field in ("data", "feature_names", "target", "target_names")) \
+                and np.ndim(bunch.target) == 1:  # one label per row (linnerud's targets are three measures)
+            found[attribute[len("load_"):]] = bunch
+    return found
+
+
+def sklearn_references() -> list[str]:
+    """The --reference values naming a table bundled with scikit-learn."""
+    return [SKLEARN_PREFIX + name for name in _bundled()]
 
 
 def sklearn_frame(name: str, label: str) -> pd.DataFrame:
     """A bundled scikit-learn dataset as a reference: its features renamed by `column_name`, its label
     (column `label`) the target's names."""
-    if name not in SKLEARN_REFERENCES:
+    bunch = _bundled().get(name)
+    if bunch is None:
         raise PipelineError(f"--reference {SKLEARN_PREFIX}{name}: no such bundled dataset; use "
-                            f"{', '.join(SKLEARN_PREFIX + n for n in SKLEARN_REFERENCES)} or a CSV or Parquet file")
-    bunch = _sklearn_bunch(name)
+                            f"{', '.join(sklearn_references())} or a CSV or Parquet file")
     frame = pd.DataFrame(bunch.data, columns=[column_name(str(c)) for c in bunch.feature_names])
     frame[label] = np.asarray([str(t) for t in bunch.target_names], dtype=object)[bunch.target]
     return frame
@@ -107,12 +130,12 @@ def sklearn_frame(name: str, label: str) -> pd.DataFrame:
 
 def default_reference(dataset: Dataset) -> str:
     """The bundled scikit-learn dataset that has every feature `dataset` declares, as a --reference."""
-    for name, bunch in ((n, _sklearn_bunch(n)) for n in SKLEARN_REFERENCES):
+    for name, bunch in _bundled().items():
         if set(dataset.feature_names) <= {column_name(str(c)) for c in bunch.feature_names}:
             return SKLEARN_PREFIX + name
     raise PipelineError(f"dataset {dataset.name!r} needs --reference: a CSV or Parquet sample with its columns "
                         f"({_listed(dataset.columns)}); no bundled scikit-learn dataset "
-                        f"({', '.join(SKLEARN_PREFIX + n for n in SKLEARN_REFERENCES)}) has its features")
+                        f"({', '.join(sklearn_references())}) has its features")
 
 
 def read_reference(spec: str | Path, dataset: Dataset) -> pd.DataFrame:

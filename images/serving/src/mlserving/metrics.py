@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 OTHER_CATEGORY, MISSING_CATEGORY = "__other__", "__missing__"
 MAX_CATEGORY_LABELS = 1000  # known categories counted by name per feature; the rest count as __other__
 
-# Iris-scale defaults (cm); --feature-buckets overrides.
+# One set of edges for every numeric feature, on a 0.1-30 scale; --feature-buckets overrides. Features on
+# other scales are resolved coarsely: per-feature edges from the training data, written with the model,
+# are the next step (docs/live-drift.md).
 DEFAULT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0, 8.0, 10.0, 15.0,
                    30.0)
 
