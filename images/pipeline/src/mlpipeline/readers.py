@@ -173,6 +173,13 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+def _without_bom(data: bytes) -> tuple[bytes, list[str]]:
+    """A text file's bytes without a UTF-8 byte-order mark, and a note when there was one."""
+    if data.startswith(UTF8_BOM):
+        return data[len(UTF8_BOM):], ["stripped a UTF-8 byte-order mark"]
+    return data, []
+
+
 def _check_text(data: bytes, rule: str, what: str) -> Batch | None:
     # isspace/isascii scan without copying: a 10M-row batch is ~290 MB, and strip/decode copied it twice
     if not data or data.isspace():
@@ -348,10 +355,7 @@ def _csv_typed(data: bytes, names: list[str], dataset, limits: Limits, batch: Ba
 
 
 def read_csv(data: bytes, dataset, limits: Limits = Limits()) -> Batch:
-    notes = []
-    if data.startswith(UTF8_BOM):
-        data = data[len(UTF8_BOM):]
-        notes.append("stripped a UTF-8 byte-order mark")
+    data, notes = _without_bom(data)
     problem = _check_text(data, "not_csv", "CSV")
     if problem:
         return problem
@@ -582,10 +586,7 @@ def _jsonl_careful(data: bytes, dataset, limits: Limits) -> Batch:
 
 
 def read_jsonl(data: bytes, dataset, limits: Limits = Limits()) -> Batch:
-    notes = []
-    if data.startswith(UTF8_BOM):
-        data = data[len(UTF8_BOM):]
-        notes.append("stripped a UTF-8 byte-order mark")
+    data, notes = _without_bom(data)
     problem = _check_text(data, "not_jsonl", "JSON lines")
     if problem:
         return problem

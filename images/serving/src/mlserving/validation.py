@@ -385,24 +385,35 @@ def rows_from_v2(inputs: list, features: tuple[str, ...], max_rows: int) -> np.n
     return _check_batch(np.column_stack(columns), max_rows, features)
 
 
-def rows_from_v1(body, features: tuple[str, ...], max_rows: int) -> np.ndarray:
-    f = len(features)
+def _v1_instances(body, usage: str) -> list:
+    """The `instances` (or `inputs`) list of a v1 request; `usage` says what a v1 request is, for the error."""
     if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
-        raise InvalidInput(f'a v1 request is {{"instances": [[{f} numbers], ...]}} or a list of objects '
-                           f"keyed by {list(features)}")
+        raise InvalidInput(usage)
     instances = body.get("instances", body.get("inputs"))
     if not isinstance(instances, list):
         raise InvalidInput('"instances" must be a list of rows')
+    return instances
+
+
+def _keyed_rows(instances: list, features: tuple[str, ...]) -> list[list]:
+    """Instances given as objects keyed by feature, as lists of their values in `features` order."""
+    if not all(isinstance(row, dict) for row in instances):
+        raise InvalidInput("mixed row forms: every instance must be an object when the first one is")
+    keys = set().union(*instances)
+    missing, unknown = [n for n in features if n not in keys], sorted(keys - set(features))
+    incomplete = [i for i, row in enumerate(instances) if len(row) != len(features)]
+    if missing or unknown or incomplete:
+        raise InvalidInput(f"instances need exactly the keys {list(features)}; missing {missing}, unknown "
+                           f"{unknown}, incomplete rows {incomplete[:10]}")
+    return [[row[n] for n in features] for row in instances]
+
+
+def rows_from_v1(body, features: tuple[str, ...], max_rows: int) -> np.ndarray:
+    f = len(features)
+    instances = _v1_instances(body, f'a v1 request is {{"instances": [[{f} numbers], ...]}} or a list of objects '
+                                    f"keyed by {list(features)}")
     if instances and isinstance(instances[0], dict):
-        if not all(isinstance(row, dict) for row in instances):
-            raise InvalidInput("mixed row forms: every instance must be an object when the first one is")
-        keys = set().union(*instances)
-        missing, unknown = [n for n in features if n not in keys], sorted(keys - set(features))
-        incomplete = [i for i, row in enumerate(instances) if len(row) != f]
-        if missing or unknown or incomplete:
-            raise InvalidInput(f"instances need exactly the keys {list(features)}; missing {missing}, unknown "
-                               f"{unknown}, incomplete rows {incomplete[:10]}")
-        rows = _numbers([[row[n] for n in features] for row in instances], "instances")
+        rows = _numbers(_keyed_rows(instances, features), "instances")
     else:
         rows = _numbers(instances, "instances") if instances else np.empty((0, f))
     if rows.ndim != 2 or rows.shape[1] != f:
@@ -463,32 +474,21 @@ def batch_from_v1(body, spec: InputSpec, max_rows: int) -> Batch:
     """A v1 request for a model whose inputs are not plain numbers: instances as objects keyed by feature, or
     as lists of values in signature order."""
     f = len(spec.features)
-    if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
-        raise InvalidInput(f'a v1 request is {{"instances": [...]}}: objects keyed by {list(spec.features)}, or '
-                           f"lists of {f} values in that order (strings for {list(spec.categorical_names)})")
-    instances = body.get("instances", body.get("inputs"))
-    if not isinstance(instances, list):
-        raise InvalidInput('"instances" must be a list of rows')
+    instances = _v1_instances(body, f'a v1 request is {{"instances": [...]}}: objects keyed by '
+                                    f"{list(spec.features)}, or lists of {f} values in that order (strings for "
+                                    f"{list(spec.categorical_names)})")
     if not instances:
         raise InvalidInput("the request holds no rows")
     if len(instances) > max_rows:
         raise InvalidInput(f"the request holds {len(instances)} rows; the limit is {max_rows} per request")
     if isinstance(instances[0], dict):
-        if not all(isinstance(row, dict) for row in instances):
-            raise InvalidInput("mixed row forms: every instance must be an object when the first one is")
-        keys = set().union(*instances)
-        missing, unknown = [n for n in spec.features if n not in keys], sorted(keys - set(spec.features))
-        incomplete = [i for i, row in enumerate(instances) if len(row) != f]
-        if missing or unknown or incomplete:
-            raise InvalidInput(f"instances need exactly the keys {list(spec.features)}; missing {missing}, unknown "
-                               f"{unknown}, incomplete rows {incomplete[:10]}")
-        columns = {name: [row[name] for row in instances] for name in spec.features}
+        instances = _keyed_rows(instances, spec.features)
     else:
         ragged = [i for i, row in enumerate(instances) if not isinstance(row, list) or len(row) != f]
         if ragged:
             raise InvalidInput(f"instances {ragged[:10]} are not lists of {f} values; each row holds "
                                f"{list(spec.features)} in that order")
-        columns = {name: [row[i] for row in instances] for i, name in enumerate(spec.features)}
+    columns = {name: [row[i] for row in instances] for i, name in enumerate(spec.features)}
     numeric, categorical = [], []
     for name, is_categorical, _ in spec.places:
         what = f"instances' {name!r} ({'categorical' if is_categorical else 'numeric'})"
