@@ -161,10 +161,10 @@ start_pushgateway() {
 }
 
 start_prometheus() {
-  mkdir -p "$RUN_DIR/prometheus"
-  # the deploy puts the router on MLOPS_SERVING_PORT, the stable and canary model servers on the next two
-  sed -e "s/\${ALERTMANAGER_PORT}/$ALERTMANAGER_PORT/; s/\${MLOPS_STABLE_PORT}/$((MLOPS_SERVING_PORT + 1))/" \
-    -e "s/\${MLOPS_CANARY_PORT}/$((MLOPS_SERVING_PORT + 2))/" \
+  # the deploys put the router on MLOPS_SERVING_PORT and list every model's servers in serving/targets.json
+  # (mlops.local_serving); its folder exists first, so that Prometheus watches it from the start
+  mkdir -p "$RUN_DIR/prometheus" "$RUN_DIR/data/serving"
+  sed -e "s/\${ALERTMANAGER_PORT}/$ALERTMANAGER_PORT/; s|\${MLOPS_SERVING_TARGETS}|$RUN_DIR/data/serving/targets.json|" \
     -e "s/\${PUSHGATEWAY_PORT}/$PUSHGATEWAY_PORT/" monitoring/prometheus.yml >"$RUN_DIR/prometheus/prometheus.yml"
   cp monitoring/alerts.yml "$RUN_DIR/prometheus/alerts.yml"
   launch prometheus prometheus --config.file="$RUN_DIR/prometheus/prometheus.yml" \
@@ -206,7 +206,7 @@ start_airflow() {
 stop_all() {
   local serving="$RUN_DIR"/data/serving
   for pidfile in "$RUN_DIR"/*.pid "$serving"/*/mlserving.pid "$serving"/*/canary/mlserving.pid \
-      "$serving"/*/router/nginx.pid; do
+      "$serving"/_router/nginx.pid; do
     [[ -e "$pidfile" ]] || continue
     pid=$(cat "$pidfile")
     kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true

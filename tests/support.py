@@ -190,18 +190,20 @@ def wait_scraped(prometheus_url: str, promql: str, check, seconds: float = 60) -
         time.sleep(0.5)
 
 
-def model_server_targets(router_url: str) -> list[str]:
-    """The local target's model servers behind the router at `router_url` (the mlserving connection):
-    the stable one on the next port, the canary on the one after (mlops.operators.deploy)."""
-    port = int(router_url.rsplit(":", 1)[1])
-    return [f"127.0.0.1:{port + 1}", f"127.0.0.1:{port + 2}"]
+def model_server_targets(data_root: Path) -> Path:
+    """The file listing the local target's model servers on the data volume at `data_root`, every model's
+    stable and canary server, as the deploys write it for Prometheus's file-based discovery
+    (mlops.local_serving.model_ports). Its folder is made here: Prometheus watches it from its start."""
+    serving = data_root / "serving"
+    serving.mkdir(parents=True, exist_ok=True)
+    return serving / "targets.json"
 
 
 def stop_local_serving(data_root: Path) -> None:
     """Stop every model server and router the local target's deploys started on this data volume."""
     serving = data_root / "serving"
     for pid_file in [*serving.glob("*/mlserving.pid"), *serving.glob("*/canary/mlserving.pid"),
-                     *serving.glob("*/router/nginx.pid")]:
+                     *serving.glob("_router/nginx.pid")]:
         try:
             os.killpg(int(pid_file.read_text()), signal.SIGTERM)
         except (OSError, ValueError):

@@ -2,14 +2,18 @@
 (it outlives the task that starts it) on its own port, serving its folder's link `current`, which the
 deploy points at the version it fetched.
 
-Layout under `<data volume>/serving/<model>/`: `v<N>/` (fetched versions); the stable server's
-`current` (a link to one), `mlserving.log`, `mlserving.pid` and `repository.token` (the bearer token its
-model loads need, generated once, readable by its owner only); `canary/` the same for a canary;
-`router/` the router in front of them (mlops.local_router).
+Layout under `<data volume>/serving/`: per model, `<model>/` holds `v<N>/` (fetched versions); the stable
+server's `current` (a link to one), `mlserving.log`, `mlserving.pid` and `repository.token` (the bearer
+token its model loads need, generated once, readable by its owner only); `canary/` the same for a canary.
+Beside them: `_router/`, the one router in front of every model's servers (mlops.local_router; `_` keeps
+it apart from model names, which are DNS labels); `ports.json`, each model's place in the port plan
+(`model_ports`); `targets.json`, every model's servers as Prometheus's file-based discovery reads them.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import secrets
 import signal
@@ -18,6 +22,33 @@ import time
 from pathlib import Path
 
 from mlops.hooks.serving import ServingError, ServingHook
+
+ROUTER_FOLDER = "_router"
+TARGETS_FILE = "targets.json"
+
+
+def model_ports(serving: Path, model: str, router_port: int) -> tuple[int, int]:
+    """`model`'s stable and canary server ports: the router's port + 1 + 2 x the model's place, given once per
+    model in the order models are first deployed (`ports.json`), so a model keeps its ports and two models
+    never share one. Also rewrites `targets.json` (Prometheus file_sd: every model's two servers)."""
+    serving.mkdir(parents=True, exist_ok=True)
+    with open(serving / "ports.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two models' first deploys at once: one place each
+        plan_file = serving / "ports.json"
+        plan = json.loads(plan_file.read_text()) if plan_file.exists() else {}
+        if model not in plan:
+            plan[model] = len(plan)
+            _replace_json(plan_file, plan)
+        ports = {name: (router_port + 1 + 2 * place, router_port + 2 + 2 * place) for name, place in plan.items()}
+        _replace_json(serving / TARGETS_FILE, [{"targets": [f"127.0.0.1:{port}" for port in ports[name]]}
+                                               for name in sorted(ports)])
+    return ports[model]
+
+
+def _replace_json(path: Path, value) -> None:
+    staged = path.with_name(f".{path.name}.new")
+    staged.write_text(json.dumps(value, indent=1, sort_keys=True))
+    os.replace(staged, path)  # a reader (Prometheus) sees the old file or the new one
 
 
 class LocalModelServer:

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def canary_env(stack, local_target, monkeypatch, tmp_path):
     serving = support.serving_url()
-    with support.prometheus(tmp_path, support.model_server_targets(serving)) as prometheus:
+    with support.prometheus(tmp_path, [], file_sd=support.model_server_targets(local_target)) as prometheus:
         connect(monkeypatch, mlflow_default=stack["mlflow"], mlserving_default=serving, prometheus_default=prometheus,
                 alertmanager_default=stack["alertmanager"], pushgateway_default=stack["pushgateway"])
         # judged on 60 canary requests, read every 2 s: a test-sized canary (the defaults are 100 and 15 s)

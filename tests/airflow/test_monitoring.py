@@ -35,9 +35,9 @@ def test_a_broken_expectation_is_caught(tmp_path):
 
 def test_prometheus_config_is_valid(tmp_path):
     config = (MONITORING / "prometheus.yml").read_text()
-    for name, port in {"ALERTMANAGER_PORT": "9093", "MLOPS_STABLE_PORT": "8086", "MLOPS_CANARY_PORT": "8087",
-                       "PUSHGATEWAY_PORT": "9091"}.items():
-        config = config.replace("${" + name + "}", port)
+    for name, value in {"ALERTMANAGER_PORT": "9093", "MLOPS_SERVING_TARGETS": str(tmp_path / "targets.json"),
+                        "PUSHGATEWAY_PORT": "9091"}.items():
+        config = config.replace("${" + name + "}", value)
     assert "${" not in config, config  # every placeholder is one scripts/services.sh fills
     (tmp_path / "prometheus.yml").write_text(config)
     (tmp_path / "alerts.yml").write_text((MONITORING / "alerts.yml").read_text())

@@ -258,18 +258,19 @@ class DeployOperator(BaseOperator):
 
 class LocalServingBackend:
     """The local target: Debian's nginx (mlops.local_router) on the mlserving connection's port, in front
-    of the stable model server (the next port) and, during a canary, the canary's (the one after).
-    A version is fetched with the pipeline's `fetch-model` stage and a server's `current` link pointed at
-    it; a straight swap hot-swaps the stable server; a canary is a second server given a share of the
-    router's traffic, and its promotion hot-swaps the stable server to its version before the canary's
-    share goes back to it, so no request finds no server."""
+    of every model's stable model server and, during a canary, its canary server (each model's two ports
+    from mlops.local_serving.model_ports). A version is fetched with the pipeline's `fetch-model` stage and
+    a server's `current` link pointed at it; a straight swap hot-swaps the stable server; a canary is a
+    second server given a share of the model's traffic at the router, and its promotion hot-swaps the
+    stable server to its version before the canary's share goes back to it, so no request finds no server.
+    Other models' servers and routes are not touched."""
 
     mode = "local ModelServer"
     supports_canary = True
 
     def __init__(self, model_name: str, mlflow_conn_id: str, mlserving_conn_id: str):
         from mlops.local_router import LocalRouter
-        from mlops.local_serving import LocalModelServer
+        from mlops.local_serving import ROUTER_FOLDER, LocalModelServer, model_ports
         from mlops.settings import mlops_settings
         from mlops.volume import data_root
 
@@ -277,18 +278,20 @@ class LocalServingBackend:
         self.stages = StageHook.local(mlflow_conn_id)
         self.mlflow = MlflowHook(mlflow_conn_id)
         self.public = ServingHook(model_name, mlserving_conn_id)
-        port, mlserving = self.public.connection.port or 8085, mlops_settings().mlserving
-        self.folder = data_root() / "serving" / model_name
-        self.stable = LocalModelServer(mlserving, self.folder, model_name, port + 1)
-        self.canary = LocalModelServer(mlserving, self.folder / "canary", model_name, port + 2)
-        self.router = LocalRouter(self.folder / "router", port)
+        port, serving = self.public.connection.port or 8085, data_root() / "serving"
+        mlserving, (stable_port, canary_port) = mlops_settings().mlserving, model_ports(serving, model_name, port)
+        self.folder = serving / model_name
+        self.stable = LocalModelServer(mlserving, self.folder, model_name, stable_port)
+        self.canary = LocalModelServer(mlserving, self.folder / "canary", model_name, canary_port)
+        self.router = LocalRouter(serving / ROUTER_FOLDER, port)
 
     def current(self) -> dict | None:
         version = self.stable.serving.served_version()
         return {"version": version, "url": self.public.base_url} if version else None
 
     def is_ready(self, current: dict) -> bool:
-        return self.router.pid() is not None  # the stable server answered; clients reach it through the router
+        # the stable server answered; clients reach it through the router, which must route to it
+        return self.router.pid() is not None and self.model_name in self.router.routes()
 
     def _fetch(self, version: str) -> Path:
         """The version's files in `v<version>/`: over MLflow's artifact proxy when the server has one (no
@@ -318,26 +321,12 @@ class LocalServingBackend:
             raise ModelFailed(str(exc)) from None
 
     def _route_to_stable(self) -> None:
-        self.router.route({self.stable.address: 100})
+        self.router.route(self.model_name, {self.stable.address: 100})
         self.canary.stop()
-
-    def _one_model_at_a_time(self) -> None:
-        """The local target's ports (router, stable, canary) are one set: while another model's router runs,
-        this one cannot start. Say so, rather than fail on a port in use (serving every model behind the one
-        router is the next step; on the cluster each model has its own InferenceService)."""
-        from mlops.local_router import LocalRouter
-
-        for router in sorted(self.folder.parent.glob("*/router")):
-            if router.parent.name != self.model_name and LocalRouter(router, 0).pid() is not None:
-                raise AirflowFailException(
-                    f"the local target serves one model at a time, and {router.parent.name} is served at "
-                    f"{self.public.base_url}: stop it (`make down`, or its router and servers under "
-                    f"{router.parent}) to serve {self.model_name}")
 
     def roll_out(self, champion: dict) -> str:
         """A straight swap. Raises ModelFailed when the server refuses the version; anything else is the
         infrastructure's."""
-        self._one_model_at_a_time()
         self._serve(self.stable, self._fetch(champion["version"]))
         self._route_to_stable()  # an interrupted canary's share, if any, goes back
         return self.public.base_url
@@ -345,7 +334,6 @@ class LocalServingBackend:
     def start_canary(self, champion: dict, percent: int) -> None:
         """The canary server on the new version, smoke-tested on its own port before the router gives it
         `percent` of the requests. ModelFailed: it did not load or answer (it never got a request)."""
-        self._one_model_at_a_time()
         model_dir = self._fetch(champion["version"])
         self.canary.stop()
         try:
@@ -354,7 +342,7 @@ class LocalServingBackend:
         except (ModelFailed, ServingError) as exc:
             self.canary.stop()
             raise ModelFailed(str(exc)) from None
-        self.router.route({self.stable.address: 100 - percent, self.canary.address: percent})
+        self.router.route(self.model_name, {self.stable.address: 100 - percent, self.canary.address: percent})
 
     def promote(self, champion: dict) -> str:
         self._serve(self.stable, self.stable.version_dir(champion["version"]))

@@ -3,11 +3,16 @@ pipeline stages, a real mlserving process; and the rollback task the DAG runs wh
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+
 import httpx
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from mlops.hooks.stage import StageHook
+from mlops.local_router import LocalRouter
+from mlops.local_serving import ROUTER_FOLDER
 from mlops.operators.deploy import ROLLBACK_FROM, ROLLBACK_REASON, ROLLBACK_TO, LocalDeployOperator
 from mlops.operators.stage import StageOperator
 from tests import support
@@ -125,8 +130,52 @@ def test_a_canary_that_does_not_load_never_gets_traffic(deploy_env, local_target
                                                    "start: .*failed to load"):
         deploy.execute({"ti": ti})
     assert ti.xcoms[ROLLBACK_TO] == "1"
-    router = (local_target / "serving" / model / "router" / "nginx.conf").read_text()
-    assert router.count("server 127.0.0.1:") == 1  # the stable server alone, never the canary
+    routes = LocalRouter(local_target / "serving" / ROUTER_FOLDER, 0).routes()
+    assert list(routes[model].values()) == [100]  # the stable server alone, never the canary
     assert not (local_target / "serving" / model / "canary" / "mlserving.pid").exists()
     answer = httpx.get(f"{url}/v2/models/{model}").json()
     assert answer["parameters"]["registry_version"] == "1"
+
+
+@pytest.mark.timeout(400)
+def test_two_models_are_served_behind_one_router_without_touching_each_other(deploy_env, local_target):
+    """Two dataset files' models on one data volume: each deploy starts its own servers on ports of its own
+    and adds its route to the one router, so both answer at the mlserving address under their own names;
+    the second model's deploys change nothing of the first's (its servers, its link, its answers)."""
+    stages, url, folder = deploy_env
+    iris, wine = "iris-beside", "wine-beside"
+    train_and_register(stages, local_target, iris, "2026-11-07", "none", 7)
+    assert LocalDeployOperator(task_id="deploy", model_name=iris).execute({"ti": TaskInstance()})["version"] == "1"
+    iris_folder = local_target / "serving" / iris
+    before = ((iris_folder / "mlserving.pid").read_text(), (iris_folder / "current").resolve())
+
+    train_and_register(stages, local_target, wine, "2026-11-07", "none", 7, dataset="wine")
+    deployed = LocalDeployOperator(task_id="deploy", model_name=wine).execute({"ti": TaskInstance()})
+    assert deployed["endpoint"] == f"{url}/v2/models/{wine}/infer"
+    train_and_register(stages, local_target, wine, "2026-11-08", "concept", 8, dataset="wine")
+    canary = LocalDeployOperator(task_id="deploy", model_name=wine, canary_percent=20, deferrable=True)
+    with pytest.raises(TaskDeferred):  # the canary serves a fifth of wine's requests, judged by Prometheus
+        canary.execute({"ti": TaskInstance()})
+    wine_request = {"inputs": [{"name": "features", "shape": [1, 13], "datatype": "FP64",
+                                "data": [13.2, 2.8, 2.4, 18.6, 101.0, 2.3, 2.4, 0.3, 1.6, 5.1, 1.0, 3.2, 1050.0]}]}
+    iris_request = {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP64",
+                                "data": [5.1, 3.5, 1.4, 0.2]}]}
+    versions = Counter(httpx.post(f"{url}/v2/models/{wine}/infer", json=wine_request).json()["model_version"]
+                       for _ in range(60))
+    assert set(versions) == {"1", "2"}, versions  # wine's canary is behind the router beside wine's v1 ...
+    iris_answers = [httpx.post(f"{url}/v2/models/{iris}/infer", json=iris_request).json() for _ in range(20)]
+    assert {(a["model_name"], a["model_version"]) for a in iris_answers} == {(iris, "1")}  # ... and iris's as before
+    assert ((iris_folder / "mlserving.pid").read_text(), (iris_folder / "current").resolve()) == before
+    # Four servers on four ports, every one of them listed for Prometheus.
+    targets = json.loads((local_target / "serving" / "targets.json").read_text())
+    listed = sorted(t for group in targets for t in group["targets"])
+    assert len(set(listed)) == 4 and sum(map(_answers, listed)) == 3  # iris has no canary running
+    unknown = httpx.post(f"{url}/v2/models/no-such-model/infer", json=iris_request)
+    assert unknown.status_code == 404 and f'"{iris}", "{wine}"' in unknown.json()["error"]
+
+
+def _answers(target: str) -> bool:
+    try:
+        return httpx.get(f"http://{target}/v2/health/live", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
