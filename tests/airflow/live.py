@@ -5,6 +5,7 @@ with a client that talks to Airflow the way its users do (REST API, CLI)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -29,7 +30,10 @@ class LiveStack:
                  ("POSTGRES_PORT", "MLFLOW_PORT", "ALERTMANAGER_PORT", "PUSHGATEWAY_PORT", "AIRFLOW_PORT")}
         ports["MLOPS_SERVING_PORT"] = support.serving_url().rsplit(":", 1)[1]  # and the next two: the servers
         # Retries as the demo has them (the other Airflow tests turn them off for dag.test()).
+        # The stack's own dataset folder (the repository's files, copied): a test may add a model to it.
+        self.datasets = run_dir / "datasets"
         self.env = {**os.environ, "AIRFLOW__MLOPS__TASK_RETRIES": "2",
+                    "AIRFLOW__MLOPS__DATASETS_FOLDER": str(self.datasets),
                     "AIRFLOW__MLOPS__CANARY_PERCENT": "0",  # no traffic here: a canary could never be judged
                     **ports, **(env_overrides or {}),
                     "RUN_DIR": str(run_dir)}
@@ -52,6 +56,7 @@ class LiveStack:
 
     def __enter__(self) -> LiveStack:
         try:
+            shutil.copytree(REPO / "datasets", self.datasets)
             self.services("start", *SERVICES)
             deadline = time.monotonic() + 240
             # The DAG must be parsed and serialized before runs can be made.
@@ -100,36 +105,36 @@ class LiveStack:
         assert done.returncode == 0, f"airflow {' '.join(args)} failed: {done.stderr[-2000:]}"
         return done.stdout
 
-    def trigger(self, conf: dict, logical_date: str | None = None) -> str:
-        answer = self.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns",
+    def trigger(self, conf: dict, logical_date: str | None = None, dag_id: str = DAG_ID) -> str:
+        answer = self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns",
                               json={"logical_date": logical_date or _now(), "conf": conf})
         assert answer.status_code == 200, answer.text
         return answer.json()["dag_run_id"]
 
-    def run(self, run_id: str) -> dict:
-        return self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json()
+    def run(self, run_id: str, dag_id: str = DAG_ID) -> dict:
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()
 
-    def wait_run(self, run_id: str, timeout: float = 420) -> dict:
+    def wait_run(self, run_id: str, timeout: float = 420, dag_id: str = DAG_ID) -> dict:
         deadline = time.monotonic() + timeout
-        while (run := self.run(run_id))["state"] not in ("success", "failed"):
-            assert time.monotonic() < deadline, f"run {run_id} still {run['state']}: {self.tries(run_id)}"
+        while (run := self.run(run_id, dag_id))["state"] not in ("success", "failed"):
+            assert time.monotonic() < deadline, f"run {run_id} still {run['state']}: {self.tries(run_id, dag_id)}"
             time.sleep(2)
         return run
 
-    def states(self, run_id: str) -> dict[str, str]:
-        tis = self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
+    def states(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, str]:
+        tis = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
         return {t["task_id"]: t["state"] for t in tis}
 
-    def tries(self, run_id: str) -> dict[str, str]:
+    def tries(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, str]:
         """Each task's state and try: a task that failed and was retried shows it."""
-        tis = self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
+        tis = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
         return {t["task_id"]: f"{t['state']} (try {t['try_number']})" for t in tis}
 
     def task(self, run_id: str, task_id: str) -> dict:
         return self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}").json()
 
-    def xcom(self, run_id: str, task_id: str):
-        answer = self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+    def xcom(self, run_id: str, task_id: str, dag_id: str = DAG_ID):
+        answer = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
                           params={"deserialize": "true"})
         return answer.json().get("value") if answer.status_code == 200 else None
 
@@ -152,11 +157,15 @@ class LiveStack:
             time.sleep(0.5)
 
     # -- the data volume, the registry, the model server, the alerts -----------------------------------------
-    def land(self, partition: str, drift: str = "none", seed: int = 1, rows: int = 900) -> None:
+    def land(self, partition: str, drift: str = "none", seed: int = 1, rows: int = 900, dataset: Path | None = None,
+             reference: str | None = None) -> None:
+        """A batch of the example (or of `dataset`, drawn from `reference`) in its model's landing area."""
         StageHook(support.PIPELINE_BIN / "mlpipeline").run(
             "simulate", {"data_root": self.data, "partition": partition, "rows": rows, "drift": drift, "seed": seed,
-                         "dataset": support.EXAMPLE_DATASET}, on_line=lambda _: None)
-        self.landed[partition] = drift
+                         "dataset": dataset or support.EXAMPLE_DATASET, "reference": reference},
+            on_line=lambda _: None)
+        if dataset is None:
+            self.landed[partition] = drift
 
     def promoting_drift(self, model: str = "iris-classifier") -> str:
         """The drift a new batch needs for the champion to fail on it and a challenger to win: labels the

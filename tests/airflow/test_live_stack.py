@@ -5,6 +5,7 @@ on one stack; each says what it leaves behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -518,3 +519,49 @@ def test_no_answer_in_time_keeps_the_champion(stack):
     assert (training["promotion_approval"], training["promotion_approval_by"]) == (
         "timed_out", "(nobody: the default applied)")
     assert stack.get(hitl_path(run)).json()["chosen_options"] == ["Reject"]
+
+
+def test_two_models_run_at_once_without_touching_each_other(stack):
+    """A second dataset file dropped into the stack's dataset folder becomes a DAG of its own; its run and
+    a run of the example's DAG go at the same time, both through training and deploy. Each model keeps to
+    its own landing and curated areas, registry entries and served model, and both answer at the one
+    router address under their own names. Leaves the second model's DAG and model served."""
+    import httpx
+    import yaml
+
+    from tests import datasets as test_datasets
+
+    document = {**yaml.safe_load(test_datasets.dataset_path("wine").read_text()), "schedule": None}
+    wine, wine_dag = document["model_name"], "continuous_training_wine"
+    (stack.datasets / "wine.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    deadline = time.monotonic() + 240
+    while stack.get(f"/api/v2/dags/{wine_dag}").status_code != 200:  # the DAG file's next parse finds it
+        assert time.monotonic() < deadline, "the DAG processor never serialized the new dataset's DAG"
+        time.sleep(3)
+    for dag_id in (DAG_ID, wine_dag):  # a paused DAG's manual run waits for its unpausing
+        assert stack.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+
+    partition, iris_before = "2026-11-25", (stack.versions(), stack.champion())
+    # the example's champion (if any) fails on its batch: both runs train and deploy
+    stack.land(partition, stack.promoting_drift() if iris_before[1] else "none", seed=25)
+    stack.land(partition, seed=25, dataset=stack.datasets / "wine.yaml", reference="sklearn:wine")
+    runs = {dag_id: stack.trigger({"partition": partition}, dag_id=dag_id) for dag_id in (DAG_ID, wine_dag)}
+    for dag_id, run_id in runs.items():
+        assert stack.wait_run(run_id, timeout=600, dag_id=dag_id)["state"] == "success", stack.tries(run_id, dag_id)
+    # Each run read its own model's batch and area, and registered and served its own model only.
+    iris_deploy, wine_deploy = (stack.xcom(runs[d], "deploy", dag_id=d) for d in (DAG_ID, wine_dag))
+    assert (wine_deploy["model_name"], wine_deploy["version"]) == (wine, "1")
+    assert iris_deploy["model_name"] == MODEL and iris_deploy["version"] not in iris_before[0]
+    assert stack.versions(wine) == ["1"] and stack.champion(wine) == "1"
+    assert stack.versions() == sorted([*iris_before[0], iris_deploy["version"]])
+    for model in (MODEL, wine):
+        landed = [p.name for p in (stack.data / "landing" / model / partition).iterdir()]
+        assert "_SUCCESS" in landed and len(landed) == 2, landed
+    assert stack.xcom(runs[wine_dag], "wait_for_batch", dag_id=wine_dag)["partition"] == partition
+    assert sorted(p.name for p in (stack.data / "curated" / wine).iterdir()) == [partition]
+    # Both at the one router address, each under its own name, each answered by its own version.
+    assert iris_deploy["endpoint"].rsplit("/v2/", 1)[0] == wine_deploy["endpoint"].rsplit("/v2/", 1)[0]
+    assert stack.served_version() == iris_deploy["version"] and stack.served_version(wine) == "1"
+    request = json.loads(test_datasets.in_pipeline_environment("v2-request", "wine"))
+    answer = httpx.post(f"{stack.serving}/v2/models/{wine}/infer", json=request, timeout=10).json()
+    assert answer["model_name"] == wine and answer["outputs"][0]["data"][0] in document["label"]["classes"]
