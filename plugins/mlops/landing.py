@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mlpipeline.volume import MODEL_NAME  # the stages' own rule: one layout, one check
+from mlpipeline.errors import PipelineError
+from mlpipeline.volume import model_area  # the stages' own layout and name check: one place
 
 MARKER = "_SUCCESS"
 LATEST = "latest"
@@ -15,11 +16,11 @@ PARTITION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def model_landing(model_name: str) -> Path:
-    """A model's landing area, relative to the data volume's root. The name becomes a path component, so
-    it is checked here too, not only by the dataset file's parser."""
-    if not MODEL_NAME.match(model_name or ""):
-        raise ValueError(f"model name must be lower-case letters, digits and '-', got {model_name!r}")
-    return Path("landing") / model_name
+    """A model's landing area, relative to the data volume's root (ValueError: not a model name)."""
+    try:
+        return model_area("landing", model_name)
+    except PipelineError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def batch_complete(folder: Path) -> bool:

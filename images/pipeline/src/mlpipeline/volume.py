@@ -132,19 +132,28 @@ def read_no_follow(path: Path, top: Path, limit: int) -> bytes:
 MODEL_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,43}[a-z0-9])?$")
 
 
+def model_area(area: str, model_name: str | None) -> Path:
+    """A model's landing, quarantine or curated area, relative to the volume's root: the one layout the stages
+    and the Airflow side (the batch sensor, the pull) both use. The name becomes a path component, so it is
+    checked here."""
+    if model_name is None:
+        raise PipelineError(f"the {area} area is per model: give the dataset (its model_name)")
+    if not MODEL_NAME.match(model_name):
+        raise PipelineError(f"model name must be lower-case letters, digits and '-', got {model_name!r}")
+    return Path(area) / model_name
+
+
 class DataVolume:
     """The volume's layout; `model_name` (a dataset's) is needed for its batches, not for a run's folder."""
 
     def __init__(self, root: str | Path, model_name: str | None = None):
         self.root = Path(root)
-        if model_name is not None and not MODEL_NAME.match(model_name):
-            raise PipelineError(f"model name must be lower-case letters, digits and '-', got {model_name!r}")
+        if model_name is not None:
+            model_area("landing", model_name)  # a name that is not one path component is refused at once
         self.model_name = model_name
 
     def _area(self, area: str, partition: str) -> Path:
-        if self.model_name is None:
-            raise PipelineError(f"the {area} area is per model: give the dataset (its model_name)")
-        return self.root / area / self.model_name / check_partition(partition)
+        return self.root / model_area(area, self.model_name) / check_partition(partition)
 
     def landing(self, partition: str) -> Path:
         return self._area("landing", partition)
