@@ -39,9 +39,11 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
         metrics = score(fresh[dataset.label], model.predict(model_inputs(fresh, dataset)), classes)
         reference = registry.reference_sample(champion)
         drift = drift_report(reference, fresh, dataset, classes, config["drift"])
-        numeric = [f.name for f in dataset.features if f.numeric]  # the server's histograms: numeric features
-        live = live_drift(prometheus_url, model_name, live_window, reference, numeric,
-                          config["drift"]) if live_window else None
+        # the server's histograms (numeric features) and category counts (categorical ones)
+        numeric = [f.name for f in dataset.features if f.numeric]
+        categorical = [f.name for f in dataset.features if not f.numeric]
+        live = live_drift(prometheus_url, model_name, live_window, reference, numeric, config["drift"],
+                          categorical) if live_window else None
         result.update(champion={"version": champion.version, "run_id": champion.run_id},
                       degraded_by_definition=False, fresh_metrics=metrics, fresh_score=metrics[dataset.metric],
                       drift=drift, live_drift=live,
@@ -56,5 +58,6 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
 
 def live_summary(live: dict) -> str:
     if live["status"] == "measured":
-        return f"{len(live['drifted_features'])} feature(s) drifted {live['drifted_features']}"
+        new = f", new categories {live['new_categories']}" if live.get("new_categories") else ""
+        return f"{len(live['drifted_features'])} feature(s) drifted {live['drifted_features']}{new}"
     return live["status"]

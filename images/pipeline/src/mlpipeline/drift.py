@@ -45,25 +45,32 @@ def _numeric_drift(ref: np.ndarray, cur: np.ndarray, method: str, alpha: float, 
 MAX_NEW_CATEGORIES = 20  # new categories listed per feature (the count is always exact)
 
 
-def _categorical_drift(ref: pd.Series, cur: pd.Series, method: str, alpha: float, settings: dict) -> dict:
-    """Category frequencies: chi-square (small samples) or PSI on the shares; categories the reference never
-    had are listed."""
-    ref_counts = ref.dropna().astype(str).value_counts()
-    cur_counts = cur.dropna().astype(str).value_counts()
+def category_drift(ref_counts: pd.Series, cur_counts: pd.Series, method: str, alpha: float, settings: dict) -> dict:
+    """Two samples' counts per category (category -> count, missing values left out; counts need not be
+    whole, as Prometheus's increase() gives them): chi-square (method "ks", the small-sample rule) or PSI
+    on the shares; the categories the reference never had are listed, and count in both statistics."""
+    ref_counts, cur_counts = ref_counts[ref_counts > 0], cur_counts[cur_counts > 0]  # a zero is no category
     categories = sorted(set(ref_counts.index) | set(cur_counts.index))
     new = sorted(set(cur_counts.index) - set(ref_counts.index))
+    new_rows = float(cur_counts.reindex(new).sum())
+    new_rows = int(new_rows) if new_rows.is_integer() else round(new_rows, 1)
     r = ref_counts.reindex(categories, fill_value=0).to_numpy(float)
     c = cur_counts.reindex(categories, fill_value=0).to_numpy(float)
     if not r.sum() or not c.sum():
         return {"chi2": None, "chi2_pvalue": None, "psi": 0.0, "new_categories": new[:MAX_NEW_CATEGORIES],
-                "new_category_rows": int(cur_counts.reindex(new).sum()), "drifted": False}
+                "new_category_rows": new_rows, "drifted": False}
     score = psi_of_shares(r / r.sum(), c / c.sum())
     expected = (r + 0.5) / (r + 0.5).sum() * c.sum()  # +0.5: a category the reference lacks is not a zero division
     chi = stats.chisquare(c, expected)
     drifted = chi.pvalue < alpha if method == "ks" else score > settings["psi_threshold"]
     return {"chi2": round(float(chi.statistic), 6), "chi2_pvalue": float(chi.pvalue), "psi": round(score, 6),
-            "new_categories": new[:MAX_NEW_CATEGORIES], "new_category_rows": int(cur_counts.reindex(new).sum()),
-            "drifted": bool(drifted)}
+            "new_categories": new[:MAX_NEW_CATEGORIES], "new_category_rows": new_rows, "drifted": bool(drifted)}
+
+
+def _categorical_drift(ref: pd.Series, cur: pd.Series, method: str, alpha: float, settings: dict) -> dict:
+    """Category frequencies of two samples' values (category_drift)."""
+    return category_drift(ref.dropna().astype(str).value_counts(), cur.dropna().astype(str).value_counts(), method,
+                          alpha, settings)
 
 
 def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, dataset, settings: dict) -> dict:

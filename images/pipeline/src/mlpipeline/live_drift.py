@@ -1,6 +1,6 @@
 """Drift of live traffic, without labels.
 
-The model server counts every feature value it serves into le-buckets (the histogram
+The model server counts every numeric feature value it serves into le-buckets (the histogram
 `mlserving_feature_value`). Over a window, Prometheus's `increase()` of those buckets is the
 live distribution on the server's bucket edges; the champion's training reference, binned on
 the same edges, is what it is compared with. The statistics are those of the labelled batch
@@ -8,8 +8,18 @@ the same edges, is what it is compared with. The statistics are those of the lab
 the two cumulative shares at the edges (a lower bound of the unbinned one, so its p-value errs
 towards "no drift"). The same rule picks the test: KS up to `ks_max_rows` observations, else PSI.
 
-Too little traffic in the window (fewer than `live_min_rows` values per feature) measures nothing,
-and a Prometheus that cannot be asked is reported as such: neither stops the labelled detection.
+It counts every categorical feature value by category (the counter `mlserving_feature_category`):
+the categories its model knows, `__other__` for any other value, `__missing__` for a missing one.
+Their `increase()` over the window is compared with the reference's category counts as the batch
+compares categories (drift.py's category_drift: chi-square up to `ks_max_rows`, else PSI), missing
+values left out on both sides. The reference's values the server would count as `__other__` are
+counted so; live `__other__` values the reference has no counterpart for are a new category, named
+`__other__` (the server does not keep the names of values its model does not know).
+
+One alpha, Bonferroni-corrected over every feature measured (numeric and categorical). Too little
+traffic in the window (fewer than `live_min_rows` values of a feature, missing ones not counted)
+measures nothing, and a Prometheus that cannot be asked is reported as such: neither stops the
+labelled detection.
 """
 
 from __future__ import annotations
@@ -26,13 +36,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .drift import psi_of_shares
+from .drift import category_drift, psi_of_shares
 from .errors import PipelineError
 
 log = logging.getLogger(__name__)
 
 WINDOW = re.compile(r"^[1-9][0-9]*[smhdw]$")
 METRIC = "mlserving_feature_value_bucket"
+CATEGORY_METRIC = "mlserving_feature_category_total"
+# The server's category labels beyond its model's categories (mlserving.metrics OTHER_CATEGORY and
+# MISSING_CATEGORY; the model server's package is not installed beside this one).
+OTHER_CATEGORY, MISSING_CATEGORY = "__other__", "__missing__"
 
 
 def check_window(window: str) -> str:
@@ -41,14 +55,19 @@ def check_window(window: str) -> str:
     return window
 
 
-def query(model: str, window: str) -> str:
-    """PromQL: per feature and bucket, the values served in the window, over all replicas and versions."""
-    return f'sum by (feature, le) (increase({METRIC}{{model="{model}"}}[{window}]))'
+def query(model: str, window: str, numeric: bool = True, categorical: bool = False) -> str:
+    """PromQL: the values served in the window, over all replicas and versions: per numeric feature and
+    bucket, and (`categorical`) per categorical feature and category, in one query (`or` of the two)."""
+    buckets = f'sum by (feature, le) (increase({METRIC}{{model="{model}"}}[{window}]))'
+    categories = f'sum by (feature, category) (increase({CATEGORY_METRIC}{{model="{model}"}}[{window}]))'
+    if not categorical:
+        return buckets
+    return f"{buckets} or {categories}" if numeric else categories
 
 
-def fetch_buckets(prometheus_url: str, model: str, window: str, timeout: float = 10) -> list[dict]:
-    """The instant query's result vector ({"metric": {"feature", "le"}, "value": [t, "n"]} each)."""
-    url = f"{prometheus_url.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode({"query": query(model, window)})
+def fetch_buckets(prometheus_url: str, promql: str, timeout: float = 10) -> list[dict]:
+    """The instant query's result vector ({"metric": {"feature", "le" or "category"}, "value": [t, "n"]} each)."""
+    url = f"{prometheus_url.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
     try:
         with urllib.request.urlopen(url, timeout=timeout) as answer:
             body = json.load(answer)
@@ -69,7 +88,8 @@ def bins_from_buckets(result: list[dict]) -> dict[str, tuple[np.ndarray, np.ndar
     by_feature: dict[str, dict[float, float]] = {}
     for series in result:
         labels = series["metric"]
-        by_feature.setdefault(labels["feature"], {})[float(labels["le"])] = float(series["value"][1])
+        if "le" in labels:  # not a category count
+            by_feature.setdefault(labels["feature"], {})[float(labels["le"])] = float(series["value"][1])
     out = {}
     for feature, cumulative in by_feature.items():
         les = sorted(cumulative)
@@ -100,34 +120,79 @@ def binned_drift(reference: np.ndarray, live: np.ndarray, settings: dict, alpha:
             "observed": round(float(m), 1), "drifted": bool(drifted)}
 
 
+def category_counts(result: list[dict]) -> dict[str, pd.Series]:
+    """Per categorical feature: the live count of each category label (__other__ and __missing__ included;
+    a label counted nothing in the window is there at 0, as the server exports every label from its start)."""
+    by_feature: dict[str, dict[str, float]] = {}
+    for series in result:
+        labels = series["metric"]
+        if "category" in labels:
+            by_feature.setdefault(labels["feature"], {})[labels["category"]] = float(series["value"][1])
+    return {feature: pd.Series(counts, dtype=float) for feature, counts in by_feature.items()}
+
+
+def categorical_drift(reference: pd.Series, live: pd.Series, settings: dict, alpha: float) -> dict:
+    """The reference's values against the live counts per category label, missing values left out on both
+    sides (their shares are reported). The server counts a value its model does not know as __other__ (so
+    does any category past its cap on labels a feature): a reference value none of the live labels names is
+    counted as __other__ too, so both sides are binned alike. When the reference has no such value, live
+    __other__ values are values it never had: a new category, named __other__."""
+    values = reference.dropna().astype(str)
+    values = values[values != MISSING_CATEGORY]  # the server counts the pipeline's fill value as missing
+    known = set(live.index) - {OTHER_CATEGORY, MISSING_CATEGORY}
+    # __other__ is the server's overflow label, not a category: the reference's values it would fold there
+    # are folded alike, so that __other__ is new only when the reference had no value the server lacks a label for
+    ref_counts = values.where(values.isin(known), OTHER_CATEGORY).value_counts()
+    cur_counts = live.drop(MISSING_CATEGORY, errors="ignore")
+    n, m = float(ref_counts.sum()), float(cur_counts.sum())
+    method = "ks" if min(n, m) <= settings["ks_max_rows"] else "psi"
+    missing = float(live.get(MISSING_CATEGORY, 0.0))
+    return {**category_drift(ref_counts, cur_counts, method, alpha, settings), "observed": round(m, 1),
+            "missing_reference": round(float(1 - len(values) / len(reference)), 6) if len(reference) else 0.0,
+            "missing_live": round(missing / (m + missing), 6) if m + missing else 0.0}
+
+
 def live_drift(prometheus_url: str, model: str, window: str, reference: pd.DataFrame, features: list[str],
-               settings: dict) -> dict:
-    """The live-traffic drift report: status `measured` (with the statistics), `insufficient traffic`
-    or `unavailable` (Prometheus could not be asked; the error is in `error`)."""
-    out = {"window": window, "source": prometheus_url, "query": query(model, window)}
-    if not features:
+               settings: dict, categorical: list[str] = ()) -> dict:
+    """The live-traffic drift report on the numeric `features` and the `categorical` ones: status `measured`
+    (with the statistics), `insufficient traffic` or `unavailable` (Prometheus could not be asked; the error
+    is in `error`)."""
+    numeric, categorical = list(features), list(categorical)
+    promql = query(model, window, numeric=bool(numeric), categorical=bool(categorical))
+    out = {"window": window, "source": prometheus_url, "query": promql}
+    if not numeric and not categorical:
         return {**out, "status": "insufficient traffic", "observed": 0.0,
-                "reason": "the model has no numeric features, whose served values the server counts"}
+                "reason": "the model has no features"}
     try:
-        bins = bins_from_buckets(fetch_buckets(prometheus_url, model, window))
+        result = fetch_buckets(prometheus_url, promql)
+        bins, counts = bins_from_buckets(result), category_counts(result)
     except PipelineError as exc:
         log.warning("live drift not measured: %s", exc)
         return {**out, "status": "unavailable", "error": str(exc)}
-    observed = min((float(bins[f][1].sum()) for f in features if f in bins), default=0.0)
-    missing = [f for f in features if f not in bins]
-    if missing or observed < settings["live_min_rows"]:
+    # values per feature: missing ones are not values (the histograms leave them out, __missing__ is apart)
+    observed_by = {**{f: float(bins[f][1].sum()) for f in numeric if f in bins},
+                   **{f: float(counts[f].drop(MISSING_CATEGORY, errors="ignore").sum())
+                      for f in categorical if f in counts}}
+    observed = min(observed_by.values(), default=0.0)
+    missing = [f for f in numeric + categorical if f not in observed_by]
+    few = [f for f, n in observed_by.items() if n < settings["live_min_rows"]]
+    if missing or few:
         log.info("live drift not measured: %s", why := (
             f"no live values of {missing}" if missing else
-            f"{observed:.0f} live values per feature in the last {window}, fewer than {settings['live_min_rows']}"))
+            f"fewer than {settings['live_min_rows']} live values of {few} in the last {window} (the fewest: "
+            f"{observed:.0f})"))
         return {**out, "status": "insufficient traffic", "observed": round(observed, 1), "reason": why}
-    alpha = settings["ks_alpha"] / len(features)
-    per_feature = {f: binned_drift(reference_bins(reference[f].to_numpy(float), bins[f][0]), bins[f][1], settings,
-                                   alpha) for f in features}
+    alpha = settings["ks_alpha"] / (len(numeric) + len(categorical))
+    per_feature = {f: {**binned_drift(reference_bins(reference[f].to_numpy(float), bins[f][0]), bins[f][1],
+                                      settings, alpha), "type": "numeric"} for f in numeric}
+    per_feature.update({f: {**categorical_drift(reference[f], counts[f], settings, alpha), "type": "categorical"}
+                        for f in categorical})
     flagged = [f for f, r in per_feature.items() if r["drifted"]]
     method = "ks" if min(len(reference), observed) <= settings["ks_max_rows"] else "psi"
     result = {**out, "status": "measured", "method": method, "observed": round(observed, 1),
               "reference_rows": int(len(reference)), "features": per_feature, "drifted_features": flagged,
-              "share_drifted": len(flagged) / len(features), "max_psi": max(r["psi"] for r in per_feature.values())}
-    log.info("live drift over the last %s (%.0f values per feature): %d/%d feature(s) drifted %s", window, observed,
-             len(flagged), len(features), flagged)
+              "new_categories": {f: r["new_categories"] for f, r in per_feature.items() if r.get("new_categories")},
+              "share_drifted": len(flagged) / len(per_feature), "max_psi": max(r["psi"] for r in per_feature.values())}
+    log.info("live drift over the last %s (at least %.0f values per feature): %d/%d feature(s) drifted %s", window,
+             observed, len(flagged), len(per_feature), flagged)
     return result
