@@ -53,10 +53,29 @@ def link_lines(run_dir: Path, ports: dict[str, str], model: str) -> list[str]:
     return lines
 
 
+def model_lines(datasets: Path, ports: dict[str, str]) -> list[str]:
+    """Where each dataset file's model answers once a run of its DAG has deployed it: the one router address,
+    under the model's name (a file that does not parse is named with the reason; its DAG says it too)."""
+    from mlpipeline.dataset import DatasetFileError, dataset_files, load
+
+    lines = ["models, at the router once their DAG has deployed them (POST a v2 request):"]
+    for file in dataset_files(datasets):
+        try:
+            model = load(file).model_name
+        except DatasetFileError as exc:
+            lines.append(f"  {file.name}: not loaded: {str(exc)[:200]}")
+            continue
+        lines.append(f"  {model:<24} http://127.0.0.1:{ports['mlops_serving']}/v2/models/{model}/infer"
+                     f"  (DAG continuous_training_{file.stem})")
+    return lines
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
     from mlpipeline.dataset import load
 
     example = load(REPO / "datasets" / "iris.yaml")  # the example model's pages (each model has a DAG of its own)
     print("\n".join(link_lines(Path(os.environ["RUN_DIR"]), stack_ports(), example.model_name)))
+    print("\n".join(model_lines(Path(os.environ.get("AIRFLOW__MLOPS__DATASETS_FOLDER", REPO / "datasets")),
+                                stack_ports())))
     print("stop everything with: make down")

@@ -10,6 +10,7 @@ import subprocess
 import httpx
 import pytest
 
+from mlpipeline.dataset import load
 from tests import support
 
 from .conftest import REPO
@@ -35,6 +36,10 @@ def test_make_up_prints_pages_that_open_with_their_logins_and_keeps_the_run_fold
         pages = {m["name"]: m for m in map(LINE.fullmatch, up.stdout.splitlines()) if m}
         assert set(pages) == {"Airflow UI", "MLflow UI", "Prometheus", "Alertmanager"}, up.stdout
         assert up.stdout.rstrip().endswith("stop everything with: make down")
+        # every dataset file's model, where it answers once deployed: the one router address, under its name
+        model = load(support.EXAMPLE_DATASET).model_name
+        assert re.search(rf"^  {model} +http://127\.0\.0\.1:8085/v2/models/{model}/infer  \(DAG "
+                         r"continuous_training_iris\)$", up.stdout, re.MULTILINE), up.stdout
         for name, page in pages.items():
             url = page["url"].split("#")[0]
             if name == "Airflow UI":  # the UI page opens, and its login is taken by the token endpoint it uses

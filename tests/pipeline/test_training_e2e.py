@@ -67,6 +67,7 @@ def test_continuous_training_scenario(volume, tracking, model_name):
     recorded = TrainingDecision.from_tags(training_run.data.tags)
     assert recorded.to_dict() == {k: v for k, v in train1.items() if k not in ("pipeline_root", "engine")}
     assert training_run.data.tags["run_key"] == rk1
+    assert not [k for k in {**v1.tags, **training_run.data.tags} if k.startswith("pull.")]  # landed, not pulled
     assert [i.dataset.digest for i in training_run.inputs.dataset_inputs]  # the dataset and its fingerprint
 
     # The model is logged so that a serving runtime can load it: signature with column names, an input example.

@@ -43,12 +43,15 @@ class StageLog:
 
 
 def stage_arguments(options: Mapping[str, object]) -> list[str]:
-    """{"data_root": "/d", "window": None, "quiet": True} -> ["--data-root", "/d", "--quiet"]."""
+    """{"data_root": "/d", "window": None, "quiet": True} -> ["--data-root", "/d", "--quiet"]; a mapping or a
+    list (an upstream task's whole result, such as pull_batch's for split's --pull) is passed as JSON."""
     argv: list[str] = []
     for key, value in options.items():
         flag = "--" + key.replace("_", "-")
         if value is None or value is False:
             continue
+        if isinstance(value, Mapping | list | tuple):
+            value = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
         argv += [flag] if value is True else [flag, str(value)]
     return argv
 

@@ -19,7 +19,9 @@ replace a partition's data, delete the earlier file first. Nothing is written wh
 rows, a query or HTTP error, or more than `max_bytes` (`[mlops] pull_max_bytes`).
 
 The result (XCom) says what was fetched: partition, file, rows (sql), bytes, sha256, the query or the
-endpoint, and whether the file is new.
+endpoint, and whether the file is new. The DAG hands it to `split` (`--pull`), which keeps it in the run's
+manifest; training and register record it as `pull.*` tags on the MLflow training run and the model version
+(mlpipeline.pull_record).
 """
 
 from __future__ import annotations

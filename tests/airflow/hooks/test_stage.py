@@ -15,6 +15,14 @@ def test_options_become_flags():
         ["--data-root", "/d", "--run-key", "rk-1", "--quiet"]
 
 
+def test_a_whole_result_option_is_passed_as_json():
+    """split's --pull: pull_batch's result, one argument, the same text on both targets."""
+    pulled = {"rows": 3, "query": "SELECT 'é' WHERE day = %(partition)s", "new": True, "kind": "sql"}
+    assert stage_arguments({"pull": pulled, "window": "all"}) == [
+        "--pull", '{"kind":"sql","new":true,"query":"SELECT \'é\' WHERE day = %(partition)s","rows":3}',
+        "--window", "all"]
+
+
 def test_hook_streams_progress_and_returns_the_json_result(tmp_path):
     lines = []
     result = StageHook(PIPELINE_BIN / "mlpipeline").run(

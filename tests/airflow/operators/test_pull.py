@@ -155,6 +155,52 @@ def test_latest_is_refused(volume):
         pull("latest")
 
 
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory) -> str:
+    with support.mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
+
+
+def pull_tags(tags: list[dict]) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in tags if t["key"].startswith("pull.")}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_what_a_sql_pull_fetched_is_tagged_on_the_training_run_and_the_version(volume, warehouse, mlflow_uri):
+    """The stages after the pull as the DAG runs them on the local target (split given pull_batch's result as
+    --pull), against a real MLflow server: the training run and the registered version carry the pull."""
+    import httpx
+
+    from mlops.hooks.stage import StageHook
+
+    day, regions = "2026-11-05", ("north", "south", "east", "west")  # the label follows amount: learnable
+    amounts = {i: i * 37 % 1000 for i in range(100, 400)}
+    psql(warehouse, "INSERT INTO batches VALUES " + ", ".join(
+        f"({i}, '{day}', '{regions[i % 4]}', {a}, '{'a' if a < 500 else 'b'}')" for i, a in amounts.items()))
+    try:
+        pulled = pull(day)
+    finally:
+        psql(warehouse, f"DELETE FROM batches WHERE observed_on = '{day}'")
+    stages = StageHook(PIPELINE_BIN / "mlpipeline", env={"MLFLOW_TRACKING_URI": mlflow_uri})
+    given = {"data_root": volume, "dataset_content": dataset_text(**DATASET), "dataset_name": MODEL, "partition": day}
+    stages.run("ingest", given, on_line=lambda _: None)
+    split = stages.run("split", {**given, "pull": pulled}, on_line=lambda _: None)
+    lineage = {"data_root": volume, "run_key": split["run_key"], "model_name": MODEL,
+               "dag_id": "continuous_training_warehouse", "dag_run_id": "manual__pull"}
+    stages.run("train-local", lineage, on_line=lambda _: None)
+    registered = stages.run("register", lineage, on_line=lambda _: None)
+
+    expected = {"pull.kind": "sql", "pull.conn_id": "warehouse", "pull.query": QUERY, "pull.rows": "300",
+                "pull.bytes": str(pulled["bytes"]), "pull.sha256": pulled["sha256"], "pull.file": pulled["file"]}
+    version = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/model-versions/get",
+                        params={"name": MODEL, "version": registered["version"]}).json()["model_version"]
+    assert pull_tags(version["tags"]) == expected
+    run = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/runs/get", params={"run_id": version["run_id"]}).json()["run"]
+    assert pull_tags(run["data"]["tags"]) == expected
+    assert {t["key"]: t["value"] for t in run["data"]["tags"]}["airflow_run_id"] == "manual__pull"
+
+
 # -- http ------------------------------------------------------------------------------------------------
 
 BATCH = b'{"region":"north","amount":1.5,"species":"a"}\n{"region":"south","amount":null,"species":"b"}\n'

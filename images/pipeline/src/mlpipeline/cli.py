@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", required=True)
     p.add_argument("--run-key", help="default: derived from data fingerprint, config hash and code version")
     p.add_argument("--window", help="'all' or 'last:N' partitions (default: the dataset file's window)")
+    p.add_argument("--pull", metavar="JSON", help="what the DAG's pull_batch fetched for the partition (its result, "
+                                                  "a JSON object), kept in the manifest as lineage")
     _dataset_options(p)
 
     p = sub.add_parser("detect", help="score the champion on the fresh set and measure drift")
@@ -215,8 +217,13 @@ def cmd_split(args) -> dict:
     if args.run_key:
         check_run_key(args.run_key)
     dataset = _dataset(args)
+    pull = None
+    if args.pull is not None:  # checked before anything is written
+        from .pull_record import parse
+
+        pull = parse(args.pull, dataset.source, args.partition)
     return split_partition(_volume(args, dataset.model_name), args.partition, dataset,
-                           run_config(dataset, args.window), args.run_key)
+                           run_config(dataset, args.window), args.run_key, pull)
 
 
 def cmd_detect(args) -> dict:

@@ -1,5 +1,10 @@
 """Register a run's challenger with lineage tags; move `champion` only on promote.
 
+The version's lineage tags are set when it is created and never rewritten: run key, fingerprints, partition,
+window, configuration hash, code version, test metrics, the decision, the Airflow DAG and run, the KFP run,
+who approved, and what a pull fetched for the partition (`pull.*`, from the run's manifest:
+mlpipeline.pull_record; none for a partition landed as files).
+
 What happened is reported as `outcome`, which is what a run reports (not the training decision):
 - `promoted`: the challenger became the champion now;
 - `registered`: it was registered as the challenger, the champion stays (decision keep);
@@ -15,6 +20,7 @@ import logging
 
 from .contracts import COMPARED_WITH_TAG, DECISION_TAG, REASON_TAG, TrainingDecision
 from .model_registry import ChampionMoved, Registry
+from .pull_record import tags as pull_tags
 from .volume import DataVolume, load_run, read_json
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,7 @@ def _lineage_tags(run_key: str, manifest: dict, decision: TrainingDecision, cont
         DECISION_TAG: decision.decision,
         REASON_TAG: decision.reason[:4000],
         COMPARED_WITH_TAG: decision.champion_version or "",
+        **pull_tags(manifest.get("pull")),
     }
     tags.update({k: v for k, v in context.items() if v})
     return tags

@@ -1,4 +1,10 @@
-"""Reproducible, stratified train/test split of the training window, plus the fresh set."""
+"""Reproducible, stratified train/test split of the training window, plus the fresh set.
+
+The run's `manifest.json` records what the run was made of: the window's partitions and curated files, their
+fingerprint, the dataset file, the classes, each set's rows, class balance and fingerprint, and, when the
+partition was pulled from a `sql` or `http` source, what the pull fetched (`pull`, mlpipeline.pull_record),
+which training and register tag. A manifest is written once: a run key split again keeps the one it has.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +54,7 @@ def run_dataset(manifest: dict) -> tuple[Dataset, list[str]]:
 
 
 def split_partition(volume: DataVolume, partition: str, dataset: Dataset, config: dict,
-                    run_key: str | None = None) -> dict:
+                    run_key: str | None = None, pull: dict | None = None) -> dict:
     partitions = window_partitions(volume, partition, config["window"])
     window_files = [f.name for p in partitions for f in volume.curated_files(p)]
     data_fingerprint = lineage.files_fingerprint(window_files)
@@ -63,6 +69,9 @@ def split_partition(volume: DataVolume, partition: str, dataset: Dataset, config
                                 f"({existing.get('data_fingerprint')}/{existing.get('config_hash')}); "
                                 "use a new run key")
         log.info("run %s already split; reusing %s", run_key, manifest_path)
+        if pull and existing.get("pull") != pull:  # the manifest is never rewritten
+            log.info("run %s keeps the pull record it was split with; this pull (%s) is not recorded", run_key,
+                     pull["file"])
         return {**existing, "reused": True}
 
     log.info("reading %d curated file(s) from %d partition(s) (%s)", len(window_files), len(partitions),
@@ -99,6 +108,7 @@ def split_partition(volume: DataVolume, partition: str, dataset: Dataset, config
         "classes": classes,
         "sets": {name: describe(frame, dataset.label, classes) for name, frame in sets.items()},
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **({"pull": pull} if pull else {}),  # checked by the caller (mlpipeline.pull_record.parse)
     }
     write_json_atomic(run_dir / "config.json", config)
     write_json_atomic(manifest_path, manifest)
