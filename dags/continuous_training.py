@@ -189,7 +189,8 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
             ingest = stage_task(task_id="ingest", stage="ingest", options={
                 **dataset_file, "partition": wait_for_batch.output["partition"]})
             split = stage_task(task_id="split", stage="split", options={
-                **dataset_file, "partition": ingest.output["partition"], "window": "{{ params.training_window }}"})
+                **dataset_file, "partition": ingest.output["partition"], "window": "{{ params.training_window }}",
+                "pull": pull_batch.output if dataset.source.kind != "files" else None})  # lineage: what was pulled
 
         detect_degradation = stage_task(task_id="detect_degradation", stage="detect", options={
             "run_key": split.output["run_key"], "model_name": model,

@@ -3,6 +3,7 @@ file becomes a DAG that says why without taking the others down; parsing imports
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -348,10 +349,40 @@ def test_a_sql_or_http_source_is_pulled_before_the_wait_and_files_are_not(datase
 
     sql = dags["continuous_training_warehouse"]
     pull = sql.get_task("pull_batch")
-    assert edges(sql) == EDGES | {("pull_batch", "wait_for_batch")}
+    # split records what the pull fetched (its whole result, --pull) in the run's manifest: lineage
+    assert edges(sql) == EDGES | {("pull_batch", "wait_for_batch"), ("pull_batch", "data.split")}
+    record = sql.get_task("data.split").options["pull"]
+    assert (record.operator.task_id, record.key) == ("pull_batch", "return_value")
+    assert dags[IRIS].get_task("data.split").options["pull"] is None  # landed files: nothing to record
     assert (pull.kind, pull.conn_id, pull.query, pull.format, pull.partition) == \
         ("sql", "warehouse", query, "jsonl", "{{ params.partition or ds }}")
     http = dags["continuous_training_server"].get_task("pull_batch")
     assert (http.kind, http.endpoint, http.format) == ("http", "/batches/{partition}", "csv")
-    assert http.downstream_task_ids == {"wait_for_batch"}
+    assert http.downstream_task_ids == {"wait_for_batch", "data.split"}
     assert edges(dags[IRIS]) == EDGES and not dags[IRIS].has_task("pull_batch")
+
+
+@pytest.mark.parametrize("target", ["local", "kubernetes"])
+def test_split_is_given_what_the_pull_fetched_as_one_json_argument_on_both_targets(datasets, monkeypatch, target):
+    """The lineage of a pull takes the path of every stage option: split's command line, subprocess or pod."""
+    from mlops import manifests
+    from mlops.hooks.stage import stage_arguments
+
+    monkeypatch.setenv("AIRFLOW__MLOPS__TARGET", target)
+    if target == "kubernetes":
+        from .conftest import kubernetes_target
+
+        kubernetes_target(monkeypatch)
+    query = "SELECT * FROM iris WHERE day = %(partition)s AND note <> '{{ ds }}' ORDER BY id"
+    dataset_file(datasets, "warehouse", model_name="iris-sql", source={"kind": "sql", "conn_id": "warehouse",
+                                                                        "query": query})
+    pulled = {"partition": "2026-11-01", "folder": "/data/landing/iris-sql/2026-11-01", "file": "pull-0123.jsonl",
+              "new": True, "rows": 150, "bytes": 9000, "sha256": "0123", "kind": "sql", "conn_id": "warehouse",
+              "query": query}
+    monkeypatch.setitem(manifests.SAMPLE_RESULTS, "pull_batch", pulled)
+    dag = parse_dag("continuous_training_warehouse")
+    argv = stage_arguments(rendered_options(dag, "data.split"))
+    assert json.loads(argv[argv.index("--pull") + 1]) == pulled  # the query as written, never rendered
+    if target == "kubernetes":
+        args = manifests.stage_pods(dag)["data.split"]["spec"]["containers"][0]["args"]
+        assert json.loads(args[args.index("--pull") + 1]) == pulled

@@ -139,7 +139,7 @@ def test_shifted_live_traffic_retrains_with_live_drift_as_the_reason(datasets, e
     dataset_file(datasets, model_name=model)
     dag = parse_dag()
     counted = f'sum(increase(mlserving_feature_value_count{{model="{model}",feature="petal_length"}}[2m]))'
-    with support.prometheus(tmp_path, support.model_server_targets(serving)) as prometheus:
+    with support.prometheus(tmp_path, [], file_sd=support.model_server_targets(root)) as prometheus:
         connect(monkeypatch, prometheus_default=prometheus)
         land(root, stack, "2026-11-01", seed=11, model=model)
         dagrun, states = run(dag, "2026-11-01", live_drift_window="2m")
@@ -216,3 +216,59 @@ def test_a_dataset_with_categorical_features_and_missing_values_runs_the_whole_l
     assert dagrun.state == "success" and states["training.register"] == "success", states
     assert xcom(dagrun, "detect_degradation")["metric"] == "accuracy"
     assert httpx.post(f"{serving}/v2/models/{model}/infer", json=request).json()["model_version"] == "2"
+
+
+@pytest.mark.timeout(600)
+def test_what_an_http_pull_fetched_is_recorded_on_the_training_run_and_the_version(datasets, env, stack, monkeypatch,
+                                                                                   tmp_path):
+    """A dataset file whose source is http: pull_batch fetches the run's partition from a real HTTP server, and
+    what it fetched reaches, through split's manifest, the MLflow training run and the registered version."""
+    import hashlib
+    import http.server
+    import threading
+
+    from .conftest import connect
+
+    model, day = "iris-http-dagtest", "2026-11-01"
+    land(tmp_path / "scratch", stack, day, seed=21, model=model)  # the batch the server answers with
+    [drawn] = (tmp_path / "scratch" / "landing" / model / day).glob("*.csv")
+    body = drawn.read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, answer = (200, body) if self.path == f"/batches/{day}.csv" else (404, b"no such batch")
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        connect(monkeypatch, data_server=json.dumps({"conn_type": "http", "host": "127.0.0.1",
+                                                     "port": server.server_port, "schema": "http"}))
+        dataset_file(datasets, "served", model_name=model, source={
+            "kind": "http", "conn_id": "data_server", "endpoint": "/batches/{partition}.csv", "format": "csv"})
+        dagrun, states = run(parse_dag("continuous_training_served"), day)
+    finally:
+        server.shutdown()
+    assert dagrun.state == "success" and states["pull_batch"] == "success", states
+    assert states["training.register"] == "success", states
+
+    pulled = xcom(dagrun, "pull_batch")
+    expected = {"pull.kind": "http", "pull.conn_id": "data_server", "pull.endpoint": f"/batches/{day}.csv",
+                "pull.file": f"pull-{hashlib.sha256(body).hexdigest()[:16]}.csv", "pull.bytes": str(len(body)),
+                "pull.sha256": hashlib.sha256(body).hexdigest()}
+    assert pulled["file"] == expected["pull.file"]
+    registered = xcom(dagrun, "training.register")
+    version = httpx.get(f"{stack['mlflow']}/api/2.0/mlflow/model-versions/get",
+                        params={"name": model, "version": registered["version"]}).json()["model_version"]
+    training_run = httpx.get(f"{stack['mlflow']}/api/2.0/mlflow/runs/get",
+                             params={"run_id": version["run_id"]}).json()["run"]
+    for tags in (version["tags"], training_run["data"]["tags"]):
+        tags = {t["key"]: t["value"] for t in tags}
+        assert {k: v for k, v in tags.items() if k.startswith("pull.")} == expected
+        assert tags["airflow_run_id"] == dagrun.run_id and tags["partition"] == day

@@ -2,6 +2,10 @@
 
 Each reads its inputs from the run's folder on the data volume and writes its
 result there too, so a retried step can pick up where the last one stopped.
+
+The training run is tagged with the run's lineage: run key, fingerprints, configuration hash, code version,
+partition, the Airflow DAG and run and the KFP run, and what a pull fetched for the partition (`pull.*`,
+from the manifest: mlpipeline.pull_record). A run key trained before reuses its run, tags and all.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.models import infer_signature
 
-from . import lineage
+from . import lineage, pull_record
 from .contracts import TrainingDecision
 from .dataset import Dataset
 from .decide import decide
@@ -93,7 +97,8 @@ def train_challenger(volume: DataVolume, run_key: str, model_name: str, context:
     tags = {"run_key": run_key, "stage": "train", "data_fingerprint": manifest["data_fingerprint"],
             "config_hash": manifest["config_hash"], "dataset_fingerprint": manifest["dataset_fingerprint"],
             "dataset_file": dataset.name, "metric": dataset.metric, "code_version": lineage.code_version(),
-            "partition": manifest["partition"], **{k: v for k, v in context.items() if v}}
+            "partition": manifest["partition"], **pull_record.tags(manifest.get("pull")),
+            **{k: v for k, v in context.items() if v}}
     with mlflow.start_run(run_name=f"train {run_key}", tags=tags) as run:
         mlflow.log_params({"estimator": dataset.estimator, "window": config["window"],
                            "test_size": dataset.test_size, "seed": dataset.seed,
