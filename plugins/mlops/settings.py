@@ -211,9 +211,10 @@ CONNECTIONS = {
                                "stages; locally the pipeline's own user, not an admin, made at MLflow's first "
                                "start), or a password alone = "
                                "a bearer token (`MLFLOW_TRACKING_TOKEN`)"),
-    "mlserving_default": ("http", "local target: where clients reach the model (host and port): the router "
-                                  "(nginx) listens there, the stable and the canary model server on the next "
-                                  "two ports"),
+    "mlserving_default": ("http", "local target: where clients reach every model (host and port, "
+                                  "`/v2/models/<model_name>/`): the router (nginx) listens there; each model's "
+                                  "stable and canary server get two ports of their own, the next ones of the plan "
+                                  "(port + 1 + 2 x the model's place, in the order models are first deployed)"),
     "alertmanager_default": ("http", "Alertmanager's API, for the alerts"),
     "pushgateway_default": ("http", "the Prometheus Pushgateway, for the run metrics"),
     "prometheus_default": ("http", "the Prometheus that scrapes the model servers, for live drift (detect reads "
