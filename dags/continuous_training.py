@@ -83,7 +83,6 @@ from mlops.notifications.pushgateway import FailureMetricNotifier
 from mlops.operators.approval import APPROVED_BY, PromotionApprovalOperator
 from mlops.operators.deploy import ROLLBACK_FROM, ROLLBACK_REASON, ROLLBACK_TO
 from mlops.operators.invalid_dataset import InvalidDatasetFileOperator
-from mlops.operators.pull import PullBatchOperator
 from mlops.operators.report import ReportOperator
 from mlops.sensors.partition import PartitionSensor
 from mlops.settings import MlopsSettings, SettingsError, mlops_settings
@@ -92,6 +91,11 @@ from mlops.tasks import deploy_task, stage_task, training_task
 log = logging.getLogger(__name__)
 LINEAGE = {"dag_id": "{{ dag.dag_id }}", "dag_run_id": "{{ run_id }}"}
 START = datetime(2026, 11, 1, tzinfo=UTC)
+# The schemas two Params share, one object each: Airflow deep-copies a DAG's Params into every task (once per
+# operator class in its hierarchy), and a schema object two Params share is copied once, not twice.
+FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
+FLAG = {"type": "boolean"}
+POSITIVE = {"type": "number", "exclusiveMinimum": 0}
 
 
 def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
@@ -103,6 +107,7 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
     # the stage as written, not be rendered by Jinja.
     dataset_file = {"dataset_content": literal(entry.text), "dataset_name": dataset.name}
     canary = dataset.canary
+    target = settings.target  # which operators the tasks are: read once per parse, not once per task
     with DAG(
         dag_id=entry.dag_id,
         description=dataset.description or f"Continuous training of {model}",
@@ -137,21 +142,21 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
                                name="batch_late",
                                callback=AsyncCallback(AlertmanagerNotifier, kwargs=batch_late_kwargs())),
         params={
-            "metric_threshold": Param(dataset.metric_min, type="number", minimum=0, maximum=1,
+            "metric_threshold": Param(dataset.metric_min, schema=FRACTION,
                                       description=f"Retrain when the champion's {dataset.metric} on the fresh batch "
                                                   f"is below this (the dataset file's metric.min: "
                                                   f"{dataset.metric_min})."),
-            "drift_limit": Param(0.5, type="number", minimum=0, maximum=1,
+            "drift_limit": Param(0.5, schema=FRACTION,
                                  description="Retrain when more than this share of features has drifted."),
-            "force_retrain": Param(False, type="boolean", description="Retrain whatever detection says."),
+            "force_retrain": Param(False, schema=FLAG, description="Retrain whatever detection says."),
             "live_drift_window": Param("1h", type="string", pattern="^([1-9][0-9]*[smhdw])?$",
                                        description="Also measure drift on the traffic the model server answered in "
                                                    "this window (Prometheus duration: 30m, 1h, 1d; empty: off). "
                                                    "Needs the prometheus_default connection."),
-            "require_approval": Param(False, type="boolean",
+            "require_approval": Param(False, schema=FLAG,
                                       description="A person approves each promotion (training.approve_promotion) "
                                                   "before the champion moves."),
-            "approval_timeout_minutes": Param(1440, type="number", exclusiveMinimum=0,
+            "approval_timeout_minutes": Param(1440, schema=POSITIVE,
                                               description="With require_approval: how long to wait for an answer "
                                                           "before keeping the champion."),
             "canary_percent": Param(canary.get("percent", settings.canary_percent), type="integer", minimum=0,
@@ -159,7 +164,7 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
                                     description="deploy gives a new champion this share of the requests first, "
                                                 "beside the version it replaces, and promotes or rolls it back from "
                                                 "its serving metrics in Prometheus (0: a straight swap)."),
-            "canary_minutes": Param(canary.get("minutes", settings.canary_minutes), type="number", exclusiveMinimum=0,
+            "canary_minutes": Param(canary.get("minutes", settings.canary_minutes), schema=POSITIVE,
                                     description="How long a healthy canary is watched before it is promoted."),
             "training_window": Param(dataset.window, type="string", pattern="^(all|last:[1-9][0-9]*)$",
                                      description="Curated partitions to train on: 'all' or 'last:N'."),
@@ -177,6 +182,8 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
         if dataset.source.kind != "files":
             # A sql or http source: the partition is fetched into the landing area first (its _SUCCESS last),
             # so wait_for_batch finds it at once.
+            from mlops.operators.pull import PullBatchOperator  # only a sql or http source's DAG has the task
+
             source = dataset.source
             pull_batch = PullBatchOperator(task_id="pull_batch", model_name=model, kind=source.kind,
                                            conn_id=source.conn_id, query=source.query, endpoint=source.endpoint,
@@ -186,13 +193,13 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
 
         # Each task takes what it needs from its upstream task's result (XComArgs, resolved when it runs).
         with TaskGroup("data", tooltip="validate, store and split the batch"):
-            ingest = stage_task(task_id="ingest", stage="ingest", options={
+            ingest = stage_task(task_id="ingest", stage="ingest", target=target, options={
                 **dataset_file, "partition": wait_for_batch.output["partition"]})
-            split = stage_task(task_id="split", stage="split", options={
+            split = stage_task(task_id="split", stage="split", target=target, options={
                 **dataset_file, "partition": ingest.output["partition"], "window": "{{ params.training_window }}",
                 "pull": pull_batch.output if dataset.source.kind != "files" else None})  # lineage: what was pulled
 
-        detect_degradation = stage_task(task_id="detect_degradation", stage="detect", options={
+        detect_degradation = stage_task(task_id="detect_degradation", stage="detect", target=target, options={
             "run_key": split.output["run_key"], "model_name": model,
             "live_window": "{{ params.live_drift_window if prometheus_url() else '' }}",
             "prometheus_url": "{{ prometheus_url() }}"})
@@ -203,7 +210,8 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
         no_retraining = EmptyOperator(task_id="no_retraining")
 
         with TaskGroup("training", tooltip="KFP training run, then registration on promote"):
-            train = training_task(task_id="train", run_key=detect_degradation.output["run_key"], model_name=model)
+            train = training_task(task_id="train", run_key=detect_degradation.output["run_key"], model_name=model,
+                                  target=target)
             check_decision = BranchPythonOperator(
                 task_id="check_decision", python_callable=choose_promotion,
                 op_kwargs={"decision": train.output, "promote": "training.approve_promotion",
@@ -211,7 +219,7 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
             approve_promotion = PromotionApprovalOperator(
                 task_id="approve_promotion", decision=train.output, detect=detect_degradation.output,
                 model_name=model, approve="training.register", reject="training.promotion_rejected")
-            register = stage_task(task_id="register", stage="register", max_active_tis_per_dag=1,
+            register = stage_task(task_id="register", stage="register", max_active_tis_per_dag=1, target=target,
                                   options={"run_key": train.output["run_key"], "model_name": model,
                                            "approved_by": approve_promotion.output[APPROVED_BY], **LINEAGE})
             keep_champion = EmptyOperator(task_id="keep_champion")
@@ -220,11 +228,12 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
             approve_promotion >> [register, promotion_rejected]
 
         deploy = deploy_task(task_id="deploy", model_name=model, canary_percent="{{ params.canary_percent }}",
-                             canary_minutes="{{ params.canary_minutes }}", max_active_tis_per_dag=1)
+                             canary_minutes="{{ params.canary_minutes }}", max_active_tis_per_dag=1,
+                             target=target)
         # After every deploy that ran (failed on the model, or succeeded with a rolled-back canary), acting
         # only on the plan deploy recorded; an upstream_failed deploy is not skipped either: no plan, it skips.
         roll_back_champion = stage_task(
-            task_id="roll_back_champion", stage="rollback", trigger_rule=TriggerRule.NONE_SKIPPED,
+            task_id="roll_back_champion", stage="rollback", trigger_rule=TriggerRule.NONE_SKIPPED, target=target,
             only_with=deploy.output[ROLLBACK_REASON], only_with_reason="deploy recorded no rollback",
             options={"data_root": None, "model_name": model, "to_version": deploy.output[ROLLBACK_TO],
                      "from_version": deploy.output[ROLLBACK_FROM], "reason": deploy.output[ROLLBACK_REASON],

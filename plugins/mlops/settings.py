@@ -293,8 +293,8 @@ def kubernetes_settings() -> KubernetesSettings:
 
 
 def target() -> str:
-    """`local` or `kubernetes`, from `[mlops] target`; read for every task the DAGs build, so this one option
-    alone (checked as MlopsSettings checks it), not the whole section: a DAG per dataset file multiplies it."""
+    """`local` or `kubernetes`, from `[mlops] target`; read by each mlops.tasks call not given the DAG file's
+    settings' target, so this one option alone (checked as MlopsSettings checks it), not the whole section."""
     from airflow.sdk import conf
 
     raw = conf.get("mlops", "target", fallback=None)
