@@ -6,7 +6,10 @@ temporary folder named by `[mlops] datasets_folder`). Budget: at most 10 % of th
 dataset file.
 
 Each measurement is a fresh interpreter (as the DAG processor's parse is), repeated; prints the
-minimums, the extra cost in percent, the budget check and the modules the DAG file adds.
+minimums, the extra cost in percent, the budget check and the modules the DAG file adds, and the floor
+a DAG of the loop's shape costs in Airflow itself: as many EmptyOperators, with the same Params (Airflow
+validates a scheduled DAG's Params against their JSON schemas and deep-copies them once per operator
+class level: apache/airflow#32434), beside the same DAGs without Params.
     .venv/airflow/bin/python benchmarks/dag_parse.py [--repeat 7]
 """
 
@@ -38,7 +41,24 @@ if {parse} == "dag":
 elif {parse} == "trivial":
     runpy.run_path('benchmarks/trivial_dag.py')
 t2 = time.perf_counter()
-print(json.dumps({{"sdk": t1 - t0, "dag": t2 - t1, "dags": dags, "added": sorted(set(sys.modules) - before)}}))
+floor = {{}}
+if {parse} == "floor":  # Airflow's own cost per DAG of the loop's shape: as many EmptyOperators, the same Params
+    import copy
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    ours = next(v for v in runpy.run_path('dags/continuous_training.py').values() if isinstance(v, airflow.sdk.DAG))
+    params = {{key: ours.params.get_param(key) for key in ours.params.keys()}}
+    for with_params in (False, True):
+        started = time.perf_counter()
+        for i in range({many}):
+            with airflow.sdk.DAG(dag_id=f"floor_{{i}}", schedule="@daily",
+                                 params=copy.deepcopy(params) if with_params else None):
+                tasks = [EmptyOperator(task_id=f"t{{n}}") for n in range(len(ours.tasks))]
+                for upstream, downstream in zip(tasks, tasks[1:]):
+                    upstream >> downstream
+        floor["with_params" if with_params else "without_params"] = (time.perf_counter() - started) / {many}
+    floor.update(tasks=len(ours.tasks), param_count=len(params))
+print(json.dumps({{"sdk": t1 - t0, "dag": t2 - t1, "dags": dags, "added": sorted(set(sys.modules) - before),
+                  "floor": floor}}))
 """
 
 
@@ -46,8 +66,8 @@ def measure(parse: str, datasets: Path | None = None) -> dict:
     env = {"AIRFLOW__CORE__LOAD_EXAMPLES": "False", "PATH": "/usr/bin:/bin"}
     if datasets is not None:
         env["AIRFLOW__MLOPS__DATASETS_FOLDER"] = str(datasets)
-    out = subprocess.run([sys.executable, "-c", PROBE.format(parse=repr(parse))], cwd=REPO, capture_output=True,
-                         text=True, check=True, env=env)
+    out = subprocess.run([sys.executable, "-c", PROBE.format(parse=repr(parse), many=MANY)], cwd=REPO,
+                         capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -69,7 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
-    bare, trivial, full, many = [], [], [], []
+    bare, trivial, full, many, floors = [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="datasets-") as folder:
         datasets = many_datasets(Path(folder))
         for _ in range(args.repeat):  # interleaved, so drift in machine load hits all alike
@@ -77,6 +97,7 @@ def main() -> None:
             trivial.append(measure("trivial"))
             full.append(measure("dag"))
             many.append(measure("dag", datasets))
+            floors.append(measure("floor"))
     one_file = len(full[0]["dags"])
     assert len(many[0]["dags"]) == MANY, f"{MANY} dataset files gave the DAGs {many[0]['dags']}"
     # Each probe times `import airflow.sdk` and the DAG file in the same interpreter, so the ratio is not
@@ -107,6 +128,11 @@ def main() -> None:
     print(f"extra for a one-task @daily DAG:      {one_task * 1000:8.1f} ms = {one_task / sdk:.1%}; ours over it: "
           f"{(extra - one_task) * 1000:.1f} ms")
     print(f"modules the DAG file adds: {len(added)} ({', '.join(top)})")
+    shape = floors[0]["floor"]
+    floor_params, floor_bare = (min(r["floor"][k] for r in floors) for k in ("with_params", "without_params"))
+    print(f"Airflow's floor per DAG of this shape ({shape['tasks']} EmptyOperators, the loop's {shape['param_count']} "
+          f"Params): {floor_params * 1000:.1f} ms (without the Params {floor_bare * 1000:.1f} ms); "
+          f"ours per dataset file over it: {((extra_many - extra) / (MANY - one_file) - floor_params) * 1000:.1f} ms")
     heavy = {"sklearn", "mlflow", "kfp", "kserve", "pandas"} & set(top)
     print(f"heavy modules imported: {sorted(heavy) or 'none'}")
 
