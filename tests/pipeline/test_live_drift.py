@@ -3,13 +3,24 @@ them and answers `increase()` over its HTTP API, against a training reference on
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from mlpipeline.config import engine_settings
 from mlpipeline.errors import PipelineError
-from mlpipeline.live_drift import binned_drift, bins_from_buckets, check_window, live_drift, query, reference_bins
+from mlpipeline.live_drift import (
+    binned_drift,
+    bins_from_buckets,
+    check_window,
+    fetch_buckets,
+    live_drift,
+    query,
+    reference_bins,
+)
 from tests import support
 
 from .helpers import run_cli
@@ -21,10 +32,10 @@ MODEL = "iris-live"
 
 
 def exposition(counts: dict[str, np.ndarray]) -> str:
-    """The text format the model server answers /metrics with (le-buckets, cumulative)."""
+    """The text format the model server answers /metrics with (le-buckets, cumulative; version 1 served)."""
     lines = ["# TYPE mlserving_feature_value histogram"]
     for feature, per_bin in counts.items():
-        labels = f'feature="{feature}",model="{MODEL}"'
+        labels = f'feature="{feature}",model="{MODEL}",version="1"'
         for le, total in zip([f"{e:g}" for e in EDGES] + ["+Inf"], np.cumsum(per_bin), strict=True):
             lines.append(f'mlserving_feature_value_bucket{{{labels},le="{le}"}} {total}')
         lines.append(f"mlserving_feature_value_count{{{labels}}} {per_bin.sum()}")
@@ -110,8 +121,8 @@ def test_live_traffic_shifted_on_one_feature_is_found_through_prometheus(scraped
     before = float(exporter.counts["a"].sum())
     exporter.serve(served(1500, 2, shift_b=1.0))
     wait_for(url, before + 1500)
-    report = live_drift(url, MODEL, "1m", reference(), FEATURES, SETTINGS)
-    assert report["status"] == "measured" and report["query"] == query(MODEL, "1m")
+    report = live_drift(url, MODEL, "1m", reference(), FEATURES, SETTINGS, version="1")
+    assert report["status"] == "measured" and report["query"] == query(MODEL, "1m", version="1")
     assert report["drifted_features"] == ["b"] and report["share_drifted"] == 0.5
     assert report["observed"] >= 1000 and report["method"] == "ks"
     assert report["features"]["b"]["ks_statistic"] > 0.4 and report["features"]["a"]["ks_pvalue"] > 0.005
@@ -119,18 +130,18 @@ def test_live_traffic_shifted_on_one_feature_is_found_through_prometheus(scraped
 
 def test_too_little_traffic_measures_nothing(scraped):
     _, url = scraped
-    report = live_drift(url, "iris-never-served", "1m", reference(), FEATURES, SETTINGS)
+    report = live_drift(url, "iris-never-served", "1m", reference(), FEATURES, SETTINGS, version="1")
     assert report["status"] == "insufficient traffic" and "no live values of ['a', 'b']" in report["reason"]
-    report = live_drift(url, MODEL, "1m", reference(), FEATURES, {**SETTINGS, "live_min_rows": 10**9})
+    report = live_drift(url, MODEL, "1m", reference(), FEATURES, {**SETTINGS, "live_min_rows": 10**9}, version="1")
     assert report["status"] == "insufficient traffic" and "fewer than 1000000000" in report["reason"]
 
 
 def test_a_prometheus_that_cannot_be_asked_is_reported_not_fatal(scraped):
     _, url = scraped
     down = f"http://127.0.0.1:{support.free_port()}"
-    report = live_drift(down, MODEL, "1m", reference(), FEATURES, SETTINGS)
+    report = live_drift(down, MODEL, "1m", reference(), FEATURES, SETTINGS, version="1")
     assert report["status"] == "unavailable" and f"Prometheus at {down} did not answer" in report["error"]
-    report = live_drift(url + "/nothing-here", MODEL, "1m", reference(), FEATURES, SETTINGS)
+    report = live_drift(url + "/nothing-here", MODEL, "1m", reference(), FEATURES, SETTINGS, version="1")
     assert report["status"] == "unavailable" and "refused the query: HTTP 404" in report["error"]
 
 
@@ -145,3 +156,104 @@ def test_detect_refuses_a_live_window_it_cannot_use_before_touching_anything(vol
                      check=False)
     assert result.returncode == 1 and message in result.error_line
     assert support.tree_snapshot(volume.root) == {}
+
+
+# The model server's own metrics code (mlserving.metrics.TrafficMetrics, run in the serving environment) for
+# one model through a hot swap: it serves a version on its edges ("serve"; again: a swap) and counts
+# requests' rows ("observe"). Commands on stdin, one JSON line each; one answer line each.
+SWAPPING_EXPORTER = """
+import json, sys
+import numpy as np
+from prometheus_client import CollectorRegistry, start_http_server
+from mlserving.metrics import TrafficMetrics
+
+registry = CollectorRegistry()
+metrics = TrafficMetrics(sys.argv[1])
+registry.register(metrics)
+server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
+print(server.server_port, flush=True)
+for line in sys.stdin:
+    command = json.loads(line)
+    if command["op"] == "serve":
+        edges = command["edges"]
+        metrics.use_features(tuple(edges), edges=edges, version=command["version"])
+    else:
+        rows = np.array(command["rows"], dtype=np.float64)
+        metrics.observe(command["version"], ("x",), rows, np.zeros(len(rows), dtype=np.intp))
+    print("ok", flush=True)
+"""
+TWO_VERSIONS = "iris-two-versions"
+# v2's edges, from other training data: some values shared with v1's (1, 5, 6), most not
+EDGES_V2 = np.array([1.0, 2.5, 3.5, 4.5, 5.0, 5.5, 6.0, 6.5, 7.5, 9.0])
+
+
+class SwappingExporter:
+    def __init__(self, model: str):
+        self.proc = subprocess.Popen([str(support.SERVING_BIN / "python"), "-c", SWAPPING_EXPORTER, model],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.target = f"127.0.0.1:{self.proc.stdout.readline().strip()}"
+        self.version = ""
+
+    def ask(self, command: dict) -> None:
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "ok", f"the exporter stopped (exit {self.proc.poll()})"
+
+    def serve(self, version: str, edges: np.ndarray) -> None:
+        self.version = version
+        self.ask({"op": "serve", "version": version, "edges": {f: edges.tolist() for f in FEATURES}})
+
+    def requests(self, values: dict[str, np.ndarray], rows_per_request: int = 50) -> None:
+        rows = np.column_stack([values[f] for f in FEATURES])
+        for start in range(0, len(rows), rows_per_request):
+            self.ask({"op": "observe", "version": self.version, "rows": rows[start:start + rows_per_request].tolist()})
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def test_a_window_spanning_a_swap_measures_the_champion_versions_traffic_alone(tmp_path):
+    """v1 served the training mix, then a hot swap to v2 (its own edges) served traffic with b shifted, both
+    within the window. The server labels each version's histograms with it; live drift asked about v1 reads
+    v1's buckets alone (no drift), about v2 v2's alone (b drifted). Summed, the two versions' series would
+    be one histogram on the union of both sets of edges, the shared ones counting both versions' values."""
+    exporter = SwappingExporter(TWO_VERSIONS)
+    try:
+        exporter.serve("1", EDGES)
+        with support.prometheus(tmp_path, [exporter.target]) as url:
+            def counted(version: str, rows: int) -> None:
+                """Until Prometheus has scraped the version's rows twice (and its series before them)."""
+                promql = (f'sum(increase(mlserving_feature_value_count{{model="{TWO_VERSIONS}",version="{version}",'
+                          f'feature="a"}}[1m]))')
+                result = support.wait_scraped(url, promql, lambda r: bool(r) and float(r[0]["value"][1]) >= rows)
+                assert result and float(result[0]["value"][1]) >= rows, (version, result)
+
+            counted("1", 0)  # every series is there before the traffic, as from the server's start
+            exporter.requests(served(1500, 4))  # v1: the training mix
+            counted("1", 0.9 * 1500)
+            exporter.serve("2", EDGES_V2)  # the swap: v2's series from zero, v1's no longer exported
+            counted("2", 0)
+            exporter.requests(served(1500, 5, shift_b=1.0))  # v2: b shifted
+            counted("2", 0.9 * 1500)
+
+            # the window holds both versions' series: unfiltered, one feature's buckets are both sets of edges
+            mixed = fetch_buckets(url, f'sum by (feature, le) (increase(mlserving_feature_value_bucket'
+                                       f'{{model="{TWO_VERSIONS}"}}[1m]))')
+            assert bins_from_buckets(mixed)["b"][0].tolist() == sorted(set(EDGES.tolist()) | set(EDGES_V2.tolist()))
+
+            first = live_drift(url, TWO_VERSIONS, "1m", reference(), FEATURES, SETTINGS, version="1")
+            second = live_drift(url, TWO_VERSIONS, "1m", reference(), FEATURES, SETTINGS, version="2")
+            never = live_drift(url, TWO_VERSIONS, "1m", reference(), FEATURES, SETTINGS, version="3")
+    finally:
+        exporter.close()
+    assert first["status"] == "measured" and first["query"] == query(TWO_VERSIONS, "1m", version="1")
+    assert 'version="1"' in first["query"]
+    # v1's traffic alone: the training mix, v2's shifted values not in it
+    assert first["drifted_features"] == [] and 0.9 * 1500 <= first["observed"] <= 1.3 * 1500, first
+    assert first["features"]["b"]["ks_pvalue"] > 0.005
+    # v2's traffic alone, on v2's edges: b drifted, a not
+    assert second["status"] == "measured" and second["query"] == query(TWO_VERSIONS, "1m", version="2")
+    assert second["drifted_features"] == ["b"] and 0.9 * 1500 <= second["observed"] <= 1.3 * 1500, second
+    assert second["features"]["b"]["ks_statistic"] > 0.4
+    assert never["status"] == "insufficient traffic" and "no live values of ['a', 'b']" in never["reason"]

@@ -50,7 +50,8 @@ for line in sys.stdin:
         metrics = models[command["model"]] = TrafficMetrics(command["model"])
         registry.register(metrics)
         metrics.use_features(tuple(command["numeric"]), tuple((name, tuple(categories))
-                                                              for name, categories in command["categorical"]))
+                                                              for name, categories in command["categorical"]),
+                             version="1")
         server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
         print(server.server_port, flush=True)
     else:  # a request: numeric rows (null: missing) and categorical columns (null: missing)
@@ -150,8 +151,9 @@ def send(served, model: str, frame: pd.DataFrame) -> None:
 def test_the_same_mix_is_not_drift_and_a_category_the_reference_lacks_is_new_by_name(served):
     _, url, reference = served
     send(served, "cancer-same", traffic(reference, ROWS, seed=1))
-    report = live_drift(url, "cancer-same", "1m", reference, NUMERIC, SETTINGS, CATEGORICAL)
-    assert report["status"] == "measured" and report["query"] == query("cancer-same", "1m", categorical=True)
+    report = live_drift(url, "cancer-same", "1m", reference, NUMERIC, SETTINGS, CATEGORICAL, version="1")
+    assert report["status"] == "measured"
+    assert report["query"] == query("cancer-same", "1m", categorical=True, version="1")
     assert set(report["features"]) == set(NUMERIC + CATEGORICAL) and report["observed"] >= 0.9 * 0.9 * ROWS
     assert report["drifted_features"] == [] and report["new_categories"] == {}, report
     for name in CATEGORICAL:
@@ -165,7 +167,7 @@ def test_the_same_mix_is_not_drift_and_a_category_the_reference_lacks_is_new_by_
 
     # a reference sample without a category the model knows (a rare one the sample missed): new, by its name
     without = reference[reference["concavity_grade"] != "very_high"]
-    report = live_drift(url, "cancer-same", "1m", without, NUMERIC, SETTINGS, CATEGORICAL)
+    report = live_drift(url, "cancer-same", "1m", without, NUMERIC, SETTINGS, CATEGORICAL, version="1")
     grade = report["features"]["concavity_grade"]
     assert report["new_categories"] == {"concavity_grade": ["very_high"]} and grade["new_categories"] == ["very_high"]
     assert grade["new_category_rows"] > 0.5 * 0.05 * ROWS and "concavity_grade" in report["drifted_features"]
@@ -177,7 +179,7 @@ def test_a_shifted_category_mix_is_flagged(served):
     # area_band alone: half the tumours "high" (a fifth in training), drawn apart from every other column
     frame["area_band"] = np.random.default_rng(2).choice(["low", "mid", "high"], size=ROWS, p=[0.25, 0.25, 0.5])
     send(served, "cancer-shifted", frame)
-    report = live_drift(url, "cancer-shifted", "1m", reference, NUMERIC, SETTINGS, CATEGORICAL)
+    report = live_drift(url, "cancer-shifted", "1m", reference, NUMERIC, SETTINGS, CATEGORICAL, version="1")
     assert report["status"] == "measured" and report["drifted_features"] == ["area_band"], report
     band = report["features"]["area_band"]
     assert band["chi2_pvalue"] < 1e-10 and band["psi"] > 0.2 and band["new_categories"] == []
@@ -185,7 +187,7 @@ def test_a_shifted_category_mix_is_flagged(served):
     assert live_summary(report) == "1 feature(s) drifted ['area_band']"
     # large counts: the PSI rule decides, as for the numeric features
     psi_rule = live_drift(url, "cancer-shifted", "1m", reference, NUMERIC, {**SETTINGS, "ks_max_rows": 100},
-                          CATEGORICAL)
+                          CATEGORICAL, version="1")
     assert psi_rule["method"] == "psi" and psi_rule["drifted_features"] == ["area_band"], psi_rule
 
 
@@ -195,7 +197,7 @@ def test_values_the_model_does_not_know_are_a_new_category(served):
     unknown = np.random.default_rng(3).random(ROWS) < 0.1
     frame.loc[unknown, "concavity_grade"] = np.where(np.arange(unknown.sum()) % 2, "extreme", "off the scale")
     send(served, "cancer-new", frame)
-    report = live_drift(url, "cancer-new", "1m", reference, NUMERIC, SETTINGS, CATEGORICAL)
+    report = live_drift(url, "cancer-new", "1m", reference, NUMERIC, SETTINGS, CATEGORICAL, version="1")
     # the server counts both unknown values as __other__: one new category, whose names it never kept
     grade = report["features"]["concavity_grade"]
     assert report["new_categories"] == {"concavity_grade": ["__other__"]}, report
@@ -247,7 +249,7 @@ def test_detect_measures_the_categorical_features_of_the_champions_traffic(serve
     live = result["live_drift"]
     assert live["status"] == "measured" and live["drifted_features"] == ["area_band"], live
     assert sorted(live["features"]) == sorted(NUMERIC + CATEGORICAL)
-    assert live["query"] == query(DETECT_MODEL, "1m", categorical=True)
+    assert live["query"] == query(DETECT_MODEL, "1m", categorical=True, version="1")  # the champion's version
     # compared with the champion's training sample, not the module's reference
     assert live["reference_rows"] == len(sample) != len(datasets.reference_frame("cancer-mixed"))
     assert live["features"]["smoothness_band"]["missing_reference"] == \
@@ -258,7 +260,7 @@ def test_detect_measures_the_categorical_features_of_the_champions_traffic(serve
 def test_a_model_with_only_categorical_features_is_measured(served):
     _, url, reference = served
     send(served, "cancer-categorical", traffic(reference, ROWS, seed=4))
-    report = live_drift(url, "cancer-categorical", "1m", reference, [], SETTINGS, CATEGORICAL)
+    report = live_drift(url, "cancer-categorical", "1m", reference, [], SETTINGS, CATEGORICAL, version="1")
     assert report["query"] == ('sum by (feature, category) (increase(mlserving_feature_category_total'
                                '{model="cancer-categorical"}[1m]))')
     assert report["status"] == "measured" and sorted(report["features"]) == sorted(CATEGORICAL), report
@@ -270,14 +272,14 @@ def test_too_little_traffic_measures_nothing(served):
     frame = traffic(reference, 300, seed=5)
     frame["smoothness_band"] = None  # every value of a nullable feature missing: none of it observed
     send(served, "cancer-quiet", frame)
-    report = live_drift(url, "cancer-quiet", "1m", reference, NUMERIC, SETTINGS, CATEGORICAL)
+    report = live_drift(url, "cancer-quiet", "1m", reference, NUMERIC, SETTINGS, CATEGORICAL, version="1")
     assert report["status"] == "insufficient traffic" and report["observed"] == 0.0, report
     assert report["reason"].startswith("fewer than 100 live values of ['smoothness_band']")
     report = live_drift(url, "cancer-quiet", "1m", reference, [], {**SETTINGS, "live_min_rows": 1000},
-                        ["area_band", "compactness_band"])
+                        ["area_band", "compactness_band"], version="1")
     assert report["status"] == "insufficient traffic" and 250 < report["observed"] < 350
     assert "fewer than 1000 live values of ['area_band', 'compactness_band']" in report["reason"]
-    report = live_drift(url, "cancer-never-served", "1m", reference, [], SETTINGS, CATEGORICAL)
+    report = live_drift(url, "cancer-never-served", "1m", reference, [], SETTINGS, CATEGORICAL, version="1")
     assert report["status"] == "insufficient traffic" and report["reason"] == f"no live values of {CATEGORICAL}"
 
 

@@ -15,6 +15,9 @@ exactly that:
   mixed-random_forest/, mixed-hist_gradient_boosting/, mixed-linear_svm/  the same inputs, the other
                       estimators (mixed-random_forest's input example misses values: a signature with
                       `required: false` columns)
+  wine/               the wine test dataset's model (tests/datasets/wine.yaml, features on scales up to the
+                      thousands), logged as the training stage logs it: with its per-feature histogram edges
+                      from its training data (mlpipeline.training.write_feature_buckets, an MLflow extra file)
   mixed-cases.json    rows for the mixed models (missing values, an unseen category) and what the model
                       MLflow loads predicts for them, given as the pipeline gives a model its inputs
                       (mlpipeline.model.model_inputs: text columns as objects, None where missing; a
@@ -38,7 +41,10 @@ from sklearn.datasets import load_iris
 
 from mlpipeline.dataset import parse
 from mlpipeline.model import fit, model_inputs
-from mlpipeline.training import model_logging_kwargs
+from mlpipeline.training import model_logging_kwargs, write_feature_buckets
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests import datasets as test_datasets  # noqa: E402
 
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 IRIS = parse({"model_name": "iris", "label": {"column": "species"},
@@ -105,6 +111,18 @@ def save(path: Path, model, frame: pd.DataFrame, dataset, version: str, logged_a
                                                     "model_uri": f"models:/{name}/{version}"}))
 
 
+def wine(out: Path) -> None:
+    """The wine model, trained on the bundled wine data, with its feature buckets."""
+    dataset, frame = test_datasets.load("wine"), test_datasets.reference_frame("wine")
+    model = fit(frame, dataset)
+    buckets = write_feature_buckets(out, frame, dataset)
+    mlflow.sklearn.save_model(model, str(out / "wine"), extra_files=[str(buckets)],
+                              **model_logging_kwargs(model, frame[dataset.feature_names], dataset))
+    buckets.unlink()
+    (out / "wine" / "registry.json").write_text(json.dumps({"name": "wine", "version": "w1", "run_id": "run-w1",
+                                                             "model_uri": "models:/wine/w1"}))
+
+
 def main(out: Path) -> None:
     datasets = {}  # each good folder's dataset, for predictions as the pipeline makes them
     clean, drifted = iris(1), iris(2, drifted=True)
@@ -135,6 +153,8 @@ def main(out: Path) -> None:
         frame = penguins(4, missing_in_example=kind == "random_forest")
         save(out / f"mixed-{kind}", fit(frame, dataset), frame, dataset, f"m-{kind}", name="penguins")
     datasets["mixed"] = MIXED
+    wine(out)
+    datasets["wine"] = test_datasets.load("wine")
     folders = sorted(folder for folder in out.iterdir() if (folder / "MLmodel").is_file())
     cases = pd.DataFrame(MIXED_CASES, columns=MIXED_FEATURES)
     (out / "mixed-cases.json").write_text(json.dumps({"rows": MIXED_CASES, "predictions": {

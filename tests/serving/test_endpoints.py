@@ -164,9 +164,10 @@ def test_metrics_move_with_requests(client):
     assert delta(f'mlserving_requests_total{{model="{MODEL}",outcome="client_error",version="1"}}') == 1
     for cls in EXPECTED:
         assert delta(f'mlserving_predicted_class_total{{model="{MODEL}",predicted_class="{cls}",version="1"}}') == 1
-    assert delta(f'mlserving_feature_value_count{{feature="petal_length",model="{MODEL}"}}') == 3
-    assert delta(f'mlserving_feature_value_bucket{{feature="petal_length",le="1.5",model="{MODEL}"}}') == 1
-    assert delta(f'mlserving_feature_value_sum{{feature="sepal_length",model="{MODEL}"}}') == pytest.approx(17.8)
+    served = f'model="{MODEL}",version="1"'  # the histograms carry the served version
+    assert delta(f'mlserving_feature_value_count{{feature="petal_length",{served}}}') == 3
+    assert delta(f'mlserving_feature_value_bucket{{feature="petal_length",le="1.5",{served}}}') == 1
+    assert delta(f'mlserving_feature_value_sum{{feature="sepal_length",{served}}}') == pytest.approx(17.8)
     assert delta(f'request_predict_seconds_count{{model_name="{MODEL}"}}') >= 1
     assert after[f'mlserving_model_info{{model="{MODEL}",run_id="run-1",version="1"}}'] == 1
 

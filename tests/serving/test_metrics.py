@@ -25,7 +25,7 @@ def traffic():
     registry = CollectorRegistry()
     metrics = TrafficMetrics("m", buckets=(1.0, 2.0))
     registry.register(metrics)
-    metrics.use_features(FEATURES)
+    metrics.use_features(FEATURES, version="1")
     return metrics, registry
 
 
@@ -42,11 +42,11 @@ def test_a_scrape_counts_every_request_before_it(traffic, requests):
         observe(metrics, version, np.array([[0.5, 1.5], [1.5, 9.0]]), ["setosa", "virginica" if i % 2 else "setosa"])
 
     expected_v1 = sum(1 for i in range(requests) if i % 3)
-    assert value(registry, "mlserving_feature_value_count", feature="a") == 2 * requests
-    assert value(registry, "mlserving_feature_value_bucket", feature="a", le="1") == requests
-    assert value(registry, "mlserving_feature_value_bucket", feature="b", le="2") == requests
-    assert value(registry, "mlserving_feature_value_bucket", feature="b", le="+Inf") == 2 * requests
-    assert value(registry, "mlserving_feature_value_sum", feature="b") == pytest.approx(10.5 * requests)
+    assert value(registry, "mlserving_feature_value_count", version="1", feature="a") == 2 * requests
+    assert value(registry, "mlserving_feature_value_bucket", version="1", feature="a", le="1") == requests
+    assert value(registry, "mlserving_feature_value_bucket", version="1", feature="b", le="2") == requests
+    assert value(registry, "mlserving_feature_value_bucket", version="1", feature="b", le="+Inf") == 2 * requests
+    assert value(registry, "mlserving_feature_value_sum", version="1", feature="b") == pytest.approx(10.5 * requests)
     by_class = {(v, c): value(registry, "mlserving_predicted_class_total", version=v, predicted_class=c)
                 for v in ("1", "2") for c in ("setosa", "virginica")}
     assert sum(by_class.values()) == 2 * requests
@@ -59,21 +59,51 @@ def test_scraping_twice_counts_nothing_twice(traffic):
     observe(metrics, "1", np.array([[0.5, 0.5]]), ["setosa"])
     generate_latest(registry)
     assert value(registry, "mlserving_predicted_class_total", version="1", predicted_class="setosa") == 1
-    assert value(registry, "mlserving_feature_value_count", feature="a") == 1
+    assert value(registry, "mlserving_feature_value_count", version="1", feature="a") == 1
 
 
 def test_a_request_answered_with_the_old_features_after_a_swap_loses_only_its_values(traffic):
     metrics, registry = traffic
     observe(metrics, "1", np.array([[0.5, 0.5]]), ["setosa"])
-    metrics.use_features(("a", "b", "c"))  # v2 has a third feature; a v1 request is still in flight
+    metrics.use_features(("a", "b", "c"), version="2")  # v2 has a third feature; a v1 request is still in flight
     observe(metrics, "1", np.array([[0.5, 0.5]]), ["versicolor"])
     observe(metrics, "2", np.array([[0.5, 1.5, 2.5]]), ["setosa"])
 
-    assert value(registry, "mlserving_feature_value_count", feature="c") == 1  # the new histograms start afresh
-    assert value(registry, "mlserving_feature_value_count", feature="a") == 1
-    assert value(registry, "mlserving_feature_value_bucket", feature="b", le="1") == 0
+    assert value(registry, "mlserving_feature_value_count", version="2", feature="c") == 1  # afresh, under v2
+    assert value(registry, "mlserving_feature_value_count", version="2", feature="a") == 1
+    assert value(registry, "mlserving_feature_value_bucket", version="2", feature="b", le="1") == 0
+    assert registry.get_sample_value("mlserving_feature_value_count", {"model": "m", "version": "1", "feature": "a"}) \
+        is None  # v1's histograms are no longer exported
     for version, cls in (("1", "setosa"), ("1", "versicolor"), ("2", "setosa")):
         assert value(registry, "mlserving_predicted_class_total", version=version, predicted_class=cls) == 1
+
+
+def test_a_new_version_starts_its_own_histograms_and_the_old_ones_stop(traffic):
+    """The histograms carry the served version: a swap to another one, even with the same features and edges,
+    starts its series from zero; the rows the old version served before the swap, still waiting in the
+    batch, are counted under it (its series as a scrape before the swap saw them, then no longer exported)."""
+    metrics, registry = traffic
+    observe(metrics, "1", np.array([[0.5, 0.5], [1.5, 1.5]]), ["setosa", "setosa"])
+    assert value(registry, "mlserving_feature_value_count", version="1", feature="a") == 2  # scraped: flushed
+    observe(metrics, "1", np.array([[0.5, 9.0]]), ["setosa"])  # waiting in the batch at the swap
+    counted_before_swap = []
+    original = metrics._count_features
+
+    def restart(*args):  # what the old version's histograms hold when they are dropped
+        counted_before_swap.append(metrics.counts.copy())
+        original(*args)
+
+    metrics._count_features = restart
+    metrics.use_features(FEATURES, version="2")
+    assert counted_before_swap[0].tolist() == [2, 1, 0, 1, 1, 1]  # a: 0.5, 1.5, 0.5; b: 0.5, 1.5, 9.0
+    observe(metrics, "2", np.array([[1.5, 0.5]]), ["virginica"])
+    exported = {sample.labels["version"] for family in registry.collect() if family.name == "mlserving_feature_value"
+                for sample in family.samples}
+    assert exported == {"2"}  # v1's histograms: no longer exported
+    assert value(registry, "mlserving_feature_value_count", version="2", feature="a") == 1  # from zero
+    assert value(registry, "mlserving_feature_value_bucket", version="2", feature="a", le="1") == 0
+    assert value(registry, "mlserving_feature_value_bucket", version="2", feature="b", le="1") == 1
+    assert value(registry, "mlserving_predicted_class_total", version="1", predicted_class="setosa") == 3
 
 
 def test_two_models_under_one_version_name_count_their_own_classes(traffic):
@@ -95,7 +125,7 @@ def test_the_exposed_names_are_the_ones_dashboards_query(traffic):
     assert '# TYPE mlserving_predicted_class_total counter' in text  # as prometheus_client's Counter wrote it
     assert 'mlserving_predicted_class_total{model="m",predicted_class="setosa",version="1"} 1.0' in text
     assert '# TYPE mlserving_feature_value histogram' in text
-    assert 'mlserving_feature_value_bucket{feature="a",le="1",model="m"} 1.0' in text
+    assert 'mlserving_feature_value_bucket{feature="a",le="1",model="m",version="1"} 1.0' in text
 
 
 def test_a_request_larger_than_a_batch_is_counted_whole(traffic):
@@ -104,8 +134,8 @@ def test_a_request_larger_than_a_batch_is_counted_whole(traffic):
     big = TrafficMetrics.FLUSH_ROWS * 3
     observe(metrics, "1", np.full((big, 2), 1.5), ["virginica"] * big)
     observe(metrics, "2", np.array([[0.5, 0.5]]), ["setosa"])
-    assert value(registry, "mlserving_feature_value_count", feature="a") == big + 2
-    assert value(registry, "mlserving_feature_value_bucket", feature="a", le="1") == 2
+    assert value(registry, "mlserving_feature_value_count", version="1", feature="a") == big + 2
+    assert value(registry, "mlserving_feature_value_bucket", version="1", feature="a", le="1") == 2
     assert value(registry, "mlserving_predicted_class_total", version="1", predicted_class="virginica") == big
     assert value(registry, "mlserving_predicted_class_total", version="2", predicted_class="setosa") == 1
 
@@ -135,7 +165,7 @@ def mixed_traffic():
     registry = CollectorRegistry()
     metrics = TrafficMetrics("m", buckets=(1.0, 2.0))
     registry.register(metrics)
-    metrics.use_features(("mass",), CATEGORICAL)
+    metrics.use_features(("mass",), CATEGORICAL, version="1")
     return metrics, registry
 
 
@@ -159,9 +189,10 @@ def test_categorical_values_count_under_the_models_categories_other_or_missing(m
     assert categories(registry, "island") == {"Biscoe": 1, "Dream": 0, "__other__": 2, "__missing__": 1}
     # the pipeline's fill value for a missing category is the missing bucket, not a second label
     assert categories(registry, "sex") == {"female": 0, "male": 1, "__other__": 1, "__missing__": 2}
-    assert value(registry, "mlserving_feature_value_count", feature="mass") == 3  # the missing one is not binned
-    assert value(registry, "mlserving_feature_value_sum", feature="mass") == 5.0
-    assert value(registry, "mlserving_feature_value_bucket", feature="mass", le="+Inf") == 3
+    # the missing one is not binned
+    assert value(registry, "mlserving_feature_value_count", version="1", feature="mass") == 3
+    assert value(registry, "mlserving_feature_value_sum", version="1", feature="mass") == 5.0
+    assert value(registry, "mlserving_feature_value_bucket", version="1", feature="mass", le="+Inf") == 3
     assert value(registry, "mlserving_feature_missing_total", feature="mass") == 1
 
 
@@ -181,22 +212,24 @@ def test_a_large_mixed_request_is_counted_whole(mixed_traffic):
     big = TrafficMetrics.FLUSH_ROWS * 2 + 1
     observe_mixed(metrics, [(0.5, "Dream", None)] * big)
     assert categories(registry, "island")["Dream"] == big and categories(registry, "sex")["__missing__"] == big
-    assert value(registry, "mlserving_feature_value_bucket", feature="mass", le="1") == big
+    assert value(registry, "mlserving_feature_value_bucket", version="1", feature="mass", le="1") == big
 
 
 def test_a_swap_to_other_categories_starts_their_counts_afresh_and_loses_nothing_else(mixed_traffic):
     metrics, registry = mixed_traffic
     observe_mixed(metrics, [(0.5, "Dream", "male")])
-    metrics.use_features(("mass",), (("island", ("Dream", "Torgersen")), CATEGORICAL[1]))
+    # the same version name (an unregistered folder reloaded) with other categories
+    metrics.use_features(("mass",), (("island", ("Dream", "Torgersen")), CATEGORICAL[1]), version="1")
     observe_mixed(metrics, [(0.5, "Torgersen", "male")], version="2")
     assert categories(registry, "island") == {"Dream": 0, "Torgersen": 1, "__other__": 0, "__missing__": 0}
     assert categories(registry, "sex")["male"] == 1  # a new categorical set: every count afresh, as histograms
-    assert value(registry, "mlserving_feature_value_count", feature="mass") == 2  # the same numeric set: kept
-    metrics.use_features(("a", "b"))  # to an all-numeric model; a mixed request still in flight
+    # the same version and numeric set: kept
+    assert value(registry, "mlserving_feature_value_count", version="1", feature="mass") == 2
+    metrics.use_features(("a", "b"), version="3")  # to an all-numeric model; a mixed request still in flight
     observe_mixed(metrics, [(0.5, "Dream", "male")])
     observe(metrics, "3", np.array([[0.5, 0.5]]), ["setosa"])
     assert categories(registry, "island") == {}
-    assert value(registry, "mlserving_feature_value_count", feature="a") == 1
+    assert value(registry, "mlserving_feature_value_count", version="3", feature="a") == 1
     assert value(registry, "mlserving_predicted_class_total", version="1", predicted_class="setosa") == 2
 
 

@@ -254,8 +254,11 @@ def test_category_counters_have_bounded_labels(mixed, cases):
     assert client.post(INFER, json=v2(rows)).status_code == 200
     final = scrape(client)
     mass = f'feature="body_mass_g",model="{MODEL}"'
-    assert final[f"mlserving_feature_value_count{{{mass}}}"] - after[f"mlserving_feature_value_count{{{mass}}}"] == 1
-    assert final[f"mlserving_feature_value_sum{{{mass}}}"] - after[f"mlserving_feature_value_sum{{{mass}}}"] == 4000
+    served = f'{mass},version="m1"'  # the histograms carry the served version; the missing counts do not
+    assert final[f"mlserving_feature_value_count{{{served}}}"] - after[f"mlserving_feature_value_count{{{served}}}"] \
+        == 1
+    assert final[f"mlserving_feature_value_sum{{{served}}}"] - after[f"mlserving_feature_value_sum{{{served}}}"] \
+        == 4000
     assert final[f"mlserving_feature_missing_total{{{mass}}}"] - after[f"mlserving_feature_missing_total{{{mass}}}"] \
         == 1
     assert not any(key.startswith("mlserving_feature_value_count{feature=\"island\"") for key in final)

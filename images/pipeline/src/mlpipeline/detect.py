@@ -39,11 +39,12 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
         metrics = score(fresh[dataset.label], model.predict(model_inputs(fresh, dataset)), classes)
         reference = registry.reference_sample(champion)
         drift = drift_report(reference, fresh, dataset, classes, config["drift"])
-        # the server's histograms (numeric features) and category counts (categorical ones)
+        # the server's histograms (numeric features: the champion version's, on its edges) and category
+        # counts (categorical ones)
         numeric = [f.name for f in dataset.features if f.numeric]
         categorical = [f.name for f in dataset.features if not f.numeric]
         live = live_drift(prometheus_url, model_name, live_window, reference, numeric, config["drift"],
-                          categorical) if live_window else None
+                          categorical, version=champion.version) if live_window else None
         result.update(champion={"version": champion.version, "run_id": champion.run_id},
                       degraded_by_definition=False, fresh_metrics=metrics, fresh_score=metrics[dataset.metric],
                       drift=drift, live_drift=live,

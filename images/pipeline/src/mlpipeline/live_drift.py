@@ -1,9 +1,13 @@
 """Drift of live traffic, without labels.
 
 The model server counts every numeric feature value it serves into le-buckets (the histogram
-`mlserving_feature_value`). Over a window, Prometheus's `increase()` of those buckets is the
-live distribution on the server's bucket edges; the champion's training reference, binned on
-the same edges, is what it is compared with. The statistics are those of the labelled batch
+`mlserving_feature_value`), on the edges of the version it serves (each version carries its own, from its
+training data) and labelled with that version. Over a window, Prometheus's `increase()` of the champion
+version's buckets is the live distribution on its edges; the champion's training reference, binned on the
+same edges, is what it is compared with. Only the champion version's series are read: one version's edges
+at a time. A window that spans a swap (a retrain deployed), or a canary serving beside the stable version,
+holds the series of two versions on two sets of edges, and summed they would make no distribution (the
+union of both sets of `le`, a shared `le` adding both versions' counts). The statistics are those of the labelled batch
 (drift.py), computed on bins: PSI on the bin shares, and the Kolmogorov-Smirnov distance between
 the two cumulative shares at the edges (a lower bound of the unbinned one, so its p-value errs
 towards "no drift"). The same rule picks the test: KS up to `ks_max_rows` observations, else PSI.
@@ -55,10 +59,12 @@ def check_window(window: str) -> str:
     return window
 
 
-def query(model: str, window: str, numeric: bool = True, categorical: bool = False) -> str:
-    """PromQL: the values served in the window, over all replicas and versions: per numeric feature and
-    bucket, and (`categorical`) per categorical feature and category, in one query (`or` of the two)."""
-    buckets = f'sum by (feature, le) (increase({METRIC}{{model="{model}"}}[{window}]))'
+def query(model: str, window: str, numeric: bool = True, categorical: bool = False, *, version: str) -> str:
+    """PromQL: the values served in the window, over all replicas: per numeric feature and bucket, of
+    `version` alone (each version counts on its own edges: the histograms of two cannot be summed), and
+    (`categorical`) per categorical feature and category, over all versions (categories are labels, not
+    edges: their counts add up across versions), in one query (`or` of the two)."""
+    buckets = f'sum by (feature, le) (increase({METRIC}{{model="{model}",version="{version}"}}[{window}]))'
     categories = f'sum by (feature, category) (increase({CATEGORY_METRIC}{{model="{model}"}}[{window}]))'
     if not categorical:
         return buckets
@@ -153,12 +159,13 @@ def categorical_drift(reference: pd.Series, live: pd.Series, settings: dict, alp
 
 
 def live_drift(prometheus_url: str, model: str, window: str, reference: pd.DataFrame, features: list[str],
-               settings: dict, categorical: list[str] = ()) -> dict:
-    """The live-traffic drift report on the numeric `features` and the `categorical` ones: status `measured`
-    (with the statistics), `insufficient traffic` or `unavailable` (Prometheus could not be asked; the error
-    is in `error`)."""
+               settings: dict, categorical: list[str] = (), *, version: str) -> dict:
+    """The live-traffic drift report on the numeric `features` (the traffic `version` served: the version
+    `reference` is the training sample of) and the `categorical` ones: status `measured` (with the
+    statistics), `insufficient traffic` or `unavailable` (Prometheus could not be asked; the error is in
+    `error`)."""
     numeric, categorical = list(features), list(categorical)
-    promql = query(model, window, numeric=bool(numeric), categorical=bool(categorical))
+    promql = query(model, window, numeric=bool(numeric), categorical=bool(categorical), version=version)
     out = {"window": window, "source": prometheus_url, "query": promql}
     if not numeric and not categorical:
         return {**out, "status": "insufficient traffic", "observed": 0.0,

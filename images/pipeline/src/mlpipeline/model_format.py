@@ -17,7 +17,11 @@ else. A refusal is a ModelLoadError naming the model and the type.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -35,6 +39,15 @@ TRUSTED_TYPES = frozenset({RANDOM_FOREST_TREE, HIST_GRADIENT_BOOSTING_PREDICTOR,
                            SIGMOID_CALIBRATION, NUMPY_DTYPE})
 
 MAX_MLMODEL_BYTES = 1 << 20  # an MLmodel is a few KB: a larger one is not read
+
+# Each numeric feature's histogram edges for live drift (the model server's mlserving_feature_value), from
+# the training data: written by mlpipeline.training as an MLflow extra file of the model (so the registry
+# version, and every copy of its folder, carries it), read by the model server. Data, never code: a JSON
+# object {feature: [edges ascending]}, read without following links and at most MAX_FEATURE_BUCKETS_BYTES.
+FEATURE_BUCKETS_FILE = "extra_files/feature_buckets.json"
+MAX_FEATURE_BUCKETS_BYTES = 64 * 1024
+# The most edges a feature may have (the training writes 20): each edge is one more series per feature.
+MAX_FEATURE_EDGES = 50
 
 
 class ModelLoadError(Exception):
@@ -165,3 +178,86 @@ def load_estimator(spec: MLmodelFile, path: Path, where: str | None = None):
     except Exception as exc:
         raise ModelLoadError(f"{where or path}: the sklearn model failed to load: {type(exc).__name__}: "
                              f"{exc}") from exc
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _unique_keys(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"a feature is named twice: {sorted(k for k in set(keys) if keys.count(k) > 1)}")
+    return dict(pairs)
+
+
+def parse_feature_buckets(text: bytes, numeric: tuple[str, ...], where: str) -> dict[str, tuple[float, ...]]:
+    """The edges of every numeric feature in a feature-buckets document, checked: a JSON object naming
+    exactly the `numeric` features, each with 1 to MAX_FEATURE_EDGES finite numbers, strictly increasing.
+    Anything else is a ModelLoadError saying what is wrong."""
+    problem = f"{where}: {FEATURE_BUCKETS_FILE} is refused"
+    try:
+        document = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ModelLoadError(f"{problem}: not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ModelLoadError(f"{problem}: a JSON object {{feature: [edges]}} was expected, "
+                             f"got {type(document).__name__}")
+    missing, unknown = sorted(set(numeric) - set(document)), sorted(set(document) - set(numeric))
+    if missing or unknown:  # the first few names, each cut short: the file's text is no one's to log whole
+        raise ModelLoadError(f"{problem}: it must name exactly the numeric features of the signature "
+                             f"(missing: {[n[:100] for n in missing[:10]]}, "
+                             f"not numeric features: {[n[:100] for n in unknown[:10]]})")
+    edges = {}
+    for name in numeric:
+        values = document[name]
+        if not isinstance(values, list) or not 1 <= len(values) <= MAX_FEATURE_EDGES:
+            raise ModelLoadError(f"{problem}: the edges of {name!r} must be a list of 1 to {MAX_FEATURE_EDGES} "
+                                 f"numbers, got {type(values).__name__}"
+                                 f"{f' of {len(values)}' if isinstance(values, list) else ''}")
+        if any(type(v) not in (int, float) or not math.isfinite(v) for v in values):
+            raise ModelLoadError(f"{problem}: the edges of {name!r} must be finite numbers")
+        if any(b <= a for a, b in zip(values[:-1], values[1:], strict=True)):
+            raise ModelLoadError(f"{problem}: the edges of {name!r} must be strictly increasing")
+        edges[name] = tuple(float(v) for v in values)
+    return edges
+
+
+def read_feature_buckets(path: Path, numeric: tuple[str, ...], where: str | None = None
+                         ) -> dict[str, tuple[float, ...]] | None:
+    """parse_feature_buckets of `path`/FEATURE_BUCKETS_FILE; None when the model has no such file (one
+    logged before the file existed). The file and its folder are opened without following links (a link
+    could point anywhere on the server), must be a regular file (not a FIFO that would block the load) and
+    at most MAX_FEATURE_BUCKETS_BYTES."""
+    where = where or str(path)
+    folder, name = FEATURE_BUCKETS_FILE.split("/")
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    descriptors = []
+    try:
+        try:
+            descriptors.append(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            descriptors.append(os.open(folder, flags | os.O_DIRECTORY, dir_fd=descriptors[-1]))
+            descriptors.append(os.open(name, flags, dir_fd=descriptors[-1]))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # ELOOP: the file is a link; ENOTDIR: the folder is a link, or a file
+            linked = exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and len(descriptors) == 1 and stat.S_ISLNK(
+                os.stat(folder, dir_fd=descriptors[0], follow_symlinks=False).st_mode))
+            why = ("it or its folder is a link (links are not followed)" if linked else
+                   f"{folder} is not a folder" if exc.errno == errno.ENOTDIR else exc.strerror)
+            raise ModelLoadError(f"{where}: {FEATURE_BUCKETS_FILE} is refused: {why}") from None
+        info = os.fstat(descriptors[-1])
+        if not stat.S_ISREG(info.st_mode):
+            raise ModelLoadError(f"{where}: {FEATURE_BUCKETS_FILE} is refused: not a regular file")
+        if info.st_size > MAX_FEATURE_BUCKETS_BYTES:
+            raise ModelLoadError(f"{where}: {FEATURE_BUCKETS_FILE} is refused: it holds {info.st_size} bytes, "
+                                 f"more than {MAX_FEATURE_BUCKETS_BYTES}")
+        with os.fdopen(descriptors.pop(), "rb") as file:
+            text = file.read(MAX_FEATURE_BUCKETS_BYTES + 1)
+        if len(text) > MAX_FEATURE_BUCKETS_BYTES:  # it grew since fstat
+            raise ModelLoadError(f"{where}: {FEATURE_BUCKETS_FILE} is refused: more than "
+                                 f"{MAX_FEATURE_BUCKETS_BYTES} bytes")
+    finally:
+        for descriptor in descriptors:
+            os.close(descriptor)
+    return parse_feature_buckets(text, numeric, where)

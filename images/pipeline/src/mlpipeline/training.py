@@ -10,6 +10,7 @@ from the manifest: mlpipeline.pull_record). A run key trained before reuses its 
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import warnings
@@ -21,6 +22,7 @@ import skops.io  # noqa: F401
 
 # isort: split
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
@@ -32,6 +34,7 @@ from .dataset import Dataset
 from .decide import decide
 from .evaluate import score
 from .model import fit, model_inputs, skops_trusted_types
+from .model_format import FEATURE_BUCKETS_FILE, parse_feature_buckets
 from .model_registry import REFERENCE_ARTIFACT, Registry
 from .split import load_set, run_dataset
 from .volume import DataVolume, load_run, read_json, write_atomic, write_json_atomic
@@ -64,6 +67,43 @@ def model_logging_kwargs(model, features: pd.DataFrame, dataset: Dataset) -> dic
         "serialization_format": "skops",
         "skops_trusted_types": skops_trusted_types(dataset),
     }
+
+
+# Edges per numeric feature for the model server's live-drift histograms (model_format.FEATURE_BUCKETS_FILE).
+# 20 edges, 21 buckets: fine enough for the binned KS distance to follow the unbinned one (its error is at
+# most a bucket's share, under 5 %), few enough that a feature costs the server 22 series.
+FEATURE_BUCKET_EDGES = 20
+
+
+def feature_bucket_edges(train: pd.DataFrame, dataset: Dataset) -> dict[str, list[float]]:
+    """Each numeric feature's edges: the k/21 quantiles (k = 1..20) of its non-missing training values, so
+    each of the 21 le-buckets holds about the same share of the reference. Equal shares put the resolution
+    where the values are, on any scale, and leave no bucket nearly empty on the reference side (PSI divides
+    by those shares); the two open-ended buckets, a twenty-first of the values each, are where a shift past
+    the training range shows. The quantiles are observed values (inverted CDF), so a value repeated in the
+    data (a count, a code, a rounded measurement) falls whole in one bucket, on the server and in the
+    reference alike; repeated quantiles (a value holding several shares) are merged, so a constant feature
+    gets one edge. A feature with no value at all (never in practice: validation refuses an empty column)
+    gets one edge at 0."""
+    probabilities = np.arange(1, FEATURE_BUCKET_EDGES + 1) / (FEATURE_BUCKET_EDGES + 1)
+    edges = {}
+    for name in (f.name for f in dataset.features if f.numeric):
+        values = train[name].astype("float64").to_numpy()  # as the model (and the server) takes them
+        values = values[np.isfinite(values)]
+        found = np.unique(np.quantile(values, probabilities, method="inverted_cdf")) if values.size else [0.0]
+        edges[name] = [float(e) for e in found]
+    return edges
+
+
+def write_feature_buckets(folder: Path, train: pd.DataFrame, dataset: Dataset) -> Path:
+    """feature_bucket_edges as the file the model carries (to log with the model as an extra file), checked
+    as the model server will check it."""
+    edges = feature_bucket_edges(train, dataset)
+    text = json.dumps(edges).encode()
+    parse_feature_buckets(text, tuple(edges), f"the model of {dataset.name}")
+    path = folder / Path(FEATURE_BUCKETS_FILE).name
+    path.write_bytes(text)
+    return path
 
 
 def _dataset(volume: DataVolume, run_key: str, name: str, frame: pd.DataFrame, manifest: dict) -> MetaDataset:
@@ -116,7 +156,10 @@ def train_challenger(volume: DataVolume, run_key: str, model_name: str, context:
             path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
             reference.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
-        info = mlflow.sklearn.log_model(model, name="model", **model_logging_kwargs(model, test, dataset))
+            # MLflow copies an extra file into the model's folder (extra_files/), listed in its MLmodel
+            buckets = write_feature_buckets(Path(tmp), train, dataset)
+            info = mlflow.sklearn.log_model(model, name="model", extra_files=[str(buckets)],
+                                            **model_logging_kwargs(model, test, dataset))
         mlflow.set_tag("model_uri", info.model_uri)
         result = {"run_id": run.info.run_id, "model_uri": info.model_uri, "reused": False,
                   "test_metrics": metrics}

@@ -36,7 +36,14 @@ from pathlib import Path
 import numpy as np
 from kserve.errors import InvalidInput
 
-from mlpipeline.model_format import MLmodelFile, ModelLoadError, load_estimator, read_mlmodel
+from mlpipeline.model_format import (
+    FEATURE_BUCKETS_FILE,
+    MLmodelFile,
+    ModelLoadError,
+    load_estimator,
+    read_feature_buckets,
+    read_mlmodel,
+)
 
 from .fastpath import fold_refusal, sklearn_class_positions, verified_class_positions
 from .sklearn_inputs import imputed_columns, known_categories, selects_columns_by_name
@@ -64,6 +71,9 @@ class LoadedModel:
     source: str
     spec: InputSpec  # the features' kinds and which accept a missing value
     categories: dict[str, tuple[str, ...]]  # each categorical feature's categories the model knows
+    # each numeric feature's live-drift histogram edges from the training data (read_feature_buckets);
+    # None: the model has no such file, or it was refused (the server's global edges count its values)
+    feature_buckets: dict[str, tuple[float, ...]] | None = None
     loaded_at: float = field(default_factory=time.time)
 
     def predict(self, rows: np.ndarray | Batch) -> np.ndarray:
@@ -168,6 +178,23 @@ def registry_identity(path: Path) -> dict:
     return {key: os.environ[env] for key, env in REGISTRY_ENV.items() if os.environ.get(env)}
 
 
+def feature_buckets(path: Path, spec: InputSpec) -> dict[str, tuple[float, ...]] | None:
+    """The model's per-feature histogram edges, or None. A file that fails its checks is refused, not the
+    model: the edges only sharpen what live drift sees, a model whose predictions pass every check is not
+    kept from serving (or a swap refused) over them, and its values are still counted, on the global edges,
+    which the exported le labels name, so live drift stays consistent. The refusal is logged as a warning
+    naming the file and what is wrong with it."""
+    try:
+        edges = read_feature_buckets(path, spec.numeric_names)
+    except ModelLoadError as exc:
+        log.warning("%s; its feature values are counted on the server's global edges", exc)
+        return None
+    if edges is None:
+        log.info("%s: no %s (a model logged before per-feature edges): its feature values are counted on the "
+                 "server's global edges", path, FEATURE_BUCKETS_FILE)
+    return edges
+
+
 def load_model_dir(path: str | Path) -> LoadedModel:
     """Load and check a model directory; raise ModelLoadError with the reason if it cannot serve."""
     path = Path(path).resolve()  # a link to a version (the local deploy's `current`): the real folder
@@ -211,6 +238,7 @@ def load_model_dir(path: str | Path) -> LoadedModel:
         run_id=str(registry.get("run_id") or meta.run_id),
         model_uri=str(registry.get("model_uri") or (f"models:/{meta.model_id}" if meta.model_id else "")),
         source=str(path.resolve()),
+        feature_buckets=feature_buckets(path, spec),
     )
 
 

@@ -24,9 +24,11 @@ log = logging.getLogger(__name__)
 OTHER_CATEGORY, MISSING_CATEGORY = "__other__", "__missing__"
 MAX_CATEGORY_LABELS = 1000  # known categories counted by name per feature; the rest count as __other__
 
-# One set of edges for every numeric feature, on a 0.1-30 scale; --feature-buckets overrides. Features on
-# other scales are resolved coarsely: per-feature edges from the training data, written with the model,
-# are the next step (docs/live-drift.md).
+# The edges of a numeric feature's histogram, when its model carries none of its own: each model the
+# pipeline trains carries edges per feature from its training data (mlpipeline.model_format
+# FEATURE_BUCKETS_FILE, read by the loader), and --feature-buckets overrides both for every feature. These,
+# on a 0.1-30 scale, serve a model logged before per-feature edges (or whose file was refused); features on
+# other scales are resolved coarsely by them.
 DEFAULT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0, 8.0, 10.0, 15.0,
                    30.0)
 
@@ -54,10 +56,24 @@ def time_gc_pauses() -> None:
     gc.callbacks.append(callback)
 
 
+def le_label(edge: float) -> str:
+    """An edge as its `le` label: short (%g, as before: "0.1", "1", "30") where that reads back as the same
+    float, else the shortest text that does. detect bins the training reference on the edges it reads from
+    these labels, so a label must name the very edge the server counted on (a value equal to an edge
+    counts in that edge's bucket: one rounded a hair off would move such values to the next one)."""
+    short = f"{edge:g}"
+    return short if float(short) == edge else repr(edge)
+
+
 class TrafficMetrics:
     """What live traffic looked like, for one model: each numeric feature's value histogram (the input to live
     drift detection) and count of missing values, each categorical feature's values counted by category, and
     the predicted classes by served version.
+
+    The histograms are labelled with the version being served (use_features) and start afresh when it
+    changes: each version counts on its own edges (its training data's quantiles), so a version's series are
+    its own and a query over a window that spans a swap, or a canary beside the stable version, can read
+    one version's edges at a time (`version` in its selector) instead of a sum of two sets of buckets.
 
     A categorical value is counted under its category when the model knows it (its encoder's categories_,
     up to MAX_CATEGORY_LABELS a feature), else under __other__, or __missing__ when null: the labels are
@@ -76,35 +92,60 @@ class TrafficMetrics:
 
     FLUSH_ROWS = 1024
 
-    def __init__(self, model: str, buckets=DEFAULT_BUCKETS):
+    def __init__(self, model: str, buckets=None):
+        """`buckets`: edges for every numeric feature, overriding the model's own (--feature-buckets); None:
+        each model's own edges per feature where it has them (use_features), else DEFAULT_BUCKETS."""
         self.model = model
-        self.edges = np.asarray(buckets, dtype=np.float64)
+        self.override = buckets is not None
+        self.edges = np.asarray(DEFAULT_BUCKETS if buckets is None else buckets, dtype=np.float64)
+        self.feature_edges: tuple[np.ndarray, ...] = ()
+        self.version = ""  # the version being served: the histograms' `version` label
         self.classes: collections.Counter = collections.Counter()  # (version, class) -> predictions
         self._positions = np.empty(self.FLUSH_ROWS, dtype=np.intp)
         # (first waiting row, version, its classes): a new entry when the answering model changes
         self._segments: list[tuple[int, str, tuple[str, ...]]] = []
         self._waiting = 0
         self._lock = threading.Lock()
-        self._count_features(())
+        self._count_features((), ())
         self._count_categories(())
 
     def use_features(self, features: tuple[str, ...],
-                     categorical: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> None:
-        """Count values of these numeric features, and of these categorical ones by the categories given for
-        each, from now on (a new feature set starts its histograms, or its category counts, afresh)."""
+                     categorical: tuple[tuple[str, tuple[str, ...]], ...] = (),
+                     edges: dict[str, tuple[float, ...]] | None = None, version: str = "") -> None:
+        """Count values of these numeric features, on `edges` (each feature's own, from its model; None, or
+        an override given to the constructor: the same edges for all), under `version` (the version being
+        served: the histograms' label), and of these categorical ones by the categories given for each, from
+        now on (a new version, feature set or new edges starts its histograms afresh; new categories their
+        counts)."""
+        per_feature = tuple(self.edges if self.override or edges is None else np.asarray(edges[f], dtype=np.float64)
+                            for f in features)
         with self._lock:
+            # The rows waiting in the buffers were served before the swap: counted first, on the old version's
+            # edges and under its label. Its series then stop being exported (Prometheus keeps what it
+            # scraped): what the old version counted after Prometheus's last scrape of it (at most one
+            # scrape interval of its traffic, the batch flushed here included) is never seen.
             self._flush()
-            if features != self.features:
-                self._count_features(features)
+            if version != self.version or features != self.features or \
+                    not all(map(np.array_equal, per_feature, self.feature_edges)):
+                self.version = version
+                self._count_features(features, per_feature)
             if categorical != self.categorical:
                 self._count_categories(categorical)
 
-    def _count_features(self, features: tuple[str, ...]) -> None:
-        self.features = features
-        self.counts = np.zeros((len(features), self.edges.size + 1), dtype=np.int64)
+    def _count_features(self, features: tuple[str, ...], edges: tuple[np.ndarray, ...]) -> None:
+        """Bins of every feature in one flat array, each feature's slice (its edges' bins, then the +Inf one)
+        starting at its offset. Features that all share one set of edges (the global ones) are binned in one
+        searchsorted over the batch (self.shared_edges), others one column at a time. The missing-value
+        counters restart too: they carry no version label (a count of values, not of buckets, sums alike
+        across versions), and Prometheus's increase() takes a restart from zero for the reset it is."""
+        self.features, self.feature_edges = features, edges
+        first = edges[0] if edges else self.edges
+        self.shared_edges = first if all(e is first or np.array_equal(e, first) for e in edges) else None
+        sizes = np.array([e.size + 1 for e in edges], dtype=np.intp)
+        self.offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.intp)  # each feature's first bin
+        self.counts = np.zeros(int(sizes.sum()), dtype=np.int64)
         self.sums = np.zeros(len(features))
         self.missing = np.zeros(len(features), dtype=np.int64)
-        self.offsets = np.arange(len(features)) * (self.edges.size + 1)  # each feature's slice of the bins
         self._rows = np.empty((self.FLUSH_ROWS, len(features)))
         self._has_values = np.zeros(self.FLUSH_ROWS, dtype=bool)
 
@@ -145,6 +186,8 @@ class TrafficMetrics:
         n = len(positions)
         with self._lock:  # the feature check too: a swap to other features changes the buffers under the lock
             # A request the model just swapped out answered may have other features: its values fit no histogram.
+            # One with the same features is counted in the new version's histograms, on its edges (only the
+            # requests in flight at the swap; its predicted classes still count under the version that answered).
             encoded = 0 if categorical is None else len(categorical)
             fits = rows.shape[1] == len(self.features) and encoded == len(self._lookups)
             if self._waiting + n > self.FLUSH_ROWS:
@@ -188,7 +231,12 @@ class TrafficMetrics:
         if rows is not None and len(rows):
             # einsum adds the columns in one pass: rows.sum(axis=0) takes 13 us of a 1,024-row batch, this 5 us
             sums = np.einsum("ij->j", rows)
-            slots = np.searchsorted(self.edges, rows, side="left")  # le-buckets: value <= edge
+            if self.shared_edges is not None:
+                slots = np.searchsorted(self.shared_edges, rows, side="left")  # le-buckets: value <= edge
+            else:  # each feature on its own edges: one searchsorted per column (a few us each, per batch)
+                slots = np.empty(rows.shape, dtype=np.intp)
+                for j, edges in enumerate(self.feature_edges):
+                    slots[:, j] = np.searchsorted(edges, rows[:, j], side="left")
             slots += self.offsets
             if np.isnan(sums).any():  # missing values (NaN: only a model that accepts them lets them in)
                 # counted apart, not binned: NaN would sort past every edge, into +Inf, and make the sum NaN
@@ -199,7 +247,7 @@ class TrafficMetrics:
                 sums = np.einsum("ij->j", np.where(missing, 0.0, rows))
             else:
                 binned = np.bincount(slots.ravel(), minlength=self.counts.size)
-            self.counts += binned.reshape(self.counts.shape)
+            self.counts += binned
             self.sums += sums
         if codes is not None and codes.size:
             self.category_counts += np.bincount(codes.ravel(), minlength=self.category_counts.size)
@@ -212,14 +260,19 @@ class TrafficMetrics:
         with self._lock:
             self._flush()
             counts, sums, classes = self.counts.copy(), self.sums.copy(), dict(self.classes)
-            features, missing = self.features, self.missing.tolist()
+            features, edges, offsets, missing = self.features, self.feature_edges, self.offsets, self.missing.tolist()
+            version = self.version
             category_labels, category_counts = self.category_labels, self.category_counts.tolist()
-        values = HistogramMetricFamily("mlserving_feature_value", "Feature values of live traffic (numeric features; "
-                                       "missing values are in mlserving_feature_missing)", labels=["model", "feature"])
-        labels = [f"{e:g}" for e in self.edges] + ["+Inf"]
+        values = HistogramMetricFamily("mlserving_feature_value", "Feature values of live traffic by served version "
+                                       "(numeric features, on the version's own edges; missing values are in "
+                                       "mlserving_feature_missing)", labels=["model", "version", "feature"])
+        labels = {}
         for i, feature in enumerate(features):
-            cumulative = np.cumsum(counts[i])
-            values.add_metric([self.model, feature], list(zip(labels, cumulative.tolist(), strict=True)),
+            key = id(edges[i])
+            if key not in labels:  # once per set of edges: features sharing the global edges share their labels
+                labels[key] = [le_label(e) for e in edges[i].tolist()] + ["+Inf"]
+            cumulative = np.cumsum(counts[offsets[i]:offsets[i] + edges[i].size + 1])
+            values.add_metric([self.model, version, feature], list(zip(labels[key], cumulative.tolist(), strict=True)),
                               sum_value=float(sums[i]))
         yield values
         predicted = CounterMetricFamily("mlserving_predicted_class", "Predicted classes",
@@ -244,18 +297,20 @@ class TrafficMetrics:
 class ModelMetrics:
     """One model's metrics: the version it serves (MODEL_INFO) and its live traffic (TrafficMetrics)."""
 
-    def __init__(self, model: str, buckets=DEFAULT_BUCKETS):
+    def __init__(self, model: str, buckets=None):
         self.model = model
         self.traffic = TrafficMetrics(model, buckets)
         REGISTRY.register(self.traffic)
 
     def serving(self, version: str, run_id: str, features: tuple[str, ...], previous: tuple[str, str] | None,
-                categorical: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> None:
-        """`features`: the numeric features; `categorical`: each categorical feature with its known categories."""
+                categorical: tuple[tuple[str, tuple[str, ...]], ...] = (),
+                edges: dict[str, tuple[float, ...]] | None = None) -> None:
+        """`features`: the numeric features; `categorical`: each categorical feature with its known categories;
+        `edges`: each numeric feature's histogram edges from its model (None: the global ones)."""
         if previous is not None:
             MODEL_INFO.labels(self.model, previous[0], previous[1]).set(0)
         MODEL_INFO.labels(self.model, version, run_id).set(1)
-        self.traffic.use_features(features, categorical)
+        self.traffic.use_features(features, categorical, edges, version)
 
     def observe(self, version: str, classes: tuple[str, ...], rows: np.ndarray, positions: np.ndarray,
                 categorical=None) -> None:

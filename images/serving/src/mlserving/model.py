@@ -58,10 +58,11 @@ def new_request_id() -> str:
 
 class RegistryModel(Model):
     def __init__(self, name: str, model_dir: str | Path, max_rows: int = 10_000, buckets=None):
+        """`buckets`: histogram edges for every numeric feature, over each model's own (--feature-buckets)."""
         super().__init__(name)
         self.model_dir = Path(model_dir)
         self.max_rows = max_rows
-        self.metrics = ModelMetrics(name, *([buckets] if buckets else []))
+        self.metrics = ModelMetrics(name, buckets)
         self._active: LoadedModel | None = None
         self._row_bytes = VALUE_BYTES
         self._predict_timer = PREDICT_HIST_TIME.labels(**get_labels(name))  # KServe's own latency histogram
@@ -105,7 +106,8 @@ class RegistryModel(Model):
         spec = model.spec
         self.metrics.serving(model.version, model.run_id, spec.numeric_names,
                              (previous.version, previous.run_id) if previous else None,
-                             tuple((name, model.categories.get(name, ())) for name in spec.categorical_names))
+                             tuple((name, model.categories.get(name, ())) for name in spec.categorical_names),
+                             model.feature_buckets)
         self._row_bytes = row_bytes(spec)
         self._active = model
 

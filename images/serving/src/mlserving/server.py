@@ -34,10 +34,31 @@ def build_parser(kserve_parser) -> argparse.ArgumentParser:
     parser.add_argument("--max-batch-rows", type=int, default=10_000, help="rows accepted per request")
     parser.add_argument("--quiet-access-log", action="store_true",
                         help="no per-request access log lines (faster under load)")
+    parser.add_argument("--feature-buckets", type=feature_buckets, metavar="EDGES",
+                        help="histogram edges for every numeric feature's live values, comma-separated and "
+                             "increasing (e.g. 0.5,1,2,5), over the edges each model carries from its training "
+                             "data (default: the model's own; for a model without them, a 0.1-30 scale)")
     parser.add_argument("--repository-token-file", default=os.environ.get("MLSERVING_REPOSITORY_TOKEN_FILE"),
                         help="a file holding the bearer token that POST /v2/repository/models/NAME/load must "
                              "carry (the local deploy's); without it the repository endpoints are refused")
     return parser
+
+
+def feature_buckets(text: str) -> tuple[float, ...]:
+    """--feature-buckets: finite numbers, strictly increasing, at most model_format.MAX_FEATURE_EDGES."""
+    import math
+
+    from mlpipeline.model_format import MAX_FEATURE_EDGES
+
+    try:
+        edges = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if not all(map(math.isfinite, edges)) or any(b <= a for a, b in zip(edges[:-1], edges[1:], strict=True)) \
+            or len(edges) > MAX_FEATURE_EDGES:
+        raise argparse.ArgumentTypeError(f"{text!r}: the edges must be finite, strictly increasing and at most "
+                                         f"{MAX_FEATURE_EDGES}")
+    return edges
 
 
 def read_token(path: str | None) -> str | None:
@@ -55,7 +76,7 @@ def read_token(path: str | None) -> str | None:
 
 
 def make_server(model_name: str, model_dir: str, http_port: int, max_rows: int = 10_000,
-                repository_token: str | None = None, **server_args):
+                repository_token: str | None = None, buckets: tuple[float, ...] | None = None, **server_args):
     """The ModelServer with our model loaded, its repository (swaps through KServe's load route, for the
     holder of `repository_token` only) and our routes installed on KServe's app."""
     from kserve import ModelServer
@@ -65,7 +86,7 @@ def make_server(model_name: str, model_dir: str, http_port: int, max_rows: int =
     from .model import RegistryModel
     from .repository import RegistryModelRepository
 
-    model = RegistryModel(model_name, model_dir, max_rows=max_rows)
+    model = RegistryModel(model_name, model_dir, max_rows=max_rows, buckets=buckets)
     model.load()
     routes.install(app, {model_name: model}, repository_token)
     server = ModelServer(http_port=http_port, enable_grpc=False, registered_models=RegistryModelRepository([model]),
@@ -123,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         server, model, _ = make_server(args.model_name, args.model_dir, args.http_port, args.max_batch_rows,
-                                       read_token(args.repository_token_file), workers=args.workers)
+                                       read_token(args.repository_token_file), args.feature_buckets,
+                                       workers=args.workers)
     except ModelLoadError as exc:
         print(f"mlserving: error: {exc}", file=sys.stderr)
         return 1
