@@ -23,6 +23,9 @@ MAX_TAG_LENGTH = 8000  # MLflow's limit for a tag value
 # The pod label that lets a pod through the tracking server's NetworkPolicy (k8s-yaml/network/mlflow.yaml):
 # the stage pods that talk to the registry and the KFP training step carry it.
 MLFLOW_CLIENT_LABEL = ("mlops-ct/mlflow-client", "true")
+# Fields a regression decision adds (mlpipeline.decide.decide_regression); a record leaves them out while they
+# are None, so a classification record reads and writes exactly as before they existed.
+REGRESSION_FIELDS = ("direction", "relative_improvement", "min_improvement", "threshold")
 
 
 class ContractError(ValueError):
@@ -37,18 +40,25 @@ class TrainingDecision:
     challenger_run_id: str
     challenger_model_uri: str
     challenger_metrics: dict  # accuracy, balanced_accuracy, macro_f1, per_class_recall on the held-out test set
-    challenger_accuracy: float
+    challenger_accuracy: float | None  # None for a regression model (the key is still required)
     metric: str = "accuracy"  # the dataset's metric, which the decision is made on
     challenger_score: float | None = None  # the challenger's metric
     champion_version: str | None = None  # the champion it was compared with (None: there was none)
     champion_metrics: dict | None = None
     champion_accuracy: float | None = None
     champion_score: float | None = None
-    improvement: float | None = None  # challenger minus champion, on the metric
-    paired_test: dict | None = None  # name (mcnemar_exact | paired_bootstrap), pvalue
+    improvement: float | None = None  # the challenger's gain on the metric, positive when better (classification:
+    #                                    challenger minus champion; regression: in the metric's better direction)
+    paired_test: dict | None = None  # name (mcnemar_exact | paired_bootstrap | wilcoxon), pvalue; wilcoxon also
+    #                                  statistic, alternative, loss, challenger_lower_loss, champion_lower_loss
     mcnemar: dict | None = None  # accuracy: only_challenger_right, only_champion_right, pvalue
     bootstrap_ci95: list | None = None  # of the improvement
     kfp_run_id: str | None = None
+    # Regression only (REGRESSION_FIELDS):
+    direction: str | None = None  # where the metric is better: lower (rmse, mae, mape) | higher (r2)
+    relative_improvement: float | None = None  # improvement / the champion's metric (r2: / its 1 - r2)
+    min_improvement: float | None = None  # the margin relative_improvement had to reach
+    threshold: float | None = None  # no champion: the maximum (lower is better) or minimum a first model had to meet
 
     def __post_init__(self):
         if self.decision not in (PROMOTE, REJECT):
@@ -59,7 +69,8 @@ class TrainingDecision:
         return self.decision == PROMOTE
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        record = dataclasses.asdict(self)
+        return {k: v for k, v in record.items() if not (k in REGRESSION_FIELDS and v is None)}
 
     @classmethod
     def from_dict(cls, record: dict) -> TrainingDecision:
