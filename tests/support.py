@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -66,16 +67,26 @@ class TextServer:
 TEST_PORTS = range(20000, 32000)
 
 
+# Ports handed out by this process, never handed out again: a port is only checked free, not held, until
+# its server binds it, so two picks in one test (a serving URL, then a Prometheus) must not meet. Drawn from
+# a generator of their own: code under test may seed the `random` module (Hypothesis does, per example),
+# which would make successive picks repeat.
+_HANDED_OUT: set[int] = set()
+_PICKER = random.Random()
+
+
 def free_port(count: int = 1) -> int:
     """The first of `count` consecutive ports that are free now on every address (as the servers bind
-    them), chosen at random so that test processes running side by side rarely pick the same."""
-    import random
-
+    them) and not handed out before by this process, chosen at random so that test processes running
+    side by side rarely pick the same."""
     while True:
-        first = random.randrange(TEST_PORTS.start, TEST_PORTS.stop - count)
+        first = _PICKER.randrange(TEST_PORTS.start, TEST_PORTS.stop - count)
+        ports = range(first, first + count)
+        if _HANDED_OUT.intersection(ports):
+            continue
         sockets = []
         try:
-            for port in range(first, first + count):
+            for port in ports:
                 sock = socket.socket()
                 sockets.append(sock)
                 sock.bind(("0.0.0.0", port))
@@ -84,13 +95,14 @@ def free_port(count: int = 1) -> int:
         finally:
             for sock in sockets:
                 sock.close()
+        _HANDED_OUT.update(ports)
         return first
 
 
-def serving_url() -> str:
-    """A `mlserving_default` for the local target: the router's port with the next two (the stable and
-    the canary model server's) free as well."""
-    return f"http://127.0.0.1:{free_port(3)}"
+def serving_url(models: int = 2) -> str:
+    """A `mlserving_default` for the local target: the router's port with the ports its port plan gives the
+    first `models` models (a stable and a canary server each: mlops.local_serving.model_ports) free as well."""
+    return f"http://127.0.0.1:{free_port(1 + 2 * models)}"
 
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> None:

@@ -28,7 +28,8 @@ class LiveStack:
     def __init__(self, run_dir: Path, env_overrides: dict[str, str] | None = None):
         ports = {name: str(support.free_port()) for name in
                  ("POSTGRES_PORT", "MLFLOW_PORT", "ALERTMANAGER_PORT", "PUSHGATEWAY_PORT", "AIRFLOW_PORT")}
-        ports["MLOPS_SERVING_PORT"] = support.serving_url().rsplit(":", 1)[1]  # and the next two: the servers
+        # the router, and the ports its plan gives two models (the example and a test's second one)
+        ports["MLOPS_SERVING_PORT"] = support.serving_url(models=2).rsplit(":", 1)[1]
         # Retries as the demo has them (the other Airflow tests turn them off for dag.test()).
         # The stack's own dataset folder (the repository's files, copied): a test may add a model to it.
         self.datasets = run_dir / "datasets"

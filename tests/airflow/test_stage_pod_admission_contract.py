@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 
 import pytest
 from kubernetes import client
@@ -52,15 +53,26 @@ def dag_pods():
 
 @pytest.fixture(scope="module")
 def airflow_pod(cluster):
-    """One of Airflow's own pods in mlops, with its secrets, as the chart runs them."""
+    """One of Airflow's own pods in mlops, with its secrets, as the chart runs them; running and ready, so
+    the kubelet has nothing more to write to it while a test compares it before and after (a container
+    that ended, or one still starting, would change its status, and so its resourceVersion)."""
     pod = {"apiVersion": "v1", "kind": "Pod",
            "metadata": {"name": "airflow-api-server-0", "namespace": "mlops", "labels": {"component": "api-server"}},
            "spec": {"serviceAccountName": "airflow-api-server", "restartPolicy": "Never",
-                    "containers": [{"name": "api-server", "image": PIPELINE_IMAGE, "command": ["sleep", "600"],
+                    "containers": [{"name": "api-server", "image": PIPELINE_IMAGE, "command": ["sleep", "infinity"],
                                     "envFrom": [{"secretRef": {"name": "airflow-jwt-secret"}}]}]}}
     if cluster.kube.stored(PODS, "mlops", "airflow-api-server-0") is None:
         cluster.kube.create(pod)
+    deadline = time.monotonic() + 120
+    while not _ready(cluster.kube.stored(PODS, "mlops", "airflow-api-server-0")):
+        assert time.monotonic() < deadline, cluster.kube.stored(PODS, "mlops", "airflow-api-server-0").get("status")
+        time.sleep(0.3)
     return pod
+
+
+def _ready(pod: dict) -> bool:
+    status = pod.get("status") or {}
+    return status.get("phase") == "Running" and {"type": "Ready", "status": "True"} in status.get("conditions", [])
 
 
 def refused(call, *args, **kwargs) -> str:
