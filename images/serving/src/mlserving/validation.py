@@ -1,7 +1,7 @@
 """Turn a v2 or v1 request body into what the model takes, or say exactly what is wrong.
 
 A model's inputs are the columns of its MLmodel signature (InputSpec). When they are all numeric and none
-accepts a missing value (the iris kind), a request becomes a float64 [rows, features] array (rows_from_v2,
+accepts a missing value, a request becomes a float64 [rows, features] array (rows_from_v2,
 rows_from_v1): both v2 tensor forms are accepted, one [N, F] tensor (any name that is not a feature) or one
 [N] / [N, 1] tensor per named feature, and the checks are vectorised: one numpy conversion per tensor (one
 for all of them in the common well-formed case), one finiteness test for the batch.
