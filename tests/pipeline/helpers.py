@@ -35,3 +35,12 @@ def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: in
     if check:
         assert proc.returncode == 0, f"mlpipeline {args} failed: {proc.stderr[-4000:]}"
     return result
+
+
+def land_and_split(root: Path, dataset: Path, reference: Path, partition: str, rows: int, seed: int) -> str:
+    """A batch drawn from `reference` landed, ingested and split through the stage CLI: its run key."""
+    given = ["--dataset", dataset]
+    run_cli("simulate", "--data-root", root, "--partition", partition, "--rows", rows, "--seed", seed,
+            "--reference", reference, *given)
+    run_cli("ingest", "--data-root", root, "--partition", partition, *given)
+    return run_cli("split", "--data-root", root, "--partition", partition, *given).json["run_key"]

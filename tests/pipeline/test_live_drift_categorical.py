@@ -26,6 +26,7 @@ from mlpipeline.model import fit
 from mlpipeline.volume import DataVolume
 from tests import datasets, support
 
+from . import helpers
 from .helpers import run_cli
 
 SETTINGS = engine_settings()["drift"]
@@ -216,15 +217,12 @@ def test_detect_measures_the_categorical_features_of_the_champions_traffic(serve
     asked about the champion's traffic, whose area_band mix shifted. The reference is the registry's: the
     champion's training sample."""
     _, url, _ = served
-    root, given = tmp_path / "volume", ["--dataset", datasets.dataset_path("cancer-mixed")]
+    root, dataset = tmp_path / "volume", datasets.dataset_path("cancer-mixed")
     model = ["--model-name", DETECT_MODEL]
     path = datasets.write_reference("cancer-mixed", tmp_path / "reference.parquet")
 
     def land_and_split(partition: str, seed: int) -> str:
-        run_cli("simulate", "--data-root", root, "--partition", partition, "--rows", 600, "--seed", seed,
-                "--reference", path, *given)
-        run_cli("ingest", "--data-root", root, "--partition", partition, *given)
-        return run_cli("split", "--data-root", root, "--partition", partition, *given).json["run_key"]
+        return helpers.land_and_split(root, dataset, path, partition, rows=600, seed=seed)
 
     trained_on = land_and_split("2026-11-01", seed=7)
     assert run_cli("train-local", "--data-root", root, "--run-key", trained_on, *model).json["decision"] == "promote"

@@ -27,6 +27,7 @@ from mlpipeline.training import FEATURE_BUCKET_EDGES, feature_bucket_edges
 from mlpipeline.volume import DataVolume
 from tests import datasets, support
 
+from . import helpers
 from .helpers import run_cli
 
 SETTINGS = engine_settings()["drift"]
@@ -87,15 +88,12 @@ def wait_counted(url: str, model: str, rows: int) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_proline_shift_is_measured_and_found_on_the_edges_the_model_carries(tmp_path, tracking):
-    root, given = tmp_path / "volume", ["--dataset", datasets.dataset_path("wine")]
+    root, dataset = tmp_path / "volume", datasets.dataset_path("wine")
     model = f"wine-edges-{uuid.uuid4().hex[:8]}"
     reference = datasets.write_reference("wine", tmp_path / "reference.parquet")
 
     def land_and_split(partition: str, seed: int) -> str:
-        run_cli("simulate", "--data-root", root, "--partition", partition, "--rows", 900, "--seed", seed,
-                "--reference", reference, *given)
-        run_cli("ingest", "--data-root", root, "--partition", partition, *given)
-        return run_cli("split", "--data-root", root, "--partition", partition, *given).json["run_key"]
+        return helpers.land_and_split(root, dataset, reference, partition, rows=900, seed=seed)
 
     trained_on = land_and_split("2026-11-01", seed=1)
     assert run_cli("train-local", "--data-root", root, "--run-key", trained_on, "--model-name", model
