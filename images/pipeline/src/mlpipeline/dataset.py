@@ -27,20 +27,29 @@ import yaml
 from .errors import PipelineError
 from .volume import MODEL_NAME, FileTooLarge, read_no_follow  # MODEL_NAME: a DNS-1035 label (an InferenceService's)
 
-TASKS = ("classification",)
+TASKS = ("classification", "regression")
 FEATURE_TYPES = ("numeric", "categorical")
 SOURCE_KINDS = ("files", "sql", "http")
 FILE_FORMATS = ("csv", "jsonl", "parquet")
 SOURCE_KEYS = {"files": ("kind", "format"), "sql": ("kind", "conn_id", "query"),
                "http": ("kind", "format", "conn_id", "endpoint")}
-# Higher is better for each; `min` is the degradation threshold and a first model's floor. Accuracy's
-# paired test is McNemar's (right/wrong per row); the others' is a paired bootstrap of the metric.
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+# Each task's metrics and where each is better. The threshold key follows the direction: `min` for a metric
+# better higher, `max` for one better lower; it is the degradation threshold (retrain past it on a fresh
+# batch) and a first model's bound. Classification: accuracy's paired test is McNemar's (right/wrong per row),
+# the others' a paired bootstrap of the metric. Regression: a Wilcoxon signed-rank test on the per-row losses
+# and a paired bootstrap CI (mlpipeline.decide). MAPE is a fraction (0.1 is 10 %) and undefined on a zero target.
+METRIC_DIRECTIONS = {
+    "classification": {"accuracy": "higher", "balanced_accuracy": "higher", "macro_f1": "higher"},
+    "regression": {"rmse": "lower", "mae": "lower", "r2": "higher", "mape": "lower"},
+}
+METRICS = tuple(METRIC_DIRECTIONS["classification"])
+# What a file that names no metric is held to: scale-free metrics (rmse's bound depends on the target's unit).
+DEFAULT_METRICS = {"classification": ("accuracy", 0.7), "regression": ("r2", 0.5)}
 # Each allow-listed estimator with the params a file may set and their JSON types. The pipeline maps the
 # names to scikit-learn classes (mlpipeline.model), which check the values again.
 _NUMBER, _INT, _STR, _NULL = (int, float), int, str, type(None)
 _CLASS_WEIGHT = (_STR, dict, _NULL)
-ESTIMATORS: dict[str, dict[str, tuple]] = {
+CLASSIFIERS: dict[str, dict[str, tuple]] = {
     "logistic_regression": {"C": _NUMBER, "max_iter": (_INT,), "class_weight": _CLASS_WEIGHT, "tol": _NUMBER},
     "random_forest": {"n_estimators": (_INT,), "max_depth": (_INT, _NULL), "min_samples_leaf": _NUMBER,
                       "max_features": (_STR, *_NUMBER, _NULL), "class_weight": _CLASS_WEIGHT},
@@ -49,6 +58,14 @@ ESTIMATORS: dict[str, dict[str, tuple]] = {
                                "l2_regularization": _NUMBER, "class_weight": _CLASS_WEIGHT},
     "linear_svm": {"C": _NUMBER, "max_iter": (_INT,), "class_weight": _CLASS_WEIGHT},
 }
+_NO_CLASS_WEIGHT = ("class_weight",)
+REGRESSORS: dict[str, dict[str, tuple]] = {
+    "ridge": {"alpha": _NUMBER, "fit_intercept": (bool,), "tol": _NUMBER, "max_iter": (_INT, _NULL)},
+    **{name: {k: v for k, v in CLASSIFIERS[name].items() if k not in _NO_CLASS_WEIGHT}
+       for name in ("random_forest", "hist_gradient_boosting")},
+}
+ESTIMATORS = {"classification": CLASSIFIERS, "regression": REGRESSORS}  # per task: names and their params
+DEFAULT_ESTIMATORS = {"classification": "logistic_regression", "regression": "ridge"}
 DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # the file's stem: part of the DAG id
 _WINDOW = re.compile(r"^(all|last:[1-9][0-9]*)$")
 _DURATION_SCHEDULES = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@continuous")
@@ -59,7 +76,7 @@ MAX_CATEGORIES = 10000
 DEFAULTS = {
     "window": "last:1",
     "split": {"test_size": 0.25, "seed": 42},
-    "model": {"estimator": "logistic_regression", "params": {}},
+    "model": {"params": {}},  # the estimator's default is the task's (DEFAULT_ESTIMATORS)
     "promotion": {"min_improvement": 0.01, "alpha": 0.05},
     "max_duplicate_fraction": 0.05,
 }
@@ -116,14 +133,14 @@ class Dataset:
     name: str
     model_name: str
     label: str
-    task: str
-    classes: tuple[str, ...]  # empty: learned from the training window
+    task: str  # classification | regression
+    classes: tuple[str, ...]  # classification: empty when learned from the training window; regression: empty
     features: tuple[Feature, ...]
     source: Source
     estimator: str
     params: dict
     metric: str
-    metric_min: float
+    metric_threshold: float  # the file's metric.min (metric better higher) or metric.max (better lower)
     schedule: str | None
     window: str
     test_size: float
@@ -136,6 +153,24 @@ class Dataset:
     owners: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     canary: dict = field(default_factory=dict)  # percent, minutes: the DAG's defaults for this model
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
+    @property
+    def metric_direction(self) -> str:
+        """Where the metric is better: higher | lower."""
+        return METRIC_DIRECTIONS[self.task][self.metric]
+
+    @property
+    def metric_bound(self) -> str:
+        """The metric's threshold key in the file: min (better higher) or max (better lower)."""
+        return "min" if self.metric_direction == "higher" else "max"
+
+    def metric_fails(self, score: float) -> bool:
+        """Whether `score` is past the threshold on the wrong side (below a min, above a max)."""
+        return score < self.metric_threshold if self.metric_direction == "higher" else score > self.metric_threshold
 
     @property
     def feature_names(self) -> list[str]:
@@ -159,7 +194,7 @@ class Dataset:
             "drop_columns": list(self.drop_columns),
             "source": self.source.as_dict(),
             "model": {"estimator": self.estimator, "params": dict(self.params)},
-            "metric": {"name": self.metric, "min": self.metric_min},
+            "metric": {"name": self.metric, self.metric_bound: self.metric_threshold},
             "schedule": self.schedule, "window": self.window,
             "split": {"test_size": self.test_size, "seed": self.seed},
             "promotion": {"min_improvement": self.min_improvement, "alpha": self.alpha},
@@ -314,14 +349,19 @@ def _source(doc: _Doc, value) -> Source:
     return Source(kind, source.format, conn_id, endpoint=endpoint)
 
 
-def _model(doc: _Doc, value) -> tuple[str, dict]:
+def _model(doc: _Doc, value, task: str) -> tuple[str, dict]:
     item = doc.mapping(value if value is not None else {}, "model", ("estimator", "params"))
-    estimator = doc.choice(item.get("estimator", DEFAULTS["model"]["estimator"]), "model.estimator",
-                           tuple(ESTIMATORS))
+    estimators = ESTIMATORS[task]
+    estimator = item.get("estimator", DEFAULT_ESTIMATORS[task])
+    if estimator not in estimators:
+        other = next((t for t, names in ESTIMATORS.items() if t != task and estimator in names), None)
+        why = f" ({estimator!r} is a {other} estimator)" if other else ""
+        doc.fail("model.estimator", f"{_short(estimator)} is not allowed for a {task} label{why}; allowed: "
+                                    f"{', '.join(estimators)}")
     params = item.get("params") or {}
     if not isinstance(params, dict):
         doc.fail("model.params", f"must be a mapping; got {_kind(params)}")
-    allowed = ESTIMATORS[estimator]
+    allowed = estimators[estimator]
     for name, param in params.items():
         key = f"model.params.{name}"
         if name not in allowed:
@@ -331,6 +371,34 @@ def _model(doc: _Doc, value) -> tuple[str, dict]:
             names = sorted({"null" if t is _NULL else t.__name__ for t in types})
             doc.fail(key, f"must be {' or '.join(names)}; got {_short(param)}")
     return estimator, dict(params)
+
+
+def _metric(doc: _Doc, value, task: str) -> tuple[str, float]:
+    """The metric and its threshold: `min` for a metric better higher, `max` for one better lower."""
+    default_name, default_bound = DEFAULT_METRICS[task]
+    item = doc.mapping(value if value is not None else {}, "metric", ("name", "min", "max"))
+    directions = METRIC_DIRECTIONS[task]
+    name = item.get("name", default_name)
+    if name not in directions:
+        other = next((t for t, names in METRIC_DIRECTIONS.items() if t != task and name in names), None)
+        why = f" ({name!r} is a {other} metric)" if other else ""
+        doc.fail("metric.name", f"{_short(name)} is not allowed for a {task} label{why}; allowed: "
+                                f"{', '.join(directions)}")
+    key, wrong = ("min", "max") if directions[name] == "higher" else ("max", "min")
+    if wrong in item:
+        doc.fail(f"metric.{wrong}", f"{name} is better {directions[name]}: its threshold is metric.{key} (retrain "
+                                    f"when a fresh batch scores {'below' if key == 'min' else 'above'} it)")
+    if key not in item and name in ("rmse", "mae", "mape"):
+        doc.fail(f"metric.{key}", f"is required for {name} (its scale is the target's)")
+    bound = item.get(key, default_bound)
+    where = f"metric.{key}"
+    if name in ("rmse", "mae"):
+        return name, float(doc.number(bound, where, 0, open_low=True))
+    if name == "mape":
+        return name, float(doc.number(bound, where, 0, open_low=True))  # a fraction: 0.1 is 10 %
+    if name == "r2":
+        return name, float(doc.number(bound, where, high=1, open_high=True))
+    return name, float(doc.number(bound, where, 0, 1, open_low=True))
 
 
 def _schedule(doc: _Doc, value) -> str | None:
@@ -364,6 +432,8 @@ def parse(document, origin: str, name: str) -> Dataset:
     label = doc.string(label_doc["column"], "label.column")
     task = doc.choice(label_doc.get("task", "classification"), "label.task", TASKS)
     classes = doc.strings(label_doc.get("classes"), "label.classes")
+    if classes and task == "regression":
+        doc.fail("label.classes", "applies to classification only: a regression label is a number")
     if classes and len(classes) < 2:
         doc.fail("label.classes", "needs at least 2 classes (or leave it out to learn them from the data)")
     features_doc = top["features"]
@@ -378,10 +448,8 @@ def parse(document, origin: str, name: str) -> Dataset:
     if duplicated:
         doc.fail("features", f"column(s) {duplicated} are declared more than once (features, label and "
                              "drop_columns name distinct columns)")
-    estimator, params = _model(doc, top.get("model"))
-    metric_doc = doc.mapping(top.get("metric") or {"name": "accuracy"}, "metric", ("name", "min"))
-    metric = doc.choice(metric_doc.get("name", "accuracy"), "metric.name", METRICS)
-    metric_min = float(doc.number(metric_doc.get("min", 0.7), "metric.min", 0, 1, open_low=True))
+    estimator, params = _model(doc, top.get("model"), task)
+    metric, metric_threshold = _metric(doc, top.get("metric"), task)
     window = top.get("window", DEFAULTS["window"])
     if not isinstance(window, str) or not _WINDOW.match(window):
         doc.fail("window", f"{_short(window)} is not allowed; allowed: 'all' or 'last:N' with N >= 1")
@@ -399,7 +467,7 @@ def parse(document, origin: str, name: str) -> Dataset:
     return Dataset(
         name=name, model_name=model_name, label=label, task=task, classes=classes, features=features,
         source=_source(doc, top.get("source")), estimator=estimator, params=params, metric=metric,
-        metric_min=metric_min, schedule=_schedule(doc, top.get("schedule", "@daily")), window=window,
+        metric_threshold=metric_threshold, schedule=_schedule(doc, top.get("schedule", "@daily")), window=window,
         test_size=float(doc.number(split.get("test_size", DEFAULTS["split"]["test_size"]), "split.test_size", 0, 1,
                                    open_low=True, open_high=True)),
         seed=int(doc.number(split.get("seed", DEFAULTS["split"]["seed"]), "split.seed", 0, 2**32 - 1,

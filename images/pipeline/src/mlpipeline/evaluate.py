@@ -161,3 +161,14 @@ def score_regression(y_true, y_pred) -> dict:
     """rows, rmse, mae, r2 and mape (None when undefined) on a labelled set."""
     true, pred = regression_arrays(y_true, y_pred)
     return {"rows": int(true.size), **{name: metric(true, pred) for name, metric in REGRESSION_SCORES.items()}}
+
+
+def score_labelled(dataset, y_true, y_pred, classes: list[str]) -> dict:
+    """The dataset's task's metrics of predictions on a labelled set: score (classes) or score_regression."""
+    return score_regression(y_true, y_pred) if dataset.regression else score(y_true, y_pred, classes)
+
+
+def primary_metrics(metrics: dict) -> dict[str, float]:
+    """The scalar metrics of a score (per-class recall and row count left out; an undefined MAPE too)."""
+    return {name: value for name, value in metrics.items()
+            if name not in ("rows", "per_class_recall") and value is not None}

@@ -1,7 +1,8 @@
 """The model a dataset file declares: a scikit-learn Pipeline built from its schema and its estimator.
 
-The estimator comes from the allow-list (`mlpipeline.dataset.ESTIMATORS` names them and the params a
-file may set; ESTIMATORS below maps the names to classes). What goes before it depends on the schema:
+The estimator comes from the allow-list of the label's task (`mlpipeline.dataset.ESTIMATORS` names them and
+the params a file may set; ESTIMATORS below maps each task's names to classes). What goes before it depends
+on the schema:
 
 - every feature numeric and none nullable: the estimator alone, scaled first where it needs it (the
   shape the serving fast path folds into one matrix product);
@@ -15,9 +16,14 @@ from __future__ import annotations
 import pandas as pd
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import LinearSVC
@@ -39,12 +45,20 @@ def _linear_svm(**params):
     return CalibratedClassifierCV(LinearSVC(**params))  # calibrated: predict_proba for the report and canary
 
 
-# name: (the estimator's class or factory, whether it needs scaled inputs, the random_state param)
+# task: {name: (the estimator's class or factory, whether it needs scaled inputs, the random_state param)}
 ESTIMATORS = {
-    "logistic_regression": (LogisticRegression, True, "random_state"),
-    "random_forest": (lambda **p: RandomForestClassifier(**{"n_jobs": -1, **p}), False, "random_state"),
-    "hist_gradient_boosting": (HistGradientBoostingClassifier, False, "random_state"),
-    "linear_svm": (_linear_svm, True, "estimator__random_state"),
+    "classification": {
+        "logistic_regression": (LogisticRegression, True, "random_state"),
+        "random_forest": (lambda **p: RandomForestClassifier(**{"n_jobs": -1, **p}), False, "random_state"),
+        "hist_gradient_boosting": (HistGradientBoostingClassifier, False, "random_state"),
+        "linear_svm": (_linear_svm, True, "estimator__random_state"),
+    },
+    "regression": {
+        # scaled: the penalty treats every coefficient alike, so the features must share a scale
+        "ridge": (Ridge, True, "random_state"),
+        "random_forest": (lambda **p: RandomForestRegressor(**{"n_jobs": -1, **p}), False, "random_state"),
+        "hist_gradient_boosting": (HistGradientBoostingRegressor, False, "random_state"),
+    },
 }
 
 # Types each estimator's fitted model holds that skops loads only when told to trust them. They are written
@@ -52,6 +66,7 @@ ESTIMATORS = {
 # allow-list (tests/pipeline/test_model.py fits each estimator and checks both).
 SKOPS_TRUSTED_TYPES = {
     "logistic_regression": [],
+    "ridge": [],
     "random_forest": [RANDOM_FOREST_TREE],
     "hist_gradient_boosting": [HIST_GRADIENT_BOOSTING_PREDICTOR],
     "linear_svm": [CALIBRATED_CLASSIFIER, SIGMOID_CALIBRATION],
@@ -69,7 +84,7 @@ def skops_trusted_types(dataset: Dataset) -> list[str]:
 
 
 def _estimator(dataset: Dataset):
-    factory, _, seed_param = ESTIMATORS[dataset.estimator]
+    factory, _, seed_param = ESTIMATORS[dataset.task][dataset.estimator]
     try:
         estimator = factory(**dataset.params)
     except TypeError as exc:
@@ -79,8 +94,8 @@ def _estimator(dataset: Dataset):
 
 
 def build_model(dataset: Dataset):
-    """The unfitted model for `dataset`: its columns in, its label's classes out."""
-    scaled = ESTIMATORS[dataset.estimator][1]
+    """The unfitted model for `dataset`: its columns in, its label's classes (or a number) out."""
+    scaled = ESTIMATORS[dataset.task][dataset.estimator][1]
     estimator = _estimator(dataset)
     if not needs_preprocessing(dataset):
         return Pipeline([("scale", StandardScaler()), ("clf", estimator)]) if scaled else estimator
@@ -113,9 +128,14 @@ def model_inputs(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
     return pd.DataFrame(columns, index=frame.index)
 
 
+def targets(frame: pd.DataFrame, dataset: Dataset) -> pd.Series:
+    """The label as a model is fitted and scored on: class names as text, a numeric target as float64."""
+    return frame[dataset.label].astype("float64" if dataset.regression else str)
+
+
 def fit(train: pd.DataFrame, dataset: Dataset):
     model = build_model(dataset)
     try:
-        return model.fit(model_inputs(train, dataset), train[dataset.label].astype(str))
+        return model.fit(model_inputs(train, dataset), targets(train, dataset))
     except ValueError as exc:  # e.g. params out of their range, which the file's types cannot catch
         raise PipelineError(f"training {dataset.estimator} failed: {exc}") from exc

@@ -48,6 +48,12 @@ FEATURE_BUCKETS_FILE = "extra_files/feature_buckets.json"
 MAX_FEATURE_BUCKETS_BYTES = 64 * 1024
 # The most edges a feature may have (the training writes 20): each edge is one more series per feature.
 MAX_FEATURE_EDGES = 50
+# A regression model's prediction histogram edges (the model server's mlserving_prediction), the same format
+# with the one key PREDICTION_BUCKETS_KEY: the quantiles of the first version's training target, carried by
+# every later version of the model (mlpipeline.training copies the champion's), so the histograms of two
+# versions share buckets and a canary's prediction distribution can be compared with the stable one's in PromQL.
+PREDICTION_BUCKETS_FILE = "extra_files/prediction_buckets.json"
+PREDICTION_BUCKETS_KEY = "prediction"
 
 
 class ModelLoadError(Exception):
@@ -191,11 +197,13 @@ def _unique_keys(pairs: list) -> dict:
     return dict(pairs)
 
 
-def parse_feature_buckets(text: bytes, numeric: tuple[str, ...], where: str) -> dict[str, tuple[float, ...]]:
-    """The edges of every numeric feature in a feature-buckets document, checked: a JSON object naming
-    exactly the `numeric` features, each with 1 to MAX_FEATURE_EDGES finite numbers, strictly increasing.
-    Anything else is a ModelLoadError saying what is wrong."""
-    problem = f"{where}: {FEATURE_BUCKETS_FILE} is refused"
+def parse_feature_buckets(text: bytes, numeric: tuple[str, ...], where: str,
+                          file: str = FEATURE_BUCKETS_FILE) -> dict[str, tuple[float, ...]]:
+    """The edges of every numeric feature in a feature-buckets document (`file`: the same format holds the
+    prediction's edges under PREDICTION_BUCKETS_KEY), checked: a JSON object naming exactly the `numeric`
+    features, each with 1 to MAX_FEATURE_EDGES finite numbers, strictly increasing. Anything else is a
+    ModelLoadError saying what is wrong."""
+    problem = f"{where}: {file} is refused"
     try:
         document = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -205,7 +213,7 @@ def parse_feature_buckets(text: bytes, numeric: tuple[str, ...], where: str) -> 
                              f"got {type(document).__name__}")
     missing, unknown = sorted(set(numeric) - set(document)), sorted(set(document) - set(numeric))
     if missing or unknown:  # the first few names, each cut short: the file's text is no one's to log whole
-        raise ModelLoadError(f"{problem}: it must name exactly the numeric features of the signature "
+        raise ModelLoadError(f"{problem}: it must name exactly {_names_expected(file)} "
                              f"(missing: {[n[:100] for n in missing[:10]]}, "
                              f"not numeric features: {[n[:100] for n in unknown[:10]]})")
     edges = {}
@@ -223,14 +231,19 @@ def parse_feature_buckets(text: bytes, numeric: tuple[str, ...], where: str) -> 
     return edges
 
 
-def read_feature_buckets(path: Path, numeric: tuple[str, ...], where: str | None = None
-                         ) -> dict[str, tuple[float, ...]] | None:
-    """parse_feature_buckets of `path`/FEATURE_BUCKETS_FILE; None when the model has no such file (one
-    logged before the file existed). The file and its folder are opened without following links (a link
-    could point anywhere on the server), must be a regular file (not a FIFO that would block the load) and
-    at most MAX_FEATURE_BUCKETS_BYTES."""
+def _names_expected(file: str) -> str:
+    return f"the key {PREDICTION_BUCKETS_KEY!r}" if file == PREDICTION_BUCKETS_FILE else \
+        "the numeric features of the signature"
+
+
+def read_feature_buckets(path: Path, numeric: tuple[str, ...], where: str | None = None,
+                         file: str = FEATURE_BUCKETS_FILE) -> dict[str, tuple[float, ...]] | None:
+    """parse_feature_buckets of `path`/`file`; None when the model has no such file (one logged before the
+    file existed, or a classifier's prediction buckets). The file and its folder are opened without following
+    links (a link could point anywhere on the server), must be a regular file (not a FIFO that would block the
+    load) and at most MAX_FEATURE_BUCKETS_BYTES."""
     where = where or str(path)
-    folder, name = FEATURE_BUCKETS_FILE.split("/")
+    folder, name = file.split("/")
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     descriptors = []
     try:
@@ -245,19 +258,19 @@ def read_feature_buckets(path: Path, numeric: tuple[str, ...], where: str | None
                 os.stat(folder, dir_fd=descriptors[0], follow_symlinks=False).st_mode))
             why = ("it or its folder is a link (links are not followed)" if linked else
                    f"{folder} is not a folder" if exc.errno == errno.ENOTDIR else exc.strerror)
-            raise ModelLoadError(f"{where}: {FEATURE_BUCKETS_FILE} is refused: {why}") from None
+            raise ModelLoadError(f"{where}: {file} is refused: {why}") from None
         info = os.fstat(descriptors[-1])
         if not stat.S_ISREG(info.st_mode):
-            raise ModelLoadError(f"{where}: {FEATURE_BUCKETS_FILE} is refused: not a regular file")
+            raise ModelLoadError(f"{where}: {file} is refused: not a regular file")
         if info.st_size > MAX_FEATURE_BUCKETS_BYTES:
-            raise ModelLoadError(f"{where}: {FEATURE_BUCKETS_FILE} is refused: it holds {info.st_size} bytes, "
+            raise ModelLoadError(f"{where}: {file} is refused: it holds {info.st_size} bytes, "
                                  f"more than {MAX_FEATURE_BUCKETS_BYTES}")
-        with os.fdopen(descriptors.pop(), "rb") as file:
-            text = file.read(MAX_FEATURE_BUCKETS_BYTES + 1)
+        with os.fdopen(descriptors.pop(), "rb") as opened:
+            text = opened.read(MAX_FEATURE_BUCKETS_BYTES + 1)
         if len(text) > MAX_FEATURE_BUCKETS_BYTES:  # it grew since fstat
-            raise ModelLoadError(f"{where}: {FEATURE_BUCKETS_FILE} is refused: more than "
+            raise ModelLoadError(f"{where}: {file} is refused: more than "
                                  f"{MAX_FEATURE_BUCKETS_BYTES} bytes")
     finally:
         for descriptor in descriptors:
             os.close(descriptor)
-    return parse_feature_buckets(text, numeric, where)
+    return parse_feature_buckets(text, numeric, where, file)

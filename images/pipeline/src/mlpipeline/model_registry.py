@@ -21,7 +21,15 @@ from pathlib import Path
 
 from .errors import PipelineError
 from .mlflow_api import MlflowApi, MlflowApiError, MlflowUnanswered, logged_model_id, proxied_path
-from .model_format import ModelLoadError, load_estimator, parse_mlmodel, read_mlmodel
+from .model_format import (
+    PREDICTION_BUCKETS_FILE,
+    PREDICTION_BUCKETS_KEY,
+    ModelLoadError,
+    load_estimator,
+    parse_mlmodel,
+    read_feature_buckets,
+    read_mlmodel,
+)
 from .served_model_dir import holds_version, staged
 
 log = logging.getLogger(__name__)
@@ -137,6 +145,39 @@ class Registry:
                 return load_estimator(spec, folder, where)
         except ModelLoadError as exc:
             raise PipelineError(f"refused to load {exc}") from None
+
+    def prediction_edges(self, version: ModelVersion) -> tuple[float, ...] | None:
+        """The version's prediction histogram edges (model_format.PREDICTION_BUCKETS_FILE), checked as the
+        model server checks them; None when the version has none (a classifier)."""
+        where = f"{self.name} v{version.version}"
+        location = self._model_location(version.source)
+        root = proxied_path(location)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / PREDICTION_BUCKETS_FILE
+                path.parent.mkdir()
+                if root is None:
+                    import mlflow.artifacts
+                    from mlflow.exceptions import MlflowException
+
+                    try:
+                        mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/{PREDICTION_BUCKETS_FILE}",
+                                                            dst_path=str(path.parent))
+                    except (OSError, MlflowException) as exc:
+                        if getattr(exc, "error_code", "") not in ("", "RESOURCE_DOES_NOT_EXIST") \
+                                and not isinstance(exc, FileNotFoundError):
+                            raise
+                        return None
+                else:
+                    path.write_bytes(self.api.artifact(f"{root}/{PREDICTION_BUCKETS_FILE}"))
+                found = read_feature_buckets(Path(tmp), (PREDICTION_BUCKETS_KEY,), where, PREDICTION_BUCKETS_FILE)
+        except MlflowApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+        except ModelLoadError as exc:
+            raise PipelineError(f"refused {exc}") from None
+        return found[PREDICTION_BUCKETS_KEY] if found else None
 
     def reference_sample(self, version: ModelVersion):
         import pandas as pd

@@ -31,10 +31,15 @@ from mlflow.models import infer_signature
 from . import lineage, pull_record
 from .contracts import TrainingDecision
 from .dataset import Dataset
-from .decide import decide
-from .evaluate import score
-from .model import fit, model_inputs, skops_trusted_types
-from .model_format import FEATURE_BUCKETS_FILE, parse_feature_buckets
+from .decide import decide, decide_regression
+from .evaluate import primary_metrics, score_labelled
+from .model import fit, model_inputs, skops_trusted_types, targets
+from .model_format import (
+    FEATURE_BUCKETS_FILE,
+    PREDICTION_BUCKETS_FILE,
+    PREDICTION_BUCKETS_KEY,
+    parse_feature_buckets,
+)
 from .model_registry import REFERENCE_ARTIFACT, Registry
 from .split import load_set, run_dataset
 from .volume import DataVolume, load_run, read_json, write_atomic, write_json_atomic
@@ -48,8 +53,8 @@ def _metric_key(text: str) -> str:
 
 
 def _flat_metrics(prefix: str, metrics: dict) -> dict[str, float]:
-    flat = {f"{prefix}_{name}": metrics[name] for name in ("accuracy", "balanced_accuracy", "macro_f1")}
-    flat.update({f"{prefix}_recall_{_metric_key(c)}": r for c, r in metrics["per_class_recall"].items()})
+    flat = {f"{prefix}_{name}": value for name, value in primary_metrics(metrics).items()}
+    flat.update({f"{prefix}_recall_{_metric_key(c)}": r for c, r in metrics.get("per_class_recall", {}).items()})
     return flat
 
 
@@ -85,14 +90,17 @@ def feature_bucket_edges(train: pd.DataFrame, dataset: Dataset) -> dict[str, lis
     reference alike; repeated quantiles (a value holding several shares) are merged, so a constant feature
     gets one edge. A feature with no value at all (never in practice: validation refuses an empty column)
     gets one edge at 0."""
+    # as the model (and the server) takes them
+    return {name: quantile_edges(train[name].astype("float64").to_numpy())
+            for name in (f.name for f in dataset.features if f.numeric)}
+
+
+def quantile_edges(values: np.ndarray) -> list[float]:
+    """The equal-share edges of one column's finite values (feature_bucket_edges says why these)."""
     probabilities = np.arange(1, FEATURE_BUCKET_EDGES + 1) / (FEATURE_BUCKET_EDGES + 1)
-    edges = {}
-    for name in (f.name for f in dataset.features if f.numeric):
-        values = train[name].astype("float64").to_numpy()  # as the model (and the server) takes them
-        values = values[np.isfinite(values)]
-        found = np.unique(np.quantile(values, probabilities, method="inverted_cdf")) if values.size else [0.0]
-        edges[name] = [float(e) for e in found]
-    return edges
+    values = values[np.isfinite(values)]
+    found = np.unique(np.quantile(values, probabilities, method="inverted_cdf")) if values.size else [0.0]
+    return [float(e) for e in found]
 
 
 def write_feature_buckets(folder: Path, train: pd.DataFrame, dataset: Dataset) -> Path:
@@ -104,6 +112,31 @@ def write_feature_buckets(folder: Path, train: pd.DataFrame, dataset: Dataset) -
     path = folder / Path(FEATURE_BUCKETS_FILE).name
     path.write_bytes(text)
     return path
+
+
+def prediction_bucket_edges(train: pd.DataFrame, dataset: Dataset) -> list[float]:
+    """A regression model's prediction histogram edges, when no earlier version has any: the same equal-share
+    quantiles as a feature's (feature_bucket_edges), of the training target."""
+    return quantile_edges(targets(train, dataset).to_numpy())
+
+
+def write_prediction_buckets(folder: Path, edges: list[float], dataset: Dataset) -> Path:
+    """The prediction edges as the file a regression model carries, checked as the model server checks it."""
+    text = json.dumps({PREDICTION_BUCKETS_KEY: [float(e) for e in edges]}).encode()
+    parse_feature_buckets(text, (PREDICTION_BUCKETS_KEY,), f"the model of {dataset.name}", PREDICTION_BUCKETS_FILE)
+    path = folder / Path(PREDICTION_BUCKETS_FILE).name
+    path.write_bytes(text)
+    return path
+
+
+def _prediction_edges(model_name: str, train: pd.DataFrame, dataset: Dataset) -> tuple[list[float], str]:
+    """The champion's prediction edges (every version of a model bins its predictions alike), or new ones."""
+    registry = Registry(model_name)
+    champion = registry.champion()
+    inherited = registry.prediction_edges(champion) if champion else None
+    if inherited:
+        return list(inherited), f"v{champion.version}'s"
+    return prediction_bucket_edges(train, dataset), "the training target's quantiles"
 
 
 def _dataset(volume: DataVolume, run_key: str, name: str, frame: pd.DataFrame, manifest: dict) -> MetaDataset:
@@ -147,7 +180,7 @@ def train_challenger(volume: DataVolume, run_key: str, model_name: str, context:
         log.info("fitting %s on %d rows", dataset.estimator, len(train))
         model = fit(train, dataset)
         predictions = model.predict(model_inputs(test, dataset))
-        metrics = score(test[dataset.label], predictions, classes)
+        metrics = score_labelled(dataset, targets(test, dataset), predictions, classes)
         mlflow.log_metrics(_flat_metrics("test", metrics))
         for name, frame, context in (("train", train, "training"), ("test", test, "evaluation")):
             mlflow.log_input(_dataset(volume, run_key, name, frame, manifest), context=context)
@@ -157,8 +190,12 @@ def train_challenger(volume: DataVolume, run_key: str, model_name: str, context:
             reference.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
             # MLflow copies an extra file into the model's folder (extra_files/), listed in its MLmodel
-            buckets = write_feature_buckets(Path(tmp), train, dataset)
-            info = mlflow.sklearn.log_model(model, name="model", extra_files=[str(buckets)],
+            extra_files = [str(write_feature_buckets(Path(tmp), train, dataset))]
+            if dataset.regression:
+                edges, whose = _prediction_edges(model_name, train, dataset)
+                log.info("prediction histogram: %d edges, %s", len(edges), whose)
+                extra_files.append(str(write_prediction_buckets(Path(tmp), edges, dataset)))
+            info = mlflow.sklearn.log_model(model, name="model", extra_files=extra_files,
                                             **model_logging_kwargs(model, test, dataset))
         mlflow.set_tag("model_uri", info.model_uri)
         result = {"run_id": run.info.run_id, "model_uri": info.model_uri, "reused": False,
@@ -175,20 +212,23 @@ def evaluate_models(volume: DataVolume, run_key: str, model_name: str, challenge
     challenger = read_json(volume.run_dir(run_key) / "challenger.json")
     test = load_set(volume, run_key, "test")
     inputs = model_inputs(test, dataset)
-    predictions = pd.DataFrame({"label": test[dataset.label].astype(str)})
+    predictions = pd.DataFrame({"label": targets(test, dataset)})
+    kind = "float64" if dataset.regression else str
     registry = Registry(model_name)
     # Read back as every champion is (the one loading policy): a challenger reused from an earlier attempt
     # was written to the registry's store, where others can write too.
     loaded = registry.load_model(challenger["model_uri"], f"challenger {challenger['model_uri']}")
-    predictions["challenger"] = pd.Series(loaded.predict(inputs)).astype(str)
+    predictions["challenger"] = pd.Series(loaded.predict(inputs)).astype(kind)
     champion = registry.champion()
     result = {"challenger": {"run_id": challenger_run_id, "model_uri": challenger["model_uri"],
-                             "metrics": score(predictions["label"], predictions["challenger"], classes)},
+                             "metrics": score_labelled(dataset, predictions["label"], predictions["challenger"],
+                                                       classes)},
               "champion": None}
     if champion is not None:
-        predictions["champion"] = pd.Series(registry.load_version(champion).predict(inputs)).astype(str)
+        predictions["champion"] = pd.Series(registry.load_version(champion).predict(inputs)).astype(kind)
         result["champion"] = {"version": champion.version, "run_id": champion.run_id,
-                              "metrics": score(predictions["label"], predictions["champion"], classes)}
+                              "metrics": score_labelled(dataset, predictions["label"], predictions["champion"],
+                                                        classes)}
         with mlflow.start_run(run_id=challenger_run_id):
             mlflow.log_metrics(_flat_metrics("champion_test", result["champion"]["metrics"]))
             mlflow.set_tag("compared_with_champion_version", champion.version)
@@ -201,6 +241,11 @@ def evaluate_models(volume: DataVolume, run_key: str, model_name: str, challenge
     return result
 
 
+def _test_metric_name(test: str) -> str:
+    """The paired test as an MLflow metric's prefix: mcnemar, paired_bootstrap, wilcoxon."""
+    return "mcnemar" if test == "mcnemar_exact" else test
+
+
 def decide_promotion(volume: DataVolume, run_key: str, kfp_run_id: str = "") -> dict:
     manifest, config = load_run(volume, run_key)
     dataset, classes = run_dataset(manifest)
@@ -208,10 +253,15 @@ def decide_promotion(volume: DataVolume, run_key: str, kfp_run_id: str = "") -> 
     evaluation = read_json(run_dir / "evaluation.json")
     predictions = pd.read_parquet(run_dir / "predictions.parquet")
     champion_pred = predictions["champion"].to_numpy() if "champion" in predictions else None
-    settings = {"metric": dataset.metric, "min_metric": dataset.metric_min, "min_improvement": dataset.min_improvement,
-                "alpha": dataset.alpha, "bootstrap_rounds": config["decision"]["bootstrap_rounds"]}
-    outcome = decide(predictions["label"].to_numpy(), predictions["challenger"].to_numpy(), champion_pred, classes,
-                     settings, seed=dataset.seed)
+    settings = {"metric": dataset.metric, f"{dataset.metric_bound}_metric": dataset.metric_threshold,
+                "min_improvement": dataset.min_improvement, "alpha": dataset.alpha,
+                "bootstrap_rounds": config["decision"]["bootstrap_rounds"]}
+    if dataset.regression:
+        outcome = decide_regression(predictions["label"].to_numpy(), predictions["challenger"].to_numpy(),
+                                    champion_pred, settings, seed=dataset.seed)
+    else:
+        outcome = decide(predictions["label"].to_numpy(), predictions["challenger"].to_numpy(), champion_pred,
+                         classes, settings, seed=dataset.seed)
     challenger, champion = evaluation["challenger"], evaluation["champion"]
     decision = TrainingDecision(
         run_key=run_key, kfp_run_id=kfp_run_id or None, **outcome,
@@ -222,8 +272,10 @@ def decide_promotion(volume: DataVolume, run_key: str, kfp_run_id: str = "") -> 
         mlflow.set_tags(decision.tags())
         if decision.paired_test:
             mlflow.log_metrics({"improvement": decision.improvement,
-                                f"{'mcnemar' if decision.mcnemar else 'paired_bootstrap'}_pvalue":
+                                f"{_test_metric_name(decision.paired_test['name'])}_pvalue":
                                     decision.paired_test["pvalue"],
+                                **({"relative_improvement": decision.relative_improvement}
+                                   if decision.relative_improvement is not None else {}),
                                 "improvement_ci95_low": decision.bootstrap_ci95[0],
                                 "improvement_ci95_high": decision.bootstrap_ci95[1]})
     result = decision.to_dict()
