@@ -1,6 +1,7 @@
 """Test datasets shared by every layer's tests: dataset files in tests/datasets/ and their reference samples.
 
-Each name is a dataset file's stem: `wine`, `breast-cancer` and `cancer-mixed` (tests/datasets/), and
+Each name is a dataset file's stem: `wine`, `breast-cancer`, `cancer-mixed`, and the regression datasets
+`diabetes` and `friedman` (tests/datasets/), and
 `iris`, the bundled example (datasets/iris.yaml). A reference sample (rows with the dataset's columns, what
 `mlpipeline simulate --reference` draws batches from) is built from scikit-learn's bundled data whenever it
 is asked for, the same every time: nothing generated is committed.
@@ -9,7 +10,9 @@ is asked for, the same every time: nothing generated is committed.
   `--reference sklearn:<name>` gives too), the label the target's name;
 - cancer-mixed: load_breast_cancer with three measurements binned into low/mid/high at the 50th and 80th
   percentiles, mean concavity graded in five at the 40th, 70th, 85th and 95th, and 5 % of three columns
-  missing at rows chosen by a hash of the column name and row number.
+  missing at rows chosen by a hash of the column name and row number;
+- diabetes: load_diabetes, the label (progression) the numeric target;
+- friedman: make_friedman1's 2,000 rows (noise 1, seed 0), features x0..x9, the label (response) its target.
 
 Only the standard library is imported at module level: pandas, NumPy and scikit-learn when a sample is built.
 """
@@ -23,8 +26,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DATASETS_DIR = Path(__file__).resolve().parent / "datasets"
 EXAMPLE = REPO / "datasets" / "iris.yaml"
-NAMES = ("iris", "wine", "breast-cancer", "cancer-mixed")
-LABELS = {"iris": "species", "wine": "cultivar", "breast-cancer": "diagnosis", "cancer-mixed": "diagnosis"}
+NAMES = ("iris", "wine", "breast-cancer", "cancer-mixed", "diabetes", "friedman")
+LABELS = {"iris": "species", "wine": "cultivar", "breast-cancer": "diagnosis", "cancer-mixed": "diagnosis",
+          "diabetes": "progression", "friedman": "response"}
+REGRESSION = ("diabetes", "friedman")
 MISSING_SHARE = 0.05
 
 
@@ -46,6 +51,10 @@ def reference_frame(name: str):
     _check(name)
     if name == "cancer-mixed":
         return _cancer_mixed()
+    if name == "diabetes":
+        return _sklearn_regression("load_diabetes", LABELS[name])
+    if name == "friedman":
+        return _friedman()
     return _sklearn({"iris": "load_iris", "wine": "load_wine", "breast-cancer": "load_breast_cancer"}[name],
                     LABELS[name])
 
@@ -81,6 +90,26 @@ def _sklearn(loader: str, label: str):
     bunch = getattr(sklearn.datasets, loader)()
     frame = pd.DataFrame(bunch.data, columns=[column_name(str(c)) for c in bunch.feature_names])
     frame[label] = np.asarray([str(t) for t in bunch.target_names], dtype=object)[bunch.target]
+    return frame
+
+
+def _sklearn_regression(loader: str, label: str):
+    import pandas as pd
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, loader)()
+    frame = pd.DataFrame(bunch.data, columns=[column_name(str(c)) for c in bunch.feature_names])
+    frame[label] = bunch.target.astype(float)
+    return frame
+
+
+def _friedman():
+    import pandas as pd
+    from sklearn.datasets import make_friedman1
+
+    features, target = make_friedman1(n_samples=2000, n_features=10, noise=1.0, random_state=0)
+    frame = pd.DataFrame(features, columns=[f"x{i}" for i in range(10)])
+    frame["response"] = target
     return frame
 
 

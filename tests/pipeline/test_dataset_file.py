@@ -45,7 +45,7 @@ def test_the_issue_example_parses_with_what_it_declares_and_defaults_for_the_res
     assert penguins.drop_columns == ("penguin_id", "observed_at")
     assert (penguins.source.kind, penguins.source.format) == ("files", "jsonl")
     assert (penguins.estimator, penguins.params) == ("hist_gradient_boosting", {"max_iter": 200})
-    assert (penguins.metric, penguins.metric_min, penguins.schedule) == ("balanced_accuracy", 0.8, "@daily")
+    assert (penguins.metric, penguins.metric_threshold, penguins.schedule) == ("balanced_accuracy", 0.8, "@daily")
     assert penguins.canary == {"percent": 20, "minutes": 5.0}
     assert (penguins.window, penguins.test_size, penguins.seed) == ("last:1", 0.25, 42)
 
@@ -68,6 +68,18 @@ def test_the_example_dataset_file_describes_iris():
         assert feature.min <= data[:, i].min() and data[:, i].max() <= feature.max
 
 
+def test_a_regression_file_gets_its_task_s_defaults_and_keeps_its_bound_s_key():
+    spec = parse(yaml.safe_dump({**BASE, "label": {"column": "y", "task": "regression"}}))
+    assert (spec.estimator, spec.metric, spec.metric_threshold, spec.metric_direction) == ("ridge", "r2", 0.5, "higher")
+    assert spec.classes == () and spec.numeric_target.numeric and spec.numeric_target.name == "y"
+    mae = parse(yaml.safe_dump({**BASE, "label": {"column": "y", "task": "regression"},
+                                "metric": {"name": "mae", "max": 12.5}}))
+    assert (mae.metric_direction, mae.metric_bound, mae.metric_threshold) == ("lower", "max", 12.5)
+    assert mae.as_dict()["metric"] == {"name": "mae", "max": 12.5} and dataset.from_dict(mae.as_dict()) == mae
+    assert mae.metric_fails(12.6) and not mae.metric_fails(12.5)
+    assert mae.fingerprint() != spec.fingerprint()
+
+
 def test_pull_sources_parse_with_their_own_keys():
     sql = parse(PENGUINS.replace("source: {format: jsonl}", "source: {kind: sql, conn_id: warehouse, query: "
                                  "\"SELECT * FROM penguins WHERE day = %(partition)s\"}"))
@@ -80,8 +92,13 @@ def test_pull_sources_parse_with_their_own_keys():
 BASE = {"model_name": "m", "label": {"column": "y"}, "features": [{"name": "x", "type": "numeric"}]}
 
 
-def _with(path: str, value):
-    document = yaml.safe_load(yaml.safe_dump(BASE))
+def _regression(path: str, value):
+    """_with on a regression dataset file."""
+    return _with(path, value, {**BASE, "label": {"column": "y", "task": "regression"}})
+
+
+def _with(path: str, value, base: dict = BASE):
+    document = yaml.safe_load(yaml.safe_dump(base))
     keys = path.split(".")
     target = document
     for key in keys[:-1]:
@@ -101,7 +118,7 @@ MISTAKES = {
     "model name too long": (_with("model_name", "a" * 46), "at most 45 characters"),
     "typo at the top": (_with("metrc", {"name": "accuracy"}), "key 'metrc': unknown key (did you mean 'metric'?)"),
     "unknown task": (_with("label.task", "ranking"), "key 'label.task': 'ranking' is not allowed; allowed: "
-                                                     "classification"),
+                                                     "classification, regression"),
     "one class": (_with("label.classes", ["a"]), "key 'label.classes': needs at least 2 classes"),
     "repeated class": (_with("label.classes", ["a", "a"]), "key 'label.classes': lists ['a'] more than once"),
     "no features": (_with("features", []), "key 'features': must be a non-empty list"),
@@ -123,16 +140,40 @@ MISTAKES = {
     "http key on a file source": (_with("source", {"format": "csv", "endpoint": "/x/{partition}"}),
                                   "key 'source.endpoint': does not apply to source.kind files"),
     "unknown estimator": (_with("model", {"estimator": "xgboost"}),
-                          "key 'model.estimator': 'xgboost' is not allowed; allowed: logistic_regression, "
-                          "random_forest, hist_gradient_boosting, linear_svm"),
+                          "key 'model.estimator': 'xgboost' is not allowed for a classification label; allowed: "
+                          "logistic_regression, random_forest, hist_gradient_boosting, linear_svm"),
     "param of another estimator": (_with("model", {"estimator": "random_forest", "params": {"C": 2}}),
                                    "key 'model.params.C': is not a parameter random_forest takes here"),
     "param of the wrong type": (_with("model", {"estimator": "random_forest", "params": {"n_estimators": "many"}}),
                                 "key 'model.params.n_estimators': must be int"),
-    "unknown metric": (_with("metric", {"name": "auc"}), "key 'metric.name': 'auc' is not allowed; allowed: "
-                                                         "accuracy, balanced_accuracy, macro_f1"),
+    "unknown metric": (_with("metric", {"name": "auc"}), "key 'metric.name': 'auc' is not allowed for a "
+                                                         "classification label; allowed: accuracy, balanced_accuracy, "
+                                                         "macro_f1"),
     "metric bound out of range": (_with("metric", {"name": "accuracy", "min": 1.5}),
                                   "key 'metric.min': 1.5 is out of range: must be <= 1"),
+    "regression with classes": (_regression("label.classes", ["a", "b"]),
+                                "key 'label.classes': applies to classification only"),
+    "classifier for a regression label": (_regression("model", {"estimator": "logistic_regression"}),
+                                          "'logistic_regression' is not allowed for a regression label "
+                                          "('logistic_regression' is a classification estimator); allowed: ridge, "
+                                          "random_forest, hist_gradient_boosting"),
+    "class weight on a regressor": (_regression("model", {"estimator": "random_forest",
+                                                          "params": {"class_weight": "balanced"}}),
+                                    "key 'model.params.class_weight': is not a parameter random_forest takes here"),
+    "classification metric for a regression label": (_regression("metric", {"name": "accuracy", "min": 0.9}),
+                                                     "'accuracy' is a classification metric"),
+    "rmse without its bound": (_regression("metric", {"name": "rmse"}),
+                               "key 'metric.max': is required for rmse (its scale is the target's)"),
+    "rmse with a minimum": (_regression("metric", {"name": "rmse", "min": 3}),
+                            "key 'metric.min': rmse is better lower: its threshold is metric.max"),
+    "negative rmse bound": (_regression("metric", {"name": "rmse", "max": -1}),
+                            "key 'metric.max': -1 is out of range: must be > 0"),
+    "r2 with a maximum": (_regression("metric", {"name": "r2", "max": 0.5}),
+                          "key 'metric.max': r2 is better higher: its threshold is metric.min"),
+    "r2 bound above 1": (_regression("metric", {"name": "r2", "min": 1.2}),
+                         "key 'metric.min': 1.2 is out of range: must be < 1"),
+    "accuracy with a maximum": (_with("metric", {"name": "accuracy", "max": 0.5}),
+                                "key 'metric.max': accuracy is better higher: its threshold is metric.min"),
     "bad schedule": (_with("schedule", "every day"), "key 'schedule': 'every day' is neither a cron expression"),
     "bad window": (_with("window", "last:0"), "key 'window': 'last:0' is not allowed"),
     "test size of 1": (_with("split", {"test_size": 1}), "key 'split.test_size': 1 is out of range: must be < 1"),

@@ -46,7 +46,7 @@ def test_a_dataset_file_and_its_batches_are_all_a_model_needs(tmp_path, tracking
         run_key = land_and_split(day, seed, **drift)["run_key"]
         detected = run_cli("detect", "--data-root", root, "--run-key", run_key, *model).json
         trained = None
-        if detected["champion"] is None or detected["fresh_score"] < spec.metric_min:
+        if detected["champion"] is None or detected["fresh_score"] < spec.metric_threshold:
             trained = run_cli("train-local", "--data-root", root, "--run-key", run_key, *model).json
             if trained["decision"] == "promote":
                 run_cli("register", "--data-root", root, "--run-key", run_key, *model)
@@ -54,14 +54,14 @@ def test_a_dataset_file_and_its_batches_are_all_a_model_needs(tmp_path, tracking
 
     first, trained1 = cycle(DAYS[0], seed=1)
     assert first["champion"] is None and trained1["decision"] == "promote" and trained1["metric"] == spec.metric
-    assert trained1["challenger_score"] >= spec.metric_min
+    assert trained1["challenger_score"] >= spec.metric_threshold
 
     clean, retrained = cycle(DAYS[1], seed=2)
     assert clean["champion"]["version"] == "1" and retrained is None, clean["reason"]
-    assert clean["fresh_score"] >= spec.metric_min and clean["metric"] == spec.metric
+    assert clean["fresh_score"] >= spec.metric_threshold and clean["metric"] == spec.metric
 
     drifted, trained3 = cycle(DAYS[2], seed=3, drift="concept", severity=0.5)
-    assert drifted["fresh_score"] < spec.metric_min, drifted["reason"]
+    assert drifted["fresh_score"] < spec.metric_threshold, drifted["reason"]
     assert trained3["decision"] == "promote", trained3["reason"]
     assert trained3["champion_version"] == "1" and trained3["challenger_score"] > trained3["champion_score"]
 

@@ -41,12 +41,25 @@ def frame(rows: int, seed: int) -> pd.DataFrame:
     return data
 
 
+def regression_frame(rows: int, seed: int) -> pd.DataFrame:
+    """MIXED's columns with a numeric target: linear in a and b, a step for one colour and one size."""
+    data = frame(rows, seed).drop(columns="y")
+    rng = np.random.default_rng(seed + 100)
+    data["y"] = (3 * data["a"].fillna(0.0) - 2 * data["b"] + 4 * (data["colour"] == "red") - 2 * (data["size"] == "S")
+                 + rng.normal(scale=0.5, size=rows))
+    return data
+
+
+def regression(text: str) -> str:
+    return text.replace("label: {column: y}", "label: {column: y, task: regression}")
+
+
 def declared(text: str, estimator: str) -> dataset.Dataset:
     params = {"random_forest": "{n_estimators: 10}", "hist_gradient_boosting": "{max_iter: 20}"}.get(estimator, "{}")
     return dataset.parse_text(text + f"model: {{estimator: {estimator}, params: {params}}}\n", "test.yaml", "test")
 
 
-@pytest.mark.parametrize("estimator", sorted(dataset.ESTIMATORS))
+@pytest.mark.parametrize("estimator", sorted(dataset.CLASSIFIERS))
 @pytest.mark.parametrize("schema", ["numeric", "mixed"])
 def test_every_allow_listed_estimator_trains_saves_and_loads_under_the_policy(tmp_path, estimator, schema):
     spec = declared(NUMERIC if schema == "numeric" else MIXED, estimator)
@@ -91,3 +104,37 @@ def test_params_the_file_allows_but_the_estimator_refuses_fail_with_a_clear_erro
     spec = dataset.parse_text(NUMERIC + "model: {estimator: logistic_regression, params: {C: -1}}\n", "t.yaml", "t")
     with pytest.raises(PipelineError, match="training logistic_regression failed: .*C"):
         fit(frame(100, 1).fillna({"a": 0.0}), spec)
+
+
+@pytest.mark.parametrize("estimator", sorted(dataset.REGRESSORS))
+@pytest.mark.parametrize("schema", ["numeric", "mixed"])
+def test_every_allow_listed_regressor_trains_saves_and_loads_under_the_policy(tmp_path, estimator, schema):
+    spec = declared(regression(NUMERIC if schema == "numeric" else MIXED), estimator)
+    train = regression_frame(600, 1) if schema == "mixed" else regression_frame(600, 1).fillna({"a": 0.0})
+    fitted = fit(train, spec)
+    path = tmp_path / "model.skops"
+    skops.io.dump(fitted, path)
+    needed = set(skops.io.get_untrusted_types(file=path))
+    assert needed <= set(skops_trusted_types(spec)) <= model_format.TRUSTED_TYPES
+    loaded = skops.io.load(path, trusted=skops_trusted_types(spec))
+    test = regression_frame(200, 2) if schema == "mixed" else regression_frame(200, 2).fillna({"a": 0.0})
+    inputs = model_inputs(test, spec)
+    predictions = loaded.predict(inputs)
+    # allclose: a forest sums its trees in parallel, in whatever order they finish
+    assert predictions.dtype == np.float64 and np.allclose(predictions, fitted.predict(inputs), rtol=1e-12)
+    baseline = np.sqrt(np.mean((test["y"] - train["y"].mean()) ** 2))
+    assert np.sqrt(np.mean((predictions - test["y"]) ** 2)) < 0.8 * baseline  # it learned something
+
+
+def test_ridge_on_numeric_features_keeps_the_shape_the_serving_fast_path_folds():
+    assert [name for name, _ in build_model(declared(regression(NUMERIC), "ridge")).steps] == ["scale", "clf"]
+
+
+def test_a_regression_target_that_is_not_a_number_fails_training_clearly():
+    from mlpipeline.errors import PipelineError
+
+    spec = declared(regression(NUMERIC), "ridge")
+    data = regression_frame(50, 1).fillna({"a": 0.0}).astype({"y": object})
+    data.loc[3, "y"] = "high"
+    with pytest.raises((PipelineError, ValueError), match="high"):
+        fit(data, spec)

@@ -173,6 +173,12 @@ class Dataset:
         return score < self.metric_threshold if self.metric_direction == "higher" else score > self.metric_threshold
 
     @property
+    def numeric_target(self) -> Feature | None:
+        """A regression label as the numeric column it is (read, checked and stored as a numeric feature is,
+        never missing); None for a classification label (text)."""
+        return Feature(self.label, "numeric") if self.regression else None
+
+    @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
 

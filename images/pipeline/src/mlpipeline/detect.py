@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 
 from .drift import drift_report
-from .evaluate import score
-from .live_drift import live_drift
-from .model import model_inputs
+from .evaluate import score_labelled
+from .live_drift import live_drift, live_prediction_drift
+from .model import model_inputs, targets
 from .model_registry import Registry
 from .split import load_set, run_dataset
 from .volume import DataVolume, load_run, write_json_atomic
@@ -28,7 +28,8 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
     registry = Registry(model_name)
     champion = registry.champion()
     result = {"run_key": run_key, "model_name": model_name, "partition": manifest["partition"],
-              "fresh_rows": len(fresh), "metric": dataset.metric, "fresh_score": None, "live_drift": None}
+              "fresh_rows": len(fresh), "metric": dataset.metric, "direction": dataset.metric_direction,
+              "metric_threshold": dataset.metric_threshold, "fresh_score": None, "live_drift": None}
     if champion is None:
         result.update(champion=None, degraded_by_definition=True, fresh_metrics=None, drift=None,
                       reason=f"no champion: models:/{model_name}@champion does not exist, so the model is "
@@ -36,7 +37,8 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
         log.info(result["reason"])
     else:
         model = registry.load_version(champion)
-        metrics = score(fresh[dataset.label], model.predict(model_inputs(fresh, dataset)), classes)
+        metrics = score_labelled(dataset, targets(fresh, dataset), model.predict(model_inputs(fresh, dataset)),
+                                 classes)
         reference = registry.reference_sample(champion)
         drift = drift_report(reference, fresh, dataset, classes, config["drift"])
         # the server's histograms (numeric features: the champion version's, on its edges) and category
@@ -45,10 +47,14 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
         categorical = [f.name for f in dataset.features if not f.numeric]
         live = live_drift(prometheus_url, model_name, live_window, reference, numeric, config["drift"],
                           categorical, version=champion.version) if live_window else None
+        if live is not None and dataset.regression:
+            live["prediction"] = live_prediction_drift(prometheus_url, model_name, live_window,
+                                                       model.predict(model_inputs(reference, dataset)),
+                                                       config["drift"], version=champion.version)
         result.update(champion={"version": champion.version, "run_id": champion.run_id},
                       degraded_by_definition=False, fresh_metrics=metrics, fresh_score=metrics[dataset.metric],
                       drift=drift, live_drift=live,
-                      reason=f"champion v{champion.version}: fresh {dataset.metric} {metrics[dataset.metric]:.4f}, "
+                      reason=f"champion v{champion.version}: fresh {dataset.metric} {_score(metrics[dataset.metric])}, "
                              f"{len(drift['drifted_features'])}/{len(dataset.features)} feature(s) drifted "
                              f"({drift['method']})" + (f"; live traffic ({live_window}): {live_summary(live)}"
                                                        if live else ""))
@@ -57,8 +63,15 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
     return result
 
 
+def _score(value: float | None) -> str:
+    return "undefined (MAPE on a target of 0)" if value is None else f"{value:.4g}"
+
+
 def live_summary(live: dict) -> str:
     if live["status"] == "measured":
         new = f", new categories {live['new_categories']}" if live.get("new_categories") else ""
-        return f"{len(live['drifted_features'])} feature(s) drifted {live['drifted_features']}{new}"
+        prediction = live.get("prediction") or {}
+        predicted = (f", predictions {'drifted' if prediction['drifted'] else 'steady'} (KS "
+                     f"{prediction['ks_statistic']:.3f})" if prediction.get("status") == "measured" else "")
+        return f"{len(live['drifted_features'])} feature(s) drifted {live['drifted_features']}{new}{predicted}"
     return live["status"]

@@ -7,6 +7,10 @@ alpha; above that, those tests flag shifts too small to matter, so the Populatio
 Stability Index (reference-quantile bins; categories as bins) against
 `psi_threshold` decides. Both statistics are always reported, with each side's
 share of missing values and the categories the reference never had.
+
+The label's own distribution is compared too (`label`): a class mix by chi-square, a numeric target by the
+same KS/PSI rule as a numeric feature (one test: alpha uncorrected). It is evidence for the report, not a
+reason to retrain by itself: whether the model still fits is the fresh score's question.
 """
 
 from __future__ import annotations
@@ -100,6 +104,16 @@ def label_drift(reference: pd.Series, current: pd.Series, classes: list[str]) ->
     return {"chi2": round(float(chi.statistic), 6), "pvalue": float(chi.pvalue)}
 
 
+def target_drift(reference: pd.Series, current: pd.Series, settings: dict) -> dict:
+    """A numeric target's shift: KS (up to ks_max_rows rows on the smaller side) or PSI, as a numeric
+    feature's, with both sides' mean."""
+    ref, cur = reference.to_numpy(float), current.to_numpy(float)
+    method = "ks" if min(ref.size, cur.size) <= settings["ks_max_rows"] else "psi"
+    return {**_numeric_drift(ref, cur, method, settings["ks_alpha"], settings), "method": method,
+            "mean_reference": round(float(np.nanmean(ref)), 6) if ref.size else None,
+            "mean_current": round(float(np.nanmean(cur)), 6) if cur.size else None}
+
+
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, dataset, classes: list[str], settings: dict) -> dict:
     per_feature = feature_drift(reference, current, dataset, settings)
     flagged = [name for name, r in per_feature.items() if r["drifted"]]
@@ -117,6 +131,7 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, dataset, classe
         "new_categories": {name: r["new_categories"] for name, r in per_feature.items() if r.get("new_categories")},
         "share_drifted": len(flagged) / count,
         "max_psi": max(r["psi"] for r in per_feature.values()),
-        "label": (label_drift(reference[dataset.label], current[dataset.label], classes)
-                  if dataset.label in reference else None),
+        "label": (None if dataset.label not in reference else
+                  target_drift(reference[dataset.label], current[dataset.label], settings) if dataset.regression
+                  else label_drift(reference[dataset.label], current[dataset.label], classes)),
     }

@@ -43,9 +43,10 @@ log = logging.getLogger(__name__)
 
 
 def curated_schema(dataset) -> pa.Schema:
-    """The curated files' columns: the dataset's, numeric features float64, the others text."""
+    """The curated files' columns: the dataset's, numeric features (and a regression label) float64, the
+    others text."""
     return pa.schema([(f.name, pa.float64() if f.numeric else pa.string()) for f in dataset.features]
-                     + [(dataset.label, pa.string())])
+                     + [(dataset.label, pa.float64() if dataset.regression else pa.string())])
 
 
 def _store_curated(target: Path, frame, dataset, source: Path, digest: str, partition: str) -> bool:

@@ -20,6 +20,11 @@ values left out on both sides. The reference's values the server would count as 
 counted so; live `__other__` values the reference has no counterpart for are a new category, named
 `__other__` (the server does not keep the names of values its model does not know).
 
+A regression model's server also counts its predictions into le-buckets (the histogram `mlserving_prediction`),
+on edges every version of the model shares; the champion version's live predictions are compared with the
+champion's predictions on its training reference, binned alike (`prediction`, the same binned KS/PSI with
+its own uncorrected alpha): a change in what the model answers, seen before any label arrives.
+
 One alpha, Bonferroni-corrected over every feature measured (numeric and categorical). Too little
 traffic in the window (fewer than `live_min_rows` values of a feature, missing ones not counted)
 measures nothing, and a Prometheus that cannot be asked is reported as such: neither stops the
@@ -48,6 +53,7 @@ log = logging.getLogger(__name__)
 WINDOW = re.compile(r"^[1-9][0-9]*[smhdw]$")
 METRIC = "mlserving_feature_value_bucket"
 CATEGORY_METRIC = "mlserving_feature_category_total"
+PREDICTION_METRIC = "mlserving_prediction_bucket"
 # The server's category labels beyond its model's categories (mlserving.metrics OTHER_CATEGORY and
 # MISSING_CATEGORY; the model server's package is not installed beside this one).
 OTHER_CATEGORY, MISSING_CATEGORY = "__other__", "__missing__"
@@ -87,20 +93,26 @@ def fetch_buckets(prometheus_url: str, promql: str, timeout: float = 10) -> list
     return body["data"]["result"]
 
 
-def bins_from_buckets(result: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per feature: (finite edges ascending, counts per bin: one per edge, then the one above the last).
+def prediction_query(model: str, window: str, *, version: str) -> str:
+    """PromQL: the predictions `version` served in the window, per bucket, over all replicas."""
+    return f'sum by (le) (increase({PREDICTION_METRIC}{{model="{model}",version="{version}"}}[{window}]))'
+
+
+def bins_from_buckets(result: list[dict], key: str = "feature") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per feature (per value of the label `key`; a series without it counts under ""): (finite edges
+    ascending, counts per bin: one per edge, then the one above the last).
     increase() extrapolates to the window's ends, so counts are not whole and a bucket can come out a
     hair below the one under it: differences are clipped at zero."""
     by_feature: dict[str, dict[float, float]] = {}
     for series in result:
         labels = series["metric"]
         if "le" in labels:  # not a category count
-            by_feature.setdefault(labels["feature"], {})[float(labels["le"])] = float(series["value"][1])
+            by_feature.setdefault(labels.get(key, ""), {})[float(labels["le"])] = float(series["value"][1])
     out = {}
     for feature, cumulative in by_feature.items():
         les = sorted(cumulative)
         if les[-1] != math.inf:
-            raise PipelineError(f"the {METRIC} series of {feature} have no le=\"+Inf\" bucket")
+            raise PipelineError(f"the histogram series of {feature or 'the prediction'} have no le=\"+Inf\" bucket")
         running = np.maximum.accumulate(np.array([cumulative[le] for le in les]))
         out[feature] = (np.array(les[:-1]), np.diff(running, prepend=0.0))
     return out
@@ -202,4 +214,29 @@ def live_drift(prometheus_url: str, model: str, window: str, reference: pd.DataF
               "share_drifted": len(flagged) / len(per_feature), "max_psi": max(r["psi"] for r in per_feature.values())}
     log.info("live drift over the last %s (at least %.0f values per feature): %d/%d feature(s) drifted %s", window,
              observed, len(flagged), len(per_feature), flagged)
+    return result
+
+
+def live_prediction_drift(prometheus_url: str, model: str, window: str, reference_predictions: np.ndarray,
+                          settings: dict, *, version: str) -> dict:
+    """A regression champion's live predictions against its predictions on its training reference: status
+    `measured` (binned KS/PSI, `drifted`), `insufficient traffic` (fewer than live_min_rows predictions) or
+    `unavailable` (Prometheus could not be asked, or the server exports no prediction histogram)."""
+    promql = prediction_query(model, window, version=version)
+    out = {"window": window, "query": promql}
+    try:
+        bins = bins_from_buckets(fetch_buckets(prometheus_url, promql)).get("")
+    except PipelineError as exc:
+        log.warning("live prediction drift not measured: %s", exc)
+        return {**out, "status": "unavailable", "error": str(exc)}
+    if bins is None:
+        return {**out, "status": "unavailable", "error": f"no {PREDICTION_METRIC} series of {model} v{version}"}
+    edges, live = bins
+    if live.sum() < settings["live_min_rows"]:
+        return {**out, "status": "insufficient traffic", "observed": round(float(live.sum()), 1),
+                "reason": f"fewer than {settings['live_min_rows']} predictions in the last {window}"}
+    reference = reference_bins(np.asarray(reference_predictions, dtype=float), edges)
+    result = {**out, "status": "measured", **binned_drift(reference, live, settings, settings["ks_alpha"])}
+    log.info("live predictions over the last %s: KS %.3f, PSI %.3f (%s)", window, result["ks_statistic"],
+             result["psi"], "drifted" if result["drifted"] else "no drift")
     return result

@@ -103,7 +103,8 @@ def rejected(rule: str, message: str, notes: list[str] | None = None, **extra) -
 
 
 def _numeric(dataset) -> set[str]:
-    return {f.name for f in dataset.features if f.numeric}
+    """The columns read as float64: numeric features, and a regression label."""
+    return {f.name for f in dataset.features if f.numeric} | ({dataset.label} if dataset.regression else set())
 
 
 # ---- file names and compression ------------------------------------------------------------------------------
@@ -615,8 +616,8 @@ def _parquet_type_problem(name: str, kind: pa.DataType, numeric: bool) -> Violat
     if pa.types.is_dictionary(kind):
         kind = kind.value_type
     if numeric and not _number_type(kind):
-        return Violation("column_type", f"column {name!r} is {kind} in the file; a numeric feature needs an "
-                                        "integer or floating-point column", [name])
+        return Violation("column_type", f"column {name!r} is {kind} in the file; a numeric feature or a "
+                                        "regression label needs an integer or floating-point column", [name])
     if not numeric and not _text_type(kind):
         return Violation("column_type", f"column {name!r} is {kind} in the file; a categorical feature or the "
                                         "label needs a text or integer column", [name])

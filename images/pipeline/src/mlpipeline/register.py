@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 
 from .contracts import COMPARED_WITH_TAG, DECISION_TAG, REASON_TAG, TrainingDecision
+from .evaluate import primary_metrics
 from .model_registry import ChampionMoved, Registry
 from .pull_record import tags as pull_tags
 from .volume import DataVolume, load_run, read_json
@@ -35,9 +36,7 @@ def _lineage_tags(run_key: str, manifest: dict, decision: TrainingDecision, cont
         "window": manifest["window"],
         "config_hash": manifest["config_hash"],
         "code_version": manifest["code_version"],
-        "test_accuracy": f"{metrics['accuracy']:.6f}",
-        "test_balanced_accuracy": f"{metrics.get('balanced_accuracy', 0.0):.6f}",
-        "test_macro_f1": f"{metrics['macro_f1']:.6f}",
+        **{f"test_{name}": f"{value:.6f}" for name, value in primary_metrics(metrics).items()},
         "metric": decision.metric,
         "dataset_fingerprint": manifest["dataset_fingerprint"],
         DECISION_TAG: decision.decision,

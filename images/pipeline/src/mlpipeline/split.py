@@ -1,5 +1,8 @@
 """Reproducible, stratified train/test split of the training window, plus the fresh set.
 
+Stratified on the classes, or for a numeric target on its quantile bins (TARGET_BINS equal-share bins of the
+window's target, fewer when the window is small), so both sets cover the target's whole range.
+
 The run's `manifest.json` records what the run was made of: the window's partitions and curated files, their
 fingerprint, the dataset file, the classes, each set's rows, class balance and fingerprint, and, when the
 partition was pulled from a `sql` or `http` source, what the pull fetched (`pull`, mlpipeline.pull_record),
@@ -11,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -39,13 +43,33 @@ def _read_partitions(volume: DataVolume, partitions: list[str], dataset: Dataset
                          ignore_index=True) for p in partitions}
 
 
-def describe(frame: pd.DataFrame, label: str, classes: list[str]) -> dict:
-    counts = frame[label].value_counts()
-    return {
-        "rows": int(len(frame)),
-        "class_balance": {c: int(counts.get(c, 0)) for c in classes},
-        "fingerprint": lineage.frame_fingerprint(frame),
-    }
+# Quantile bins a numeric target is stratified on: at most this many, and each with at least
+# MIN_ROWS_PER_BIN rows of the window, so every bin can put rows in both sets.
+TARGET_BINS = 10
+MIN_ROWS_PER_BIN = 8
+
+
+def describe(frame: pd.DataFrame, dataset: Dataset, classes: list[str]) -> dict:
+    out = {"rows": int(len(frame)), "fingerprint": lineage.frame_fingerprint(frame)}
+    if dataset.regression:
+        target = frame[dataset.label].astype("float64")
+        quantiles = target.quantile([0.05, 0.5, 0.95]).tolist() if len(target) else [None] * 3
+        out["target"] = {"mean": _number(target.mean()), "std": _number(target.std()),
+                         "p05": _number(quantiles[0]), "median": _number(quantiles[1]), "p95": _number(quantiles[2])}
+        return out
+    counts = frame[dataset.label].value_counts()
+    return {**out, "class_balance": {c: int(counts.get(c, 0)) for c in classes}}
+
+
+def _number(value) -> float | None:
+    return None if value is None or pd.isna(value) else round(float(value), 6)
+
+
+def target_bins(target: pd.Series) -> np.ndarray:
+    """A numeric target's stratification codes: its equal-share quantile bins (ties kept in one bin)."""
+    bins = max(1, min(TARGET_BINS, len(target) // MIN_ROWS_PER_BIN))
+    return pd.qcut(target.rank(method="first"), bins, labels=False).to_numpy() if bins > 1 else \
+        np.zeros(len(target), dtype=np.int64)
 
 
 def run_dataset(manifest: dict) -> tuple[Dataset, list[str]]:
@@ -79,18 +103,24 @@ def split_partition(volume: DataVolume, partition: str, dataset: Dataset, config
     by_partition = _read_partitions(volume, partitions, dataset)  # the window always ends with the partition
     window = pd.concat(list(by_partition.values()), ignore_index=True)
     fresh = by_partition[partition]
-    counts = window[dataset.label].value_counts()
     test_size = dataset.test_size
-    if counts.min() < 2 or round(len(window) * test_size) < len(counts):
-        raise PipelineError(f"training window too small to stratify: class counts {counts.to_dict()}, "
-                            f"test_size {test_size}; widen the window or land more data")
+    if dataset.regression:
+        codes, classes = target_bins(window[dataset.label]), []
+        if len(window) < 2 * MIN_ROWS_PER_BIN or round(len(window) * test_size) < max(2, int(codes.max()) + 1):
+            raise PipelineError(f"training window too small: {len(window)} rows, test_size {test_size}; widen the "
+                                "window or land more data")
+    else:
+        counts = window[dataset.label].value_counts()
+        if counts.min() < 2 or round(len(window) * test_size) < len(counts):
+            raise PipelineError(f"training window too small to stratify: class counts {counts.to_dict()}, "
+                                f"test_size {test_size}; widen the window or land more data")
+        # Stratified on class codes, not the label strings: the split is the same (codes follow the sorted
+        # classes, as the splitter's np.unique would), but sorting 10M strings took 13 of split's 43 s.
+        codes = pd.Categorical(window[dataset.label]).codes
+        classes = list(dataset.classes) or sorted(counts.index.astype(str))
     from sklearn.model_selection import train_test_split  # here: register and detect load runs without it
 
-    # Stratified on class codes, not the label strings: the split is the same (codes follow the sorted
-    # classes, as the splitter's np.unique would), but sorting 10M strings took 13 of split's 43 s.
-    codes = pd.Categorical(window[dataset.label]).codes
     train, test = train_test_split(window, test_size=test_size, random_state=dataset.seed, stratify=codes)
-    classes = list(dataset.classes) or sorted(counts.index.astype(str))
     sets = {"train": train.reset_index(drop=True), "test": test.reset_index(drop=True), "fresh": fresh}
     for name, frame in sets.items():
         write_atomic(run_dir / f"{name}.parquet", lambda tmp, f=frame: f.to_parquet(tmp, index=False))
@@ -106,7 +136,7 @@ def split_partition(volume: DataVolume, partition: str, dataset: Dataset, config
         "dataset": dataset.as_dict(),
         "dataset_fingerprint": dataset.fingerprint(),
         "classes": classes,
-        "sets": {name: describe(frame, dataset.label, classes) for name, frame in sets.items()},
+        "sets": {name: describe(frame, dataset, classes) for name, frame in sets.items()},
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **({"pull": pull} if pull else {}),  # checked by the caller (mlpipeline.pull_record.parse)
     }

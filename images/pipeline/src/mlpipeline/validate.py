@@ -2,11 +2,13 @@
 
 The dataset's `source.format` picks the reader (mlpipeline.readers: CSV, JSON lines or Parquet, the first
 two optionally gzip- or zstd-compressed), which yields the dataset's columns typed: numeric features as
-float64, categorical features and the label as text. The rules here then judge the values:
+float64, categorical features and a classification label as text, a regression label as float64. The rules
+here then judge the values:
 
 - a missing value (an empty field, a missing-value token such as NA, a JSON or Parquet null) is allowed
   in a `nullable` feature and refused elsewhere (`non_finite` for a numeric feature, `missing_values` for
-  a categorical one); the label is never missing; an infinite number is always refused;
+  a categorical one); the label is never missing (nor, for regression, NaN); an infinite number is always
+  refused;
 - a numeric value outside a declared min/max is refused (`out_of_range`);
 - with `classes` declared, another label is refused (`unknown_label`); without, any label is accepted;
 - a category outside a declared `categories` list is accepted (training and serving handle it, drift
@@ -93,7 +95,7 @@ def _missing_tokens(feature) -> list[str]:
 def _normalise_text(table: pa.Table, dataset) -> pa.Table:
     """Text columns trimmed; an empty text is missing (null), and in a categorical feature so is a
     missing-value token (unless it is a declared category)."""
-    for feature in [*dataset.features, None]:
+    for feature in [*dataset.features, *([] if dataset.regression else [None])]:
         if feature is not None and feature.numeric:
             continue
         name = dataset.label if feature is None else feature.name
@@ -125,7 +127,8 @@ def _range(feature) -> str:
 
 def _check_values(table: pa.Table, batch: Batch, dataset) -> tuple[list[Violation], list[str]]:
     violations, notes = [], []
-    for feature in dataset.features:
+    target = dataset.numeric_target
+    for feature in [*dataset.features, *([target] if target else [])]:
         name, column = feature.name, table[feature.name]
         if feature.numeric:
             values = column.to_numpy()
@@ -140,8 +143,9 @@ def _check_values(table: pa.Table, batch: Batch, dataset) -> tuple[list[Violatio
                     parts = ", ".join(f"{n} {what}" for n, what in (
                         (int(missing.sum()), "missing (empty, NaN or a missing-value token)"),
                         (int(infinite.sum()), "infinite")) if n)
-                    message = (f"column {name!r} has {count} missing, NaN or infinite value(s) ({parts}); the "
-                               "feature is not nullable")
+                    message = (f"column {name!r} has {count} missing, NaN or infinite value(s) ({parts}); "
+                               + ("the label is never missing" if feature is target else
+                                  "the feature is not nullable"))
                 violations.append(Violation("non_finite", message, [name], lines, count))
             with np.errstate(invalid="ignore"):
                 out = np.zeros(values.shape, dtype=bool)
@@ -166,6 +170,8 @@ def _check_values(table: pa.Table, batch: Batch, dataset) -> tuple[list[Violatio
             if unseen.any():
                 notes.append(shorten(f"column {name!r}: {int(unseen.sum())} row(s) with a category not declared, "
                                      f"such as [{_samples(column, unseen)}]"))
+    if target:
+        return violations, notes
     labels = table[dataset.label]
     missing = _mask(labels.is_null())
     if missing.any():
