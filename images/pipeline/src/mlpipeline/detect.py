@@ -56,11 +56,20 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
                       drift=drift, live_drift=live,
                       reason=f"champion v{champion.version}: fresh {dataset.metric} {_score(metrics[dataset.metric])}, "
                              f"{len(drift['drifted_features'])}/{len(dataset.features)} feature(s) drifted "
-                             f"({drift['method']})" + (f"; live traffic ({live_window}): {live_summary(live)}"
+                             f"({drift['method']})" + _target_words(drift.get("label"), dataset)
+                             + (f"; live traffic ({live_window}): {live_summary(live)}"
                                                        if live else ""))
         log.info(result["reason"])
     write_json_atomic(volume.run_dir(run_key) / "detect.json", result)
     return result
+
+
+def _target_words(label: dict | None, dataset) -> str:
+    """A numeric target's shift, when the batch's differs from the reference's."""
+    if not dataset.regression or not label or not label["drifted"]:
+        return ""
+    return (f"; the target {dataset.label} shifted (KS {label['ks_statistic']:.3f}, mean "
+            f"{label['mean_reference']:.4g} -> {label['mean_current']:.4g})")
 
 
 def _score(value: float | None) -> str:
