@@ -18,6 +18,8 @@ from mlpipeline.live_drift import (
     check_window,
     fetch_buckets,
     live_drift,
+    live_prediction_drift,
+    prediction_query,
     query,
     reference_bins,
 )
@@ -31,9 +33,21 @@ SETTINGS = engine_settings()["drift"]
 MODEL = "iris-live"
 
 
-def exposition(counts: dict[str, np.ndarray]) -> str:
-    """The text format the model server answers /metrics with (le-buckets, cumulative; version 1 served)."""
-    lines = ["# TYPE mlserving_feature_value histogram"]
+PREDICTION_EDGES = np.linspace(50.0, 300.0, 20)  # a regression model's, shared by its versions
+
+
+def exposition(counts: dict[str, np.ndarray], predictions: np.ndarray | None = None) -> str:
+    """The text format the model server answers /metrics with (le-buckets, cumulative; version 1 served),
+    with a regression model's prediction histogram when `predictions` (counts per bucket) is given."""
+    lines = []
+    if predictions is not None:
+        lines.append("# TYPE mlserving_prediction histogram")
+        labels = f'model="{MODEL}",version="1"'
+        for le, total in zip([f"{e:g}" for e in PREDICTION_EDGES] + ["+Inf"], np.cumsum(predictions), strict=True):
+            lines.append(f'mlserving_prediction_bucket{{{labels},le="{le}"}} {total}')
+        lines.append(f"mlserving_prediction_count{{{labels}}} {predictions.sum()}")
+        lines.append(f"mlserving_prediction_sum{{{labels}}} 0")
+    lines.append("# TYPE mlserving_feature_value histogram")
     for feature, per_bin in counts.items():
         labels = f'feature="{feature}",model="{MODEL}",version="1"'
         for le, total in zip([f"{e:g}" for e in EDGES] + ["+Inf"], np.cumsum(per_bin), strict=True):
@@ -48,12 +62,15 @@ class Exporter:
 
     def __init__(self):
         self.counts = {f: np.zeros(EDGES.size + 1, dtype=np.int64) for f in FEATURES}
-        self.server = support.TextServer(lambda: exposition(self.counts))
+        self.predictions = np.zeros(PREDICTION_EDGES.size + 1, dtype=np.int64)
+        self.server = support.TextServer(lambda: exposition(self.counts, self.predictions))
         self.target = self.server.address
 
-    def serve(self, values: dict[str, np.ndarray]) -> None:
+    def serve(self, values: dict[str, np.ndarray], predictions: np.ndarray | None = None) -> None:
         for feature, column in values.items():
             self.counts[feature] = self.counts[feature] + reference_bins(column, EDGES).astype(np.int64)
+        if predictions is not None:
+            self.predictions = self.predictions + reference_bins(predictions, PREDICTION_EDGES).astype(np.int64)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +97,13 @@ def served(rows: int, seed: int, shift_b: float = 0.0) -> dict[str, np.ndarray]:
 def wait_for(url: str, total: float) -> None:
     """Until Prometheus has scraped the latest counts twice (increase() needs two samples of them)."""
     promql = f'sum(increase(mlserving_feature_value_count{{model="{MODEL}",feature="a"}}[1m]))'
+    result = support.wait_scraped(url, promql, lambda r: bool(r) and float(r[0]["value"][1]) >= 0.9 * total)
+    assert result and float(result[0]["value"][1]) >= 0.9 * total, result
+
+
+def wait_for_predictions(url: str, total: float) -> None:
+    """Until Prometheus has scraped the latest prediction counts twice."""
+    promql = f'sum(increase(mlserving_prediction_count{{model="{MODEL}"}}[1m]))'
     result = support.wait_scraped(url, promql, lambda r: bool(r) and float(r[0]["value"][1]) >= 0.9 * total)
     assert result and float(result[0]["value"][1]) >= 0.9 * total, result
 
@@ -126,6 +150,26 @@ def test_live_traffic_shifted_on_one_feature_is_found_through_prometheus(scraped
     assert report["drifted_features"] == ["b"] and report["share_drifted"] == 0.5
     assert report["observed"] >= 1000 and report["method"] == "ks"
     assert report["features"]["b"]["ks_statistic"] > 0.4 and report["features"]["a"]["ks_pvalue"] > 0.005
+
+
+def test_a_regression_models_live_predictions_are_compared_with_its_predictions_on_the_reference(scraped):
+    """The champion's predictions on its training sample against what its server predicted in the window,
+    on the edges the server counts them on: the same distribution is steady, a shifted one drifted."""
+    exporter, url = scraped
+    on_reference = np.random.default_rng(7).normal(150.0, 40.0, 2000)
+    rng = np.random.default_rng(8)
+    exporter.serve({}, predictions=rng.normal(150.0, 40.0, 1500))
+    wait_for_predictions(url, 1500)
+    steady = live_prediction_drift(url, MODEL, "1m", on_reference, SETTINGS, version="1")
+    assert steady["status"] == "measured", steady
+    assert steady["query"] == prediction_query(MODEL, "1m", version="1")
+    assert not steady["drifted"] and steady["observed"] >= 1000, steady
+    exporter.serve({}, predictions=rng.normal(200.0, 40.0, 3000))  # a shift of 1.25 sd
+    wait_for_predictions(url, 4500)  # the window holds both: two thirds of it shifted
+    shifted = live_prediction_drift(url, MODEL, "1m", on_reference, SETTINGS, version="1")
+    assert shifted["status"] == "measured" and shifted["drifted"] and shifted["ks_statistic"] > 0.2, shifted
+    unserved = live_prediction_drift(url, MODEL, "1m", on_reference, SETTINGS, version="7")
+    assert unserved["status"] == "unavailable" and "no mlserving_prediction_bucket series" in unserved["error"]
 
 
 def test_too_little_traffic_measures_nothing(scraped):
