@@ -1,5 +1,6 @@
 """The batch simulator: a smoothed bootstrap of a reference sample, what each drift kind does, the formats
-it writes and the `simulate` stage, on every test dataset (tests/datasets/) and the example (iris)."""
+it writes and the `simulate` stage, on every classification test dataset (tests/datasets/) and the example
+(iris). A regression label's references and drifts: test_simulate_regression.py."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ from tests import datasets
 
 from .helpers import run_cli
 
-NAMES = datasets.NAMES  # iris (the example), wine, breast-cancer, cancer-mixed
+# iris (the example), wine, breast-cancer, cancer-mixed: the test datasets with classes
+NAMES = tuple(n for n in datasets.NAMES if not datasets.load(n).regression)
 ROWS = 4000
 FORMATS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
 

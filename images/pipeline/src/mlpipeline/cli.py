@@ -78,21 +78,30 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset_options(p)
     p.add_argument("--partition", required=True)
     p.add_argument("--rows", type=int, default=1000, help="1 to 10,000,000 (default 1000)")
-    p.add_argument("--drift", default="none", help="none | covariate | concept | label_noise (default none)")
+    p.add_argument("--drift", default="none", help="a classification label: none | covariate | concept | "
+                                                   "label_noise; a regression label: none | covariate | coefficient "
+                                                   "| heteroscedastic (default none)")
     p.add_argument("--severity", type=float, default=1.0,
-                   help="covariate: numeric features shift up by this many pooled within-class std devs and "
-                        "categorical frequencies tilt towards the rarest categories by min(severity, 1); concept "
-                        "(a fixed region of rows, relabelled by a fixed permutation of the classes) and label_noise "
-                        "(random rows, random other class): the share of rows whose label changes, 0-1 (default 1)")
+                   help="classification: covariate: numeric features shift up by this many pooled within-class std "
+                        "devs and categorical frequencies tilt towards the rarest categories by min(severity, 1); "
+                        "concept (a fixed region of rows, relabelled by a fixed permutation of the classes) and "
+                        "label_noise (random rows, random other class): the share of rows whose label changes, 0-1. "
+                        "Regression, through the numeric feature j most correlated with the target (z_j its "
+                        "standardised value, sd_y the target's std dev): covariate: rows drawn with weights "
+                        "exp(severity z_j), targets kept; coefficient: y + severity sd_y z_j; heteroscedastic: "
+                        "y + N(0, (severity sd_y |z_j|)^2). >= 0 (default 1)")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes, and the same rows "
-                                                       "whatever the drift (default 0)")
+                                                       "whatever the drift (but a regression label's covariate "
+                                                       "drift, which draws rows by weight) (default 0)")
     p.add_argument("--reference", metavar="FILE|sklearn:NAME",
                    help="the sample rows are drawn from (with replacement, numeric values jittered): a .csv or "
                         ".parquet file holding the dataset's columns, or a labelled table bundled with "
                         "scikit-learn, sklearn:<name> for its load_<name>, its features named as a dataset file "
                         "names them (units in parentheses dropped, lower-case, other characters '_': 'mean "
-                        "radius' is mean_radius) and its label the target's names. Default: the bundled table that "
-                        "has every feature the dataset declares; required for any dataset none has")
+                        "radius' is mean_radius) and its label the target's names (classification) or the numeric "
+                        "target (regression: sklearn:diabetes, or sklearn:friedman1, make_friedman1's rows with "
+                        "features x0..x9). Default: the bundled table of the label's task that has every feature "
+                        "the dataset declares; required for any dataset none has")
 
     p = sub.add_parser("ingest", help="validate landing/<model>/<partition>/ into curated/ or quarantine/")
     _common(p)
@@ -177,12 +186,12 @@ def _use_tracking(args) -> None:
 
 
 def cmd_simulate(args) -> dict:
-    from .simulate import batch_name, check_parameters, load_reference, simulate, to_bytes
+    from .simulate import batch_name, check_parameters, drift_feature, load_reference, simulate, to_bytes
     from .volume import check_partition, write_bytes_atomic
 
     check_partition(args.partition)
-    check_parameters(args.rows, args.drift, args.severity)
     dataset = _dataset(args)
+    check_parameters(args.rows, args.drift, args.severity, dataset.task)  # the drifts are the label's task's
     folder = _volume(args, dataset.model_name).landing(args.partition)
     reference = load_reference(args.reference, dataset)  # every check before anything is written
     log.info("simulating %d rows (drift %s, severity %g, seed %d) of %s from %s (%d rows)", args.rows, args.drift,
@@ -193,11 +202,18 @@ def cmd_simulate(args) -> dict:
     target = folder / batch_name(args.rows, args.drift, args.severity, args.seed, data, fmt)
     write_bytes_atomic(target, data)
     write_bytes_atomic(folder / "_SUCCESS", b"")
+    result = {"path": str(target), "partition": args.partition, "model_name": dataset.model_name, "format": fmt,
+              "reference": reference.source, "rows": len(frame), "bytes": len(data), "drift": args.drift,
+              "severity": args.severity, "seed": args.seed}
+    if dataset.regression:  # the target's summary, and the feature a drift acted through
+        values = frame[dataset.label]
+        result["target"] = {"mean": float(values.mean()), "std": float(values.std(ddof=0)),  # ddof 0: one row too
+                            "min": float(values.min()), "max": float(values.max())}
+        if args.drift != "none":
+            result["drift_feature"] = drift_feature(dataset, reference)
+        return result
     counts = frame[dataset.label].value_counts()
-    return {"path": str(target), "partition": args.partition, "model_name": dataset.model_name, "format": fmt,
-            "reference": reference.source, "rows": len(frame), "bytes": len(data), "drift": args.drift,
-            "severity": args.severity, "seed": args.seed,
-            "class_counts": {c: int(counts.get(c, 0)) for c in reference.classes}}
+    return {**result, "class_counts": {c: int(counts.get(c, 0)) for c in reference.classes}}
 
 
 def cmd_ingest(args) -> dict:

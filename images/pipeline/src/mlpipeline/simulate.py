@@ -1,25 +1,34 @@
 """Labelled batch simulator for any dataset: a smoothed bootstrap of a reference sample, with drift.
 
 The reference is a sample of rows holding the dataset's columns (its features and label; other columns
-are ignored): a CSV or Parquet file, or one of the labelled tables bundled with scikit-learn,
-`sklearn:<name>` for its `load_<name>` (`sklearn_references()` lists them), whose columns are named as a
-dataset file names them (`column_name`: parenthesised units dropped, lower-case, every run of other
-characters an underscore, so "mean concave points" is `mean_concave_points` and "alcohol (% vol)"
-`alcohol`) and whose label is the target's name. Without a reference, the bundled table that has every
-declared feature is used; a dataset no bundled one fits needs a reference.
+are ignored): a CSV or Parquet file, or one of the tables bundled with scikit-learn, `sklearn:<name>` for
+its `load_<name>` (`sklearn_references(task)` lists them), whose columns are named as a dataset file names
+them (`column_name`: parenthesised units dropped, lower-case, every run of other characters an underscore,
+so "mean concave points" is `mean_concave_points` and "alcohol (% vol)" `alcohol`) and whose label is the
+target. A table with named classes (target_names) is a classification reference, its label the class's
+name; one without, whose target is one number per row (load_diabetes), a regression reference. Besides
+the loaders, `sklearn:friedman1` is make_friedman1's FRIEDMAN1 rows (seeded), features x0..x9: a regression
+reference whose target is a known nonlinear function of x0..x4. A dataset is given its own task's tables
+only; without a reference, the one of them that has every declared feature is used; a dataset no bundled
+one fits needs a reference. A regression label must hold numbers; a classification label that holds numbers
+with fractions (a numeric target) is refused unless the dataset declares its classes.
 
-A batch row is a reference row drawn with replacement (seeded), as many of each class as the class's share of
-the reference says (so the class mix is exactly the reference's, up to rounding), then:
+A batch row is a reference row drawn with replacement (seeded): for a classification label, as many of each
+class as the class's share of the reference says (so the class mix is exactly the reference's, up to
+rounding); for a regression label, each row with the same probability (covariate drift below changes that).
+Then:
 - numeric features get Gaussian jitter of JITTER x the feature's spread (its within-class standard deviation
-  pooled over the classes, in the reference: the overall one would blur well-separated classes), are rounded
-  two decimals finer than the reference's values (so that even 10 million rows drawn from 150 hold few exact
-  duplicates, which ingest takes for a double export) and are clipped into the declared [min, max];
+  pooled over the classes, in the reference: the overall one would blur well-separated classes; for a
+  regression label the overall one), are rounded two decimals finer than the reference's values (so that
+  even 10 million rows drawn from 150 hold few exact duplicates, which ingest takes for a double export)
+  and are clipped into the declared [min, max];
 - missing values travel with their rows, so each nullable feature keeps the reference's missing rate (a
   feature not declared nullable must have no missing value in the reference);
-- labels travel with their rows.
+- labels travel with their rows; a regression target stays the reference's number (a float).
 
 Drift is applied after that draw, and the same seed draws the same rows and jitter whatever the drift, so a
-drifted batch differs from the clean batch of its seed by the drift alone:
+drifted batch differs from the clean batch of its seed by the drift alone (but for regression's covariate
+drift, which draws other rows with the same jitter). A classification label's drifts:
 - covariate: every numeric feature shifted up by `severity` pooled within-class standard deviations (labels
   stay with their rows); every categorical feature's frequencies tilted towards its rarest categories by
   min(severity, 1): at 1 the rarest category is as frequent as the commonest was, the order reversed (the
@@ -31,6 +40,20 @@ drifted batch differs from the clean batch of its seed by the drift alone:
   rather than just getting noisier;
 - label_noise: the label of a `severity` share of rows (0-1), chosen at random, replaced by another class
   drawn at random: noise, which no model learns.
+
+A regression label's drifts act through one numeric feature j, `drift_feature`: the one whose reference
+values correlate most with the target (absolute Pearson correlation; the first declared of equals), the same
+in every batch. With z_j = (x_j - mean_j) / sd_j (the reference's mean and standard deviation of j; a
+missing x_j counts 0), sd_y the reference target's standard deviation and s the severity (>= 0):
+- covariate: P(x) shifts, P(y|x) does not: reference row i is drawn with probability proportional to
+  exp(s z_j(i)) (its z_j before jitter) and keeps its target. For a normal x_j this moves its mean up by s
+  standard deviations (exponential tilting of N(0, 1) gives N(s, 1)); the target moves only as far as it
+  follows x_j;
+- coefficient: y' = y + s sd_y z_j (z_j of the batch row): the slope of y on x_j grows by s sd_y / sd_j, so
+  the relation changes (a model trained on drifted batches learns it; an older one's error grows);
+- heteroscedastic: y' = y + e with e ~ N(0, (s sd_y |z_j|)^2) (seeded): noise whose scale grows with |z_j|,
+  zero on average.
+A drifted target is rounded two decimals finer than the reference's, as the features are.
 
 The classes are the dataset's `label.classes` or, when it leaves them out, the reference's labels in order.
 """
@@ -54,12 +77,16 @@ import pyarrow.parquet as pq
 from .dataset import Dataset
 from .errors import PipelineError
 
-DRIFT_KINDS = ("none", "covariate", "concept", "label_noise")
+DRIFT_KINDS = {"classification": ("none", "covariate", "concept", "label_noise"),  # per label.task
+               "regression": ("none", "covariate", "coefficient", "heteroscedastic")}
 MIN_ROWS, MAX_ROWS = 1, 10_000_000  # 10M: the benchmark's largest size
 JITTER = 0.1  # numeric jitter: this share of the feature's pooled standard deviation (its variance grows by 1 %)
 EXTRA_DECIMALS = 2  # numeric values are written this many decimals finer than the reference's (see _decimals)
 MAX_DECIMALS = 9  # values needing more decimals than this are not rounded
 SKLEARN_PREFIX = "sklearn:"
+# sklearn:friedman1, generated: make_friedman1's ten features (x0..x9), N(0, 1) noise, a fixed seed (the same
+# rows in every run, as tests/datasets.py's friedman sample).
+FRIEDMAN1 = {"n_samples": 2000, "n_features": 10, "noise": 1.0, "random_state": 0}
 FORMATS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
 READABLE = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -69,14 +96,15 @@ READABLE = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 @dataclass(frozen=True)
 class Reference:
-    """A reference sample checked against a dataset: its columns as arrays, labels as class codes."""
+    """A reference sample checked against a dataset: its columns as arrays, labels as class codes (a
+    regression label: the target as float64, and no classes)."""
 
     source: str  # where it came from: a path or sklearn:<name>
     rows: int
     numeric: dict[str, np.ndarray]  # float64, NaN where missing
     categorical: dict[str, tuple[np.ndarray, tuple[str, ...]]]  # int32 codes (-1: missing), categories
-    labels: np.ndarray  # int codes into classes
-    classes: tuple[str, ...]
+    labels: np.ndarray  # int codes into classes; regression: the target, float64
+    classes: tuple[str, ...]  # regression: empty
 
 
 def column_name(name: str) -> str:
@@ -87,10 +115,12 @@ def column_name(name: str) -> str:
 @functools.cache
 def _bundled() -> dict[str, object]:
     """scikit-learn's bundled labelled tables, each loaded once: every `load_<name>` that needs no argument
-    and no download and gives named features with named classes (sklearn.datasets decides which exist)."""
+    and no download and gives named features with named classes (classification) or, without classes, one
+    number per row (regression), sklearn.datasets deciding which exist; and friedman1, generated."""
     import inspect
 
     import sklearn.datasets
+    from sklearn.utils import Bunch
 
     found = {}
     for attribute in sorted(dir(sklearn.datasets)):
@@ -105,44 +135,63 @@ def _bundled() -> dict[str, object]:
             bunch = loader()
         except Exception:  # a loader that needs an optional package (images): not a table
             continue
-        if all(hasattr(bunch, field) for field in ("data", "feature_names", "target", "target_names")) \
-                and np.ndim(bunch.target) == 1:  # one label per row (linnerud's targets are three measures)
+        if not all(hasattr(bunch, field) for field in ("data", "feature_names", "target")) \
+                or np.ndim(bunch.target) != 1:  # one label per row (linnerud's targets are three measures)
+            continue
+        if hasattr(bunch, "target_names") or np.issubdtype(np.asarray(bunch.target).dtype, np.number):
             found[attribute[len("load_"):]] = bunch
-    return found
+    data, target = sklearn.datasets.make_friedman1(**FRIEDMAN1)
+    found["friedman1"] = Bunch(data=data, target=target, feature_names=[f"x{i}" for i in range(data.shape[1])])
+    return dict(sorted(found.items()))
 
 
-def sklearn_references() -> list[str]:
-    """The --reference values naming a table bundled with scikit-learn."""
-    return [SKLEARN_PREFIX + name for name in _bundled()]
+def _task(bunch) -> str:
+    """A bundled table's task: classification when its classes are named, else regression."""
+    return "classification" if hasattr(bunch, "target_names") else "regression"
 
 
-def sklearn_frame(name: str, label: str) -> pd.DataFrame:
-    """A bundled scikit-learn dataset as a reference: its features renamed by `column_name`, its label
-    (column `label`) the target's names."""
+def sklearn_references(task: str = "classification") -> list[str]:
+    """The --reference values naming a table bundled with scikit-learn for a `task` label."""
+    return [SKLEARN_PREFIX + name for name, bunch in _bundled().items() if _task(bunch) == task]
+
+
+def sklearn_frame(name: str, label: str, task: str = "classification") -> pd.DataFrame:
+    """A bundled scikit-learn dataset as a reference for a `task` label: its features renamed by
+    `column_name`, its label (column `label`) the target's names (classification) or the target (regression)."""
     bunch = _bundled().get(name)
+    where = f"--reference {SKLEARN_PREFIX}{name}"
+    usable = f"{', '.join(sklearn_references(task))} or a CSV or Parquet file"
     if bunch is None:
-        raise PipelineError(f"--reference {SKLEARN_PREFIX}{name}: no such bundled dataset; use "
-                            f"{', '.join(sklearn_references())} or a CSV or Parquet file")
+        raise PipelineError(f"{where}: no such bundled dataset; use {usable}")
+    if _task(bunch) != task:
+        what = "named classes" if _task(bunch) == "classification" else "a numeric target, no classes"
+        raise PipelineError(f"{where}: a {_task(bunch)} table ({what}), but the dataset's label is {task}; use "
+                            f"{usable}")
     frame = pd.DataFrame(bunch.data, columns=[column_name(str(c)) for c in bunch.feature_names])
-    frame[label] = np.asarray([str(t) for t in bunch.target_names], dtype=object)[bunch.target]
+    if task == "regression":
+        frame[label] = np.asarray(bunch.target, dtype=np.float64)
+    else:
+        frame[label] = np.asarray([str(t) for t in bunch.target_names], dtype=object)[bunch.target]
     return frame
 
 
 def default_reference(dataset: Dataset) -> str:
-    """The bundled scikit-learn dataset that has every feature `dataset` declares, as a --reference."""
+    """The bundled scikit-learn dataset for the dataset's task that has every feature `dataset` declares, as a
+    --reference."""
     for name, bunch in _bundled().items():
-        if set(dataset.feature_names) <= {column_name(str(c)) for c in bunch.feature_names}:
+        if _task(bunch) == dataset.task \
+                and set(dataset.feature_names) <= {column_name(str(c)) for c in bunch.feature_names}:
             return SKLEARN_PREFIX + name
     raise PipelineError(f"dataset {dataset.name!r} needs --reference: a CSV or Parquet sample with its columns "
                         f"({_listed(dataset.columns)}); no bundled scikit-learn dataset "
-                        f"({', '.join(sklearn_references())}) has its features")
+                        f"({', '.join(sklearn_references(dataset.task))}) has its features")
 
 
 def read_reference(spec: str | Path, dataset: Dataset) -> pd.DataFrame:
     """The rows `spec` names: sklearn:<name>, or a .csv or .parquet file."""
     text = str(spec)
     if text.startswith(SKLEARN_PREFIX):
-        return sklearn_frame(text[len(SKLEARN_PREFIX):], dataset.label)
+        return sklearn_frame(text[len(SKLEARN_PREFIX):], dataset.label, dataset.task)
     path = Path(spec)
     kind = READABLE.get(path.suffix.lower())
     if kind is None:
@@ -193,6 +242,20 @@ def prepare_reference(frame: pd.DataFrame, dataset: Dataset, source: str) -> Ref
     if label.isna().any():
         raise PipelineError(f"{where}: the label column {dataset.label!r} has {int(label.isna().sum())} "
                             "missing value(s)")
+    values = pd.to_numeric(label, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if dataset.regression:
+        if np.isnan(values).any():
+            raise PipelineError(f"{where}: the label {dataset.label!r} of a regression dataset must hold numbers; "
+                                f"it holds such as {_short(label[np.isnan(values)].iloc[0])}")
+        if np.isinf(values).any():
+            raise PipelineError(f"{where}: the label {dataset.label!r} holds infinite values")
+        return Reference(source, len(frame), numeric, categorical, values, ())
+    fractions = values != np.round(values)  # False where not a number
+    if not dataset.classes and not np.isnan(values).any() and fractions.any():
+        raise PipelineError(f"{where}: the label {dataset.label!r} holds numbers with fractions (such as "
+                            f"{_short(float(values[fractions][0]))}): a numeric target, but the "
+                            "dataset's label is classification (declare label.task: regression, or "
+                            "label.classes if these numbers are classes)")
     texts = label.map(_text)
     found = sorted(set(texts))
     classes = dataset.classes or tuple(found)
@@ -240,11 +303,14 @@ def _short(value) -> str:
 # ---- drawing -------------------------------------------------------------------------------------------------
 
 
-def check_parameters(rows: int, drift: str, severity: float) -> None:
+def check_parameters(rows: int, drift: str, severity: float, task: str = "classification") -> None:
+    """The batch's size, drift and severity, for a `task` label (each task has its drifts)."""
     if not MIN_ROWS <= rows <= MAX_ROWS:
         raise PipelineError(f"--rows must be between {MIN_ROWS} and {MAX_ROWS:,}, got {rows}")
-    if drift not in DRIFT_KINDS:
-        raise PipelineError(f"--drift must be one of {', '.join(DRIFT_KINDS)}, got {drift!r}")
+    if drift not in DRIFT_KINDS[task]:
+        others = "; ".join(f"a {t} label's: {', '.join(kinds)}" for t, kinds in DRIFT_KINDS.items() if t != task)
+        raise PipelineError(f"--drift must be one of {', '.join(DRIFT_KINDS[task])}, got {drift!r} (the drifts "
+                            f"of a {task} label; {others})")
     if not np.isfinite(severity) or severity < 0 or (drift in ("concept", "label_noise") and severity > 1):
         raise PipelineError(f"--severity must be >= 0 (and <= 1 for concept and label_noise drift: the share of "
                             f"rows whose label changes), got {severity}")
@@ -254,21 +320,35 @@ def simulate(dataset: Dataset, rows: int, drift: str = "none", severity: float =
              reference: Reference | pd.DataFrame | str | Path | None = None) -> pd.DataFrame:
     """`rows` rows with the dataset's columns drawn from `reference` (a Reference, a frame, a --reference
     text; default: `default_reference`), drifted as `drift` says."""
-    check_parameters(rows, drift, severity)
+    check_parameters(rows, drift, severity, dataset.task)
     if isinstance(reference, pd.DataFrame):
         reference = prepare_reference(reference, dataset, "(frame)")
     elif not isinstance(reference, Reference):
         reference = load_reference(reference, dataset)
+    if dataset.regression == bool(reference.classes):
+        raise PipelineError(f"--reference {reference.source} was checked against a dataset of another task; "
+                            f"the dataset's label is {dataset.task}")
     draw, jitter, drifting = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
-    picked = _draw_rows(reference.labels, len(reference.classes), rows, draw)
+    if dataset.regression:
+        j = drift_feature(dataset, reference) if drift != "none" else None
+        weights = np.ones(reference.rows)
+        if drift == "covariate":
+            z = _standardized(reference.numeric[j], reference.numeric[j])
+            weights = np.exp(severity * (z - z.max()))  # exp(s z_j), scaled so that the largest is 1
+        picked = draw.choice(reference.rows, size=rows, p=weights / weights.sum())
+        groups = np.zeros(reference.rows, np.int64)  # no classes: the spread is the overall one
+    else:
+        picked = _draw_rows(reference.labels, len(reference.classes), rows, draw)
+        groups = reference.labels
     labels = reference.labels[picked]
+    shift = drift == "covariate" and not dataset.regression
     numeric = [f for f in dataset.features if f.numeric]
     block = np.empty((len(numeric), rows))  # the numeric columns as one block: pandas does not copy it
     for row, feature in zip(block, numeric, strict=True):
         source = reference.numeric[feature.name]
-        spread = _pooled_std(source, reference.labels)
+        spread = _pooled_std(source, groups)
         row[:] = source[picked] + jitter.standard_normal(rows) * (JITTER * spread)
-        if drift == "covariate":
+        if shift:
             row += severity * spread
         decimals = _decimals(source)
         if decimals is not None:
@@ -281,10 +361,14 @@ def simulate(dataset: Dataset, rows: int, drift: str = "none", severity: float =
         if not feature.numeric:
             codes, categories = reference.categorical[feature.name]
             drawn = codes[picked]
-            if drift == "covariate" and len(categories) > 1:
+            if shift and len(categories) > 1:
                 drawn = _tilt(drawn, codes, len(categories), min(severity, 1.0), drifting)
             drawn_codes[feature.name] = drawn
             frame[feature.name] = _texts(drawn, categories)
+    if dataset.regression:
+        values = dict(zip([f.name for f in numeric], block, strict=True))
+        frame[dataset.label] = _drift_target(labels, reference, drift, severity, j, values.get(j), drifting)
+        return frame if list(frame.columns) == dataset.columns else frame[dataset.columns]
     n_classes, count = len(reference.classes), int(np.floor(severity * rows + 0.5))
     if drift == "concept" and count:
         values = dict(zip([f.name for f in numeric], block, strict=True))
@@ -297,6 +381,53 @@ def simulate(dataset: Dataset, rows: int, drift: str = "none", severity: float =
         labels[chosen] = (labels[chosen] + drifting.integers(1, n_classes, count)) % n_classes
     frame[dataset.label] = _texts(labels, reference.classes)
     return frame if list(frame.columns) == dataset.columns else frame[dataset.columns]
+
+
+def drift_feature(dataset: Dataset, reference: Reference) -> str:
+    """The numeric feature a regression label's drifts act through: the one whose reference values correlate
+    most with the target (absolute Pearson correlation over the rows that have it; the first declared of
+    equals), so covariate drift moves the target with it and coefficient drift changes a relation models lean
+    on. The same for every batch of a reference."""
+    best, chosen = -1.0, None
+    for feature in dataset.features:
+        values = reference.numeric.get(feature.name)
+        if values is None:
+            continue
+        present = ~np.isnan(values)
+        x, y = values[present], reference.labels[present]
+        if x.size < 2 or x.std() == 0:
+            continue
+        score = abs(float(np.corrcoef(x, y)[0, 1])) if y.std() > 0 else 0.0
+        if score > best:
+            best, chosen = score, feature.name
+    if chosen is None:
+        raise PipelineError(f"dataset {dataset.name!r}: a regression drift acts through a numeric feature, and "
+                            f"no numeric feature of --reference {reference.source} has two different values")
+    return chosen
+
+
+def _standardized(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`values` in standard deviations from the mean of the reference's values (a missing value: 0)."""
+    present = reference[~np.isnan(reference)]
+    return np.nan_to_num((values - present.mean()) / present.std())
+
+
+def _drift_target(target: np.ndarray, reference: Reference, drift: str, severity: float, feature: str | None,
+                  values: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """The drawn rows' targets, drifted as the module docstring says (coefficient, heteroscedastic) through
+    the drift feature's values in the batch; rounded two decimals finer than the reference's."""
+    if drift not in ("coefficient", "heteroscedastic") or not severity:
+        return target
+    scale = severity * float(reference.labels.std())  # s sd_y
+    z = _standardized(reference.numeric[feature], values)
+    if drift == "coefficient":
+        drifted = target + scale * z
+    else:
+        drifted = target + rng.standard_normal(target.size) * (scale * np.abs(z))
+    decimals = _decimals(reference.labels)
+    if decimals is not None:
+        np.round(drifted, min(decimals + EXTRA_DECIMALS, MAX_DECIMALS), out=drifted)
+    return drifted
 
 
 def _draw_rows(labels: np.ndarray, n_classes: int, rows: int, rng: np.random.Generator) -> np.ndarray:
