@@ -18,6 +18,15 @@ exactly that:
   wine/               the wine test dataset's model (tests/datasets/wine.yaml, features on scales up to the
                       thousands), logged as the training stage logs it: with its per-feature histogram edges
                       from its training data (mlpipeline.training.write_feature_buckets, an MLflow extra file)
+  regression-ridge/   a regression model: a Ridge behind a StandardScaler on sklearn's diabetes data (ten numeric
+                      features, none missing: the shape the linear fold takes)
+  regression-random_forest/, regression-hist_gradient_boosting/  regression models on penguin-like mixed inputs
+                      (the `mixed` features, missing values and all) predicting flipper length
+                      Each regression model is logged as the training stage logs it: with its prediction
+                      histogram edges (mlpipeline.training.write_prediction_buckets, from its training target)
+                      and its per-feature edges, both MLflow extra files.
+  regression-cases.json  rows for each regression model (missing values and an unseen category where its inputs
+                      take them) and what MLflow's own loaders predict for them, pyfunc and sklearn
   mixed-cases.json    rows for the mixed models (missing values, an unseen category) and what the model
                       MLflow loads predicts for them, given as the pipeline gives a model its inputs
                       (mlpipeline.model.model_inputs: text columns as objects, None where missing; a
@@ -33,15 +42,21 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import mlflow.pyfunc
 import mlflow.sklearn
 import numpy as np
 import pandas as pd
 from mlflow.models import Model
-from sklearn.datasets import load_iris
+from sklearn.datasets import load_diabetes, load_iris
 
 from mlpipeline.dataset import parse
 from mlpipeline.model import fit, model_inputs
-from mlpipeline.training import model_logging_kwargs, write_feature_buckets
+from mlpipeline.training import (
+    model_logging_kwargs,
+    prediction_bucket_edges,
+    write_feature_buckets,
+    write_prediction_buckets,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests import datasets as test_datasets  # noqa: E402
@@ -52,12 +67,13 @@ IRIS = parse({"model_name": "iris", "label": {"column": "species"},
               "model": {"estimator": "logistic_regression", "params": {"max_iter": 500}}}, "make_models", "iris")
 OTHER_ESTIMATORS = {"random_forest": {"n_estimators": 5}, "hist_gradient_boosting": {"max_iter": 20},
                     "linear_svm": {}}
-MIXED = parse({"model_name": "penguins", "label": {"column": "species"}, "features": [
+PENGUIN_FEATURES = [
     {"name": "bill_length_mm", "type": "numeric"},
     {"name": "body_mass_g", "type": "numeric", "nullable": True},
     {"name": "island", "type": "categorical", "categories": ["Biscoe", "Dream", "Torgersen"]},
-    {"name": "sex", "type": "categorical", "nullable": True}],
-    "model": {"estimator": "logistic_regression", "params": {"max_iter": 1000}}}, "make_models", "penguins")
+    {"name": "sex", "type": "categorical", "nullable": True}]
+MIXED = parse({"model_name": "penguins", "label": {"column": "species"}, "features": PENGUIN_FEATURES,
+               "model": {"estimator": "logistic_regression", "params": {"max_iter": 1000}}}, "make_models", "penguins")
 MIXED_FEATURES = MIXED.feature_names
 # What the server is asked in the tests: complete rows, each kind of missing value, an unseen category.
 MIXED_CASES = [
@@ -69,6 +85,19 @@ MIXED_CASES = [
     {"bill_length_mm": 45.0, "body_mass_g": 4200.0, "island": "Atlantis", "sex": "female"},
     {"bill_length_mm": None, "body_mass_g": None, "island": None, "sex": None},
 ]
+
+
+DIABETES_FEATURES = list(load_diabetes().feature_names)
+DIABETES = parse({"model_name": "diabetes", "label": {"column": "progression", "task": "regression"},
+                  "features": [{"name": name, "type": "numeric"} for name in DIABETES_FEATURES],
+                  "model": {"estimator": "ridge", "params": {"alpha": 0.5}}}, "make_models", "diabetes")
+FLIPPERS = parse({"model_name": "flippers", "label": {"column": "flipper_length_mm", "task": "regression"},
+                  "features": PENGUIN_FEATURES,
+                  "model": {"estimator": "random_forest", "params": {"n_estimators": 10}}}, "make_models", "flippers")
+# Each regression folder's dataset
+REGRESSORS = {"regression-ridge": DIABETES, "regression-random_forest": FLIPPERS,
+              "regression-hist_gradient_boosting": replace(FLIPPERS, estimator="hist_gradient_boosting",
+                                                           params={"max_iter": 30})}
 
 
 def iris(seed: int, drifted: bool = False) -> pd.DataFrame:
@@ -103,9 +132,25 @@ def penguins(seed: int, missing_in_example: bool = False) -> pd.DataFrame:
     return frame
 
 
+def diabetes() -> pd.DataFrame:
+    """sklearn's diabetes data: 442 patients' ten numeric features (standardised) and disease progression."""
+    return load_diabetes(as_frame=True).frame.rename(columns={"target": "progression"})
+
+
+def flippers(seed: int) -> pd.DataFrame:
+    """The penguin-like frame (body mass and sex missing values) with a number to predict: flipper length from
+    species, body mass and sex."""
+    frame = penguins(seed)
+    rng = np.random.default_rng(seed)
+    length = frame["species"].map({"Adelie": 190.0, "Chinstrap": 196.0, "Gentoo": 217.0}) \
+        + 0.006 * (frame["body_mass_g"].fillna(4200.0) - 4000.0) + 3.0 * frame["sex"].eq("male") \
+        + rng.normal(0, 3, len(frame))
+    return frame.assign(flipper_length_mm=length.round(1))
+
+
 def save(path: Path, model, frame: pd.DataFrame, dataset, version: str, logged_as: Model | None = None,
-         name: str = "iris") -> None:
-    mlflow.sklearn.save_model(model, str(path), mlflow_model=logged_as,
+         name: str = "iris", extra_files: list[str] | None = None) -> None:
+    mlflow.sklearn.save_model(model, str(path), mlflow_model=logged_as, extra_files=extra_files,
                               **model_logging_kwargs(model, frame[dataset.feature_names], dataset))
     (path / "registry.json").write_text(json.dumps({"name": name, "version": version, "run_id": f"run-{version}",
                                                     "model_uri": f"models:/{name}/{version}"}))
@@ -121,6 +166,38 @@ def wine(out: Path) -> None:
     buckets.unlink()
     (out / "wine" / "registry.json").write_text(json.dumps({"name": "wine", "version": "w1", "run_id": "run-w1",
                                                              "model_uri": "models:/wine/w1"}))
+
+
+def regression(out: Path, folder: str, frame: pd.DataFrame) -> None:
+    """A regression model as the training stage logs it: with its prediction histogram edges (the quantiles of
+    its training target) and its per-feature edges, as MLflow extra files."""
+    dataset = REGRESSORS[folder]
+    staging = out / f".{folder}-extra"
+    staging.mkdir()
+    files = [write_prediction_buckets(staging, prediction_bucket_edges(frame, dataset), dataset),
+             write_feature_buckets(staging, frame, dataset)]
+    save(out / folder, fit(frame, dataset), frame, dataset, f"r-{dataset.estimator}", name=dataset.name,
+         extra_files=[str(f) for f in files])
+    shutil.rmtree(staging)
+
+
+def regression_cases(out: Path, frames: dict[str, pd.DataFrame]) -> dict:
+    """Rows for each regression model (training rows, rows far past them; for mixed inputs MIXED_CASES, missing
+    values and an unseen category) and what MLflow's pyfunc and sklearn loaders predict for them, given as the
+    pipeline gives a model its inputs."""
+    cases: dict[str, dict] = {"rows": {}, "pyfunc": {}, "sklearn": {}}
+    for folder, dataset in REGRESSORS.items():
+        if dataset is DIABETES:
+            features = frames[folder][dataset.feature_names]
+            rows = pd.concat([features.iloc[:40], features.iloc[40:50] * 3.0])  # and beyond the training range
+        else:
+            rows = pd.DataFrame(MIXED_CASES, columns=MIXED_FEATURES)
+        inputs = model_inputs(rows, dataset)
+        cases["rows"][folder] = [{name: None if isinstance(v, float) and np.isnan(v) else v
+                                  for name, v in row.items()} for row in inputs.to_dict(orient="records")]
+        cases["pyfunc"][folder] = [float(v) for v in mlflow.pyfunc.load_model(str(out / folder)).predict(inputs)]
+        cases["sklearn"][folder] = predictions(out / folder, rows, dataset)
+    return cases
 
 
 def main(out: Path) -> None:
@@ -155,6 +232,12 @@ def main(out: Path) -> None:
     datasets["mixed"] = MIXED
     wine(out)
     datasets["wine"] = test_datasets.load("wine")
+    regression_frames = {"regression-ridge": diabetes(), "regression-random_forest": flippers(5),
+                         "regression-hist_gradient_boosting": flippers(5)}
+    for folder, frame in regression_frames.items():
+        regression(out, folder, frame)
+        datasets[folder] = REGRESSORS[folder]
+    (out / "regression-cases.json").write_text(json.dumps(regression_cases(out, regression_frames)))
     folders = sorted(folder for folder in out.iterdir() if (folder / "MLmodel").is_file())
     cases = pd.DataFrame(MIXED_CASES, columns=MIXED_FEATURES)
     (out / "mixed-cases.json").write_text(json.dumps({"rows": MIXED_CASES, "predictions": {
@@ -165,11 +248,12 @@ def main(out: Path) -> None:
 
 
 def predictions(folder: Path, rows: pd.DataFrame, dataset) -> list | None:
-    """What the model MLflow loads predicts for `rows` as the pipeline gives them to it (None where MLflow
-    cannot load it or it cannot predict)."""
+    """What the model MLflow loads predicts for `rows` as the pipeline gives them to it: labels, or a
+    regression model's numbers (None where MLflow cannot load it or it cannot predict)."""
     try:
         model = mlflow.sklearn.load_model(str(folder))
-        return [str(label) for label in model.predict(model_inputs(rows, dataset))]
+        predicted = model.predict(model_inputs(rows, dataset))
+        return [float(v) for v in predicted] if dataset.regression else [str(label) for label in predicted]
     except Exception:
         return None
 

@@ -244,3 +244,117 @@ def test_a_model_with_very_many_categories_counts_the_first_ones_by_name():
                     (np.array(["c0", f"c{MAX_CATEGORY_LABELS + 10}"], dtype=object),))
     counted = categories(registry, "id")
     assert len(counted) == MAX_CATEGORY_LABELS + 2 and counted["c0"] == 1 and counted["__other__"] == 1
+
+
+PREDICTION_EDGES = (100.0, 150.0, 200.0)
+
+
+@pytest.fixture
+def regression_traffic():
+    registry = CollectorRegistry()
+    metrics = TrafficMetrics("m", buckets=(1.0, 2.0))
+    registry.register(metrics)
+    metrics.use_features(FEATURES, version="r1", regression=True, prediction_edges=PREDICTION_EDGES)
+    return metrics, registry
+
+
+def predict(metrics: TrafficMetrics, version: str, predictions: list[float]) -> None:
+    """As a regressor answers: its predicted numbers, no classes."""
+    metrics.observe(version, None, np.full((len(predictions), 2), 0.5), np.asarray(predictions, dtype=np.float64))
+
+
+def prediction_buckets(registry, version: str = "r1") -> dict[str, float]:
+    return {sample.labels["le"]: sample.value for family in registry.collect() if family.name == "mlserving_prediction"
+            for sample in family.samples if sample.name == "mlserving_prediction_bucket"
+            and sample.labels["version"] == version}
+
+
+@pytest.mark.parametrize("requests", [1, TrafficMetrics.FLUSH_ROWS // 3 + 1])  # three rows a request
+def test_a_regressors_predictions_are_counted_in_a_histogram_on_its_edges(regression_traffic, requests):
+    metrics, registry = regression_traffic
+    for _ in range(requests):
+        predict(metrics, "r1", [99.5, 150.0, 1e6])  # 150.0 on an edge: in its bucket (le: value <= edge)
+    assert prediction_buckets(registry) == {"100": requests, "150": 2 * requests, "200": 2 * requests,
+                                            "+Inf": 3 * requests}
+    assert value(registry, "mlserving_prediction_count", version="r1") == 3 * requests
+    assert value(registry, "mlserving_prediction_sum", version="r1") == pytest.approx((99.5 + 150 + 1e6) * requests)
+    assert value(registry, "mlserving_feature_value_count", version="r1", feature="a") == 3 * requests  # as ever
+
+
+def test_a_regressor_exports_no_predicted_class_counter(regression_traffic):
+    metrics, registry = regression_traffic
+    predict(metrics, "r1", [120.0])
+    text = generate_latest(registry).decode()
+    assert "mlserving_predicted_class" not in text
+    assert "# TYPE mlserving_prediction histogram" in text
+    assert 'mlserving_prediction_bucket{le="150",model="m",version="r1"} 1.0' in text
+    assert 'mlserving_prediction_count{model="m",version="r1"} 1.0' in text
+
+
+def test_a_request_larger_than_a_batch_counts_every_prediction(regression_traffic):
+    metrics, registry = regression_traffic
+    big = TrafficMetrics.FLUSH_ROWS * 2 + 5
+    predict(metrics, "r1", [120.0])
+    predict(metrics, "r1", np.linspace(0, 300, big).tolist())
+    expected = np.searchsorted(PREDICTION_EDGES, np.r_[120.0, np.linspace(0, 300, big)], side="left")
+    assert list(prediction_buckets(registry).values()) == np.cumsum(np.bincount(expected, minlength=4)).tolist()
+
+
+def test_a_regressor_without_edges_exports_no_prediction_histogram():
+    registry = CollectorRegistry()
+    metrics = TrafficMetrics("m")
+    registry.register(metrics)
+    metrics.use_features(FEATURES, version="r1", regression=True, prediction_edges=None)
+    predict(metrics, "r1", [120.0, 130.0])
+    names = {family.name for family in registry.collect()}
+    assert "mlserving_prediction" not in names and "mlserving_predicted_class" not in names
+    assert value(registry, "mlserving_feature_value_count", version="r1", feature="b") == 2
+
+
+def test_swaps_between_a_classifier_and_regressors_count_each_answer_as_its_model_made_it(regression_traffic):
+    """Predictions waiting in the batch at a swap are counted under the version that made them; one made by
+    the swapped-out version after the swap (a request in flight) is not counted in the new version's histogram.
+    A classifier's class counts are exported while a classifier is served."""
+    metrics, registry = regression_traffic
+    predict(metrics, "r1", [120.0])  # waiting at the swap
+    counted_at_swap = []
+    original = metrics._count_predictions
+
+    def restart(edges):
+        counted_at_swap.append(metrics.prediction_counts.tolist())
+        original(edges)
+
+    metrics._count_predictions = restart
+    metrics.use_features(FEATURES, version="r2", regression=True, prediction_edges=(0.0, 500.0))
+    assert counted_at_swap == [[0, 1, 0, 0]]  # r1's prediction, in r1's histogram, before it was dropped
+    predict(metrics, "r1", [120.0])  # answered by r1, in flight at the swap
+    predict(metrics, "r2", [250.0])
+    assert prediction_buckets(registry, "r1") == {}
+    assert prediction_buckets(registry, "r2") == {"0": 0, "500": 1, "+Inf": 1}
+
+    metrics.use_features(FEATURES, version="1")  # to a classifier
+    predict(metrics, "r2", [250.0])  # a regressor's answer in flight: no histogram to count it in
+    observe(metrics, "1", np.array([[0.5, 0.5]]), ["setosa"])
+    names = {family.name for family in registry.collect()}
+    assert "mlserving_prediction" not in names
+    assert value(registry, "mlserving_predicted_class_total", version="1", predicted_class="setosa") == 1
+
+    metrics.use_features(FEATURES, version="r2", regression=True, prediction_edges=(0.0, 500.0))  # back: afresh
+    predict(metrics, "r2", [600.0])
+    assert prediction_buckets(registry, "r2") == {"0": 0, "500": 0, "+Inf": 1}
+    assert "mlserving_predicted_class" not in {family.name for family in registry.collect()}
+
+
+def test_a_regressors_waiting_predictions_leave_nothing_for_the_garbage_collector(regression_traffic):
+    metrics, _ = regression_traffic
+    rows, predictions = np.array([[0.5, 0.5]]), np.array([120.0])
+    gc.collect()
+    gc.disable()
+    try:
+        allocated_before = gc.get_count()[0]
+        for _ in range(TrafficMetrics.FLUSH_ROWS - 1):
+            metrics.observe("r1", None, rows, predictions)
+        allocated = gc.get_count()[0] - allocated_before
+    finally:
+        gc.enable()
+    assert allocated < 10, f"{allocated} tracked objects left by {TrafficMetrics.FLUSH_ROWS - 1} requests"

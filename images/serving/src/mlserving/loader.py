@@ -1,6 +1,11 @@
 """Load an MLflow-logged scikit-learn model directory and prove it predicts (read without MLflow, under the
 pipeline's one loading policy: mlpipeline.model_format).
 
+A model is a classifier (it answers with one of its classes) or a regressor (it answers with a number), as
+scikit-learn's own is_classifier / is_regressor say of its fitted final estimator: its class, which the skops
+allow-list admitted, decides; nothing else in the model's files does. A regressor's predictions are counted
+in a histogram on the edges its prediction_buckets.json gives (prediction_buckets).
+
 The directory is exactly what `mlpipeline register` produced (MLmodel, the skops
 file, input_example.json): in a cluster KServe's storage initializer puts it in
 /mnt/models; locally the deploy backend downloads it.
@@ -35,9 +40,12 @@ from pathlib import Path
 
 import numpy as np
 from kserve.errors import InvalidInput
+from sklearn.base import is_classifier, is_regressor
 
 from mlpipeline.model_format import (
     FEATURE_BUCKETS_FILE,
+    PREDICTION_BUCKETS_FILE,
+    PREDICTION_BUCKETS_KEY,
     MLmodelFile,
     ModelLoadError,
     load_estimator,
@@ -45,7 +53,7 @@ from mlpipeline.model_format import (
     read_mlmodel,
 )
 
-from .fastpath import fold_refusal, sklearn_class_positions, verified_class_positions
+from .fastpath import final_step, fold_refusal, sklearn_predictor, verified_predictor
 from .sklearn_inputs import imputed_columns, known_categories, selects_columns_by_name
 from .validation import NUMERIC_TYPES, STRING_TYPES, Batch, InputSpec, batch_from_v1
 
@@ -59,10 +67,11 @@ REGISTRY_ENV = {"version": "MLSERVING_REGISTRY_VERSION", "run_id": "MLSERVING_RU
 @dataclass(frozen=True)
 class LoadedModel:
     estimator: object
-    # A checked request in (float rows when spec.plain, else a validation.Batch), positions in class_values
-    # out: sklearn's predict, or a verified numpy fold of it (fastpath.py).
-    class_positions: Callable[[np.ndarray | Batch], np.ndarray]
-    class_values: np.ndarray  # the estimator's classes_, as it answers them
+    # A checked request in (float rows when spec.plain, else a validation.Batch); out, a classifier's
+    # positions in class_values, a regressor's predicted numbers (float64): sklearn's predict, or a verified
+    # numpy fold of it (fastpath.py).
+    predictor: Callable[[np.ndarray | Batch], np.ndarray]
+    class_values: np.ndarray  # a classifier's classes_, as it answers them (a regressor's: none)
     features: tuple[str, ...]
     classes: tuple[str, ...]  # the same, as text (metadata and metrics)
     version: str
@@ -74,11 +83,16 @@ class LoadedModel:
     # each numeric feature's live-drift histogram edges from the training data (read_feature_buckets);
     # None: the model has no such file, or it was refused (the server's global edges count its values)
     feature_buckets: dict[str, tuple[float, ...]] | None = None
+    regression: bool = False  # a regressor: it predicts a number, not a class
+    # a regressor's prediction histogram edges (prediction_buckets); None: a classifier, or no usable file
+    prediction_buckets: tuple[float, ...] | None = None
     loaded_at: float = field(default_factory=time.time)
 
     def predict(self, rows: np.ndarray | Batch) -> np.ndarray:
-        """The predicted labels, as the estimator's own predict gives them."""
-        return self.class_values[self.class_positions(rows)]
+        """The predicted labels (or a regressor's numbers), as the estimator's own predict gives them."""
+        if self.regression:
+            return self.predictor(rows)
+        return self.class_values[self.predictor(rows)]
 
 
 def _strip_feature_names(estimator, features: tuple[str, ...], strip: bool = True) -> None:
@@ -195,14 +209,45 @@ def feature_buckets(path: Path, spec: InputSpec) -> dict[str, tuple[float, ...]]
     return edges
 
 
+def prediction_buckets(path: Path) -> tuple[float, ...] | None:
+    """A regressor's prediction histogram edges (its PREDICTION_BUCKETS_FILE), or None. As with feature_buckets,
+    a file that fails its checks is refused, not the model (the edges only shape a histogram), with a warning
+    naming the file and what is wrong with it. Without usable edges no prediction histogram is exported at all:
+    there are no global edges for predictions (a target's scale is the model's own), and every version of a
+    model counts on the same edges, its first version's, so that the canary and live drift can compare two
+    versions' histograms; counts on any other edges would not compare. A missing file is warned about too:
+    every regression model the pipeline logs carries one."""
+    try:
+        edges = read_feature_buckets(path, (PREDICTION_BUCKETS_KEY,), str(path), PREDICTION_BUCKETS_FILE)
+    except ModelLoadError as exc:
+        log.warning("%s; its predictions are not counted in a histogram (no mlserving_prediction)", exc)
+        return None
+    if edges is None:
+        log.warning("%s: no %s: its predictions are not counted in a histogram (no mlserving_prediction)", path,
+                    PREDICTION_BUCKETS_FILE)
+        return None
+    return edges[PREDICTION_BUCKETS_KEY]
+
+
+def is_regression(estimator, where: str) -> bool:
+    """Whether the model predicts numbers (a regressor) rather than classes, as scikit-learn's is_regressor and
+    is_classifier say of its fitted final estimator; anything else cannot be served."""
+    final = final_step(estimator)
+    if is_regressor(final) and hasattr(estimator, "predict"):
+        return True
+    if is_classifier(final) and hasattr(estimator, "predict") and hasattr(estimator, "classes_"):
+        return False
+    raise ModelLoadError(f"{where}: the model is not a fitted classifier or regressor (its final step is a "
+                         f"{type(final).__name__})")
+
+
 def load_model_dir(path: str | Path) -> LoadedModel:
     """Load and check a model directory; raise ModelLoadError with the reason if it cannot serve."""
     path = Path(path).resolve()  # a link to a version (the local deploy's `current`): the real folder
     meta = read_mlmodel(path)
     features = meta.features
     estimator = load_estimator(meta, path)
-    if not hasattr(estimator, "predict") or not hasattr(estimator, "classes_"):
-        raise ModelLoadError(f"{path}: the model is not a fitted classifier")
+    regression = is_regression(estimator, str(path))
     spec = input_spec(meta, estimator, str(path))
     categories = {name: categories for name, categories in known_categories(estimator, features).items()
                   if name in spec.categorical_names}
@@ -212,37 +257,42 @@ def load_model_dir(path: str | Path) -> LoadedModel:
     _strip_feature_names(estimator, features, strip=not frame)
     if spec.plain and not frame:
         probe = _probe_rows(path, features)
-        _test_prediction(estimator, probe, path)
-        class_positions = verified_class_positions(estimator, probe, where=str(path))
+        _test_prediction(estimator, probe, path, regression)
+        predictor = verified_predictor(estimator, probe, where=str(path))
     else:
-        class_positions = SklearnPositions(estimator, spec, frame)
+        predictor = SklearnPredictor(estimator, spec, frame)
         if spec.plain:
-            _test_prediction(estimator, _as_frame(_probe_rows(path, features), features), path)
+            _test_prediction(estimator, _as_frame(_probe_rows(path, features), features), path, regression)
         else:
             probe = _probe_batch(path, spec, categories)
-            _test_prediction(estimator, class_positions.model_input(probe), path)
+            _test_prediction(estimator, predictor.model_input(probe), path, regression)
             if spec.nullable_names or spec.categorical_names:
-                _test_prediction(estimator, class_positions.model_input(_missing_row(probe, spec)), path,
+                _test_prediction(estimator, predictor.model_input(_missing_row(probe, spec)), path, regression,
                                  " with every value that may be missing missing (null)")
         log.info("%s: predicting with sklearn, no linear fold: %s", path, _why_sklearn(estimator, spec, frame))
     registry = registry_identity(path)
+    class_values = np.asarray([] if regression else estimator.classes_)
     return LoadedModel(
         estimator=estimator,
-        class_positions=class_positions,
-        class_values=np.asarray(estimator.classes_),
+        predictor=predictor,
+        class_values=class_values,
         features=features,
         spec=spec,
         categories=categories,
-        classes=tuple(str(c) for c in estimator.classes_),
+        classes=tuple(str(c) for c in class_values),
         version=str(registry.get("version", "unregistered")),
         run_id=str(registry.get("run_id") or meta.run_id),
         model_uri=str(registry.get("model_uri") or (f"models:/{meta.model_id}" if meta.model_id else "")),
         source=str(path.resolve()),
         feature_buckets=feature_buckets(path, spec),
+        regression=regression,
+        prediction_buckets=prediction_buckets(path) if regression else None,
     )
 
 
-def _test_prediction(estimator, inputs, path: Path, what: str = "") -> None:
+def _test_prediction(estimator, inputs, path: Path, regression: bool, what: str = "") -> None:
+    """The model predicts one answer per row of `inputs`; a regressor, one finite number per row (the shape
+    and kind of answer the server sends)."""
     try:
         predicted = estimator.predict(inputs)
     except Exception as exc:
@@ -250,6 +300,12 @@ def _test_prediction(estimator, inputs, path: Path, what: str = "") -> None:
             from exc
     if len(predicted) != len(inputs):
         raise ModelLoadError(f"{path}: a test prediction returned {len(predicted)} rows for {len(inputs)}")
+    if regression:
+        predicted = np.asarray(predicted)
+        if predicted.ndim != 1 or predicted.dtype.kind not in "fiu" or not np.isfinite(predicted).all():
+            raise ModelLoadError(f"{path}: a test prediction{what} is not one finite number per row: "
+                                 f"{predicted.dtype} of shape {list(predicted.shape)}, "
+                                 f"{predicted.ravel()[:5].tolist()}")
 
 
 def _as_frame(rows: np.ndarray, features: tuple[str, ...]):
@@ -258,13 +314,14 @@ def _as_frame(rows: np.ndarray, features: tuple[str, ...]):
     return pd.DataFrame(rows, columns=list(features))
 
 
-class SklearnPositions:
-    """sklearn's predict as positions in classes_, for a model that is not a plain float-array one: a
-    checked request (float rows for an all-numeric spec, else a Batch) made into what the model was fitted
-    on, a DataFrame (`frame`) or an array."""
+class SklearnPredictor:
+    """sklearn's predict as the server answers with it (a classifier's positions in classes_, a regressor's
+    numbers), for a model that is not a plain float-array one: a checked request (float rows for an
+    all-numeric spec, else a Batch) made into what the model was fitted on, a DataFrame (`frame`) or an
+    array."""
 
     def __init__(self, estimator, spec: InputSpec, frame: bool):
-        self.positions = sklearn_class_positions(estimator)
+        self.predict = sklearn_predictor(estimator)
         self.spec, self.frame = spec, frame
 
     def model_input(self, rows: np.ndarray | Batch):
@@ -273,4 +330,4 @@ class SklearnPositions:
         return self.spec.frame(rows) if self.frame else self.spec.array(rows)
 
     def __call__(self, rows: np.ndarray | Batch) -> np.ndarray:
-        return self.positions(self.model_input(rows))
+        return self.predict(self.model_input(rows))

@@ -1,8 +1,10 @@
 """Prometheus metrics beyond KServe's latency histograms.
 
-A request pays for copying its rows and its predicted classes (positions in its model's classes) into numpy
-buffers: they are counted from there in batches (TrafficMetrics), turned into Prometheus histograms and
-counters only when Prometheus scrapes.
+A request pays for copying its rows and its answers (a classifier's predicted classes, as positions in its
+model's classes; a regressor's predicted numbers) into numpy buffers: they are counted from there in batches
+(TrafficMetrics), turned into Prometheus histograms and counters only when Prometheus scrapes. A classifier's
+answers are counted by class (mlserving_predicted_class), a regressor's in a histogram on its model's
+prediction edges (mlserving_prediction; none without them: loader.prediction_buckets says why).
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ def le_label(edge: float) -> str:
 class TrafficMetrics:
     """What live traffic looked like, for one model: each numeric feature's value histogram (the input to live
     drift detection) and count of missing values, each categorical feature's values counted by category, and
-    the predicted classes by served version.
+    a classifier's predicted classes by served version, or a regressor's predictions in a histogram by served
+    version (on the edges its model carries, the same for every version of a model: the canary compares two
+    versions' histograms, live drift the served one's with its training predictions).
 
     The histograms are labelled with the version being served (use_features) and start afresh when it
     changes: each version counts on its own edges (its training data's quantiles), so a version's series are
@@ -79,10 +83,15 @@ class TrafficMetrics:
     up to MAX_CATEGORY_LABELS a feature), else under __other__, or __missing__ when null: the labels are
     the model's, never a client's, so no request can add series.
 
-    A request only copies its rows and predicted classes (positions in its model's classes) into
-    preallocated numpy buffers. They are counted in batches, when the buffers are full (FLUSH_ROWS rows) and
-    at every scrape, so numpy's fixed cost per call (several microseconds, more than the counting itself for
-    a few rows) is paid once per batch, and a scrape still counts every request answered before it.
+    The prediction histogram, like the feature ones, is labelled with the version being served and starts
+    afresh when it changes; a prediction is counted in it only when the version that made it is the one
+    being served (a request in flight at a swap, answered by the old version, is not).
+
+    A request only copies its rows and answers (predicted classes as positions in its model's classes, or
+    predicted numbers) into preallocated numpy buffers. They are counted in batches, when the buffers are
+    full (FLUSH_ROWS rows) and at every scrape, so numpy's fixed cost per call (several microseconds, more
+    than the counting itself for a few rows) is paid once per batch, and a scrape still counts every request
+    answered before it.
     - The batch is bounded in rows, not requests: counting it holds up the requests waiting behind it
       (0.1-0.3 ms for 1,024 rows).
     - Nothing waits in Python containers: a request that left a list or a tuple behind would grow the
@@ -101,22 +110,28 @@ class TrafficMetrics:
         self.feature_edges: tuple[np.ndarray, ...] = ()
         self.version = ""  # the version being served: the histograms' `version` label
         self.classes: collections.Counter = collections.Counter()  # (version, class) -> predictions
+        self.regression = False  # the served model predicts numbers: no class counts, a prediction histogram
         self._positions = np.empty(self.FLUSH_ROWS, dtype=np.intp)
-        # (first waiting row, version, its classes): a new entry when the answering model changes
-        self._segments: list[tuple[int, str, tuple[str, ...]]] = []
+        self._predictions = np.empty(self.FLUSH_ROWS, dtype=np.float64)
+        # (first waiting row, version, its classes or None for a regressor): a new entry when the answering
+        # model changes
+        self._segments: list[tuple[int, str, tuple[str, ...] | None]] = []
         self._waiting = 0
         self._lock = threading.Lock()
         self._count_features((), ())
         self._count_categories(())
+        self._count_predictions(None)
 
     def use_features(self, features: tuple[str, ...],
                      categorical: tuple[tuple[str, tuple[str, ...]], ...] = (),
-                     edges: dict[str, tuple[float, ...]] | None = None, version: str = "") -> None:
+                     edges: dict[str, tuple[float, ...]] | None = None, version: str = "", regression: bool = False,
+                     prediction_edges: tuple[float, ...] | None = None) -> None:
         """Count values of these numeric features, on `edges` (each feature's own, from its model; None, or
         an override given to the constructor: the same edges for all), under `version` (the version being
         served: the histograms' label), and of these categorical ones by the categories given for each, from
         now on (a new version, feature set or new edges starts its histograms afresh; new categories their
-        counts)."""
+        counts). A `regression` model's predictions are counted on `prediction_edges` (its own; None: not
+        counted), a new version or new edges starting that histogram afresh; a classifier's by class."""
         per_feature = tuple(self.edges if self.override or edges is None else np.asarray(edges[f], dtype=np.float64)
                             for f in features)
         with self._lock:
@@ -125,12 +140,19 @@ class TrafficMetrics:
             # scraped): what the old version counted after Prometheus's last scrape of it (at most one
             # scrape interval of its traffic, the batch flushed here included) is never seen.
             self._flush()
-            if version != self.version or features != self.features or \
+            new_version = version != self.version
+            if new_version or features != self.features or \
                     not all(map(np.array_equal, per_feature, self.feature_edges)):
                 self.version = version
                 self._count_features(features, per_feature)
             if categorical != self.categorical:
                 self._count_categories(categorical)
+            prediction_edges = prediction_edges if regression else None
+            same_edges = (prediction_edges is None) == (self.prediction_edges is None) and \
+                (prediction_edges is None or np.array_equal(prediction_edges, self.prediction_edges))
+            if new_version or regression != self.regression or not same_edges:
+                self.regression = regression
+                self._count_predictions(prediction_edges)
 
     def _count_features(self, features: tuple[str, ...], edges: tuple[np.ndarray, ...]) -> None:
         """Bins of every feature in one flat array, each feature's slice (its edges' bins, then the +Inf one)
@@ -172,18 +194,26 @@ class TrafficMetrics:
         self._lookups = tuple(lookups)
         self._codes = np.empty((self.FLUSH_ROWS, len(lookups)), dtype=np.intp)
 
+    def _count_predictions(self, edges: tuple[float, ...] | None) -> None:
+        """A regressor's prediction histogram on `edges` (its bins, then the +Inf one), from zero; None: no
+        histogram (a classifier, or a regressor without edges)."""
+        self.prediction_edges = None if edges is None else np.asarray(edges, dtype=np.float64)
+        self.prediction_counts = np.zeros(0 if edges is None else len(edges) + 1, dtype=np.int64)
+        self.prediction_sum = 0.0
+
     def _encode(self, categorical, out: np.ndarray) -> None:
         """Each categorical column's values as counter slots, into `out` ([rows, categorical features])."""
         for j, (lookup, other) in enumerate(self._lookups):
             get = lookup.get
             out[:, j] = [get(value, other) for value in categorical[j]]
 
-    def observe(self, version: str, classes: tuple[str, ...], rows: np.ndarray, positions: np.ndarray,
+    def observe(self, version: str, classes: tuple[str, ...] | None, rows: np.ndarray, answers: np.ndarray,
                 categorical=None) -> None:
         """A request's numeric rows (NaN where a value is missing), its categorical columns (one sequence of
-        strings and None per categorical feature, or None when it has none) and its predicted classes, as
-        positions in `classes`."""
-        n = len(positions)
+        strings and None per categorical feature, or None when it has none) and its answers: a classifier's
+        predicted classes, as positions in `classes`, or (`classes` None) a regressor's predicted numbers,
+        all finite."""
+        n = len(answers)
         with self._lock:  # the feature check too: a swap to other features changes the buffers under the lock
             # A request the model just swapped out answered may have other features: its values fit no histogram.
             # One with the same features is counted in the new version's histograms, on its edges (only the
@@ -197,7 +227,7 @@ class TrafficMetrics:
                 if fits and encoded:
                     codes = np.empty((n, encoded), dtype=np.intp)
                     self._encode(categorical, codes)
-                self._count(rows if fits else None, [(version, classes, positions)], codes)
+                self._count(rows if fits else None, [(version, classes, answers)], codes)
                 return
             start, end = self._waiting, self._waiting + n
             if fits:
@@ -205,7 +235,10 @@ class TrafficMetrics:
                 if encoded:
                     self._encode(categorical, self._codes[start:end])
             self._has_values[start:end] = fits
-            self._positions[start:end] = positions
+            if classes is None:
+                self._predictions[start:end] = answers
+            else:
+                self._positions[start:end] = answers
             if not self._segments or self._segments[-1][1:] != (version, classes):
                 self._segments.append((start, version, classes))
             self._waiting = end
@@ -221,12 +254,12 @@ class TrafficMetrics:
         rows, codes, fits = self._rows[:end], self._codes[:end], self._has_values[:end]
         every = fits.all()
         self._count(rows if every else rows[fits],
-                    [(version, classes, self._positions[start:stop])
+                    [(version, classes, (self._predictions if classes is None else self._positions)[start:stop])
                      for (start, version, classes), stop in zip(self._segments, bounds, strict=True)],
                     (codes if every else codes[fits]) if self._lookups else None)
         self._waiting, self._segments = 0, []
 
-    def _count(self, rows: np.ndarray | None, segments: list[tuple[str, tuple[str, ...], np.ndarray]],
+    def _count(self, rows: np.ndarray | None, segments: list[tuple[str, tuple[str, ...] | None, np.ndarray]],
                codes: np.ndarray | None = None) -> None:
         if rows is not None and len(rows):
             # einsum adds the columns in one pass: rows.sum(axis=0) takes 13 us of a 1,024-row batch, this 5 us
@@ -251,8 +284,14 @@ class TrafficMetrics:
             self.sums += sums
         if codes is not None and codes.size:
             self.category_counts += np.bincount(codes.ravel(), minlength=self.category_counts.size)
-        for version, classes, positions in segments:
-            for cls, count in zip(classes, np.bincount(positions, minlength=len(classes)).tolist(), strict=False):
+        for version, classes, answers in segments:
+            if classes is None:  # a regressor's predictions: in the histogram of the version they were made by
+                if self.prediction_edges is not None and version == self.version:
+                    self.prediction_counts += np.bincount(np.searchsorted(self.prediction_edges, answers, side="left"),
+                                                          minlength=self.prediction_counts.size)
+                    self.prediction_sum += float(answers.sum())
+                continue
+            for cls, count in zip(classes, np.bincount(answers, minlength=len(classes)).tolist(), strict=False):
                 if count:
                     self.classes[version, cls] += count
 
@@ -261,8 +300,10 @@ class TrafficMetrics:
             self._flush()
             counts, sums, classes = self.counts.copy(), self.sums.copy(), dict(self.classes)
             features, edges, offsets, missing = self.features, self.feature_edges, self.offsets, self.missing.tolist()
-            version = self.version
+            version, regression = self.version, self.regression
             category_labels, category_counts = self.category_labels, self.category_counts.tolist()
+            prediction_edges, prediction_counts = self.prediction_edges, self.prediction_counts.copy()
+            prediction_sum = self.prediction_sum
         values = HistogramMetricFamily("mlserving_feature_value", "Feature values of live traffic by served version "
                                        "(numeric features, on the version's own edges; missing values are in "
                                        "mlserving_feature_missing)", labels=["model", "version", "feature"])
@@ -275,11 +316,21 @@ class TrafficMetrics:
             values.add_metric([self.model, version, feature], list(zip(labels[key], cumulative.tolist(), strict=True)),
                               sum_value=float(sums[i]))
         yield values
-        predicted = CounterMetricFamily("mlserving_predicted_class", "Predicted classes",
-                                        labels=["model", "version", "predicted_class"])
-        for (version, cls), count in classes.items():
-            predicted.add_metric([self.model, version, cls], count)
-        yield predicted
+        if not regression:
+            predicted = CounterMetricFamily("mlserving_predicted_class", "A classification model's predictions by "
+                                            "predicted class and the version that made them",
+                                            labels=["model", "version", "predicted_class"])
+            for (answered_by, cls), count in classes.items():
+                predicted.add_metric([self.model, answered_by, cls], count)
+            yield predicted
+        if prediction_edges is not None:
+            prediction = HistogramMetricFamily("mlserving_prediction", "A regression model's predictions by served "
+                                               "version, on the edges its model carries (prediction_buckets.json, "
+                                               "the same for every version of the model)", labels=["model", "version"])
+            labels = [le_label(e) for e in prediction_edges.tolist()] + ["+Inf"]
+            prediction.add_metric([self.model, version], list(zip(labels, np.cumsum(prediction_counts).tolist(),
+                                                                  strict=True)), sum_value=prediction_sum)
+            yield prediction
         categories = CounterMetricFamily(
             "mlserving_feature_category", f"Categorical feature values of live traffic by category: the ones the "
             f"model knows, {OTHER_CATEGORY} for any other, {MISSING_CATEGORY} for a missing value",
@@ -304,14 +355,17 @@ class ModelMetrics:
 
     def serving(self, version: str, run_id: str, features: tuple[str, ...], previous: tuple[str, str] | None,
                 categorical: tuple[tuple[str, tuple[str, ...]], ...] = (),
-                edges: dict[str, tuple[float, ...]] | None = None) -> None:
+                edges: dict[str, tuple[float, ...]] | None = None, regression: bool = False,
+                prediction_edges: tuple[float, ...] | None = None) -> None:
         """`features`: the numeric features; `categorical`: each categorical feature with its known categories;
-        `edges`: each numeric feature's histogram edges from its model (None: the global ones)."""
+        `edges`: each numeric feature's histogram edges from its model (None: the global ones); `regression`:
+        the model predicts numbers, counted on `prediction_edges` (its own; None: not counted)."""
         if previous is not None:
             MODEL_INFO.labels(self.model, previous[0], previous[1]).set(0)
         MODEL_INFO.labels(self.model, version, run_id).set(1)
-        self.traffic.use_features(features, categorical, edges, version)
+        self.traffic.use_features(features, categorical, edges, version, regression, prediction_edges)
 
-    def observe(self, version: str, classes: tuple[str, ...], rows: np.ndarray, positions: np.ndarray,
+    def observe(self, version: str, classes: tuple[str, ...] | None, rows: np.ndarray, answers: np.ndarray,
                 categorical=None) -> None:
-        self.traffic.observe(version, classes, rows, positions, categorical)
+        """A classifier's answers as positions in `classes`, a regressor's (`classes` None) as its numbers."""
+        self.traffic.observe(version, classes, rows, answers, categorical)

@@ -7,11 +7,19 @@ loaded and passed a test prediction) never changes a request in flight.
 A model whose inputs are all numeric and accept no missing value takes the float-array path (rows_from_v2,
 the benchmarked one); any other (categorical features, missing values) a Batch (batch_from_v2), which its
 LoadedModel turns into the DataFrame the model was fitted on.
+
+A classifier answers with its predicted labels (a BYTES tensor; v1: the labels), a regressor with its predicted
+numbers (an FP64 tensor; v1: the numbers), in the one output, named "predictions" for either kind (KServe's
+own sklearn server, too, names the two kinds' outputs alike: kserve.utils.get_predict_response's "output-0",
+with the datatype of the numpy answer, FP64 for a regressor). A regressor's prediction that is not a finite
+number (NaN, infinity: JSON has no such number) fails the request as a server error naming the rows, never an
+answer of null.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
@@ -107,21 +115,39 @@ class RegistryModel(Model):
         self.metrics.serving(model.version, model.run_id, spec.numeric_names,
                              (previous.version, previous.run_id) if previous else None,
                              tuple((name, model.categories.get(name, ())) for name in spec.categorical_names),
-                             model.feature_buckets)
+                             model.feature_buckets, model.regression, model.prediction_buckets)
         self._row_bytes = row_bytes(spec)
         self._active = model
 
-    def _labels(self, active: LoadedModel, rows: np.ndarray | Batch) -> list:
+    def _predictions(self, active: LoadedModel, rows: np.ndarray | Batch) -> list:
+        """The predicted labels (a classifier) or numbers (a regressor), counted in the traffic metrics."""
         try:
-            positions = active.class_positions(rows)
+            answers = active.predictor(rows)
         except Exception as exc:
             log.exception("%s v%s failed to predict", self.name, active.version)
             raise InferenceError(f"model {self.name} version {active.version} failed to predict: {exc}") from exc
+        # the metrics take a classifier's positions in its classes, a regressor's numbers (classes None)
+        classes = None if active.regression else active.classes
+        if classes is None:
+            self._check_finite(active, answers)
         if type(rows) is Batch:
-            self.metrics.observe(active.version, active.classes, rows.numeric, positions, rows.categorical)
+            self.metrics.observe(active.version, classes, rows.numeric, answers, rows.categorical)
         else:
-            self.metrics.observe(active.version, active.classes, rows, positions)
-        return active.class_values[positions].tolist()
+            self.metrics.observe(active.version, classes, rows, answers)
+        return answers.tolist() if classes is None else active.class_values[answers].tolist()
+
+    def _check_finite(self, active: LoadedModel, predictions: np.ndarray) -> None:
+        """A regressor's predictions must all be finite numbers: JSON has no NaN or infinity (orjson would
+        write null), and a client must not mistake one for an answer. One reduction in the usual case, as the
+        inputs' check (a sum is finite when every value is, or it overflowed: look then)."""
+        if math.isfinite(predictions.sum()) or (finite := np.isfinite(predictions)).all():
+            return
+        rows = np.flatnonzero(~finite)
+        log.error("%s v%s predicted %d non-finite value(s), in row(s) %s", self.name, active.version, rows.size,
+                  rows[:10].tolist())
+        raise InferenceError(f"model {self.name} version {active.version} predicted a value that is not a finite "
+                             f"number (NaN or infinity) for row(s) {rows[:10].tolist()} of the request; no answer "
+                             "is sent for it")
 
     def _v2_rows(self, active: LoadedModel, tensors: list) -> np.ndarray | Batch:
         if active.spec.plain:
@@ -134,21 +160,21 @@ class RegistryModel(Model):
         rows = self._v2_rows(active, tensors)
         started = time.perf_counter()  # not the histogram's time() context manager: it costs twice as much
         try:
-            labels = self._labels(active, rows)
+            predictions = self._predictions(active, rows)
         finally:
             self._predict_timer.observe(time.perf_counter() - started)
-        return self._v2_response(active, labels, request_id)
+        return self._v2_response(active, predictions, request_id)
 
     def predict(self, payload, headers=None):
         """KServe's path (v1 REST, and v2 when called through KServe's data plane)."""
         active = self._active
         if isinstance(payload, InferRequest):
             rows = self._v2_rows(active, payload.inputs)
-            doc = self._v2_response(active, self._labels(active, rows), payload.id)
+            doc = self._v2_response(active, self._predictions(active, rows), payload.id)
             # KServe encodes binary outputs when the response says the request asked for them (as its
             # own get_predict_response passes them on); InferResponse.from_rest would drop that.
             outputs = [InferOutput(name=o["name"], shape=o["shape"], datatype=o["datatype"], data=o["data"],
-                                   parameters=o["parameters"]) for o in doc["outputs"]]
+                                   parameters=o.get("parameters")) for o in doc["outputs"]]
             return InferResponse(response_id=doc["id"], model_name=doc["model_name"],
                                  model_version=doc["model_version"], parameters=doc["parameters"],
                                  infer_outputs=outputs, use_binary_outputs=payload.use_binary_outputs,
@@ -157,15 +183,17 @@ class RegistryModel(Model):
             rows = rows_from_v1(payload, active.features, self.max_rows)
         else:
             rows = batch_from_v1(payload, active.spec, self.max_rows)
-        return {"predictions": self._labels(active, rows), "model_version": active.version}
+        return {"predictions": self._predictions(active, rows), "model_version": active.version}
 
-    def _v2_response(self, active: LoadedModel, labels: list, request_id: str | None) -> dict:
-        """The one v2 answer: predicted labels as a BYTES tensor, the version that answered, its run id
-        (`parameters` must be an object per the OIP spec, where KServe's own would send null)."""
+    def _v2_response(self, active: LoadedModel, predictions: list, request_id: str | None) -> dict:
+        """The one v2 answer: predicted labels as a BYTES tensor (a regressor's numbers as an FP64 one), the
+        version that answered, its run id (`parameters` must be an object per the OIP spec, where KServe's own
+        would send null)."""
+        output = {"name": "predictions", "shape": [len(predictions)], "datatype": "FP64", "data": predictions} \
+            if active.regression else {"name": "predictions", "shape": [len(predictions)], "datatype": "BYTES",
+                                       "parameters": {"content_type": "str"}, "data": predictions}
         return {"model_name": self.name, "model_version": active.version, "id": request_id or new_request_id(),
-                "parameters": {"run_id": active.run_id},
-                "outputs": [{"name": "predictions", "shape": [len(labels)], "datatype": "BYTES",
-                             "parameters": {"content_type": "str"}, "data": labels}]}
+                "parameters": {"run_id": active.run_id}, "outputs": [output]}
 
     def get_input_types(self) -> list[dict]:
         """One [N] tensor per feature: FP64 for a numeric one (FP16 and FP32 are accepted too), BYTES for a
@@ -175,13 +203,14 @@ class RegistryModel(Model):
                 for f, categorical in zip(spec.features, spec.categorical, strict=True)]
 
     def get_output_types(self) -> list[dict]:
-        return [{"name": "predictions", "datatype": "BYTES", "shape": [-1]}]
+        """One [N] tensor: the predicted labels (BYTES), or a regressor's predicted numbers (FP64)."""
+        return [{"name": "predictions", "datatype": "FP64" if self._active.regression else "BYTES", "shape": [-1]}]
 
     def metadata(self) -> dict:
         active = self._active
         spec = active.spec
         parameters = {"registry_version": active.version, "run_id": active.run_id, "model_uri": active.model_uri,
-                      "classes": list(active.classes),
+                      **({"task": "regression"} if active.regression else {"classes": list(active.classes)}),
                       "nullable_inputs": [f for f, n in zip(spec.features, spec.nullable, strict=True) if n]}
         if not spec.categorical_names:  # one matrix can carry only numbers
             parameters["matrix_input"] = f"[N,{len(active.features)}] FP32/FP64, columns in input order"
