@@ -18,9 +18,10 @@ run's logical date, so backfills replay past partitions):
    `live_drift_window` (and a `prometheus_default` connection) also the drift of the traffic the model
    server answered in that window, from its feature histograms in Prometheus (no labels needed).
 4. **decide_retraining** (a BranchPythonOperator): retrain when there is no champion, the champion's
-   score on the batch in the file's metric is below `metric_threshold` (default: the file's `metric.min`),
-   the drifted-feature share of the batch or of live traffic is above `drift_limit`, or `force_retrain`;
-   the task log and its `reasons` XCom say which of these held. Otherwise **no_retraining**.
+   score on the batch in the file's metric is past `metric_threshold` (default: the file's bound; below its
+   `metric.min` for a metric better higher, accuracy or r2; above its `metric.max` for one better lower,
+   rmse, mae or mape), the drifted-feature share of the batch or of live traffic is above `drift_limit`, or
+   `force_retrain`; the task log and its `reasons` XCom say which of these held. Otherwise **no_retraining**.
 5. **training.train**: a Kubeflow Pipelines run (kfp.local on the local target) trains a challenger and
    compares it with the champion; **training.check_decision** (a BranchPythonOperator) sends a promote
    to **training.approve_promotion**, and on approval to **training.register**, which registers the
@@ -31,9 +32,10 @@ run's logical date, so backfills replay past partitions):
 6. **deploy**: the champion goes behind the KServe model server (smoke-tested; on failure the previous
    version is served again, the task fails and **roll_back_champion** moves the alias back, recorded).
    With `canary_percent` above 0 a new champion first serves that share of the requests for
-   `canary_minutes`, and Prometheus's view of both versions (errors, p99 latency, predicted-class mix)
-   promotes it or rolls it back: a verdict, not a failure (the previous version kept serving), so
-   deploy succeeds, `roll_back_champion` moves the alias back and the `CanaryRolledBack` alert fires.
+   `canary_minutes`, and Prometheus's view of both versions (errors, p99 latency, predicted-class mix or,
+   for a regression model, the KS distance of the prediction distributions) promotes it or rolls it back:
+   a verdict, not a failure (the previous version kept serving), so deploy succeeds, `roll_back_champion`
+   moves the alias back and the `CanaryRolledBack` alert fires.
    The verdict and its evidence are on the model version, the task's `canary` XCom and the report.
 7. **report**: what the run did (`skipped`, `keep`, `rejected`, `promote`, `rolled_back`,
    `already_registered`, `superseded`) and the registry's champion, as metrics on the Prometheus
@@ -96,6 +98,10 @@ START = datetime(2026, 11, 1, tzinfo=UTC)
 FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
 FLAG = {"type": "boolean"}
 POSITIVE = {"type": "number", "exclusiveMinimum": 0}
+AT_MOST_ONE = {"type": "number", "maximum": 1}
+# metric_threshold's schema by the metric: a classification metric is a fraction; r2 is at most 1 and may be
+# negative; rmse, mae and mape (a fraction, with no upper bound) are positive.
+THRESHOLD_SCHEMAS = {"r2": AT_MOST_ONE, "rmse": POSITIVE, "mae": POSITIVE, "mape": POSITIVE}
 
 
 def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
@@ -107,6 +113,8 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
     # the stage as written, not be rendered by Jinja.
     dataset_file = {"dataset_content": literal(entry.text), "dataset_name": dataset.name}
     canary = dataset.canary
+    # the file's bound: metric.min (retrain below it) for a metric better higher, metric.max (above it) for lower
+    at_least, below = ("at least", "below") if dataset.metric_direction == "higher" else ("at most", "above")
     target = settings.target  # which operators the tasks are: read once per parse, not once per task
     with DAG(
         dag_id=entry.dag_id,
@@ -118,8 +126,8 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
         # deploying) is, per task (max_active_tis_per_dag below). Backfills pass --max-active-runs 1, since
         # each day's decision depends on the champion the day before left. Airflow allows @continuous one run.
         max_active_runs=1 if dataset.schedule == "@continuous" else 4,
-        doc_md=f"**Dataset file** `{entry.path.name}`: model `{model}`, {dataset.metric} at least "
-               f"{dataset.metric_min}, `{dataset.estimator}`.\n\n{__doc__}",
+        doc_md=f"**Dataset file** `{entry.path.name}`: model `{model}` ({dataset.task}), {dataset.metric} "
+               f"{at_least} {dataset.metric_threshold}, `{dataset.estimator}`.\n\n{__doc__}",
         tags=list(dict.fromkeys(["mlops", "continuous-training", model, *dataset.tags])),
         user_defined_macros={"prometheus_url": prometheus_url},
         # Each DAG is registered by name below, once it is whole (a DAG that fails half-built is not).
@@ -142,10 +150,11 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
                                name="batch_late",
                                callback=AsyncCallback(AlertmanagerNotifier, kwargs=batch_late_kwargs())),
         params={
-            "metric_threshold": Param(dataset.metric_min, schema=FRACTION,
+            "metric_threshold": Param(dataset.metric_threshold,
+                                      schema=THRESHOLD_SCHEMAS.get(dataset.metric, FRACTION),
                                       description=f"Retrain when the champion's {dataset.metric} on the fresh batch "
-                                                  f"is below this (the dataset file's metric.min: "
-                                                  f"{dataset.metric_min})."),
+                                                  f"is {below} this (the dataset file's metric.{dataset.metric_bound}: "
+                                                  f"{dataset.metric_threshold})."),
             "drift_limit": Param(0.5, schema=FRACTION,
                                  description="Retrain when more than this share of features has drifted."),
             "force_retrain": Param(False, schema=FLAG, description="Retrain whatever detection says."),
@@ -205,8 +214,8 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
             "prometheus_url": "{{ prometheus_url() }}"})
         decide_retraining = BranchPythonOperator(
             task_id="decide_retraining", python_callable=choose_retraining,
-            op_kwargs={"detect": detect_degradation.output, "metric": dataset.metric, "retrain": "training.train",
-                       "keep": "no_retraining"})
+            op_kwargs={"detect": detect_degradation.output, "metric": dataset.metric,
+                       "direction": dataset.metric_direction, "retrain": "training.train", "keep": "no_retraining"})
         no_retraining = EmptyOperator(task_id="no_retraining")
 
         with TaskGroup("training", tooltip="KFP training run, then registration on promote"):
@@ -228,8 +237,8 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
             approve_promotion >> [register, promotion_rejected]
 
         deploy = deploy_task(task_id="deploy", model_name=model, canary_percent="{{ params.canary_percent }}",
-                             canary_minutes="{{ params.canary_minutes }}", max_active_tis_per_dag=1,
-                             target=target)
+                             canary_minutes="{{ params.canary_minutes }}", regression=dataset.regression,
+                             max_active_tis_per_dag=1, target=target)
         # After every deploy that ran (failed on the model, or succeeded with a rolled-back canary), acting
         # only on the plan deploy recorded; an upstream_failed deploy is not skipped either: no plan, it skips.
         roll_back_champion = stage_task(
@@ -241,6 +250,7 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
         report = ReportOperator(
             task_id="report", model_name=model, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
             batch_task=wait_for_batch.task_id, detect_task=detect_degradation.task_id,
+            metric_direction=dataset.metric_direction,
             retraining=(decide_retraining.task_id, train.task_id),
             promotion=(check_decision.task_id, approve_promotion.task_id, register.task_id),
             deploy_task=deploy.task_id)

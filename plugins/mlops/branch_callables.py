@@ -11,10 +11,17 @@ import logging
 log = logging.getLogger(__name__)
 
 
+def past_threshold(score: float, metric_threshold: float, direction: str = "higher") -> bool:
+    """Whether a score is past the threshold on the wrong side: below it for a metric better `higher`
+    (accuracy, r2), above it for one better `lower` (rmse, mae, mape). At the threshold is fine."""
+    return score > metric_threshold if direction == "lower" else score < metric_threshold
+
+
 def retraining_reasons(detect: dict, metric_threshold: float, drift_limit: float, force: bool,
-                       metric: str = "accuracy") -> list[str]:
+                       metric: str = "accuracy", direction: str = "higher") -> list[str]:
     """Why the champion must be retrained; empty when it is fine. `metric` is the one the dataset file holds
-    its model to (higher is better for each), read from detection's `fresh_metrics`."""
+    its model to, read from detection's `fresh_metrics`; `direction` where it is better (higher | lower),
+    so the threshold is a minimum or a maximum."""
     reasons = []
     if force:
         reasons.append("force_retrain is set")
@@ -22,8 +29,11 @@ def retraining_reasons(detect: dict, metric_threshold: float, drift_limit: float
         reasons.append("there is no champion")
         return reasons
     score = (detect.get("fresh_metrics") or {}).get(metric)
-    if score is not None and score < metric_threshold:
-        reasons.append(f"fresh {metric} {score:.4f} < threshold {metric_threshold}")
+    if score is not None and past_threshold(score, metric_threshold, direction):
+        if direction == "lower":  # rmse, mae: in the label's unit, any scale: significant digits
+            reasons.append(f"fresh {metric} {score:.4g} > threshold {metric_threshold:g}")
+        else:
+            reasons.append(f"fresh {metric} {score:.4f} < threshold {metric_threshold}")
     drift = (detect.get("drift") or {}).get("share_drifted")
     if drift is not None and drift > drift_limit:
         reasons.append(f"drifted feature share {drift:.2f} > limit {drift_limit}")
@@ -34,19 +44,20 @@ def retraining_reasons(detect: dict, metric_threshold: float, drift_limit: float
     return reasons
 
 
-def choose_retraining(detect: dict, params: dict, retrain: str, keep: str, ti=None, metric: str = "accuracy") -> str:
+def choose_retraining(detect: dict, params: dict, retrain: str, keep: str, ti=None, metric: str = "accuracy",
+                      direction: str = "higher") -> str:
     """`retrain` when detection's result calls for it under the run's Params (`metric_threshold` applies to
-    the dataset's `metric`), else `keep`; the reasons are also the task's XCom `reasons` (the report shows
-    them)."""
+    the dataset's `metric`, a minimum or a maximum by its `direction`), else `keep`; the reasons are also the
+    task's XCom `reasons` (the report shows them)."""
     reasons = retraining_reasons(detect, float(params["metric_threshold"]), float(params["drift_limit"]),
-                                 bool(params["force_retrain"]), metric)
+                                 bool(params["force_retrain"]), metric, direction)
     if ti is not None:
         ti.xcom_push(key="reasons", value=reasons)
     if reasons:
         log.info("retraining: %s", "; ".join(reasons))
         return retrain
-    log.info("no retraining (%s threshold %s, drift limit %s): %s", metric, params["metric_threshold"],
-             params["drift_limit"], detect.get("reason"))
+    log.info("no retraining (%s %s %s, drift limit %s): %s", metric, "maximum" if direction == "lower" else "minimum",
+             params["metric_threshold"], params["drift_limit"], detect.get("reason"))
     return keep
 
 

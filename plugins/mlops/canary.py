@@ -6,8 +6,13 @@ the stable and the canary version, as the model servers export them:
 - latency: KServe's `request_predict_seconds` histogram, which has no version label: each server's
   buckets are given the version that server serves now by joining on `instance` with
   `mlserving_model_info{version} == 1`;
-- the predicted-class mix: `mlserving_predicted_class_total{model, version, predicted_class}`, compared
-  as the total variation distance between the two versions' class shares (0: the same mix, 1: disjoint).
+- a classification model's predicted-class mix: `mlserving_predicted_class_total{model, version,
+  predicted_class}`, compared as the total variation distance between the two versions' class shares (0: the
+  same mix, 1: disjoint);
+- a regression model's prediction distribution: the histogram `mlserving_prediction_bucket{model, version, le}`
+  (the same edges for every version of a model), compared in PromQL as the Kolmogorov-Smirnov distance between
+  the two versions' binned distributions: the largest gap between their cumulative bucket shares over the
+  window (0: the same distribution, 1: disjoint). The deploy knows the task from the dataset file.
 
 Too little canary traffic decides nothing: the verdict is `wait` until the deadline, then `rollback`
 (a canary is never promoted blind).
@@ -26,13 +31,15 @@ class CanaryPolicy:
     max_error_ratio: float = 0.01  # canary requests answered with a server error
     max_p99_seconds: float = 0.1  # canary predict latency, 99th percentile
     max_class_divergence: float = 0.25  # total variation distance of the predicted-class mixes
+    max_prediction_ks: float = 0.25  # regression: KS distance of the prediction histograms
     min_requests: int = 100  # canary requests in the window before anything is decided
 
     @classmethod
     def from_settings(cls, settings) -> CanaryPolicy:
         """The thresholds of `[mlops]` (mlops.settings.MlopsSettings)."""
         return cls(max_error_ratio=settings.canary_max_error_ratio, max_p99_seconds=settings.canary_max_p99_ms / 1000,
-                   max_class_divergence=settings.canary_max_class_divergence, min_requests=settings.canary_min_requests)
+                   max_class_divergence=settings.canary_max_class_divergence,
+                   max_prediction_ks=settings.canary_max_prediction_ks, min_requests=settings.canary_min_requests)
 
 
 def window_since(started: float, now: float) -> str:
@@ -40,17 +47,33 @@ def window_since(started: float, now: float) -> str:
     return f"{max(30, int(now - started) + 1)}s"
 
 
-def queries(model: str, version: str, window: str) -> dict[str, str]:
-    """The PromQL for one version over the window."""
+def queries(model: str, version: str, window: str, regression: bool = False) -> dict[str, str]:
+    """The PromQL for one version over the window: a classification model's class counts, or a regression
+    model's cumulative prediction shares per bucket edge (`le`)."""
     served = f'model="{model}",version="{version}"'
-    return {
+    promql = {
         "requests": f"sum(increase(mlserving_requests_total{{{served}}}[{window}]))",
         "server_errors": f'sum(increase(mlserving_requests_total{{{served},outcome="server_error"}}[{window}]))',
         "p99_seconds": (f"histogram_quantile(0.99, sum by (le) (increase(request_predict_seconds_bucket"
                         f'{{model_name="{model}"}}[{window}]) * on (instance) group_left () '
                         f"(mlserving_model_info{{{served}}} == 1)))"),
-        "classes": f"sum by (predicted_class) (increase(mlserving_predicted_class_total{{{served}}}[{window}]))",
     }
+    if regression:
+        promql["prediction_shares"] = (f"sum by (le) (increase(mlserving_prediction_bucket{{{served}}}[{window}])) / "
+                                       f"scalar(sum(increase(mlserving_prediction_count{{{served}}}[{window}])))")
+    else:
+        promql["classes"] = (f"sum by (predicted_class) (increase(mlserving_predicted_class_total{{{served}}}"
+                             f"[{window}]))")
+    return promql
+
+
+def prediction_ks_query(model: str, stable: str, canary: str, window: str) -> str:
+    """The KS distance between two versions' prediction histograms, in PromQL: the largest absolute difference,
+    over the bucket edges, of their cumulative shares (both versions have the same edges, so `le` matches)."""
+    def shares(version: str) -> str:
+        return queries(model, version, window, regression=True)["prediction_shares"]
+
+    return f"max(abs(({shares(stable)}) - ({shares(canary)})))"
 
 
 def class_divergence(stable: dict[str, float], canary: dict[str, float]) -> float | None:
@@ -62,9 +85,11 @@ def class_divergence(stable: dict[str, float], canary: dict[str, float]) -> floa
     return 0.5 * sum(abs(stable.get(c, 0) / stable_total - canary.get(c, 0) / canary_total) for c in classes)
 
 
-def measure(query: Callable[[str], list[dict]], model: str, stable: str, canary: str, window: str) -> dict:
+def measure(query: Callable[[str], list[dict]], model: str, stable: str, canary: str, window: str,
+            regression: bool = False) -> dict:
     """The evidence: each version's figures and the PromQL that gave them. `query` runs an instant query
-    and returns Prometheus's result vector."""
+    and returns Prometheus's result vector. A regression model's evidence has `prediction_ks` (and each
+    version's cumulative prediction shares) where a classification model's has `class_divergence`."""
     def scalar(promql: str) -> float | None:
         result = query(promql)
         value = float(result[0]["value"][1]) if result else None
@@ -72,24 +97,34 @@ def measure(query: Callable[[str], list[dict]], model: str, stable: str, canary:
 
     evidence = {"window": window, "versions": {"stable": stable, "canary": canary}, "queries": {}}
     for role, version in (("stable", stable), ("canary", canary)):
-        promql = queries(model, version, window)
+        promql = queries(model, version, window, regression)
         requests, errors = scalar(promql["requests"]) or 0.0, scalar(promql["server_errors"]) or 0.0
         evidence[role] = {
             "requests": round(requests, 1),
             "error_ratio": errors / requests if requests else None,
             "p99_seconds": scalar(promql["p99_seconds"]),
-            "classes": {r["metric"].get("predicted_class", ""): float(r["value"][1]) for r in query(promql["classes"])},
         }
+        if regression:
+            evidence[role]["prediction_shares"] = {r["metric"].get("le", ""): float(r["value"][1])
+                                                   for r in query(promql["prediction_shares"])}
+        else:
+            evidence[role]["classes"] = {r["metric"].get("predicted_class", ""): float(r["value"][1])
+                                         for r in query(promql["classes"])}
         evidence["queries"][role] = promql
-    evidence["class_divergence"] = class_divergence(evidence["stable"]["classes"], evidence["canary"]["classes"])
+    if regression:
+        evidence["queries"]["prediction_ks"] = prediction_ks_query(model, stable, canary, window)
+        evidence["prediction_ks"] = scalar(evidence["queries"]["prediction_ks"])
+    else:
+        evidence["class_divergence"] = class_divergence(evidence["stable"]["classes"], evidence["canary"]["classes"])
     return evidence
 
 
 def verdict(evidence: dict, policy: CanaryPolicy, window_over: bool, deadline_passed: bool) -> tuple[str, str]:
     """(promote | rollback | wait, why). Nothing is judged on fewer than `min_requests` canary requests:
     until then it waits, and at the deadline rolls back. With enough, a breach rolls back at once; a
-    promotion needs the whole window."""
-    canary, divergence = evidence["canary"], evidence["class_divergence"]
+    promotion needs the whole window. The third check is the class mix's, or for a regression model's
+    evidence (it has `prediction_ks`) the prediction distribution's."""
+    canary, divergence, ks = evidence["canary"], evidence.get("class_divergence"), evidence.get("prediction_ks")
     if canary["requests"] < policy.min_requests:
         if deadline_passed:
             return ROLLBACK, (f"too little canary traffic to judge: {canary['requests']:.0f} requests in the "
@@ -104,11 +139,15 @@ def verdict(evidence: dict, policy: CanaryPolicy, window_over: bool, deadline_pa
     if divergence is not None and divergence > policy.max_class_divergence:
         breaches.append(f"predicted-class mix differs from the stable version's by {divergence:.2f} "
                         f"(total variation) > {policy.max_class_divergence}")
+    if ks is not None and ks > policy.max_prediction_ks:
+        breaches.append(f"prediction distribution differs from the stable version's by KS {ks:.2f} > "
+                        f"{policy.max_prediction_ks}")
     if breaches:
         return ROLLBACK, "; ".join(breaches)
     if not window_over:
         return WAIT, "healthy so far; the canary window is not over"
     p99 = f"{canary['p99_seconds'] * 1000:.1f} ms" if canary["p99_seconds"] is not None else "n/a"
     mix = f", class-mix divergence {divergence:.2f}" if divergence is not None else ""
+    mix += f", prediction distribution KS {ks:.2f}" if ks is not None else ""
     return PROMOTE, (f"healthy over {canary['requests']:.0f} canary requests: error ratio "
                      f"{canary['error_ratio'] or 0:.2%}, p99 predict latency {p99}{mix}")

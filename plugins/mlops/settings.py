@@ -83,6 +83,11 @@ class MlopsSettings:
     canary_max_class_divergence: float = option(0.25, "the total variation distance between the canary's and the "
                                                       "stable version's predicted-class mixes above which it is "
                                                       "rolled back")
+    canary_max_prediction_ks: float = option(0.25, "a regression model's canary: the Kolmogorov-Smirnov distance "
+                                                   "between its and the stable version's prediction histograms "
+                                                   "(the largest gap between their cumulative shares) above which "
+                                                   "it is rolled back; at `canary_min_requests` = 100, chance alone "
+                                                   "passes 0.25 with p < 0.001 (docs/canary.md)")
     canary_poll_seconds: float = option(15.0, "how often the canary's metrics are read from Prometheus")
 
     def __post_init__(self):

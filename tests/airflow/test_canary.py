@@ -1,9 +1,13 @@
 """The canary's verdict (mlops.canary): its PromQL, run by a real Prometheus on what two model servers
 export, one serving the stable version and one the canary. The exporters speak the metric names and
 labels the model server's own tests pin (tests/serving/test_endpoints.py: mlserving_requests_total,
-mlserving_predicted_class_total, mlserving_model_info, KServe's request_predict_seconds)."""
+mlserving_predicted_class_total, mlserving_model_info, KServe's request_predict_seconds); a regression
+model's server exports the histogram mlserving_prediction_bucket{model, version, le} instead of the
+predicted classes, with the same edges for every version."""
 
 from __future__ import annotations
+
+import bisect
 
 import pytest
 
@@ -13,24 +17,46 @@ from tests import support
 
 LATENCY_EDGES = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 CLASSES = ("setosa", "versicolor", "virginica")
-POLICY = CanaryPolicy(max_error_ratio=0.01, max_p99_seconds=0.1, max_class_divergence=0.25, min_requests=100)
+PREDICTION_EDGES = (50.0, 100.0, 150.0, 200.0, 250.0, 300.0, 350.0)  # a regression model's, as its versions share
+POLICY = CanaryPolicy(max_error_ratio=0.01, max_p99_seconds=0.1, max_class_divergence=0.25, max_prediction_ks=0.25,
+                      min_requests=100)
 
 
 class Traffic:
-    """One model's counters on one server: what it answered, how fast, what it predicted."""
+    """One model's counters on one server: what it answered, how fast, what it predicted (a class, or for a
+    regression model a number, counted in its histogram's buckets)."""
 
-    def __init__(self):
+    def __init__(self, regression: bool = False):
         self.ok = self.errors = 0
+        self.regression, self.predicted_sum = regression, 0.0
         self.latency = [0] * (len(LATENCY_EDGES) + 1)  # per bucket, the last above every edge
         self.classes = dict.fromkeys(CLASSES, 0)
+        self.predicted = [0] * (len(PREDICTION_EDGES) + 1)  # per bucket, the last above every edge
 
-    def answer(self, requests: int, errors: int = 0, seconds: float = 0.004, mix=(1, 1, 1)):
-        self.ok += requests - errors
+    def answer(self, requests: int, errors: int = 0, seconds: float = 0.004, mix=(1, 1, 1),
+               predictions: tuple[float, float] = (100.0, 250.0)):
+        """`predictions`: a regression model's answers, spread evenly over this range."""
+        answered = requests - errors
+        self.ok += answered
         self.errors += errors
         slot = next((i for i, edge in enumerate(LATENCY_EDGES) if seconds <= edge), len(LATENCY_EDGES))
-        self.latency[slot] += requests - errors
+        self.latency[slot] += answered
+        if self.regression:
+            low, high = predictions
+            for i in range(answered):
+                value = low + (high - low) * (i + 0.5) / answered
+                self.predicted[bisect.bisect_left(PREDICTION_EDGES, value)] += 1  # the first edge >= value (le)
+                self.predicted_sum += value
+            return
         for cls, share in zip(CLASSES, mix, strict=True):
-            self.classes[cls] += round((requests - errors) * share / sum(mix))
+            self.classes[cls] += round(answered * share / sum(mix))
+
+    def cumulative_shares(self) -> list[float]:
+        total, running, shares = sum(self.predicted), 0, []
+        for count in self.predicted:
+            running += count
+            shares.append(running / total)
+        return shares
 
 
 class ModelServerMetrics:
@@ -41,8 +67,8 @@ class ModelServerMetrics:
         self.server = support.TextServer(self.exposition)
         self.target = self.server.address
 
-    def traffic(self, model: str) -> Traffic:
-        return self.models.setdefault(model, Traffic())
+    def traffic(self, model: str, regression: bool = False) -> Traffic:
+        return self.models.setdefault(model, Traffic(regression))
 
     def exposition(self) -> str:
         lines = []
@@ -51,8 +77,16 @@ class ModelServerMetrics:
             lines += [f'mlserving_requests_total{{{served},outcome="ok"}} {t.ok}',
                       f'mlserving_requests_total{{{served},outcome="server_error"}} {t.errors}',
                       f'mlserving_model_info{{{served},run_id="run-{self.version}"}} 1']
-            lines += [f'mlserving_predicted_class_total{{{served},predicted_class="{c}"}} {n}'
-                      for c, n in t.classes.items()]
+            if t.regression:  # a histogram of the predictions, no predicted classes
+                running = 0
+                for edge, count in zip([*map(str, PREDICTION_EDGES), "+Inf"], t.predicted, strict=True):
+                    running += count
+                    lines.append(f'mlserving_prediction_bucket{{{served},le="{edge}"}} {running}')
+                lines += [f"mlserving_prediction_count{{{served}}} {running}",
+                          f"mlserving_prediction_sum{{{served}}} {t.predicted_sum}"]
+            else:
+                lines += [f'mlserving_predicted_class_total{{{served},predicted_class="{c}"}} {n}'
+                          for c, n in t.classes.items()]
             running = 0
             for edge, count in zip([*map(str, LATENCY_EDGES), "+Inf"], t.latency, strict=True):
                 running += count
@@ -71,11 +105,12 @@ def servers(tmp_path_factory):
     canary.server.shutdown()
 
 
-def judged(servers, model: str, stable_traffic: dict, canary_traffic: dict, window_over=True, deadline_passed=False):
+def judged(servers, model: str, stable_traffic: dict, canary_traffic: dict, window_over=True, deadline_passed=False,
+           regression=False):
     """Both servers' series scraped at zero first (increase() counts growth), then the traffic, then
     the verdict once Prometheus has seen it all."""
     stable, canary, prometheus = servers
-    stable.traffic(model), canary.traffic(model)
+    stable.traffic(model, regression), canary.traffic(model, regression)
     seen = f'count(mlserving_model_info{{model="{model}"}})'
     assert support.wait_scraped(prometheus.base_url, seen, lambda r: bool(r) and r[0]["value"][1] == "2")
     stable.traffic(model).answer(**stable_traffic)
@@ -87,7 +122,7 @@ def judged(servers, model: str, stable_traffic: dict, canary_traffic: dict, wind
         scraped = support.wait_scraped(prometheus.base_url, counted,
                                        lambda r, n=traffic["requests"]: bool(r) and float(r[0]["value"][1]) >= 0.9 * n)
         assert scraped and float(scraped[0]["value"][1]) >= 0.9 * traffic["requests"], (version, scraped)
-    evidence = measure(prometheus.query, model, "3", "4", "1m")
+    evidence = measure(prometheus.query, model, "3", "4", "1m", regression)
     return evidence, verdict(evidence, POLICY, window_over, deadline_passed)
 
 
@@ -135,3 +170,48 @@ def test_the_class_mix_divergence_is_the_total_variation_distance():
     assert class_divergence({"a": 10}, {"b": 3}) == 1
     assert class_divergence({"a": 75, "b": 25}, {"a": 25, "b": 75}) == pytest.approx(0.5)
     assert class_divergence({}, {"a": 1}) is None
+
+
+# -- a regression model: the KS distance of the prediction histograms, computed by Prometheus -------------------
+def python_ks(servers, model: str) -> float:
+    """The same distance from the exporters' own counts: the largest gap between the cumulative shares."""
+    stable, canary, _ = servers
+    return max(abs(a - b) for a, b in zip(stable.traffic(model).cumulative_shares(),
+                                          canary.traffic(model).cumulative_shares(), strict=True))
+
+
+def test_a_regression_canary_predicting_like_the_stable_version_is_promoted(servers):
+    evidence, (decision, why) = judged(servers, "diabetes-healthy", {"requests": 900}, {"requests": 200},
+                                       regression=True)
+    assert decision == PROMOTE and "prediction distribution KS 0.0" in why, why
+    assert evidence["prediction_ks"] == pytest.approx(python_ks(servers, "diabetes-healthy"), abs=1e-6)
+    assert evidence["prediction_ks"] < 0.05 and "class_divergence" not in evidence
+    shares = evidence["canary"]["prediction_shares"]  # cumulative, per edge, as the evidence records them
+    assert shares["+Inf"] == pytest.approx(1) and shares["50.0"] == 0 and "classes" not in evidence["canary"]
+    assert "mlserving_prediction_bucket" in evidence["queries"]["prediction_ks"]
+
+
+def test_a_regression_canary_whose_predictions_shift_is_rolled_back_by_the_ks_check(servers):
+    """Answers fast and without errors, but predicts 80 higher across the range: only its distribution tells."""
+    evidence, (decision, why) = judged(servers, "diabetes-shifted", {"requests": 900},
+                                       {"requests": 200, "predictions": (180.0, 330.0)}, regression=True)
+    expected = python_ks(servers, "diabetes-shifted")
+    assert expected > 0.5 and evidence["prediction_ks"] == pytest.approx(expected, abs=1e-6)
+    assert decision == ROLLBACK and why == (f"prediction distribution differs from the stable version's by KS "
+                                            f"{expected:.2f} > 0.25"), why
+    assert evidence["canary"]["error_ratio"] == 0 and evidence["canary"]["p99_seconds"] <= 0.005
+
+
+def test_the_regression_verdict_names_the_ks_distance_and_the_policy_bounds_it():
+    evidence = {"window": "5m", "canary": {"requests": 500, "error_ratio": 0.0, "p99_seconds": 0.004},
+                "prediction_ks": 0.41}
+    assert verdict(evidence, POLICY, window_over=True, deadline_passed=False) == (
+        ROLLBACK, "prediction distribution differs from the stable version's by KS 0.41 > 0.25")
+    at_bound = {**evidence, "prediction_ks": 0.25}
+    decision, why = verdict(at_bound, POLICY, window_over=True, deadline_passed=False)
+    assert decision == PROMOTE and why.endswith("prediction distribution KS 0.25") and "class" not in why
+    lenient = CanaryPolicy(**{**POLICY.__dict__, "max_prediction_ks": 0.5})
+    assert verdict(evidence, lenient, window_over=True, deadline_passed=False)[0] == PROMOTE
+    # the class-mix bound does not apply to a regression model, nor the KS bound to a classifier
+    strict_mix = CanaryPolicy(**{**POLICY.__dict__, "max_class_divergence": 0.0})
+    assert verdict({**evidence, "prediction_ks": 0.1}, strict_mix, True, False)[0] == PROMOTE

@@ -188,6 +188,43 @@ def test_each_dataset_file_is_a_dag_with_the_file_s_settings(datasets):
     assert iris.get_task("deploy").model_name == "iris-classifier"
 
 
+def test_a_regression_file_s_threshold_follows_its_metric(datasets):
+    """rmse (better lower): a positive maximum, retrained above it; r2 (better higher): a minimum, at most 1,
+    perhaps negative; the branch is given the direction, deploy the task, the report the direction."""
+    import shutil
+
+    from airflow.exceptions import ParamValidationError
+
+    for name in ("diabetes", "friedman"):  # rmse max 65.0; r2 min 0.7
+        shutil.copy(REPO / "tests" / "datasets" / f"{name}.yaml", datasets / f"{name}.yaml")
+    dataset_file(datasets)
+    dags = parse_dags()
+    rmse, r2, iris = (dags[f"continuous_training_{name}"] for name in ("diabetes", "friedman", "iris"))
+    threshold = {dag: dag.params.get_param("metric_threshold") for dag in (rmse, r2, iris)}
+    assert (threshold[rmse].value, threshold[r2].value) == (65.0, 0.7)
+    assert threshold[rmse].description == ("Retrain when the champion's rmse on the fresh batch is above this (the "
+                                           "dataset file's metric.max: 65.0).")
+    assert "r2 on the fresh batch is below this (the dataset file's metric.min: 0.7)" in threshold[r2].description
+    assert "rmse at most 65.0" in rmse.doc_md and "r2 at least 0.7" in r2.doc_md and "(regression)" in rmse.doc_md
+
+    def accepts(dag, value) -> bool:
+        try:
+            threshold[dag].resolve(value)
+        except ParamValidationError:
+            return False
+        return True
+
+    assert [accepts(rmse, v) for v in (120.0, 0.01, 0, -1)] == [True, True, False, False]  # any positive scale
+    assert [accepts(r2, v) for v in (1, 0.5, -0.3, 1.01)] == [True, True, True, False]  # r2 may be negative
+    assert [accepts(iris, v) for v in (0, 0.85, 1, 1.2, -0.1)] == [True, True, True, False, False]  # a fraction
+    assert rmse.get_task("decide_retraining").op_kwargs["direction"] == "lower"
+    assert (r2.get_task("decide_retraining").op_kwargs["direction"], iris.get_task("decide_retraining").op_kwargs[
+        "direction"]) == ("higher", "higher")
+    assert rmse.get_task("deploy").regression and r2.get_task("deploy").regression
+    assert not iris.get_task("deploy").regression
+    assert (rmse.get_task("report").metric_direction, r2.get_task("report").metric_direction) == ("lower", "higher")
+
+
 def test_every_dataset_file_the_project_has_is_a_whole_dag(datasets):
     """The example and the test datasets (categorical features, missing values, other metrics) side by side."""
     import shutil

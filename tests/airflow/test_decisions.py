@@ -19,8 +19,9 @@ HEALTHY = {"champion": {"version": "3"}, "fresh_metrics": {"accuracy": 0.97},
 PARAMS = {"metric_threshold": 0.85, "drift_limit": 0.5, "force_retrain": False}
 
 
-def reasons(detect=HEALTHY, metric_threshold=0.85, drift_limit=0.5, force=False, metric="accuracy"):
-    return retraining_reasons(detect, metric_threshold, drift_limit, force, metric)
+def reasons(detect=HEALTHY, metric_threshold=0.85, drift_limit=0.5, force=False, metric="accuracy",
+            direction="higher"):
+    return retraining_reasons(detect, metric_threshold, drift_limit, force, metric, direction)
 
 
 def test_a_healthy_champion_is_kept():
@@ -42,6 +43,47 @@ def test_the_threshold_applies_to_the_dataset_file_s_metric():
     scored = {**HEALTHY, "fresh_metrics": {"accuracy": 0.97, "macro_f1": 0.72}}
     assert reasons(scored, metric_threshold=0.8, metric="macro_f1") == ["fresh macro_f1 0.7200 < threshold 0.8"]
     assert reasons(scored, metric_threshold=0.7, metric="macro_f1") == []
+
+
+def regression(**fresh_metrics) -> dict:
+    return {**HEALTHY, "metric": next(iter(fresh_metrics)), "direction": "lower",
+            "fresh_metrics": {"rows": 200, **fresh_metrics}}
+
+
+def test_a_metric_better_lower_retrains_above_its_threshold_and_not_at_or_below_it():
+    """rmse, mae, mape: the threshold is the file's metric.max; a higher error is the worse one."""
+    def rmse(score, threshold=55.0):
+        return reasons(regression(rmse=score), metric_threshold=threshold, metric="rmse", direction="lower")
+
+    assert rmse(61.2) == ["fresh rmse 61.2 > threshold 55"]
+    assert rmse(55.0) == [] and rmse(12.5) == []  # at or under the maximum: fine (a minimum would retrain)
+    assert rmse(0.0123456, threshold=0.01) == ["fresh rmse 0.01235 > threshold 0.01"]  # any scale, 4 digits
+    mape = reasons(regression(mape=0.1234), metric_threshold=0.1, metric="mape", direction="lower")
+    assert mape == ["fresh mape 0.1234 > threshold 0.1"]  # a fraction, with no upper bound
+
+
+def test_r2_is_better_higher_and_retrains_below_its_threshold_even_when_negative():
+    scored = {**HEALTHY, "fresh_metrics": {"rmse": 80.0, "r2": 0.42}}
+    assert reasons(scored, metric_threshold=0.5, metric="r2", direction="higher") == [
+        "fresh r2 0.4200 < threshold 0.5"]
+    assert reasons(scored, metric_threshold=0.4, metric="r2", direction="higher") == []
+    negative = {**HEALTHY, "fresh_metrics": {"r2": -0.3}}
+    assert reasons(negative, metric_threshold=-0.5, metric="r2") == []
+    assert reasons(negative, metric_threshold=0.0, metric="r2") == ["fresh r2 -0.3000 < threshold 0.0"]
+
+
+def test_choose_retraining_reads_the_threshold_in_the_metric_s_direction(caplog):
+    caplog.set_level(logging.INFO, logger="mlops.branch_callables")
+    params = {**PARAMS, "metric_threshold": 55}
+    assert choose_retraining(regression(rmse=61.2), params, "retrain", "keep", metric="rmse",
+                             direction="lower") == "retrain"
+    assert "retraining: fresh rmse 61.2 > threshold 55" in caplog.text
+    caplog.clear()
+    assert choose_retraining(regression(rmse=40.0), params, "retrain", "keep", metric="rmse",
+                             direction="lower") == "keep"
+    assert "no retraining (rmse maximum 55" in caplog.text
+    # the same scores read as a minimum (the wrong direction) would decide the other way round
+    assert choose_retraining(regression(rmse=40.0), params, "retrain", "keep", metric="rmse") == "retrain"
 
 
 def test_drift_above_the_limit_means_retraining_and_at_it_does_not():
@@ -173,12 +215,13 @@ with DAG(SPEC["dag_id"], schedule=None, start_date=dt.datetime(2026, 11, 1, tzin
 
 
 def run_branch(tmp_path, monkeypatch, branch_id: str, upstream_id: str, upstream_result: dict,
-               conf: dict) -> dict[str, str]:
+               conf: dict, dag_id: str | None = None) -> dict[str, str]:
     """The real DAG's branch task (its callable, templated op_kwargs and Params) between a stand-in for its
-    upstream task, which returns `upstream_result` as XCom, and empty downstream tasks; run with dag.test()."""
+    upstream task, which returns `upstream_result` as XCom, and empty downstream tasks; run with dag.test().
+    `dag_id`: another dataset file's DAG than the example's."""
     from airflow.sdk.definitions.xcom_arg import PlainXComArg
 
-    real = parse_dag()
+    real = parse_dag(dag_id) if dag_id else parse_dag()
     branch = real.get_task(branch_id)
     dag_id = f"branch_{branch_id.replace('.', '_')}"
     from_upstream = {k for k, v in branch.op_kwargs.items() if isinstance(v, PlainXComArg)}
@@ -215,6 +258,28 @@ def run_branch(tmp_path, monkeypatch, branch_id: str, upstream_id: str, upstream
 def test_decide_retraining_runs_the_branch_the_params_call_for(airflow_db, tmp_path, monkeypatch, detect, conf, taken,
                                                                skipped):
     states = run_branch(tmp_path, monkeypatch, "decide_retraining", "detect_degradation", detect, conf)
+    assert states[taken] == "success" and states[skipped] == "skipped"
+
+
+@pytest.mark.parametrize(("rmse", "conf", "taken", "skipped"), [
+    (50.0, {}, "no_retraining", "training.train"),
+    (70.0, {}, "training.train", "no_retraining"),
+    (50.0, {"metric_threshold": 45}, "training.train", "no_retraining"),
+], ids=["under-max", "above-max", "stricter-max"])
+def test_a_regression_dag_retrains_above_its_maximum(airflow_db, tmp_path, monkeypatch, rmse, conf, taken, skipped):
+    """tests/datasets/diabetes.yaml: rmse, metric.max 65; the DAG passes the direction to its branch."""
+    import shutil
+
+    from .conftest import REPO
+
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    shutil.copy(REPO / "tests" / "datasets" / "diabetes.yaml", folder / "diabetes.yaml")
+    monkeypatch.setenv("AIRFLOW__MLOPS__DATASETS_FOLDER", str(folder))
+    detect = {"champion": {"version": "1"}, "metric": "rmse", "direction": "lower", "fresh_score": rmse,
+              "fresh_metrics": {"rows": 100, "rmse": rmse, "mae": 0.8 * rmse, "r2": 0.4, "mape": 0.3}}
+    states = run_branch(tmp_path, monkeypatch, "decide_retraining", "detect_degradation", detect, conf,
+                        dag_id="continuous_training_diabetes")
     assert states[taken] == "success" and states[skipped] == "skipped"
 
 

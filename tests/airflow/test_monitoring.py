@@ -30,7 +30,7 @@ def test_a_broken_expectation_is_caught(tmp_path):
     (tmp_path / "alerts_test.yml").write_text(broken)
     result = subprocess.run(["promtool", "test", "rules", "alerts_test.yml"], cwd=tmp_path, capture_output=True,
                             text=True)
-    assert result.returncode != 0 and "FreshScoreBelowThreshold" in result.stdout + result.stderr
+    assert result.returncode != 0 and "FreshScorePastThreshold" in result.stdout + result.stderr
 
 
 def test_prometheus_config_is_valid(tmp_path):

@@ -37,7 +37,7 @@ def test_the_rules_pass_promtool(tmp_path):
                             text=True)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     names = {rule["alert"] for group in groups for rule in group["rules"]}
-    assert names == {"FreshScoreBelowThreshold", "FeatureDriftHigh", "LiveTrafficDrift", "PipelineRunFailed",
+    assert names == {"FreshScorePastThreshold", "FeatureDriftHigh", "LiveTrafficDrift", "PipelineRunFailed",
                      "PipelineNotRunForADay",
                      "ServingErrorRatioHigh", "ServingLatencyP99High"}
     cases = yaml.safe_load((REPO / "monitoring" / "alerts_test.yml").read_text())["tests"]

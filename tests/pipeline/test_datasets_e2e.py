@@ -7,7 +7,8 @@ against a real MLflow server.
 
 The loop for each: a first model is promoted; a clean batch leaves the champion (its score on the fresh
 batch stays on the right side of the file's threshold); a drifted batch (a concept change, or a regression's
-changed coefficient) takes it past; retraining promotes a challenger that beats it on the same test set. The numbers go to the test's output (`-s`), for the record.
+changed coefficient) takes it past; retraining promotes a challenger that beats it on the same test set. The
+numbers go to the test's output (`-s`), for the record.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ passes the InferenceService's URL (or the gateway's) as `base_url`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from mlops.hooks.http import HttpServiceHook, ServiceError, error_message
@@ -70,16 +71,29 @@ class ServingHook(HttpServiceHook):
         if response.status_code != 200:
             raise ServingError(f"load refused: HTTP {response.status_code} {error_message(response)}")
 
-    def smoke_test(self, expected_version: str) -> dict:
+    def smoke_test(self, expected_version: str, regression: bool = False) -> dict:
         """A real v2 inference built from the model's signature: one row, each input of its datatype (a number
-        for a numeric one, a text for BYTES: a category the model never saw, which it must answer too)."""
+        for a numeric one, a text for BYTES: a category the model never saw, which it must answer too). The
+        answer must be one of the model's classes, or for a `regression` model one finite number (FP64)."""
         meta = self.metadata()
         body = {"inputs": [{"name": i["name"], "shape": [1], "datatype": i["datatype"],
                             "data": ["smoke-test"] if i["datatype"] == "BYTES" else [1.0]} for i in meta["inputs"]]}
         answer = self.json("POST", f"/v2/models/{self.model_name}/infer", body=body)
-        predicted = answer["outputs"][0]["data"]
+        output = answer["outputs"][0]
+        predicted = output["data"]
         if answer.get("model_version") != expected_version:
             raise ServingError(f"smoke test: served version {answer.get('model_version')}, expected {expected_version}")
-        if len(predicted) != 1 or predicted[0] not in meta["parameters"]["classes"]:
-            raise ServingError(f"smoke test: unexpected prediction {predicted}")
+        if regression:
+            fits = len(predicted) == 1 and _is_number(predicted[0], output.get("datatype"))
+        else:
+            fits = len(predicted) == 1 and predicted[0] in (meta.get("parameters") or {}).get("classes", ())
+        if not fits:
+            what = f" ({output.get('datatype')}: a regression model answers one FP64 number)" if regression else ""
+            raise ServingError(f"smoke test: unexpected prediction {predicted}{what}")
         return {"request": body, "prediction": predicted[0], "model_version": answer["model_version"]}
+
+
+def _is_number(value, datatype: str | None) -> bool:
+    """A regression model's answer: a finite number in an FP64 tensor."""
+    return (datatype == "FP64" and isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))

@@ -2,7 +2,9 @@
 
 It is the standard provider's human-in-the-loop branch operator (HITLBranchOperator, Airflow 3.1+):
 with the DAG Param `require_approval` set, the task shows the training decision's evidence (metrics,
-McNemar p, bootstrap CI of the improvement, the champion's metrics, the batch's drift) in the UI's
+McNemar p, bootstrap CI of the improvement, the champion's metrics, the batch's drift; for a regression
+model both scores with where its metric is better, the relative improvement against the required margin,
+the Wilcoxon signed-rank p) in the UI's
 *Required actions* and waits, holding no worker slot, for Approve or Reject (the UI, or
 `PATCH /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails`). Approve follows
 `register`; Reject, or no answer within `approval_timeout_minutes` (the scheduler then applies the
@@ -36,7 +38,60 @@ APPROVE, REJECT = "Approve", "Reject"
 APPROVED_BY = "approved_by"
 OUTCOME_TAG, ANSWERED_BY_TAG = "promotion_approval", "promotion_approval_by"
 NOBODY = "(nobody: the default applied)"
-PAIRED_TESTS = {"mcnemar_exact": "McNemar", "paired_bootstrap": "paired bootstrap"}
+PAIRED_TESTS = {"mcnemar_exact": "McNemar", "paired_bootstrap": "paired bootstrap", "wilcoxon": "Wilcoxon signed-rank"}
+
+
+def _scores(decision: dict) -> dict:
+    score = {"challenger": decision.get("challenger_score"), "champion": decision.get("champion_score")}
+    if score["challenger"] is None and decision.get("direction") is None:  # recorded before the file's metric
+        score = {"challenger": decision.get("challenger_accuracy"), "champion": decision.get("champion_accuracy")}
+    return score
+
+
+def _paired_test(decision: dict) -> dict:
+    return decision.get("paired_test") or ({"name": "mcnemar_exact", **decision["mcnemar"]}
+                                           if decision.get("mcnemar") else {})
+
+
+def _percent(fraction: float | None) -> str:
+    return "n/a" if fraction is None else f"{100 * fraction:.1f} %"
+
+
+def in_words(decision: dict) -> str:
+    """The decision's evidence in one line: both scores on the metric and where it is better, the relative
+    improvement against the required margin (regression), the paired test's p and the bootstrap CI of the
+    improvement (positive: the challenger is better). The approver reads it above the table; the report
+    carries it."""
+    def g(value):
+        return "n/a" if value is None else f"{value:.4g}"
+
+    metric, direction = decision.get("metric") or "accuracy", decision.get("direction") or "higher"
+    score, champion = _scores(decision), decision.get("champion_version")
+    words = [f"challenger {metric} {g(score['challenger'])}"
+             + (f" vs champion v{champion} {g(score['champion'])}" if champion else ", no champion")
+             + f" ({direction} is better)"]
+    if not champion and decision.get("threshold") is not None:
+        words.append(f"a first model's {'maximum' if direction == 'lower' else 'minimum'} is "
+                     f"{decision['threshold']:g}")
+    relative = decision.get("relative_improvement")
+    if relative is not None:
+        share = " of the champion's unexplained variance (1 - r2)" if metric == "r2" else ""
+        words.append(f"{_percent(abs(relative))}{share} {'better' if relative >= 0 else 'worse'}, required margin "
+                     f"{_percent(decision.get('min_improvement'))}")
+    elif champion and decision.get("improvement") is not None:
+        words.append(f"improvement {decision['improvement']:+.4g}")
+    test = _paired_test(decision)
+    if test.get("pvalue") is not None:
+        rows = ""
+        if test.get("challenger_lower_loss") is not None:
+            rows = (f" (lower {test.get('loss') or 'loss'} on {test['challenger_lower_loss']} rows for the "
+                    f"challenger, {test.get('champion_lower_loss')} for the champion)")
+        words.append(f"{PAIRED_TESTS.get(test.get('name'), 'paired test')} p={test['pvalue']:.3g}{rows}")
+    ci = decision.get("bootstrap_ci95")
+    if ci:
+        words.append(f"bootstrap 95% CI of the improvement [{ci[0]:.4g}, {ci[1]:.4g}] (positive: the challenger "
+                     "is better)")
+    return "; ".join(words)
 
 
 def evidence(decision: dict, detect: dict | None) -> str:
@@ -45,26 +100,38 @@ def evidence(decision: dict, detect: dict | None) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
     metric = decision.get("metric") or "accuracy"
-    score = {"challenger": decision.get("challenger_score"), "champion": decision.get("champion_score")}
-    if score["challenger"] is None:  # a decision recorded before the metric was the dataset file's
-        score = {"challenger": decision.get("challenger_accuracy"), "champion": decision.get("champion_accuracy")}
-    test = decision.get("paired_test") or ({"name": "mcnemar_exact", **decision["mcnemar"]}
-                                           if decision.get("mcnemar") else {})
+    direction = decision.get("direction")  # a regression decision's: where its metric is better
+    champion = decision.get("champion_version")
+    score, test = _scores(decision), _paired_test(decision)
     ci = decision.get("bootstrap_ci95") or [None, None]
     drift = (detect or {}).get("drift") or {}
-    rows = [
-        (f"challenger {metric} (held-out test set)", number(score["challenger"])),
-        ("challenger accuracy", number(decision.get("challenger_accuracy"))),
-        (f"champion v{decision.get('champion_version')} {metric}" if decision.get("champion_version")
-         else "champion", number(score["champion"]) if decision.get("champion_version") else "none"),
+    rows = [(f"challenger {metric} (held-out test set{f', {direction} is better' if direction else ''})",
+             number(score["challenger"]))]
+    if not direction:  # a regression model has no accuracy
+        rows.append(("challenger accuracy", number(decision.get("challenger_accuracy"))))
+    rows += [
+        (f"champion v{champion} {metric}" if champion else "champion", number(score["champion"]) if champion
+         else "none"),
         (f"improvement ({metric})", number(decision.get("improvement"))),
-        (f"{PAIRED_TESTS.get(test.get('name'), 'paired test')} p-value", number(test.get("pvalue"))),
+    ]
+    if direction and champion:
+        rows.append(("relative improvement (required margin)", f"{_percent(decision.get('relative_improvement'))} "
+                     f"(at least {_percent(decision.get('min_improvement'))})"))
+    if direction and not champion and decision.get("threshold") is not None:
+        rows.append((f"first model's {'maximum' if direction == 'lower' else 'minimum'} {metric}",
+                     number(decision["threshold"])))
+    rows.append((f"{PAIRED_TESTS.get(test.get('name'), 'paired test')} p-value", number(test.get("pvalue"))))
+    if test.get("challenger_lower_loss") is not None:
+        rows.append((f"rows with the lower {test.get('loss') or 'loss'}: challenger / champion",
+                     f"{test['challenger_lower_loss']} / {test.get('champion_lower_loss')}"))
+    rows += [
         ("bootstrap 95% CI of the improvement", f"[{number(ci[0])}, {number(ci[1])}]"),
         ("drifted feature share (this batch)", number(drift.get("share_drifted"), 2)),
         ("largest PSI (this batch)", number(drift.get("max_psi"))),
     ]
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     return (f"The training run decided **{decision.get('decision')}**: {decision.get('reason')}\n\n"
+            f"In short: {in_words(decision)}.\n\n"
             f"| evidence | value |\n|---|---|\n{table}\n\n"
             f"Run key `{decision.get('run_key')}`, MLflow run `{decision.get('challenger_run_id')}`. "
             "Approve to register the challenger and make it the champion; Reject (or no answer in time) "

@@ -12,12 +12,12 @@ InferenceService, mlops.operators.kserve). The steps:
 **Canary** (`canary_percent` > 0, a version already served, a backend that can split traffic): the new
 version starts beside the served one, is smoke-tested, then gets that share of the requests. The
 CanaryVerdictTrigger judges both from Prometheus (mlops.canary: error ratio, p99 latency, the
-predicted-class mix, a minimum of requests) until the verdict: promote (the new version takes all the
-traffic) or roll back. The verdict and its evidence are the task's `canary` XCom and `canary.*` tags on
-the model version. A rolled-back canary is a verdict, not a failure (as `keep` is for an offline
-comparison): the stable version never stopped serving, so the task succeeds, its result names the
-version it rolled back (`rolled_back`) beside the one still served, the `CanaryRolledBack` alert fires,
-and it records the rollback plan (below) for `roll_back_champion`.
+predicted-class mix or a regression model's prediction distribution, a minimum of requests) until the
+verdict: promote (the new version takes all the traffic) or roll back. The verdict and its evidence are
+the task's `canary` XCom and `canary.*` tags on the model version. A rolled-back canary is a verdict, not a
+failure (as `keep` is for an offline comparison): the stable version never stopped serving, so the task
+succeeds, its result names the version it rolled back (`rolled_back`) beside the one still served, the
+`CanaryRolledBack` alert fires, and it records the rollback plan (below) for `roll_back_champion`.
 
 When the new model fails (its load is refused, its revision fails or never becomes ready, the smoke
 test fails), the backend restores what was served before and the task fails without retrying (the
@@ -73,16 +73,17 @@ class DeployOperator(BaseOperator):
     operator_extra_links = (MlflowModelVersionLink(), ServingEndpointLink())
 
     def __init__(self, *, model_name: str, canary_percent: int | str = 0, canary_minutes: float | str = 10,
-                 mlflow_conn_id: str = MlflowHook.default_conn_name,
+                 regression: bool = False, mlflow_conn_id: str = MlflowHook.default_conn_name,
                  prometheus_conn_id: str = PrometheusHook.default_conn_name,
                  alertmanager_conn_id: str = AlertmanagerHook.default_conn_name, deferrable: bool | None = None,
                  **kwargs):
         """`canary_percent`, `canary_minutes` (templated, e.g. from the DAG's Params): a new champion first
-        gets this share of the requests for this long; 0 %: a straight swap."""
+        gets this share of the requests for this long; 0 %: a straight swap. `regression`: the dataset file's
+        task is regression (the smoke test expects a number, the canary compares prediction distributions)."""
         kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
         self.model_name, self.mlflow_conn_id, self.prometheus_conn_id = model_name, mlflow_conn_id, prometheus_conn_id
-        self.canary_percent, self.canary_minutes = canary_percent, canary_minutes
+        self.canary_percent, self.canary_minutes, self.regression = canary_percent, canary_minutes, regression
         self.alertmanager_conn_id = alertmanager_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
 
@@ -181,7 +182,7 @@ class DeployOperator(BaseOperator):
             self.model_name, resume["previous"]["version"], resume["version"], now, now + minutes * 60,
             now + max(minutes, settings.canary_deadline_minutes) * 60,
             dataclasses.asdict(CanaryPolicy.from_settings(settings)), self.prometheus_conn_id,
-            settings.canary_poll_seconds, resume=resume)
+            settings.canary_poll_seconds, resume=resume, regression=self.regression)
         return wait_for(self, context, trigger, method_name="canary_complete")
 
     def canary_complete(self, context, event: dict):
@@ -220,7 +221,7 @@ class DeployOperator(BaseOperator):
     def _verify(self, context, backend, version: str, previous: dict | None, url: str) -> dict:
         serving = self._serving(url)
         try:
-            smoke = serving.smoke_test(version)
+            smoke = serving.smoke_test(version, regression=self.regression)
         except ServingUnreachable as exc:
             raise RuntimeError(f"deploy of {self.model_name} v{version}: {exc}; the registry is left as it is "
                                "(a retry deploys again)") from None
@@ -268,13 +269,13 @@ class LocalServingBackend:
     mode = "local ModelServer"
     supports_canary = True
 
-    def __init__(self, model_name: str, mlflow_conn_id: str, mlserving_conn_id: str):
+    def __init__(self, model_name: str, mlflow_conn_id: str, mlserving_conn_id: str, regression: bool = False):
         from mlops.local_router import LocalRouter
         from mlops.local_serving import ROUTER_FOLDER, LocalModelServer, model_ports
         from mlops.settings import mlops_settings
         from mlops.volume import data_root
 
-        self.model_name = model_name
+        self.model_name, self.regression = model_name, regression
         self.stages = StageHook.local(mlflow_conn_id)
         self.mlflow = MlflowHook(mlflow_conn_id)
         self.public = ServingHook(model_name, mlserving_conn_id)
@@ -338,7 +339,7 @@ class LocalServingBackend:
         self.canary.stop()
         try:
             self._serve(self.canary, model_dir)
-            self.canary.serving.smoke_test(champion["version"])
+            self.canary.serving.smoke_test(champion["version"], regression=self.regression)
         except (ModelFailed, ServingError) as exc:
             self.canary.stop()
             raise ModelFailed(str(exc)) from None
@@ -368,7 +369,7 @@ class LocalDeployOperator(DeployOperator):
         self.mlserving_conn_id = mlserving_conn_id
 
     def _backend(self) -> LocalServingBackend:
-        return LocalServingBackend(self.model_name, self.mlflow_conn_id, self.mlserving_conn_id)
+        return LocalServingBackend(self.model_name, self.mlflow_conn_id, self.mlserving_conn_id, self.regression)
 
     def _serving(self, url: str) -> ServingHook:
         return ServingHook(self.model_name, self.mlserving_conn_id)

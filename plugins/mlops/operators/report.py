@@ -28,6 +28,7 @@ from airflow.sdk import BaseOperator
 from mlops.hooks.http import ServiceError
 from mlops.hooks.mlflow import MlflowHook
 from mlops.hooks.pushgateway import PushgatewayHook
+from mlops.operators.approval import in_words
 
 
 def _followed(recorded) -> list[str]:
@@ -57,18 +58,21 @@ class ReportOperator(BaseOperator):
     `batch_task`, `detect_task`: the sensor (its `started_at` is the run's clock: dag.test() sets the
     run's own start date to the logical date) and detection; `retraining`: (branch task, the task it
     follows to retrain); `promotion`: (the decision's branch task, the approval task, register);
-    `deploy_task`: its canary's verdict (a rolled-back canary turns `promote` into `rolled_back`)."""
+    `deploy_task`: its canary's verdict (a rolled-back canary turns `promote` into `rolled_back`);
+    `metric_direction`: where the dataset file's metric is better (higher | lower), pushed with the fresh
+    score and the threshold so that `FreshScorePastThreshold` compares them the right way round."""
 
     template_fields: Sequence[str] = ("model_name",)
 
     def __init__(self, *, model_name: str, batch_task: str, detect_task: str, retraining: tuple[str, str],
-                 promotion: tuple[str, str, str], deploy_task: str = "deploy",
+                 promotion: tuple[str, str, str], deploy_task: str = "deploy", metric_direction: str = "higher",
                  mlflow_conn_id: str = MlflowHook.default_conn_name,
                  pushgateway_conn_id: str = PushgatewayHook.default_conn_name, **kwargs):
         super().__init__(**kwargs)
         self.model_name, self.batch_task, self.detect_task = model_name, batch_task, detect_task
         self.retraining, self.promotion, self.deploy_task = tuple(retraining), tuple(promotion), deploy_task
         self.mlflow_conn_id, self.pushgateway_conn_id = mlflow_conn_id, pushgateway_conn_id
+        self.metric_direction = metric_direction
 
     def _champion_version(self, detect: dict) -> str | None:
         """The champion now, from the registry; detection's champion if the registry cannot answer."""
@@ -97,6 +101,8 @@ class ReportOperator(BaseOperator):
             outcome = "rolled_back"
         live = detect.get("live_drift") or {}
         measured = live.get("status") == "measured"
+        # the training decision's evidence, in words, when this try trained (its branch went through training)
+        trained = ti.xcom_pull(task_ids=self.retraining[1]) if outcome != "skipped" else None
         started = (ti.xcom_pull(task_ids=self.batch_task) or {}).get("started_at")
         if started is None and getattr(context.get("dag_run"), "start_date", None):
             started = context["dag_run"].start_date.timestamp()
@@ -106,6 +112,7 @@ class ReportOperator(BaseOperator):
             "metric": detect.get("metric"),
             "fresh_score": detect.get("fresh_score"),
             "metric_threshold": (context.get("params") or {}).get("metric_threshold"),
+            "metric_direction": self.metric_direction,
             "drift_share": (detect.get("drift") or {}).get("share_drifted"),
             "drift_max_psi": (detect.get("drift") or {}).get("max_psi"),
             "live_drift": live.get("status", "off"),
@@ -113,6 +120,7 @@ class ReportOperator(BaseOperator):
             "live_drift_max_psi": live["max_psi"] if measured else None,
             "retraining_reasons": ti.xcom_pull(task_ids=self.retraining[0], key="reasons"),
             "decision": outcome,
+            "training_evidence": in_words(trained) if trained else None,
             "champion_version": self._champion_version(detect),
             "canary": canary.get("verdict") or ("straight swap" if deployed.get("changed") else None),
             "canary_reason": canary.get("reason"),
@@ -125,8 +133,10 @@ class ReportOperator(BaseOperator):
             "mlops_fresh_accuracy": ("Champion accuracy on the run's fresh labelled batch", summary["fresh_accuracy"]),
             "mlops_fresh_score": ("Champion score on the run's fresh labelled batch, on the dataset file's metric",
                                   summary["fresh_score"]),
-            "mlops_metric_threshold": ("The run's metric_threshold: below it the champion is retrained",
-                                       summary["metric_threshold"]),
+            "mlops_metric_threshold": ("The run's metric_threshold: past it (below a metric better higher, above "
+                                       "one better lower) the champion is retrained", summary["metric_threshold"]),
+            "mlops_metric_lower_is_better": ("1 if the dataset file's metric is better lower (rmse, mae, mape): "
+                                             "the threshold is a maximum", summary["metric_direction"] == "lower"),
             "mlops_drift_share": ("Share of features flagged as drifted", summary["drift_share"]),
             "mlops_drift_max_psi": ("Largest per-feature PSI", summary["drift_max_psi"]),
             "mlops_live_drift_share": ("Share of features drifted in the traffic served (live window)",

@@ -23,19 +23,20 @@ class CanaryVerdictTrigger(BaseTrigger):
 
     def __init__(self, model_name: str, stable_version: str, canary_version: str, started: float,
                  window_over: float, deadline: float, policy: dict, prometheus_conn_id: str = "prometheus_default",
-                 poll_interval: float = 15.0, resume: dict | None = None):
+                 poll_interval: float = 15.0, resume: dict | None = None, regression: bool = False):
         super().__init__()
         self.model_name, self.stable_version, self.canary_version = model_name, stable_version, canary_version
         self.started, self.window_over, self.deadline = started, window_over, deadline
         self.policy, self.prometheus_conn_id, self.poll_interval = dict(policy), prometheus_conn_id, poll_interval
         self.resume = resume or {}  # echoed in the event: dag.test() hands the resumed method only the event
+        self.regression = regression  # the model's task (its dataset file's): which distribution check applies
 
     def serialize(self):
         return ("mlops.triggers.canary.CanaryVerdictTrigger",
                 {"model_name": self.model_name, "stable_version": self.stable_version,
                  "canary_version": self.canary_version, "started": self.started, "window_over": self.window_over,
                  "deadline": self.deadline, "policy": self.policy, "prometheus_conn_id": self.prometheus_conn_id,
-                 "poll_interval": self.poll_interval, "resume": self.resume})
+                 "poll_interval": self.poll_interval, "resume": self.resume, "regression": self.regression})
 
     async def run(self):
         policy, evidence, unavailable = CanaryPolicy(**self.policy), None, ""
@@ -44,7 +45,8 @@ class CanaryVerdictTrigger(BaseTrigger):
             try:
                 hook = PrometheusHook(self.prometheus_conn_id)
                 evidence = await asyncio.to_thread(measure, hook.query, self.model_name, self.stable_version,
-                                                   self.canary_version, window_since(self.started, now))
+                                                   self.canary_version, window_since(self.started, now),
+                                                   self.regression)
             except ServiceError as exc:
                 unavailable = f"Prometheus did not answer: {exc}"
                 decided, why = (ROLLBACK, f"{unavailable}; the deadline has passed") if now >= self.deadline \

@@ -75,3 +75,69 @@ def test_the_server_does_not_hold_the_task_process_stdin(model_dirs, tmp_path):
         assert not support.held_open_by_others(supervisor), "the model server holds the task's stdin"
     finally:
         local.stop()
+
+
+class V2Server:
+    """A v2 model server answering metadata and inference as configured: `output` is its answer's tensor."""
+
+    def __init__(self, output: dict, classes: list[str] | None = None, version: str = "1"):
+        import http.server
+        import json
+        import threading
+
+        meta = {"name": "diabetes", "inputs": [{"name": "bmi", "datatype": "FP64", "shape": [-1]}],
+                "parameters": {"registry_version": version, **({"classes": classes} if classes is not None else {})}}
+        answer = {"model_name": "diabetes", "model_version": version, "outputs": [output]}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _send(self, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send(meta)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self._send(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+
+
+def number(data: list, datatype: str = "FP64") -> dict:
+    return {"name": "predictions", "shape": [len(data)], "datatype": datatype, "data": data}
+
+
+def test_a_regression_model_s_smoke_test_takes_one_finite_fp64_number():
+    from mlops.hooks.serving import ServingHook
+
+    with V2Server(number([153.25])) as server:
+        hook = ServingHook("diabetes", base_url=server.url)
+        smoke = hook.smoke_test("1", regression=True)
+        assert smoke["prediction"] == 153.25 and smoke["request"]["inputs"][0]["data"] == [1.0]
+        with pytest.raises(ServingError, match="unexpected prediction"):  # a classifier's check: not a class
+            hook.smoke_test("1")
+    for output in (number([1.0, 2.0]), number(["153.25"], "BYTES"), number([None]), number([True], "BOOL")):
+        with V2Server(output) as server, pytest.raises(
+                ServingError, match=r"unexpected prediction .*: a regression model answers one FP64 number"):
+            ServingHook("diabetes", base_url=server.url).smoke_test("1", regression=True)
+    with V2Server(number(["setosa"], "BYTES"), classes=["setosa"]) as server:  # a classifier stays one
+        hook = ServingHook("diabetes", base_url=server.url)
+        assert hook.smoke_test("1")["prediction"] == "setosa"
+        with pytest.raises(ServingError, match=r"unexpected prediction \['setosa'\] \(BYTES"):
+            hook.smoke_test("1", regression=True)

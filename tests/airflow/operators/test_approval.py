@@ -8,7 +8,7 @@ import httpx
 import pytest
 from airflow.sdk.exceptions import TaskAwaitingInput
 
-from mlops.operators.approval import PromotionApprovalOperator, answer, evidence
+from mlops.operators.approval import PromotionApprovalOperator, answer, evidence, in_words
 from tests import support
 
 from ..conftest import connect
@@ -42,6 +42,54 @@ def test_the_approver_sees_the_decisions_evidence():
                 "| champion v3 balanced_accuracy | 0.8000 |", "| improvement (balanced_accuracy) | 0.1100 |",
                 "| paired bootstrap p-value | 0.0040 |", "| challenger accuracy | 0.9667 |"):
         assert row in balanced
+
+
+# A regression decision as mlpipeline.decide.decide_regression makes it (TrainingDecision's keys).
+REGRESSION = {"run_key": "rk-2", "decision": "promote", "challenger_run_id": "",
+              "reason": "challenger beats champion by 18.1 % rmse (>= 5 %)", "challenger_model_uri": "models:/m-2",
+              "challenger_metrics": {"rmse": 50.1, "mae": 40.2, "r2": 0.55, "mape": 0.31},
+              "challenger_accuracy": None, "metric": "rmse", "direction": "lower", "challenger_score": 50.1,
+              "champion_version": "3", "champion_score": 61.2, "champion_accuracy": None, "improvement": 11.1,
+              "relative_improvement": 0.1814, "min_improvement": 0.05, "mcnemar": None,
+              "paired_test": {"name": "wilcoxon", "pvalue": 0.0012, "statistic": 1834.0, "alternative": "less",
+                              "challenger_lower_loss": 71, "champion_lower_loss": 40, "loss": "squared error"},
+              "bootstrap_ci95": [5.1, 16.3]}
+
+
+def test_a_regression_decision_s_evidence_is_in_its_metric_and_direction():
+    body = evidence(REGRESSION, DETECT)
+    for row in ("| challenger rmse (held-out test set, lower is better) | 50.1000 |", "| champion v3 rmse | 61.2000 |",
+                "| improvement (rmse) | 11.1000 |",
+                "| relative improvement (required margin) | 18.1 % (at least 5.0 %) |",
+                "| Wilcoxon signed-rank p-value | 0.0012 |",
+                "| rows with the lower squared error: challenger / champion | 71 / 40 |",
+                "| bootstrap 95% CI of the improvement | [5.1000, 16.3000] |"):
+        assert row in body, row
+    assert "challenger accuracy" not in body  # a regression model has none
+    assert in_words(REGRESSION) == (
+        "challenger rmse 50.1 vs champion v3 61.2 (lower is better); 18.1 % better, required margin 5.0 %; "
+        "Wilcoxon signed-rank p=0.0012 (lower squared error on 71 rows for the challenger, 40 for the champion); "
+        "bootstrap 95% CI of the improvement [5.1, 16.3] (positive: the challenger is better)")
+    assert f"In short: {in_words(REGRESSION)}." in body
+    # r2 is better higher; its relative improvement is of the champion's unexplained variance
+    r2 = {**REGRESSION, "metric": "r2", "direction": "higher", "challenger_score": 0.62, "champion_score": 0.55,
+          "relative_improvement": -0.0444, "decision": "reject"}
+    assert in_words(r2).startswith("challenger r2 0.62 vs champion v3 0.55 (higher is better); 4.4 % of the "
+                                   "champion's unexplained variance (1 - r2) worse, required margin 5.0 %")
+    # a first model: held to the file's bound, no paired test
+    first = {**REGRESSION, "champion_version": None, "champion_score": None, "improvement": None,
+             "relative_improvement": None, "min_improvement": None, "paired_test": None, "bootstrap_ci95": None,
+             "threshold": 65.0}
+    assert in_words(first) == "challenger rmse 50.1, no champion (lower is better); a first model's maximum is 65"
+    body = evidence(first, None)
+    assert "| first model's maximum rmse | 65.0000 |" in body and "| champion | none |" in body
+
+
+def test_a_classification_decision_in_words_says_higher_is_better():
+    words = in_words({**DECISION, "challenger_score": 0.9667, "champion_score": 0.9})
+    assert words == ("challenger accuracy 0.9667 vs champion v3 0.9 (higher is better); improvement +0.0667; "
+                     "McNemar p=0.0312; bootstrap 95% CI of the improvement [0.01, 0.08] (positive: the challenger "
+                     "is better)")
 
 
 def test_reject_is_the_default_and_each_answer_has_its_branch():

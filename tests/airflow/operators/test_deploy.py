@@ -179,3 +179,18 @@ def _answers(target: str) -> bool:
         return httpx.get(f"http://{target}/v2/health/live", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@pytest.mark.parametrize("regression", [True, False])
+def test_the_canary_trigger_is_told_the_dataset_file_s_task(regression):
+    """A regression model's canary is judged by its prediction distribution, a classifier's by its class mix:
+    deploy (given the task by the DAG) hands it to the trigger, which the triggerer rebuilds from its
+    serialized form."""
+    deploy = LocalDeployOperator(task_id="deploy", model_name="diabetes-canary", canary_minutes=1, deferrable=True,
+                                 regression=regression)
+    resume = {"version": "2", "previous": {"version": "1"}, "percent": 10, "champion": {"version": "2"}}
+    with pytest.raises(TaskDeferred) as deferred:
+        deploy._watch_canary({"ti": TaskInstance()}, resume)
+    trigger = deferred.value.trigger
+    assert trigger.regression is regression and trigger.serialize()[1]["regression"] is regression
+    assert trigger.policy["max_prediction_ks"] == 0.25 and deferred.value.method_name == "canary_complete"

@@ -46,10 +46,11 @@ def context(detect=DETECT, retrain=None, promotion=None, register=None, started_
     return {"ti": TaskInstance({k: v for k, v in xcoms.items() if v is not None}), **extra}
 
 
-def report() -> ReportOperator:
+def report(**kwargs) -> ReportOperator:
     return ReportOperator(task_id="report", model_name=MODEL, batch_task="wait_for_batch",
                           detect_task="detect_degradation", retraining=("decide_retraining", "training.train"),
-                          promotion=("training.check_decision", "training.approve_promotion", "training.register"))
+                          promotion=("training.check_decision", "training.approve_promotion", "training.register"),
+                          **kwargs)
 
 
 @pytest.fixture
@@ -151,10 +152,38 @@ def test_the_report_replaces_the_models_group_on_the_pushgateway(registry):
     now = gauges(pgw, MODEL)
     assert summary["pushed"] is True and now["mlops_promoted"] == 0 and now["mlops_champion_version"] == 3
     assert now["mlops_fresh_accuracy"] == 0.42 and now["mlops_drift_share"] == 0.75
-    # the dataset file's metric and the run's threshold: what FreshScoreBelowThreshold compares
+    # the dataset file's metric, the run's threshold and the metric's direction: what FreshScorePastThreshold
+    # compares (balanced accuracy is better higher: the threshold is a minimum)
     assert now["mlops_fresh_score"] == 0.4 and now["mlops_metric_threshold"] == 0.8
+    assert now["mlops_metric_lower_is_better"] == 0
     assert 4 < now["mlops_run_duration_seconds"] < 60 and now["mlops_last_run_timestamp_seconds"] > time.time() - 60
     assert "mlops_live_drift_share" not in now  # not measured: nothing pushed, so the alert stays silent
+
+
+def test_a_regression_run_pushes_its_score_with_a_maximum_and_says_what_training_found(registry):
+    """rmse is better lower: the threshold pushed is a maximum; the training decision's evidence in words."""
+    detect = {"champion": {"version": "3"}, "metric": "rmse", "direction": "lower", "fresh_score": 61.2,
+              "fresh_metrics": {"rows": 120, "rmse": 61.2, "mae": 48.0, "r2": 0.31, "mape": 0.42}, "drift": None}
+    decision = {"metric": "rmse", "direction": "lower", "challenger_score": 50.1, "champion_version": "3",
+                "champion_score": 61.2, "improvement": 11.1, "relative_improvement": 0.1814, "min_improvement": 0.05,
+                "paired_test": {"name": "wilcoxon", "pvalue": 0.0012, "challenger_lower_loss": 71,
+                                "champion_lower_loss": 40, "loss": "squared error"}, "bootstrap_ci95": [5.1, 16.3]}
+    ctx = context(detect=detect, retrain=TRAINED, decided={"followed": ["training.keep_champion"]},
+                  params={"metric_threshold": 55})
+    ctx["ti"].xcoms[("training.train", "return_value")] = decision
+    summary = report(metric_direction="lower").execute(ctx)
+    assert summary["pushed"] is True and summary["fresh_accuracy"] is None and summary["metric_direction"] == "lower"
+    now = gauges(registry["pushgateway"], MODEL)
+    assert (now["mlops_fresh_score"], now["mlops_metric_threshold"], now["mlops_metric_lower_is_better"]) == (
+        61.2, 55, 1)
+    assert "mlops_fresh_accuracy" not in now
+    assert summary["training_evidence"].startswith("challenger rmse 50.1 vs champion v3 61.2 (lower is better); "
+                                                   "18.1 % better, required margin 5.0 %; Wilcoxon signed-rank "
+                                                   "p=0.0012"), summary["training_evidence"]
+    # a run that did not train has no training evidence, even with an earlier try's decision there
+    ctx = context(detect=detect, retrain=SKIPPED)
+    ctx["ti"].xcoms[("training.train", "return_value")] = decision
+    assert report(metric_direction="lower").summary(ctx)["training_evidence"] is None
 
 
 @pytest.mark.parametrize(("live", "pushed"), [

@@ -18,12 +18,15 @@ from mlops.triggers.kserve import InferenceServiceReadyTrigger
                                  "kubernetes_test", 1.0, resume={"version": "4", "previous": {"version": "3"}}),
     CanaryVerdictTrigger("iris", "3", "4", 100.0, 700.0, 1900.0, {"min_requests": 100}, "prometheus_test", 15.0,
                          resume={"version": "4", "previous": {"version": "3"}, "percent": 10}),
-], ids=["kfp", "kserve", "canary"])
+    CanaryVerdictTrigger("diabetes", "3", "4", 100.0, 700.0, 1900.0, {"max_prediction_ks": 0.25}, "prometheus_test",
+                         15.0, resume={"version": "4"}, regression=True),
+], ids=["kfp", "kserve", "canary", "regression-canary"])
 def test_a_trigger_round_trips_through_its_serialized_form(trigger):
     path, kwargs = trigger.serialize()
     module, _, name = path.rpartition(".")
     rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
     assert type(rebuilt) is type(trigger) and rebuilt.serialize() == (path, kwargs)
+    assert getattr(rebuilt, "regression", None) == getattr(trigger, "regression", None)
 
 
 def test_the_kfp_trigger_never_stores_a_token():
