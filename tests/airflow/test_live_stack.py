@@ -525,43 +525,46 @@ def test_two_models_run_at_once_without_touching_each_other(stack):
     """A second dataset file dropped into the stack's dataset folder becomes a DAG of its own; its run and
     a run of the example's DAG go at the same time, both through training and deploy. Each model keeps to
     its own landing and curated areas, registry entries and served model, and both answer at the one
-    router address under their own names. Leaves the second model's DAG and model served."""
+    router address under their own names. The second is a regression model (tests/datasets/diabetes.yaml:
+    ridge, held to an RMSE maximum), answering FP64 numbers. Leaves the second model's DAG and model served."""
     import httpx
     import yaml
 
     from tests import datasets as test_datasets
 
-    document = {**yaml.safe_load(test_datasets.dataset_path("wine").read_text()), "schedule": None}
-    wine, wine_dag = document["model_name"], "continuous_training_wine"
-    (stack.datasets / "wine.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    document = {**yaml.safe_load(test_datasets.dataset_path("diabetes").read_text()), "schedule": None}
+    second, second_dag = document["model_name"], "continuous_training_diabetes"
+    (stack.datasets / "diabetes.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     deadline = time.monotonic() + 240
-    while stack.get(f"/api/v2/dags/{wine_dag}").status_code != 200:  # the DAG file's next parse finds it
+    while stack.get(f"/api/v2/dags/{second_dag}").status_code != 200:  # the DAG file's next parse finds it
         assert time.monotonic() < deadline, "the DAG processor never serialized the new dataset's DAG"
         time.sleep(3)
-    for dag_id in (DAG_ID, wine_dag):  # a paused DAG's manual run waits for its unpausing
+    for dag_id in (DAG_ID, second_dag):  # a paused DAG's manual run waits for its unpausing
         assert stack.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
 
     partition, iris_before = "2026-11-25", (stack.versions(), stack.champion())
     # the example's champion (if any) fails on its batch: both runs train and deploy
     stack.land(partition, stack.promoting_drift() if iris_before[1] else "none", seed=25)
-    stack.land(partition, seed=25, dataset=stack.datasets / "wine.yaml", reference="sklearn:wine")
-    runs = {dag_id: stack.trigger({"partition": partition}, dag_id=dag_id) for dag_id in (DAG_ID, wine_dag)}
+    stack.land(partition, seed=25, dataset=stack.datasets / "diabetes.yaml", reference="sklearn:diabetes")
+    runs = {dag_id: stack.trigger({"partition": partition}, dag_id=dag_id) for dag_id in (DAG_ID, second_dag)}
     for dag_id, run_id in runs.items():
         assert stack.wait_run(run_id, timeout=600, dag_id=dag_id)["state"] == "success", stack.tries(run_id, dag_id)
     # Each run read its own model's batch and area, and registered and served its own model only.
-    iris_deploy, wine_deploy = (stack.xcom(runs[d], "deploy", dag_id=d) for d in (DAG_ID, wine_dag))
-    assert (wine_deploy["model_name"], wine_deploy["version"]) == (wine, "1")
+    iris_deploy, second_deploy = (stack.xcom(runs[d], "deploy", dag_id=d) for d in (DAG_ID, second_dag))
+    assert (second_deploy["model_name"], second_deploy["version"]) == (second, "1")
     assert iris_deploy["model_name"] == MODEL and iris_deploy["version"] not in iris_before[0]
-    assert stack.versions(wine) == ["1"] and stack.champion(wine) == "1"
+    assert stack.versions(second) == ["1"] and stack.champion(second) == "1"
     assert stack.versions() == sorted([*iris_before[0], iris_deploy["version"]])
-    for model in (MODEL, wine):
+    for model in (MODEL, second):
         landed = [p.name for p in (stack.data / "landing" / model / partition).iterdir()]
         assert "_SUCCESS" in landed and len(landed) == 2, landed
-    assert stack.xcom(runs[wine_dag], "wait_for_batch", dag_id=wine_dag)["partition"] == partition
-    assert sorted(p.name for p in (stack.data / "curated" / wine).iterdir()) == [partition]
+    assert stack.xcom(runs[second_dag], "wait_for_batch", dag_id=second_dag)["partition"] == partition
+    assert sorted(p.name for p in (stack.data / "curated" / second).iterdir()) == [partition]
     # Both at the one router address, each under its own name, each answered by its own version.
-    assert iris_deploy["endpoint"].rsplit("/v2/", 1)[0] == wine_deploy["endpoint"].rsplit("/v2/", 1)[0]
-    assert stack.served_version() == iris_deploy["version"] and stack.served_version(wine) == "1"
-    request = json.loads(test_datasets.in_pipeline_environment("v2-request", "wine"))
-    answer = httpx.post(f"{stack.serving}/v2/models/{wine}/infer", json=request, timeout=10).json()
-    assert answer["model_name"] == wine and answer["outputs"][0]["data"][0] in document["label"]["classes"]
+    assert iris_deploy["endpoint"].rsplit("/v2/", 1)[0] == second_deploy["endpoint"].rsplit("/v2/", 1)[0]
+    assert stack.served_version() == iris_deploy["version"] and stack.served_version(second) == "1"
+    request = json.loads(test_datasets.in_pipeline_environment("v2-request", "diabetes"))
+    answer = httpx.post(f"{stack.serving}/v2/models/{second}/infer", json=request, timeout=10).json()
+    output = answer["outputs"][0]
+    assert answer["model_name"] == second and output["datatype"] == "FP64" and isinstance(output["data"][0], float)
+    assert 0 < output["data"][0] < 400  # a disease-progression score, in the target's range (25-346)
