@@ -48,7 +48,8 @@ class Traffic:
         return [round(max(0.1, self._random.gauss(mean, sd)), 2) for mean, sd in IRIS[chosen]]
 
     def send_one(self, client: httpx.Client) -> None:
-        body = {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP64", "data": self.row()}]}
+        row = self.row()
+        body = {"inputs": [{"name": "features", "shape": [1, len(row)], "datatype": "FP64", "data": row}]}
         started = time.monotonic()
         try:
             answer = client.post(self.infer_url, json=body, headers={"Connection": "close"}, timeout=self.timeout)

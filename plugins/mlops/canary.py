@@ -148,6 +148,9 @@ def verdict(evidence: dict, policy: CanaryPolicy, window_over: bool, deadline_pa
         return WAIT, "healthy so far; the canary window is not over"
     p99 = f"{canary['p99_seconds'] * 1000:.1f} ms" if canary["p99_seconds"] is not None else "n/a"
     mix = f", class-mix divergence {divergence:.2f}" if divergence is not None else ""
-    mix += f", prediction distribution KS {ks:.2f}" if ks is not None else ""
+    if ks is not None:
+        mix += f", prediction distribution KS {ks:.2f}"
+    elif "prediction_ks" in evidence:  # a regression model's servers counted no predictions: say so, never hide it
+        mix += ", prediction distribution not measured (no predictions counted in the window)"
     return PROMOTE, (f"healthy over {canary['requests']:.0f} canary requests: error ratio "
                      f"{canary['error_ratio'] or 0:.2%}, p99 predict latency {p99}{mix}")

@@ -210,6 +210,8 @@ def test_the_regression_verdict_names_the_ks_distance_and_the_policy_bounds_it()
     at_bound = {**evidence, "prediction_ks": 0.25}
     decision, why = verdict(at_bound, POLICY, window_over=True, deadline_passed=False)
     assert decision == PROMOTE and why.endswith("prediction distribution KS 0.25") and "class" not in why
+    unmeasured = verdict({**evidence, "prediction_ks": None}, POLICY, window_over=True, deadline_passed=False)
+    assert unmeasured[1].endswith("prediction distribution not measured (no predictions counted in the window)")
     lenient = CanaryPolicy(**{**POLICY.__dict__, "max_prediction_ks": 0.5})
     assert verdict(evidence, lenient, window_over=True, deadline_passed=False)[0] == PROMOTE
     # the class-mix bound does not apply to a regression model, nor the KS bound to a classifier

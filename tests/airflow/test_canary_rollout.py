@@ -158,3 +158,66 @@ def test_a_slow_canary_is_rolled_back_by_its_p99_with_no_request_failed(canary_e
     [alert] = httpx.get(f"{stack['alertmanager']}/api/v2/alerts", params={"filter": [
         'alertname="CanaryRolledBack"', f'run_id="{TaskInstance.run_id}"']}).json() or [None]
     assert alert and "canary p99 predict latency" in alert["annotations"]["error"], alert
+
+
+class RegressionTraffic(Traffic):
+    """Traffic of diabetes rows (the reference sample's, drawn at random) as one 10-feature FP64 tensor."""
+
+    def __init__(self, *args, rows: list[list[float]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rows = rows
+
+    def row(self) -> list[float]:
+        return self._random.choice(self.rows)
+
+
+@pytest.mark.timeout(900)
+def test_a_regression_canary_is_judged_by_its_prediction_distribution(canary_env, stack, monkeypatch):
+    """A regression model's canary, between real model servers behind the router: a v2 trained on clean data
+    (made champion by hand: a clean retrain is rightly not promoted) predicts as v1 does and is promoted; a
+    v3 trained after a strongly changed coefficient predicts a much wider spread on the same traffic, and the
+    KS distance of the two versions' prediction histograms, computed by Prometheus, rolls it back. No
+    request fails, and nothing else breaches."""
+    import csv
+
+    from tests import datasets as test_datasets
+
+    root, serving = canary_env
+    model = "diabetes-canary"
+    stages = StageHook(support.PIPELINE_BIN / "mlpipeline", env={"MLFLOW_TRACKING_URI": stack["mlflow"]})
+    deploy = LocalDeployOperator(task_id="deploy", model_name=model, canary_percent=30, canary_minutes=0.5,
+                                 deferrable=False, regression=True)
+    assert train_and_register(stages, root, model, "2026-11-01", "none", 1, dataset="diabetes")["outcome"] == \
+        "promoted"
+    assert deploy.execute({"ti": TaskInstance()})["version"] == "1"
+    # the traffic: the reference sample's rows, features in the dataset file's order
+    reference = test_datasets.in_pipeline_environment("write-reference", "diabetes", str(root / "reference.csv"))
+    features = test_datasets.load("diabetes").feature_names
+    with open(reference.strip()) as file:
+        rows = [[float(r[f]) for f in features] for r in csv.DictReader(file)]
+
+    registered = train_and_register(stages, root, model, "2026-11-02", "none", 2, dataset="diabetes")
+    assert registered["outcome"] == "registered", registered  # not better: the champion stays v1
+    httpx.post(f"{stack['mlflow']}/api/2.0/mlflow/registered-models/alias",
+               json={"name": model, "alias": "champion", "version": registered["version"]}).raise_for_status()
+    with RegressionTraffic(serving, model, rate=40, rows=rows) as traffic:
+        healthy = deploy.execute({"ti": TaskInstance()})
+        canary = healthy["canary"]
+        assert canary["verdict"] == "promote" and traffic.failures == [], (canary, traffic.summary())
+        assert canary["evidence"]["prediction_ks"] < 0.25 and "class_divergence" not in canary["evidence"]
+        assert "mlserving_prediction_bucket" in canary["evidence"]["queries"]["prediction_ks"]
+
+        shifted = train_and_register(stages, root, model, "2026-11-03", "coefficient", 3, dataset="diabetes",
+                                     severity=2.0)
+        assert shifted["outcome"] == "promoted", shifted
+        ti = TaskInstance()
+        deployed = deploy.execute({"ti": ti})
+        answered_before = traffic.answered[registered["version"]]
+        support.wait_until(lambda: traffic.answered[registered["version"]] > answered_before + 20, 30)
+    assert deployed["rolled_back"] == shifted["version"] and deployed["version"] == registered["version"], deployed
+    canary = deployed["canary"]
+    assert canary["verdict"] == "rollback" and "prediction distribution differs" in canary["reason"], canary
+    assert canary["evidence"]["prediction_ks"] > 0.25 and canary["evidence"]["canary"]["error_ratio"] == 0
+    assert "latency" not in canary["reason"]
+    assert traffic.answered[shifted["version"]] > 0 and traffic.failures == [], traffic.summary()
+    assert ti.xcoms[ROLLBACK_TO] == registered["version"]
