@@ -61,3 +61,15 @@ def test_a_missing_infinite_or_text_label_is_refused_naming_the_label_and_line(f
         assert violation.rule == "non_numeric" and "'high'" in violation.message
     else:
         assert violation.rule == "non_finite" and "the label is never missing" in violation.message
+
+
+def test_a_zero_target_is_refused_only_where_the_metric_divides_by_it():
+    frame = houses()
+    frame.loc[[3, 7], "price"] = 0.0
+    mape = dataset.parse({**regression("csv").as_dict(), "metric": {"name": "mape", "max": 0.2}}, "test", "houses")
+    refused = validate_batch(encode(frame, "csv"), "batch.csv", mape)
+    assert not refused.ok and refused.frame is None
+    [violation] = refused.violations
+    assert violation.rule == "zero_target" and violation.rows == [5, 9] and violation.count == 2
+    assert "mape, divides by it" in violation.message
+    assert validate_batch(encode(frame, "csv"), "batch.csv", regression("csv")).ok  # r2: a zero is a value

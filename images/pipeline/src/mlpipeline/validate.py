@@ -11,6 +11,7 @@ here then judge the values:
   refused;
 - a numeric value outside a declared min/max is refused (`out_of_range`);
 - with `classes` declared, another label is refused (`unknown_label`); without, any label is accepted;
+- a dataset held to MAPE refuses a target of (almost) zero, where MAPE is undefined (`zero_target`);
 - a category outside a declared `categories` list is accepted (training and serving handle it, drift
   counts it) and noted in Validated.notes;
 - more exact duplicate rows than `max_duplicate_fraction` are refused (`duplicate_rows`).
@@ -171,7 +172,7 @@ def _check_values(table: pa.Table, batch: Batch, dataset) -> tuple[list[Violatio
                 notes.append(shorten(f"column {name!r}: {int(unseen.sum())} row(s) with a category not declared, "
                                      f"such as [{_samples(column, unseen)}]"))
     if target:
-        return violations, notes
+        return violations + _zero_targets(table[target.name].to_numpy(), batch, dataset), notes
     labels = table[dataset.label]
     missing = _mask(labels.is_null())
     if missing.any():
@@ -186,6 +187,21 @@ def _check_values(table: pa.Table, batch: Batch, dataset) -> tuple[list[Violatio
                                         f"{list(dataset.classes)}, such as [{_samples(labels, unknown)}]",
                                         [dataset.label], lines, count))
     return violations, notes
+
+
+def _zero_targets(values: np.ndarray, batch: Batch, dataset) -> list[Violation]:
+    """A dataset held to MAPE divides by the target: a target of (almost) zero makes it undefined, so such a
+    batch is refused here, by line, rather than failing a training later."""
+    if dataset.metric != "mape":
+        return []
+    with np.errstate(invalid="ignore"):
+        zero = np.abs(values) < np.finfo(np.float64).eps
+    if not zero.any():
+        return []
+    lines, count = batch.lines(zero)
+    return [Violation("zero_target", f"column {dataset.label!r} (the label) is 0 in {count} row(s): the dataset's "
+                      "metric, mape, divides by it; choose rmse, mae or r2 for a target that can be 0",
+                      [dataset.label], lines, count)]
 
 
 def _duplicates(frame: pd.DataFrame, batch: Batch, dataset) -> Violation | None:
