@@ -113,7 +113,12 @@ def measure(query: Callable[[str], list[dict]], model: str, stable: str, canary:
         evidence["queries"][role] = promql
     if regression:
         evidence["queries"]["prediction_ks"] = prediction_ks_query(model, stable, canary, window)
-        evidence["prediction_ks"] = scalar(evidence["queries"]["prediction_ks"])
+        edges = [set(evidence[role]["prediction_shares"]) for role in ("stable", "canary")]
+        # Two versions on other edges share only le="+Inf", where both shares are 1: the query would say 0.
+        # Every version of a model copies its champion's edges, so this is a model trained apart from them.
+        evidence["prediction_edges_differ"] = all(edges) and edges[0] != edges[1]
+        evidence["prediction_ks"] = (None if evidence["prediction_edges_differ"] else
+                                     scalar(evidence["queries"]["prediction_ks"]))
     else:
         evidence["class_divergence"] = class_divergence(evidence["stable"]["classes"], evidence["canary"]["classes"])
     return evidence
@@ -150,6 +155,9 @@ def verdict(evidence: dict, policy: CanaryPolicy, window_over: bool, deadline_pa
     mix = f", class-mix divergence {divergence:.2f}" if divergence is not None else ""
     if ks is not None:
         mix += f", prediction distribution KS {ks:.2f}"
+    elif evidence.get("prediction_edges_differ"):
+        mix += (", prediction distributions not compared (the two versions count their predictions on other "
+                "edges)")
     elif "prediction_ks" in evidence:  # a regression model's servers counted no predictions: say so, never hide it
         mix += ", prediction distribution not measured (no predictions counted in the window)"
     return PROMOTE, (f"healthy over {canary['requests']:.0f} canary requests: error ratio "

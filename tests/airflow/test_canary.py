@@ -217,3 +217,25 @@ def test_the_regression_verdict_names_the_ks_distance_and_the_policy_bounds_it()
     # the class-mix bound does not apply to a regression model, nor the KS bound to a classifier
     strict_mix = CanaryPolicy(**{**POLICY.__dict__, "max_class_divergence": 0.0})
     assert verdict({**evidence, "prediction_ks": 0.1}, strict_mix, True, False)[0] == PROMOTE
+
+
+def test_two_versions_on_other_prediction_edges_are_not_compared_and_the_verdict_says_so():
+    """Versions that count on other edges share only le="+Inf" (where both shares are 1), so the PromQL
+    difference would read 0: a KS of 0 is not claimed then, and the reason says the distributions were not
+    compared."""
+    def query(promql: str) -> list[dict]:
+        version = "3" if 'version="3"' in promql else "4"
+        if promql.startswith("max(abs("):
+            return [{"metric": {}, "value": [0, "0"]}]
+        if "mlserving_prediction_bucket" in promql:
+            edges = ("100", "200", "+Inf") if version == "3" else ("150", "+Inf")
+            return [{"metric": {"le": le}, "value": [0, "0.5" if le != "+Inf" else "1"]} for le in edges]
+        if "request_predict_seconds" in promql:
+            return [{"metric": {}, "value": [0, "0.004"]}]
+        return [{"metric": {}, "value": [0, "0" if "server_error" in promql else "300"]}]
+
+    evidence = measure(query, "m", "3", "4", "1m", regression=True)
+    assert evidence["prediction_edges_differ"] and evidence["prediction_ks"] is None
+    decision, why = verdict(evidence, POLICY, window_over=True, deadline_passed=False)
+    assert decision == PROMOTE and why.endswith("prediction distributions not compared (the two versions count "
+                                                "their predictions on other edges)")

@@ -78,6 +78,9 @@ def test_a_regression_file_gets_its_task_s_defaults_and_keeps_its_bound_s_key():
     assert mae.as_dict()["metric"] == {"name": "mae", "max": 12.5} and dataset.from_dict(mae.as_dict()) == mae
     assert mae.metric_fails(12.6) and not mae.metric_fails(12.5)
     assert mae.fingerprint() != spec.fingerprint()
+    no_intercept = parse(yaml.safe_dump({**BASE, "label": {"column": "y", "task": "regression"},
+                                         "model": {"estimator": "ridge", "params": {"fit_intercept": False}}}))
+    assert no_intercept.params == {"fit_intercept": False}
 
 
 def test_pull_sources_parse_with_their_own_keys():
@@ -162,6 +165,10 @@ MISTAKES = {
                                     "key 'model.params.class_weight': is not a parameter random_forest takes here"),
     "classification metric for a regression label": (_regression("metric", {"name": "accuracy", "min": 0.9}),
                                                      "'accuracy' is a classification metric"),
+    "estimator as a list": (_regression("model", {"estimator": ["ridge"]}),
+                            "key 'model.estimator': ['ridge'] is not allowed for a regression label"),
+    "metric as a list": (_with("metric", {"name": ["accuracy"]}),
+                         "key 'metric.name': ['accuracy'] is not allowed for a classification label"),
     "rmse without its bound": (_regression("metric", {"name": "rmse"}),
                                "key 'metric.max': is required for rmse (its scale is the target's)"),
     "rmse with a minimum": (_regression("metric", {"name": "rmse", "min": 3}),

@@ -359,8 +359,9 @@ def _model(doc: _Doc, value, task: str) -> tuple[str, dict]:
     item = doc.mapping(value if value is not None else {}, "model", ("estimator", "params"))
     estimators = ESTIMATORS[task]
     estimator = item.get("estimator", DEFAULT_ESTIMATORS[task])
-    if estimator not in estimators:
-        other = next((t for t, names in ESTIMATORS.items() if t != task and estimator in names), None)
+    if not isinstance(estimator, str) or estimator not in estimators:
+        other = next((t for t, names in ESTIMATORS.items() if t != task and isinstance(estimator, str)
+                      and estimator in names), None)
         why = f" ({estimator!r} is a {other} estimator)" if other else ""
         doc.fail("model.estimator", f"{_short(estimator)} is not allowed for a {task} label{why}; allowed: "
                                     f"{', '.join(estimators)}")
@@ -373,7 +374,7 @@ def _model(doc: _Doc, value, task: str) -> tuple[str, dict]:
         if name not in allowed:
             doc.fail(key, f"is not a parameter {estimator} takes here; allowed: {', '.join(sorted(allowed))}")
         types = allowed[name]
-        if isinstance(param, bool) or not isinstance(param, types):
+        if (isinstance(param, bool) and bool not in types) or not isinstance(param, types):
             names = sorted({"null" if t is _NULL else t.__name__ for t in types})
             doc.fail(key, f"must be {' or '.join(names)}; got {_short(param)}")
     return estimator, dict(params)
@@ -385,8 +386,9 @@ def _metric(doc: _Doc, value, task: str) -> tuple[str, float]:
     item = doc.mapping(value if value is not None else {}, "metric", ("name", "min", "max"))
     directions = METRIC_DIRECTIONS[task]
     name = item.get("name", default_name)
-    if name not in directions:
-        other = next((t for t, names in METRIC_DIRECTIONS.items() if t != task and name in names), None)
+    if not isinstance(name, str) or name not in directions:
+        other = next((t for t, names in METRIC_DIRECTIONS.items() if t != task and isinstance(name, str)
+                      and name in names), None)
         why = f" ({name!r} is a {other} metric)" if other else ""
         doc.fail("metric.name", f"{_short(name)} is not allowed for a {task} label{why}; allowed: "
                                 f"{', '.join(directions)}")

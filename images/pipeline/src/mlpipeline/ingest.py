@@ -7,8 +7,8 @@ curated/ is ever rewritten.
 
 Whatever format a batch landed in (the dataset's source.format: CSV, JSON lines, Parquet, compressed or
 not), the curated file holds the dataset's columns typed the same way: numeric features float64,
-categorical features and the label text (a missing value is null), so split and training read one
-shape.
+categorical features and a class label text, a regression label float64 (a missing value is null), so
+split and training read one shape.
 
 Each file is its own failure boundary: whatever one file does to the reader (a link, a size over the
 limit, an error no rule foresaw) quarantines that file with the reason, and the others are ingested.

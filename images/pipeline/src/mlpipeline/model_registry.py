@@ -164,8 +164,10 @@ class Registry:
                         mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/{PREDICTION_BUCKETS_FILE}",
                                                             dst_path=str(path.parent))
                     except (OSError, MlflowException) as exc:
-                        if getattr(exc, "error_code", "") not in ("", "RESOURCE_DOES_NOT_EXIST") \
-                                and not isinstance(exc, FileNotFoundError):
+                        # only "no such file" means no edges: any other failure must not pass for it (the
+                        # next version would get edges of its own, which the canary cannot compare)
+                        if not (isinstance(exc, FileNotFoundError)
+                                or getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"):
                             raise
                         return None
                 else:
@@ -228,7 +230,7 @@ class Registry:
                 raise
             try:
                 self.api.post("registered-models/create", {
-                    "name": self.name, "description": "Continuously trained classifier; aliases: champion "
+                    "name": self.name, "description": "Continuously trained model; aliases: champion "
                                                       "(served), challenger (last candidate)."})
             except MlflowApiError as race:  # another run created it meanwhile
                 if race.error_code != "RESOURCE_ALREADY_EXISTS":

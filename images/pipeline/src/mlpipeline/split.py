@@ -66,7 +66,8 @@ def _number(value) -> float | None:
 
 
 def target_bins(target: pd.Series) -> np.ndarray:
-    """A numeric target's stratification codes: its equal-share quantile bins (ties kept in one bin)."""
+    """A numeric target's stratification codes: its equal-share quantile bins (of its ranks: tied values may
+    fall in two neighbouring bins, which keeps every bin's size whatever the ties)."""
     bins = max(1, min(TARGET_BINS, len(target) // MIN_ROWS_PER_BIN))
     return pd.qcut(target.rank(method="first"), bins, labels=False).to_numpy() if bins > 1 else \
         np.zeros(len(target), dtype=np.int64)
@@ -106,12 +107,15 @@ def split_partition(volume: DataVolume, partition: str, dataset: Dataset, config
     test_size = dataset.test_size
     if dataset.regression:
         codes, classes = target_bins(window[dataset.label]), []
-        if len(window) < 2 * MIN_ROWS_PER_BIN or round(len(window) * test_size) < max(2, int(codes.max()) + 1):
-            raise PipelineError(f"training window too small: {len(window)} rows, test_size {test_size}; widen the "
-                                "window or land more data")
+        bins, test_rows = int(codes.max()) + 1, round(len(window) * test_size)
+        if len(window) < 2 * MIN_ROWS_PER_BIN or min(test_rows, len(window) - test_rows) < max(2, bins):
+            raise PipelineError(f"training window too small: {len(window)} rows, test_size {test_size} (each set "
+                                f"needs rows of each of the target's {bins} quantile bins); widen the window or "
+                                "land more data")
     else:
         counts = window[dataset.label].value_counts()
-        if counts.min() < 2 or round(len(window) * test_size) < len(counts):
+        test_rows = round(len(window) * test_size)
+        if counts.min() < 2 or min(test_rows, len(window) - test_rows) < len(counts):
             raise PipelineError(f"training window too small to stratify: class counts {counts.to_dict()}, "
                                 f"test_size {test_size}; widen the window or land more data")
         # Stratified on class codes, not the label strings: the split is the same (codes follow the sorted

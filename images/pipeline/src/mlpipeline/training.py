@@ -201,7 +201,7 @@ def train_challenger(volume: DataVolume, run_key: str, model_name: str, context:
         result = {"run_id": run.info.run_id, "model_uri": info.model_uri, "reused": False,
                   "test_metrics": metrics}
     write_json_atomic(volume.run_dir(run_key) / "challenger.json", result)
-    log.info("challenger %s: test %s %.4f", info.model_uri, dataset.metric, metrics[dataset.metric])
+    log.info("challenger %s: test %s %s", info.model_uri, dataset.metric, metrics[dataset.metric])
     return result
 
 
