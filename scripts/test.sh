@@ -19,7 +19,7 @@ failed=()
 # Airflow tests that need no image, longest first, run by the background process: the foreground
 # reaches the Airflow layer only once the images are built, and would otherwise run them alone.
 BESIDE=(tests/airflow/test_live_stack.py tests/airflow/test_canary_rollout.py tests/airflow/operators/test_deploy.py
-        tests/airflow/test_dag_run.py)
+        tests/airflow/test_dag_run.py tests/airflow/test_dag_run_regression.py)
 images=""
 beside=""
 interrupted=""

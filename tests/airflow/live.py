@@ -159,11 +159,13 @@ class LiveStack:
 
     # -- the data volume, the registry, the model server, the alerts -----------------------------------------
     def land(self, partition: str, drift: str = "none", seed: int = 1, rows: int = 900, dataset: Path | None = None,
-             reference: str | None = None) -> None:
-        """A batch of the example (or of `dataset`, drawn from `reference`) in its model's landing area."""
+             reference: str | None = None, severity: float | None = None) -> None:
+        """A batch of the example (or of `dataset`, drawn from `reference`) in its model's landing area;
+        `severity`: the drift's (the simulator's default when None)."""
         StageHook(support.PIPELINE_BIN / "mlpipeline").run(
             "simulate", {"data_root": self.data, "partition": partition, "rows": rows, "drift": drift, "seed": seed,
-                         "dataset": dataset or support.EXAMPLE_DATASET, "reference": reference},
+                         "dataset": dataset or support.EXAMPLE_DATASET, "reference": reference,
+                         **({"severity": severity} if severity is not None else {})},
             on_line=lambda _: None)
         if dataset is None:
             self.landed[partition] = drift

@@ -526,7 +526,8 @@ def test_two_models_run_at_once_without_touching_each_other(stack):
     a run of the example's DAG go at the same time, both through training and deploy. Each model keeps to
     its own landing and curated areas, registry entries and served model, and both answer at the one
     router address under their own names. The second is a regression model (tests/datasets/diabetes.yaml:
-    ridge, held to an RMSE maximum), answering FP64 numbers. Leaves the second model's DAG and model served."""
+    ridge, held to an RMSE maximum), answering FP64 numbers; a changed coefficient then retrains and promotes
+    its v2. Leaves the second model's DAG and model served."""
     import httpx
     import yaml
 
@@ -568,3 +569,17 @@ def test_two_models_run_at_once_without_touching_each_other(stack):
     output = answer["outputs"][0]
     assert answer["model_name"] == second and output["datatype"] == "FP64" and isinstance(output["data"][0], float)
     assert 0 < output["data"][0] < 400  # a disease-progression score, in the target's range (25-346)
+
+    # A changed coefficient: the regression champion's RMSE goes past the file's maximum, and the real
+    # scheduler's run retrains, promotes and serves v2, the decision held to the Wilcoxon rule.
+    stack.land("2026-11-26", "coefficient", seed=26, dataset=stack.datasets / "diabetes.yaml",
+               reference="sklearn:diabetes", severity=1.0)
+    run_id = stack.trigger({"partition": "2026-11-26"}, dag_id=second_dag)
+    assert stack.wait_run(run_id, timeout=600, dag_id=second_dag)["state"] == "success", stack.tries(run_id, second_dag)
+    detected = stack.xcom(run_id, "detect_degradation", dag_id=second_dag)
+    assert detected["direction"] == "lower" and detected["fresh_score"] > document["metric"]["max"], detected
+    decision = stack.xcom(run_id, "training.train", dag_id=second_dag)
+    assert decision["decision"] == "promote" and decision["paired_test"]["name"] == "wilcoxon", decision
+    assert stack.champion(second) == "2" and stack.served_version(second) == "2"
+    answer = httpx.post(f"{stack.serving}/v2/models/{second}/infer", json=request, timeout=10).json()
+    assert answer["model_version"] == "2" and answer["outputs"][0]["datatype"] == "FP64"
