@@ -1,9 +1,10 @@
 """Data-to-served latency on the local target: from a drifted batch landing to the new champion
 answering, through the real DAG under dag.test() (real MLflow, kfp.local, mlserving).
 
-A first run (clean data, no champion) sets the stage; the measured run lands a concept-drift batch
-and times until a v2 inference is answered by the new version. Prints the time per task. Any of the test
-datasets (tests/datasets.py: iris, wine, breast-cancer, cancer-mixed) as its own DAG:
+A first run (clean data, no champion) sets the stage; the measured run lands a concept-drift batch (a
+regression dataset's: a changed coefficient) and times until a v2 inference is answered by the new version.
+Prints the time per task. Any of the test datasets (tests/datasets.py: iris, wine, breast-cancer,
+cancer-mixed, diabetes, friedman) as its own DAG:
     .venv/airflow/bin/python benchmarks/data_to_served.py [--dataset NAME]
 """
 
@@ -71,10 +72,12 @@ def main() -> None:
                            "AIRFLOW_CONN_PUSHGATEWAY_DEFAULT": pgw})
         stages = StageHook(support.PIPELINE_BIN / "mlpipeline", env={"MLFLOW_TRACKING_URI": mlflow_uri})
         try:
-            for day, drift in (("2026-11-01", "none"), ("2026-11-02", "concept")):
+            regression = name in datasets.REGRESSION  # a changed coefficient, not relabelled classes
+            for day, drift in (("2026-11-01", "none"), ("2026-11-02", "coefficient" if regression else "concept")):
                 stages.run("simulate", {"data_root": tmp / "volume", "partition": day, "rows": 1000, "drift": drift,
-                                        "severity": 1.0 if name == "iris" else 0.5, "reference": reference,
-                                        "dataset": folder / f"{name}.yaml"}, on_line=lambda _: None)
+                                        "severity": 1.0 if name == "iris" or regression else 0.5,
+                                        "reference": reference, "dataset": folder / f"{name}.yaml"},
+                           on_line=lambda _: None)
                 started = time.monotonic()  # the batch has landed (its _SUCCESS marker is written)
                 dagrun = dag.test(logical_date=dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC))
                 answer = httpx.post(f"{serving}/v2/models/{model}/infer", json=request).json()
