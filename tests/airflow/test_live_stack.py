@@ -148,9 +148,26 @@ def test_re_runs_report_what_happened_not_what_was_decided(stack):
     so it retrains, reuses the run key's training and decides promote; but that run key is v1 already:
     nothing is registered or moved again, and the report says so. Then 2026-11-03 again: v2 was trained
     on it, so the no_retraining branch, whose report must not read the XCom train and register left from the
-    run's first try (promote, v2)."""
+    run's first try (promote, v2). The re-run decides in a training run of its own: v1's source run (params,
+    metrics, tags, end time, as MLflow's REST API gives them to its client) is the same before and after."""
+    import httpx
+
+    def source_run(version: str) -> dict:
+        found = httpx.get(f"{stack.mlflow}/api/2.0/mlflow/model-versions/get", auth=stack.mlflow_auth,
+                          params={"name": MODEL, "version": version}).json()["model_version"]
+        return httpx.get(f"{stack.mlflow}/api/2.0/mlflow/runs/get", auth=stack.mlflow_auth,
+                         params={"run_id": found["run_id"]}).json()["run"]
+
+    v1_source = source_run("1")
     [rerun] = backfill(stack, "2026-11-01", "2026-11-01", reprocess=True)
     assert rerun["state"] == "success"
+    assert source_run("1") == v1_source  # never written again by the re-run
+    decided = stack.xcom(rerun["dag_run_id"], "training.train")
+    assert decided["challenger_run_id"] != v1_source["info"]["run_id"]
+    rerun_tags = {t["key"]: t["value"] for t in httpx.get(
+        f"{stack.mlflow}/api/2.0/mlflow/runs/get", auth=stack.mlflow_auth,
+        params={"run_id": decided["challenger_run_id"]}).json()["run"]["data"]["tags"]}
+    assert rerun_tags["rerun_of"] == v1_source["info"]["run_id"] and rerun_tags["airflow_run_id"] == rerun["dag_run_id"]
     states = stack.states(rerun["dag_run_id"])
     assert states["training.register"] == "success"
     assert stack.xcom(rerun["dag_run_id"], "training.register")["outcome"] == "already_registered"

@@ -140,8 +140,12 @@ def test_continuous_training_scenario(volume, tracking, model_name):
     assert client.get_model_version_by_alias(model_name, "champion").version == "1"
 
 
-def test_training_twice_with_one_run_key_reuses_the_run_and_registers_once(volume, schema, tracking, model_name):
-    """In-process (no kfp.local start-up cost): the same stage functions the components call."""
+def test_training_twice_with_one_run_key_reuses_the_model_never_its_decided_run_and_registers_once(
+        volume, schema, tracking, model_name):
+    """In-process (no kfp.local start-up cost): the same stage functions the components call. An attempt that
+    stopped before deciding is continued in its run; once a run decided (and here made v1), a re-run of its
+    run key reuses its model but evaluates and decides in a run of its own: v1's source run, read through
+    MLflow's own client, is the same before and after (params, metrics, tags, end time)."""
     from mlpipeline.config import run_config
     from mlpipeline.ingest import ingest_partition
     from mlpipeline.register import register_run
@@ -154,22 +158,46 @@ def test_training_twice_with_one_run_key_reuses_the_run_and_registers_once(volum
     ingest_partition(volume, DAYS[0], schema)
     rk = split_partition(volume, DAYS[0], schema, run_config(schema))["run_key"]
     first = train_challenger(volume, rk, model_name, {})
+    resumed = train_challenger(volume, rk, model_name, {})  # a retry before the decision: the same run
+    assert resumed["reused"] and resumed["run_id"] == first["run_id"]
     evaluate_models(volume, rk, model_name, first["run_id"])
     decide_promotion(volume, rk)
     registered = register_run(volume, rk, model_name, {})
     assert registered["created"] and registered["outcome"] == "promoted"
+    client = MlflowClient(tracking)
+    v1_tags = client.get_model_version(model_name, "1").tags
+    import datetime as dt
 
-    second = train_challenger(volume, rk, model_name, {})
-    assert second["reused"] and second["run_id"] == first["run_id"]
+    assert dt.datetime.fromisoformat(v1_tags["champion_since"]) == dt.datetime.fromtimestamp(
+        int(v1_tags["champion_since_ms"]) / 1000, dt.UTC)
+    for experiment in (model_name, f"{model_name}.promotions"):  # opened by MLflow's UI as model training
+        assert client.get_experiment_by_name(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
+
+    def record(run_id: str) -> tuple:
+        run = client.get_run(run_id)
+        return run.data.params, run.data.metrics, run.data.tags, run.info.end_time, run.info.status
+
+    source_before = record(first["run_id"])
+    second = train_challenger(volume, rk, model_name, {"airflow_run_id": "manual__forced"})
+    assert second["reused"] and second["run_id"] != first["run_id"] and second["rerun_of"] == first["run_id"]
+    assert second["model_uri"] == first["model_uri"]
+    evaluate_models(volume, rk, model_name, second["run_id"])
+    redecided = decide_promotion(volume, rk)
+    assert redecided["challenger_run_id"] == second["run_id"]
+    assert redecided["decision"] == "reject" and redecided["champion_version"] == "1"  # v1 against itself
+    assert record(first["run_id"]) == source_before  # history: never written again
+    rerun = client.get_run(second["run_id"]).data.tags
+    assert rerun["rerun_of"] == first["run_id"] and rerun["decision"] == "reject"
+    assert rerun["airflow_run_id"] == "manual__forced" and rerun["run_key"] == rk
     again = register_run(volume, rk, model_name, {})
     assert not again["created"] and again["version"] == "1" and again["promotion"] is None
     # What a re-run reports is what happened, not the training decision it read again.
-    assert again["decision"] == "promote" and again["outcome"] == "already_registered"
-    client = MlflowClient(tracking)
+    assert again["decision"] == "reject" and again["outcome"] == "already_registered"
     assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
+    assert client.get_model_version(model_name, "1").run_id == first["run_id"]
     runs = client.search_runs([client.get_experiment_by_name(model_name).experiment_id],
                               f"tags.run_key = '{rk}' and tags.stage = 'train'")
-    assert len(runs) == 1
+    assert len(runs) == 2  # the run that made v1, and the re-run's own
     assert len(run_cli("champion-at", "--model-name", model_name).json["history"]) == 1
 
     # What the serving runtime gets: the model directory plus registry.json naming the version.

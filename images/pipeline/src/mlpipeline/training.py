@@ -5,7 +5,9 @@ result there too, so a retried step can pick up where the last one stopped.
 
 The training run is tagged with the run's lineage: run key, fingerprints, configuration hash, code version,
 partition, the Airflow DAG and run and the KFP run, and what a pull fetched for the partition (`pull.*`,
-from the manifest: mlpipeline.pull_record). A run key trained before reuses its run, tags and all.
+from the manifest: mlpipeline.pull_record). A run key trained before reuses its model: its run too when that
+run never decided (an attempt that stopped on the way), else a run of its own tagged `rerun_of` (a run that
+decided is history, perhaps a registered version's source run, and is never written again).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.models import infer_signature
 
 from . import lineage, pull_record
-from .contracts import TrainingDecision
+from .contracts import DECISION_TAG, TrainingDecision
 from .dataset import Dataset
 from .decide import decide, decide_regression
 from .evaluate import primary_metrics, score_labelled
@@ -40,11 +42,13 @@ from .model_format import (
     PREDICTION_BUCKETS_KEY,
     parse_feature_buckets,
 )
-from .model_registry import REFERENCE_ARTIFACT, Registry
+from .model_registry import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, REFERENCE_ARTIFACT, Registry
 from .split import load_set, run_dataset
 from .volume import DataVolume, load_run, read_json, write_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
+
+RERUN_OF_TAG = "rerun_of"  # on a re-run's own training run: the earlier run of the same run key it reuses the model of
 
 
 def _metric_key(text: str) -> str:
@@ -159,19 +163,34 @@ def train_challenger(volume: DataVolume, run_key: str, model_name: str, context:
     manifest, config = load_run(volume, run_key)
     dataset, classes = run_dataset(manifest)
     experiment = mlflow.set_experiment(model_name)
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:  # set once, on the experiment's first run
+        mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
     existing = _existing_training_run(experiment.experiment_id, run_key)
-    if existing:
-        log.info("run key %s already trained in MLflow run %s; reusing it", run_key, existing.info.run_id)
-        result = {"run_id": existing.info.run_id, "model_uri": existing.data.tags["model_uri"], "reused": True}
-        write_json_atomic(volume.run_dir(run_key) / "challenger.json", result)
-        return result
-
-    train, test = load_set(volume, run_key, "train"), load_set(volume, run_key, "test")
     tags = {"run_key": run_key, "stage": "train", "data_fingerprint": manifest["data_fingerprint"],
             "config_hash": manifest["config_hash"], "dataset_fingerprint": manifest["dataset_fingerprint"],
             "dataset_file": dataset.name, "metric": dataset.metric, "code_version": lineage.code_version(),
             "partition": manifest["partition"], **pull_record.tags(manifest.get("pull")),
             **{k: v for k, v in context.items() if v}}
+    if existing and DECISION_TAG not in existing.data.tags:  # an earlier attempt stopped before deciding
+        log.info("run key %s already trained in MLflow run %s; reusing it", run_key, existing.info.run_id)
+        result = {"run_id": existing.info.run_id, "model_uri": existing.data.tags["model_uri"], "reused": True}
+        write_json_atomic(volume.run_dir(run_key) / "challenger.json", result)
+        return result
+    if existing:
+        # A run that decided is history (it may be a registered version's source run): a re-run of its run key
+        # reuses its model but evaluates and decides in a run of its own, linked to it, never writing to it.
+        model_uri = existing.data.tags["model_uri"]
+        with mlflow.start_run(run_name=f"re-run {run_key}", tags={**tags, "model_uri": model_uri,
+                                                                   RERUN_OF_TAG: existing.info.run_id}) as run:
+            mlflow.log_params({"estimator": dataset.estimator, "window": config["window"]})
+        log.info("run key %s was trained and decided in MLflow run %s; this re-run records in run %s, reusing "
+                 "its model", run_key, existing.info.run_id, run.info.run_id)
+        result = {"run_id": run.info.run_id, "model_uri": model_uri, "reused": True,
+                  "rerun_of": existing.info.run_id}
+        write_json_atomic(volume.run_dir(run_key) / "challenger.json", result)
+        return result
+
+    train, test = load_set(volume, run_key, "train"), load_set(volume, run_key, "test")
     with mlflow.start_run(run_name=f"train {run_key}", tags=tags) as run:
         mlflow.log_params({"estimator": dataset.estimator, "window": config["window"],
                            "test_size": dataset.test_size, "seed": dataset.seed,
