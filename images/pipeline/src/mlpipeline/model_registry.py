@@ -38,6 +38,11 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 UNANSWERED_CREATE_ATTEMPTS = 3
 
 
+# MLflow's UI opens an experiment without this tag as a GenAI project (traces, token usage, an assistant): ours
+# are model-training experiments (the value MLflow 3's UI and its own onboarding read as "traditional ML").
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 class ChampionMoved(PipelineError):
     """The champion is not the version the move expected to replace: the move is refused."""
 REFERENCE_ARTIFACT = "reference/train_sample.parquet"
@@ -56,6 +61,13 @@ class ModelVersion:
     def from_json(cls, doc: dict) -> ModelVersion:
         return cls(version=str(doc["version"]), run_id=doc.get("run_id", ""), source=doc.get("source", ""),
                    status=doc.get("status", ""), tags={t["key"]: t.get("value", "") for t in doc.get("tags", [])})
+
+
+def _iso(ms: int) -> str:
+    """Epoch milliseconds as an ISO 8601 UTC time, to the millisecond."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
@@ -304,9 +316,12 @@ class Registry:
         except Exception:
             self._end_record(run_id, "FAILED", now_ms)
             raise
+        # epoch milliseconds for programs (champion-at), an ISO 8601 time beside it for people reading the UI
         self._set_version_tag(version.version, "champion_since_ms", str(now_ms))
+        self._set_version_tag(version.version, "champion_since", _iso(now_ms))
         if current and current != version.version:
             self._set_version_tag(current, "champion_until_ms", str(now_ms))
+            self._set_version_tag(current, "champion_until", _iso(now_ms))
         self._end_record(run_id, "FINISHED", now_ms)
         log.info("%s: champion %s -> v%s (%s)", event, f"v{current}" if current else "none", version.version, reason)
         return {"event": event, "version": version.version, "previous_version": current,
@@ -358,6 +373,7 @@ class Registry:
 
     def _promotions_experiment(self) -> str:
         found = self._experiment_id(self._promotions_name)
-        return found if found is not None else \
-            self.api.post("experiments/create", {"name": self._promotions_name})["experiment_id"]
+        return found if found is not None else self.api.post("experiments/create", {
+            "name": self._promotions_name, "tags": [{"key": EXPERIMENT_KIND_TAG, "value": MODEL_TRAINING_KIND}]})[
+                "experiment_id"]
 
