@@ -355,16 +355,22 @@ def _source(doc: _Doc, value) -> Source:
     return Source(kind, source.format, conn_id, endpoint=endpoint)
 
 
+def _task_choice(doc: _Doc, value, key: str, task: str, by_task: dict[str, dict], what: str) -> str:
+    """`value` if it is one of `task`'s names in `by_task` (task -> names); else the failure names the task it
+    belongs to, when it is another's."""
+    if isinstance(value, str) and value in by_task[task]:
+        return value
+    other = next((t for t, names in by_task.items() if t != task and isinstance(value, str) and value in names),
+                 None)
+    why = f" ({value!r} is a {other} {what})" if other else ""
+    doc.fail(key, f"{_short(value)} is not allowed for a {task} label{why}; allowed: {', '.join(by_task[task])}")
+
+
 def _model(doc: _Doc, value, task: str) -> tuple[str, dict]:
     item = doc.mapping(value if value is not None else {}, "model", ("estimator", "params"))
     estimators = ESTIMATORS[task]
-    estimator = item.get("estimator", DEFAULT_ESTIMATORS[task])
-    if not isinstance(estimator, str) or estimator not in estimators:
-        other = next((t for t, names in ESTIMATORS.items() if t != task and isinstance(estimator, str)
-                      and estimator in names), None)
-        why = f" ({estimator!r} is a {other} estimator)" if other else ""
-        doc.fail("model.estimator", f"{_short(estimator)} is not allowed for a {task} label{why}; allowed: "
-                                    f"{', '.join(estimators)}")
+    estimator = _task_choice(doc, item.get("estimator", DEFAULT_ESTIMATORS[task]), "model.estimator", task,
+                             ESTIMATORS, "estimator")
     params = item.get("params") or {}
     if not isinstance(params, dict):
         doc.fail("model.params", f"must be a mapping; got {_kind(params)}")
@@ -385,13 +391,7 @@ def _metric(doc: _Doc, value, task: str) -> tuple[str, float]:
     default_name, default_bound = DEFAULT_METRICS[task]
     item = doc.mapping(value if value is not None else {}, "metric", ("name", "min", "max"))
     directions = METRIC_DIRECTIONS[task]
-    name = item.get("name", default_name)
-    if not isinstance(name, str) or name not in directions:
-        other = next((t for t, names in METRIC_DIRECTIONS.items() if t != task and isinstance(name, str)
-                      and name in names), None)
-        why = f" ({name!r} is a {other} metric)" if other else ""
-        doc.fail("metric.name", f"{_short(name)} is not allowed for a {task} label{why}; allowed: "
-                                f"{', '.join(directions)}")
+    name = _task_choice(doc, item.get("name", default_name), "metric.name", task, METRIC_DIRECTIONS, "metric")
     key, wrong = ("min", "max") if directions[name] == "higher" else ("max", "min")
     if wrong in item:
         doc.fail(f"metric.{wrong}", f"{name} is better {directions[name]}: its threshold is metric.{key} (retrain "
