@@ -41,6 +41,16 @@ def frame(rows: int, seed: int) -> pd.DataFrame:
     return data
 
 
+def saved_and_loaded(tmp_path, fitted, spec: dataset.Dataset):
+    """`fitted` saved in the skops format and loaded back trusting only the types the allow-list gives it,
+    after checking those are all it needs and all in the one allow-list."""
+    path = tmp_path / "model.skops"
+    skops.io.dump(fitted, path)
+    needed = set(skops.io.get_untrusted_types(file=path))
+    assert needed <= set(skops_trusted_types(spec)) <= model_format.TRUSTED_TYPES
+    return skops.io.load(path, trusted=skops_trusted_types(spec))
+
+
 def regression_frame(rows: int, seed: int) -> pd.DataFrame:
     """MIXED's columns with a numeric target: linear in a and b, a step for one colour and one size."""
     data = frame(rows, seed).drop(columns="y")
@@ -65,11 +75,7 @@ def test_every_allow_listed_estimator_trains_saves_and_loads_under_the_policy(tm
     spec = declared(NUMERIC if schema == "numeric" else MIXED, estimator)
     train = frame(400, 1) if schema == "mixed" else frame(400, 1).fillna({"a": 0.0})
     fitted = fit(train, spec)
-    path = tmp_path / "model.skops"
-    skops.io.dump(fitted, path)
-    needed = set(skops.io.get_untrusted_types(file=path))
-    assert needed <= set(skops_trusted_types(spec)) <= model_format.TRUSTED_TYPES
-    loaded = skops.io.load(path, trusted=skops_trusted_types(spec))
+    loaded = saved_and_loaded(tmp_path, fitted, spec)
     test = frame(100, 2) if schema == "mixed" else frame(100, 2).fillna({"a": 0.0})
     inputs = model_inputs(test, spec)
     assert (loaded.predict(inputs) == fitted.predict(inputs)).all()
@@ -112,11 +118,7 @@ def test_every_allow_listed_regressor_trains_saves_and_loads_under_the_policy(tm
     spec = declared(regression(NUMERIC if schema == "numeric" else MIXED), estimator)
     train = regression_frame(600, 1) if schema == "mixed" else regression_frame(600, 1).fillna({"a": 0.0})
     fitted = fit(train, spec)
-    path = tmp_path / "model.skops"
-    skops.io.dump(fitted, path)
-    needed = set(skops.io.get_untrusted_types(file=path))
-    assert needed <= set(skops_trusted_types(spec)) <= model_format.TRUSTED_TYPES
-    loaded = skops.io.load(path, trusted=skops_trusted_types(spec))
+    loaded = saved_and_loaded(tmp_path, fitted, spec)
     test = regression_frame(200, 2) if schema == "mixed" else regression_frame(200, 2).fillna({"a": 0.0})
     inputs = model_inputs(test, spec)
     predictions = loaded.predict(inputs)
