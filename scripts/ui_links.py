@@ -1,4 +1,6 @@
 """The web pages `make demo` and `make up` point users to, each one checked to open, with their logins.
+Alertmanager's own page is not one of them: Debian's Alertmanager ships no web UI; its alerts are on the
+Airflow UI's Alerts page (Browse > Alerts, plugins/mlops/alerts_page.py).
 
 `python scripts/ui_links.py` prints them for the stack in $RUN_DIR (ports from the *_PORT variables
 scripts/services.sh reads)."""
@@ -27,10 +29,29 @@ def prometheus_page(base: str, page: str) -> str:
 
 
 def demo_links(ports: dict[str, str], model: str) -> dict[str, str]:
-    return {"Airflow UI": f"http://127.0.0.1:{ports['airflow']}",
+    airflow = f"http://127.0.0.1:{ports['airflow']}"
+    return {"Airflow UI": airflow,
             "MLflow UI": f"http://127.0.0.1:{ports['mlflow']}/#/models/{model}",
             "Prometheus": prometheus_page(f"http://127.0.0.1:{ports['prometheus']}", "alerts"),
-            "Alertmanager": f"http://127.0.0.1:{ports['alertmanager']}/#/alerts"}
+            # what Alertmanager holds, Prometheus's alerts and the notifiers' (the mlops plugin's url_route)
+            "Alerts": f"{airflow}/plugin/alerts"}
+
+
+def experiment_links(mlflow: str, login: tuple[str, str] | None, model: str) -> dict[str, str]:
+    """The runs tables of the model's training experiment (named after the model) and of its promotions
+    experiment; MLflow's experiments list until training has made them (its UI has no page by name)."""
+    links = {}
+    for title, name in (("MLflow runs", model), ("MLflow promotions", f"{model}.promotions")):
+        try:
+            answer = httpx.get(f"{mlflow}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": name},
+                               auth=login, timeout=5)
+            found = answer.json()["experiment"]["experiment_id"] if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, KeyError):
+            found = None
+        # in MLflow's model-training mode: its UI opens GenAI pages unless the URL asks otherwise
+        links[title] = (f"{mlflow}/#/experiments/{found}/runs?workflowType=machine_learning" if found else
+                        f"{mlflow}/#/experiments")
+    return links
 
 
 def stack_ports() -> dict[str, str]:
@@ -44,12 +65,16 @@ def link_lines(run_dir: Path, ports: dict[str, str], model: str) -> list[str]:
     """One line per page, with the login a person uses there (the stack made them at its first start)."""
     from scripts.airflow_cli import admin_password, mlflow_login
 
-    logins = {"Airflow UI": ("admin", admin_password(run_dir) or "(see airflow.log)"),
-              "MLflow UI": mlflow_login(run_dir) or ("admin", f"(see {run_dir}/mlflow/credentials)")}
+    airflow_login = ("admin", admin_password(run_dir) or "(see airflow.log)")
+    mlflow_admin = mlflow_login(run_dir)
+    logins = {"Airflow UI": airflow_login, "Alerts": airflow_login,
+              **dict.fromkeys(("MLflow UI", "MLflow runs", "MLflow promotions"),
+                              mlflow_admin or ("admin", f"(see {run_dir}/mlflow/credentials)"))}
     lines = []
-    for name, url in demo_links(ports, model).items():
+    pages = {**demo_links(ports, model), **experiment_links(f"http://127.0.0.1:{ports['mlflow']}", mlflow_admin, model)}
+    for name, url in pages.items():
         login = f"  (login {logins[name][0]} / {logins[name][1]})" if name in logins else ""
-        lines.append(f"{name:<13} {url}{login}")
+        lines.append(f"{name:<17} {url}{login}")
     return lines
 
 

@@ -25,6 +25,10 @@ class MlflowRunLink(_RecordedLink):
     name = "MLflow run"
 
 
+class MlflowRunsLink(_RecordedLink):
+    name = "MLflow runs"
+
+
 class MlflowModelVersionLink(_RecordedLink):
     name = "MLflow model version"
 
@@ -37,7 +41,11 @@ class KfpRunLink(_RecordedLink):
     name = "KFP run"
 
 
-RESULT_LINKS = (MlflowRunLink(), MlflowModelVersionLink(), ServingEndpointLink())
+RESULT_LINKS = (MlflowRunLink(), MlflowRunsLink(), MlflowModelVersionLink(), ServingEndpointLink())
+# MLflow 3's UI opens a page in its GenAI mode (traces, sessions, an assistant) unless the URL asks for the
+# model-training one; a run's page is addressed under its experiment, as `#/runs/<id>` redirects there
+# without the query.
+MODEL_TRAINING = "workflowType=machine_learning"
 
 
 def result_links(result: dict | None, mlflow_conn_id: str = "mlflow_default") -> dict[str, str]:
@@ -52,13 +60,24 @@ def result_links(result: dict | None, mlflow_conn_id: str = "mlflow_default") ->
     if result.get("endpoint"):
         links[ServingEndpointLink.name] = result["endpoint"].removesuffix("/infer")  # GET-able model metadata
     try:
-        ui = MlflowHook(mlflow_conn_id).ui_url
+        hook = MlflowHook(mlflow_conn_id)
+        ui = hook.ui_url
     except ServiceError as exc:
         log.warning("no MLflow links: %s", exc)
         return links
     run_id = result.get("challenger_run_id") or result.get("run_id")
     if run_id:
-        links[MlflowRunLink.name] = f"{ui}/#/runs/{run_id}"
+        try:  # one attempt, 5 s: a link never fails the task, nor holds it up
+            experiment = hook.experiment_of(run_id, attempts=1, timeout=5)
+        except (ServiceError, KeyError, TypeError) as exc:  # no answer, or not the answer runs/get gives
+            log.warning("no MLflow runs table link: %s", exc)
+            experiment = None
+        if experiment:
+            links[MlflowRunLink.name] = f"{ui}/#/experiments/{experiment}/runs/{run_id}?{MODEL_TRAINING}"
+            links[MlflowRunsLink.name] = f"{ui}/#/experiments/{experiment}/runs?{MODEL_TRAINING}"
+        else:
+            links[MlflowRunLink.name] = f"{ui}/#/runs/{run_id}"
     if result.get("model_name") and result.get("version"):
         links[MlflowModelVersionLink.name] = f"{ui}/#/models/{result['model_name']}/versions/{result['version']}"
     return links
+

@@ -26,6 +26,21 @@ def test_links_from_a_training_register_and_deploy_result(mlflow_ui):
     assert deploy["Serving endpoint"] == "http://127.0.0.1:8085/v2/models/iris"
 
 
+def test_a_run_is_linked_in_its_experiment_and_with_its_runs_table_in_model_training_mode(monitoring):
+    """Against a real MLflow server: the run's experiment is looked up, and both pages open in MLflow's
+    model-training mode (its UI defaults to GenAI, and `#/runs/<id>` redirects without the query)."""
+    import httpx
+
+    api = f"{monitoring['mlflow']}/api/2.0/mlflow"
+    experiment = httpx.post(f"{api}/experiments/create", json={"name": "links-check"}).json()["experiment_id"]
+    run = httpx.post(f"{api}/runs/create", json={"experiment_id": experiment}).json()["run"]["info"]["run_id"]
+    assert result_links({"challenger_run_id": run}) == {
+        "MLflow run": f"{monitoring['mlflow']}/#/experiments/{experiment}/runs/{run}?workflowType=machine_learning",
+        "MLflow runs": f"{monitoring['mlflow']}/#/experiments/{experiment}/runs?workflowType=machine_learning"}
+    # a run the server does not know: the redirecting link, no runs table, and no failure
+    assert result_links({"run_id": "0" * 32}) == {"MLflow run": f"{monitoring['mlflow']}/#/runs/{'0' * 32}"}
+
+
 def test_without_a_ui_setting_the_links_go_to_the_tracking_server(monkeypatch):
     connect(monkeypatch, mlflow_default="http://127.0.0.1:5000")
     assert result_links({"run_id": "r1"}) == {"MLflow run": "http://127.0.0.1:5000/#/runs/r1"}

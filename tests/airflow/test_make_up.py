@@ -17,7 +17,24 @@ from .conftest import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 # "Airflow UI    http://...  (login admin / ...)": a page's line (services.sh's own lines are lower case)
-LINE = re.compile(r"(?P<name>[A-Z]\w*(?: UI)?)\s+(?P<url>http\S+)(?:  \(login (?P<user>\S+) / (?P<password>\S+)\))?")
+LINE = re.compile(r"(?P<name>[A-Z]\w*(?: [A-Za-z]+)?)\s+(?P<url>http\S+)"
+                  r"(?:  \(login (?P<user>\S+) / (?P<password>\S+)\))?")
+
+
+def alerts_page_shows_an_alert(url: str, page, alertmanager_port: str) -> None:
+    """The link is the UI's route of the mlops plugin's Alerts entry (/plugin/<url_route>, a page of the UI's
+    own, which frames the entry's href); signed in with the line's login, the framed page lists an alert
+    just posted to Alertmanager, by name."""
+    airflow, route = url.split("/plugin/")
+    token = httpx.post(f"{airflow}/auth/token", json={"username": page["user"], "password": page["password"]})
+    signed_in = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    plugins = httpx.get(f"{airflow}/api/v2/plugins", headers=signed_in).json()["plugins"]
+    [view] = [v for p in plugins for v in p["external_views"] if v["url_route"] == route]
+    alert = {"labels": {"alertname": "MakeUpLinkCheck", "severity": "info"}, "annotations": {"summary": "posted"}}
+    httpx.post(f"http://127.0.0.1:{alertmanager_port}/api/v2/alerts", json=[alert]).raise_for_status()
+    assert httpx.get(f"{airflow}/{view['href']}").status_code == 401  # not without the login
+    framed = httpx.get(f"{airflow}/{view['href']}", headers=signed_in)
+    assert framed.status_code == 200 and "MakeUpLinkCheck" in framed.text, framed.text[-2000:]
 
 
 def test_make_up_prints_pages_that_open_with_their_logins_and_keeps_the_run_folder(tmp_path):
@@ -34,7 +51,10 @@ def test_make_up_prints_pages_that_open_with_their_logins_and_keeps_the_run_fold
                             text=True, timeout=500)
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
         pages = {m["name"]: m for m in map(LINE.fullmatch, up.stdout.splitlines()) if m}
-        assert set(pages) == {"Airflow UI", "MLflow UI", "Prometheus", "Alertmanager"}, up.stdout
+        assert set(pages) == {"Airflow UI", "MLflow UI", "MLflow runs", "MLflow promotions", "Prometheus",
+                              "Alerts"}, up.stdout
+        # nothing trained yet: the runs tables' links open MLflow's experiments list
+        assert pages["MLflow runs"]["url"].endswith("/#/experiments"), up.stdout
         assert up.stdout.rstrip().endswith("stop everything with: make down")
         # every dataset file's model, where it answers once deployed: the one router address, under its name
         model = load(support.EXAMPLE_DATASET).model_name
@@ -46,6 +66,8 @@ def test_make_up_prints_pages_that_open_with_their_logins_and_keeps_the_run_fold
                 assert httpx.get(url).status_code == 200
                 token = httpx.post(f"{url}/auth/token", json={"username": page["user"], "password": page["password"]})
                 assert token.status_code in (200, 201) and token.json()["access_token"], token.text
+            elif name == "Alerts":  # the UI's page of what Alertmanager holds: an alert posted there is on it
+                alerts_page_shows_an_alert(url, page, ports["ALERTMANAGER_PORT"])
             elif page["user"]:  # MLflow's pages: refused without the login, opened with it
                 assert httpx.get(url).status_code == 401
                 assert httpx.get(url, auth=(page["user"], page["password"])).status_code == 200

@@ -67,6 +67,10 @@ class MlflowHook(HttpServiceHook):
         self.json("POST", f"{API}/runs/log-batch",
                   body={"run_id": run_id, "tags": [{"key": k, "value": v} for k, v in tags.items()]})
 
+    def experiment_of(self, run_id: str, **request) -> str:
+        """The id of the experiment a run is in."""
+        return self.json("GET", f"{API}/runs/get", params={"run_id": run_id}, **request)["run"]["info"]["experiment_id"]
+
     def run_tags(self, run_id: str) -> dict[str, str]:
         run = self.json("GET", f"{API}/runs/get", params={"run_id": run_id})["run"]
         return {t["key"]: t["value"] for t in run["data"].get("tags", [])}

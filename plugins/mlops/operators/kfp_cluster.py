@@ -19,14 +19,15 @@ from mlops.hooks.kfp import KfpHook, load_pipeline_package
 from mlops.hooks.mlflow import MlflowHook
 from mlops.hooks.stage import run_lineage
 from mlops.kfp_spec import fit_to_cluster, pipeline_parameters
-from mlops.links import KfpRunLink, MlflowRunLink, result_links
+from mlops.links import KfpRunLink, MlflowRunLink, MlflowRunsLink, result_links
+from mlops.log_lines import message
 from mlops.operators.deferral import default_deferrable, wait_for
 from mlops.settings import KubernetesSettings, kubernetes_settings
 
 
 class KfpClusterRunOperator(BaseOperator):
     template_fields: Sequence[str] = ("run_key", "model_name")
-    operator_extra_links = (KfpRunLink(), MlflowRunLink())
+    operator_extra_links = (KfpRunLink(), MlflowRunLink(), MlflowRunsLink())
     ui_color = "#e9f7ef"
 
     def __init__(self, *, run_key: str, model_name: str, cluster: KubernetesSettings | None = None,
@@ -84,7 +85,7 @@ class KfpClusterRunOperator(BaseOperator):
                                f"{self.model_name} run key {self.run_key}")
         result = {**decision.to_dict(), "kfp_run_id": run_id, "engine": "kfp"}
         self.link_urls.update(result_links(result, self.mlflow_conn_id))
-        self.log.info("KFP run %s: %s (%s)", run_id, decision.decision, decision.reason)
+        self.log.info("%s", message(f"KFP run {run_id}: {decision.decision}", decision.reason))
         return result
 
     def on_kill(self) -> None:

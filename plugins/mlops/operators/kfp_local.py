@@ -10,14 +10,15 @@ from airflow.sdk import BaseOperator
 
 from mlops.hooks.mlflow import MlflowHook
 from mlops.hooks.stage import StageFailed, StageHook, run_lineage
-from mlops.links import MlflowRunLink, result_links
+from mlops.links import MlflowRunLink, MlflowRunsLink, result_links
+from mlops.log_lines import message
 from mlops.volume import data_root
 
 
 class KfpLocalRunOperator(BaseOperator):
     template_fields: Sequence[str] = ("run_key", "model_name")
     ui_color = "#e9f7ef"
-    operator_extra_links = (MlflowRunLink(),)
+    operator_extra_links = (MlflowRunLink(), MlflowRunsLink())
 
     def __init__(self, *, run_key: str, model_name: str, mlflow_conn_id: str = MlflowHook.default_conn_name,
                  **kwargs):
@@ -35,6 +36,7 @@ class KfpLocalRunOperator(BaseOperator):
         except StageFailed as exc:
             raise RuntimeError(str(exc)) from None
         decision = TrainingDecision.from_dict(result)
-        self.log.info("KFP run %s (kfp.local): %s (%s)", decision.kfp_run_id, decision.decision, decision.reason)
+        self.log.info("%s", message(f"KFP run {decision.kfp_run_id} (kfp.local): {decision.decision}",
+                                    decision.reason))
         self.link_urls = result_links(result, self.mlflow_conn_id)
         return {**decision.to_dict(), "engine": "kfp.local"}
