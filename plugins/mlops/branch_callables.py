@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from mlops.log_lines import message
+
 log = logging.getLogger(__name__)
 
 
@@ -53,11 +55,12 @@ def choose_retraining(detect: dict, params: dict, retrain: str, keep: str, ti=No
                                  bool(params["force_retrain"]), metric, direction)
     if ti is not None:
         ti.xcom_push(key="reasons", value=reasons)
+    bounds = (f"{metric} {'maximum' if direction == 'lower' else 'minimum'} {params['metric_threshold']}, "
+              f"drift limit {params['drift_limit']}")
     if reasons:
-        log.info("retraining: %s", "; ".join(reasons))
+        log.info("%s", message("retraining", reasons, details=[f"({bounds})"]))
         return retrain
-    log.info("no retraining (%s %s %s, drift limit %s): %s", metric, "maximum" if direction == "lower" else "minimum",
-             params["metric_threshold"], params["drift_limit"], detect.get("reason"))
+    log.info("%s", message(f"no retraining ({bounds})", detect.get("reason") or ()))
     return keep
 
 
@@ -67,5 +70,5 @@ def choose_promotion(decision: dict, promote: str, keep: str) -> str:
     from mlpipeline.contracts import TrainingDecision
 
     training = TrainingDecision.from_dict(decision)
-    log.info("training decided %s: %s", training.decision, training.reason)
+    log.info("%s", message(f"training decided {training.decision}", training.reason))
     return promote if training.promotes else keep

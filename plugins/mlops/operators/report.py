@@ -15,6 +15,15 @@ Outcomes: `skipped` (no retraining needed), `keep` (trained, the champion stayed
 metrics: the champion before it serves and is the champion again), `already_registered` (a re-run of
 a run key registered before: nothing moved), `superseded` (decided promote against a champion that has
 changed since: not promoted).
+
+After a promotion, the summary's `canary` is how the new champion went live: `straight swap`, `promote` (a
+healthy canary), `inconclusive` (its canary got too few requests to judge by the deadline and
+`canary_inconclusive` kept the offline verdict: promoted on the offline comparison alone, `canary_reason` says
+so) or `rollback`.
+
+The run in one line, `note` in the summary ("promote v4: fresh accuracy 0.0173 < threshold 0.85; canary healthy
+over 201 requests"), becomes the DAG run's note, which the UI shows on the run's page and in the grid; the
+listener in mlops.listeners puts it there when the run ends (a task cannot set its run's note in Airflow 3.3).
 """
 
 from __future__ import annotations
@@ -28,7 +37,10 @@ from airflow.sdk import BaseOperator
 from mlops.hooks.http import ServiceError
 from mlops.hooks.mlflow import MlflowHook
 from mlops.hooks.pushgateway import PushgatewayHook
+from mlops.log_lines import message
 from mlops.operators.approval import in_words
+
+NOTE_MAX = 1000  # what a DAG run's note holds (Airflow's dag_run_note.content, and its REST API's limit)
 
 
 def _followed(recorded) -> list[str]:
@@ -48,6 +60,46 @@ def run_outcome(retrain_branch: dict | None, promotion_branch: dict | None, appr
         return "rejected"
     outcome = (register or {}).get("outcome")
     return "promote" if outcome == "promoted" else outcome or "unknown"
+
+
+def _fresh_within_bound(summary: dict) -> str | None:
+    """Why a run did not retrain, on the metric: the fresh score on the right side of the run's threshold."""
+    score, threshold = summary["fresh_score"], summary["metric_threshold"]
+    if score is None or threshold is None:
+        return None
+    if summary["metric_direction"] == "lower":  # as decide_retraining words a reason: significant digits
+        return f"fresh {summary['metric']} {score:.4g} <= threshold {threshold:g}"
+    return f"fresh {summary['metric']} {score:.4f} >= threshold {threshold}"
+
+
+def _canary_words(summary: dict) -> str | None:
+    """The canary's verdict (mlops.canary's promote, rollback or inconclusive) with its request count."""
+    requests = summary["canary_requests"]
+    over = f" over {requests:.0f} requests" if requests is not None else ""
+    return {"promote": f"canary healthy{over}",
+            "inconclusive": f"canary inconclusive{over}, promoted on the offline verdict",
+            "rollback": f"canary rolled back{over}: {summary['canary_reason']}"}.get(summary["canary"])
+
+
+def summary_line(summary: dict) -> str:
+    """The run in one line, the DAG run's note: what it did and to which version (the new champion, the
+    champion kept, the version rolled back), then why: the retraining reasons as decide_retraining gave them
+    (the metric against its threshold in the metric's direction, drift, no champion, force_retrain) or, when it
+    did not retrain, the fresh score within its threshold; why training kept the champion; the canary's
+    verdict with its request count; and the champion after the run where the head does not name it."""
+    decision, champion = summary["decision"], summary["champion_version"]
+    subject = {"promote": champion, "keep": champion, "rolled_back": summary["rolled_back_version"]}.get(decision)
+    why = [_fresh_within_bound(summary)] if decision == "skipped" else list(summary["retraining_reasons"] or [])
+    if decision == "keep" and summary["training_reason"]:
+        why.append(f"not promoted: {summary['training_reason']}")
+    if decision == "rejected":
+        why.append("the promotion was not approved")
+    why.append(_canary_words(summary))
+    if decision not in ("promote", "keep") and champion:
+        why.append(f"champion v{champion}")
+    head, because = f"{decision} v{subject}" if subject else decision, "; ".join(part for part in why if part)
+    line = f"{head}: {because}" if because else head
+    return line if len(line) <= NOTE_MAX else line[:NOTE_MAX - 1] + "…"
 
 
 class ReportOperator(BaseOperator):
@@ -106,7 +158,7 @@ class ReportOperator(BaseOperator):
         started = (ti.xcom_pull(task_ids=self.batch_task) or {}).get("started_at")
         if started is None and getattr(context.get("dag_run"), "start_date", None):
             started = context["dag_run"].start_date.timestamp()
-        return {
+        summary = {
             "model_name": self.model_name,
             "fresh_accuracy": (detect.get("fresh_metrics") or {}).get("accuracy"),
             "metric": detect.get("metric"),
@@ -121,11 +173,19 @@ class ReportOperator(BaseOperator):
             "retraining_reasons": ti.xcom_pull(task_ids=self.retraining[0], key="reasons"),
             "decision": outcome,
             "training_evidence": in_words(trained) if trained else None,
+            "training_reason": (trained or {}).get("reason"),
             "champion_version": self._champion_version(detect),
+            "rolled_back_version": deployed.get("rolled_back"),
             "canary": canary.get("verdict") or ("straight swap" if deployed.get("changed") else None),
             "canary_reason": canary.get("reason"),
+            "canary_requests": ((canary.get("evidence") or {}).get("canary") or {}).get("requests"),
             "duration_seconds": time.time() - float(started) if started else None,
         }
+        # The note names the version this run promoted (register's), not whatever is champion when the report
+        # runs: another run may have moved it since, or the registry may not answer.
+        summary["note"] = summary_line({**summary, "champion_version": (register or {}).get("version")}
+                                       if outcome == "promote" and (register or {}).get("version") else summary)
+        return summary
 
     def execute(self, context):
         summary = self.summary(context)
@@ -155,5 +215,8 @@ class ReportOperator(BaseOperator):
             summary["pushed"] = False
         else:
             summary["pushed"] = True
-        self.log.info("run summary: %s", summary)
+        champion = summary["champion_version"]
+        headline = f"run summary: {summary['decision']}, " + (f"champion v{champion}" if champion else "no champion")
+        self.log.info("%s", message(headline, details=[summary["note"], *(f"{key}: {value}" for key, value
+                                                                          in summary.items() if key != "note")]))
         return summary

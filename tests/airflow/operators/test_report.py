@@ -121,6 +121,22 @@ def test_a_rolled_back_canary_is_reported_as_such_and_not_as_a_promotion(registr
     assert report().summary(ctx)["decision"] == "keep" and report().summary(ctx)["canary"] is None
 
 
+def test_an_inconclusive_canary_is_a_promotion_reported_as_kept_on_the_offline_verdict(registry):
+    """A canary too short of requests to judge by its deadline, kept by canary_inconclusive = promote: the run
+    promoted (the champion is new), and the report tells it from a promotion a healthy canary earned."""
+    reason = ("too little canary traffic to judge: 0 requests in the last 1801s < 100 by the deadline; the offline "
+              "verdict is kept")
+    canary = {"verdict": "inconclusive", "reason": reason, "percent": 10, "min_requests": 100,
+              "evidence": {"window": "1801s", "canary": {"requests": 0.0}}}
+    ctx = context(retrain=TRAINED, promotion=PROMOTED, register={"outcome": "promoted", "version": "3"})
+    ctx["ti"].xcoms[("deploy", "return_value")] = {"version": "3", "previous_version": "2", "changed": True,
+                                                   "canary": canary}
+    summary = report().execute(ctx)
+    assert (summary["decision"], summary["champion_version"]) == ("promote", "3")
+    assert summary["canary"] == "inconclusive" and summary["canary_reason"] == reason
+    assert gauges(registry["pushgateway"], MODEL)["mlops_promoted"] == 1
+
+
 def test_the_summary_carries_the_detection_figures_and_the_run_clock(registry):
     summary = report().summary(context(retrain=SKIPPED, started_at=time.time() - 30))
     assert summary["fresh_accuracy"] == 0.42 and summary["drift_share"] == 0.75 and summary["drift_max_psi"] == 1.9
@@ -210,3 +226,74 @@ def test_a_pushgateway_that_is_down_does_not_fail_the_report(registry, monkeypat
     summary = report().execute(context(retrain=SKIPPED))
     assert summary["pushed"] is False
     assert f"could not push the run's metrics: Pushgateway at {down} did not answer" in capsys.readouterr().out
+
+
+REASONS = ["fresh accuracy 0.0173 < threshold 0.85"]
+TRAINED_KEEP = {"run_key": "rk", "decision": "reject", "metric": "accuracy", "direction": "higher",
+                "challenger_score": 0.9, "champion_version": "3", "champion_score": 0.91,
+                "reason": "accuracy improvement -0.0100 is below the required margin 0.01"}
+
+
+def deployed(verdict: str | None, requests: float | None = None, **result) -> dict:
+    canary = {"verdict": verdict, "reason": "canary p99 predict latency 180.0 ms > 100.0 ms", "percent": 10,
+              "evidence": {"canary": {"requests": requests}} if requests is not None else None}
+    return {("deploy", "return_value"): {"version": "3", "changed": True, **result,
+                                         **({"canary": canary} if verdict else {})}}
+
+
+@pytest.mark.parametrize(("run", "xcoms", "note"), [
+    (dict(retrain=TRAINED, promotion=PROMOTED, register={"outcome": "promoted"}), deployed("promote", 201.0),
+     "promote v3: fresh accuracy 0.0173 < threshold 0.85; canary healthy over 201 requests"),
+    (dict(retrain=TRAINED, promotion=PROMOTED, register={"outcome": "promoted"}), deployed(None),
+     "promote v3: fresh accuracy 0.0173 < threshold 0.85"),  # a straight swap: no canary to speak of
+    (dict(retrain=TRAINED, promotion=PROMOTED, register={"outcome": "promoted"}), deployed("inconclusive", 3.0),
+     "promote v3: fresh accuracy 0.0173 < threshold 0.85; canary inconclusive over 3 requests, promoted on the "
+     "offline verdict"),
+    (dict(retrain=TRAINED, promotion=PROMOTED, register={"outcome": "promoted"}),
+     deployed("rollback", 150.0, rolled_back="4", changed=False),
+     "rolled_back v4: fresh accuracy 0.0173 < threshold 0.85; canary rolled back over 150 requests: canary p99 "
+     "predict latency 180.0 ms > 100.0 ms; champion v3"),
+    (dict(retrain=TRAINED, decided={"followed": ["training.keep_champion"]}),
+     {("training.train", "return_value"): TRAINED_KEEP},
+     "keep v3: fresh accuracy 0.0173 < threshold 0.85; not promoted: accuracy improvement -0.0100 is below the "
+     "required margin 0.01"),
+    (dict(retrain=TRAINED, promotion=REJECTED), {},
+     "rejected: fresh accuracy 0.0173 < threshold 0.85; the promotion was not approved; champion v3"),
+    (dict(retrain=SKIPPED, params={"metric_threshold": 0.35}), {},
+     "skipped: fresh balanced_accuracy 0.4000 >= threshold 0.35; champion v3"),
+    (dict(retrain=TRAINED, promotion=PROMOTED, register={"outcome": "already_registered"}), {},
+     "already_registered: fresh accuracy 0.0173 < threshold 0.85; champion v3"),
+], ids=["promote-canary", "promote-swap", "promote-inconclusive", "rolled-back", "keep", "rejected", "skipped",
+        "already-registered"])
+def test_the_summary_line_says_what_the_run_did_and_why(registry, run, xcoms, note):
+    """The DAG run's note: the decision and its version, the retraining reasons in the metric's direction (or
+    the fresh score within its threshold), why training kept the champion, the canary's verdict and requests."""
+    ctx = context(**run)
+    ctx["ti"].xcoms.update({("decide_retraining", "reasons"): REASONS if run["retrain"] is TRAINED else [], **xcoms})
+    assert report().summary(ctx)["note"] == note
+
+
+def test_a_regression_run_that_skipped_says_its_score_is_within_the_maximum(registry):
+    detect = {"champion": {"version": "3"}, "metric": "rmse", "fresh_score": 40.0, "fresh_metrics": {"rmse": 40.0}}
+    summary = report(metric_direction="lower").summary(context(detect=detect, retrain=SKIPPED,
+                                                               params={"metric_threshold": 55}))
+    assert summary["note"] == "skipped: fresh rmse 40 <= threshold 55; champion v3"
+
+
+def test_the_note_fits_a_dag_run_note_and_the_log_starts_with_a_short_headline(registry, capsys):
+    """A run note holds 1,000 characters; the task log's record starts with a headline for the panel, the note
+    and the figures on the lines below it."""
+    from mlops.log_lines import HEADLINE_MAX
+    from mlops.operators.report import NOTE_MAX
+
+    live = ["live drift: drifted feature share 1.00 of the traffic served in the last 1h > limit 0.5 ("
+            + ", ".join(f"feature_{i}" for i in range(200)) + ")"]
+    ctx = context(retrain=TRAINED, decided={"followed": ["training.keep_champion"]})
+    ctx["ti"].xcoms[("decide_retraining", "reasons")] = live
+    summary = report().execute(ctx)
+    assert len(summary["note"]) == NOTE_MAX and summary["note"].startswith("keep v3: live drift: ")
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if "] run summary: " in line)  # after the record's time and level
+    headline = lines[at].split("] ", 1)[1]
+    assert headline == "run summary: keep, champion v3" and len(headline) <= HEADLINE_MAX
+    assert lines[at + 1] == f"  {summary['note']}" and "  decision: keep" in lines[at + 2:]
