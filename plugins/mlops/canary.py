@@ -14,8 +14,13 @@ the stable and the canary version, as the model servers export them:
   the two versions' binned distributions: the largest gap between their cumulative bucket shares over the
   window (0: the same distribution, 1: disjoint). The deploy knows the task from the dataset file.
 
-Too little canary traffic decides nothing: the verdict is `wait` until the deadline, then `rollback`
-(a canary is never promoted blind).
+Too little canary traffic decides nothing: the verdict is `wait` until the deadline. A canary still short of
+requests then is inconclusive, and the policy's `inconclusive` (`[mlops] canary_inconclusive`, the DAG's Param)
+says what that does: `promote` gives the verdict `inconclusive` (the offline verdict stands: the new version is
+promoted, and deploy alerts `CanaryInconclusive`), `rollback` the verdict `rollback`. A fresh installation has no
+traffic, so `promote` is the default: with `rollback` it could never promote a new champion. What the few
+requests do show still counts: a canary that answered any of them with a server error, or that got none while
+the stable version served enough to judge (not reached, or not scraped), is rolled back.
 """
 
 from __future__ import annotations
@@ -23,7 +28,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from mlpipeline.dataset import CANARY_INCONCLUSIVE
+
 PROMOTE, ROLLBACK, WAIT = "promote", "rollback", "wait"
+INCONCLUSIVE = "inconclusive"  # too few requests by the deadline, promoted on the offline verdict
+INCONCLUSIVE_ACTIONS = CANARY_INCONCLUSIVE  # what an inconclusive canary may do: promote or rollback, as the
+#                                            dataset file's canary.inconclusive allows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,13 +43,26 @@ class CanaryPolicy:
     max_class_divergence: float = 0.25  # total variation distance of the predicted-class mixes
     max_prediction_ks: float = 0.25  # regression: KS distance of the prediction histograms
     min_requests: int = 100  # canary requests in the window before anything is decided
+    inconclusive: str = PROMOTE  # too few requests by the deadline: promote (the offline verdict stands) or rollback
+
+    def __post_init__(self):
+        check_inconclusive(self.inconclusive)
 
     @classmethod
     def from_settings(cls, settings) -> CanaryPolicy:
         """The thresholds of `[mlops]` (mlops.settings.MlopsSettings)."""
         return cls(max_error_ratio=settings.canary_max_error_ratio, max_p99_seconds=settings.canary_max_p99_ms / 1000,
                    max_class_divergence=settings.canary_max_class_divergence,
-                   max_prediction_ks=settings.canary_max_prediction_ks, min_requests=settings.canary_min_requests)
+                   max_prediction_ks=settings.canary_max_prediction_ks, min_requests=settings.canary_min_requests,
+                   inconclusive=settings.canary_inconclusive)
+
+
+def check_inconclusive(value) -> str:
+    """`value` if it is what an inconclusive canary may do; ValueError saying what is allowed otherwise."""
+    if value not in INCONCLUSIVE_ACTIONS:
+        raise ValueError(f"canary_inconclusive must be {' or '.join(INCONCLUSIVE_ACTIONS)} (what a canary still "
+                         f"short of requests at its deadline does), got {value!r}")
+    return value
 
 
 def window_since(started: float, now: float) -> str:
@@ -124,16 +147,36 @@ def measure(query: Callable[[str], list[dict]], model: str, stable: str, canary:
     return evidence
 
 
+def _evidence_against(evidence: dict, policy: CanaryPolicy) -> str | None:
+    """What the few requests of a canary short of `min_requests` say against it, if anything: a server error
+    (a failure seen is evidence, however few requests), or no request at all while the stable version served
+    enough to judge (traffic there was, but the canary was not reached or not scraped: not "no traffic")."""
+    canary, stable = evidence["canary"], evidence.get("stable") or {}
+    if canary.get("error_ratio"):
+        return f"the canary answered {canary['error_ratio']:.0%} of them with a server error"
+    if not canary["requests"] and (stable.get("requests") or 0) >= policy.min_requests:
+        return (f"none reached it while the stable version served {stable['requests']:.0f}: the canary was not "
+                "reached or not scraped")
+    return None
+
+
 def verdict(evidence: dict, policy: CanaryPolicy, window_over: bool, deadline_passed: bool) -> tuple[str, str]:
-    """(promote | rollback | wait, why). Nothing is judged on fewer than `min_requests` canary requests:
-    until then it waits, and at the deadline rolls back. With enough, a breach rolls back at once; a
+    """(promote | rollback | inconclusive | wait, why). Nothing is judged on fewer than `min_requests` canary
+    requests: until then it waits, and at the deadline it is inconclusive, which the policy turns into
+    `inconclusive` (promoted on the offline verdict) or `rollback`. With enough, a breach rolls back at once; a
     promotion needs the whole window. The third check is the class mix's, or for a regression model's
     evidence (it has `prediction_ks`) the prediction distribution's."""
     canary, divergence, ks = evidence["canary"], evidence.get("class_divergence"), evidence.get("prediction_ks")
     if canary["requests"] < policy.min_requests:
         if deadline_passed:
-            return ROLLBACK, (f"too little canary traffic to judge: {canary['requests']:.0f} requests in the "
-                              f"last {evidence['window']} < {policy.min_requests}, and the deadline has passed")
+            short = (f"too little canary traffic to judge: {canary['requests']:.0f} requests in the last "
+                     f"{evidence['window']} < {policy.min_requests}")
+            if policy.inconclusive == PROMOTE:
+                against = _evidence_against(evidence, policy)
+                if against:  # too few requests to judge health, not too few to see a failure
+                    return ROLLBACK, f"{short}, and {against}"
+                return INCONCLUSIVE, f"{short} by the deadline; the offline verdict is kept"
+            return ROLLBACK, f"{short}, and the deadline has passed"
         return WAIT, f"{canary['requests']:.0f} canary requests so far, {policy.min_requests} needed"
     breaches = []
     if canary["error_ratio"] is not None and canary["error_ratio"] > policy.max_error_ratio:

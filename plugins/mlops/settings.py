@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from mlops.canary import INCONCLUSIVE_ACTIONS
+
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = ("local", "kubernetes")
 REQUIRED = object()  # a fact with no default: its value comes from k8s-yaml/cluster.env
@@ -74,7 +76,14 @@ class MlopsSettings:
                                          "sets no `canary.minutes`: how long a healthy canary is watched before it "
                                          "is promoted")
     canary_deadline_minutes: float = option(30.0, "a canary still without `canary_min_requests` requests this "
-                                                  "long after it started is rolled back (never promoted blind)")
+                                                  "long after it started is inconclusive: `canary_inconclusive` "
+                                                  "says what happens")
+    canary_inconclusive: str = option("promote", "the default of the DAGs' `canary_inconclusive` Param where the "
+                                                 "dataset file sets no `canary.inconclusive`: what an inconclusive "
+                                                 "canary (too few requests by the deadline) does. `promote`: the "
+                                                 "offline verdict is kept, the new champion serves all the traffic "
+                                                 "and `CanaryInconclusive` alerts (a new installation has no "
+                                                 "traffic); `rollback`: the version before it serves again")
     canary_min_requests: int = option(100, "canary requests needed before anything is judged")
     canary_max_error_ratio: float = option(0.01, "the canary's share of server errors above which it is rolled "
                                                  "back")
@@ -101,6 +110,9 @@ class MlopsSettings:
         if not 0 <= self.canary_percent < 100:
             raise SettingsError(f"[mlops] canary_percent must be from 0 to 99, got {self.canary_percent} "
                                 "(AIRFLOW__MLOPS__CANARY_PERCENT)")
+        if self.canary_inconclusive not in INCONCLUSIVE_ACTIONS:
+            raise SettingsError(f"[mlops] canary_inconclusive must be {' or '.join(INCONCLUSIVE_ACTIONS)}, got "
+                                f"{self.canary_inconclusive!r} (AIRFLOW__MLOPS__CANARY_INCONCLUSIVE)")
 
     @property
     def mlpipeline(self) -> Path:

@@ -8,10 +8,12 @@ predicted classes, with the same edges for every version."""
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import re
 
 import pytest
 
-from mlops.canary import PROMOTE, ROLLBACK, WAIT, CanaryPolicy, class_divergence, measure, verdict
+from mlops.canary import INCONCLUSIVE, PROMOTE, ROLLBACK, WAIT, CanaryPolicy, class_divergence, measure, verdict
 from mlops.hooks.prometheus import PrometheusHook
 from tests import support
 
@@ -152,11 +154,61 @@ def test_a_canary_predicting_another_class_mix_is_rolled_back(servers):
     assert decision == ROLLBACK and "predicted-class mix differs" in why, why
 
 
-def test_too_little_traffic_waits_then_rolls_back_at_the_deadline(servers):
-    evidence, (decision, why) = judged(servers, "iris-quiet", {"requests": 300}, {"requests": 20, "errors": 10})
-    assert decision == WAIT and "canary requests so far, 100 needed" in why  # 50% errors, yet not judged
-    decision, why = verdict(evidence, POLICY, window_over=True, deadline_passed=True)
-    assert decision == ROLLBACK and "too little canary traffic to judge" in why
+def test_too_little_traffic_waits_then_is_inconclusive_at_the_deadline_as_the_policy_says(servers):
+    """Before the deadline it waits whatever the policy; at the deadline `inconclusive = promote` keeps the
+    offline verdict (a verdict of its own, never `promote`) and `rollback` rolls back."""
+    evidence, (decision, why) = judged(servers, "iris-quiet", {"requests": 300}, {"requests": 20})
+    assert decision == WAIT and "canary requests so far, 100 needed" in why
+    keep, roll_back = (dataclasses.replace(POLICY, inconclusive=action) for action in ("promote", "rollback"))
+    assert verdict(evidence, keep, window_over=True, deadline_passed=False)[0] == WAIT
+    decision, why = verdict(evidence, keep, window_over=True, deadline_passed=True)
+    requests = f"{evidence['canary']['requests']:.0f} requests in the last 1m < 100"
+    assert decision == INCONCLUSIVE and why == (f"too little canary traffic to judge: {requests} by the deadline; "
+                                                "the offline verdict is kept"), why
+    decision, why = verdict(evidence, roll_back, window_over=True, deadline_passed=True)
+    assert decision == ROLLBACK, why
+    assert why == f"too little canary traffic to judge: {requests}, and the deadline has passed"
+
+
+def test_a_short_canary_is_still_rolled_back_for_what_its_few_requests_show(servers):
+    """Too few requests to call a canary healthy are not too few to see it fail: a server error among them,
+    or no request at all while the stable version served plenty (the canary not reached, or not scraped),
+    rolls it back at the deadline even where `inconclusive` keeps the offline verdict."""
+    keep = dataclasses.replace(POLICY, inconclusive="promote")
+    failing, _ = judged(servers, "iris-quiet-errors", {"requests": 300}, {"requests": 20, "errors": 10})
+    decision, why = verdict(failing, keep, window_over=True, deadline_passed=True)
+    assert decision == ROLLBACK and re.search(r"and the canary answered \d+% of them with a server error$", why), why
+    unreached = {"window": "1m", "stable": {"requests": 900.0, "error_ratio": 0.0},
+                 "canary": {"requests": 0.0, "error_ratio": None, "p99_seconds": None}}
+    decision, why = verdict(unreached, keep, window_over=True, deadline_passed=True)
+    assert decision == ROLLBACK and "none reached it while the stable version served 900" in why, why
+    quiet = {**unreached, "stable": {"requests": 40.0, "error_ratio": 0.0}}  # no traffic to speak of: inconclusive
+    assert verdict(quiet, keep, window_over=True, deadline_passed=True)[0] == INCONCLUSIVE
+
+
+def test_a_canary_with_enough_traffic_is_judged_at_the_deadline_whatever_the_inconclusive_policy():
+    """`inconclusive` is about too few requests only: a breach still rolls back, a healthy canary is promoted."""
+    keep = dataclasses.replace(POLICY, inconclusive="promote")
+    failing = {"window": "5m", "canary": {"requests": 500, "error_ratio": 0.2, "p99_seconds": 0.004},
+               "class_divergence": 0.01}
+    assert verdict(failing, keep, window_over=True, deadline_passed=True)[0] == ROLLBACK
+    healthy = {**failing, "canary": {**failing["canary"], "error_ratio": 0.0}}
+    assert verdict(healthy, keep, window_over=True, deadline_passed=True)[0] == PROMOTE
+
+
+def test_the_inconclusive_policy_is_an_mlops_option_promote_by_default_and_refused_when_unknown(monkeypatch):
+    from mlops.settings import SettingsError, mlops_settings
+
+    monkeypatch.delenv("AIRFLOW__MLOPS__CANARY_INCONCLUSIVE", raising=False)
+    assert CanaryPolicy.from_settings(mlops_settings()).inconclusive == "promote"  # a new installation's
+    monkeypatch.setenv("AIRFLOW__MLOPS__CANARY_INCONCLUSIVE", "rollback")
+    assert CanaryPolicy.from_settings(mlops_settings()).inconclusive == "rollback"
+    monkeypatch.setenv("AIRFLOW__MLOPS__CANARY_INCONCLUSIVE", "wait")
+    with pytest.raises(SettingsError, match=r"^\[mlops\] canary_inconclusive must be promote or rollback, got 'wait' "
+                                            r"\(AIRFLOW__MLOPS__CANARY_INCONCLUSIVE\)$"):
+        mlops_settings()
+    with pytest.raises(ValueError, match="canary_inconclusive must be promote or rollback .*, got 'keep'"):
+        CanaryPolicy(inconclusive="keep")
 
 
 def test_a_healthy_canary_waits_for_its_window():

@@ -46,6 +46,27 @@ def dag(datasets):
     return parse_dag()
 
 
+def test_the_trigger_form_says_what_an_inconclusive_canary_does_and_takes_only_promote_or_rollback(datasets,
+                                                                                                    monkeypatch):
+    """canary_inconclusive: the dataset file's `canary.inconclusive` is its default, else the option's; the
+    form's description says when a canary is inconclusive (the options' minimum and deadline) and what each
+    choice does; another value is refused when the run is made, naming the allowed ones."""
+    from airflow.exceptions import ParamValidationError
+
+    monkeypatch.setenv("AIRFLOW__MLOPS__CANARY_MIN_REQUESTS", "60")
+    monkeypatch.setenv("AIRFLOW__MLOPS__CANARY_DEADLINE_MINUTES", "3")
+    dataset_file(datasets, model_name=MODEL, canary={"inconclusive": "rollback"})
+    dataset_file(datasets, "wine", model_name="wine-canary")  # no canary block: the option's default
+    param = parse_dag().params.get_param("canary_inconclusive")
+    assert param.value == "rollback"
+    assert "fewer than 60 requests by its deadline, the later of canary_minutes and 3 minutes after it started" \
+        in param.description
+    assert "'promote' keeps the offline verdict" in param.description and "CanaryInconclusive" in param.description
+    with pytest.raises(ParamValidationError, match=r"'keep' is not one of \['promote', 'rollback'\]"):
+        param.resolve("keep")
+    assert parse_dag("continuous_training_wine").params.get_param("canary_inconclusive").value == "promote"
+
+
 @pytest.mark.timeout(900)
 def test_a_healthy_canary_is_promoted_and_a_diverging_one_rolled_back_with_no_request_failed(dag, canary_env, stack):
     root, serving = canary_env

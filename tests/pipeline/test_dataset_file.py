@@ -26,7 +26,7 @@ metric: {name: balanced_accuracy, min: 0.8}
 schedule: "@daily"
 owners: [ml-team]
 tags: [biology]
-canary: {percent: 20, minutes: 5}
+canary: {percent: 20, minutes: 5, inconclusive: rollback}
 """
 
 
@@ -46,7 +46,7 @@ def test_the_issue_example_parses_with_what_it_declares_and_defaults_for_the_res
     assert (penguins.source.kind, penguins.source.format) == ("files", "jsonl")
     assert (penguins.estimator, penguins.params) == ("hist_gradient_boosting", {"max_iter": 200})
     assert (penguins.metric, penguins.metric_threshold, penguins.schedule) == ("balanced_accuracy", 0.8, "@daily")
-    assert penguins.canary == {"percent": 20, "minutes": 5.0}
+    assert penguins.canary == {"percent": 20, "minutes": 5.0, "inconclusive": "rollback"}
     assert (penguins.window, penguins.test_size, penguins.seed) == ("last:1", 0.25, 42)
 
 
@@ -185,6 +185,9 @@ MISTAKES = {
     "bad window": (_with("window", "last:0"), "key 'window': 'last:0' is not allowed"),
     "test size of 1": (_with("split", {"test_size": 1}), "key 'split.test_size': 1 is out of range: must be < 1"),
     "canary share of 100": (_with("canary", {"percent": 100}), "key 'canary.percent': 100 is out of range"),
+    "unknown inconclusive canary action": (_with("canary", {"inconclusive": "wait"}),
+                                           "key 'canary.inconclusive': 'wait' is not allowed; allowed: promote, "
+                                           "rollback"),
     "not a mapping": ("- a\n- b\n", "must be a mapping with keys"),
     "not YAML": ("model_name: [\n", "not valid YAML"),
 }

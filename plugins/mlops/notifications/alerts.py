@@ -11,7 +11,8 @@ BATCH_LATE_SUMMARY = "the run's batch has not arrived (or the run is stuck) well
 BATCH_LATE_LASTS_SECONDS = 24 * 3600  # a deadline fires once: the alert lasts until the run ends, a day at most
 CANARY_ROLLED_BACK = "CanaryRolledBack"
 CANARY_ROLLED_BACK_SUMMARY = "a new champion's canary was rolled back on its live serving metrics"
-CANARY_ROLLED_BACK_LASTS_SECONDS = 24 * 3600  # nothing resolves it: a day, for a person to look
+CANARY_ALERT_LASTS_SECONDS = 24 * 3600  # nothing resolves a canary alert: a day, for a person to look
+CANARY_INCONCLUSIVE = "CanaryInconclusive"
 
 
 def run_failed() -> AlertmanagerNotifier:
@@ -39,4 +40,16 @@ def canary_rolled_back(alertmanager_conn_id: str) -> AlertmanagerNotifier:
     kept serving), so no failure alert says it; a person should look at why the new champion failed live."""
     return AlertmanagerNotifier(alertmanager_conn_id=alertmanager_conn_id, alertname=CANARY_ROLLED_BACK,
                                 scope="dag_run", severity="warning", summary=CANARY_ROLLED_BACK_SUMMARY,
-                                lasts_seconds=CANARY_ROLLED_BACK_LASTS_SECONDS)
+                                lasts_seconds=CANARY_ALERT_LASTS_SECONDS)
+
+
+def canary_inconclusive(alertmanager_conn_id: str, requests: float, min_requests: int, window: str
+                        ) -> AlertmanagerNotifier:
+    """Posted by deploy when a canary got too few requests to judge by its deadline and, as
+    `canary_inconclusive = promote` says, the offline verdict was kept: the new champion serves all the traffic
+    unchecked live, which a person should know about (or send it traffic, or set the option to `rollback`)."""
+    summary = (f"the canary got {requests:.0f} requests (< {min_requests}) over its {window} window; the offline "
+               "verdict was kept and the new champion serves all the traffic")
+    return AlertmanagerNotifier(alertmanager_conn_id=alertmanager_conn_id, alertname=CANARY_INCONCLUSIVE,
+                                scope="dag_run", severity="warning", summary=summary,
+                                lasts_seconds=CANARY_ALERT_LASTS_SECONDS)

@@ -13,11 +13,14 @@ InferenceService, mlops.operators.kserve). The steps:
 version starts beside the served one, is smoke-tested, then gets that share of the requests. The
 CanaryVerdictTrigger judges both from Prometheus (mlops.canary: error ratio, p99 latency, the
 predicted-class mix or a regression model's prediction distribution, a minimum of requests) until the
-verdict: promote (the new version takes all the traffic) or roll back. The verdict and its evidence are
-the task's `canary` XCom and `canary.*` tags on the model version. A rolled-back canary is a verdict, not a
-failure (as `keep` is for an offline comparison): the stable version never stopped serving, so the task
-succeeds, its result names the version it rolled back (`rolled_back`) beside the one still served, the
-`CanaryRolledBack` alert fires, and it records the rollback plan (below) for `roll_back_champion`.
+verdict: promote (the new version takes all the traffic) or roll back. A canary still short of requests at
+its deadline is inconclusive: with `canary_inconclusive` = `promote` (the default) the offline verdict is
+kept, so it is promoted as a healthy one is, with the verdict `inconclusive`, and `CanaryInconclusive`
+alerts; with `rollback` it is rolled back. The verdict and its evidence are the task's `canary` XCom and
+`canary.*` tags on the model version. A rolled-back canary is a verdict, not a failure (as `keep` is for an
+offline comparison): the stable version never stopped serving, so the task succeeds, its result names the
+version it rolled back (`rolled_back`) beside the one still served, the `CanaryRolledBack` alert fires, and it
+records the rollback plan (below) for `roll_back_champion`.
 
 When the new model fails (its load is refused, its revision fails or never becomes ready, the smoke
 test fails), the backend restores what was served before and the task fails without retrying (the
@@ -40,6 +43,7 @@ from pathlib import Path
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from mlops.canary import INCONCLUSIVE, PROMOTE, CanaryPolicy, check_inconclusive
 from mlops.hooks.alertmanager import AlertmanagerHook
 from mlops.hooks.http import ServiceError
 from mlops.hooks.mlflow import MlflowHook
@@ -47,7 +51,7 @@ from mlops.hooks.prometheus import PrometheusHook
 from mlops.hooks.serving import ServingError, ServingHook, ServingUnreachable
 from mlops.hooks.stage import StageFailed, StageHook
 from mlops.links import MlflowModelVersionLink, ServingEndpointLink, result_links
-from mlops.notifications.alerts import canary_rolled_back
+from mlops.notifications.alerts import canary_inconclusive, canary_rolled_back
 from mlops.operators.deferral import default_deferrable, wait_for
 
 ROLLBACK_TO, ROLLBACK_REASON, CANARY = "rollback_to_version", "rollback_reason", "canary"
@@ -68,22 +72,26 @@ class DeployOperator(BaseOperator):
     its share), `promote(champion) -> str | BaseTrigger` (as roll_out) and, after a promotion waited
     on, `promoted()`."""
 
-    template_fields: Sequence[str] = ("model_name", "canary_percent", "canary_minutes")
+    template_fields: Sequence[str] = ("model_name", "canary_percent", "canary_minutes", "canary_inconclusive")
     ui_color = "#fdf1e6"
     operator_extra_links = (MlflowModelVersionLink(), ServingEndpointLink())
 
     def __init__(self, *, model_name: str, canary_percent: int | str = 0, canary_minutes: float | str = 10,
-                 regression: bool = False, mlflow_conn_id: str = MlflowHook.default_conn_name,
+                 canary_inconclusive: str | None = None, regression: bool = False,
+                 mlflow_conn_id: str = MlflowHook.default_conn_name,
                  prometheus_conn_id: str = PrometheusHook.default_conn_name,
                  alertmanager_conn_id: str = AlertmanagerHook.default_conn_name, deferrable: bool | None = None,
                  **kwargs):
         """`canary_percent`, `canary_minutes` (templated, e.g. from the DAG's Params): a new champion first
-        gets this share of the requests for this long; 0 %: a straight swap. `regression`: the dataset file's
+        gets this share of the requests for this long; 0 %: a straight swap. `canary_inconclusive` (templated;
+        None or empty: `[mlops] canary_inconclusive`): what a canary too short of requests to judge by its
+        deadline does, `promote` (the offline verdict is kept) or `rollback`. `regression`: the dataset file's
         task is regression (the smoke test expects a number, the canary compares prediction distributions)."""
         kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
         self.model_name, self.mlflow_conn_id, self.prometheus_conn_id = model_name, mlflow_conn_id, prometheus_conn_id
         self.canary_percent, self.canary_minutes, self.regression = canary_percent, canary_minutes, regression
+        self.canary_inconclusive = canary_inconclusive
         self.alertmanager_conn_id = alertmanager_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
 
@@ -113,6 +121,11 @@ class DeployOperator(BaseOperator):
         percent = int(float(self.canary_percent or 0))
         if not 0 <= percent < 100:
             raise AirflowFailException(f"canary_percent must be from 0 to 99, got {self.canary_percent}")
+        if self.canary_inconclusive:  # refused before any traffic moves, not when the canary's time is up
+            try:
+                check_inconclusive(self.canary_inconclusive)
+            except ValueError as exc:
+                raise AirflowFailException(str(exc)) from None
         if percent and previous_version and backend.supports_canary:
             return self._start_canary(context, backend, champion, previous, percent)
         if percent and previous_version:
@@ -136,7 +149,7 @@ class DeployOperator(BaseOperator):
                 return self._verify(context, backend, version, previous, event["url"])
             backend.promoted()
             verified = self._verify(context, backend, version, previous, event["url"])
-            return {**verified, "canary": event["resume"]["canary"]}
+            return self._canary_promoted(context, verified, event["resume"]["canary"])
         if event.get("status") == "error":  # the API itself failed: nothing known against the model
             raise RuntimeError(f"deploy of {self.model_name} v{version}: {event.get('message')}")
         reason = event.get("message") or f"unexpected event {event}"
@@ -171,44 +184,61 @@ class DeployOperator(BaseOperator):
 
     def _watch_canary(self, context, resume: dict):
         """Prometheus's view of both versions, until the verdict (CanaryVerdictTrigger)."""
-        from mlops.canary import CanaryPolicy
         from mlops.settings import mlops_settings
         from mlops.triggers.canary import CanaryVerdictTrigger
 
         settings, minutes, now = mlops_settings(), float(self.canary_minutes), time.time()
-        self.log.info("canary: %s v%s serves %d %% of the requests beside v%s for %s min; judged by Prometheus",
-                      self.model_name, resume["version"], resume["percent"], resume["previous"]["version"], minutes)
+        policy = CanaryPolicy.from_settings(settings)
+        if self.canary_inconclusive:  # the run's choice (the DAG's Param) over the option's
+            policy = dataclasses.replace(policy, inconclusive=self.canary_inconclusive)
+        self.log.info("canary: v%s serves %d %% of the requests beside v%s\n  %s, for %s min; judged by Prometheus "
+                      "(inconclusive: %s)", resume["version"], resume["percent"], resume["previous"]["version"],
+                      self.model_name, minutes, policy.inconclusive)
+        # the minimum travels with the verdict, for the CanaryInconclusive alert's summary
+        resume = {**resume, "min_requests": policy.min_requests}
         trigger = CanaryVerdictTrigger(
             self.model_name, resume["previous"]["version"], resume["version"], now, now + minutes * 60,
             now + max(minutes, settings.canary_deadline_minutes) * 60,
-            dataclasses.asdict(CanaryPolicy.from_settings(settings)), self.prometheus_conn_id,
+            dataclasses.asdict(policy), self.prometheus_conn_id,
             settings.canary_poll_seconds, resume=resume, regression=self.regression)
         return wait_for(self, context, trigger, method_name="canary_complete")
 
     def canary_complete(self, context, event: dict):
-        """After the verdict: promote (the new version takes all the traffic; waited on like a roll-out)
-        or roll back (all the traffic back to the unchanged stable version; the task succeeds and alerts)."""
+        """After the verdict: promote, or inconclusive with the offline verdict kept (the new version takes
+        all the traffic; waited on like a roll-out), or roll back (all the traffic back to the unchanged stable
+        version; the task succeeds and alerts)."""
         version, previous = event["resume"]["version"], event["resume"]["previous"]
         self._served(version)
         backend = self._backend()
         canary = {"verdict": event["status"], "reason": event["reason"], "percent": event["resume"]["percent"],
                   "evidence": event.get("evidence")}
+        if event["status"] == INCONCLUSIVE:
+            canary["min_requests"] = event["resume"].get("min_requests")
         self._record_canary(context, version, canary)
-        if event["status"] != "promote":
+        if event["status"] not in (PROMOTE, INCONCLUSIVE):
             return self._roll_back_canary(context, backend, version, previous, canary)
         try:
             pending = backend.promote(event["resume"]["champion"])
         except ModelFailed as exc:
             self._fail(context, backend, version, previous, str(exc))
         if isinstance(pending, str):
-            return {**self._verify(context, backend, version, previous, pending), "canary": canary}
+            return self._canary_promoted(context, self._verify(context, backend, version, previous, pending), canary)
         pending.resume = {"version": version, "previous": previous, "canary": canary}
         return wait_for(self, context, pending)
+
+    def _canary_promoted(self, context, verified: dict, canary: dict) -> dict:
+        """The result of a promoted canary; an inconclusive one alerts once the new version serves everything."""
+        if canary["verdict"] == INCONCLUSIVE:
+            evidence = canary["evidence"]
+            canary_inconclusive(self.alertmanager_conn_id, evidence["canary"]["requests"], canary["min_requests"],
+                                evidence["window"]).notify(
+                {**context, "reason": f"{self.model_name} v{verified['version']}: {canary['reason']}"})
+        return {**verified, "canary": canary}
 
     def _record_canary(self, context, version: str, canary: dict) -> None:
         """The verdict and its evidence (the PromQL and what it returned) on the task's XCom and on the
         model version in MLflow; the registry is only a record here, so its failure fails nothing."""
-        self.log.info("canary verdict for v%s: %s (%s)", version, canary["verdict"], canary["reason"])
+        self.log.info("canary verdict for v%s: %s\n  %s", version, canary["verdict"], canary["reason"])
         context["ti"].xcom_push(key=CANARY, value=canary)
         tags = {"canary.verdict": canary["verdict"], "canary.reason": canary["reason"][:5000],
                 "canary.percent": str(canary["percent"]),
@@ -216,7 +246,7 @@ class DeployOperator(BaseOperator):
         try:
             MlflowHook(self.mlflow_conn_id).set_model_version_tags(self.model_name, version, tags)
         except ServiceError as exc:
-            self.log.warning("could not record the canary's verdict on the model version: %s", exc)
+            self.log.warning("could not record the canary's verdict on the model version\n  %s", exc)
 
     def _verify(self, context, backend, version: str, previous: dict | None, url: str) -> dict:
         serving = self._serving(url)
@@ -227,8 +257,8 @@ class DeployOperator(BaseOperator):
                                "(a retry deploys again)") from None
         except ServingError as exc:
             self._fail(context, backend, version, previous, str(exc))
-        self.log.info("serving %s v%s at %s (%s, was %s); smoke test answered %s", self.model_name, version,
-                      serving.infer_url, backend.mode, (previous or {}).get("version"), smoke["prediction"])
+        self.log.info("serving %s v%s (was %s)\n  at %s (%s); smoke test answered %s", self.model_name, version,
+                      (previous or {}).get("version"), serving.infer_url, backend.mode, smoke["prediction"])
         return {**self._served(version, serving.infer_url), "previous_version": (previous or {}).get("version"),
                 "smoke_test": smoke, "changed": True}
 
@@ -244,7 +274,7 @@ class DeployOperator(BaseOperator):
         is recorded with it)."""
         to_version = (previous or {}).get("version")
         if to_version:
-            self.log.error("restoring %s v%s in place of v%s: %s", self.model_name, to_version, version, reason)
+            self.log.error("restoring %s v%s in place of v%s\n  %s", self.model_name, to_version, version, reason)
             backend.restore(previous)
         else:
             self.log.error("nothing to restore: no earlier version was being served")

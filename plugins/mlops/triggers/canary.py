@@ -1,9 +1,10 @@
 """CanaryVerdictTrigger: watches a canary in the triggerer, reading both versions' serving metrics from
-Prometheus every `poll_interval` until the verdict (mlops.canary.verdict) is promote or rollback.
+Prometheus every `poll_interval` until the verdict (mlops.canary.verdict) is promote, inconclusive or rollback.
 
 The PromQL covers everything since the canary started. Prometheus not answering decides nothing: the
-trigger keeps asking, and at the deadline the canary is rolled back with that reason (it is never
-promoted blind)."""
+trigger keeps asking, and at the deadline the canary is rolled back with that reason, whatever
+`canary_inconclusive` says: that a canary got too few requests is known, that Prometheus saw nothing is not
+(it may have failed every one), so it is never promoted blind."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from mlops.hooks.prometheus import PrometheusHook
 
 
 class CanaryVerdictTrigger(BaseTrigger):
-    """Fires once: {"status": "promote" | "rollback", "reason", "evidence"} (evidence: mlops.canary.measure's,
-    None when Prometheus never answered)."""
+    """Fires once: {"status": "promote" | "inconclusive" | "rollback", "reason", "evidence"} (evidence:
+    mlops.canary.measure's, None when Prometheus never answered)."""
 
     def __init__(self, model_name: str, stable_version: str, canary_version: str, started: float,
                  window_over: float, deadline: float, policy: dict, prometheus_conn_id: str = "prometheus_default",
@@ -39,7 +40,8 @@ class CanaryVerdictTrigger(BaseTrigger):
                  "poll_interval": self.poll_interval, "resume": self.resume, "regression": self.regression})
 
     async def run(self):
-        policy, evidence, unavailable = CanaryPolicy(**self.policy), None, ""
+        # a canary deferred before `inconclusive` existed keeps the meaning it was started with: roll back
+        policy, evidence, unavailable = CanaryPolicy(**{"inconclusive": ROLLBACK, **self.policy}), None, ""
         while True:
             now = time.time()
             try:

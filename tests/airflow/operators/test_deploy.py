@@ -10,10 +10,11 @@ import httpx
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
+from mlops.hooks.mlflow import MlflowHook
 from mlops.hooks.stage import StageHook
 from mlops.local_router import LocalRouter
 from mlops.local_serving import ROUTER_FOLDER
-from mlops.operators.deploy import ROLLBACK_FROM, ROLLBACK_REASON, ROLLBACK_TO, LocalDeployOperator
+from mlops.operators.deploy import CANARY, ROLLBACK_FROM, ROLLBACK_REASON, ROLLBACK_TO, LocalDeployOperator
 from mlops.operators.stage import StageOperator
 from tests import support
 
@@ -194,3 +195,77 @@ def test_the_canary_trigger_is_told_the_dataset_file_s_task(regression):
     trigger = deferred.value.trigger
     assert trigger.regression is regression and trigger.serialize()[1]["regression"] is regression
     assert trigger.policy["max_prediction_ks"] == 0.25 and deferred.value.method_name == "canary_complete"
+
+
+@pytest.fixture
+def quiet_canary(deploy_env, local_target, monkeypatch, tmp_path):
+    """A real Prometheus scraping the deploys' model servers, to which nobody sends a request, and a real
+    Alertmanager; a canary's deadline of 6 s, its metrics read every second."""
+    (tmp_path / "prometheus").mkdir()
+    (tmp_path / "alertmanager").mkdir()
+    with support.prometheus(tmp_path / "prometheus", [], file_sd=support.model_server_targets(local_target)) as \
+            prometheus, support.alertmanager(tmp_path / "alertmanager") as alertmanager:
+        connect(monkeypatch, prometheus_default=prometheus, alertmanager_default=alertmanager)
+        monkeypatch.setenv("AIRFLOW__MLOPS__CANARY_DEADLINE_MINUTES", "0.1")
+        monkeypatch.setenv("AIRFLOW__MLOPS__CANARY_POLL_SECONDS", "1")
+        yield deploy_env, alertmanager
+
+
+@pytest.mark.timeout(400)
+def test_a_canary_without_traffic_keeps_the_offline_verdict_or_rolls_back_as_told(quiet_canary, local_target):
+    """No traffic, so the canary is inconclusive at its deadline. `promote` (the option's default): the new
+    champion takes all the traffic, its verdict is `inconclusive` on the version, the XCom and the result, and
+    CanaryInconclusive says how many requests it got. `rollback`: the version before it serves on and the
+    alias is to go back. An unknown value is refused before anything moves."""
+    (stages, url, folder), alertmanager = quiet_canary
+    model = "iris-quiet-canary"
+
+    def served() -> str:
+        return httpx.get(f"{url}/v2/models/{model}").json()["parameters"]["registry_version"]
+
+    def alerts(name: str, run_id: str) -> list[dict]:
+        return httpx.get(f"{alertmanager}/api/v2/alerts", params={"filter": [
+            f'alertname="{name}"', f'run_id="{run_id}"']}).json()
+
+    def deploy(run_id: str, **canary):
+        ti = TaskInstance()
+        result = LocalDeployOperator(task_id="deploy", model_name=model, canary_percent=10, canary_minutes=0.05,
+                                     deferrable=False, **canary).execute(
+            {"ti": ti, "dag_run": {"dag_id": "deploy_test", "run_id": run_id}})
+        return result, ti.xcoms
+
+    train_and_register(stages, local_target, model, "2026-11-09", "none", 9)
+    assert deploy("first")[0]["version"] == "1"
+    train_and_register(stages, local_target, model, "2026-11-10", "concept", 10)  # v2, the champion
+
+    with pytest.raises(AirflowFailException, match="canary_inconclusive must be promote or rollback .*, got 'keep'"):
+        deploy("refused", canary_inconclusive="keep")
+    assert served() == "1" and not (local_target / "serving" / model / "canary" / "mlserving.pid").exists()
+
+    kept, xcoms = deploy("kept")
+    canary = kept["canary"]
+    assert (kept["version"], kept["previous_version"], kept["changed"]) == ("2", "1", True), kept
+    assert "rolled_back" not in kept and ROLLBACK_REASON not in xcoms and xcoms[CANARY] == canary
+    assert canary["verdict"] == "inconclusive" and canary["evidence"]["canary"]["requests"] == 0, canary
+    assert canary["reason"].startswith("too little canary traffic to judge: 0 requests in the last ")
+    assert canary["reason"].endswith(" < 100 by the deadline; the offline verdict is kept")
+    assert served() == "2" and not (local_target / "serving" / model / "canary" / "mlserving.pid").exists()
+    tags = MlflowHook().model_version_tags(model, "2")
+    assert (tags["canary.verdict"], tags["canary.reason"]) == ("inconclusive", canary["reason"])
+    [alert] = alerts("CanaryInconclusive", "kept") or [None]
+    assert alert and alert["labels"]["severity"] == "warning", alert
+    window = canary["evidence"]["window"]
+    assert alert["annotations"]["summary"] == (f"the canary got 0 requests (< 100) over its {window} window; the "
+                                               "offline verdict was kept and the new champion serves all the traffic")
+    assert alert["annotations"]["error"] == f"{model} v2: {canary['reason']}"
+    assert alerts("CanaryRolledBack", "kept") == []
+
+    # The champion moved back to v1 by hand: its canary beside v2, with nothing to judge it on, rolled back.
+    stages.run("rollback", {"model_name": model, "to_version": "1", "from_version": "2", "reason": "test"})
+    rolled, xcoms = deploy("rolled", canary_inconclusive="rollback")
+    assert (rolled["version"], rolled["rolled_back"], rolled["changed"]) == ("2", "1", False), rolled
+    assert rolled["canary"]["verdict"] == "rollback" and rolled["canary"]["reason"].endswith(
+        " < 100, and the deadline has passed")
+    assert (xcoms[ROLLBACK_TO], xcoms[ROLLBACK_FROM]) == ("2", "1") and served() == "2"
+    assert MlflowHook().model_version_tags(model, "1")["canary.verdict"] == "rollback"
+    assert alerts("CanaryInconclusive", "rolled") == [] and len(alerts("CanaryRolledBack", "rolled")) == 1

@@ -31,6 +31,9 @@ TASKS = ("classification", "regression")
 FEATURE_TYPES = ("numeric", "categorical")
 SOURCE_KINDS = ("files", "sql", "http")
 FILE_FORMATS = ("csv", "jsonl", "parquet")
+# What a canary still short of requests at its deadline does: keep the offline verdict, or roll back (the Airflow
+# side's mlops.canary has the same two; this package never imports it)
+CANARY_INCONCLUSIVE = ("promote", "rollback")
 SOURCE_KEYS = {"files": ("kind", "format"), "sql": ("kind", "conn_id", "query"),
                "http": ("kind", "format", "conn_id", "endpoint")}
 # Each task's metrics and where each is better. The threshold key follows the direction: `min` for a metric
@@ -152,7 +155,7 @@ class Dataset:
     description: str = ""
     owners: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
-    canary: dict = field(default_factory=dict)  # percent, minutes: the DAG's defaults for this model
+    canary: dict = field(default_factory=dict)  # percent, minutes, inconclusive: the DAG's defaults for this model
 
     @property
     def regression(self) -> bool:
@@ -463,12 +466,15 @@ def parse(document, origin: str, name: str) -> Dataset:
         doc.fail("window", f"{_short(window)} is not allowed; allowed: 'all' or 'last:N' with N >= 1")
     split = doc.mapping(top.get("split") or {}, "split", ("test_size", "seed"))
     promotion = doc.mapping(top.get("promotion") or {}, "promotion", ("min_improvement", "alpha"))
-    canary = doc.mapping(top.get("canary") or {}, "canary", ("percent", "minutes"))
+    canary = doc.mapping(top.get("canary") or {}, "canary", ("percent", "minutes", "inconclusive"))
     canary_out = {}
     if "percent" in canary:
         canary_out["percent"] = int(doc.number(canary["percent"], "canary.percent", 0, 99, integer=True))
     if "minutes" in canary:
         canary_out["minutes"] = float(doc.number(canary["minutes"], "canary.minutes", 0, open_low=True))
+    if "inconclusive" in canary:  # what a canary too short of requests to judge by its deadline does
+        canary_out["inconclusive"] = doc.choice(canary["inconclusive"], "canary.inconclusive",
+                                                CANARY_INCONCLUSIVE)
     description = top.get("description", "")
     if not isinstance(description, str):
         doc.fail("description", f"must be a text; got {_kind(description)}")
