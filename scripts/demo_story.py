@@ -1,5 +1,6 @@
 """Land three partitions of the example dataset (datasets/iris.yaml), backfill them through its DAG
-(continuous_training_iris), report what happened.
+(continuous_training_iris), report what happened. The days, and what changes on the last one (a sensor
+recalibration), are scripts/demo_plan.py's.
 
 Airflow is driven through its REST API, as the stack's admin: each `airflow` CLI call costs seconds of
 imports, and the demo polls."""
@@ -19,13 +20,14 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from mlpipeline.dataset import load  # noqa: E402  (PyYAML and the standard library only)
+from scripts import demo_plan  # noqa: E402
 from scripts.airflow_cli import api_headers, mlflow_login  # noqa: E402
 from scripts.traffic import Traffic  # noqa: E402
 from scripts.ui_links import link_lines, stack_ports  # noqa: E402
 
 RUN_DIR = Path(os.environ["RUN_DIR"])
 PORTS = stack_ports()
-DAYS = [("2026-11-01", "none"), ("2026-11-02", "none"), ("2026-11-03", "concept")]
+DAYS = demo_plan.DAYS
 # The example dataset file names the model (its landing area, registry name and served name) and its DAG.
 DATASET_FILE = REPO / "datasets" / "iris.yaml"
 DATASET = load(DATASET_FILE)
@@ -33,6 +35,19 @@ MODEL = DATASET.model_name
 # A new champion serves 30 % of the traffic for half a minute before Prometheus's verdict promotes it.
 CANARY = {"canary_percent": 30, "canary_minutes": 0.5}
 DAG = f"continuous_training_{DATASET.name}"
+FEATURES = DATASET.feature_names
+
+
+class SensorTraffic(Traffic):
+    """The demo's clients. They measure with the same sensors as the labelled batches, so once the drift day's
+    run starts their requests carry the recalibrated readings too (the model served then has to cope with
+    them, and the canary is judged on them)."""
+
+    recalibrated = False
+
+    def row(self) -> list[float]:
+        row = super().row()
+        return demo_plan.recalibrated(row, FEATURES) if self.recalibrated else row
 
 
 class Phases:
@@ -78,6 +93,12 @@ class Airflow:
             sys.exit(f"Airflow API {method} {path} failed: {answer.status_code} {answer.text[:500]}")
         return answer
 
+    def xcom(self, run: dict, task_id: str) -> dict:
+        """The task's return value in `run` ({} when it has none: skipped, or not run)."""
+        answer = self.call("GET", f"/dags/{DAG}/dagRuns/{run['dag_run_id']}/taskInstances/{task_id}/xcomEntries/"
+                                  "return_value", params={"deserialize": "true"})
+        return (answer.json().get("value") or {}) if answer.status_code == 200 else {}
+
 
 def mlpipeline(*args) -> dict:
     user, password = mlflow_login(RUN_DIR)
@@ -94,17 +115,17 @@ def runs(airflow: Airflow) -> list[dict]:
                                                                "order_by": "logical_date"}).json()["dag_runs"]
 
 
-def land(seed: int, day: str, drift: str) -> dict:
-    return mlpipeline("simulate", "--data-root", RUN_DIR / "data", "--dataset", DATASET_FILE, "--partition", day,
-                      "--rows", "1500", "--drift", drift, "--seed", str(seed))
+def land(day: str, drift: str) -> dict:
+    return mlpipeline("simulate", "--data-root", RUN_DIR / "data", "--dataset", DATASET_FILE,
+                      *demo_plan.simulate_args(day, drift))
 
 
 def main() -> None:
     phases = Phases()
     with ThreadPoolExecutor() as pool:  # three processes that mostly import: side by side on two cores
-        list(pool.map(land, range(1, len(DAYS) + 1), *zip(*DAYS, strict=True)))
+        list(pool.map(land, *zip(*DAYS, strict=True)))
     for day, drift in DAYS:
-        print(f"landed {day} ({'clean' if drift == 'none' else drift + ' drift'})")
+        print(f"landed {day}: {'clean' if drift == 'none' else demo_plan.what_changed()}")
     phases.done("land three partitions")
     airflow = Airflow()
     deadline = time.monotonic() + 180
@@ -123,7 +144,7 @@ def main() -> None:
     print(f"backfill created ({json.dumps(CANARY)}); waiting for the three runs", flush=True)
     phases.done("unpause, create the backfill")
     # Clients send requests once the first model serves (a canary is judged on live traffic).
-    traffic = Traffic(f"http://127.0.0.1:{PORTS['mlops_serving']}", MODEL, rate=20)
+    traffic = SensorTraffic(f"http://127.0.0.1:{PORTS['mlops_serving']}", MODEL, rate=20)
     try:
         wait_for_runs(airflow, traffic)
     finally:
@@ -137,13 +158,17 @@ def main() -> None:
     links()
 
 
-def wait_for_runs(airflow: Airflow, traffic: Traffic) -> None:
+def wait_for_runs(airflow: Airflow, traffic: SensorTraffic) -> None:
     deadline, last = time.monotonic() + 1200, None
     while True:
         if not traffic.started and serving():
             traffic.__enter__()
             print("  the model serves: sending 20 requests/s through the router", flush=True)
         states = {r["logical_date"][:10]: r["state"] for r in runs(airflow)}
+        if not traffic.recalibrated and states.get(demo_plan.DRIFT_DAY) not in (None, "queued"):
+            traffic.recalibrated = True
+            print(f"  {demo_plan.DRIFT_DAY} started: the clients' {demo_plan.sensor_words()} sensors are "
+                  f"recalibrated too, so their requests now carry the new readings ({demo_plan.SCALE:g}×)", flush=True)
         finished = {d: s for d, s in states.items() if s in ("success", "failed")}
         if states != last:
             print("  " + ", ".join(f"{d}: {s}" for d, s in sorted(states.items())), flush=True)
@@ -176,9 +201,29 @@ def canary_verdicts() -> list[str]:
     return lines
 
 
+def drift_day(airflow: Airflow, run: dict) -> list[str]:
+    """The drift day in plain words: what changed, how the model served then did on that day's batch, and what
+    retraining made of it (from the run's detect, training and report results)."""
+    detect, trained = airflow.xcom(run, "detect_degradation"), airflow.xcom(run, "training.train")
+    report = airflow.xcom(run, "report")
+    lines = [f"\nwhat changed on {demo_plan.DRIFT_DAY}: {demo_plan.what_changed()}"]
+    served = (detect.get("champion") or {}).get("version")
+    accuracy = (detect.get("fresh_metrics") or {}).get("accuracy")
+    if served and accuracy is not None:
+        lines.append(f"  the served v{served}'s accuracy on that day's batch fell to {accuracy:.3f} (the threshold is "
+                     f"{report.get('metric_threshold', DATASET.metric_threshold)})")
+    if trained.get("challenger_accuracy") is not None and trained.get("champion_accuracy") is not None:
+        outcome = {"promote": "promoted", "reject": "rejected"}.get(trained["decision"], trained["decision"])
+        lines.append(f"  retrained on it, the new model scored {trained['challenger_accuracy']:.3f} on the day's "
+                     f"held-out rows (v{served}: {trained['champion_accuracy']:.3f}) and was {outcome}"
+                     + (f"; its canary verdict: {report['canary']}" if report.get("canary") else ""))
+    return lines
+
+
 def summary(airflow: Airflow, traffic: Traffic) -> None:
     print("\nsummary")
-    for run in runs(airflow):
+    backfilled = runs(airflow)
+    for run in backfilled:
         found = airflow.call("GET", f"/dags/{DAG}/dagRuns/{run['dag_run_id']}/taskInstances").json()
         tis = {t["task_id"]: t["state"] for t in found["task_instances"]}
         if tis.get("training.train") == "success":
@@ -187,6 +232,9 @@ def summary(airflow: Airflow, traffic: Traffic) -> None:
         else:
             branch = "no retraining needed" if tis.get("no_retraining") == "success" else "stopped early"
         print(f"  {run['logical_date'][:10]}  {run['state']:<8} {branch}")
+    for run in backfilled:
+        if run["logical_date"][:10] == demo_plan.DRIFT_DAY:
+            print("\n".join(drift_day(airflow, run)))
     history = mlpipeline("champion-at", "--model-name", MODEL)
     print(f"\nchampion: {MODEL} v{history['champion_version']}")
     for event in history["history"]:
@@ -194,10 +242,17 @@ def summary(airflow: Airflow, traffic: Traffic) -> None:
     print("\ncanary rollouts (verdicts from Prometheus, recorded on the model versions):")
     print("\n".join(canary_verdicts()) or "  none")
     print(f"traffic through the router during the demo: {traffic.summary()}")
-    answer = httpx.post(f"http://127.0.0.1:{PORTS['mlops_serving']}/v2/models/{MODEL}/infer", json={"inputs": [
-        {"name": "features", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}).json()
-    print(f"\nlive v2 inference [5.1, 3.5, 1.4, 0.2] -> {answer['outputs'][0]['data'][0]} "
-          f"(served version {answer['model_version']})")
+    # The textbook flowers, measured as a user measures them now: with the recalibrated sensor.
+    url = f"http://127.0.0.1:{PORTS['mlops_serving']}/v2/models/{MODEL}/infer"
+    request = demo_plan.textbook_request(FEATURES)
+    at = FEATURES.index(demo_plan.RECALIBRATED)
+    readings = ", a ".join(f"{row[at]:g} cm petal reads {demo_plan.recalibrated(row, FEATURES)[at]:g}"
+                         for row in demo_plan.TEXTBOOK.values())
+    print(f"\nthe textbook {' and '.join(demo_plan.TEXTBOOK)} (Fisher's flowers 1 and 51), measured with the "
+          f"recalibrated {demo_plan.sensor_words()} sensor (a {readings}):")
+    print(f"  curl -s {url} -H 'Content-Type: application/json' -d '{json.dumps(request, separators=(',', ':'))}'")
+    answer = httpx.post(url, json=request).json()
+    print(f"live v2 inference -> {', '.join(answer['outputs'][0]['data'])} (served version {answer['model_version']})")
     query = "mlops_champion_version"
     print(f"PromQL {query}: {', '.join(scraped(query, history['champion_version'])) or 'no data yet'}")
 

@@ -23,10 +23,12 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from mlpipeline.dataset import Source
 from mlpipeline.errors import PipelineError
 from mlpipeline.simulate import (
+    Recalibration,
     batch_name,
     column_name,
     default_reference,
     load_reference,
+    parse_recalibration,
     prepare_reference,
     simulate,
     to_bytes,
@@ -286,6 +288,93 @@ def test_label_noise_changes_that_share_of_labels_at_random(name):
     assert accuracy(name, model, noisy) < accuracy(name, model, clean) - 0.2
 
 
+def decimals(values: pd.Series) -> int:
+    """The fewest decimals that write every value (missing ones aside) exactly."""
+    present = values.dropna().to_numpy()
+    return next(d for d in range(12) if np.allclose(np.round(present, d), present, rtol=0, atol=1e-9))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_recalibration_rescales_the_named_numeric_features_and_nothing_else(name):
+    """Two sensors recalibrated, one by a gain, one by a gain and an offset: their values become
+    scale x + offset (rounded as every value is, clipped into the declared range); every other column, the
+    labels and the missing values are the clean batch of the same seed's."""
+    ds, ref = dataset(name), datasets.reference_frame(name)
+    gain, both = numeric(name)[:2]
+    recalibrations = (Recalibration(gain, 1.6), Recalibration(both, 0.9, 0.5 * float(ref[both].std())))
+    clean = batch(name, seed=12)
+    drifted = simulate(ds, ROWS, "recalibration", seed=12, reference=reference(name), recalibrations=recalibrations)
+    untouched = [c for c in ds.columns if c not in (gain, both)]
+    pd.testing.assert_frame_equal(drifted[untouched], clean[untouched])
+    for recalibration in recalibrations:
+        column, feature = recalibration.column, ds.feature(recalibration.column)
+        expected = (recalibration.scale * clean[column] + recalibration.offset).clip(feature.min, feature.max)
+        step = 10.0 ** -decimals(clean[column])  # what both batches are rounded to
+        np.testing.assert_allclose(drifted[column], expected, rtol=0,
+                                   atol=(abs(recalibration.scale) + 1) * step / 2 + 1e-12)
+        assert not np.allclose(drifted[column].dropna(), clean[column].dropna()), "the readings changed"
+        assert drifted[column].isna().equals(clean[column].isna())
+    validated = validate_batch(to_bytes(drifted, ds.source.format), f"b{FORMATS[ds.source.format]}", ds)
+    assert validated.ok, validated.violations
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("petal_length*1.6", Recalibration("petal_length", 1.6)),
+    ("sepal_width + 0.5", Recalibration("sepal_width", 1.0, 0.5)),
+    ("petal_width*1.1-0.2", Recalibration("petal_width", 1.1, -0.2)),
+    ("sepal_length*-1", Recalibration("sepal_length", -1.0)),
+])
+def test_a_recalibration_is_written_as_a_formula(text, expected):
+    assert parse_recalibration(text, dataset("iris")) == expected
+    assert parse_recalibration(str(expected), dataset("iris")) == expected, "str() writes what parses back"
+
+
+def test_a_recalibrated_column_may_hold_the_formulas_characters():
+    """The dataset's column names are matched first: "width-1-0.5" is width-1 shifted down by 0.5."""
+    ds = dataset("iris")
+    renamed = dataclasses.replace(ds, features=tuple(dataclasses.replace(f, name=f"{f.name}-1") for f in ds.features))
+    assert parse_recalibration("petal_width-1-0.5", renamed) == Recalibration("petal_width-1", 1.0, -0.5)
+    assert parse_recalibration("petal_width-1*2", renamed) == Recalibration("petal_width-1", 2.0)
+
+
+IRIS_NUMERIC = "(numeric features: 'sepal_length', 'sepal_width', 'petal_length', 'petal_width')"
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("iris", "petal_lenght*1.6", f"--recalibrate 'petal_lenght*1.6': dataset 'iris' has no column 'petal_lenght' "
+                                 f"{IRIS_NUMERIC}"),
+    ("iris", "species*2", f"--recalibrate 'species*2': 'species' is the label; a recalibration changes what a "
+                          f"feature's sensor reads {IRIS_NUMERIC}"),
+    ("cancer-mixed", "area_band*2", "--recalibrate 'area_band*2': 'area_band' is a categorical feature; a "
+                                    "recalibration rescales numeric readings (numeric features: 'mean_radius', "
+                                    "'mean_texture', 'worst_concave_points')"),
+    ("iris", "petal_length/2", "--recalibrate 'petal_length/2': not COLUMN*SCALE, COLUMN+OFFSET or "
+                               "COLUMN*SCALE+OFFSET (e.g. sepal_length*1.6)"),
+    ("iris", "petal_length", "not COLUMN*SCALE, COLUMN+OFFSET or COLUMN*SCALE+OFFSET"),
+    ("iris", "petal_length*0", "the scale of 'petal_length' must be a finite number other than 0, got 0"),
+    ("iris", "petal_length*1e999", "the scale of 'petal_length' must be a finite number other than 0, got inf"),
+    ("iris", "petal_length+1e999", "the offset of 'petal_length' must be finite, got inf"),
+])
+def test_a_recalibration_of_what_is_not_a_numeric_feature_is_refused(name, text, message):
+    with pytest.raises(PipelineError, match=re.escape(message)):
+        parse_recalibration(text, dataset(name))
+
+
+@pytest.mark.parametrize("drift, recalibrations, message", [
+    ("recalibration", (), "--drift recalibration needs at least one --recalibrate COLUMN*SCALE[+OFFSET] (e.g. "
+                          "sepal_length*1.6)"),
+    ("covariate", (Recalibration("petal_length", 1.6),), "--recalibrate applies to --drift recalibration only, "
+                                                          "not 'covariate'"),
+    ("recalibration", (Recalibration("petal_length", 1.6), Recalibration("petal_length", 1.0, 0.1)),
+     "'petal_length' is recalibrated twice"),
+    ("recalibration", (Recalibration("sepal", 1.6),), "dataset 'iris' has no column 'sepal'"),
+    ("recalibration", (Recalibration("petal_width", math.nan),), "the scale of 'petal_width' must be a finite"),
+])
+def test_a_recalibration_that_does_not_fit_the_drift_is_refused(drift, recalibrations, message):
+    with pytest.raises(PipelineError, match=re.escape(message)):
+        simulate(dataset("iris"), 10, drift, reference=reference("iris"), recalibrations=recalibrations)
+
+
 def test_no_drift_and_zero_severity_change_nothing():
     clean = batch("wine", seed=11)
     for drift in ("covariate", "concept", "label_noise"):
@@ -457,12 +546,17 @@ def _bad_reference(tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--drift", "sideways"], "--drift must be one of none, covariate, concept, label_noise, got 'sideways'"),
+    (["--drift", "sideways"], "--drift must be one of none, covariate, concept, label_noise, recalibration, got "
+                              "'sideways'"),
     (["--drift", "concept", "--severity", "1.5"], "--severity must be >= 0 (and <= 1 for concept and label_noise"),
     (["--rows", "-5"], "--rows must be between 1 and 10,000,000, got -5"),
     (["--reference", "{bad}"], "lacks the dataset's column(s) 'proline'"),
     (["--reference", "{tmp}/nothing-here.csv"], "nothing-here.csv: the file does not exist"),
     (["--reference", "sklearn:penguins"], "no such bundled dataset"),
+    (["--drift", "recalibration"], "--drift recalibration needs at least one --recalibrate COLUMN*SCALE[+OFFSET]"),
+    (["--drift", "recalibration", "--recalibrate", "alcool*2"], "--recalibrate 'alcool*2': dataset 'wine' has no "
+                                                                "column 'alcool'"),
+    (["--recalibrate", "alcohol*2"], "--recalibrate applies to --drift recalibration only, not 'none'"),
 ])
 def test_the_stage_refuses_bad_input_with_one_line_and_writes_nothing(tmp_path, extra, message):
     root = tmp_path / "volume"
@@ -471,6 +565,17 @@ def test_the_stage_refuses_bad_input_with_one_line_and_writes_nothing(tmp_path, 
                      "2026-11-02", *extra, check=False)
     assert result.returncode == 1 and message in result.error_line, result.stderr
     assert result.stdout == "" and not root.exists()
+
+
+def test_the_stage_lands_a_recalibrated_batch(volume):
+    result = run_cli("simulate", "--data-root", volume.root, "--dataset", datasets.EXAMPLE, "--partition",
+                     "2026-11-03", "--rows", 200, "--seed", 3, "--drift", "recalibration", "--recalibrate",
+                     "petal_length*1.6", "--recalibrate", "sepal_width+0.3").json
+    assert result["recalibrated"] == ["petal_length*1.6", "sepal_width+0.3"]
+    assert result["path"].rsplit("/", 1)[1].startswith("batch-200r-recalibration-1-s3-")
+    expected = simulate(dataset("iris"), 200, "recalibration", seed=3, recalibrations=(
+        Recalibration("petal_length", 1.6), Recalibration("sepal_width", 1.0, 0.3)))
+    pd.testing.assert_frame_equal(read_back(open(result["path"], "rb").read(), "csv", dataset("iris")), expected)
 
 
 def test_a_dataset_no_bundled_reference_fits_needs_one(tmp_path):

@@ -20,6 +20,7 @@ from mlpipeline.errors import PipelineError
 from mlpipeline.simulate import (
     DRIFT_KINDS,
     FRIEDMAN1,
+    Recalibration,
     default_reference,
     drift_feature,
     load_reference,
@@ -282,6 +283,28 @@ def test_the_stage_lands_a_drifted_regression_batch(tmp_path):
     assert result["target"] == pytest.approx({"mean": frame[ds.label].mean(), "std": frame[ds.label].std(ddof=0),
                                               "min": frame[ds.label].min(), "max": frame[ds.label].max()})
     assert validate_batch(open(result["path"], "rb").read(), result["path"], ds).ok
+
+
+def test_the_stage_lands_a_recalibrated_regression_batch_whose_targets_stay(tmp_path):
+    """A recalibration changes what the sensors read, not what is measured: the targets are the clean batch's,
+    and no drift feature is named (the recalibrated columns are)."""
+    root = tmp_path / "volume"
+    result = run_cli("simulate", "--data-root", root, "--dataset", datasets.dataset_path("diabetes"), "--partition",
+                     "2026-11-02", "--rows", 300, "--seed", 3, "--drift", "recalibration", "--recalibrate",
+                     "bmi*1.6").json
+    assert result["recalibrated"] == ["bmi*1.6"] and "drift_feature" not in result
+    frame, clean = pd.read_csv(result["path"], dtype="float64"), batch("diabetes", seed=3, rows=300)
+    pd.testing.assert_frame_equal(frame.drop(columns="bmi"), clean.drop(columns="bmi"), check_exact=False)
+    np.testing.assert_allclose(frame["bmi"], 1.6 * clean["bmi"], rtol=0, atol=1e-9)
+    assert not np.allclose(frame["bmi"], clean["bmi"])
+
+
+def test_a_recalibrated_regression_batch_is_the_clean_one_but_for_the_sensor():
+    clean = batch("diabetes", seed=5, rows=500)
+    drifted = simulate(dataset("diabetes"), 500, "recalibration", seed=5, reference=reference("diabetes"),
+                       recalibrations=(Recalibration("s5", 1.0, -0.02),))
+    pd.testing.assert_frame_equal(drifted.drop(columns="s5"), clean.drop(columns="s5"))
+    np.testing.assert_allclose(drifted["s5"], clean["s5"] - 0.02, rtol=0, atol=1e-12)
 
 
 def test_the_stage_refuses_a_drift_of_the_other_task_and_writes_nothing(tmp_path):

@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", required=True)
     p.add_argument("--rows", type=int, default=1000, help="1 to 10,000,000 (default 1000)")
     p.add_argument("--drift", default="none", help="a classification label: none | covariate | concept | "
-                                                   "label_noise; a regression label: none | covariate | coefficient "
-                                                   "| heteroscedastic (default none)")
+                                                   "label_noise | recalibration; a regression label: none | "
+                                                   "covariate | coefficient | heteroscedastic | recalibration "
+                                                   "(default none)")
     p.add_argument("--severity", type=float, default=1.0,
                    help="classification: covariate: numeric features shift up by this many pooled within-class std "
                         "devs and categorical frequencies tilt towards the rarest categories by min(severity, 1); "
@@ -89,7 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "Regression, through the numeric feature j most correlated with the target (z_j its "
                         "standardised value, sd_y the target's std dev): covariate: rows drawn with weights "
                         "exp(severity z_j), targets kept; coefficient: y + severity sd_y z_j; heteroscedastic: "
-                        "y + N(0, (severity sd_y |z_j|)^2). >= 0 (default 1)")
+                        "y + N(0, (severity sd_y |z_j|)^2). Recalibration: not used. >= 0 (default 1)")
+    p.add_argument("--recalibrate", action="append", default=[], metavar="COLUMN*SCALE[+OFFSET]",
+                   help="with --drift recalibration (once per feature): the numeric feature COLUMN as a recalibrated "
+                        "sensor reads it, each value x becoming SCALE x + OFFSET (COLUMN*1.6, COLUMN+0.5, "
+                        "COLUMN*1.1-0.2); every other column and the label stay as they were")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes, and the same rows "
                                                        "whatever the drift (but a regression label's covariate "
                                                        "drift, which draws rows by weight) (default 0)")
@@ -186,17 +191,29 @@ def _use_tracking(args) -> None:
 
 
 def cmd_simulate(args) -> dict:
-    from .simulate import batch_name, check_parameters, drift_feature, load_reference, simulate, to_bytes
+    from .simulate import (
+        THROUGH_DRIFT_FEATURE,
+        batch_name,
+        check_drift_recalibrations,
+        check_parameters,
+        drift_feature,
+        load_reference,
+        parse_recalibration,
+        simulate,
+        to_bytes,
+    )
     from .volume import check_partition, write_bytes_atomic
 
     check_partition(args.partition)
     dataset = _dataset(args)
     check_parameters(args.rows, args.drift, args.severity, dataset.task)  # the drifts are the label's task's
+    recalibrations = tuple(parse_recalibration(text, dataset) for text in args.recalibrate)
+    check_drift_recalibrations(args.drift, recalibrations, dataset)
     folder = _volume(args, dataset.model_name).landing(args.partition)
     reference = load_reference(args.reference, dataset)  # every check before anything is written
     log.info("simulating %d rows (drift %s, severity %g, seed %d) of %s from %s (%d rows)", args.rows, args.drift,
              args.severity, args.seed, dataset.model_name, reference.source, reference.rows)
-    frame = simulate(dataset, args.rows, args.drift, args.severity, args.seed, reference)
+    frame = simulate(dataset, args.rows, args.drift, args.severity, args.seed, reference, recalibrations)
     fmt = dataset.source.format
     data = to_bytes(frame, fmt)
     target = folder / batch_name(args.rows, args.drift, args.severity, args.seed, data, fmt)
@@ -205,11 +222,13 @@ def cmd_simulate(args) -> dict:
     result = {"path": str(target), "partition": args.partition, "model_name": dataset.model_name, "format": fmt,
               "reference": reference.source, "rows": len(frame), "bytes": len(data), "drift": args.drift,
               "severity": args.severity, "seed": args.seed}
+    if recalibrations:
+        result["recalibrated"] = [str(r) for r in recalibrations]
     if dataset.regression:  # the target's summary, and the feature a drift acted through
         values = frame[dataset.label]
         result["target"] = {"mean": float(values.mean()), "std": float(values.std(ddof=0)),  # ddof 0: one row too
                             "min": float(values.min()), "max": float(values.max())}
-        if args.drift != "none":
+        if args.drift in THROUGH_DRIFT_FEATURE:
             result["drift_feature"] = drift_feature(dataset, reference)
         return result
     counts = frame[dataset.label].value_counts()

@@ -41,6 +41,11 @@ drift, which draws other rows with the same jitter). A classification label's dr
 - label_noise: the label of a `severity` share of rows (0-1), chosen at random, replaced by another class
   drawn at random: noise, which no model learns.
 
+Either task's recalibration (`Recalibration`): named numeric features are read by a recalibrated sensor: each
+of their values x becomes scale x + offset (after the jitter, before rounding and clipping), every other column
+and the label as they were (`severity` does not apply). The rows are the same things measured in new units, so
+what a model learnt about that feature's scale is wrong until it is retrained on the new readings.
+
 A regression label's drifts act through one numeric feature j, `drift_feature`: the one whose reference
 values correlate most with the target (absolute Pearson correlation; the first declared of equals), the same
 in every batch. With z_j = (x_j - mean_j) / sd_j (the reference's mean and standard deviation of j; a
@@ -77,8 +82,11 @@ import pyarrow.parquet as pq
 from .dataset import Dataset
 from .errors import PipelineError
 
-DRIFT_KINDS = {"classification": ("none", "covariate", "concept", "label_noise"),  # per label.task
-               "regression": ("none", "covariate", "coefficient", "heteroscedastic")}
+RECALIBRATION = "recalibration"  # either task's: named numeric features' readings rescaled (`Recalibration`)
+DRIFT_KINDS = {"classification": ("none", "covariate", "concept", "label_noise", RECALIBRATION),  # per label.task
+               "regression": ("none", "covariate", "coefficient", "heteroscedastic", RECALIBRATION)}
+# The regression drifts that act through the one feature `drift_feature` picks.
+THROUGH_DRIFT_FEATURE = ("covariate", "coefficient", "heteroscedastic")
 MIN_ROWS, MAX_ROWS = 1, 10_000_000  # 10M: the benchmark's largest size
 JITTER = 0.1  # numeric jitter: this share of the feature's pooled standard deviation (its variance grows by 1 %)
 EXTRA_DECIMALS = 2  # numeric values are written this many decimals finer than the reference's (see _decimals)
@@ -89,6 +97,9 @@ SKLEARN_PREFIX = "sklearn:"
 FRIEDMAN1 = {"n_samples": 2000, "n_features": 10, "noise": 1.0, "random_state": 0}
 FORMATS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
 READABLE = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_NUMBER = r"[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?"
+# What follows the column's name in a --recalibrate text: *SCALE, +OFFSET or -OFFSET, or both in that order.
+_FORMULA = rf"\s*(?:\*\s*(?P<scale>[+-]?{_NUMBER}))?\s*(?:(?P<sign>[+-])\s*(?P<offset>{_NUMBER}))?\s*$"
 
 
 # ---- the reference -------------------------------------------------------------------------------------------
@@ -300,6 +311,74 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:40] + "..."
 
 
+# ---- recalibration -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recalibration:
+    """A recalibrated sensor: its readings of the numeric feature `column` become scale x + offset."""
+
+    column: str
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def __str__(self) -> str:  # as --recalibrate takes it: petal_length*1.6, x+0.5, x*1.1-0.2
+        scale = f"*{self.scale:g}" if self.scale != 1 else ""
+        offset = f"{self.offset:+g}" if self.offset or not scale else ""
+        return f"{self.column}{scale}{offset}"
+
+
+def parse_recalibration(text: str, dataset: Dataset) -> Recalibration:
+    """A --recalibrate text, COLUMN*SCALE, COLUMN+OFFSET, COLUMN-OFFSET or COLUMN*SCALE+OFFSET, checked against
+    `dataset`. A column's name may hold any character, so the text is matched against the dataset's own column
+    names first (the longest that fits), and only then split where the formula starts."""
+    where = f"--recalibrate {text!r}"
+    for name in sorted(dataset.columns, key=len, reverse=True):
+        found = re.match(_FORMULA, text[len(name):]) if text.startswith(name) else None
+        if found and (found["scale"] or found["offset"]):
+            break
+    else:
+        found = re.match(rf"(?P<name>.+?){_FORMULA}", text)  # a name the dataset does not have
+        if not found or not (found["scale"] or found["offset"]):
+            raise PipelineError(f"{where}: not COLUMN*SCALE, COLUMN+OFFSET or COLUMN*SCALE+OFFSET (e.g. "
+                                f"{_first_numeric(dataset)}*1.6)")
+        name = found["name"].strip()
+    offset = float(found["offset"] or 0) * (-1 if found["sign"] == "-" else 1)
+    recalibration = Recalibration(name, float(found["scale"] or 1), offset)
+    check_recalibrations([recalibration], dataset, where)
+    return recalibration
+
+
+def check_recalibrations(recalibrations, dataset: Dataset, where: str = "--recalibrate") -> None:
+    """Each recalibration names a numeric feature of `dataset` (once) and maps it by a finite, non-zero scale
+    and a finite offset."""
+    numeric = _listed(f.name for f in dataset.features if f.numeric) or "none"
+    seen = set()
+    for recalibration in recalibrations:
+        column = recalibration.column
+        if column == dataset.label:
+            raise PipelineError(f"{where}: {column!r} is the label; a recalibration changes what a feature's sensor "
+                                f"reads (numeric features: {numeric})")
+        if column not in dataset.feature_names:
+            raise PipelineError(f"{where}: dataset {dataset.name!r} has no column {column!r} (numeric features: "
+                                f"{numeric})")
+        if column not in {f.name for f in dataset.features if f.numeric}:
+            raise PipelineError(f"{where}: {column!r} is a categorical feature; a recalibration rescales numeric "
+                                f"readings (numeric features: {numeric})")
+        if column in seen:
+            raise PipelineError(f"{where}: {column!r} is recalibrated twice; give it one SCALE and OFFSET")
+        seen.add(column)
+        if not np.isfinite(recalibration.scale) or recalibration.scale == 0:
+            raise PipelineError(f"{where}: the scale of {column!r} must be a finite number other than 0, got "
+                                f"{recalibration.scale:g}")
+        if not np.isfinite(recalibration.offset):
+            raise PipelineError(f"{where}: the offset of {column!r} must be finite, got {recalibration.offset:g}")
+
+
+def _first_numeric(dataset: Dataset) -> str:
+    return next((f.name for f in dataset.features if f.numeric), "COLUMN")
+
+
 # ---- drawing -------------------------------------------------------------------------------------------------
 
 
@@ -316,11 +395,24 @@ def check_parameters(rows: int, drift: str, severity: float, task: str = "classi
                             f"rows whose label changes), got {severity}")
 
 
+def check_drift_recalibrations(drift: str, recalibrations, dataset: Dataset) -> None:
+    """Recalibrations go with the recalibration drift, and it needs at least one: each of them checked."""
+    if drift == RECALIBRATION and not recalibrations:
+        raise PipelineError(f"--drift {RECALIBRATION} needs at least one --recalibrate COLUMN*SCALE[+OFFSET] (e.g. "
+                            f"{_first_numeric(dataset)}*1.6)")
+    if drift != RECALIBRATION and recalibrations:
+        raise PipelineError(f"--recalibrate applies to --drift {RECALIBRATION} only, not {drift!r}")
+    check_recalibrations(recalibrations, dataset)
+
+
 def simulate(dataset: Dataset, rows: int, drift: str = "none", severity: float = 1.0, seed: int = 0,
-             reference: Reference | pd.DataFrame | str | Path | None = None) -> pd.DataFrame:
+             reference: Reference | pd.DataFrame | str | Path | None = None,
+             recalibrations: tuple[Recalibration, ...] = ()) -> pd.DataFrame:
     """`rows` rows with the dataset's columns drawn from `reference` (a Reference, a frame, a --reference
-    text; default: `default_reference`), drifted as `drift` says."""
+    text; default: `default_reference`), drifted as `drift` says (`recalibrations`: the recalibration
+    drift's)."""
     check_parameters(rows, drift, severity, dataset.task)
+    check_drift_recalibrations(drift, recalibrations, dataset)
     if isinstance(reference, pd.DataFrame):
         reference = prepare_reference(reference, dataset, "(frame)")
     elif not isinstance(reference, Reference):
@@ -330,7 +422,7 @@ def simulate(dataset: Dataset, rows: int, drift: str = "none", severity: float =
                             f"the dataset's label is {dataset.task}")
     draw, jitter, drifting = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     if dataset.regression:
-        j = drift_feature(dataset, reference) if drift != "none" else None
+        j = drift_feature(dataset, reference) if drift in THROUGH_DRIFT_FEATURE else None
         weights = np.ones(reference.rows)
         if drift == "covariate":
             z = _standardized(reference.numeric[j], reference.numeric[j])
@@ -342,6 +434,7 @@ def simulate(dataset: Dataset, rows: int, drift: str = "none", severity: float =
         groups = reference.labels
     labels = reference.labels[picked]
     shift = drift == "covariate" and not dataset.regression
+    recalibrated = {r.column: r for r in recalibrations}
     numeric = [f for f in dataset.features if f.numeric]
     block = np.empty((len(numeric), rows))  # the numeric columns as one block: pandas does not copy it
     for row, feature in zip(block, numeric, strict=True):
@@ -350,6 +443,9 @@ def simulate(dataset: Dataset, rows: int, drift: str = "none", severity: float =
         row[:] = source[picked] + jitter.standard_normal(rows) * (JITTER * spread)
         if shift:
             row += severity * spread
+        if feature.name in recalibrated:  # the same rows, read in the sensor's new units
+            row *= recalibrated[feature.name].scale
+            row += recalibrated[feature.name].offset
         decimals = _decimals(source)
         if decimals is not None:
             np.round(row, min(decimals + EXTRA_DECIMALS, MAX_DECIMALS), out=row)
