@@ -35,11 +35,14 @@ run's logical date, so backfills replay past partitions):
    `canary_minutes`, and Prometheus's view of both versions (errors, p99 latency, predicted-class mix or,
    for a regression model, the KS distance of the prediction distributions) promotes it or rolls it back:
    a verdict, not a failure (the previous version kept serving), so deploy succeeds, `roll_back_champion`
-   moves the alias back and the `CanaryRolledBack` alert fires.
-   The verdict and its evidence are on the model version, the task's `canary` XCom and the report.
+   moves the alias back and the `CanaryRolledBack` alert fires. A canary still short of requests at the
+   deadline (no traffic) is inconclusive: `canary_inconclusive` = `promote` keeps the offline verdict (the new
+   champion serves everything, the verdict is `inconclusive` and `CanaryInconclusive` fires), `rollback` rolls
+   it back. The verdict and its evidence are on the model version, the task's `canary` XCom and the report.
 7. **report**: what the run did (`skipped`, `keep`, `rejected`, `promote`, `rolled_back`,
    `already_registered`, `superseded`) and the registry's champion, as metrics on the Prometheus
-   Pushgateway.
+   Pushgateway, and in one line with why (the retraining reasons, the canary's verdict) as the run's note,
+   shown on the run's page and in the grid (a note a person wrote is kept).
 
 **Which partition.** Scheduled runs and backfills process the partition of their logical date. From
 the trigger form, set `partition` to `latest` (the model's newest complete batch) or to a date: a manual
@@ -77,6 +80,7 @@ from airflow.providers.standard.operators.python import BranchPythonOperator
 from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, Param, TaskGroup, TriggerRule, literal
 
 from mlops.branch_callables import choose_promotion, choose_retraining
+from mlops.canary import INCONCLUSIVE_ACTIONS
 from mlops.datasets import INVALID_TAG, DatasetFile, InvalidDatasetFile, read_dataset_files
 from mlops.hooks.prometheus import prometheus_url
 from mlops.notifications.alertmanager import AlertmanagerNotifier
@@ -95,13 +99,22 @@ LINEAGE = {"dag_id": "{{ dag.dag_id }}", "dag_run_id": "{{ run_id }}"}
 START = datetime(2026, 11, 1, tzinfo=UTC)
 # The schemas two Params share, one object each: Airflow deep-copies a DAG's Params into every task (once per
 # operator class in its hierarchy), and a schema object two Params share is copied once, not twice.
-FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
+# A number's bounds sit under allOf, not at the top: the trigger form's number field clamps what is typed to a
+# top-level minimum/maximum (1.5 becomes 1, silently), while a bound it does not read is checked when the run
+# is created, which refuses the value with a message naming the Param.
+FRACTION = {"type": "number", "allOf": [{"minimum": 0, "maximum": 1}]}
 FLAG = {"type": "boolean"}
 POSITIVE = {"type": "number", "exclusiveMinimum": 0}
-AT_MOST_ONE = {"type": "number", "maximum": 1}
-# metric_threshold's schema by the metric: a classification metric is a fraction; r2 is at most 1 and may be
-# negative; rmse, mae and mape (a fraction, with no upper bound) are positive.
-THRESHOLD_SCHEMAS = {"r2": AT_MOST_ONE, "rmse": POSITIVE, "mae": POSITIVE, "mape": POSITIVE}
+# metric_threshold's schema by the metric, as the dataset file bounds it: a classification metric in (0, 1]; r2
+# below 1 (and maybe negative); rmse, mae and mape (a fraction, with no upper bound) above 0.
+SCORE = {"type": "number", "exclusiveMinimum": 0, "allOf": [{"maximum": 1}]}
+THRESHOLD_SCHEMAS = {"r2": {"type": "number", "exclusiveMaximum": 1}, "rmse": POSITIVE, "mae": POSITIVE,
+                     "mape": POSITIVE}
+# A partition: empty (the run's date), 'latest', or a date that exists (the pattern alone let 2026-13-45 wait
+# hours for a folder that cannot be). The date check sits under else, so the form keeps a text field (a
+# top-level format: date would make it a date picker, where 'latest' cannot be typed).
+PARTITION = {"type": ["null", "string"], "pattern": "^(latest|[0-9]{4}-[0-9]{2}-[0-9]{2})$",
+             "if": {"const": "latest"}, "else": {"format": "date"}}
 
 
 def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
@@ -151,14 +164,15 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
                                callback=AsyncCallback(AlertmanagerNotifier, kwargs=batch_late_kwargs())),
         params={
             "metric_threshold": Param(dataset.metric_threshold,
-                                      schema=THRESHOLD_SCHEMAS.get(dataset.metric, FRACTION),
+                                      schema=THRESHOLD_SCHEMAS.get(dataset.metric, SCORE),
                                       description=f"Retrain when the champion's {dataset.metric} on the fresh batch "
                                                   f"is {below} this (the dataset file's metric.{dataset.metric_bound}: "
                                                   f"{dataset.metric_threshold})."),
             "drift_limit": Param(0.5, schema=FRACTION,
                                  description="Retrain when more than this share of features has drifted."),
             "force_retrain": Param(False, schema=FLAG, description="Retrain whatever detection says."),
-            "live_drift_window": Param("1h", type="string", pattern="^([1-9][0-9]*[smhdw])?$",
+            # null allowed: an empty field means off, and the form marks a Param without "null" as required
+            "live_drift_window": Param("1h", type=["null", "string"], pattern="^([1-9][0-9]*[smhdw])?$",
                                        description="Also measure drift on the traffic the model server answered in "
                                                    "this window (Prometheus duration: 30m, 1h, 1d; empty: off). "
                                                    "Needs the prometheus_default connection."),
@@ -168,16 +182,28 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
             "approval_timeout_minutes": Param(1440, schema=POSITIVE,
                                               description="With require_approval: how long to wait for an answer "
                                                           "before keeping the champion."),
-            "canary_percent": Param(canary.get("percent", settings.canary_percent), type="integer", minimum=0,
-                                    maximum=99,
+            "canary_percent": Param(canary.get("percent", settings.canary_percent),
+                                    schema={"type": "integer", "allOf": [{"minimum": 0, "maximum": 99}]},
                                     description="deploy gives a new champion this share of the requests first, "
                                                 "beside the version it replaces, and promotes or rolls it back from "
                                                 "its serving metrics in Prometheus (0: a straight swap)."),
             "canary_minutes": Param(canary.get("minutes", settings.canary_minutes), schema=POSITIVE,
                                     description="How long a healthy canary is watched before it is promoted."),
+            "canary_inconclusive": Param(
+                canary.get("inconclusive", settings.canary_inconclusive), type="string",
+                enum=list(INCONCLUSIVE_ACTIONS),
+                values_display={"promote": "promote: keep the offline verdict, alert CanaryInconclusive",
+                                "rollback": "rollback: serve the previous version again"},
+                description=f"What a canary does that still has fewer than {settings.canary_min_requests} "
+                            f"requests by its deadline, the later of canary_minutes and "
+                            f"{settings.canary_deadline_minutes:g} minutes after it started (no traffic): "
+                            "'promote' keeps the offline verdict (the new champion serves all the traffic, the "
+                            "verdict is recorded as inconclusive and the CanaryInconclusive alert fires); "
+                            "'rollback' serves the previous version again and moves the champion back. A canary "
+                            "that answered any request with a server error is rolled back either way."),
             "training_window": Param(dataset.window, type="string", pattern="^(all|last:[1-9][0-9]*)$",
                                      description="Curated partitions to train on: 'all' or 'last:N'."),
-            "partition": Param(None, type=["null", "string"], pattern="^(latest|[0-9]{4}-[0-9]{2}-[0-9]{2})$",
+            "partition": Param(None, schema=PARTITION,
                                description="The data partition to process. Empty: the run's logical date "
                                            "(scheduled runs, backfills). 'latest': the model's newest complete "
                                            "batch. A date YYYY-MM-DD: that partition, whatever the run's date "
@@ -210,7 +236,7 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
 
         detect_degradation = stage_task(task_id="detect_degradation", stage="detect", target=target, options={
             "run_key": split.output["run_key"], "model_name": model,
-            "live_window": "{{ params.live_drift_window if prometheus_url() else '' }}",
+            "live_window": "{{ (params.live_drift_window or '') if prometheus_url() else '' }}",
             "prometheus_url": "{{ prometheus_url() }}"})
         decide_retraining = BranchPythonOperator(
             task_id="decide_retraining", python_callable=choose_retraining,
@@ -237,7 +263,8 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
             approve_promotion >> [register, promotion_rejected]
 
         deploy = deploy_task(task_id="deploy", model_name=model, canary_percent="{{ params.canary_percent }}",
-                             canary_minutes="{{ params.canary_minutes }}", regression=dataset.regression,
+                             canary_minutes="{{ params.canary_minutes }}",
+                             canary_inconclusive="{{ params.canary_inconclusive }}", regression=dataset.regression,
                              max_active_tis_per_dag=1, target=target)
         # After every deploy that ran (failed on the model, or succeeded with a rolled-back canary), acting
         # only on the plan deploy recorded; an upstream_failed deploy is not skipped either: no plan, it skips.

@@ -175,10 +175,12 @@ def pushgateway(root: Path):
 
 
 @contextmanager
-def prometheus(root: Path, targets: list[str], interval: str = "1s", file_sd: Path | None = None):
+def prometheus(root: Path, targets: list[str], interval: str = "1s", file_sd: Path | None = None,
+               port: int | None = None):
     """Debian's Prometheus scraping `targets` (host:port, /metrics) every `interval`, and the targets a
-    file_sd JSON file lists as it changes (how an operator feeds Prometheus discovered pods)."""
-    port = free_port()
+    file_sd JSON file lists as it changes (how an operator feeds Prometheus discovered pods); on `port`, or a
+    free one."""
+    port = port or free_port()
     config = root / "prometheus.yml"
     discovered = f"    file_sd_configs:\n      - files: [{json.dumps(str(file_sd))}]\n" if file_sd else ""
     config.write_text(f"global:\n  scrape_interval: {interval}\nscrape_configs:\n  - job_name: test\n"

@@ -26,8 +26,9 @@ SERVICES = ("postgres", "mlflow", "alertmanager", "pushgateway", "airflow")
 
 class LiveStack:
     def __init__(self, run_dir: Path, env_overrides: dict[str, str] | None = None):
-        ports = {name: str(support.free_port()) for name in
-                 ("POSTGRES_PORT", "MLFLOW_PORT", "ALERTMANAGER_PORT", "PUSHGATEWAY_PORT", "AIRFLOW_PORT")}
+        # PROMETHEUS_PORT: prometheus_default's, where no Prometheus answers unless a test starts one there
+        ports = {name: str(support.free_port()) for name in ("POSTGRES_PORT", "MLFLOW_PORT", "ALERTMANAGER_PORT",
+                                                              "PUSHGATEWAY_PORT", "AIRFLOW_PORT", "PROMETHEUS_PORT")}
         # the router, and the ports its plan gives two models (the example and a test's second one)
         ports["MLOPS_SERVING_PORT"] = support.serving_url(models=2).rsplit(":", 1)[1]
         # Retries as the demo has them (the other Airflow tests turn them off for dag.test()).
@@ -35,7 +36,8 @@ class LiveStack:
         self.datasets = run_dir / "datasets"
         self.env = {**os.environ, "AIRFLOW__MLOPS__TASK_RETRIES": "2",
                     "AIRFLOW__MLOPS__DATASETS_FOLDER": str(self.datasets),
-                    "AIRFLOW__MLOPS__CANARY_PERCENT": "0",  # no traffic here: a canary could never be judged
+                    # no traffic here: a canary would only ever be inconclusive (a test asks for one)
+                    "AIRFLOW__MLOPS__CANARY_PERCENT": "0",
                     **ports, **(env_overrides or {}),
                     "RUN_DIR": str(run_dir)}
         self.env.pop("AIRFLOW_HOME", None)

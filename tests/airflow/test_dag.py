@@ -15,6 +15,8 @@ from .conftest import REPO
 from .dag_test import EXAMPLE_DATASET, dataset_file
 
 IRIS = "continuous_training_iris"  # datasets/iris.yaml's DAG
+# What the README's screenshots (docs/img/, `make screenshots`) were taken of: the DAG's tasks then.
+SCREENSHOTS_MANIFEST = REPO / "docs" / "img" / "screenshots.json"
 
 EDGES = {
     ("wait_for_batch", "data.ingest"), ("data.ingest", "data.split"), ("data.split", "detect_degradation"),
@@ -98,12 +100,48 @@ def test_a_failed_deploy_is_rolled_back_by_a_task_of_its_own(dag):
     assert (roll_back.only_with.operator.task_id, roll_back.only_with.key) == ("deploy", "rollback_reason")
 
 
+def test_the_readme_screenshots_show_the_dag_as_it_is(dag):
+    taken_of = json.loads(SCREENSHOTS_MANIFEST.read_text())
+    now = {"dag_tasks": sorted(dag.task_ids), "params": sorted(dag.params)}
+    assert taken_of == now, f"the README's screenshots show {taken_of}, the DAG has {now}: run `make screenshots`"
+
+
 def test_params_are_typed_and_described(dag):
     for name in ("metric_threshold", "drift_limit", "force_retrain", "training_window", "partition"):
         param = dag.params.get_param(name)
         assert param.schema.get("type") and param.description, name
     assert "model_name" not in dag.params  # the dataset file's, not the trigger form's
     assert dag.doc_md and "Continuous training" in dag.doc_md
+
+
+def test_the_trigger_form_refuses_what_a_run_cannot_do(dag):
+    """Every Param is checked whole when the run is created: a partition must be a real date (or 'latest'), a
+    number out of range is refused by name, and an empty live_drift_window is a value (off), not a gap."""
+    from airflow.exceptions import ParamValidationError
+
+    def refusal(name: str, value) -> str | None:
+        try:
+            dag.params.get_param(name).resolve(value)
+        except ParamValidationError as exc:
+            return str(exc)
+        return None
+
+    for partition in (None, "latest", "2026-11-02", "2024-02-29"):
+        assert refusal("partition", partition) is None, partition
+    for partition in ("2026-13-45", "2026-02-29", "yesterday", "LATEST", ""):
+        assert "is not a 'date'" in (refusal("partition", partition) or "") or \
+            "does not match" in (refusal("partition", partition) or ""), partition
+    assert "greater than the maximum of 1" in refusal("drift_limit", 1.5)
+    assert "greater than the maximum of 1" in refusal("metric_threshold", 1.5)
+    assert refusal("live_drift_window", None) is None and refusal("live_drift_window", "") is None
+    assert "does not match" in refusal("live_drift_window", "an hour")
+    # The form clamps a number to a top-level minimum/maximum before anything is sent (1.5 became 1), and marks
+    # a Param whose type has no "null" as required: neither may happen to these.
+    for name in dag.params:
+        schema = dag.params.get_param(name).schema
+        if schema.get("type") in ("number", "integer"):
+            assert not {"minimum", "maximum"} & set(schema), name
+    assert "null" in dag.params.get_param("live_drift_window").schema["type"]
 
 
 def test_retries_back_off_and_alert(dag):
@@ -146,7 +184,8 @@ def test_extra_links_survive_serialization(dag):
     from airflow.serialization.serialized_objects import DagSerialization
 
     tasks = {t["__var"]["task_id"]: t["__var"] for t in DagSerialization.to_dict(dag)["dag"]["tasks"]}
-    assert tasks["training.train"]["_operator_extra_links"] == {"MLflow run": "_link_MlflowRunLink"}
+    assert tasks["training.train"]["_operator_extra_links"] == {"MLflow run": "_link_MlflowRunLink",
+                                                                "MLflow runs": "_link_MlflowRunsLink"}
     assert set(tasks["deploy"]["_operator_extra_links"]) == {"MLflow model version", "Serving endpoint"}
     assert "MLflow model version" in tasks["training.register"]["_operator_extra_links"]
 
@@ -215,8 +254,9 @@ def test_a_regression_file_s_threshold_follows_its_metric(datasets):
         return True
 
     assert [accepts(rmse, v) for v in (120.0, 0.01, 0, -1)] == [True, True, False, False]  # any positive scale
-    assert [accepts(r2, v) for v in (1, 0.5, -0.3, 1.01)] == [True, True, True, False]  # r2 may be negative
-    assert [accepts(iris, v) for v in (0, 0.85, 1, 1.2, -0.1)] == [True, True, True, False, False]  # a fraction
+    # as the dataset file bounds metric.min: r2 below 1 (maybe negative), a classification metric in (0, 1]
+    assert [accepts(r2, v) for v in (1, 0.5, -0.3, 1.01)] == [False, True, True, False]
+    assert [accepts(iris, v) for v in (0, 0.85, 1, 1.2, -0.1)] == [False, True, True, False, False]
     assert rmse.get_task("decide_retraining").op_kwargs["direction"] == "lower"
     assert (r2.get_task("decide_retraining").op_kwargs["direction"], iris.get_task("decide_retraining").op_kwargs[
         "direction"]) == ("higher", "higher")

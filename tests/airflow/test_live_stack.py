@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from .live import DAG_ID, MODEL, REPO, LiveStack
+from .test_dag import SCREENSHOTS_MANIFEST
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 DAYS = [("2026-11-01", "none"), ("2026-11-02", "none"), ("2026-11-03", "concept")]
@@ -24,14 +25,25 @@ DAYS = [("2026-11-01", "none"), ("2026-11-02", "none"), ("2026-11-03", "concept"
 def stack():
     # Short waits, so that the tests see retries and the batch deadline fire in seconds.
     overrides = {"AIRFLOW__MLOPS__BATCH_DEADLINE_MINUTES": "1.5", "AIRFLOW__MLOPS__TASK_RETRY_DELAY_SECONDS": "3",
+                 # a canary without traffic is out of time in seconds (test_a_canary_without_traffic_...)
+                 "AIRFLOW__MLOPS__CANARY_DEADLINE_MINUTES": "0.25", "AIRFLOW__MLOPS__CANARY_POLL_SECONDS": "2",
                  # a killed worker's task is found out in seconds, not the default five minutes
                  "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20"}
     # Under .run/, not pytest's temporary folders (pytest keeps the last three of those, and the other
-    # layers' runs rotate them out): the services' and the task logs stay for a failure's post-mortem.
-    run_dir = REPO / ".run" / "live-stack"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    with LiveStack(run_dir, overrides) as live:
-        yield live
+    # layers' runs rotate them out): the services' and the task logs stay for a failure's post-mortem. A
+    # second session running these tests at the same time gets a folder of its own, not the first's emptied.
+    import fcntl
+
+    (REPO / ".run").mkdir(exist_ok=True)
+    with open(REPO / ".run" / "live-stack.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            run_dir = REPO / ".run" / "live-stack"
+        except BlockingIOError:
+            run_dir = REPO / ".run" / f"live-stack-{os.getpid()}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        with LiveStack(run_dir, overrides) as live:
+            yield live
 
 
 def backfill(stack: LiveStack, first: str, last: str, reprocess: bool = False) -> list[dict]:
@@ -76,10 +88,14 @@ def test_a_backfill_replays_three_partitions(stack):
     import httpx
 
     assert httpx.get(deploy_links["Serving endpoint"]).json()["parameters"]["registry_version"] == "2"
-    run_link = links(runs[2], "training.train")["MLflow run"]
+    train_links = links(runs[2], "training.train")
+    run_link = train_links["MLflow run"]
     # MLflow's pages need its login (its basic-auth app): with it, the link opens
     assert httpx.get(run_link.split("#")[0]).status_code == 401
-    assert httpx.get(run_link.split("#")[0], auth=stack.mlflow_auth).status_code == 200 and "/#/runs/" in run_link
+    assert httpx.get(run_link.split("#")[0], auth=stack.mlflow_auth).status_code == 200
+    # the run under its experiment, beside the experiment's runs table, both in MLflow's model-training mode
+    assert run_link.startswith(train_links["MLflow runs"].split("?")[0] + "/")
+    assert run_link.endswith("?workflowType=machine_learning")
     assert links(runs[1], "training.train")["MLflow run"] is None  # skipped: nothing to link
 
 
@@ -153,10 +169,21 @@ def test_re_runs_report_what_happened_not_what_was_decided(stack):
     import httpx
 
     def source_run(version: str) -> dict:
-        found = httpx.get(f"{stack.mlflow}/api/2.0/mlflow/model-versions/get", auth=stack.mlflow_auth,
-                          params={"name": MODEL, "version": version}).json()["model_version"]
-        return httpx.get(f"{stack.mlflow}/api/2.0/mlflow/runs/get", auth=stack.mlflow_auth,
-                         params={"run_id": found["run_id"]}).json()["run"]
+        """The version's source run as MLflow's own client reads it (the pipeline environment has MLflow)."""
+        import subprocess
+
+        from ..support import PIPELINE_BIN
+
+        code = ("import json, sys; from mlflow import MlflowClient; client = MlflowClient(); "
+                "run = client.get_run(client.get_model_version(sys.argv[1], sys.argv[2]).run_id); "
+                "print(json.dumps(run.to_dictionary(), sort_keys=True))")
+        user, password = stack.mlflow_auth
+        env = {"PATH": os.environ["PATH"], "MLFLOW_TRACKING_URI": stack.mlflow, "MLFLOW_TRACKING_USERNAME": user,
+               "MLFLOW_TRACKING_PASSWORD": password}
+        done = subprocess.run([str(PIPELINE_BIN / "python"), "-c", code, MODEL, version], capture_output=True,
+                              text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout)
 
     v1_source = source_run("1")
     [rerun] = backfill(stack, "2026-11-01", "2026-11-01", reprocess=True)
@@ -183,6 +210,27 @@ def test_re_runs_report_what_happened_not_what_was_decided(stack):
     assert stack.pushed()["mlops_champion_version"] == 2
 
 
+def test_task_logs_carry_no_warnings_of_ours(stack):
+    """Every task of a finished run logs no Python warning: Airflow 3.3 read the plugins folder's .airflowignore
+    with a pathspec class pathspec 1.0 deprecated, and each task logged that DeprecationWarning."""
+    runs = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns", params={"limit": 100}).json()["dag_runs"]
+    finished = [r["dag_run_id"] for r in runs if r["state"] == "success"]
+    if not finished:  # run alone: one run of its own
+        stack.land("2026-11-01")
+        finished = [stack.trigger({"partition": "2026-11-01"})]
+        assert stack.wait_run(finished[0])["state"] == "success"
+    tasks = [t for t in stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{finished[-1]}/taskInstances").json()[
+        "task_instances"] if t["state"] == "success"]
+    assert len(tasks) >= 5
+    for task in tasks:
+        content = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{finished[-1]}/taskInstances/{task['task_id']}/logs/"
+                            f"{task['try_number']}").json()["content"]
+        assert len(content) > 1, task["task_id"]  # the log was read
+        warned = [line.get("event") for line in content
+                  if isinstance(line, dict) and str(line.get("category", "")).endswith("Warning")]
+        assert warned == [], (task["task_id"], warned)
+
+
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 
@@ -198,14 +246,34 @@ def browser():
         chromium.close()
 
 
+def signed_in(stack: LiveStack, browser):
+    """A page of the Airflow UI, signed in as the admin."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(30_000)
+    page.goto(f"{stack.api}/")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(stack.admin_password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{stack.api}/")
+    return page
+
+
 @pytest.fixture
 def screenshots(tmp_path):
-    """Where the journey's screenshots go: docs/img/ with MLOPS_SCREENSHOTS=docs (make screenshots)."""
-    import os
+    """Where the journey's screenshots go: docs/img/ with MLOPS_SCREENSHOTS=docs (make screenshots), else a
+    temporary folder."""
+    return SCREENSHOTS_MANIFEST.parent if os.environ.get("MLOPS_SCREENSHOTS") == "docs" else tmp_path
 
-    from .live import REPO
 
-    return REPO / "docs" / "img" if os.environ.get("MLOPS_SCREENSHOTS") == "docs" else tmp_path
+def screenshots_taken(stack: LiveStack, folder: Path) -> None:
+    """Once every picture is taken (the journey passed): what they show, the DAG's tasks and the trigger form's
+    Params, beside them (test_dag.py fails when the DAG no longer matches)."""
+    if folder != SCREENSHOTS_MANIFEST.parent:
+        return
+    dag = stack.get(f"/api/v2/dags/{DAG_ID}/details").json()
+    tasks = sorted(t["task_id"] for t in stack.get(f"/api/v2/dags/{DAG_ID}/tasks").json()["tasks"])
+    SCREENSHOTS_MANIFEST.write_text(json.dumps({"dag_tasks": tasks, "params": sorted(dag["params"])}, indent=1)
+                                    + "\n")
 
 
 def test_the_airflow_ui_as_a_user_takes_it(stack, browser, screenshots):
@@ -215,13 +283,7 @@ def test_the_airflow_ui_as_a_user_takes_it(stack, browser, screenshots):
 
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(30_000)
-    page.goto(f"{stack.api}/")
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(stack.admin_password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{stack.api}/")
+    page = signed_in(stack, browser)
 
     # The grid shows which branch each backfill run took.
     page.goto(f"{stack.api}/dags/{DAG_ID}")
@@ -247,20 +309,35 @@ def test_the_airflow_ui_as_a_user_takes_it(stack, browser, screenshots):
     page.mouse.move(0, 500)  # no chart tooltip in the picture
     page.screenshot(path=str(screenshots / "dag-grid.png"))
 
-    # Trigger with Params: a window the DAG's Param refuses, with the reason in the dialog.
+    # Trigger with Params: what a run cannot do is refused in the dialog, naming the Param and why.
     page.get_by_role("button", name="Trigger Dag").click()
     dialog = page.get_by_role("dialog")
-    dialog.locator("#element_training_window").fill("every")
+
+    def refused(param: str, why: str) -> None:
+        dialog.get_by_role("button", name="Trigger").click()
+        refusal = dialog.get_by_text(f"Invalid input for param {param}")
+        refusal.wait_for()
+        assert why in refusal.inner_text(), refusal.inner_text()
+        refusal.scroll_into_view_if_needed()
+        # The error toast ("Failed to Trigger Dag") covers the button; it goes once the pointer leaves it.
+        page.mouse.move(600, 100)
+        page.locator("[data-scope=toast][data-type=error]").wait_for(state="hidden", timeout=20_000)
+
+    # Empty means off: the form must not call the drift window required.
+    dialog.locator("#element_live_drift_window").fill("")
+    expect(dialog.get_by_text("This field is required")).to_have_count(0)
+    dialog.locator("#element_partition").fill("2026-13-45")  # matches YYYY-MM-DD, is no date
+    refused("partition", "'2026-13-45' is not a 'date'")
     dialog.locator("#element_partition").fill("2026-11-02")
-    dialog.get_by_role("button", name="Trigger").click()
-    refusal = dialog.get_by_text("Invalid input for param training_window")
-    refusal.wait_for()
-    assert "'every' does not match" in refusal.inner_text()
-    refusal.scroll_into_view_if_needed()
+    threshold = dialog.locator("input[name=element_metric_threshold]")  # a number field: the root has the id
+    threshold.fill("1.5")  # refused as typed, never clamped to 1
+    dialog.locator("#element_partition").click()  # the number field loses focus (where a clamp would happen)
+    expect(threshold).to_have_value("1.5")
+    refused("metric_threshold", "1.5 is greater than the maximum of 1")
+    threshold.fill("0.85")
+    dialog.locator("#element_training_window").fill("every")
+    refused("training_window", "'every' does not match")
     page.screenshot(path=str(screenshots / "trigger-refused.png"))
-    # The error toast ("Failed to Trigger Dag") covers the button; it goes once the pointer leaves it.
-    page.mouse.move(600, 100)
-    page.locator("[data-scope=toast][data-type=error]").wait_for(state="hidden", timeout=20_000)
     dialog.locator("#element_training_window").fill("last:2")
     dialog.get_by_role("button", name="Trigger").click()
     page.wait_for_url(f"{stack.api}/dags/{DAG_ID}/runs/**")
@@ -268,6 +345,7 @@ def test_the_airflow_ui_as_a_user_takes_it(stack, browser, screenshots):
     assert stack.wait_run(run_id)["state"] == "success"
     assert stack.xcom(run_id, "wait_for_batch")["partition"] == "2026-11-02"
     assert stack.xcom(run_id, "data.split")["window"] == "last:2"
+    assert stack.xcom(run_id, "detect_degradation")["live_drift"] is None  # the window left empty: off
 
     # The deploy task's links: the Serving endpoint opens the served model.
     page.goto(f"{stack.api}/dags/{DAG_ID}/runs/{retrained}/tasks/deploy")
@@ -310,6 +388,50 @@ def test_the_airflow_ui_as_a_user_takes_it(stack, browser, screenshots):
         assert time.monotonic() < deadline, "the UI's backfill did not complete"
         time.sleep(3)
     page.close()
+    screenshots_taken(stack, screenshots)
+
+
+def test_mlflow_opens_the_model_s_runs_as_model_training_not_genai(stack, browser):
+    """The pages `make demo` prints for the model's experiments, and the train task's links, open in MLflow's
+    model-training mode (MLflow 3's UI opened them as GenAI projects: traces, sessions, an assistant) on the
+    runs tables; the champion's times are ISO 8601 beside the epoch milliseconds. Needs a training run (the
+    backfill's)."""
+    import re
+
+    from playwright.sync_api import expect
+
+    from scripts.ui_links import experiment_links
+
+    pages = experiment_links(stack.mlflow, stack.mlflow_auth, MODEL)
+    runs = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns", params={"limit": 100}).json()["dag_runs"]
+    trained = [r["dag_run_id"] for r in runs if stack.states(r["dag_run_id"]).get("training.train") == "success"]
+    assert trained, "no run trained a model"
+    task_links = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{trained[0]}/taskInstances/training.train/links"
+                           ).json()["extra_links"]
+    user, password = stack.mlflow_auth
+    context = browser.new_context(http_credentials={"username": user, "password": password},
+                                  viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    for title, url, lists in (("MLflow runs", pages["MLflow runs"], "train rk-"),
+                              ("MLflow promotions", pages["MLflow promotions"], "promote v"),
+                              ("the task's MLflow runs", task_links["MLflow runs"], "train rk-")):
+        assert re.search(r"/#/experiments/[0-9]+/runs\?workflowType=machine_learning$", url), (title, url)
+        page.goto(url)
+        expect(page.get_by_text(lists).first).to_be_visible()  # the runs table lists the experiment's runs
+        assert "workflowType=machine_learning" in page.url, (title, page.url)
+        # the model-training side bar (Runs, Models, Traces), not GenAI's (Sessions, Judges, Prompts, ...)
+        expect(page.get_by_text("Sessions", exact=True)).to_have_count(0)
+        expect(page.get_by_text("Detect Issues")).to_have_count(0)
+    page.goto(task_links["MLflow run"])  # the run's page, under its experiment
+    expect(page.get_by_role("heading", level=2)).to_contain_text("rk-")  # "train rk-..." or "re-run rk-..."
+    expect(page.get_by_text("Sessions", exact=True)).to_have_count(0)
+    assert re.search(r"/#/experiments/[0-9]+/runs/[0-9a-f]{32}", page.url), page.url
+    context.close()
+    champion = stack.champion()
+    tags = {t["key"]: t["value"] for t in stack_mlflow(stack, "model-versions/get", name=MODEL,
+                                                       version=champion)["model_version"]["tags"]}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", tags["champion_since"]), tags
 
 
 def test_a_run_waiting_for_its_batch_does_not_hold_up_a_manual_one(stack):
@@ -600,3 +722,105 @@ def test_two_models_run_at_once_without_touching_each_other(stack):
     assert stack.champion(second) == "2" and stack.served_version(second) == "2"
     answer = httpx.post(f"{stack.serving}/v2/models/{second}/infer", json=request, timeout=10).json()
     assert answer["model_version"] == "2" and answer["outputs"][0]["datatype"] == "FP64"
+
+
+def test_the_alerts_page_in_the_airflow_ui_shows_what_alertmanager_holds(stack, browser, monkeypatch):
+    """Debian's Alertmanager has no web UI: a signed-in user opens Browse > Alerts in the Airflow UI and
+    reads an alert the project's notifier has just posted to the stack's Alertmanager, markup as text.
+    Leaves: the alert AlertsPageCheck, active for five minutes (no other test reads that name)."""
+    from types import SimpleNamespace
+
+    from playwright.sync_api import expect
+
+    from mlops.notifications.alertmanager import AlertmanagerNotifier
+
+    monkeypatch.setenv("AIRFLOW_CONN_ALERTMANAGER_DEFAULT", stack.alertmanager)
+    run_id = f"manual__alerts_page_{time.time_ns()}"
+    AlertmanagerNotifier(alertname="AlertsPageCheck", scope="dag_run", severity="warning",
+                         summary="posted <b>for the page</b>", lasts_seconds=300).notify(
+        {"dag_run": SimpleNamespace(dag_id=DAG_ID, run_id=run_id)})
+    assert stack.alerts('alertname="AlertsPageCheck"', f'run_id="{run_id}"'), "the notifier posted nothing"
+
+    page = signed_in(stack, browser)
+    page.get_by_role("button", name="Browse").click()
+    page.get_by_role("menuitem", name="Alerts").click()
+    page.wait_for_url(f"{stack.api}/plugin/alerts**")
+    row = page.frame_locator('iframe[title="Alerts"]').locator("tr", has_text=run_id)
+    expect(row).to_contain_text("AlertsPageCheck")
+    expect(row).to_contain_text("posted <b>for the page</b>")  # the summary's markup shown, not rendered
+    page.close()
+
+
+# -- a canary with no traffic: inconclusive (canary_inconclusive) ------------------------------------------------
+@pytest.fixture
+def quiet_canary(stack, tmp_path):
+    """A Prometheus where the stack's prometheus_default points, scraping its model servers, to which nobody
+    sends a request (the stack's canary is out of time 15 s after it starts, read every 2 s; the options'
+    defaults are half an hour and 15 s). It stops afterwards: none answers on prometheus_default again."""
+    from tests import support
+
+    with support.prometheus(tmp_path, [], file_sd=support.model_server_targets(stack.data),
+                            port=int(stack.env["PROMETHEUS_PORT"])) as prometheus:
+        yield prometheus
+
+
+def test_a_canary_without_traffic_keeps_the_offline_verdict_and_alerts(stack, quiet_canary):
+    """A new installation has no traffic: a new champion's canary gets no request by its deadline. As
+    `canary_inconclusive` says out of the box (`promote`), the offline verdict stands: the new champion serves
+    everything and stays the champion, its canary is recorded as inconclusive (the version's tags, deploy's
+    result, the report), and CanaryInconclusive reaches Alertmanager. Leaves: the new champion served."""
+    if stack.served_version() is None:  # run alone: a first champion, served (a straight start)
+        assert stack.request("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
+        stack.land("2026-11-13", seed=13)
+        first = stack.trigger({"partition": "2026-11-13"})
+        assert stack.wait_run(first)["state"] == "success", stack.tries(first)
+    champion = stack.champion()
+    stack.land("2026-11-14", stack.promoting_drift(), seed=14)
+    run = stack.trigger({"partition": "2026-11-14", "canary_percent": 10, "canary_minutes": 0.1})
+    assert stack.wait_run(run)["state"] == "success", stack.tries(run)
+
+    new = stack.xcom(run, "training.register")["version"]
+    deployed = stack.xcom(run, "deploy")
+    assert (deployed["version"], deployed["previous_version"]) == (new, champion), deployed
+    assert "rolled_back" not in deployed and stack.states(run)["roll_back_champion"] == "skipped"
+    canary = deployed["canary"]
+    assert canary["verdict"] == "inconclusive" and canary["evidence"]["canary"]["requests"] == 0, canary
+    assert canary["reason"].endswith("< 100 by the deadline; the offline verdict is kept"), canary
+    assert stack.champion() == new and stack.served_version() == new
+    assert not (stack.data / "serving" / MODEL / "canary" / "mlserving.pid").exists()
+    tags = {t["key"]: t["value"] for t in stack_mlflow(stack, "model-versions/get", name=MODEL,
+                                                       version=new)["model_version"]["tags"]}
+    assert (tags["canary.verdict"], tags["canary.reason"]) == ("inconclusive", canary["reason"])
+    report = stack.xcom(run, "report")
+    assert (report["decision"], report["canary"], report["champion_version"]) == ("promote", "inconclusive", new)
+
+    [alert] = stack.alerts('alertname="CanaryInconclusive"', f'run_id="{run}"') or [None]
+    assert alert and alert["labels"]["severity"] == "warning", alert
+    summary = alert["annotations"]["summary"]
+    assert summary.startswith("the canary got 0 requests (< 100) over its ") and "offline verdict was kept" in summary
+    assert stack.alerts('alertname="CanaryRolledBack"', f'run_id="{run}"') == []
+
+
+def test_a_finished_run_s_note_says_what_it_did_and_why(stack, browser):
+    """"Why did this run branch?" in one place: the report's one-line summary is the run's note (written by the
+    scheduler's listener), as the REST API serves it and as the run's page shows it. Run alone, the run trains a
+    first champion; after the other tests, its batch is drawn like the champion's training batch (it skips)."""
+    from playwright.sync_api import expect
+
+    assert stack.request("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
+    drift = {"none": "concept", "concept": "none"}[stack.promoting_drift()] if stack.champion() else "none"
+    stack.land("2026-12-05", drift, seed=35)
+    run = stack.trigger({"partition": "2026-12-05"})
+    assert stack.wait_run(run)["state"] == "success", stack.tries(run)
+    report = stack.xcom(run, "report")
+    note = stack.run(run)["note"]
+    assert note == report["note"] and note.startswith(report["decision"]), (note, report)
+    # why: the retraining reasons as decide_retraining gave them, or the fresh score within its threshold
+    assert all(reason in note for reason in report["retraining_reasons"]) and (
+        report["retraining_reasons"] or ">= threshold 0.85" in note), note
+    assert f"v{report['champion_version']}" in note
+
+    page = signed_in(stack, browser)
+    page.goto(f"{stack.api}/dags/{DAG_ID}/runs/{run}")
+    expect(page.get_by_text(note, exact=True)).to_be_visible()  # the note's first line, under the run's header
+    page.close()
