@@ -158,7 +158,10 @@ def test_the_operator_submits_defers_and_returns_the_recorded_decision(monkeypat
     assert result["mcnemar"] == {"pvalue": 1e-4} and result["bootstrap_ci95"] == [0.3, 0.42]
     assert result["champion_version"] == "3" and result["improvement"] == 0.36
     assert operator.link_urls["KFP run"] == f"{kfp.url}/#/runs/details/{run_id}"
-    assert operator.link_urls["MLflow run"] == f"{mlflow_uri}/#/runs/{challenger}"
+    runs_table = operator.link_urls["MLflow runs"]  # the decision's run, in its experiment's runs table
+    assert runs_table.startswith(f"{mlflow_uri}/#/experiments/")
+    assert runs_table.endswith("/runs?workflowType=machine_learning")
+    assert operator.link_urls["MLflow run"] == runs_table.replace("/runs?", f"/runs/{challenger}?")
     assert kfp.violations == []
 
 

@@ -165,7 +165,8 @@ def test_re_runs_report_what_happened_not_what_was_decided(stack):
     nothing is registered or moved again, and the report says so. Then 2026-11-03 again: v2 was trained
     on it, so the no_retraining branch, whose report must not read the XCom train and register left from the
     run's first try (promote, v2). The re-run decides in a training run of its own: v1's source run (params,
-    metrics, tags, end time, as MLflow's REST API gives them to its client) is the same before and after."""
+    metrics, tags, end time, as MLflow's own client reads them) is the same before and after. Last, a forced
+    retrain of 2026-11-03 from the trigger form leaves the champion's (v2's) source run as it was."""
     import httpx
 
     def source_run(version: str) -> dict:
@@ -208,6 +209,16 @@ def test_re_runs_report_what_happened_not_what_was_decided(stack):
     report = stack.xcom(skipped["dag_run_id"], "report")
     assert report["decision"] == "skipped" and report["champion_version"] == "2"
     assert stack.pushed()["mlops_champion_version"] == 2
+
+    # Forced from the trigger form for the partition that made the champion (v2): its run key, its model, so
+    # the challenger is the champion itself and is rejected; v2's source run is not written to.
+    v2_source = source_run("2")
+    forced = stack.trigger({"partition": "2026-11-03", "force_retrain": True})
+    assert stack.wait_run(forced)["state"] == "success", stack.tries(forced)
+    assert source_run("2") == v2_source
+    decided = stack.xcom(forced, "training.train")
+    assert decided["decision"] == "reject" and decided["challenger_run_id"] != v2_source["info"]["run_id"]
+    assert stack.champion() == "2" and stack.states(forced)["training.keep_champion"] == "success"
 
 
 def test_task_logs_carry_no_warnings_of_ours(stack):
