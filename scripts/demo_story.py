@@ -253,6 +253,9 @@ def summary(airflow: Airflow, traffic: Traffic) -> None:
     print(f"  curl -s {url} -H 'Content-Type: application/json' -d '{json.dumps(request, separators=(',', ':'))}'")
     answer = httpx.post(url, json=request).json()
     print(f"live v2 inference -> {', '.join(answer['outputs'][0]['data'])} (served version {answer['model_version']})")
+    if answer["outputs"][0]["data"] != list(demo_plan.TEXTBOOK):  # the story's point: the loop fixed the model
+        sys.exit(f"the served model calls the textbook {', '.join(demo_plan.TEXTBOOK)} "
+                 f"{', '.join(answer['outputs'][0]['data'])}: the retrained champion should know them")
     query = "mlops_champion_version"
     print(f"PromQL {query}: {', '.join(scraped(query, history['champion_version'])) or 'no data yet'}")
 

@@ -150,7 +150,9 @@ class EmulatedCluster:
             if obj["kind"] in KINDS:
                 self.kube.create(obj)
         self.wait_http(f"{MLFLOW_URI}/health", "mlflow", timeout=180)
-        self.wait_job("mlflow", "mlflow-pipeline-user", timeout=180)
+        # The Job itself waits up to 300 s for the server (images/mlflow/pipeline_user.py, WAIT_SECONDS) and
+        # imports MLflow under a 0.5-CPU limit: a shorter wait here failed a loaded CI run with the Job active.
+        self.wait_job("mlflow", "mlflow-pipeline-user", timeout=360)
         return self
 
     def __exit__(self, *exc) -> None:
