@@ -322,7 +322,7 @@ class Recalibration:
     scale: float = 1.0
     offset: float = 0.0
 
-    def __str__(self) -> str:  # as --recalibrate takes it: petal_length*1.6, x+0.5, x*1.1-0.2
+    def __str__(self) -> str:  # as --recalibrate takes it: COLUMN*1.6, COLUMN+0.5, COLUMN*1.1-0.2
         scale = f"*{self.scale:g}" if self.scale != 1 else ""
         offset = f"{self.offset:+g}" if self.offset or not scale else ""
         return f"{self.column}{scale}{offset}"
