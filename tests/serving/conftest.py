@@ -123,3 +123,14 @@ def live_server(model_link, tmp_path):
     server = LiveServer(model_link, tmp_path / "server.log")
     yield server.url
     server.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """What the fast path's agreement test compared (test_agreement.py records it with record_property), in
+    pytest's own summary: with or without -s, in `make test`'s output too."""
+    for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", []):
+        properties = dict(report.user_properties)
+        if report.when == "call" and "requests_compared" in properties:
+            terminalreporter.write_line(
+                f"{report.nodeid}: the fast path and KServe's route compared on {properties['requests_compared']} "
+                f"requests in {properties.get('agreement_seconds')} s ({properties.get('agreement_summary')})")

@@ -60,7 +60,7 @@ def test_the_estimator_predicts_what_mlflows_load_predicts(model_dirs, mlflow_re
     if loaded.spec.plain:
         rows = np.asarray(theirs["example"], dtype=np.float64)
         assert _agrees(np.asarray(loaded.estimator.predict(rows)), theirs["predictions"], loaded.regression)
-        # the fast path too, where it applies
+        # the linear fold too, where it applies
         assert _agrees(loaded.predict(rows), theirs["predictions"], loaded.regression)
         return
     # The example as a request would send it (null for NaN), and as the pipeline gives it to a model

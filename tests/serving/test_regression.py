@@ -66,7 +66,8 @@ def predictions_output(doc: dict, rows: int) -> list[float]:
     """The answer's one output, checked to be the FP64 tensor of one prediction per row; its numbers."""
     (output,) = doc["outputs"]
     assert {k: v for k, v in output.items() if k != "data"} == {"name": "predictions", "shape": [rows],
-                                                                   "datatype": "FP64"}, output
+                                                                   "datatype": "FP64",
+                                                                   "parameters": {"content_type": "np"}}, output
     assert all(type(v) is float for v in output["data"]), output["data"]
     return output["data"]
 
@@ -149,7 +150,7 @@ def test_binary_outputs_are_fp64_encoded_by_kserve(regressor, cases):
     json_length = int(response.headers["inference-header-content-length"])
     header = json.loads(response.content[:json_length])
     assert header["outputs"] == [{"name": "predictions", "shape": [len(rows)], "datatype": "FP64",
-                                  "parameters": {"binary_data_size": 8 * len(rows)}}]
+                                  "parameters": {"content_type": "np", "binary_data_size": 8 * len(rows)}}]
     assert len(response.content) == json_length + 8 * len(rows)
     decoded = InferResponse.from_bytes(response.content, json_length).outputs[0].as_numpy()
     assert decoded.dtype == np.float64 and same_numbers(decoded, expected)

@@ -17,7 +17,7 @@ pipeline imputes every numeric column of a model that has any preprocessing) or 
 it optional; a categorical column always does (the pipeline imputes those with a constant, and its
 encoder ignores what it does not know). A model with categorical columns, or a ColumnTransformer picking
 its columns by name, is called on a DataFrame; an all-numeric one on a float array, folded into one
-matrix product where it can be (fastpath.py). The load proves the model answers its input example and,
+matrix product where it can be (linear_fold.py). The load proves the model answers its input example and,
 where missing values are accepted, a row of them.
 
 Which registry version it is comes from the deployer: a registry.json beside MLmodel
@@ -53,7 +53,7 @@ from mlpipeline.model_format import (
     read_mlmodel,
 )
 
-from .fastpath import final_step, fold_refusal, sklearn_predictor, verified_predictor
+from .linear_fold import final_step, fold_refusal, sklearn_predictor, verified_predictor
 from .sklearn_inputs import imputed_columns, known_categories, selects_columns_by_name
 from .validation import NUMERIC_TYPES, STRING_TYPES, Batch, InputSpec, batch_from_v1
 
@@ -69,7 +69,7 @@ class LoadedModel:
     estimator: object
     # A checked request in (float rows when spec.plain, else a validation.Batch); out, a classifier's
     # positions in class_values, a regressor's predicted numbers (float64): sklearn's predict, or a verified
-    # numpy fold of it (fastpath.py).
+    # numpy fold of it (linear_fold.py).
     predictor: Callable[[np.ndarray | Batch], np.ndarray]
     class_values: np.ndarray  # a classifier's classes_, as it answers them (a regressor's: none)
     features: tuple[str, ...]

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from kserve import Model
 from kserve.errors import InferenceError
-from kserve.metrics import PREDICT_HIST_TIME, get_labels
+from kserve.logging import trace_logger
+from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME, get_labels
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from .loader import LoadedModel, ModelLoadError, load_model_dir
@@ -60,6 +61,11 @@ def row_bytes(spec: InputSpec) -> int:
         or VALUE_BYTES
 
 
+def _ms(start: float, end: float) -> float:
+    """A latency in milliseconds as KServe's latency log line gives it (kserve.model.get_latency_ms)."""
+    return round((end - start) * 1000, 9)
+
+
 def new_request_id() -> str:
     return str(uuid.UUID(int=_request_ids.getrandbits(128), version=4))
 
@@ -73,7 +79,10 @@ class RegistryModel(Model):
         self.metrics = ModelMetrics(name, buckets)
         self._active: LoadedModel | None = None
         self._row_bytes = VALUE_BYTES
-        self._predict_timer = PREDICT_HIST_TIME.labels(**get_labels(name))  # KServe's own latency histogram
+        # KServe's own latency histograms, which its Model.__call__ records on its route
+        self._preprocess_timer = PRE_HIST_TIME.labels(**get_labels(name))
+        self._predict_timer = PREDICT_HIST_TIME.labels(**get_labels(name))
+        self._postprocess_timer = POST_HIST_TIME.labels(**get_labels(name))
         self._swap_lock = threading.Lock()
 
     @property
@@ -154,16 +163,32 @@ class RegistryModel(Model):
             return rows_from_v2(tensors, active.features, self.max_rows)
         return batch_from_v2(tensors, active.spec, self.max_rows)
 
-    def infer_v2(self, tensors: list, request_id: str | None) -> dict:
-        """The v2 fast path (routes.py): decoded tensors in, OIP response dict out, no pydantic round trips."""
+    def infer_v2(self, tensors: list, request_id: str | None, started: float | None = None,
+                 trace_id: str = "N.A.") -> dict:
+        """The v2 fast path (routes.py): decoded tensors in, OIP response dict out, no pydantic round trips.
+
+        It records what KServe's Model.__call__ (kserve/model.py) records around our predict on its route:
+        request_preprocess_seconds (here: decoding the body, from `started`), request_predict_seconds (checking
+        the request and predicting; a refused request too, as the histogram's timer observes on its way out
+        of an exception), request_postprocess_seconds (an answer only), and with KServe's
+        --enable_latency_logging (ModelServer sets enable_latency_logging on its models) its log line, named
+        by the request's x-request-id header (`trace_id`)."""
         active = self._active
-        rows = self._v2_rows(active, tensors)
-        started = time.perf_counter()  # not the histogram's time() context manager: it costs twice as much
+        decoded = time.perf_counter()  # not the histograms' time() context manager: it costs twice as much
+        self._preprocess_timer.observe(decoded - (started or decoded))
         try:
-            predictions = self._predictions(active, rows)
+            predictions = self._predictions(active, self._v2_rows(active, tensors))
         finally:
-            self._predict_timer.observe(time.perf_counter() - started)
-        return self._v2_response(active, predictions, request_id)
+            predicted = time.perf_counter()
+            self._predict_timer.observe(predicted - decoded)
+        document = self._v2_response(active, predictions, request_id)
+        done = time.perf_counter()
+        self._postprocess_timer.observe(done - predicted)
+        if self.enable_latency_logging is True:  # KServe's own test, and its line, word for word
+            trace_logger.info(f"requestId: {trace_id}, preprocess_ms: {_ms(started or decoded, decoded)}, "
+                              f"explain_ms: 0, predict_ms: {_ms(decoded, predicted)}, "
+                              f"postprocess_ms: {_ms(predicted, done)}")
+        return document
 
     def predict(self, payload, headers=None):
         """KServe's path (v1 REST, and v2 when called through KServe's data plane)."""
@@ -189,7 +214,11 @@ class RegistryModel(Model):
         """The one v2 answer: predicted labels as a BYTES tensor (a regressor's numbers as an FP64 one), the
         version that answered, its run id (`parameters` must be an object per the OIP spec, where KServe's own
         would send null)."""
-        output = {"name": "predictions", "shape": [len(predictions)], "datatype": "FP64", "data": predictions} \
+        # Each output names its content type as MLServer's codecs do ("np": numbers, "str": text), never no
+        # parameters: KServe's route sends an output without them as "parameters": null (its pydantic
+        # ResponseOutput), which the OIP schema does not allow, where the fast path would leave the field out.
+        output = {"name": "predictions", "shape": [len(predictions)], "datatype": "FP64",
+                  "parameters": {"content_type": "np"}, "data": predictions} \
             if active.regression else {"name": "predictions", "shape": [len(predictions)], "datatype": "BYTES",
                                        "parameters": {"content_type": "str"}, "data": predictions}
         return {"model_name": self.name, "model_version": active.version, "id": request_id or new_request_id(),

@@ -2,11 +2,19 @@
 
     mlserving --model-dir DIR --model-name NAME --http-port PORT
 KServe's own flags (--http_port, --model_name, ...) work too; --workers must stay 1 (ONE_WORKER says why).
+
+The v2 fast path (routes.InferFastPath) answers inside KServe's middleware, so KServe's flags that shape an
+inference answer hold for it too: --enable_latency_logging (its log line per request, on by default in
+KServe) and --access_log_format (KServe's access-log middleware would wrap it, but it needs asgi-logger, which
+the image leaves out: the flag is refused at start). --enable_docs_url only adds /docs; the --predictor_* flags
+are a transformer's. --disable-fast-path (or MLSERVING_DISABLE_FAST_PATH=1) sends every request through KServe's
+own route.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -32,6 +40,9 @@ def build_parser(kserve_parser) -> argparse.ArgumentParser:
     parser.add_argument("--model-name", dest="model_name", help="alias of --model_name")
     parser.add_argument("--http-port", dest="http_port", type=int, help="alias of --http_port")
     parser.add_argument("--max-batch-rows", type=int, default=10_000, help="rows accepted per request")
+    parser.add_argument("--disable-fast-path", "--disable_fast_path", action="store_true",
+                        help="answer every v2 inference request through KServe's own route, none on the fast path "
+                             "(also: MLSERVING_DISABLE_FAST_PATH=1)")
     parser.add_argument("--quiet-access-log", action="store_true",
                         help="no per-request access log lines (faster under load)")
     parser.add_argument("--feature-buckets", type=feature_buckets, metavar="EDGES",
@@ -76,9 +87,11 @@ def read_token(path: str | None) -> str | None:
 
 
 def make_server(model_name: str, model_dir: str, http_port: int, max_rows: int = 10_000,
-                repository_token: str | None = None, buckets: tuple[float, ...] | None = None, **server_args):
+                repository_token: str | None = None, buckets: tuple[float, ...] | None = None,
+                fast_path: bool = True, **server_args):
     """The ModelServer with our model loaded, its repository (swaps through KServe's load route, for the
-    holder of `repository_token` only) and our routes installed on KServe's app."""
+    holder of `repository_token` only) and our routes installed on KServe's app (the v2 fast path unless
+    `fast_path` is false)."""
     from kserve import ModelServer
     from kserve.model_server import app
 
@@ -88,7 +101,7 @@ def make_server(model_name: str, model_dir: str, http_port: int, max_rows: int =
 
     model = RegistryModel(model_name, model_dir, max_rows=max_rows, buckets=buckets)
     model.load()
-    routes.install(app, {model_name: model}, repository_token)
+    routes.install(app, {model_name: model}, repository_token, fast_path=fast_path)
     server = ModelServer(http_port=http_port, enable_grpc=False, registered_models=RegistryModelRepository([model]),
                          **server_args)
     return server, model, app
@@ -142,13 +155,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers != 1:
         print(ONE_WORKER.format(workers=args.workers), file=sys.stderr)
         return 2
+    if args.access_log_format and importlib.util.find_spec("asgi_logger") is None:
+        # KServe imports it only when it starts serving, and would stop there with an ImportError
+        print("mlserving: error: --access_log_format needs asgi-logger (KServe's `logging` extra), which this "
+              "image does not install; leave the flag out (uvicorn's access log is on by default)", file=sys.stderr)
+        return 2
+    from .routes import fast_path_wanted
+
+    fast_path = fast_path_wanted(args.disable_fast_path)
     try:
         server, model, _ = make_server(args.model_name, args.model_dir, args.http_port, args.max_batch_rows,
                                        read_token(args.repository_token_file), args.feature_buckets,
-                                       workers=args.workers)
+                                       fast_path=fast_path, workers=args.workers)
     except ModelLoadError as exc:
         print(f"mlserving: error: {exc}", file=sys.stderr)
         return 1
+    # KServe's logger: the ModelServer has configured its handler by now
+    logging.getLogger("kserve").info(
+        "mlserving: v2 fast path on: requests KServe's route would answer alike are answered in front of it, inside "
+        "KServe's middleware" if fast_path else "mlserving: v2 fast path off (--disable-fast-path or "
+        "MLSERVING_DISABLE_FAST_PATH): every request goes through KServe's route")
     if args.quiet_access_log:
         # Without handlers, not only disabled: uvicorn formats each line's arguments (the quoted path
         # among them) whenever its access logger has a handler, and only then asks whether to log.

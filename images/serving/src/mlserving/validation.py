@@ -116,31 +116,93 @@ class Batch:
         return self.numeric.shape[0]
 
 
-def tensors_from_json(doc) -> tuple[list[Tensor], str | None]:
-    """The inputs and id of a decoded v2 JSON body, checked for the OIP request structure."""
+# The values a `parameters` object may hold in KServe's pydantic model (v2_datamodels.Parameters: StrictFloat,
+# StrictInt, StrictBool or str): an object of exactly these reaches the model as it came.
+PARAMETER_TYPES = (float, int, bool, str)
+
+
+@dataclass(slots=True)
+class DecodedRequest:
+    """A v2 request, JSON or binary, decoded and checked (json_request, tensors_from_binary): its inputs and id,
+    and whether the fast path may answer it (`plain`). It is not plain when KServe's route makes more of it
+    than the model's answer: outputs named (KServe's InferResponse.to_rest picks them), binary outputs asked
+    for (it encodes them), FP16 data in JSON (InferRequest.from_inference_request refuses it with its own
+    message), or a binary request with a tensor's data in its JSON header."""
+
+    tensors: list[Tensor]
+    request_id: str | None
+    plain: bool
+
+
+def _parameters(value, what: str) -> dict:
+    """A `parameters` field as KServe takes it: absent, or an object of numbers, booleans and strings."""
+    if value is None:
+        return {}
+    if type(value) is not dict or any(type(v) not in PARAMETER_TYPES for v in value.values()):
+        raise InvalidInput(f"{what}: parameters must be an object of numbers, booleans and strings, got "
+                           f"{_short(value)}")
+    return value
+
+
+def _envelope(doc) -> tuple[str | None, dict, list]:
+    """A request's id, parameters and requested outputs, checked as KServe's InferenceRequest takes them (its
+    pydantic model answers anything else 422 with its own words; its binary decoding fails on it with a 500)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise InvalidInput('the body must be a JSON object with an "inputs" list (Open Inference Protocol v2)')
+    request_id = doc.get("id")
+    if request_id is not None and type(request_id) is not str:
+        raise InvalidInput(f"id must be a string, got {_short(request_id)}")
+    outputs = doc.get("outputs")
+    if outputs is None:
+        outputs = []
+    elif type(outputs) is not list or not all(type(o) is dict and type(o.get("name")) is str for o in outputs):
+        raise InvalidInput("outputs must be a list of objects, each with a name (a string)")
+    for index, output in enumerate(outputs):
+        _parameters(output.get("parameters"), f"output {index}")
+    return request_id, _parameters(doc.get("parameters"), "the request"), outputs
+
+
+def tensors_from_json(doc, binary: bool = False) -> list[Tensor]:
+    """The inputs of a decoded v2 body, each checked for the OIP tensor structure as KServe's RequestInput takes
+    it without changing it (a shape of exact integers: pydantic would make 2.0 or true into 2 or 1; data a list,
+    or for a binary request the decoded values)."""
     tensors = []
     for index, item in enumerate(doc["inputs"]):
         if not isinstance(item, dict) or "name" not in item or "shape" not in item or "datatype" not in item \
                 or "data" not in item:
             raise InvalidInput(f"input {index} needs name, shape, datatype and data")
-        if not isinstance(item["name"], str) or not isinstance(item["shape"], list) or \
-                not isinstance(item["datatype"], str):
+        shape, data = item["shape"], item["data"]
+        if type(item["name"]) is not str or type(shape) is not list or type(item["datatype"]) is not str:
             raise InvalidInput(f"input {index}: name and datatype must be strings and shape a list")
-        tensors.append(Tensor(item["name"], item["shape"], item["datatype"].upper(), item["data"]))
-    request_id = doc.get("id")
-    return tensors, request_id if isinstance(request_id, str) else None
+        if any(type(d) is not int for d in shape):
+            raise InvalidInput(f"input {index}: shape {shape} must be integers from 0 to {MAX_DIMENSION}"[:300])
+        if type(data) is not list and not binary:
+            raise InvalidInput(f"input {index}: data must be a list (nested as its shape, or flat), got "
+                               f"{_short(data)}")
+        _parameters(item.get("parameters"), f"input {index}")
+        tensors.append(Tensor(item["name"], shape, item["datatype"].upper(), data))
+    return tensors
+
+
+def json_request(doc) -> DecodedRequest:
+    """A decoded v2 JSON body, checked whole (_envelope, tensors_from_json)."""
+    request_id, parameters, outputs = _envelope(doc)
+    tensors = tensors_from_json(doc)
+    fp16 = any(item["datatype"] == "FP16" and item["data"] for item in doc["inputs"])
+    return DecodedRequest(tensors, request_id, plain=not (outputs or parameters.get("binary_data_output") or fp16))
 
 
 # The binary tensor data extension (KServe's and Triton's): little-endian, row-major, no padding.
 BINARY_DTYPES = {"FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 
 
-def tensors_from_binary(body: bytes, header_length: str) -> tuple[list[Tensor], str | None, bool]:
-    """The inputs and id of a request in the binary tensor data extension (a JSON header of
-    `Inference-Header-Content-Length` bytes, then the data of each input that has a `binary_data_size`
-    parameter, in input order), and whether it asks for binary outputs."""
+def tensors_from_binary(body: bytes, header_length: str) -> DecodedRequest:
+    """A request in the binary tensor data extension (a JSON header of `Inference-Header-Content-Length` bytes,
+    then the data of each input that has a `binary_data_size` parameter, in input order), checked whole: what
+    KServe's InferRequest.from_bytes and InferInput.as_numpy would fail on with a KeyError, TypeError or
+    numpy error (a 500) is refused here with what is wrong (a binary input's shape must be non-negative
+    integers that its values fill exactly, as their reshape needs; `id` a string; `parameters` objects;
+    `outputs` objects with a name; an input gives its data inline or as binary data, not both)."""
     try:
         json_length = int(header_length)
     except ValueError:
@@ -152,36 +214,44 @@ def tensors_from_binary(body: bytes, header_length: str) -> tuple[list[Tensor], 
         doc = orjson.loads(body[:json_length])
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"malformed JSON header: {exc}") from None
-    offset = json_length
-    for index, item in enumerate(doc.get("inputs") or [] if isinstance(doc, dict) else []):
-        parameters = item.get("parameters") if isinstance(item, dict) else None
-        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    request_id, request_parameters, outputs = _envelope(doc)
+    offset, inline = json_length, False
+    for index, item in enumerate(doc["inputs"]):
+        if not isinstance(item, dict):
+            raise InvalidInput(f"input {index} needs name, shape, datatype and data")
+        size = _parameters(item.get("parameters"), f"input {index}").get("binary_data_size")
         if size is None:
+            inline = True
             continue
+        if "data" in item:
+            raise InvalidInput(f"input {index} has both data and binary_data_size; send its values one way")
         datatype = str(item.get("datatype", "")).upper()
         if datatype == "BYTES":
             if type(size) is not int or size < 0 or offset + size > len(body):
                 raise InvalidInput(f"input {index}: binary_data_size {size!r} is not a number of bytes within "
                                    f"the {len(body) - offset} bytes left")
-            item["data"] = _binary_strings(body[offset:offset + size], index)
-            offset += size
-            continue
-        dtype = BINARY_DTYPES.get(datatype)
-        if dtype is None:
-            raise InvalidInput(f"input {index}: datatype {item.get('datatype')} is not accepted; send FP32 or "
-                               "FP64 (BYTES for a categorical feature)")
-        if type(size) is not int or size < 0 or size % dtype.itemsize or offset + size > len(body):
-            raise InvalidInput(f"input {index}: binary_data_size {size!r} is not a whole number of "
-                               f"{item['datatype']} values within the {len(body) - offset} bytes left")
-        item["data"] = np.frombuffer(body, dtype=dtype, count=size // dtype.itemsize, offset=offset)
+            values = _binary_strings(body[offset:offset + size], index)
+        else:
+            dtype = BINARY_DTYPES.get(datatype)
+            if dtype is None:
+                raise InvalidInput(f"input {index}: datatype {item.get('datatype')} is not accepted; send FP32 or "
+                                   "FP64 (BYTES for a categorical feature)")
+            if type(size) is not int or size < 0 or size % dtype.itemsize or offset + size > len(body):
+                raise InvalidInput(f"input {index}: binary_data_size {size!r} is not a whole number of "
+                                   f"{item['datatype']} values within the {len(body) - offset} bytes left")
+            values = np.frombuffer(body, dtype=dtype, count=size // dtype.itemsize, offset=offset)
+        shape = item.get("shape")
+        if not isinstance(shape, list) or any(type(d) is not int or not 0 <= d <= MAX_DIMENSION for d in shape) \
+                or math.prod(shape) != len(values):
+            raise InvalidInput(f"input {index}: shape {shape!r} does not hold its {len(values)} binary values "
+                               f"(it must be integers from 0 to {MAX_DIMENSION} whose product is the count)")
+        item["data"] = values
         offset += size
     if offset != len(body):
         raise InvalidInput(f"{len(body) - offset} bytes follow the last binary input; each needs binary_data_size")
-    tensors, request_id = tensors_from_json(doc)
-    outputs = doc.get("outputs") if isinstance(doc.get("outputs"), list) else []
-    binary_out = bool((doc.get("parameters") or {}).get("binary_data_output")) or any(
-        isinstance(o, dict) and bool((o.get("parameters") or {}).get("binary_data")) for o in outputs)
-    return tensors, request_id, binary_out
+    tensors = tensors_from_json(doc, binary=True)
+    return DecodedRequest(tensors, request_id,
+                          plain=not (inline or outputs or request_parameters.get("binary_data_output")))
 
 
 def _binary_strings(data: bytes, index: int) -> list:

@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mlserving.fastpath import fold_linear, fold_refusal, sklearn_class_positions, verified_predictor
+from mlserving.linear_fold import fold_linear, fold_refusal, sklearn_class_positions, verified_predictor
 
 
 def data(classes: int, seed: int = 0):
@@ -64,7 +64,7 @@ def test_a_pipeline_with_a_column_transformer_says_why_it_does_not_fold(caplog):
                           LogisticRegression(max_iter=1000)).fit(frame, y)
     assert fold_linear(model) is None
     assert fold_refusal(model) == "its step 'columntransformer' is a ColumnTransformer, not a StandardScaler"
-    with caplog.at_level(logging.INFO, logger="mlserving.fastpath"):
+    with caplog.at_level(logging.INFO, logger="mlserving.linear_fold"):
         positions = verified_predictor(model, frame.head(5), where="m")
     assert [r.getMessage() for r in caplog.records] == [
         "m: predicting with sklearn, no linear fold: its step 'columntransformer' is a ColumnTransformer, not a "

@@ -1,4 +1,4 @@
-"""A numpy fast path for linear models (optionally behind StandardScalers).
+"""The linear fold: a numpy stand-in for linear models (optionally behind StandardScalers).
 
 sklearn spends ~0.5 ms of input checking on every predict call, even for one
 row, which would be most of a request's cost. For a Pipeline of StandardScaler
