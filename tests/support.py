@@ -118,20 +118,34 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> No
 
 
 @contextmanager
-def mlflow_server(root: Path, proxy_artifacts: bool = True):
+def mlflow_server(root: Path, proxy_artifacts: bool = True, admin_password: str | None = None):
     """A real MLflow tracking server (sqlite, local artifacts, one worker, no job runner). It serves the
     artifacts itself (`mlflow-artifacts:/` URIs), as the cluster's does; or, with proxy_artifacts=False,
-    it hands clients a `file://` root they read directly (as an s3:// or shared store would be)."""
+    it hands clients a `file://` root they read directly (as an s3:// or shared store would be).
+
+    With admin_password, MLflow's basic-auth app checks every call (`mlflow server --app-name basic-auth`),
+    configured as scripts/services.sh configures the local stack's: the admin `admin` with that password,
+    default permission READ, its users in root/basic_auth.db, a session key of its own. (MLflow refuses to
+    start with an admin password shorter than 12 characters.)"""
     port = free_port()
     log_path = root / "mlflow.log"
     artifacts = (["--artifacts-destination", str(root / "artifacts")] if proxy_artifacts else
                  ["--no-serve-artifacts", "--default-artifact-root", (root / "artifacts").as_uri()])
+    auth, auth_env = [], {}
+    if admin_password is not None:
+        config = root / "basic_auth.ini"
+        config.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{root}/basic_auth.db\n"
+                          f"admin_username = admin\nadmin_password = {admin_password}\n"
+                          "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                          "auth_cache_ttl_seconds = 300\n")
+        auth = ["--app-name", "basic-auth"]
+        auth_env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(24).hex()}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [str(PIPELINE_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+            [str(PIPELINE_BIN / "mlflow"), "server", *auth, "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
              *artifacts, "--host", "127.0.0.1", "--port", str(port),
              "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **auth_env})
         try:
             uri = f"http://127.0.0.1:{port}"
             wait_http(f"{uri}/health", proc, log_path, 180)

@@ -1,7 +1,8 @@
-"""The registry over MLflow's REST API (mlpipeline.model_registry, mlpipeline.mlflow_api) against real
-`mlflow server`s: one that serves the artifacts itself, as the cluster's does, and one that hands
-clients a `file://` root. What it writes is read back with MLflow's own client, what it reads is
-compared with what MLflow's client reads."""
+"""The registry through MLflow's client (mlpipeline.model_registry) against real `mlflow server`s: one that
+serves the artifacts itself, as the cluster's does, and one that hands clients a `file://` root. What it
+writes is read back with MLflow's client directly, what it reads is compared with what MLflow reads; the
+client's transport settings (auth, retries) are checked against a scripted server. Behind MLflow's basic-auth
+app: test_mlflow_client_auth.py."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 import mlflow.artifacts
+import mlflow.exceptions
 import mlflow.sklearn
 import numpy as np
 import pandas as pd
@@ -30,9 +33,8 @@ from sklearn.preprocessing import StandardScaler
 
 from mlpipeline import dataset
 from mlpipeline.errors import PipelineError
-from mlpipeline.mlflow_api import MlflowApi
-from mlpipeline.model_registry import REFERENCE_ARTIFACT, ChampionMoved, Registry
-from mlpipeline.training import model_logging_kwargs
+from mlpipeline.model_registry import REFERENCE_ARTIFACT, ChampionMoved, ModelVersion, Registry
+from mlpipeline.training import model_logging_kwargs, write_prediction_buckets
 from tests import support
 from tests.support import EXAMPLE_DATASET
 
@@ -58,8 +60,9 @@ def client(server, monkeypatch):
 EXAMPLE = dataset.load(EXAMPLE_DATASET)
 
 
-def log_model(seed: int = 0) -> dict:
-    """A model and its reference sample, logged as the train stage logs them."""
+def log_model(seed: int = 0, prediction_edges: list[float] | None = None) -> dict:
+    """A model and its reference sample, logged as the train stage logs them (with a regressor's prediction
+    histogram edges beside the model when given)."""
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame(rng.normal(size=(120, 4)) + [5.8, 3.0, 3.7, 1.2], columns=FEATURES)
     labels = np.where(frame["petal_length"] > 3.7, "virginica", "setosa")
@@ -71,7 +74,9 @@ def log_model(seed: int = 0) -> dict:
             path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
             reference.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
-        info = mlflow.sklearn.log_model(model, name="model", **model_logging_kwargs(model, frame, EXAMPLE))
+            extra = [str(write_prediction_buckets(Path(tmp), prediction_edges, EXAMPLE))] if prediction_edges else None
+            info = mlflow.sklearn.log_model(model, name="model", extra_files=extra,
+                                            **model_logging_kwargs(model, frame, EXAMPLE))
     return {"run_id": run.info.run_id, "model_uri": info.model_uri, "model": model, "frame": frame,
             "reference": reference}
 
@@ -98,6 +103,18 @@ def test_the_champion_loads_and_predicts_like_the_logged_model(client, model_nam
     loaded = registry.load_version(version)
     assert loaded.predict(logged["frame"]).tolist() == logged["model"].predict(logged["frame"]).tolist()
     pd.testing.assert_frame_equal(registry.reference_sample(version), logged["reference"].reset_index(drop=True))
+
+
+def test_prediction_edges_are_the_versions_own_and_none_only_when_it_has_none(client, model_name, monkeypatch):
+    registry, plain, _ = registered(model_name)
+    with_edges = registry.create_version(*[log_model(1, [0.5, 1.5, 2.5])[k] for k in ("model_uri", "run_id")],
+                                         {"run_key": "key-1"})
+    assert registry.prediction_edges(with_edges) == (0.5, 1.5, 2.5)
+    assert registry.prediction_edges(plain) is None
+    # a registry that cannot be read is an error, never "no edges"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(mlflow.exceptions.MlflowException, match="Connection refused"):
+        Registry(model_name, f"http://127.0.0.1:{support.free_port()}").prediction_edges(with_edges)
 
 
 def test_the_downloaded_folder_is_what_mlflow_downloads(client, model_name, tmp_path):
@@ -150,25 +167,52 @@ def test_bad_input_gives_one_clear_line_and_changes_nothing(client, model_name, 
     with pytest.raises(PipelineError, match="cannot use MLflow tracking URI 'sqlite:///x.db': the registry is "
                                             "reached through a tracking server"):
         Registry(model_name, "sqlite:///x.db")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # MLflow's own setting, honoured as it is
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     down = f"http://127.0.0.1:{support.free_port()}"
-    with pytest.raises(PipelineError, match=f"MLflow at {down} did not answer GET .* after 2 attempt"):
+    with pytest.raises(PipelineError, match=f"^MLflow registry error reading {model_name}@champion: API request to "
+                                            f"{down}/api/2.0/mlflow/registered-models/alias failed .*refused"):
         Registry(model_name, down).champion()
     assert [v.version for v in client.search_model_versions(f"name = '{model_name}'")] == [version.version]
     assert client.get_registered_model(model_name).aliases == {}
 
 
-def test_the_registry_calls_import_no_mlflow_pandas_or_sklearn(server, model_name):
-    script = (f"import sys; from mlpipeline.model_registry import Registry; r = Registry({model_name!r}); "
-              "r.champion(); r.champion_history(); "
-              "print(sorted(m for m in ('mlflow', 'pandas', 'sklearn') if m in sys.modules))")
+def test_mlflow_is_imported_only_by_a_stage_that_uses_the_registry(server, model_name):
+    """Importing MLflow costs a stage about a second: the modules import it when a Registry is made, and the
+    CLI's error path does not import it to check an error that cannot be MLflow's."""
+    script = ("import sys; from mlpipeline import cli, model_registry; "
+              "imported = lambda: sorted(m for m in ('mlflow', 'pandas', 'sklearn') if m in sys.modules); "
+              "before = imported(); "
+              "line = cli._external_failure(OSError(28, 'No space left on device', '/volume/x')); "
+              "after_error = imported(); "
+              f"r = model_registry.Registry({model_name!r}); r.champion(); r.champion_history(); "
+              "print(before, after_error, line, 'mlflow' in sys.modules, sep='|')")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "MLFLOW_TRACKING_URI": server})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert done.stdout.strip().split("|") == ["[]", "[]", "No space left on device: /volume/x", "True"]
 
 
-# -- the transport, against a scripted server --------------------------------------------------------------
+def test_mlflows_failures_are_one_line_in_the_cli_with_what_went_wrong(monkeypatch):
+    """A stage's one error line keeps MLflow's reason: its exceptions can run to several lines, and its artifact
+    repositories let `requests`' HTTP errors through (the server was reached: not "cannot reach")."""
+    from mlflow.exceptions import MlflowException
+    from requests.exceptions import HTTPError
+
+    from mlpipeline import cli
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    several = MlflowException("The following failures occurred while downloading one or more artifacts from s:\n"
+                              "##### File MLmodel #####\n403 Client Error: FORBIDDEN")
+    assert cli._external_failure(several) == ("MLflow at http://mlflow:5000: The following failures occurred while "
+                                              "downloading one or more artifacts from s: ##### File MLmodel ##### "
+                                              "403 Client Error: FORBIDDEN")
+    assert cli._external_failure(HTTPError("404 Client Error: Not Found for url: u")) == (
+        "MLflow at http://mlflow:5000: HTTPError: 404 Client Error: Not Found for url: u")
+    assert len(cli._external_failure(MlflowException("x" * 5000))) < 1100
+
+
+# -- MLflow's client's transport, against a scripted server ----------------------------------------------
 
 @contextmanager
 def http_server(handler: type[http.server.BaseHTTPRequestHandler]):
@@ -182,16 +226,20 @@ def http_server(handler: type[http.server.BaseHTTPRequestHandler]):
 
 
 @contextmanager
-def scripted(answers: list[tuple[int, dict]]):
-    """An HTTP server answering each request with the next (status, JSON body); it records the requests."""
+def scripted(answers: list[tuple]):
+    """An HTTP server answering each request with the next (status, JSON body[, headers]); it records the
+    requests (path, Authorization header, when)."""
     seen: list[dict] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            seen.append({"path": self.path, "authorization": self.headers.get("Authorization")})
-            status, body = answers.pop(0)
+            seen.append({"path": self.path, "authorization": self.headers.get("Authorization"),
+                         "at": time.monotonic()})
+            status, body, *headers = answers.pop(0)
             content = json.dumps(body).encode()
             self.send_response(status)
+            for name, value in (headers[0] if headers else {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(content)))
             self.end_headers()
             self.wfile.write(content)
@@ -207,23 +255,39 @@ UNAVAILABLE = (503, {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "try la
 ALIAS = (200, {"model_version": {"name": "m", "version": "3", "run_id": "r", "source": "s", "status": "READY"}})
 
 
-def test_transient_answers_are_retried_with_mlflows_settings(monkeypatch):
+@pytest.fixture
+def no_backoff(monkeypatch):
+    """MLflow's client settings for a quick test: retries at once; no login unless a test sets one."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
+    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_transient_answers_are_retried_with_mlflows_settings(monkeypatch, no_backoff):
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "secret-token")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     with scripted([UNAVAILABLE, UNAVAILABLE, ALIAS]) as (uri, seen):
         assert Registry("m", uri).champion().version == "3"
     assert [s["authorization"] for s in seen] == ["Bearer secret-token"] * 3
+    assert seen[0]["path"] == "/api/2.0/mlflow/registered-models/alias?name=m&alias=champion"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     with scripted([UNAVAILABLE, UNAVAILABLE, ALIAS]) as (uri, seen), \
-            pytest.raises(PipelineError, match="HTTP 503 TEMPORARILY_UNAVAILABLE: try later"):
+            pytest.raises(PipelineError, match="^MLflow registry error reading m@champion: .*too many 503 error"):
         Registry("m", uri).champion()
     assert len(seen) == 2
 
 
-def test_a_missing_version_is_not_retried_and_basic_auth_is_sent_without_a_token(monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+def test_a_retry_waits_as_long_as_the_servers_retry_after_says(monkeypatch, no_backoff):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    with scripted([(*UNAVAILABLE, {"Retry-After": "2"}), ALIAS]) as (uri, seen):
+        assert Registry("m", uri).champion().version == "3"
+    assert seen[1]["at"] - seen[0]["at"] >= 1.9
+
+
+def test_a_missing_version_is_not_retried_and_a_login_beats_a_token(monkeypatch, no_backoff):
+    """With both set, MLflow's client sends the user and password (Basic), not the token."""
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "a-token-mlflow-does-not-send")
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ada")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
     missing = (404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Model Version (name=m, version=7) not found"})
@@ -232,10 +296,53 @@ def test_a_missing_version_is_not_retried_and_basic_auth_is_sent_without_a_token
     assert [s["authorization"] for s in seen] == ["Basic YWRhOnB3"]  # base64 of ada:pw
 
 
-def test_a_listing_that_leads_out_of_the_folder_is_refused(tmp_path):
-    with scripted([(200, {"files": [{"path": "MLmodel", "is_dir": False}, {"path": "..", "is_dir": True}]})]) \
-            as (uri, _), pytest.raises(PipelineError, match="unsafe artifact name '..' under 1/models/m-1/artifacts"):
-        list(MlflowApi(uri).artifact_files("1/models/m-1/artifacts"))
+def test_a_404_page_that_is_not_mlflows_answer_is_not_taken_for_no_champion(no_backoff):
+    """Only MLflow's own "does not exist" means no champion (which would retrain by definition): a proxy's
+    404 page, a tracking URI with a wrong path, is an error."""
+    with scripted([(404, {"detail": "Not Found"})]) as (uri, _), \
+            pytest.raises(PipelineError, match="MLflow registry error reading m@champion"):
+        Registry("m", uri).champion()
+
+
+def test_a_listing_that_leads_out_of_the_folder_writes_nothing(tmp_path, no_backoff):
+    """The artifact proxy lists a folder by name: MLflow's client refuses a name that leads out of it, and the
+    download leaves nothing behind."""
+    with scripted([(200, {"files": [{"path": "MLmodel", "is_dir": False},
+                                    {"path": "../escaped", "is_dir": True}]})]) as (uri, seen):
+        version = ModelVersion("1", "r", "mlflow-artifacts:/1/models/m-1/artifacts", "READY")
+        with pytest.raises(PipelineError, match="^cannot download m v1 from mlflow-artifacts:/1/models/m-1/artifacts: "
+                                                "Invalid path$"):
+            Registry("m", uri).download(version, tmp_path / "served" / "v1")
+    assert seen[0]["path"].startswith("/api/2.0/mlflow-artifacts/artifacts?path=1%2Fmodels%2Fm-1%2Fartifacts")
+    assert support.tree_snapshot(tmp_path) == {} and not (tmp_path / "served" / "escaped").exists()
+
+
+def test_a_file_that_fails_to_download_is_named_in_one_line_and_nothing_is_kept(tmp_path, no_backoff):
+    """MLflow reports a download's failures file by file on lines of their own, after a first line that names
+    only the store: the one line keeps them."""
+    root = "/api/2.0/mlflow-artifacts/artifacts"
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # the folder lists one file, which is not there
+            seen.append(self.path)
+            if self.path.startswith(f"{root}?"):
+                support.send_json(self, 200, {"files": [{"path": "MLmodel", "is_dir": False, "file_size": 10}]})
+            else:
+                support.send_json(self, 404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "gone"})
+
+        def log_message(self, *args):
+            pass
+
+    with http_server(Handler) as uri:
+        version = ModelVersion("1", "r", "mlflow-artifacts:/1/models/m-1/artifacts", "READY")
+        with pytest.raises(PipelineError) as failed:
+            Registry("m", uri).download(version, tmp_path / "served" / "v1")
+    message = str(failed.value)
+    assert "\n" not in message and message.startswith("cannot download m v1 from mlflow-artifacts:/1/models/m-1/")
+    assert "File MLmodel" in message and "404" in message
+    assert f"{root}/1/models/m-1/artifacts/MLmodel" in seen
+    assert support.tree_snapshot(tmp_path) == {}
 
 
 class RunsACommand:

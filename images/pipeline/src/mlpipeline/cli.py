@@ -16,6 +16,7 @@ from .output import emit
 from .volume import Limits
 
 log = logging.getLogger("mlpipeline")
+MAX_ERROR_CHARS = 1000  # of an external failure's message in the one error line
 
 
 def _model_name_option(parser: argparse.ArgumentParser) -> None:
@@ -185,9 +186,8 @@ def _use_tracking(args) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         raise PipelineError("no MLflow tracking server: pass --tracking-uri or set MLFLOW_TRACKING_URI")
-    # Fail in seconds, not minutes, when the server is down.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    # Retries and timeouts are MLflow's own (MLFLOW_HTTP_REQUEST_MAX_RETRIES, _TIMEOUT, _BACKOFF_FACTOR, ...):
+    # one policy for every call a stage makes, set by the environment the stage is given.
 
 
 def cmd_simulate(args) -> dict:
@@ -385,15 +385,22 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _external_failure(exc: Exception) -> str | None:
-    """One-line messages for failures of what the stages use: MLflow, the data volume."""
-    from mlflow.exceptions import MlflowException
-    from requests.exceptions import RequestException
-
-    if isinstance(exc, MlflowException):
-        first = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else type(exc).__name__
-        return f"MLflow at {os.environ.get('MLFLOW_TRACKING_URI')}: {first}"
-    if isinstance(exc, RequestException):
-        return f"cannot reach MLflow at {os.environ.get('MLFLOW_TRACKING_URI')}: {type(exc).__name__}"
+    """One-line messages for failures of what the stages use: MLflow, the data volume. MLflow's client raises
+    MlflowException for what the server refused (RestException: "<ERROR_CODE>: <message>"; a non-JSON answer
+    such as the basic-auth app's 401: "API request to endpoint ... failed with error code 401 != 200. Response
+    body: ...") and for a server it could not reach once its retries were spent. A message of several lines
+    (a download's per-file failures: the first line names only the store) is joined into one, at most
+    MAX_ERROR_CHARS. Only a stage that imported MLflow can raise its exceptions: the others do not import it
+    here."""
+    mlflow_exceptions = sys.modules.get("mlflow.exceptions")
+    requests_exceptions = sys.modules.get("requests.exceptions")
+    if mlflow_exceptions and isinstance(exc, mlflow_exceptions.MlflowException):
+        text = " ".join(str(exc.message).split())[:MAX_ERROR_CHARS] or type(exc).__name__
+        return f"MLflow at {os.environ.get('MLFLOW_TRACKING_URI')}: {text}"
+    if requests_exceptions and isinstance(exc, requests_exceptions.RequestException):
+        # MLflow's artifact repositories let `requests`' own errors through (an HTTP error answering a listing)
+        text = " ".join(str(exc).split())[:MAX_ERROR_CHARS]
+        return f"MLflow at {os.environ.get('MLFLOW_TRACKING_URI')}: {type(exc).__name__}: {text}"
     if isinstance(exc, OSError) and exc.strerror:  # the data volume: full, read-only, not permitted
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     return None
