@@ -37,16 +37,35 @@ def demo_links(ports: dict[str, str], model: str) -> dict[str, str]:
             "Alerts": f"{airflow}/plugin/alerts"}
 
 
+def _one_quick_try():
+    """MLflow's request settings for the lookups below: one try of at most 5 s, so a stack whose MLflow is down
+    still prints its pages at once. MLflow reads them from the environment on every request
+    (mlflow/utils/rest_utils.py http_request); patch.dict puts them back afterwards."""
+    from unittest import mock
+
+    return mock.patch.dict(os.environ, {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+
+
 def experiment_links(mlflow: str, login: tuple[str, str] | None, model: str) -> dict[str, str]:
     """The runs tables of the model's training experiment (named after the model) and of its promotions
-    experiment; MLflow's experiments list until training has made them (its UI has no page by name)."""
+    experiment; MLflow's experiments list until training has made them (its UI has no page by name).
+
+    Looked up with MLflow's own client: its tracking REST store (what MlflowClient.get_experiment_by_name
+    sends through), given the login as its host credentials rather than through this process's
+    environment, as the Airflow side's MlflowHook does (plugins/mlops/hooks/mlflow_client.py)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.tracking.rest_store import RestStore
+    from mlflow.utils.rest_utils import MlflowHostCreds
+
+    user, password = login or (None, None)
+    store = RestStore(lambda: MlflowHostCreds(mlflow, username=user, password=password))
     links = {}
     for title, name in (("MLflow runs", model), ("MLflow promotions", f"{model}.promotions")):
         try:
-            answer = httpx.get(f"{mlflow}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": name},
-                               auth=login, timeout=5)
-            found = answer.json()["experiment"]["experiment_id"] if answer.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, KeyError):
+            with _one_quick_try():
+                experiment = store.get_experiment_by_name(name)  # None: not made yet
+            found = experiment.experiment_id if experiment else None
+        except MlflowException:  # no answer, or refused: the list is the page to go to
             found = None
         # in MLflow's model-training mode: its UI opens GenAI pages unless the URL asks otherwise
         links[title] = (f"{mlflow}/#/experiments/{found}/runs?workflowType=machine_learning" if found else

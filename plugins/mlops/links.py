@@ -67,9 +67,9 @@ def result_links(result: dict | None, mlflow_conn_id: str = "mlflow_default") ->
         return links
     run_id = result.get("challenger_run_id") or result.get("run_id")
     if run_id:
-        try:  # one attempt, 5 s: a link never fails the task, nor holds it up
-            experiment = hook.experiment_of(run_id, attempts=1, timeout=5)
-        except (ServiceError, KeyError, TypeError) as exc:  # no answer, or not the answer runs/get gives
+        try:  # one try (MLflow's retries off), 5 s: a link never fails the task, nor holds it up
+            experiment = hook.experiment_of(run_id, max_retries=0, timeout=5)
+        except ServiceError as exc:  # no answer, or no such run (the hook's MlflowError)
             log.warning("no MLflow runs table link: %s", exc)
             experiment = None
         if experiment:

@@ -65,3 +65,26 @@ def test_a_link_reads_what_the_operator_recorded():
     assert ServingEndpointLink().get_link(Ran(), ti_key=None) == "u2"
     assert MlflowModelVersionLink().get_link(Ran(), ti_key=None) == ""
     assert MlflowRunLink().get_link(object(), ti_key=None) == ""  # the task failed before recording any
+
+
+def test_the_demo_s_experiment_pages_are_looked_up_with_mlflow_s_client(monitoring):
+    """scripts/ui_links.py: the model's runs table once its experiment exists, MLflow's experiments list
+    until then, and when MLflow does not answer (at once: one try)."""
+    import time
+
+    import httpx
+
+    from scripts.ui_links import experiment_links
+    from tests import support
+
+    mlflow = monitoring["mlflow"]
+    experiment = httpx.post(f"{mlflow}/api/2.0/mlflow/experiments/create", json={"name": "iris-pages"}
+                            ).json()["experiment_id"]
+    assert experiment_links(mlflow, None, "iris-pages") == {
+        "MLflow runs": f"{mlflow}/#/experiments/{experiment}/runs?workflowType=machine_learning",
+        "MLflow promotions": f"{mlflow}/#/experiments"}
+    down = f"http://127.0.0.1:{support.free_port()}"
+    started = time.monotonic()
+    assert experiment_links(down, ("pipeline", "pw"), "iris-pages") == dict.fromkeys(
+        ("MLflow runs", "MLflow promotions"), f"{down}/#/experiments")
+    assert time.monotonic() - started < 10

@@ -15,6 +15,7 @@ import pytest
 from mlops.hooks.mlflow import MlflowError, MlflowHook
 from mlops.hooks.stage import StageHook
 from scripts.airflow_cli import mlflow_login
+from scripts.ui_links import experiment_links
 from tests import support
 
 from .conftest import REPO, connect
@@ -74,6 +75,68 @@ def test_the_platforms_clients_log_in(local_mlflow, monkeypatch):
     assert stage.run("champion-at", {"model_name": "iris-auth"})["champion_version"] is None
 
 
+def test_the_hook_works_with_the_connection_s_login_and_a_wrong_password_changes_nothing(local_mlflow, monkeypatch,
+                                                                                          tmp_path):
+    """The connection's login and password are MLflow's client settings: every call the operators make, and a
+    model version's files through the artifact proxy, pass MLflow's basic-auth app; with a wrong password
+    each is refused in one line and nothing is written."""
+    url, run_dir, _ = local_mlflow
+    user, password = mlflow_login(run_dir, "pipeline")
+    auth = (user, password)
+
+    def call(path: str, body: dict) -> dict:
+        answer = httpx.post(f"{url}{API}/{path}", json=body, auth=auth)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    experiment = call("experiments/create", {"name": "iris-login"})["experiment_id"]
+    run = call("runs/create", {"experiment_id": experiment})["run"]["info"]["run_id"]
+    model = call("logged-models", {"experiment_id": experiment, "name": "model"})["model"]["info"]
+    root = model["artifact_uri"].removeprefix("mlflow-artifacts:")
+    httpx.put(f"{url}/api/2.0/mlflow-artifacts/artifacts{root}/MLmodel", content=b"flavors: {}\n",
+              auth=auth).raise_for_status()
+    call("registered-models/create", {"name": "iris-login"})
+    call("model-versions/create", {"name": "iris-login", "source": f"models:/{model['model_id']}",
+                                   "model_id": model["model_id"], "run_id": run})
+    call("registered-models/alias", {"name": "iris-login", "alias": "champion", "version": "1"})
+
+    host = url.removeprefix("http://")
+    connect(monkeypatch, mlflow_default=f"http://{user}:{password}@{host}")
+    hook = MlflowHook()
+    assert hook.test_connection() == (True, f"MLflow at {url} answered")
+    assert hook.champion("iris-login") == {"version": "1", "run_id": run, "source": f"models:/{model['model_id']}"}
+    hook.set_run_tags(run, {"promotion_approval": "approved"})
+    hook.set_model_version_tags("iris-login", "1", {"canary.verdict": "promote"})
+    assert hook.run_tags(run)["promotion_approval"] == "approved" and hook.experiment_of(run) == experiment
+    assert hook.model_version_tags("iris-login", "1") == {"canary.verdict": "promote"}
+    served = tmp_path / "serving" / "v1"
+    assert hook.download_version("iris-login", "1", served) == served
+    assert (served / "MLmodel").read_bytes() == b"flavors: {}\n"
+
+    connect(monkeypatch, mlflow_default=f"http://{user}:wrong-{password}@{host}")
+    wrong = MlflowHook()
+    refused = f"MLflow at {url} failed \\(.*\\): UNAUTHENTICATED: .* failed with error code 401"
+    with pytest.raises(MlflowError, match=refused) as raised:
+        wrong.set_run_tags(run, {"promotion_approval": "rejected"})
+    assert "\n" not in str(raised.value) and password not in str(raised.value)
+    with pytest.raises(MlflowError, match=refused):
+        wrong.set_model_version_tags("iris-login", "1", {"canary.verdict": "rollback"})
+    with pytest.raises(MlflowError, match=refused):
+        wrong.champion("iris-login")
+    with pytest.raises(MlflowError, match=refused):
+        wrong.download_version("iris-login", "1", tmp_path / "serving" / "v1-again")
+    ok, said = wrong.test_connection()
+    assert ok is False and "401" in said
+    # Nothing changed: read back as the pipeline.
+    assert hook.run_tags(run)["promotion_approval"] == "approved"
+    assert hook.model_version_tags("iris-login", "1") == {"canary.verdict": "promote"}
+    assert [p.name for p in (tmp_path / "serving").iterdir()] == ["v1"]
+    # The pages `make up` prints look the experiment up with the same login (scripts/ui_links.py).
+    runs_table = f"{url}/#/experiments/{experiment}/runs?workflowType=machine_learning"
+    assert experiment_links(url, auth, "iris-login")["MLflow runs"] == runs_table
+    assert experiment_links(url, (user, f"wrong-{password}"), "iris-login")["MLflow runs"] == f"{url}/#/experiments"
+
+
 def test_the_pipelines_login_is_not_an_admin(local_mlflow):
     """Whoever holds it runs the pipeline: makes and changes its own models, and no more."""
     url, run_dir, _ = local_mlflow
@@ -110,9 +173,13 @@ def test_an_install_from_before_the_pipeline_user_hands_the_pipeline_what_it_mad
     (run_dir / "mlflow" / "pipeline-credentials").unlink()
     assert httpx.post(f"{url}{API}/registered-models/create", json={"name": "made-as-admin"},
                       auth=admin).status_code == 200
+    # what the module's other tests made (MLflow's Default experiment, id 0, is the server's own)
+    existing = httpx.post(f"{url}{API}/experiments/search", json={"max_results": 1000, "view_type": "ALL"},
+                          auth=admin).json()["experiments"]
     services("stop")
     started = services("start", "mlflow")
-    assert "made MLflow user 'pipeline' (not an admin); it manages the 0 experiments and" in started
+    made = sum(e["experiment_id"] != "0" for e in existing)
+    assert f"made MLflow user 'pipeline' (not an admin); it manages the {made} experiments and" in started
     pipeline = mlflow_login(run_dir, "pipeline")
     assert httpx.post(f"{url}{API}/registered-models/set-tag", json={"name": "made-as-admin", "key": "k",
                                                                      "value": "v"}, auth=pipeline).status_code == 200

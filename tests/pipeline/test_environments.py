@@ -14,6 +14,8 @@ LOCKED = sorted({*REPO.glob("requirements*.txt"), *REPO.glob("images/**/requirem
                  *REPO.glob("tests/cluster/**/requirements*.txt"), *REPO.glob("benchmarks/**/requirements*.txt")})
 
 FORBIDDEN = {
+    # The Airflow side's MlflowHook is MLflow's client (mlflow-skinny); the full `mlflow` (its server, and
+    # pandas, scikit-learn and more with it) stays out.
     REPO / "requirements.txt": {"kfp", "kserve", "scikit-learn", "mlflow", "pandas"},
     REPO / "images/pipeline/requirements.txt": {"apache-airflow", "apache-airflow-core", "kserve"},
     # The model server reads the MLmodel itself (mlpipeline/model_format.py): MLflow would only cost start-up and size.
@@ -73,3 +75,11 @@ def test_installed_pipeline_environment_matches_its_pins():
 
     for name, pinned in packages(REPO / "images/pipeline/requirements.txt").items():
         assert version(name) == pinned, name
+
+
+def test_every_mlflow_client_is_the_tracking_server_s_release():
+    """The Airflow side's MlflowHook (plugins/mlops/hooks/mlflow_client.py builds on MLflow's REST stores)
+    and the pipeline talk to the server `images/mlflow` runs: one MLflow release for all three."""
+    server = packages(REPO / "images/mlflow/requirements.txt")["mlflow"]
+    assert packages(REPO / "requirements.txt")["mlflow-skinny"] == server
+    assert packages(REPO / "images/pipeline/requirements.txt")["mlflow-skinny"] == server

@@ -1,9 +1,14 @@
 """MlflowHook against a real MLflow tracking server: the champion, a logged model's files, the decision
-a training run recorded (mlpipeline.contracts), what a local stage needs to reach the same server."""
+a training run recorded (mlpipeline.contracts), tags, what a local stage needs to reach the same server, and
+the connection as MLflow's client settings (tests/airflow/test_local_mlflow_auth.py: with MLflow's
+basic-auth app)."""
 
 from __future__ import annotations
 
 import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -12,6 +17,8 @@ from mlops.hooks.mlflow import MlflowError, MlflowHook
 from tests import support
 
 from ..conftest import connect
+
+CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
 
 @pytest.fixture
@@ -53,6 +60,35 @@ def test_the_training_decision_is_the_recorded_contract(mlflow):
         api(mlflow, "runs/set-tag", {"run_id": run, "key": key, "value": value})
     assert hook.training_decision("iris-decided", "rk-1") == decision
     assert hook.training_decision("iris-decided", "rk-other") is None
+    with pytest.raises(MlflowError, match="run key \"rk' or tags.stage = 'x\" cannot be searched for"):
+        hook.training_decision("iris-decided", "rk' or tags.stage = 'x")
+
+
+def test_run_tags_are_set_all_at_once_or_not_at_all(mlflow):
+    hook = MlflowHook()
+    experiment = api(mlflow, "experiments/create", {"name": "iris-tags"})["experiment_id"]
+    run = api(mlflow, "runs/create", {"experiment_id": experiment})["run"]["info"]["run_id"]
+    hook.set_run_tags(run, {"promotion_approval": "approved", "promotion_approval_by": "alice"})
+    assert hook.experiment_of(run) == experiment
+    tags = hook.run_tags(run)
+    assert (tags["promotion_approval"], tags["promotion_approval_by"]) == ("approved", "alice")
+    # One tag the server refuses (a key MLflow does not allow): the batch is refused whole.
+    with pytest.raises(MlflowError, match=f"MLflow at {mlflow} refused tags on run {run}: HTTP 400"):
+        hook.set_run_tags(run, {"promotion_approval": "rejected", "../bad key": "x"})
+    assert hook.run_tags(run) == tags
+    with pytest.raises(MlflowError, match=f"refused run {'0' * 32}: HTTP 404 RESOURCE_DOES_NOT_EXIST"):
+        hook.run_tags("0" * 32)
+
+
+def test_model_version_tags_are_set_and_read(mlflow):
+    hook = MlflowHook()
+    api(mlflow, "registered-models/create", {"name": "iris-version-tags"})
+    api(mlflow, "model-versions/create", {"name": "iris-version-tags", "source": "s3://m/1", "run_id": "r"})
+    hook.set_model_version_tags("iris-version-tags", "1", {"canary.verdict": "promote", "canary.requests": "201"})
+    assert hook.model_version_tags("iris-version-tags", "1") == {"canary.verdict": "promote",
+                                                                  "canary.requests": "201"}
+    with pytest.raises(MlflowError, match="refused tag 'k' on iris-version-tags v9: HTTP 404"):
+        hook.set_model_version_tags("iris-version-tags", "9", {"k": "v"})
 
 
 def test_a_local_stage_reaches_the_same_server_with_the_same_token(monkeypatch):
@@ -63,10 +99,116 @@ def test_a_local_stage_reaches_the_same_server_with_the_same_token(monkeypatch):
     assert MlflowHook().ui_url == "https://mlflow.example.com"
 
 
-def test_a_server_that_is_down_is_named(monkeypatch):
+@pytest.mark.parametrize("connection", [
+    {"host": "https://mlflow.test", "login": "pipeline", "password": "pw"},
+    {"host": "mlflow.test", "schema": "https", "port": 8443, "password": "tok",
+     "extra": {"server_cert_path": "/etc/ssl/mlflow-ca.pem", "client_cert_path": "/etc/ssl/me.pem"}},
+    {"host": "http://mlflow.test:5000", "extra": {"insecure_tls": True}},
+], ids=["basic", "token-and-certificates", "insecure"])
+def test_a_stage_process_s_mlflow_builds_the_credentials_the_hook_uses(monkeypatch, connection):
+    """client_env() are the variables MLflow's own client reads: MLflow, given them as its environment,
+    builds the same MlflowHostCreds the hook gives its client (mlflow/utils/credentials.py)."""
+    from mlflow.utils.credentials import get_default_host_creds
+
+    connect(monkeypatch, mlflow_default=json.dumps({"conn_type": "mlflow", **connection}))
+    hook = MlflowHook()
+    for name in [n for n in os.environ if n.startswith("MLFLOW_TRACKING_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", "/nonexistent")  # no ~/.mlflow/credentials
+    for name, value in hook.client_env().items():
+        monkeypatch.setenv(name, value)
+    assert get_default_host_creds(hook.tracking_uri) == hook.host_creds()
+
+
+def test_the_connection_s_secrets_stay_out_of_this_process_s_environment(mlflow, monkeypatch):
+    for name in CREDENTIAL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    connect(monkeypatch, mlflow_default=json.dumps({"conn_type": "mlflow", "host": mlflow, "password": "a-token"}))
+    hook = MlflowHook()
+    assert hook.champion("iris-env") is None and hook.test_connection()[0] is True
+    assert not {name for name in os.environ if name in CREDENTIAL_VARIABLES}
+
+
+@pytest.mark.parametrize("connection, message", [
+    ({"host": "http://m:5000", "extra": {"insecure_tls": "yes"}}, "insecure_tls must be true or false, got 'yes'"),
+    ({"host": "http://m:5000", "extra": {"insecure_tsl": True}}, r"unknown extra field\(s\) \['insecure_tsl'\]"),
+    ({"host": "http://m:5000", "extra": {"insecure_tls": True, "server_cert_path": "/ca.pem"}},
+     "When 'ignore_tls_verification' is true then 'server_cert_path' must not be set"),
+    ({"host": "http://m:5000", "login": "pipeline"}, "has a login but no password"),
+    ({"login": "pipeline", "password": "pw"}, "has no host"),
+])
+def test_a_connection_that_cannot_work_is_refused_by_name(monkeypatch, connection, message):
+    connect(monkeypatch, mlflow_default=json.dumps({"conn_type": "mlflow", **connection}))
+    with pytest.raises(MlflowError, match=message):
+        MlflowHook().champion("iris")
+    ok, said = MlflowHook().test_connection()
+    assert ok is False and "connection 'mlflow_default'" in said
+
+
+def test_a_server_that_is_down_is_named_after_mlflow_s_retries(monkeypatch):
     down = f"http://127.0.0.1:{support.free_port()}"
-    with pytest.raises(MlflowError, match=f"MLflow at {down} did not answer after 2 attempt"):
-        MlflowHook(base_url=down, retries=2, backoff_seconds=0.01).champion("iris")
+    connect(monkeypatch, mlflow_default=down)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    with pytest.raises(MlflowError, match=f"MLflow at {down} did not answer \\(the champion of 'iris'\\): "
+                                          "ConnectionError: .*Max retries exceeded"):
+        MlflowHook().champion("iris")
+    ok, said = MlflowHook().test_connection()
+    assert ok is False and said.startswith(f"MLflow at {down} did not answer (the experiments list)")
+
+
+class _Unavailable(BaseHTTPRequestHandler):
+    """A tracking server that answers every request 503 (a proxy in front of one that is restarting)."""
+
+    seen = 0
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        type(self).seen += 1
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_retries_are_mlflow_s_policy_and_its_settings(monkeypatch):
+    """MLflow's MLFLOW_HTTP_REQUEST_MAX_RETRIES decides how often a 503 is tried, and a block of
+    request_settings overrides it for its calls only."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        connect(monkeypatch, mlflow_default=url)
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
+        with pytest.raises(MlflowError, match=f"MLflow at {url} did not answer \\(run r1\\): RetryError: .*503"):
+            MlflowHook().run_tags("r1")
+        assert _Unavailable.seen == 3
+        with pytest.raises(MlflowError, match="did not answer"):
+            MlflowHook().experiment_of("r1", max_retries=0, timeout=5)
+        assert _Unavailable.seen == 4
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2" and "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_connection_form_is_what_airflow_s_provider_schema_allows():
+    """The hook's `connection-types` entry validates against Airflow's own provider.yaml schema, and its
+    extra fields are exactly the ones the hook reads."""
+    import importlib.resources
+
+    import jsonschema
+
+    from mlops.hooks.mlflow import EXTRA_FIELDS
+
+    schema = json.loads(importlib.resources.files("airflow").joinpath("provider.yaml.schema.json").read_text())
+    entry = MlflowHook.connection_type()
+    jsonschema.validate(entry, schema["properties"]["connection-types"]["items"])
+    assert set(entry["conn-fields"]) == set(EXTRA_FIELDS)
+    assert entry["hook-class-name"] == "mlops.hooks.mlflow.MlflowHook" and entry["connection-type"] == "mlflow"
 
 
 def logged_model(mlflow: str, name: str, files: dict[str, bytes]) -> str:
@@ -120,3 +262,50 @@ def test_files_in_a_store_the_server_does_not_proxy_are_left_to_an_mlflow_client
     api(mlflow, "model-versions/create", {"name": "iris-in-s3", "source": "s3://mlflow/3/model", "run_id": "r"})
     assert MlflowHook().download_version("iris-in-s3", "1", tmp_path / "v1") is None
     assert not list(tmp_path.iterdir())
+
+
+def test_a_version_that_does_not_exist_is_named_and_nothing_is_written(mlflow, tmp_path):
+    with pytest.raises(MlflowError, match=f"MLflow at {mlflow} refused iris-unknown v1: HTTP 404"):
+        MlflowHook().download_version("iris-unknown", "1", tmp_path / "v1")
+    assert not list(tmp_path.iterdir())
+
+
+class _ListsAnEscape(BaseHTTPRequestHandler):
+    """A tracking server whose artifact listing names a file outside the folder, as a compromised or broken
+    server could: MLflow's answers for the two calls (model-versions/get; the mlflow-artifacts listing,
+    mlflow/server/handlers.py `_list_artifacts_mlflow_artifacts`), anything else 404."""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        if self.path.startswith("/api/2.0/mlflow/model-versions/get"):
+            body = {"model_version": {"name": "iris-escape", "version": "1", "run_id": "r",
+                                      "source": "mlflow-artifacts:/1/models/m-1/artifacts"}}
+        elif self.path.startswith("/api/2.0/mlflow-artifacts/artifacts?"):
+            body = {"files": [{"path": "MLmodel", "is_dir": False, "file_size": 3},
+                              {"path": "../../escaped", "is_dir": False, "file_size": 3}]}
+        else:
+            self.send_error(404)
+            return
+        content = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_artifact_listing_that_leads_out_of_the_folder_is_refused_and_nothing_written(monkeypatch, tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ListsAnEscape)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        connect(monkeypatch, mlflow_default=f"http://127.0.0.1:{server.server_port}")
+        destination = tmp_path / "serving" / "v1"
+        with pytest.raises(MlflowError, match="failed \\(the files of iris-escape v1 at mlflow-artifacts:/1/models/"
+                                              "m-1/artifacts\\): INVALID_PARAMETER_VALUE: Invalid path"):
+            MlflowHook().download_version("iris-escape", "1", destination)
+        assert [p.name for p in tmp_path.rglob("*")] == ["serving"]  # no staging folder, nothing escaped
+    finally:
+        server.shutdown()
+        server.server_close()

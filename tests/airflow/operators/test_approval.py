@@ -131,6 +131,8 @@ def test_the_answer_is_recorded_on_the_training_run(monitoring, training_run):
 
 
 def test_an_answer_that_cannot_be_recorded_fails_the_task(monkeypatch, monitoring, training_run):
+    # nothing listens there: MLflow's own retry policy would wait minutes before saying so
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     connect(monkeypatch, mlflow_default=f"http://127.0.0.1:{support.free_port()}")
     with pytest.raises(RuntimeError, match="could not record the approved promotion on the training run: MLflow at"):
         approval({**DECISION, "challenger_run_id": training_run})._record("approved", "alice")

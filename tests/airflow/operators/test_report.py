@@ -153,6 +153,8 @@ def test_without_the_sensors_start_the_runs_start_date_is_used(registry):
 def test_without_the_registry_the_champion_detection_saw_is_reported(registry, monkeypatch, capsys):
     from tests import support
 
+    # nothing listens there: MLflow's own retry policy would wait minutes before saying so
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     connect(monkeypatch, mlflow_default=f"http://127.0.0.1:{support.free_port()}")
     assert report().summary(context(retrain=SKIPPED))["champion_version"] == "1"
     assert "cannot read the champion from MLflow" in capsys.readouterr().out
