@@ -10,8 +10,15 @@ does report, per deployment mode:
 - Serverless (Knative): each pod-template change is a new revision. The rollout is done when
   components.predictor.latestCreatedRevision has moved past the one seen before the change, the
   latest ready and rolled-out revisions are that one with 100 % of the traffic (L575-613), and Ready
-  is True. A failed revision shows on PredictorReady (reason RevisionFailed) while traffic stays on
-  the old one.
+  is True. While it rolls out, Ready is Unknown (Knative's Configuration waits for the new revision):
+  waiting, not a failure. A failed revision shows on PredictorReady (reason RevisionFailed) while
+  traffic stays on the old one; Knative reports a failing init container (the storage initializer)
+  that way only after the revision's progress deadline (600 s by default).
+- Both modes: KServe reports the model's own state at once in status.modelStatus (L658-830): a
+  storage initializer or model server that failed is transitionStatus BlockedByFailedLoad,
+  states.targetModelState FailedToLoad, lastFailureInfo {reason ModelLoadFailed, message, exitCode}.
+  That is read as the failure, naming the reason; a download that failed the way a network does
+  (`transient_load_failure`) is worth one more revision before giving up (mlops.operators.kserve).
 - RawDeployment (Standard): the InferenceService stays Ready while the Deployment rolls (old pods
   keep it Available, L374-447), so the Deployment `<name>-predictor` itself is read, as
   `kubectl rollout status` does: its generation past the one seen before, observed, every replica
@@ -21,14 +28,25 @@ does report, per deployment mode:
 
 from __future__ import annotations
 
-from mlops.settings import KubernetesSettings
+from mlops.settings import DEPLOYMENT_MODES, KubernetesSettings
 
 API_VERSION = "serving.kserve.io/v1beta1"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 VERSION_ANNOTATION = "mlops-ct/registry-version"
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
-MODES = ("Serverless", "RawDeployment")
+VISIBILITY_LABEL = "networking.knative.dev/visibility"
 FAILED_REASONS = ("RevisionFailed", "InferenceServiceFailed", "ModelLoadFailed", "ProgressDeadlineExceeded")
+RETRY_ANNOTATION = "mlops-ct/retry-of"  # the failed revision (or Deployment generation) a re-roll replaces
+# What KServe's storage initializer (kserve-storage v0.20, storage_errors.py get_storage_error_message and
+# kserve_storage.py _download_s3) says when the store could not be reached or a download broke off, as
+# opposed to a URI, credential or permission that is wrong and will stay wrong.
+TRANSIENT_LOAD_FAILURES = ("Failed to connect to ", "Failed to download ", "S3 error [SlowDown]",
+                           "S3 error [ServiceUnavailable]", "S3 error [InternalError]", "S3 error [RequestTimeout]")
+
+
+def is_standard(mode: str) -> bool:
+    """Standard mode (a Deployment and a Service), by its v0.20 name or its older one (RawDeployment)."""
+    return DEPLOYMENT_MODES.get(mode) == "Standard"
 
 
 def storage_uri(artifact_uri: str, cluster: KubernetesSettings) -> str:
@@ -58,11 +76,16 @@ def inference_service(model_name: str, version: str, run_id: str | None, storage
             "name": name or model_name,
             "namespace": cluster.serving_namespace,
             "labels": {**cluster.labels, "app.kubernetes.io/name": model_name,
-                       "app.kubernetes.io/component": "predictor"},
+                       "app.kubernetes.io/component": "predictor",
+                       # Knative mode: no route of its own on the public gateway, where istio-auth's JWT rule
+                       # would refuse net-istio's readiness probes; clients come through inference_host's
+                       # VirtualService. KServe reads this label (v0.20 ingress_reconciler.go, isInternal) and
+                       # passes it to the Knative Service (kept off the revision: RevisionTemplateLabelDisallowedList).
+                       **({} if is_standard(cluster.serving_deployment_mode) else {VISIBILITY_LABEL: "cluster-local"})},
             "annotations": {
                 VERSION_ANNOTATION: str(version),
                 "mlops-ct/run-id": run_id or "",
-                MODE_ANNOTATION: cluster.serving_deployment_mode,
+                MODE_ANNOTATION: DEPLOYMENT_MODES[cluster.serving_deployment_mode],
             },
         },
         "spec": {
@@ -92,6 +115,16 @@ def inference_service(model_name: str, version: str, run_id: str | None, storage
     return body
 
 
+def as_config(isvc: dict) -> dict:
+    """What we apply to make an object look like `isvc` (a live one, or one we built): its identity,
+    labels, annotations and spec, none of the server's bookkeeping (managedFields, status)."""
+    meta = isvc["metadata"]
+    return {"apiVersion": isvc.get("apiVersion", API_VERSION), "kind": isvc.get("kind", "InferenceService"),
+            "metadata": {"name": meta["name"], **({"namespace": meta["namespace"]} if meta.get("namespace") else {}),
+                         **{key: dict(meta[key]) for key in ("labels", "annotations") if meta.get(key)}},
+            "spec": isvc["spec"]}
+
+
 def without_canary(isvc: dict) -> dict:
     """The same InferenceService with all the traffic on its latest revision (a canary promoted)."""
     spec = isvc.get("spec") or {}
@@ -111,7 +144,7 @@ def predictor_name(model_name: str) -> str:
 def rollout_marker(isvc: dict | None, deployment: dict | None, mode: str) -> str | int | None:
     """What to compare with after a change: the latest created revision (Serverless) or the predictor
     Deployment's generation (RawDeployment), as they were before it."""
-    if mode == "RawDeployment":
+    if is_standard(mode):
         return (deployment or {}).get("metadata", {}).get("generation")
     return (((isvc or {}).get("status") or {}).get("components") or {}).get("predictor", {}).get(
         "latestCreatedRevision")
@@ -144,16 +177,43 @@ def _conditions(obj: dict | None) -> dict[str, dict]:
     return {c.get("type"): c for c in ((obj or {}).get("status") or {}).get("conditions") or []}
 
 
+def load_failure(isvc: dict | None) -> dict | None:
+    """KServe's modelStatus when the latest revision's model failed to load (its storage initializer or
+    model server ended in error): {"reason", "message", "exitCode"}; None otherwise."""
+    model = ((isvc or {}).get("status") or {}).get("modelStatus") or {}
+    if model.get("transitionStatus") not in ("BlockedByFailedLoad", "InvalidSpec") and \
+            (model.get("states") or {}).get("targetModelState") != "FailedToLoad":
+        return None
+    info = model.get("lastFailureInfo") or {}
+    return {"reason": info.get("reason") or model.get("transitionStatus") or "FailedToLoad",
+            "message": (info.get("message") or "").strip(), "exitCode": info.get("exitCode")}
+
+
+def describe_load_failure(failure: dict) -> str:
+    """One line: the reason KServe gives, the exit code, the last line of the container's message."""
+    last = failure["message"].splitlines()[-1] if failure["message"] else "no message"
+    code = f", exit code {failure['exitCode']}" if failure.get("exitCode") is not None else ""
+    return f"the model failed to load ({failure['reason']}{code}): {last}"
+
+
+def transient_load_failure(isvc: dict | None) -> str | None:
+    """The load failure's description when it is a download that failed the way a network or a busy
+    store does (TRANSIENT_LOAD_FAILURES), so that another try may pass; None for any other state."""
+    failure = load_failure(isvc)
+    if failure and any(marker in failure["message"] for marker in TRANSIENT_LOAD_FAILURES):
+        return describe_load_failure(failure)
+    return None
+
+
 def _failure(isvc: dict) -> str | None:
     conditions = _conditions(isvc)
+    failure = load_failure(isvc)
+    if failure:
+        return describe_load_failure(failure)
     for kind in ("PredictorReady", "Ready"):
         condition = conditions.get(kind) or {}
         if condition.get("status") == "False" and condition.get("reason") in FAILED_REASONS:
             return condition.get("message") or condition["reason"]
-    if ((isvc.get("status") or {}).get("modelStatus") or {}).get("transitionStatus") in \
-            ("BlockedByFailedLoad", "InvalidSpec"):
-        failure = isvc["status"]["modelStatus"].get("lastFailureInfo") or {}
-        return failure.get("message") or "the model failed to load"
     return None
 
 
@@ -163,13 +223,10 @@ def readiness(isvc: dict, before, mode: str, deployment: dict | None = None,
     (False, message) when the controller reports that it failed; (None, why) while it is under way.
     With `canary_percent` (Serverless), rolled out means the new revision serves that share of the
     traffic beside the last rolled-out one (KServe's ksvc_reconciler.go traffic targets)."""
-    failure = _failure(isvc)
-    if failure:
-        return False, failure
     status = isvc.get("status") or {}
     ready = (_conditions(isvc).get("Ready") or {}).get("status") == "True"
     url = (status.get("address") or {}).get("url") or status.get("url") or ""
-    if mode == "RawDeployment":
+    if is_standard(mode):
         if deployment is None:
             return None, f"Deployment {predictor_name(isvc['metadata']['name'])} does not exist yet"
         meta, rollout = deployment["metadata"], deployment.get("status") or {}
@@ -177,8 +234,12 @@ def readiness(isvc: dict, before, mode: str, deployment: dict | None = None,
         if progressing.get("status") == "False":
             return False, f"{progressing.get('reason')}: {progressing.get('message', '')}".rstrip(": ")
         wanted = (deployment.get("spec") or {}).get("replicas", 1)
+        # the status describes the pods of the change only once KServe has applied it
         if before is not None and meta.get("generation", 0) <= before:
             return None, f"Deployment at generation {meta.get('generation')}: KServe has not applied the change yet"
+        failure = _failure(isvc)
+        if failure:
+            return False, failure
         if rollout.get("observedGeneration", 0) < meta.get("generation", 0):
             return None, "Deployment change not observed yet"
         counts = (rollout.get("updatedReplicas", 0), rollout.get("replicas", 0), rollout.get("availableReplicas", 0))
@@ -187,8 +248,11 @@ def readiness(isvc: dict, before, mode: str, deployment: dict | None = None,
         return (True, url) if ready else (None, "Deployment rolled out; InferenceService not Ready yet")
     predictor = (status.get("components") or {}).get("predictor") or {}
     created = predictor.get("latestCreatedRevision")
-    if not created or created == before:
+    if not created or created == before:  # what the status says of failures is still the old revision's
         return None, f"no new revision yet (latest created: {created})"
+    failure = _failure(isvc)
+    if failure:
+        return False, failure
     if predictor.get("latestReadyRevision") != created:
         return None, f"revision {created} is not ready yet"
     routed = [t for t in predictor.get("traffic") or [] if t.get("revisionName") == created]
@@ -211,7 +275,7 @@ def inference_route(model_name: str, cluster: KubernetesSettings, canary_percent
         return f"{predictor_name(name)}.{cluster.serving_namespace}.svc.cluster.local"
 
     predictor = service(model_name)
-    if cluster.serving_deployment_mode == "RawDeployment":
+    if is_standard(cluster.serving_deployment_mode):
         destinations = [{"destination": {"host": predictor, "port": {"number": 80}}}]
         if canary_percent:
             destinations = [{**destinations[0], "weight": 100 - canary_percent},
@@ -234,16 +298,3 @@ def inference_route(model_name: str, cluster: KubernetesSettings, canary_percent
                                      {"uri": {"exact": f"/v1/models/{model_name}"}}],
                            **route, "timeout": "30s"}]},
     }
-
-
-def merge_patch(current, desired):
-    """The RFC 7386 merge patch that turns `current` into `desired` (keys only in current become null)."""
-    if not isinstance(current, dict) or not isinstance(desired, dict):
-        return desired
-    patch = {key: None for key in current if key not in desired}
-    for key, value in desired.items():
-        if key not in current:
-            patch[key] = value
-        elif current[key] != value:
-            patch[key] = merge_patch(current[key], value)
-    return patch

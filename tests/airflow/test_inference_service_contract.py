@@ -8,15 +8,16 @@ import pytest
 from jsonschema import Draft7Validator
 
 from mlops.inference_service import (
+    as_config,
     awaited_marker,
     changed_by_apply,
     inference_route,
     inference_service,
-    merge_patch,
     readiness,
     rollout_marker,
     served_version,
     storage_uri,
+    transient_load_failure,
     without_canary,
 )
 from tests.reference import crd_schema
@@ -40,7 +41,10 @@ def test_the_inference_service_is_valid_against_the_crd(validator):
     model = isvc["spec"]["predictor"]["model"]
     assert model["runtime"] == "mlops-mlserving" and model["protocolVersion"] == "v2"
     assert model["storageUri"] == "s3://mlflow/1/models/m-abc/artifacts"  # object storage, not the MLflow proxy
-    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    # v0.20's name for the mode (its webhook rewrites the deprecated Serverless on every write)
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
+    raw = champion_service(cluster_settings(serving_deployment_mode="RawDeployment"))
+    assert raw["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
     assert served_version(isvc) == "3"
     env = {e["name"]: e["value"] for e in model["env"]}  # what the server reports: not guessed from files
     assert env == {"MLSERVING_REGISTRY_VERSION": "3", "MLSERVING_RUN_ID": "run-1",
@@ -200,8 +204,71 @@ def test_raw_readiness_follows_the_deployment_rollout():
         False, "ProgressDeadlineExceeded: ReplicaSet has timed out progressing.")
 
 
-def test_merge_patch_turns_one_spec_into_another():
-    old = {"predictor": {"model": {"storageUri": "s3://a", "runtime": "r"}, "minReplicas": 2}}
-    new = {"predictor": {"model": {"storageUri": "s3://b", "runtime": "r"}}}
-    assert merge_patch(old, new) == {"predictor": {"minReplicas": None, "model": {"storageUri": "s3://b"}}}
-    assert merge_patch(new, new) == {}
+def failed_load(message: str, exit_code: int = 1, created="iris-predictor-00002", ready="Unknown") -> dict:
+    """A rollout whose model failed to load, as KServe v0.20's PropagateModelStatus reports it (the
+    revision itself not failed yet: Knative waits for its progress deadline)."""
+    isvc = serverless(created, "iris-predictor-00001", ready=ready)
+    isvc["status"]["modelStatus"] = {
+        "transitionStatus": "BlockedByFailedLoad",
+        "states": {"activeModelState": "Loaded", "targetModelState": "FailedToLoad"},
+        "lastFailureInfo": {"reason": "ModelLoadFailed", "message": message, "exitCode": exit_code}}
+    return isvc
+
+
+def test_a_model_that_failed_to_load_fails_the_rollout_naming_kserves_reason():
+    before = "iris-predictor-00001"
+    isvc = failed_load("Traceback (most recent call last):\n...\nRuntimeError: Failed to fetch model. "
+                       "No model found in 5/models/m-1/artifacts.")
+    assert readiness(isvc, before, "Serverless") == (
+        False, "the model failed to load (ModelLoadFailed, exit code 1): RuntimeError: Failed to fetch model. "
+               "No model found in 5/models/m-1/artifacts.")
+    assert transient_load_failure(isvc) is None  # a wrong location stays wrong: no second try
+    # Before KServe has a new revision, its modelStatus is the previous revision's: not this rollout's.
+    assert readiness(failed_load("S3 error: boom", created=before), before, "Serverless")[0] is None
+
+
+@pytest.mark.parametrize("message", ["RuntimeError: Failed to connect to S3 endpoint 'mlflow'.",
+                                     "RuntimeError: Failed to download 1 files: model.skops: Read timed out.",
+                                     "RuntimeError: S3 error [SlowDown]: Please reduce your request rate."])
+def test_a_download_that_broke_off_is_worth_another_try(message):
+    """kserve-storage's own wording for a store it could not reach or a download that broke off."""
+    assert transient_load_failure(failed_load(message)) == \
+        f"the model failed to load (ModelLoadFailed, exit code 1): {message}"
+
+
+@pytest.mark.parametrize("message", ["RuntimeError: S3 authentication failed. Set AWS_ACCESS_KEY_ID",
+                                     "RuntimeError: Access denied to S3 resource 'mlflow'. Verify permissions.",
+                                     "RuntimeError: S3 bucket 'mlflow' does not exist."])
+def test_a_wrong_location_or_login_is_not_tried_again(message):
+    assert transient_load_failure(failed_load(message)) is None
+    assert readiness(failed_load(message), "iris-predictor-00001", "Serverless")[0] is False
+
+
+def test_ready_unknown_during_a_rollout_is_waiting():
+    """Knative marks the Configuration (so KServe's Ready) Unknown while a new revision comes up."""
+    rolling = serverless("iris-predictor-00002", "iris-predictor-00001", ready="Unknown")
+    assert readiness(rolling, "iris-predictor-00001", "Serverless") == (
+        None, "revision iris-predictor-00002 is not ready yet")
+
+
+def test_what_is_applied_is_the_intent_not_the_servers_bookkeeping():
+    live = champion_service()
+    live["metadata"].update(uid="u", resourceVersion="7", generation=3,
+                            managedFields=[{"manager": "mlops-ct", "operation": "Apply"}])
+    live["status"] = {"conditions": []}
+    config = as_config(live)
+    assert set(config) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(config["metadata"]) == {"name", "namespace", "labels", "annotations"}
+    assert config["spec"] == live["spec"]
+
+
+@pytest.mark.parametrize("mode, internal", [("Knative", True), ("Serverless", True), ("Standard", False),
+                                            ("RawDeployment", False)])
+def test_a_knative_predictor_is_cluster_local_behind_the_inference_route(mode, internal):
+    """In Knative mode the InferenceService asks KServe for no public Knative route (clients reach it through
+    inference_host's VirtualService, and istio-auth refuses unauthenticated requests on the public gateway,
+    net-istio's probes among them); a Standard one has no Knative route to hide."""
+    from mlops.inference_service import VISIBILITY_LABEL
+
+    labels = champion_service(cluster_settings(serving_deployment_mode=mode))["metadata"]["labels"]
+    assert (labels.get(VISIBILITY_LABEL) == "cluster-local") is internal

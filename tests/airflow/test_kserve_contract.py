@@ -96,7 +96,8 @@ def champion(cluster, model: str, name: str) -> str:
 
 
 def writes(kube, model: str) -> list[str]:
-    """The plugins' writes to `model`'s InferenceService, in order."""
+    """The plugins' writes to `model`'s InferenceService, in order (server-side applies are PATCHes, the
+    one that creates it too)."""
     return [r.method.value for r in kube.requests(ISVC) if r.method.value in ("POST", "PATCH", "DELETE")
             and (r.name or (r.data or {}).get("metadata", {}).get("name")) == model]
 
@@ -121,7 +122,7 @@ def test_serverless_deploy_update_rollback_and_a_failed_revision(registry, setti
     # Deploying the same champion again changes nothing.
     again, error = deploy(settings, model)
     assert error is None and again["changed"] is False
-    assert writes(kube, model) == ["POST"]
+    assert writes(kube, model) == ["PATCH"]
 
     # v1 becomes champion again (a manual promotion): a patch, a new revision; the old one served
     # until the new one was ready, then the traffic moved.
@@ -132,7 +133,7 @@ def test_serverless_deploy_update_rollback_and_a_failed_revision(registry, setti
     assert error is None, error
     assert result["version"] == "1" and result["previous_version"] == "2"
     assert infer(result["endpoint"].rsplit("/v2/", 1)[0], model)["model_version"] == "1"
-    assert writes(kube, model) == ["POST", "PATCH"]
+    assert writes(kube, model) == ["PATCH", "PATCH"]
     assert kube.stored(ISVC, NAMESPACE, model)["status"]["components"]["predictor"]["latestRolledoutRevision"] == \
         f"{model}-predictor-00002"
 
@@ -142,15 +143,16 @@ def test_serverless_deploy_update_rollback_and_a_failed_revision(registry, setti
     result, error = deploy(dataclasses.replace(settings, **{"serving_ready_timeout_seconds": 1}), model)
     assert result is None and f"deploy of {model} v2 failed: not rolled out and ready by the deadline" in str(error)
     assert kube.stored(ISVC, NAMESPACE, model)["metadata"]["annotations"]["mlops-ct/registry-version"] == "1"
-    assert writes(kube, model) == ["POST", "PATCH", "PATCH", "PATCH"]
+    assert writes(kube, model) == ["PATCH", "PATCH", "PATCH", "PATCH"]
     assert champion(registry, model, "champ-b") == "1"
     rollbacks = [p for p in kube.list(PODS, "mlops") if p["metadata"]["name"].startswith("mlpipeline-rollback")]
     assert rollbacks == []  # succeeded rollback pods are deleted
 
 
 def test_a_failed_revision_rolls_back_with_the_controllers_message(registry, settings):
-    """The predictor cannot load what the storage initializer gave it: the revision fails, Knative
-    reports the container's own error, traffic never left the old revision."""
+    """The storage initializer finds no model at the location: KServe reports it at once in modelStatus
+    (ModelLoadFailed, the initializer's own message), a wrong location is not tried again, traffic never
+    left the old revision."""
     kube, model = registry.kube, "iris-kserve"
     result, error = deploy(settings, model)  # whatever the previous test left: ensure the champion is served
     assert error is None, error
@@ -161,7 +163,8 @@ def test_a_failed_revision_rolls_back_with_the_controllers_message(registry, set
                    reason="test: broken")
     result, error = deploy(broken, model)
     assert result is None
-    assert f'Revision "{model}-predictor-' in str(error) and "failed with message: Container failed with:" in str(error)
+    assert "the model failed to load (ModelLoadFailed, exit code 1): " in str(error) and "No model found" in str(error)
+    assert "mlops-ct/retry-of" not in kube.stored(ISVC, NAMESPACE, model)["metadata"]["annotations"]
     stored = kube.stored(ISVC, NAMESPACE, model)
     assert stored["metadata"]["annotations"]["mlops-ct/registry-version"] == served
     assert infer(stored["status"]["address"]["url"], model)["model_version"] == served
@@ -185,25 +188,25 @@ def test_raw_deployment_mode_waits_for_the_deployment_rollout(registry, settings
     assert kube.stored(DEPLOYMENTS, NAMESPACE, f"{model}-predictor")["metadata"]["generation"] == 2
 
 
-def test_a_create_conflict_converges_by_patching(registry, settings, monkeypatch):
+def test_an_apply_creates_or_converges_without_reading_first(registry, settings):
+    """A server-side apply needs no read before it: the first creates (201), the next one changes the
+    live object to the new intent, whoever created it in between; the webhook's fields stay."""
     kube, model = registry.kube, "iris-conflict"
     hook = KServeHook(settings.kubernetes_conn_id, NAMESPACE)
-    hook.apply(inference_service(model, "1", None, "s3://mlflow/v1", settings))
-    # Someone else created it between our read and our create: the 409 is answered by a patch.
-    real_get, calls = hook.get, []
-    monkeypatch.setattr(hook, "get", lambda name, kind="InferenceService": calls.append(name) or (
-        None if len(calls) == 1 else real_get(name, kind)))
+    first, created = hook.apply(inference_service(model, "1", None, "s3://mlflow/v1", settings))
+    assert created and first["metadata"]["generation"] == 1
     applied, created = hook.apply(inference_service(model, "2", None, "s3://mlflow/v2", settings))
     assert created is False and applied["metadata"]["generation"] == 2
     assert applied["spec"]["predictor"]["model"]["storageUri"] == "s3://mlflow/v2"
-    assert writes(kube, model) == ["POST", "POST", "PATCH"]  # create; the second create answered 409; the patch
+    assert applied["metadata"]["annotations"]["modelFormat"] == settings.serving_model_format
+    assert writes(kube, model) == ["PATCH", "PATCH"]
 
 
 def test_readiness_is_not_fooled_by_the_copied_observed_generation(registry, settings):
     """kserve#6081: status.observedGeneration is the Knative Service's. After a change that moves the
     Knative Service but not the InferenceService's generation (labels, annotations), the old test,
     observedGeneration >= generation with Ready True, passed at once, before the new revision existed."""
-    from mlops.inference_service import readiness, rollout_marker
+    from mlops.inference_service import as_config, readiness, rollout_marker
     from mlops.triggers.kserve import InferenceServiceReadyTrigger
 
     kube, model = registry.kube, "iris-kserve"
@@ -213,7 +216,7 @@ def test_readiness_is_not_fooled_by_the_copied_observed_generation(registry, set
     before = rollout_marker(current, None, "Serverless")
     relabelled = {**current, "metadata": {**current["metadata"],
                                           "labels": {**current["metadata"]["labels"], "team": "fraud"}}}
-    applied = hook.patch_to(current, relabelled)
+    applied, _ = hook.apply(as_config(relabelled))
     assert applied["metadata"]["generation"] == current["metadata"]["generation"]  # metadata only
     status = applied["status"]
     assert status["observedGeneration"] >= applied["metadata"]["generation"]  # the old check: "ready"

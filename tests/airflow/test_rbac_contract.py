@@ -4,7 +4,8 @@ the plugins make with it: the task pods (airflow-worker) what operators do, the 
 
 The calls are derived by running the plugins' Kubernetes code paths for real against the emulated
 cluster (a stage pod that succeeds, one that fails, one deferred; InferenceServices in both KServe
-modes created, patched and waited for, and their gateway route; a RawDeployment canary deleted) and
+modes read, created and changed by server-side apply and waited for, and their gateway route; a
+RawDeployment canary deleted) and
 reading what the API served, split by whether a trigger made them; no list is written by hand."""
 
 from __future__ import annotations
@@ -88,7 +89,10 @@ def exercised(cluster, monkeypatch):
         mode_settings = dataclasses.replace(settings, **{"serving_deployment_mode": mode})
         hook = KServeHook(conn_id, settings.serving_namespace)
         name = f"rbac-{mode.lower()}"
-        hook.apply(inference_service(name, "1", None, "s3://mlflow/1", mode_settings))
+        hook.get(name)  # the deploy reads what is served first (absent here)
+        if mode == "RawDeployment":
+            hook.predictor_deployment(name)  # and, in RawDeployment mode, the predictor Deployment's generation
+        hook.apply(inference_service(name, "1", None, "s3://mlflow/1", mode_settings))  # an apply that creates
         hook.apply(inference_service(name, "2", None, "s3://mlflow/2", mode_settings))
         hook.apply(inference_route(name, mode_settings))
         hook.apply(inference_route(name, mode_settings))
@@ -132,6 +136,36 @@ def test_exec_is_granted_both_verbs_the_api_server_checks(exercised):
     assert {("mlops", "", "pods/exec", "get"), ("mlops", "", "pods/exec", "create")} <= granted("airflow-worker")
 
 
+def test_exec_is_authorised_by_its_http_method_as_the_api_server_does():
+    """kube-apiserver's request-info resolver takes a connect subresource's verb from the HTTP method (GET
+    get, POST create); Kubernetes 1.35 (AuthorizePodWebsocketUpgradeCreatePermission) also checks `create`
+    for a websocket upgrade. The provider reads the XCom sidecar with the kubernetes client's `stream`
+    (connect_get_namespaced_pod_exec: a GET that upgrades to a websocket), so it needs both; an SPDY-style
+    POST needs `create` alone."""
+    import httpx
+    from kubernetes import client
+    from kubernetes.stream import stream
+
+    from tests.cluster.apiserver import KubeEmulator
+
+    with KubeEmulator() as kube:
+        kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "mlops"},
+                     "spec": {"containers": [{"name": "c", "image": "example:1"}]}})
+        kube.call(lambda: setattr(kube.api, "exec_handler", lambda namespace, pod, container, command, stdin:
+                                  ("done", 0)))
+        core = client.CoreV1Api(client.ApiClient(client.Configuration(host=kube.url)))
+        start = mark(kube)
+        answer = stream(core.connect_get_namespaced_pod_exec, "p", "mlops", container="c", command=["cat", "x"],
+                        stderr=True, stdin=False, stdout=True, tty=False)
+        assert answer == "done"
+        assert api_calls(kube, start) == {("mlops", "", "pods/exec", "get"), ("mlops", "", "pods/exec", "create")}
+        start = mark(kube)
+        refused = httpx.post(f"{kube.url}/api/v1/namespaces/mlops/pods/p/exec",
+                             params={"command": "cat", "container": "c", "stdout": "true"})
+        assert refused.status_code == 400  # no websocket upgrade (SPDY is not played)
+        assert api_calls(kube, start) == {("mlops", "", "pods/exec", "create")}
+
+
 def test_nothing_is_granted_cluster_wide():
     kinds = {doc["kind"] for doc in yaml.safe_load_all(ROLES.read_text())}
     assert kinds == {"Role", "RoleBinding"}
@@ -139,3 +173,21 @@ def test_nothing_is_granted_cluster_wide():
         if doc["kind"] == "RoleBinding":
             assert doc["roleRef"]["kind"] == "Role"
             assert {s["name"] for s in doc["subjects"]} <= {"airflow-worker", "airflow-triggerer"}
+
+
+def test_a_server_side_apply_that_creates_is_authorised_as_create_too(monkeypatch):
+    """k8s.io/apiserver handlers/patch.go: an apply is a PATCH (`patch`); when the object does not exist it
+    is created, which is authorised as `create` as well. The deploy applies without reading first, so the
+    Role needs both."""
+    from tests.cluster.apiserver import KubeEmulator
+
+    with KubeEmulator() as kube:
+        hook = KServeHook(kube_connection(monkeypatch, kube.url), "mlops-serving")
+        calls = []
+        for _ in range(2):
+            start = mark(kube)
+            hook.apply(inference_route("rbac-apply", cluster_settings()))
+            calls.append(api_calls(kube, start))
+    assert calls == [{("mlops-serving", "networking.istio.io", "virtualservices", "create"),
+                      ("mlops-serving", "networking.istio.io", "virtualservices", "patch")},
+                     {("mlops-serving", "networking.istio.io", "virtualservices", "patch")}]

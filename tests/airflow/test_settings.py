@@ -38,7 +38,7 @@ def test_the_target_is_airflow_configuration(monkeypatch):
     ("AIRFLOW__MLOPS_KUBERNETES__REQUESTS", "[1]", r"requests .* must be dict, got '\[1\]'"),
     ("AIRFLOW__MLOPS_KUBERNETES__LABELS", "{nope", "labels .* must be dict"),
     ("AIRFLOW__MLOPS_KUBERNETES__RUN_AS_USER", "root", "run_as_user .* must be int"),
-    ("AIRFLOW__MLOPS_KUBERNETES__SERVING_DEPLOYMENT_MODE", "Knative", "must be Serverless or RawDeployment"),
+    ("AIRFLOW__MLOPS_KUBERNETES__SERVING_DEPLOYMENT_MODE", "ModelMesh", "must be Knative or Standard"),
 ])
 def test_a_value_that_does_not_parse_is_refused_by_name(monkeypatch, env, value, message):
     kubernetes_target(monkeypatch)
@@ -71,7 +71,8 @@ def test_cluster_env_holds_exactly_the_facts():
 
     facts = {env_name("mlops_kubernetes", f.name) for f in dataclasses.fields(KubernetesSettings)
              if f.metadata.get("required")}
-    assert set(cluster_env()) == facts | {"AIRFLOW__MLOPS__TARGET", "MLFLOW_TRACKING_URI"}
+    # DATA_STORAGE_CLASS is a fact for kustomize alone (the data volume's class), which Airflow never reads
+    assert set(cluster_env()) == facts | {"AIRFLOW__MLOPS__TARGET", "MLFLOW_TRACKING_URI", "DATA_STORAGE_CLASS"}
     assert cluster_env()["AIRFLOW__MLOPS__TARGET"] == "kubernetes"
 
 
@@ -104,3 +105,18 @@ def test_the_airflow_image_ships_the_dataset_files_where_its_setting_points():
     assert "COPY --chown=airflow:0 datasets/ /opt/airflow/datasets/" in dockerfile
     assert "AIRFLOW__MLOPS__DATASETS_FOLDER=/opt/airflow/datasets" in dockerfile
     assert "!datasets/" in (REPO / ".dockerignore").read_text().splitlines()  # in the build context
+
+
+@pytest.mark.parametrize("mode, annotation", [("Knative", "Knative"), ("Serverless", "Knative"),
+                                              ("Standard", "Standard"), ("RawDeployment", "Standard")])
+def test_either_name_of_a_deployment_mode_is_accepted_and_the_current_one_is_written(mode, annotation):
+    """KServe v0.20 renamed the modes (its webhook rewrites the old names): a user may set either, and the
+    InferenceService carries the name the webhook would write, so no apply re-sends a field it changed."""
+    from mlops.inference_service import MODE_ANNOTATION, inference_service, is_standard
+
+    from .conftest import cluster_settings
+
+    service = inference_service("iris", "3", "run-1", "s3://mlflow/1/m/artifacts",
+                                cluster_settings(serving_deployment_mode=mode))
+    assert service["metadata"]["annotations"][MODE_ANNOTATION] == annotation
+    assert is_standard(mode) == (annotation == "Standard")

@@ -248,3 +248,35 @@ def test_a_missing_parameter_refuses_only_in_the_policys_namespace():
                "spec": {"containers": [{"name": "c", "image": "example:1"}]}}
         core.create_namespaced_pod("kube-system", pod, dry_run="All")
         assert "failed to configure binding: no params found" in refused(core.create_namespaced_pod, "mlops", pod)
+
+
+def test_kserves_defaulting_webhook_runs_before_the_policy_and_its_fields_are_admitted(monkeypatch):
+    """Mutating admission runs before validation: the policy sees the InferenceService as KServe's webhook
+    left it. With KServe's security config turning token mounting off, the webhook adds
+    `automountServiceAccountToken: false` to every predictor, which the deploy task's own applies are
+    admitted with; a predictor that asks to mount the token is refused, and nothing is stored."""
+    import yaml
+
+    from mlops.hooks.kserve import KServeError, KServeHook
+    from tests.cluster.apiserver import kube_connection
+    from tests.cluster.cluster import generated_config_maps
+    from tests.cluster.kserve import KServeController
+
+    with KubeEmulator() as kube:
+        for name in ("mlops", "mlops-serving"):
+            kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        for obj in [*generated_config_maps(),
+                    *yaml.safe_load_all((REPO / "k8s-yaml" / "admission" / "airflow-stage-pods.yaml").read_text())]:
+            kube.create(obj)
+        KServeController(kube, "storage-initializer:test", auto_mount_service_account_token=False)  # its webhook
+        conn_id = kube_connection(monkeypatch, kube.url, token=kube.token(airflow_identity("worker")))
+        hook = KServeHook(conn_id, "mlops-serving")
+        for isvc in deployed_inference_services():  # both modes (the same names), with their canaries
+            stored, _ = hook.apply(isvc)
+            assert stored["spec"]["predictor"]["automountServiceAccountToken"] is False
+        mounting = copy.deepcopy(deployed_inference_services()[0])
+        mounting["metadata"]["name"] = "probe-token"
+        mounting["spec"]["predictor"]["automountServiceAccountToken"] = True
+        with pytest.raises(KServeError, match="do not mount the service account's token"):
+            hook.apply(mounting)
+        assert kube.stored(ISVC, "mlops-serving", "probe-token") is None

@@ -14,7 +14,8 @@ S3 server; the KFP components run as containers of their declared image.
   network    pod network, Services (a userspace kube-proxy) and cluster DNS
   kubelet    Pods -> containers, with status, logs and exec as a kubelet reports them
   workloads  the Deployment controller
-  kserve     KServe's InferenceService controller (Knative or raw Deployment mode)
+  kserve     KServe's InferenceService controller (Knative or raw Deployment mode) and its defaulting webhook
+  fieldmanager  server-side apply: managedFields, field ownership and conflicts, as the API server keeps them
   kfp        the KFP v2beta1 API server, and a backend that runs the submitted pipeline in containers
   storage    an S3-compatible object store (moto's server mode)
   cluster    all of the above, with the project's k8s-yaml objects installed

@@ -6,8 +6,10 @@ Added behaviour: server-filled metadata on create (uid, resourceVersion, generat
 creationTimestamp; a Pending status for pods) and 201; 409 AlreadyExists; generation bumped only
 when a patch changes `spec`; label selectors on list; the discovery paths the typed client asks for
 (with a trailing slash); bearer tokens naming users (as a static token file does: `token(user)`);
-ValidatingAdmissionPolicies on creates, patches, deletes and pod exec (admission.py). Authorisation
-(RBAC) is not enforced: the RBAC contract test compares the calls made with the Roles instead.
+mutating admission webhooks (`mutators`, e.g. KServe's defaulter, kserve.py) on creates and patches,
+then ValidatingAdmissionPolicies on creates, patches, deletes and pod exec (admission.py); server-side
+apply and managedFields (fieldmanager.py). Authorisation (RBAC) is not enforced: the RBAC contract test
+compares the calls made, with the verbs the API server authorises them as (`api_calls`), with the Roles.
 """
 
 from __future__ import annotations
@@ -25,8 +27,12 @@ from collections.abc import Callable
 import aiohttp.web
 import attrs
 import kmock
+import yaml
 
-from . import admission
+from tests.reference import reference_file
+
+from . import admission, fieldmanager
+from .fieldmanager import APPLY_PATCH
 
 ISVC = kmock.resource("serving.kserve.io", "v1beta1", "inferenceservices")
 RUNTIMES = kmock.resource("serving.kserve.io", "v1alpha1", "clusterservingruntimes")
@@ -57,6 +63,21 @@ ANONYMOUS = "system:anonymous"  # a request without a known bearer token, as wit
 
 
 POD_SUBRESOURCE = re.compile(r"/api/v1/namespaces/(?P<namespace>[^/]+)/pods/(?P<name>[^/]+)/(?P<sub>exec|log)")
+# A mutating webhook: (operation, object, old object or None) -> the object it admits (kserve.py's defaulter).
+Mutator = Callable[[str, dict, dict | None], dict]
+
+
+def merge_diff(current, desired):
+    """The RFC 7386 merge patch that turns `current` into `desired` (keys only in current become null)."""
+    if not isinstance(current, dict) or not isinstance(desired, dict):
+        return copy.deepcopy(desired)
+    patch = {key: None for key in current if key not in desired}
+    for key, value in desired.items():
+        if key not in current:
+            patch[key] = copy.deepcopy(value)
+        elif current[key] != value:
+            patch[key] = merge_diff(current[key], value)
+    return patch
 
 
 def _now() -> str:
@@ -93,13 +114,19 @@ class NotFound(LookupError):
 class ApiServer(kmock.KubernetesEmulator):
     """`exec_handler(namespace, pod, container, command, stdin) -> (stdout, exit code)` answers
     `pods/exec` (KPO reads XCom through the sidecar that way); `log_handler(namespace, pod, container)`
-    answers `pods/log`. The kubelet provides both."""
+    answers `pods/log`. The kubelet provides both. `mutators[resource]`: the mutating admission webhooks
+    (Mutator) the API server calls on creates, patches and applies of that resource, in order, after the
+    field manager and before the ValidatingAdmissionPolicies, as the admission chain runs them."""
 
     _resource_version: int = attrs.field(default=0, init=False)
     exec_handler: Callable | None = attrs.field(default=None, init=False)
     log_handler: Callable | None = attrs.field(default=None, init=False)
-    subresource_calls: list = attrs.field(factory=list, init=False)  # (namespace, pod, "exec" | "log")
+    # (namespace, pod, "exec" | "log", HTTP method, whether it asked for a websocket upgrade)
+    subresource_calls: list = attrs.field(factory=list, init=False)
     users: dict = attrs.field(factory=dict, init=False)  # bearer token -> user name
+    mutators: dict = attrs.field(factory=dict, init=False)  # resource -> [Mutator], in the order called
+    field_schemas: dict = attrs.field(factory=dict, init=False)  # resource -> fieldmanager.Fields
+    apply_creates: set = attrs.field(factory=set, init=False)  # ids of applies that created their object
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -119,6 +146,9 @@ class ApiServer(kmock.KubernetesEmulator):
                 self.resources[resource] = kmock.ResourceInfo(
                     kind=kind, singular=kind.lower(), namespaced=resource not in CLUSTER_SCOPED, shortnames=set(),
                     categories=set(), subresources={"status"}, verbs=crud)
+        # The InferenceService CRD's structural schema says which lists merge by key (spec...env by name).
+        self.field_schemas[ISVC] = fieldmanager.Fields(fieldmanager.list_map_keys(
+            json.loads(reference_file("kserve-crd-inferenceservices.json").read_text())["versions"]["v1beta1"]))
         early = self ** -1000  # above kmock's own fallbacks, below a test's reactions
         early["get", re.compile(r"/apis/[^/]+/[^/]+/")] << self._serve_version
         early["get", re.compile(r"/apis/[^/]+/")] << self._serve_group
@@ -129,8 +159,10 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         found = POD_SUBRESOURCE.fullmatch(raw_request.path)
+        upgrade = raw_request.headers.get("Upgrade", "").lower() == "websocket"
         if found:
-            self.subresource_calls.append((found["namespace"], found["name"], found["sub"]))
+            self.subresource_calls.append((found["namespace"], found["name"], found["sub"], raw_request.method,
+                                           upgrade))
         if found and found["sub"] == "exec":
             options = {"kind": "PodExecOptions", "apiVersion": "v1", "container": raw_request.query.get("container"),
                        "command": raw_request.query.getall("command", []),
@@ -142,6 +174,10 @@ class ApiServer(kmock.KubernetesEmulator):
                     options, None, self.user(raw_request.headers)))
             except admission.Denied as denied:
                 return aiohttp.web.json_response(denied.status(), status=denied.code)
+            if not upgrade:  # SPDY (a POST that upgrades to SPDY/3.1) is not played: only websockets
+                return aiohttp.web.json_response(
+                    {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                     "message": "Upgrade request required", "reason": "BadRequest", "code": 400}, status=400)
             return await self._serve_exec(raw_request, found["namespace"], found["name"])
         if found and found["sub"] == "log":
             text = await asyncio.to_thread(self.log_handler, found["namespace"], found["name"],
@@ -241,6 +277,10 @@ class ApiServer(kmock.KubernetesEmulator):
         if request.action == kmock.action.LIST and str(request.params.get("watch", "")).lower() in ("true", "1"):
             object.__setattr__(request, "action", kmock.action.WATCH)  # the client sends watch=True
         resource = request.resource
+        if resource is not None and request.action == kmock.action.UPDATE and request.name and \
+                (request.headers.get("Content-Type") or "").startswith(APPLY_PATCH):
+            return await self._serve_apply(request)
+        self._mutate_and_own(request)
         admitted = self._admission_request(request)
         if admitted is not None:
             try:
@@ -278,6 +318,90 @@ class ApiServer(kmock.KubernetesEmulator):
                 else:
                     request.data[:] = enriched
         return await super()._handle(request)
+
+    def fields(self, resource) -> fieldmanager.Fields:
+        """How objects of `resource` break into fields (their schema's map lists, when one was given)."""
+        return self.field_schemas.get(resource) or fieldmanager.Fields()
+
+    def _mutated(self, resource, operation: str, obj: dict, old: dict | None) -> dict:
+        """The object after the mutating webhooks (in order, each on the previous one's answer); they may
+        not change managedFields (fieldmanager's admission controller resets them, admission.go)."""
+        managed = (obj.get("metadata") or {}).get("managedFields")
+        for mutate in self.mutators.get(resource) or []:
+            obj = mutate(operation, copy.deepcopy(obj), old)
+        if managed is not None:
+            obj.setdefault("metadata", {})["managedFields"] = managed
+        return obj
+
+    def _mutate_and_own(self, request: kmock.Request) -> None:
+        """A create or merge patch as the API server handles it before validation: the field manager
+        records what the request's manager changed, then the mutating webhooks run. The request's data is
+        rewritten in place (kmock matches reactions to requests by identity) to what gets stored."""
+        resource, data = request.resource, request.data
+        if resource is None or resource not in self.resources or not isinstance(data, dict):
+            return
+        manager = fieldmanager.manager_of(request.params, request.headers)
+        if request.action == kmock.action.CREATE:
+            new = self._mutated(resource, "CREATE", fieldmanager.update(None, data, manager, self.fields(resource)),
+                                None)
+        elif request.action == kmock.action.UPDATE and request.name and not request.subresource:
+            old = self.stored_raw(resource, None if resource in CLUSTER_SCOPED else request.namespace, request.name)
+            if old is None:
+                return
+            preview = kmock.Object(copy.deepcopy(old))
+            preview.patch(data)
+            owned = fieldmanager.update(old, preview.raw, manager, self.fields(resource))
+            new = merge_diff(old, self._mutated(resource, "UPDATE", owned, old))
+        else:
+            return
+        data.clear()
+        data.update(new)
+
+    async def _serve_apply(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """Server-side apply (PATCH, application/apply-patch+yaml): creates the object when absent (which is
+        also authorised as `create`, k8s.io/apiserver/pkg/endpoints/handlers/patch.go), else merges the
+        configuration as fieldmanager.apply does; then the mutating webhooks and the validating policies,
+        as for any write."""
+        def status(code: int, reason: str, message: str) -> aiohttp.web.Response:
+            return aiohttp.web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                              "message": message, "reason": reason, "code": code}, status=code)
+
+        resource, name = request.resource, request.name
+        namespace = None if resource in CLUSTER_SCOPED else request.namespace
+        manager = request.params.get("fieldManager")
+        if not manager:  # ValidatePatchOptions
+            return status(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+                                          "is required for apply patch")
+        config = request.data if isinstance(request.data, dict) else yaml.safe_load(request.text or "")
+        if not isinstance(config, dict) or (config.get("metadata") or {}).get("name") != name:
+            return status(400, "BadRequest", "the name of the object does not match the name on the URL")
+        # every kind here has a status subresource: a write to the main resource leaves status alone
+        config = {key: value for key, value in config.items() if key != "status"}
+        force = str(request.params.get("force", "")).lower() == "true"
+        old = self.stored_raw(resource, namespace, name)
+        try:
+            applied = fieldmanager.apply(copy.deepcopy(old) if old else None, config, manager, force,
+                                         self.fields(resource))
+        except fieldmanager.Conflict as conflict:
+            return aiohttp.web.json_response(conflict.status(), status=409)
+        operation = "UPDATE" if old else "CREATE"
+        new = self._mutated(resource, operation, applied, old)
+        if namespace:
+            new["metadata"]["namespace"] = namespace
+        try:
+            self.admit(admission.Request(operation, resource.group, resource.version, resource.plural, "",
+                                         namespace or "", name, self.resources[resource].kind, new, old,
+                                         self.user(request.headers)))
+        except admission.Denied as denied:
+            return aiohttp.web.json_response(denied.status(), status=denied.code)
+        if request.params.get("dryRun") == "All":
+            return aiohttp.web.json_response(new, status=201 if old is None else 200)
+        if old is None:
+            self.apply_creates.add(request.id)
+            stored = await self.create_stored(resource, new)
+            return aiohttp.web.json_response(stored, status=201)
+        stored = await self.patch_stored(resource, namespace, name, merge_diff(old, new))
+        return aiohttp.web.json_response(stored)
 
     async def _serve_list(self, request: kmock.Request):
         result = await super()._serve_list(request)
@@ -438,20 +562,29 @@ RBAC_VERBS = {kmock.action.LIST: "list", kmock.action.WATCH: "watch", kmock.acti
 def api_calls(kube: KubeEmulator, since: tuple[int, int] = (0, 0),
               until: tuple[int, int] | None = None) -> set[tuple[str, str, str, str]]:
     """Every resource call the emulator served (between two `mark()`s), as RBAC sees it: (namespace,
-    apiGroup, resource, verb). A websocket exec (an HTTP GET that upgrades) is authorised as `get` on
-    pods/exec, its HTTP verb, and from Kubernetes 1.35 also as `create` (the feature gate
-    AuthorizePodWebsocketUpgradeCreatePermission, beta and on by default from 1.35, adds that synthetic
-    check so a websocket needs what SPDY's POST always needed): a Role that works on every version grants
-    both. A log read is `get`. The harness's own reads and writes are not API calls."""
+    apiGroup, resource, verb). The verb is the request's, as kube-apiserver's request-info resolver gives
+    it (k8s.io/apiserver/pkg/endpoints/request/requestinfo.go): for a named resource GET is get, PATCH
+    patch, DELETE delete, POST create; for a connect subresource (pods/exec, attach, portforward) the
+    HTTP method's alone, GET get and POST create. A server-side apply that creates its object is also
+    authorised as `create` (handlers/patch.go). A websocket exec (the kubernetes client's `stream`, an
+    HTTP GET that upgrades) is `get`, and from Kubernetes 1.35 also `create`: the feature gate
+    AuthorizePodWebsocketUpgradeCreatePermission (beta, on by default) adds that synthetic check so that a
+    websocket needs what SPDY's POST always needed. A log read is `get`. The harness's own reads and
+    writes are not API calls."""
     calls = set()
     requests, subresources = kube.requests(), kube.call(lambda: list(kube.api.subresource_calls))
+    creates = kube.call(lambda: set(kube.api.apply_creates))
     until = until or (len(requests), len(subresources))
     for request in requests[since[0]:until[0]]:
         if request.resource is not None and request.action in RBAC_VERBS:
             resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
             calls.add((request.namespace or "", request.resource.group, resource, RBAC_VERBS[request.action]))
-    for namespace, _, sub in subresources[since[1]:until[1]]:
-        verbs = ("get", "create") if sub == "exec" else ("get",)
+            if request.id in creates:
+                calls.add((request.namespace or "", request.resource.group, resource, "create"))
+    for namespace, _, sub, method, upgrade in subresources[since[1]:until[1]]:
+        verbs = {"GET": {"get"}, "POST": {"create"}}.get(method, set())
+        if sub == "exec" and method == "GET" and upgrade:
+            verbs = verbs | {"create"}
         calls.update((namespace, "", f"pods/{sub}", verb) for verb in verbs)
     return calls
 

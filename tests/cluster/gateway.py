@@ -8,6 +8,10 @@ reached through the emulated kube-proxy (network.Services).
 One routing decision per connection, from its first request (Envoy decides per request; the tests'
 clients send one request per connection). Gateways selected by `gateways` are not checked: there is
 one gateway here.
+
+`authorize` decides a request as Istio's AuthorizationPolicies on the gateway's workload would (DENY, then
+ALLOW), including the second hop of a Serverless route: the same pods' cluster-local listener (8081),
+where net-istio's knative-local-gateway receives it with the Host rewritten and the token stripped.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import contextlib
 import random
 import threading
+from dataclasses import dataclass
 
 from .apiserver import VIRTUAL_SERVICES, KubeEmulator
 from .network import BRIDGE, Services
@@ -124,3 +129,114 @@ class IngressGateway:
                     dst.close()
 
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+
+# -- Istio's AuthorizationPolicy, as the ingress gateway's Envoy applies it -------------------------------
+# The gateway's pods (labels istio: ingressgateway in istio-system) serve two kinds of listeners: the public
+# Gateways' servers (a Service port 80/443 is container port 8080/8443: Istio translates a Gateway's port
+# to the Service's targetPort), and net-istio's cluster-local gateway, which is the same pods: its Service
+# knative-local-gateway (istio-system, selector istio: ingressgateway, port 80 -> targetPort 8081) and
+# Gateway knative-local-gateway (knative-serving, selector istio: ingressgateway, port 8081, hosts "*")
+# (knative-extensions/net-istio config/203-local-gateway.yaml). Policies see the container port.
+PUBLIC_HTTPS_PORT, LOCAL_GATEWAY_PORT = 8443, 8081
+GATEWAY_WORKLOAD = ("istio-system", {"app": "istio-ingressgateway", "istio": "ingressgateway"})
+
+
+@dataclass(frozen=True)
+class Request:
+    """What an AuthorizationPolicy can look at in one HTTP request on the gateway. `request_principal` is
+    `<iss>/<sub>` of a JWT a RequestAuthentication accepted (None without one: a RequestAuthentication
+    rejects an invalid token with 401 before any policy, and admits a request without one)."""
+
+    host: str
+    port: int
+    path: str = "/"
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    request_principal: str | None = None
+    namespace: str | None = None  # the source's, known only for mTLS peers (never at an ingress)
+
+
+def _string_match(pattern: str, value: str, case_insensitive: bool = False) -> bool:
+    """Istio's string match: exact, `prefix*`, `*suffix`, or `*` (non-empty) (security/v1beta1 StringMatch)."""
+    if case_insensitive:
+        pattern, value = pattern.lower(), value.lower()
+    if pattern == "*":
+        return value != ""
+    if pattern.endswith("*"):
+        return value.startswith(pattern[:-1])
+    if pattern.startswith("*"):
+        return value.endswith(pattern[1:])
+    return value == pattern
+
+
+def _field(values, negated, value, case_insensitive=False) -> bool:
+    """One field of a source or operation: in `values` (when given) and not in `negated` (when given). A
+    field asked about a value the request does not have (no principal) matches only a `not` list."""
+    if values is not None and (value is None or not any(_string_match(v, value, case_insensitive) for v in values)):
+        return False
+    return not (negated is not None and value is not None
+                and any(_string_match(v, value, case_insensitive) for v in negated))
+
+
+def _source_matches(source: dict, request: Request) -> bool:
+    return (_field(source.get("requestPrincipals"), source.get("notRequestPrincipals"), request.request_principal)
+            and _field(source.get("namespaces"), source.get("notNamespaces"), request.namespace))
+
+
+def _operation_matches(operation: dict, request: Request) -> bool:
+    host = request.host.rsplit(":", 1)[0] if request.host.count(":") == 1 else request.host
+    return (_field(operation.get("hosts"), operation.get("notHosts"), host, case_insensitive=True)
+            and _field(operation.get("ports"), operation.get("notPorts"), str(request.port))
+            and _field(operation.get("methods"), operation.get("notMethods"), request.method)
+            and _field(operation.get("paths"), operation.get("notPaths"), request.path.split("?")[0]))
+
+
+def _condition_matches(condition: dict, request: Request) -> bool:
+    key = condition["key"]
+    if key.startswith("request.headers[") and key.endswith("]"):
+        wanted = key[len("request.headers["):-1].lower()
+        value = next((v for k, v in request.headers if k.lower() == wanted), None)
+    elif key == "request.auth.principal":
+        value = request.request_principal
+    else:
+        raise NotImplementedError(f"condition {key} is not modelled")
+    return _field(condition.get("values"), condition.get("notValues"), value)
+
+
+def rule_matches(rule: dict, request: Request) -> bool:
+    """All of a rule's parts must match; within `from` and `to`, any one entry."""
+    sources, operations = rule.get("from"), rule.get("to")
+    return ((not sources or any(_source_matches(s.get("source") or {}, request) for s in sources))
+            and (not operations or any(_operation_matches(o.get("operation") or {}, request) for o in operations))
+            and all(_condition_matches(c, request) for c in rule.get("when") or []))
+
+
+def applies(policy: dict, namespace: str, labels: dict[str, str], root_namespace: str = "istio-system") -> bool:
+    """A policy applies to a workload from its own namespace, or from the root namespace to every one; its
+    selector (none: all workloads there) must pick the workload."""
+    where = policy["metadata"]["namespace"]
+    if where not in (namespace, root_namespace):
+        return False
+    selector = (policy.get("spec") or {}).get("selector") or {}
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def authorize(policies: list[dict], request: Request, workload: tuple[str, dict] = GATEWAY_WORKLOAD) -> bool:
+    """Whether Envoy lets the request through, in Istio's order (istio.io, Authorization policy, "Implicit
+    enablement" and the reference's evaluation order): a matching DENY policy denies; with no ALLOW policy
+    on the workload the request is allowed; else one ALLOW policy must have a rule that matches. A policy
+    without rules matches nothing (an ALLOW one alone so denies all). CUSTOM and AUDIT are not modelled."""
+    namespace, labels = workload
+    mine = [p for p in policies if applies(p, namespace, labels)]
+    for policy in mine:
+        if policy["spec"].get("action", "ALLOW") not in ("ALLOW", "DENY"):
+            raise NotImplementedError(f"action {policy['spec']['action']} is not modelled")
+
+    def matched(policy):
+        return any(rule_matches(rule, request) for rule in policy["spec"].get("rules") or [])
+
+    if any(matched(p) for p in mine if p["spec"].get("action") == "DENY"):
+        return False
+    allows = [p for p in mine if p["spec"].get("action", "ALLOW") == "ALLOW"]
+    return not allows or any(matched(p) for p in allows)

@@ -15,14 +15,25 @@ webhook pkg/webhook/admission/pod/storage_initializer_injector.go):
   The init container runs KServe's own storage code (the `kserve-storage` package, in an image of
   tests/cluster/storage-initializer.Dockerfile).
 
-Serverless (Knative) mode, the default: each change of the pod template is a new revision
+The defaulting webhook (`default`, pkg/apis/serving/v1beta1/inference_service_defaults.go), which the
+emulated API server calls on every create and update before validating admission: the deprecated mode
+names Serverless and RawDeployment become Knative and Standard, the `modelFormat` annotation is added,
+and with the security config's autoMountServiceAccountToken false the predictor gets
+`automountServiceAccountToken: false` (copied onto the pod, as every predictor pod field is).
+
+Knative mode (Serverless), the default: each change of the pod template is a new revision
 `<name>-predictor-<5-digit configuration generation>` whose pod runs the container with its port
 renamed `user-port` and PORT/K_SERVICE/K_CONFIGURATION/K_REVISION set (knative/serving v0.48.1
 pkg/reconciler/revision/resources/deploy.go). Status as inference_service_status.go writes it:
 latestCreatedRevision at once, latestReadyRevision and the 100 % traffic target (and so
-latestRolledoutRevision) when the revision's pod is Ready, the old revision's pod then removed; a
-revision whose container or storage initializer fails is reported on PredictorReady (reason
-RevisionFailed) while traffic stays on the last ready one. status.observedGeneration is copied
+latestRolledoutRevision) when the revision's pod is Ready, the old revision's pod then removed. Until
+then PredictorReady and Ready are Unknown (Knative's Configuration waits for its latest revision). A
+revision whose server container fails is reported on PredictorReady (reason RevisionFailed) at once,
+one whose storage initializer fails only after the revision's progress deadline (Knative's 600 s, or
+the `serving.knative.dev/progress-deadline` annotation), while traffic stays on the last ready one;
+status.modelStatus (PropagateModelStatus) reports either failure at once: BlockedByFailedLoad,
+FailedToLoad, lastFailureInfo {ModelLoadFailed, the container's termination message, exit code}.
+status.deploymentMode carries v0.20's names (Knative, Standard). status.observedGeneration is copied
 from the child Knative Service (L635), whose generation counts pod-template changes and which is
 returned before Knative has reconciled it (kserve#6081): it is not the InferenceService's own.
 With `canaryTrafficPercent` and a rolled-out revision, the route splits as ksvc_reconciler.go
@@ -32,11 +43,12 @@ With `canaryTrafficPercent` and a rolled-out revision, the route splits as ksvc_
 listing each pod in proportion to its share, which the emulated kube-proxy picks from per connection.
 The queue-proxy sidecar and the activator are not played: traffic goes to the pod's port.
 
-RawDeployment (Standard) mode, annotation serving.kserve.io/deploymentMode: a Deployment
+Standard mode (RawDeployment), annotation serving.kserve.io/deploymentMode: a Deployment
 `<name>-predictor` (labels app: isvc.<name>-predictor) rolled out by the Deployment controller
 (workloads.py), a Service of the same name on port 80 to the first container port, PredictorReady
 from the Deployment's Available and Progressing conditions (L374-447), observedGeneration copied from
-the Deployment (L456).
+the Deployment (L456), modelStatus from a pod of the Deployment's current template. An
+InferenceService keeps the mode its status recorded first (utils.GetDeploymentMode).
 """
 
 from __future__ import annotations
@@ -44,19 +56,51 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
+import time
 import uuid
 
-from .apiserver import DEPLOYMENTS, ENDPOINTS, ISVC, PODS, RUNTIMES, SECRETS, SERVICE_ACCOUNTS, SERVICES, KubeEmulator
+from .apiserver import (
+    DEPLOYMENTS,
+    ENDPOINTS,
+    ISVC,
+    PODS,
+    RUNTIMES,
+    SECRETS,
+    SERVICE_ACCOUNTS,
+    SERVICES,
+    KubeEmulator,
+    labels_match,
+)
 from .network import pod_ready
-from .workloads import Controller, template_hash
+from .workloads import HASH_LABEL, Controller, template_hash
 
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
-RAW_MODES = ("RawDeployment", "Standard")
+# v0.20 pkg/constants: the deprecated names and what the webhook and GetDeploymentMode make of them
+LEGACY_MODES = {"Serverless": "Knative", "RawDeployment": "Standard"}
+MODEL_FORMAT_ANNOTATION = "modelFormat"  # constants.ModelFormatAnnotationKey
+PROGRESS_DEADLINE_ANNOTATION = "serving.knative.dev/progress-deadline"  # knative pkg/apis/serving/register.go
+STORAGE_INITIALIZER = "storage-initializer"  # constants.StorageInitializerContainerName
 MODEL_DIR = "/mnt/models"
 PROVISION_VOLUME = "kserve-provision-location"
 # Annotations KServe does not copy to the pod (pkg/constants ServiceAnnotationDisallowedList).
 DISALLOWED = ("autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/max-scale",
-              "kubectl.kubernetes.io/last-applied-configuration")
+              "kubectl.kubernetes.io/last-applied-configuration", MODEL_FORMAT_ANNOTATION)
+
+
+def _seconds(duration: str) -> float:
+    """A Go duration as Knative's annotations give them ("600s", "10m", "1.5s")."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"([0-9.]+)(ms|s|m|h)", duration)
+    if not parts:
+        raise ValueError(f"not a duration: {duration!r}")
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def _failure_info(terminated: dict) -> dict:
+    """FailureInfo of a terminated container (reason ModelLoadFailed)."""
+    return {"reason": "ModelLoadFailed", "message": terminated.get("message", ""),
+            "exitCode": terminated.get("exitCode", 1)}
 
 
 def _condition(kind: str, ok: bool, reason: str = "", message: str = "") -> dict:
@@ -68,14 +112,47 @@ class KServeController(Controller):
     resource, thread_name = ISVC, "kserve-controller"
 
     def __init__(self, kube: KubeEmulator, storage_initializer_image: str, domain: str = "mlops.example.com",
-                 default_mode: str = "Serverless"):
+                 default_mode: str = "Serverless", auto_mount_service_account_token: bool = True,
+                 progress_deadline_seconds: float = 600):
+        """`default_mode`, `auto_mount_service_account_token`: the inferenceservice-config ConfigMap's
+        deploy.defaultDeploymentMode and security.autoMountServiceAccountToken (v0.20's defaults:
+        Serverless, true); `progress_deadline_seconds`: Knative's config-deployment progress-deadline
+        (600 s), which a revision's `serving.knative.dev/progress-deadline` annotation overrides."""
         super().__init__(kube)
         self.image, self.domain, self.default_mode = storage_initializer_image, domain, default_mode
+        self.auto_mount, self.progress_deadline = auto_mount_service_account_token, progress_deadline_seconds
         self.seen: dict[tuple[str, str], str] = {}
-        self.revisions: dict[tuple[str, str], list[dict]] = {}  # serverless: [{"name", "hash", "pod"}]
+        self.revisions: dict[tuple[str, str], list[dict]] = {}  # serverless: [{"name", "hash", "pod", "created", ...}]
         self.ksvc_generation: dict[tuple[str, str], int] = {}
         self.rolled_out: dict[tuple[str, str], str] = {}  # serverless: KServe's latestRolledoutRevision
         self.known: set[tuple[str, str]] = set()
+        # KServe's InferenceService defaulting webhook, which the API server calls on every create and update
+        kube.call(lambda: kube.api.mutators.setdefault(ISVC, []).append(self.default))
+
+    def default(self, operation: str, isvc: dict, old: dict | None) -> dict:
+        """The defaulting webhook as far as an InferenceService with a `model` predictor sees it (v0.20
+        pkg/apis/serving/v1beta1/inference_service_defaults.go DefaultInferenceService,
+        setPredictorModelDefaults, disableAutomountServiceAccountToken): the deprecated deployment-mode
+        names rewritten (Serverless -> Knative, RawDeployment -> Standard), the annotation set from the
+        configured default when absent and that default is Standard (or ModelMesh), the `modelFormat`
+        annotation from the model's format when absent, and, when the security config turns token
+        mounting off, `automountServiceAccountToken: false` on the predictor unless it says otherwise."""
+        meta = isvc.setdefault("metadata", {})
+        annotations = dict(meta.get("annotations") or {})
+        mode = annotations.get(MODE_ANNOTATION)
+        if mode in LEGACY_MODES:
+            annotations[MODE_ANNOTATION] = LEGACY_MODES[mode]
+        elif mode is None and self.default_mode in ("Standard", "ModelMesh"):
+            annotations[MODE_ANNOTATION] = self.default_mode
+        predictor = (isvc.get("spec") or {}).get("predictor") or {}
+        format_name = ((predictor.get("model") or {}).get("modelFormat") or {}).get("name")
+        if format_name and MODEL_FORMAT_ANNOTATION not in annotations:
+            annotations[MODEL_FORMAT_ANNOTATION] = format_name
+        if annotations:
+            meta["annotations"] = annotations
+        if not self.auto_mount and predictor and predictor.get("automountServiceAccountToken") is None:
+            predictor["automountServiceAccountToken"] = False
+        return isvc
 
     def sync(self, listed: list[dict]) -> None:
         for isvc in listed:
@@ -105,8 +182,11 @@ class KServeController(Controller):
 
     # -- the predictor pod template ------------------------------------------------------------------
     def mode(self, isvc: dict) -> str:
-        wanted = (isvc["metadata"].get("annotations") or {}).get(MODE_ANNOTATION, self.default_mode)
-        return "raw" if wanted in RAW_MODES else "serverless"
+        """utils.GetDeploymentMode: the mode the status recorded first (an InferenceService keeps its mode),
+        then the annotation, then the configured default; legacy names count as the current ones."""
+        wanted = (isvc.get("status") or {}).get("deploymentMode") or \
+            (isvc["metadata"].get("annotations") or {}).get(MODE_ANNOTATION) or self.default_mode
+        return "raw" if LEGACY_MODES.get(wanted, wanted) == "Standard" else "serverless"
 
     def pod_template(self, isvc: dict) -> dict:
         meta, model = isvc["metadata"], isvc["spec"]["predictor"]["model"]
@@ -136,9 +216,11 @@ class KServeController(Controller):
         annotations = {k: v for k, v in {**(runtime["spec"].get("annotations") or {}),
                                          **(meta.get("annotations") or {})}.items() if k not in DISALLOWED}
         labels = {**(meta.get("labels") or {}), "serving.kserve.io/inferenceservice": name, "component": "predictor"}
+        automount = isvc["spec"]["predictor"].get("automountServiceAccountToken")
         return {"metadata": {"labels": labels, "annotations": annotations},
                 "spec": {"serviceAccountName": account, "initContainers": [initializer], "containers": [base],
-                         "volumes": [{"name": PROVISION_VOLUME, "emptyDir": {}}]}}
+                         "volumes": [{"name": PROVISION_VOLUME, "emptyDir": {}}],
+                         **({} if automount is None else {"automountServiceAccountToken": automount})}}
 
     def _storage_env(self, namespace: str, account: str) -> list[dict]:
         """S3 settings from the service account's secrets (pkg/credentials/s3/s3_secret.go, utils.go)."""
@@ -212,12 +294,18 @@ class KServeController(Controller):
             self.kube.create({"apiVersion": "v1", "kind": "Pod",
                               "metadata": {**pod["metadata"], "name": pod_name, "namespace": namespace},
                               "spec": {"restartPolicy": "Always", **pod["spec"]}})
-            revisions.append({"name": revision, "hash": wanted, "pod": pod_name, "failed": None})
+            deadline = (isvc["metadata"].get("annotations") or {}).get(PROGRESS_DEADLINE_ANNOTATION)
+            revisions.append({"name": revision, "hash": wanted, "pod": pod_name, "created": time.monotonic(),
+                              "deadline": _seconds(deadline) if deadline else self.progress_deadline})
             status = isvc.get("status") or {}
             predictor = {**((status.get("components") or {}).get("predictor") or {}), "latestCreatedRevision": revision}
-            # The Knative Service as KServe's update returned it: not reconciled yet (ksvc_reconciler.go L303-317).
+            # The Knative Service as KServe's update returned it: not reconciled yet (ksvc_reconciler.go L303-317);
+            # what it reports of the new revision comes with the Configuration waiting for it (Unknown), and
+            # KServe's model state is the new revision's, which has no pod yet (Pending).
+            conditions = self._waiting(name, any(r.get("ready") for r in revisions[:-1]))
             self._status(key, {"observedGeneration": stale, "components": {"predictor": predictor},
-                               "deploymentMode": "Serverless"})
+                               "deploymentMode": "Knative", "conditions": conditions,
+                               "modelStatus": self._model_status(isvc, None, conditions, predictor)})
             return
         latest = revisions[-1]
         pod = self.kube.stored(PODS, namespace, latest["pod"])
@@ -226,7 +314,7 @@ class KServeController(Controller):
         ready_revisions = [r for r in revisions if r.get("ready")]
         routed = ready_revisions[-1]["name"] if ready_revisions else None
         traffic = self._traffic(key, routed, isvc["spec"]["predictor"].get("canaryTrafficPercent"))
-        failure = None if latest.get("ready") else self._failure(pod)
+        failure = None if latest.get("ready") else self._revision_failure(pod, latest)
         if routed:
             shares = {r["pod"]: traffic[r["name"]] for r in revisions if r["name"] in traffic}
             for service in (f"{name}-predictor", name):
@@ -241,24 +329,35 @@ class KServeController(Controller):
                                        "percent": percent, **({} if revision == routed else {"tag": "prev"})}
                                       for revision, percent in traffic.items()],
                              url=f"http://{name}-predictor.{namespace}.{self.domain}")
-        if failure:
+        if failure is not None:  # configuration_lifecycle.go MarkLatestCreatedFailed, as the ksvc propagates it
             message = f'Revision "{latest["name"]}" failed with message: {failure}.'
             conditions = [_condition("PredictorReady", False, "RevisionFailed", message),
                           _condition("Ready", False, "RevisionFailed", message)]
         elif latest.get("ready"):
             conditions = [_condition(c, True) for c in ("PredictorReady", "IngressReady", "Ready")]
         else:
-            waiting = f"Revision {latest['name']} is not ready yet"
-            conditions = [_condition("PredictorReady", False, "RevisionMissing", waiting),
-                          _condition("Ready", False, "RevisionMissing", waiting)] if not routed else \
-                [_condition(c, True) for c in ("PredictorReady", "IngressReady", "Ready")]  # the old revision serves
-        status = {"components": {"predictor": predictor}, "conditions": conditions, "deploymentMode": "Serverless",
-                  "observedGeneration": self.ksvc_generation[key] if latest.get("ready") or failure
+            conditions = self._waiting(name, bool(routed))
+        status = {"components": {"predictor": predictor}, "conditions": conditions, "deploymentMode": "Knative",
+                  "modelStatus": self._model_status(isvc, pod, conditions, predictor),
+                  "observedGeneration": self.ksvc_generation[key] if latest.get("ready") or failure is not None
                   else self.ksvc_generation[key] - 1}
         if routed:
             status.update(url=f"http://{name}.{namespace}.{self.domain}",
                           address={"url": f"http://{name}.{namespace}.svc.cluster.local"})
         self._status(key, status)
+
+    @staticmethod
+    def _waiting(name: str, serving: bool) -> list[dict]:
+        """Conditions while the latest revision comes up. A rollout (an older revision serves):
+        SetLatestCreatedRevisionName marks the Configuration, so the Knative Service and KServe's
+        PredictorReady and Ready, Unknown (configuration_lifecycle.go). Nothing serving yet: the Route
+        waits for the Configuration's first ready Revision (RevisionMissing)."""
+        if serving:
+            return [{"type": "PredictorReady", "status": "Unknown"}, _condition("IngressReady", True),
+                    {"type": "Ready", "status": "Unknown"}]
+        waiting = f'Configuration "{name}-predictor" is waiting for a Revision to become ready.'
+        return [{"type": kind, "status": "Unknown", "reason": "RevisionMissing", "message": waiting}
+                for kind in ("PredictorReady", "Ready")]
 
     def _traffic(self, key, latest_ready: str | None, canary_percent: int | None) -> dict[str, int]:
         """Revision -> percent, as ksvc_reconciler.go sets the Knative route: with canaryTrafficPercent and
@@ -298,17 +397,72 @@ class KServeController(Controller):
         self._ensure_service(namespace, service, None, "user-port")
 
     @staticmethod
-    def _failure(pod: dict | None) -> str | None:
-        """What Knative reports for a revision whose pod cannot come up (revision/reconcile_resources.go):
-        a container that exited with an error, the storage initializer included."""
+    def _revision_failure(pod: dict | None, revision: dict) -> str | None:
+        """What Knative reports for a revision whose pod cannot come up (knative/serving v0.48.1
+        pkg/reconciler/revision/reconcile_resources.go reconcileDeployment): a user container that exited
+        at once ("Container failed with: <its termination message>"); a container still waiting (behind a
+        failing init container, the storage initializer: PodInitializing) only once the Deployment's
+        progress deadline has passed (hasDeploymentTimedOut), with the waiting reason's message. The
+        queue-proxy is not played."""
         status = (pod or {}).get("status") or {}
-        for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
-            terminated = (container.get("state") or {}).get("terminated") or {}
+        for container in status.get("containerStatuses") or []:
+            terminated = (container.get("lastState") or {}).get("terminated") or \
+                (container.get("state") or {}).get("terminated") or {}
             if terminated.get("exitCode"):
                 return f"Container failed with: {(terminated.get('message') or terminated.get('reason', '')).strip()}"
             if container.get("restartCount", 0) > 0 and not container.get("ready"):
                 return f"Container {container['name']} is restarting (CrashLoopBackOff)"
+        timed_out = time.monotonic() - revision["created"] > revision["deadline"]
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting")
+            if waiting and timed_out:
+                return waiting.get("message") or ""
         return None
+
+    def _model_status(self, isvc: dict, pod: dict | None, conditions: list[dict], predictor: dict) -> dict:
+        """status.modelStatus as PropagateModelStatus and UpdateModelRevisionStates write it (v0.20
+        pkg/apis/serving/v1beta1/inference_service_status.go L658-L830) from the latest revision's pod: a
+        storage initializer that ended in Error (or is in CrashLoopBackOff) is FailedToLoad,
+        BlockedByFailedLoad, with lastFailureInfo {reason ModelLoadFailed, its termination message, exit
+        code} at once, whatever Knative says yet; running, it is Loading (unless it failed before: then the
+        status stays as it was); a Ready InferenceService whose
+        latest created revision is ready is Loaded (UpToDate); a kserve-container in Error is FailedToLoad;
+        otherwise Pending. lastFailureInfo stays until another failure replaces it."""
+        previous = (isvc.get("status") or {}).get("modelStatus") or {}
+        states = dict(previous.get("states") or {"activeModelState": "Pending"})
+        info = previous.get("lastFailureInfo")
+        status = (pod or {}).get("status") or {}
+
+        def failed(container: dict) -> dict | None:
+            state, last = container.get("state") or {}, (container.get("lastState") or {}).get("terminated")
+            if (state.get("terminated") or {}).get("reason") == "Error":
+                return state["terminated"]
+            if (state.get("waiting") or {}).get("reason") == "CrashLoopBackOff" and last:
+                return last
+            return None
+
+        target, transition = "Pending", "InProgress"
+        initializer = next((c for c in status.get("initContainerStatuses") or [] if c["name"] == STORAGE_INITIALIZER),
+                           None)
+        server = next((c for c in status.get("containerStatuses") or [] if c["name"] == "kserve-container"), None)
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        if initializer is not None and failed(initializer):
+            target, transition = "FailedToLoad", "BlockedByFailedLoad"
+            info = _failure_info(failed(initializer))
+        elif initializer is not None and "running" in (initializer.get("state") or {}):
+            if (initializer.get("lastState") or {}).get("terminated") and previous:
+                return previous  # running again after an error: KServe leaves the status as it was (requeues)
+            target = "Loading"
+        elif ready and predictor.get("latestReadyRevision") == predictor.get("latestCreatedRevision"):
+            target, transition = "Loaded", "UpToDate"
+            states["activeModelState"] = "Loaded"
+        elif server is not None and failed(server):
+            target, transition = "FailedToLoad", "BlockedByFailedLoad"
+            info = _failure_info(failed(server))
+        states["targetModelState"] = target
+        return {"transitionStatus": transition, "states": states,
+                "copies": {"failedCopies": 0, "totalCopies": int(pod_ready(pod)) if pod else 0},
+                **({"lastFailureInfo": info} if info else {})}
 
     def _reconcile_raw(self, key, isvc: dict) -> None:
         namespace, name = key
@@ -338,10 +492,15 @@ class KServeController(Controller):
         else:
             ready = {"type": "PredictorReady", "status": "Unknown", "reason": progressing.get("reason", "")}
         ok = ready["status"] == "True"
+        conditions = [ready, _condition("IngressReady", ok), {**ready, "type": "Ready"}]
+        # PropagateModelStatus reads the first of the predictor's pods: here the newest template's
+        current = template_hash(deployment["spec"]["template"])
+        pods = [p for p in self.kube.list(PODS, namespace) if labels_match(p, {"app": f"isvc.{predictor}"})
+                and p["metadata"]["labels"].get(HASH_LABEL) == current]
         self._status(key, {
-            "observedGeneration": status.get("observedGeneration", 0), "deploymentMode": "RawDeployment",
-            "conditions": [ready, _condition("IngressReady", ok),
-                           {**ready, "type": "Ready"}],
+            "observedGeneration": status.get("observedGeneration", 0), "deploymentMode": "Standard",
+            "modelStatus": self._model_status(isvc, pods[0] if pods else None, conditions, {}),
+            "conditions": conditions,
             **({"url": f"http://{name}-{namespace}.{self.domain}",
                 "address": {"url": f"http://{predictor}.{namespace}.svc.cluster.local"},
                 "components": {"predictor": {"url": f"http://{predictor}-{namespace}.{self.domain}"}}} if ok else {}),

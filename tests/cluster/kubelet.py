@@ -21,7 +21,8 @@ What it does, and the kubelet behaviour it follows (kubernetes/kubernetes pkg/ku
   states with exit code and reason; readiness probes (httpGet, tcpSocket, exec) decide Ready;
   terminationMessagePolicy FallbackToLogsOnError takes the log's last 80 lines / 2 KiB on failure.
 - restartPolicy Never: the pod ends Succeeded or Failed when its containers have; Always and
-  OnFailure restart an exited container (with a growing back-off).
+  OnFailure restart an exited container (with a growing back-off); a failed init container waits in
+  CrashLoopBackOff with its failed run as `lastState` until it is run again.
 - pods/log and pods/exec are answered from the containers (`docker logs`, `docker exec`).
 - A deleted pod's containers get SIGTERM, SIGKILL after the 30 s grace period, and are removed.
 """
@@ -113,6 +114,8 @@ class PodRun:
         self.ready: dict[str, bool] = {}
         self.started_at: dict[str, str] = {}
         self.finished: dict[str, dict] = {}  # container name -> terminated state
+        self.last: dict[str, dict] = {}  # container name -> its previous run's terminated state (lastState)
+        self.backing_off: set[str] = set()  # containers waiting to be restarted (CrashLoopBackOff)
         self.deleted = threading.Event()
 
 
@@ -372,7 +375,12 @@ class DockerKubelet:
                 self._status(run, "Failed" if never else "Pending", initialized=False)
                 if never:
                     return
-                time.sleep(min(2 ** run.restarts.get(container["name"], 0), 10))  # Init:CrashLoopBackOff
+                # Init:CrashLoopBackOff: waiting, its failed run as lastState, until the back-off passes
+                run.last[container["name"]] = run.finished.pop(container["name"])
+                run.backing_off.add(container["name"])
+                self._status(run, "Pending", initialized=False)
+                time.sleep(min(2 ** run.restarts.get(container["name"], 0), 10))
+                run.backing_off.discard(container["name"])
                 run.restarts[container["name"]] = run.restarts.get(container["name"], 0) + 1
             if run.deleted.is_set():
                 return
@@ -405,7 +413,8 @@ class DockerKubelet:
         argv += ["-d", container["image"], *command[1:], *args]
         run.containers[container["name"]] = name
         run.started_at[container["name"]] = _now()
-        run.finished.pop(container["name"], None)
+        if container["name"] in run.finished:  # a restart: what ended before is its lastState
+            run.last[container["name"]] = run.finished.pop(container["name"])
         started = docker(*argv, check=False)
         if started.returncode != 0:  # e.g. the executable does not exist: StartError, exit code 128
             run.finished[container["name"]] = {"exitCode": 128, "reason": "StartError",
@@ -494,18 +503,26 @@ class DockerKubelet:
 
         def state_of(container: dict) -> dict:
             name = container["name"]
+            if name in run.backing_off:  # kuberuntime: the back-off's reason and message
+                return {"waiting": {"reason": "CrashLoopBackOff",
+                                    "message": f"back-off {min(2 ** run.restarts.get(name, 0), 10)}s restarting "
+                                               f"failed container={name} pod={run.name}_{run.namespace}({run.uid})"}}
             if name in run.finished:
                 return {"terminated": run.finished[name]}
             if name in run.containers:
                 return {"running": {"startedAt": run.started_at[name]}}
             return {"waiting": {"reason": "PodInitializing" if not initialized else "ContainerCreating"}}
 
-        statuses = [{"name": c["name"], "image": c["image"], "imageID": "",
+        def last_state(container: dict) -> dict:
+            return {"terminated": run.last[container["name"]]} if container["name"] in run.last else {}
+
+        statuses = [{"name": c["name"], "image": c["image"], "imageID": "", "lastState": last_state(c),
                      "restartCount": run.restarts.get(c["name"], 0),
                      "ready": bool(run.ready.get(c["name"])) and c["name"] not in run.finished, "state": state_of(c),
                      "started": c["name"] in run.containers and c["name"] not in run.finished}
                     for c in spec["containers"]]
-        init = [{"name": c["name"], "image": c["image"], "imageID": "", "restartCount": run.restarts.get(c["name"], 0),
+        init = [{"name": c["name"], "image": c["image"], "imageID": "", "lastState": last_state(c),
+                 "restartCount": run.restarts.get(c["name"], 0),
                  "ready": c["name"] in run.finished and run.finished[c["name"]]["exitCode"] == 0, "state": state_of(c)}
                 for c in spec.get("initContainers") or []]
         ready = phase == "Running" and all(s["ready"] for s in statuses)

@@ -17,12 +17,17 @@
   (`host_source`). A refused connection is closed at once, where a real CNI drops its packets (the
   client would time out instead). Connections straight to a pod's address (the kubelet's probes, the
   gateway) are not policed, as node traffic is not.
+- Istio's sidecar as a scrape meets it (`inject_sidecar`, `mtls_mode`, `plaintext_accepted`): injection
+  with metrics merging, inbound capture and PeerAuthentication modes; a client without an Istio
+  certificate (Prometheus) gets no answer from a captured port under STRICT. The kubelet does not run the
+  sidecar: these decide what a scrape of a pod's address would get.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import ipaddress
 import itertools
 import json
@@ -34,6 +39,7 @@ import time
 from .apiserver import ENDPOINTS, NAMESPACES, NETWORK_POLICIES, PODS, SERVICES, KubeEmulator, labels_match
 from .engine import docker
 from .netpol import Source, allows
+from .selectors import selects
 
 NETWORK = "mlops-ct-pods"
 BRIDGE = "mlops-ct0"
@@ -232,3 +238,94 @@ def resolving_cluster_names(services: Services):
         yield
     finally:
         socket.getaddrinfo = original
+
+
+# -- Istio's sidecar and mutual TLS, as far as a scrape of a pod meets them ---------------------------------
+# Prometheus scrapes a pod's address directly, not through a Service, and has no Istio client certificate.
+# What it gets back depends on the pod's sidecar, modelled here after Istio 1.2x:
+# - injection (the sidecar injector, pkg/kube/inject: injection-template.yaml and webhook.go): a pod in a
+#   namespace labelled istio-injection=enabled, unless it says sidecar.istio.io/inject: "false", gets the
+#   istio-proxy container (its one declared port: 15090 `http-envoy-prom`), the `sidecar.istio.io/status`
+#   annotation and the `security.istio.io/tlsMode: istio` label; with metrics merging (meshConfig
+#   enablePrometheusMerge, on by default, unless the pod's `prometheus.istio.io/merge-metrics` says) a
+#   pod whose `prometheus.io/scrape` is not "false" has its prometheus.io annotations moved into the proxy's
+#   ISTIO_PROMETHEUS_ANNOTATIONS env and rewritten to port 15020, path /stats/prometheus, where istio-agent
+#   serves Envoy's and the application's metrics merged (pilot/cmd/pilot-agent/status/server.go handleStats,
+#   which fetches the application's from localhost, inside the pod);
+# - inbound capture (istio-iptables, as the injector configures it): every inbound port goes through Envoy
+#   except the agent's and Envoy's own (15020, 15021, 15090) and the ports the pod lists in
+#   `traffic.sidecar.istio.io/excludeInboundPorts`;
+# - mutual TLS (PeerAuthentication, security.istio.io/v1): the workload's mode is the first that is set of
+#   a policy in its namespace whose selector picks it (its `portLevelMtls` for the port first), the
+#   namespace's policy without a selector, the mesh-wide policy (istio-system, no selector); UNSET inherits,
+#   and the default is PERMISSIVE. Envoy refuses a plaintext connection on a captured port under STRICT
+#   (the TLS handshake the listener demands never comes): the scrape gets no answer.
+ISTIO_ROOT_NAMESPACE = "istio-system"
+SIDECAR_STATUS = "sidecar.istio.io/status"
+AGENT_PORTS = (15020, 15021, 15090)  # never captured: the agent's stats and health, Envoy's own stats
+MERGED_METRICS_PORT, MERGED_METRICS_PATH = 15020, "/stats/prometheus"
+
+
+def inject_sidecar(pod: dict, namespace_labels: dict[str, str], merge_metrics: bool = True) -> dict:
+    """The pod as Istio's sidecar injector admits it (a copy; the pod unchanged when it is not injected).
+    `merge_metrics` is the mesh's meshConfig.enablePrometheusMerge."""
+    annotations = (pod["metadata"].get("annotations") or {})
+    if namespace_labels.get("istio-injection") != "enabled" or annotations.get("sidecar.istio.io/inject") == "false":
+        return pod
+    pod = copy.deepcopy(pod)
+    meta = pod["metadata"]
+    annotations = meta.setdefault("annotations", {})
+    env = []
+    # the pod's annotation first, when it is a boolean, else the mesh's setting (webhook.go enablePrometheusMerge)
+    merging = {"true": True, "false": False}.get(annotations.get("prometheus.istio.io/merge-metrics", "").lower(),
+                                                 merge_metrics)
+    if merging and annotations.get("prometheus.io/scrape", "true") != "false":
+        original = {k: annotations[f"prometheus.io/{k}"] for k in ("scrape", "path", "port")
+                    if f"prometheus.io/{k}" in annotations}
+        env.append({"name": "ISTIO_PROMETHEUS_ANNOTATIONS", "value": json.dumps(original)})
+        annotations.update({"prometheus.io/scrape": "true", "prometheus.io/port": str(MERGED_METRICS_PORT),
+                            "prometheus.io/path": MERGED_METRICS_PATH})
+    annotations[SIDECAR_STATUS] = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-init"]})
+    meta.setdefault("labels", {})["security.istio.io/tlsMode"] = "istio"
+    pod["spec"]["containers"] = [*pod["spec"]["containers"], {
+        "name": "istio-proxy", "image": "docker.io/istio/proxyv2", "env": env,
+        "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}]}]
+    return pod
+
+
+def mtls_mode(pod: dict, port: int, peer_authentications: list[dict]) -> str:
+    """The PeerAuthentication mode that holds for `port` of `pod` (STRICT, PERMISSIVE or DISABLE)."""
+    namespace, labels = pod["metadata"]["namespace"], pod["metadata"].get("labels") or {}
+
+    def mode(policy: dict, with_ports: bool) -> str | None:
+        spec = policy.get("spec") or {}
+        if with_ports:
+            found = (spec.get("portLevelMtls") or {}).get(str(port)) or (spec.get("portLevelMtls") or {}).get(port)
+            if found and found.get("mode", "UNSET") != "UNSET":
+                return found["mode"]
+        wanted = (spec.get("mtls") or {}).get("mode", "UNSET")
+        return None if wanted == "UNSET" else wanted
+
+    workload = [p for p in peer_authentications if p["metadata"]["namespace"] == namespace
+                and (p.get("spec") or {}).get("selector") and selects(p["spec"]["selector"], labels)]
+    namespace_wide = [p for p in peer_authentications if p["metadata"]["namespace"] == namespace
+                      and not (p.get("spec") or {}).get("selector")]
+    mesh = [p for p in peer_authentications if p["metadata"]["namespace"] == ISTIO_ROOT_NAMESPACE
+            and not (p.get("spec") or {}).get("selector")]
+    # portLevelMtls counts only on a policy with a selector (the API reference says so)
+    for policy, with_ports in [*((p, True) for p in workload), *((p, False) for p in namespace_wide + mesh)]:
+        if (found := mode(policy, with_ports)) is not None:
+            return found
+    return "PERMISSIVE"
+
+
+def plaintext_accepted(pod: dict, port: int, peer_authentications: list[dict]) -> bool:
+    """Whether a client outside the mesh (no Istio certificate: Prometheus) gets an answer on `port`."""
+    annotations = pod["metadata"].get("annotations") or {}
+    if SIDECAR_STATUS not in annotations:
+        return True  # no sidecar: nothing between the client and the container
+    excluded = {int(p) for p in annotations.get("traffic.sidecar.istio.io/excludeInboundPorts", "").split(",")
+                if p.strip()}
+    if port in AGENT_PORTS or port in excluded:
+        return True  # not redirected to Envoy
+    return mtls_mode(pod, port, peer_authentications) != "STRICT"

@@ -5,7 +5,9 @@ Service without a selector plus its Endpoints, as an external store is usually w
 Access is checked as the store's own IAM checks it (moto enforces IAM policies once its first
 INITIAL_NO_AUTH_ACTION_COUNT calls, the setup below, are done): the pipeline's key may do anything
 in its buckets, the predictors' key only read and list them (k8s-yaml/storage/serving-read-policy.json,
-which the deploy guide attaches), and any other key is refused."""
+which the deploy guide attaches), Airflow's task-log key only list, read and write the airflow-logs
+bucket (k8s-yaml/storage/airflow-logs-policy.json, helm-values/airflow.yaml's remote logging), and any
+other key is refused."""
 
 from __future__ import annotations
 
@@ -27,14 +29,22 @@ REGION = "us-east-1"
 # HeadBucket (which KServe's storage code calls first); moto names that check s3:HeadBucket, so the
 # emulated store's copy adds it where ListBucket is granted: the same access.
 SERVING_POLICY = REPO / "k8s-yaml" / "storage" / "serving-read-policy.json"
+# Airflow's task logs: a bucket of their own, and a key that reaches only it (the deploy guide, step 2).
+LOGS_POLICY = REPO / "k8s-yaml" / "storage" / "airflow-logs-policy.json"
+LOGS_BUCKET = "airflow-logs"
 
 
-def serving_policy() -> dict:
-    policy = json.loads(SERVING_POLICY.read_text())
+def store_policy(path) -> dict:
+    """A policy file as the deploy guide has users attach it, with moto's name for HeadBucket's check."""
+    policy = json.loads(path.read_text())
     for statement in policy["Statement"]:
         if "s3:ListBucket" in statement["Action"]:
             statement["Action"] = [*statement["Action"], "s3:HeadBucket"]
     return policy
+
+
+def serving_policy() -> dict:
+    return store_policy(SERVING_POLICY)
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class Store:
     url: str
     pipeline: tuple[str, str]  # (access key id, secret key): may write
     serving: tuple[str, str]  # may only read
+    logs: tuple[str, str]  # Airflow's task logs: the airflow-logs bucket only
 
 
 def _iam(url: str, action: str, **params: str) -> ET.Element:
@@ -56,19 +67,21 @@ def _iam(url: str, action: str, **params: str) -> ET.Element:
 
 
 @contextlib.contextmanager
-def object_store(root, buckets=("mlflow",)):
-    """moto's S3 server on <gateway>:<free port> with the buckets and the two users made; yields a Store."""
+def object_store(root, buckets=("mlflow",), host: str = GATEWAY):
+    """moto's S3 server on <host>:<free port> (the pod network's gateway: reached from the pods) with the
+    buckets, the task logs' bucket and the three users made; yields a Store."""
     port = support.free_port()
-    url = f"http://{GATEWAY}:{port}"
-    argv = [str(support.PIPELINE_BIN / "moto_server"), "-H", GATEWAY, "-p", str(port)]
+    url = f"http://{host}:{port}"
+    argv = [str(support.PIPELINE_BIN / "moto_server"), "-H", host, "-p", str(port)]
     resources = [arn for b in buckets for arn in (f"arn:aws:s3:::{b}", f"arn:aws:s3:::{b}/*")]
     users = {"pipeline": {"Version": "2012-10-17",
                           "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": resources}]},
-             "serving": serving_policy()}
+             "serving": serving_policy(), "logs": store_policy(LOGS_POLICY)}
+    made = (*buckets, LOGS_BUCKET)
     # the calls made before enforcement starts: each bucket, then per user: create, policy, key
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(len(buckets) + 3 * len(users))}
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(len(made) + 3 * len(users))}
     with support.daemon(argv, f"{url}/moto-api/", root / "moto.log", env=env):
-        for bucket in buckets:
+        for bucket in made:
             urllib.request.urlopen(urllib.request.Request(f"{url}/{bucket}", method="PUT"), timeout=10)
         keys = {}
         for user, policy in users.items():
@@ -77,7 +90,7 @@ def object_store(root, buckets=("mlflow",)):
             created = _iam(url, "CreateAccessKey", UserName=user)
             keys[user] = tuple(next(e.text for e in created.iter() if e.tag.endswith(name))
                                for name in ("AccessKeyId", "SecretAccessKey"))
-        yield Store(url, keys["pipeline"], keys["serving"])
+        yield Store(url, keys["pipeline"], keys["serving"], keys["logs"])
 
 
 def store_service(namespace: str, port: int) -> list[dict]:

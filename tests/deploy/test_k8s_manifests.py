@@ -28,7 +28,9 @@ CRDS = {
     ("networking.istio.io", "VirtualService"): "istio-crd-virtualservices.json",
     ("security.istio.io", "AuthorizationPolicy"): "istio-crd-authorizationpolicies.json",
     ("security.istio.io", "RequestAuthentication"): "istio-crd-requestauthentications.json",
+    ("operator.knative.dev", "KnativeServing"): "knative-operator-crd-knativeservings.json",
 }
+COMPONENTS = ("istio-auth", "knative/operator", "knative/configmap")  # optional: docs/deploy.md
 ALL = [(path.relative_to(K8S).as_posix(), obj) for path in manifest_files() for obj in objects(path)]
 
 
@@ -61,8 +63,10 @@ def test_a_misspelled_field_is_caught():
 
 def test_the_kustomization_lists_every_object_file_once():
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    component = yaml.safe_load((K8S / "istio-auth" / "kustomization.yaml").read_text())
-    listed = kustomization["resources"] + [f"istio-auth/{r}" for r in component["resources"]]
+    listed = list(kustomization["resources"])
+    for component in COMPONENTS:
+        listed += [f"{component}/{r}" for r in yaml.safe_load((K8S / component / "kustomization.yaml").read_text())[
+            "resources"]]
     assert len(listed) == len(set(listed))
     assert sorted(listed) == sorted(p.relative_to(K8S).as_posix() for p in manifest_files())
     for generator in kustomization["secretGenerator"]:

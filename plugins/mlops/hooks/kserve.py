@@ -1,22 +1,35 @@
 """KServeHook: the serving namespace's objects through the cncf-kubernetes provider's KubernetesHook
 (the KServe SDK cannot live in the Airflow environment): InferenceServices, the Istio VirtualService
-routing to them, and (RawDeployment mode) the predictor Deployment KServe makes. Creates when absent,
-merge-patches otherwise: a model's InferenceService is never deleted and re-created, so its URL and
-traffic survive a deploy (only a RawDeployment canary's own InferenceService is deleted, once judged)."""
+routing to them, and (RawDeployment mode) the predictor Deployment KServe makes.
+
+Writes are server-side applies (PATCH, application/apply-patch+yaml) under one field manager,
+`mlops-ct`: the API server creates the object when absent and otherwise merges what we send, removing
+only the fields we applied before and no longer send. The fields KServe's defaulting webhook sets (the
+`modelFormat` annotation, `automountServiceAccountToken`, the deployment mode's current name) are not
+ours, so an apply keeps them, where a merge patch computed from the live object nulled them on every
+deploy. `force=true`: Kubernetes' documentation asks a controller to force conflicts on the objects it
+manages (https://kubernetes.io/docs/reference/using-api/server-side-apply/#conflicts), and the deploy
+task owns the served model's spec; a field someone else changed by hand (kubectl edit) goes back to
+ours, and is ours again. A model's InferenceService is never deleted and re-created, so its URL and
+traffic survive a deploy (only a RawDeployment canary's own InferenceService is deleted, once judged).
+"""
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 
 from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 from airflow.sdk import BaseHook
 from kubernetes.client.exceptions import ApiException
 
-from mlops.inference_service import merge_patch, predictor_name
+from mlops.inference_service import predictor_name
 
 # kind -> (group, version, plural) of the custom objects this hook writes
 KINDS = {"InferenceService": ("serving.kserve.io", "v1beta1", "inferenceservices"),
          "VirtualService": ("networking.istio.io", "v1", "virtualservices")}
+FIELD_MANAGER = "mlops-ct"
+APPLY_PATCH = "application/apply-patch+yaml"
 
 
 class KServeError(RuntimeError):
@@ -24,8 +37,6 @@ class KServeError(RuntimeError):
 
 
 def _reason(exc: ApiException) -> str:
-    import json
-
     try:
         return json.loads(exc.body).get("message") or exc.reason
     except (TypeError, ValueError):
@@ -74,30 +85,16 @@ class KServeHook(BaseHook):
             if exc.status != 404:
                 raise KServeError(f"cannot delete {kind} {self.namespace}/{name}: {_reason(exc)}") from None
 
-    def apply(self, body: dict) -> tuple[dict, bool]:
-        """Create the object, or merge-patch the live one to match; returns (object, created)."""
+    def apply(self, body: dict, field_manager: str = FIELD_MANAGER) -> tuple[dict, bool]:
+        """Server-side apply `body` (created when absent); returns (the object as stored, created).
+        `body` is the whole intent of `field_manager`: fields it applied before and leaves out now go."""
         kind, name = body["kind"], body["metadata"]["name"]
         group, version, plural = KINDS[kind]
-        current = self.get(name, kind)
-        if current is None:
-            try:
-                return self.api.create_namespaced_custom_object(group, version, self.namespace, plural, body), True
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise KServeError(f"cannot create {kind} {self.namespace}/{name}: {_reason(exc)}") from None
-                current = self.get(name, kind)  # created meanwhile by someone else: converge on it by patching
-                if current is None:
-                    raise KServeError(f"{kind} {self.namespace}/{name}: 409 on create, then not found") from None
-        return self.patch_to(current, body), False
-
-    def patch_to(self, current: dict, desired: dict) -> dict:
-        """Merge-patch `current` so that its labels, annotations and spec equal `desired`'s."""
-        kind, name = current["kind"], current["metadata"]["name"]
-        group, version, plural = KINDS[kind]
-        patch = {"metadata": {key: merge_patch(current["metadata"].get(key) or {}, desired["metadata"].get(key) or {})
-                              for key in ("labels", "annotations")},
-                 "spec": merge_patch(current.get("spec") or {}, desired["spec"])}
         try:
-            return self.api.patch_namespaced_custom_object(group, version, self.namespace, plural, name, patch)
+            # read raw: the client maps only a 200 to the object, and an apply that creates answers 201
+            response = self.api.patch_namespaced_custom_object(
+                group, version, self.namespace, plural, name, body, field_manager=field_manager, force=True,
+                _content_type=APPLY_PATCH, _preload_content=False)
         except ApiException as exc:
-            raise KServeError(f"cannot patch {kind} {self.namespace}/{name}: {_reason(exc)}") from None
+            raise KServeError(f"cannot apply {kind} {self.namespace}/{name}: {_reason(exc)}") from None
+        return json.loads(response.data), response.status == 201

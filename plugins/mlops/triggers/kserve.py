@@ -10,7 +10,7 @@ import time
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from mlops.hooks.kserve import KServeError, KServeHook
-from mlops.inference_service import readiness
+from mlops.inference_service import is_standard, readiness
 
 
 class InferenceServiceReadyTrigger(BaseTrigger):
@@ -44,7 +44,7 @@ class InferenceServiceReadyTrigger(BaseTrigger):
             try:
                 isvc = await asyncio.to_thread(hook.get, self.name)
                 deployment = await asyncio.to_thread(hook.predictor_deployment, self.name) \
-                    if self.mode == "RawDeployment" else None
+                    if is_standard(self.mode) else None
             except KServeError as exc:
                 yield self._event(status="error", message=str(exc))
                 return
