@@ -59,10 +59,18 @@ $(AIRFLOW)/.installed: requirements.txt requirements-dev.txt $(PIPELINE_DIR)/pyp
 
 envs: $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed
 
+# The targets that start the checkout's Docker engine (the image builds, the emulated cluster's pods) stop
+# it when they end, passed, failed or interrupted, with its containers and mounts (else `rm -rf` of the
+# clone fails on them): scripts/dockerd.sh around. KEEP_DOCKERD=1 leaves it running, as does an engine
+# that was running before.
+WITH_ENGINE := scripts/dockerd.sh around
+# What `make test` runs under it (tests/deploy/test_dockerd.py runs the recipe with a stand-in).
+TEST_SUITE := bash scripts/test.sh
+
 # The whole suite (scripts/test.sh): each layer in its own environment, the images built while the
 # pipeline and serving tests run, the Airflow tests that need no image beside the others.
 test: system-deps envs
-	bash scripts/test.sh
+	$(WITH_ENGINE) $(TEST_SUITE)
 
 lint: $(PIPELINE)/.installed
 	$(PIPELINE)/bin/ruff check .
@@ -82,9 +90,10 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus \
 	  prometheus-alertmanager prometheus-pushgateway postgresql chromium nginx-light; }
 
-# The kubernetes target's tests run every pod as a container of the images: built first.
-test-airflow: system-deps $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed images
-	$(AIRFLOW)/bin/python -m pytest tests/airflow -p no:cacheprovider $(PYTEST_ARGS)
+# The kubernetes target's tests run every pod as a container of the images: built first (inside the
+# engine's lifetime, not as a prerequisite, which would start it before `around` looks).
+test-airflow: system-deps $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed
+	$(WITH_ENGINE) bash -c 'scripts/images.sh build && $(AIRFLOW)/bin/python -m pytest tests/airflow -p no:cacheprovider $(PYTEST_ARGS)'
 
 # The README's screenshots: the browser test on a live stack, saving into docs/img/.
 screenshots: system-deps $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)/.installed
@@ -92,11 +101,12 @@ screenshots: system-deps $(PIPELINE)/.installed $(SERVING)/.installed $(AIRFLOW)
 	  -k "backfill_replays or ui_as_a_user"
 
 # The deployment assets (k8s-yaml/, helm-values/, images/, docs/) against the published schemas.
-test-deploy: system-deps $(AIRFLOW)/.installed images
-	$(AIRFLOW)/bin/python -m pytest tests/deploy -p no:cacheprovider $(PYTEST_ARGS)
+test-deploy: system-deps $(AIRFLOW)/.installed
+	$(WITH_ENGINE) bash -c 'scripts/images.sh build && $(AIRFLOW)/bin/python -m pytest tests/deploy -p no:cacheprovider $(PYTEST_ARGS)'
 
 # The four images, plus the test-only storage initializer, with Debian's Docker engine (started under
 # .run/docker); a local Python base is made from Debian's archive where registry bases cannot be pulled.
+# The engine keeps running afterwards, to run the images with (`scripts/dockerd.sh stop` stops it).
 images:
 	scripts/images.sh build
 
@@ -120,8 +130,10 @@ manifests: $(AIRFLOW)/.installed
 configuration-docs: $(AIRFLOW)/.installed
 	$(AIRFLOW)/bin/python scripts/configuration_docs.py
 
-# The cluster's PrometheusRule, from the same rule file the local Prometheus loads.
+# The rule file the local Prometheus loads, from its template and the thresholds in plugins/mlops/settings.py;
+# then the cluster's PrometheusRule, from that same file.
 k8s-rules: $(AIRFLOW)/.installed
+	$(AIRFLOW)/bin/python scripts/alert_rules.py
 	$(AIRFLOW)/bin/python scripts/prometheus_rule.py
 
 compile-pipeline: $(PIPELINE)/.installed

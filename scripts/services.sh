@@ -16,7 +16,12 @@ POSTGRES_PORT=${POSTGRES_PORT:-5433}
 PG_DIR="$RUN_DIR/postgres"
 export PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090} ALERTMANAGER_PORT=${ALERTMANAGER_PORT:-9093}
 export PUSHGATEWAY_PORT=${PUSHGATEWAY_PORT:-9091} AIRFLOW_PORT=${AIRFLOW_PORT:-8080}
+# The local router's port is chosen here only: the deploys read it from mlserving_default (set below) and
+# give each model its servers' ports after it (mlops.local_serving.model_ports).
 export MLOPS_SERVING_PORT=${MLOPS_SERVING_PORT:-8085}
+# MLflow 3's client and server send usage data to MLflow's maintainers unless told not to: nothing of the
+# user's leaves the machine unless they choose so (set it to false to take part).
+export MLFLOW_DISABLE_TELEMETRY=${MLFLOW_DISABLE_TELEMETRY:-true}
 mkdir -p "$RUN_DIR"
 
 running() { [[ -f "$RUN_DIR/$1.pid" ]] && kill -0 "$(cat "$RUN_DIR/$1.pid")" 2>/dev/null; }
@@ -203,14 +208,31 @@ start_airflow() {
   echo "airflow: http://127.0.0.1:$AIRFLOW_PORT"
 }
 
+started_here() {  # pid: its command line names this run folder (every service above is given a path in it)
+  # or is the Airflow components' script: a pid file outlives its process, and the pid may be anyone's by now
+  [[ -r /proc/$1/cmdline ]] && tr '\0' ' ' </proc/"$1"/cmdline 2>/dev/null \
+    | grep -qF -e "$RUN_DIR/" -e "scripts/airflow_components.sh"
+}
+
+alive() {  # pid: running, not a zombie waiting for a parent (or an init that does not reap) to collect it
+  local state
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [[ -n $state && $state != Z ]]
+}
+
 stop_all() {
   local serving="$RUN_DIR"/data/serving
   for pidfile in "$RUN_DIR"/*.pid "$serving"/*/mlserving.pid "$serving"/*/canary/mlserving.pid \
       "$serving"/_router/nginx.pid; do
     [[ -e "$pidfile" ]] || continue
     pid=$(cat "$pidfile")
+    if ! started_here "$pid"; then
+      rm -f "$pidfile"
+      echo "$(basename "$pidfile" .pid): not running (a stale pid file, pid $pid left alone)"
+      continue
+    fi
     kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    for _ in $(seq 30); do alive "$pid" || break; sleep 1; done
     kill -9 -- "-$pid" 2>/dev/null || true  # whatever ignored SIGTERM for 30 s
     rm -f "$pidfile"
     echo "stopped $(basename "$pidfile" .pid)"

@@ -15,6 +15,7 @@ RUN_DIR=${RUN_DIR:-$PWD/.run}
 LOGS="$RUN_DIR/test-logs"
 mkdir -p "$LOGS"
 read -r -a extra <<<"${PYTEST_ARGS:-}"
+export MLFLOW_DISABLE_TELEMETRY=true  # MLflow 3 sends usage data unless told not to (scripts/services.sh)
 failed=()
 # Airflow tests that need no image, longest first, run by the background process: the foreground
 # reaches the Airflow layer only once the images are built, and would otherwise run them alone.
@@ -23,10 +24,8 @@ BESIDE=(tests/airflow/test_live_stack.py tests/airflow/test_canary_rollout.py te
 images=""
 beside=""
 interrupted=""
-# The Docker engine the images build starts (scripts/dockerd.sh) is stopped at the end, unless it was
-# already running: after the suite nothing of the checkout's keeps running.
-docker_was_running=""
-scripts/dockerd.sh status 2>/dev/null && docker_was_running=1
+# The Docker engine the images build starts is stopped by `scripts/dockerd.sh around`, which `make test`
+# runs this script under: after the suite nothing of the checkout's keeps running.
 # Ctrl-C stops the whole run, not only the layer under way. Whatever runs in the background stops too:
 # the image build at once, the live stack's pytest as on Ctrl-C (SIGINT, which Ctrl-C has already sent
 # it), so that it tears down the services it started; the script waits for that.
@@ -36,7 +35,6 @@ cleanup() {
     [[ -n $interrupted ]] || kill -INT "$beside" 2>/dev/null
     wait "$beside" 2>/dev/null
   fi
-  [[ -n $docker_was_running ]] || scripts/dockerd.sh stop >/dev/null 2>&1
   return 0
 }
 trap cleanup EXIT
