@@ -15,7 +15,7 @@ import pandas as pd
 
 def codes(values, classes: list[str]) -> np.ndarray:
     """Class codes of `values`; a value outside `classes` gets len(classes) (a prediction no class names)."""
-    coded = pd.Categorical(np.asarray(values, dtype=object).astype(str), categories=classes).codes.astype(np.int64)
+    coded = pd.Index(classes).get_indexer(np.asarray(values, dtype=object).astype(str)).astype(np.int64)
     return np.where(coded < 0, len(classes), coded)
 
 
