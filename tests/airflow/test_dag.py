@@ -18,22 +18,6 @@ IRIS = "continuous_training_iris"  # datasets/iris.yaml's DAG
 # What the README's screenshots (docs/img/, `make screenshots`) were taken of: the DAG's tasks then.
 SCREENSHOTS_MANIFEST = REPO / "docs" / "img" / "screenshots.json"
 
-EDGES = {
-    ("wait_for_batch", "data.ingest"), ("data.ingest", "data.split"), ("data.split", "detect_degradation"),
-    ("detect_degradation", "decide_retraining"), ("decide_retraining", "no_retraining"),
-    ("decide_retraining", "training.train"), ("training.train", "training.check_decision"),
-    ("training.check_decision", "training.approve_promotion"), ("training.check_decision", "training.keep_champion"),
-    ("training.approve_promotion", "training.register"), ("training.approve_promotion", "training.promotion_rejected"),
-    ("training.register", "deploy"), ("deploy", "roll_back_champion"),
-    ("no_retraining", "report"), ("training.keep_champion", "report"), ("training.promotion_rejected", "report"),
-    ("deploy", "report"), ("roll_back_champion", "report"),
-    # data handed on as XComArgs: train takes detection's run key, register the training's, the approval
-    # shows the decision and the drift
-    ("detect_degradation", "training.train"), ("training.train", "training.register"),
-    ("training.train", "training.approve_promotion"), ("detect_degradation", "training.approve_promotion"),
-}
-
-
 def parse_dags():
     """The DAGs as the DAG processor parses them (for the target and the dataset folder the environment
     names), keyed by DAG id; the DAG file itself must import."""
@@ -58,8 +42,52 @@ def edges(dag) -> set[tuple[str, str]]:
     return {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
 
 
-def test_tasks_and_edges(dag):
-    assert edges(dag) == EDGES
+def downstream(dag, task_id: str) -> set[str]:
+    """Every task a run can reach from this one (not the task itself)."""
+    return set(dag.get_task(task_id).get_flat_relative_ids(upstream=False))
+
+
+def branch_answers(dag) -> dict[str, dict[str, str]]:
+    """What each branch task of the DAG answers, by outcome: its callable called with the DAG's own op_kwargs
+    and a result of each kind (decide_retraining, check_decision), or the approval's options (an answer
+    follows the option's task)."""
+    from mlops.operators.approval import APPROVE, REJECT
+
+    from .test_decisions import HEALTHY, PARAMS, training
+
+    def called(task_id: str, **inputs) -> str:
+        task = dag.get_task(task_id)
+        return task.python_callable(**{**task.op_kwargs, **inputs})
+
+    approve = dag.get_task("training.approve_promotion").options_mapping
+    return {
+        "decide_retraining": {"retrain": called("decide_retraining", detect={"champion": None}, params=PARAMS),
+                              "keep": called("decide_retraining", detect=HEALTHY, params=PARAMS)},
+        "training.check_decision": {"promote": called("training.check_decision", decision=training("promote")),
+                                    "keep": called("training.check_decision", decision=training("reject"))},
+        "training.approve_promotion": {"approve": approve[APPROVE], "reject": approve[REJECT]},
+    }
+
+
+def test_every_branch_of_a_run_reaches_what_it_should_and_ends_in_the_report(dag):
+    """Each answer a branch task can give is one of its own next tasks (Airflow skips the others), none of its
+    next tasks is out of reach of every answer, and each branch leads where the loop says: retraining and an
+    approved promotion to the deploy (and its rollback), every other answer straight to the report."""
+    answers = branch_answers(dag)
+    for branch, by_outcome in answers.items():
+        assert set(by_outcome.values()) == dag.get_task(branch).downstream_task_ids, branch
+    followed = {outcome: {answer} | downstream(dag, answer) for by_outcome in answers.values()
+                for outcome, answer in by_outcome.items()}
+    assert {"training.train", "training.register", "deploy", "roll_back_champion", "report"} <= followed["retrain"]
+    assert {"training.register", "deploy", "roll_back_champion", "report"} <= followed["promote"] & followed["approve"]
+    for outcome in ("keep", "reject"):
+        assert followed[outcome] & {"training.register", "deploy"} == set(), outcome
+        assert "report" in followed[outcome], outcome
+    # Every task but the report leads to it, and it runs after whichever branch ran (the others are skipped).
+    assert all("report" in downstream(dag, t) for t in dag.task_ids if t != "report")
+    assert dag.get_task("report").trigger_rule == "none_failed_min_one_success"
+    # The batch comes first: everything the run does follows from the sensor.
+    assert downstream(dag, "wait_for_batch") == set(dag.task_ids) - {"wait_for_batch"}
     assert dag.schedule == "@daily"
 
 
@@ -144,12 +172,25 @@ def test_the_trigger_form_refuses_what_a_run_cannot_do(dag):
     assert "null" in dag.params.get_param("live_drift_window").schema["type"]
 
 
-def test_retries_back_off_and_alert(dag):
+def test_retries_back_off_and_alert(monkeypatch):
+    """What production gets: the tests' own override ([mlops] task_retries = 0, conftest) removed, every task
+    of the parsed DAG but the sensor retries as the option's default says, backing off; set, the option wins."""
+    import dataclasses
+
     from mlops.notifications.alertmanager import AlertmanagerNotifier
     from mlops.notifications.pushgateway import FailureMetricNotifier
+    from mlops.settings import MlopsSettings
 
+    defaults = {f.name: f.default for f in dataclasses.fields(MlopsSettings)}
+    monkeypatch.delenv("AIRFLOW__MLOPS__TASK_RETRIES", raising=False)
+    monkeypatch.delenv("AIRFLOW__MLOPS__TASK_RETRY_DELAY_SECONDS", raising=False)
+    dag = parse_dag()
     task = dag.get_task("data.ingest")
-    assert task.retries == 0 and task.retry_exponential_backoff  # the tests set [mlops] task_retries = 0
+    assert defaults["task_retries"] > 0  # a transient failure is retried, not a failed run
+    assert {t.retries for t in dag.tasks if t.task_id != "wait_for_batch"} == {defaults["task_retries"]}
+    assert task.retry_delay.total_seconds() == defaults["task_retry_delay_seconds"] and task.retry_exponential_backoff
+    monkeypatch.setenv("AIRFLOW__MLOPS__TASK_RETRIES", "5")
+    assert parse_dag().get_task("data.ingest").retries == 5
     assert {type(n) for n in task.on_failure_callback} == {AlertmanagerNotifier, FailureMetricNotifier}
     [failure_metric] = [n for n in task.on_failure_callback if isinstance(n, FailureMetricNotifier)]
     assert failure_metric.model_name == "iris-classifier"  # the failure goes to the model's Pushgateway group
@@ -202,7 +243,7 @@ def test_each_dataset_file_is_a_dag_with_the_file_s_settings(datasets):
     dags = parse_dags()
     assert set(dags) == {IRIS, "continuous_training_wine"}
     wine, iris = dags["continuous_training_wine"], dags[IRIS]
-    assert edges(wine) == edges(iris) == EDGES  # each carries the whole loop
+    assert edges(wine) == edges(iris)  # each carries the whole loop
     assert wine.schedule == "0 6 * * 1" and wine.description == "Wine cultivars from a chemical analysis."
     assert set(wine.tags) == {"mlops", "continuous-training", "wine-classifier", "wine", "example"}
     assert wine.default_args["owner"] == "ml-team, ana" and iris.default_args["owner"] == "airflow"
@@ -276,7 +317,7 @@ def test_every_dataset_file_the_project_has_is_a_whole_dag(datasets):
     assert set(dags) == {f"continuous_training_{path.stem}" for path in files}
     for dag_id, dag in dags.items():
         assert "invalid-dataset-file" not in dag.tags, (dag_id, dag.description)
-        assert edges(dag) == EDGES, dag_id
+        assert edges(dag) == edges(dags[IRIS]), dag_id  # the example's loop, whatever the file
 
 
 def rendered_options(dag, task_id: str) -> dict:
@@ -332,7 +373,7 @@ def test_a_broken_file_is_a_dag_that_says_why_and_the_others_load(datasets, capl
     caplog.set_level(logging.ERROR)
     dags = parse_dags()  # no import error: the DAG file itself loads
     assert set(dags) == {IRIS, "continuous_training_wine"}
-    assert edges(dags[IRIS]) == EDGES and "continuous-training" in dags[IRIS].tags
+    assert "training.train" in dags[IRIS].task_ids and "continuous-training" in dags[IRIS].tags
     invalid = dags["continuous_training_wine"]
     assert invalid.schedule is None and set(invalid.tags) == {"mlops", "invalid-dataset-file"}
     assert invalid.description == message and message in invalid.doc_md.replace("\n    ", "\n")
@@ -427,7 +468,7 @@ def test_a_sql_or_http_source_is_pulled_before_the_wait_and_files_are_not(datase
     sql = dags["continuous_training_warehouse"]
     pull = sql.get_task("pull_batch")
     # split records what the pull fetched (its whole result, --pull) in the run's manifest: lineage
-    assert edges(sql) == EDGES | {("pull_batch", "wait_for_batch"), ("pull_batch", "data.split")}
+    assert edges(sql) == edges(dags[IRIS]) | {("pull_batch", "wait_for_batch"), ("pull_batch", "data.split")}
     record = sql.get_task("data.split").options["pull"]
     assert (record.operator.task_id, record.key) == ("pull_batch", "return_value")
     assert dags[IRIS].get_task("data.split").options["pull"] is None  # landed files: nothing to record
@@ -436,7 +477,7 @@ def test_a_sql_or_http_source_is_pulled_before_the_wait_and_files_are_not(datase
     http = dags["continuous_training_server"].get_task("pull_batch")
     assert (http.kind, http.endpoint, http.format) == ("http", "/batches/{partition}", "csv")
     assert http.downstream_task_ids == {"wait_for_batch", "data.split"}
-    assert edges(dags[IRIS]) == EDGES and not dags[IRIS].has_task("pull_batch")
+    assert not dags[IRIS].has_task("pull_batch")
 
 
 @pytest.mark.parametrize("target", ["local", "kubernetes"])

@@ -4,6 +4,8 @@ unknown fields rejected) with kubernetes-validate, and checked for what the desi
 
 from __future__ import annotations
 
+import argparse
+
 import kubernetes_validate
 import pytest
 
@@ -18,17 +20,27 @@ from tests.support import EXAMPLE_DATASET
 from .conftest import REPO, kubernetes_target
 
 KUBERNETES_VERSION = "1.33.0"
-STAGES = {"data.ingest", "data.split", "detect_degradation", "training.register", "roll_back_champion"}
+
+
+def parse_iris():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags["continuous_training_iris"]
 
 
 @pytest.fixture
 def kubernetes_dag(monkeypatch):
-    from airflow.dag_processing.dagbag import DagBag
-
     kubernetes_target(monkeypatch)
-    bag = DagBag(dag_folder=str(REPO / "dags"))
-    assert bag.import_errors == {}
-    return bag.dags["continuous_training_iris"]
+    return parse_iris()
+
+
+@pytest.fixture
+def local_stage_tasks(monkeypatch):
+    """The task ids the local target runs as `mlpipeline` subprocesses (StageOperator)."""
+    monkeypatch.setenv("AIRFLOW__MLOPS__TARGET", "local")
+    return {task.task_id for task in parse_iris().tasks if type(task) is StageOperator}
 
 
 def test_the_target_picks_the_operator(monkeypatch):
@@ -46,7 +58,7 @@ def test_the_kubernetes_dag_trains_over_kfp_and_deploys_to_kserve(kubernetes_dag
     assert type(kubernetes_dag.get_task("deploy")) is KServeDeployOperator
 
 
-def test_make_manifests_writes_valid_objects(kubernetes_dag, tmp_path):
+def test_make_manifests_writes_valid_objects(kubernetes_dag, local_stage_tasks, tmp_path):
     import yaml
     from jsonschema import Draft7Validator
 
@@ -54,9 +66,9 @@ def test_make_manifests_writes_valid_objects(kubernetes_dag, tmp_path):
     from tests.reference import crd_schema
 
     written = {path.name: yaml.safe_load(path.read_text()) for path in write(tmp_path, kubernetes_dag)}
-    assert set(written) == {"pod-data-ingest.yaml", "pod-data-split.yaml", "pod-detect_degradation.yaml",
-                            "pod-training-register.yaml", "pod-roll_back_champion.yaml",
-                            "inferenceservice-deploy.yaml", "virtualservice-deploy.yaml"}
+    # a pod per stage the local target runs as a subprocess, and the deploy's two serving objects
+    assert set(written) == {f"pod-{task_id.replace('.', '-')}.yaml" for task_id in local_stage_tasks} | {
+        "inferenceservice-deploy.yaml", "virtualservice-deploy.yaml"}
     isvc = written.pop("inferenceservice-deploy.yaml")
     assert not list(Draft7Validator(crd_schema("kserve-crd-inferenceservices.json", "v1beta1")).iter_errors(isvc))
     route = written.pop("virtualservice-deploy.yaml")
@@ -65,11 +77,24 @@ def test_make_manifests_writes_valid_objects(kubernetes_dag, tmp_path):
         kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
 
 
-def test_every_stage_pod_is_a_valid_pod(kubernetes_dag):
+def test_every_stage_pod_is_a_valid_pod_running_a_command_line_the_cli_accepts(kubernetes_dag, local_stage_tasks):
+    """The same stages on both targets (a task that is a subprocess locally is a pod in the cluster), each pod
+    valid, and each pod's arguments a command line the image's `mlpipeline` parses: a stage it has, with
+    options it knows (its own argparse parser, which refuses anything else)."""
+    from mlpipeline.cli import build_parser
+
     pods = stage_pods(kubernetes_dag)
-    assert set(pods) == STAGES
-    for pod in pods.values():
+    assert set(pods) == local_stage_tasks and pods
+    parser = build_parser()
+    stages = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for task_id, pod in pods.items():
         kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)  # raises on any schema violation
+        stage = pod["spec"]["containers"][0]
+        assert stage["command"] == ["mlpipeline"] and stage["args"][0] in stages, (task_id, stage["args"][:1])
+        try:
+            stages[stage["args"][0]].parse_args(stage["args"][1:])
+        except SystemExit:
+            pytest.fail(f"{task_id}: mlpipeline refuses {stage['args']}")
 
 
 def test_pods_run_the_local_command_line_hardened_on_the_data_volume(kubernetes_dag):
