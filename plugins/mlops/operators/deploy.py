@@ -1,8 +1,9 @@
 """Deploy: the registry's champion behind the target's model server, smoke-tested, restored on failure.
 
-One core for both targets (DeployOperator); a target only supplies its serving backend:
-LocalDeployOperator (the local KServe ModelServer, below) and KServeDeployOperator (an
-InferenceService, mlops.operators.kserve). The steps:
+One core for both targets (DeployOperator); a target only supplies its serving backend, a ServingBackend
+(below: the interface the core calls): LocalDeployOperator (the local KServe ModelServers behind nginx,
+mlops.operators.local_backend) and KServeDeployOperator (an InferenceService, mlops.operators.kserve). The
+steps:
 
 1. the champion from the MLflow registry; if the server already serves it (and is ready), nothing to do;
 2. the backend rolls it out: the local server swaps it in at once; an InferenceService is created or
@@ -38,7 +39,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
@@ -49,10 +50,12 @@ from mlops.hooks.http import ServiceError
 from mlops.hooks.mlflow import MlflowHook
 from mlops.hooks.prometheus import PrometheusHook
 from mlops.hooks.serving import ServingError, ServingHook, ServingUnreachable
-from mlops.hooks.stage import StageFailed, StageHook
 from mlops.links import MlflowModelVersionLink, ServingEndpointLink, result_links
 from mlops.notifications.alerts import canary_inconclusive, canary_rolled_back
 from mlops.operators.deferral import default_deferrable, wait_for
+
+if TYPE_CHECKING:
+    from airflow.triggers.base import BaseTrigger
 
 ROLLBACK_TO, ROLLBACK_REASON, CANARY = "rollback_to_version", "rollback_reason", "canary"
 ROLLBACK_FROM = "rollback_from_version"  # the version that failed: the champion the rollback expects to replace
@@ -62,15 +65,51 @@ class ModelFailed(Exception):
     """The new version cannot serve: restore the previous one and roll the alias back."""
 
 
+@runtime_checkable
+class ServingBackend(Protocol):
+    """What the deploy core asks of a target's model server (the local servers: mlops.operators.local_backend;
+    an InferenceService: mlops.operators.kserve). Each call acts at once or hands back a trigger the task
+    defers on; ModelFailed from any of them means the new version cannot serve (restore, roll the alias back),
+    anything else is the infrastructure's (the task fails and is retried)."""
+
+    mode: str  # how it serves, for the log ("local ModelServer", "Serverless", "RawDeployment")
+    supports_canary: bool  # it can split one model's traffic between two versions (CanaryServingBackend)
+
+    def current(self) -> dict | None:
+        """What is served ({"version", "url", ...}: enough to restore it), None when nothing is."""
+
+    def is_ready(self, current: dict) -> bool:
+        """The served version answers and clients reach it."""
+
+    def roll_out(self, champion: dict) -> str | BaseTrigger:
+        """Serve `champion` (the registry's {"version", "run_id", ...}): the URL to smoke-test, or a trigger
+        whose "ready" event carries it."""
+
+    def restore(self, previous: dict) -> None:
+        """What `current()` returned before, served again, with all the traffic."""
+
+
+@runtime_checkable
+class CanaryServingBackend(ServingBackend, Protocol):
+    """A backend with `supports_canary`: the new version beside the served one on a share of the traffic."""
+
+    def start_canary(self, champion: dict, percent: int) -> BaseTrigger | None:
+        """The new version beside the served one. None: it already serves `percent` of the requests; a
+        trigger: once its "ready" event comes, `share(percent)` gives it its share."""
+
+    def share(self, percent: int) -> None:
+        """After start_canary's trigger: the ready canary gets `percent` of the requests."""
+
+    def promote(self, champion: dict) -> str | BaseTrigger:
+        """The canary's version takes all the traffic (as roll_out: a URL or a trigger)."""
+
+    def promoted(self) -> None:
+        """After a promotion waited on: what only the canary needed is removed."""
+
+
 class DeployOperator(BaseOperator):
-    """The core; subclasses give `_backend()`: an object with
-    `current() -> dict | None` (what is served: {"version", ...}, enough to restore it),
-    `is_ready(current) -> bool`, `roll_out(champion) -> str | BaseTrigger` (the URL to smoke-test, or a
-    trigger to wait on whose "ready" event carries the URL), `restore(previous)`, `mode` and
-    `supports_canary`; a backend that can split traffic also has `start_canary(champion, percent) -> None |
-    BaseTrigger` (None: it serves its share already; after a trigger's "ready", `share(percent)` gives it
-    its share), `promote(champion) -> str | BaseTrigger` (as roll_out) and, after a promotion waited
-    on, `promoted()`."""
+    """The core; subclasses give `_backend()`: a ServingBackend, a CanaryServingBackend when it can split
+    traffic (`supports_canary`)."""
 
     template_fields: Sequence[str] = ("model_name", "canary_percent", "canary_minutes", "canary_inconclusive")
     ui_color = "#fdf1e6"
@@ -95,7 +134,7 @@ class DeployOperator(BaseOperator):
         self.alertmanager_conn_id = alertmanager_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
 
-    def _backend(self):
+    def _backend(self) -> ServingBackend:
         raise NotImplementedError
 
     def _serving(self, url: str) -> ServingHook:
@@ -287,118 +326,17 @@ class DeployOperator(BaseOperator):
         self._restore(context, backend, version, previous, f"deploy of v{version} failed: {reason}")
         raise AirflowFailException(f"deploy of {self.model_name} v{version} failed: {reason}")
 
-class LocalServingBackend:
-    """The local target: Debian's nginx (mlops.local_router) on the mlserving connection's port, in front
-    of every model's stable model server and, during a canary, its canary server (each model's two ports
-    from mlops.local_serving.model_ports). A version is fetched with the pipeline's `fetch-model` stage and
-    a server's `current` link pointed at it; a straight swap hot-swaps the stable server; a canary is a
-    second server given a share of the model's traffic at the router, and its promotion hot-swaps the
-    stable server to its version before the canary's share goes back to it, so no request finds no server.
-    Other models' servers and routes are not touched."""
-
-    mode = "local ModelServer"
-    supports_canary = True
-
-    def __init__(self, model_name: str, mlflow_conn_id: str, mlserving_conn_id: str, regression: bool = False):
-        from mlops.local_router import LocalRouter
-        from mlops.local_serving import ROUTER_FOLDER, LocalModelServer, model_ports
-        from mlops.settings import mlops_settings
-        from mlops.volume import data_root
-
-        self.model_name, self.regression = model_name, regression
-        self.stages = StageHook.local(mlflow_conn_id)
-        self.mlflow = MlflowHook(mlflow_conn_id)
-        self.public = ServingHook(model_name, mlserving_conn_id)
-        port, serving = self.public.connection.port or 8085, data_root() / "serving"
-        mlserving, (stable_port, canary_port) = mlops_settings().mlserving, model_ports(serving, model_name, port)
-        self.folder = serving / model_name
-        self.stable = LocalModelServer(mlserving, self.folder, model_name, stable_port)
-        self.canary = LocalModelServer(mlserving, self.folder / "canary", model_name, canary_port)
-        self.router = LocalRouter(serving / ROUTER_FOLDER, port)
-
-    def current(self) -> dict | None:
-        version = self.stable.serving.served_version()
-        return {"version": version, "url": self.public.base_url} if version else None
-
-    def is_ready(self, current: dict) -> bool:
-        # the stable server answered; clients reach it through the router, which must route to it
-        return self.router.pid() is not None and self.model_name in self.router.routes()
-
-    def _fetch(self, version: str) -> Path:
-        """The version's files in `v<version>/`: over MLflow's artifact proxy when the server has one (no
-        MLflow process to start, ~1.5 s of imports), else with the pipeline's fetch-model stage."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if (fetched := self.mlflow.download_version(self.model_name, version, self.folder / f"v{version}")):
-            return fetched
-        try:
-            fetched = self.stages.run("fetch-model", {"model_name": self.model_name, "version": version,
-                                                      "into": self.folder})
-        except StageFailed as exc:
-            raise RuntimeError(str(exc)) from None
-        return Path(fetched["model_dir"])
-
-    def _serve(self, server, model_dir: Path) -> None:
-        """Point a server at a version and swap it in (or start it). ModelFailed: the server refused it."""
-        server.folder.mkdir(parents=True, exist_ok=True)
-        server.point_at(model_dir)
-        try:
-            if server.serving.is_live():
-                server.serving.load()
-            else:
-                server.start()
-        except ServingUnreachable:
-            raise
-        except ServingError as exc:
-            raise ModelFailed(str(exc)) from None
-
-    def _route_to_stable(self) -> None:
-        self.router.route(self.model_name, {self.stable.address: 100})
-        self.canary.stop()
-
-    def roll_out(self, champion: dict) -> str:
-        """A straight swap. Raises ModelFailed when the server refuses the version; anything else is the
-        infrastructure's."""
-        self._serve(self.stable, self._fetch(champion["version"]))
-        self._route_to_stable()  # an interrupted canary's share, if any, goes back
-        return self.public.base_url
-
-    def start_canary(self, champion: dict, percent: int) -> None:
-        """The canary server on the new version, smoke-tested on its own port before the router gives it
-        `percent` of the requests. ModelFailed: it did not load or answer (it never got a request)."""
-        model_dir = self._fetch(champion["version"])
-        self.canary.stop()
-        try:
-            self._serve(self.canary, model_dir)
-            self.canary.serving.smoke_test(champion["version"], regression=self.regression)
-        except (ModelFailed, ServingError) as exc:
-            self.canary.stop()
-            raise ModelFailed(str(exc)) from None
-        self.router.route(self.model_name, {self.stable.address: 100 - percent, self.canary.address: percent})
-
-    def promote(self, champion: dict) -> str:
-        self._serve(self.stable, self.stable.version_dir(champion["version"]))
-        self._route_to_stable()
-        return self.public.base_url
-
-    def restore(self, previous: dict) -> None:
-        try:
-            before = self.stable.version_dir(previous["version"])
-            if self.stable.serving.served_version() != previous["version"]:
-                self._serve(self.stable, before)
-            else:  # it refused the new version and serves on: its link names what it serves again
-                self.stable.point_at(before)
-            if self.router.pid() is not None or self.canary.pid_file.exists():
-                self._route_to_stable()
-        except (ServiceError, ModelFailed) as exc:
-            raise RuntimeError(f"restoring v{previous['version']} failed too: {exc}") from None
-
-
 class LocalDeployOperator(DeployOperator):
+    """The local target: the core with the local model servers behind the one router
+    (mlops.operators.local_backend)."""
+
     def __init__(self, *, mlserving_conn_id: str = ServingHook.default_conn_name, **kwargs):
         super().__init__(**kwargs)
         self.mlserving_conn_id = mlserving_conn_id
 
-    def _backend(self) -> LocalServingBackend:
+    def _backend(self) -> CanaryServingBackend:
+        from mlops.operators.local_backend import LocalServingBackend  # imports the supervisor: not at parse
+
         return LocalServingBackend(self.model_name, self.mlflow_conn_id, self.mlserving_conn_id, self.regression)
 
     def _serving(self, url: str) -> ServingHook:

@@ -269,3 +269,99 @@ def test_a_canary_without_traffic_keeps_the_offline_verdict_or_rolls_back_as_tol
     assert (xcoms[ROLLBACK_TO], xcoms[ROLLBACK_FROM]) == ("2", "1") and served() == "2"
     assert MlflowHook().model_version_tags(model, "1")["canary.verdict"] == "rollback"
     assert alerts("CanaryInconclusive", "rolled") == [] and len(alerts("CanaryRolledBack", "rolled")) == 1
+
+
+# -- the backends' interface, and the local supervisor's pid files ------------------------------------------
+def _conforms(backend, protocol) -> list[str]:
+    """What `backend` lacks of `protocol`: a member, or a method that cannot be called as the core calls it
+    (the protocol's own parameters, bound to the backend's signature)."""
+    import inspect
+    import typing
+
+    # typing.get_protocol_members is Python 3.13's: the members are what the protocol classes declare
+    declared = [base for base in protocol.__mro__ if base not in (typing.Protocol, typing.Generic, object)]
+    members = {name for base in declared for name in [*vars(base), *base.__dict__.get("__annotations__", {})]
+               if not name.startswith("_")}
+    lacking = []
+    for name in sorted(members):
+        if not hasattr(backend, name):
+            lacking.append(name)
+            continue
+        wanted = getattr(protocol, name, None)
+        if callable(wanted):
+            params = [p for p in inspect.signature(wanted).parameters.values() if p.name != "self"]
+            try:
+                inspect.signature(getattr(backend, name)).bind(*(object() for _ in params))
+            except TypeError as exc:
+                lacking.append(f"{name}: {exc}")
+    return lacking
+
+
+def test_both_targets_backends_are_what_the_core_calls(local_target, monkeypatch):
+    """The deploy core calls its backend only through the ServingBackend protocols: the local servers and an
+    InferenceService each have every member, callable as the core calls it."""
+    from mlops.hooks.mlflow import MlflowHook
+    from mlops.operators.deploy import CanaryServingBackend
+    from mlops.operators.kserve import KServeServingBackend
+    from mlops.operators.local_backend import LocalServingBackend
+
+    from ..conftest import cluster_settings
+
+    connect(monkeypatch, mlflow_default="http://127.0.0.1:9", mlserving_default="http://127.0.0.1:18085")
+    local = LocalServingBackend(MODEL, "mlflow_default", "mlserving_default")
+    kserve = KServeServingBackend(MODEL, cluster_settings(), MlflowHook("mlflow_default"))
+    for backend in (local, kserve):
+        assert isinstance(backend, CanaryServingBackend) and _conforms(backend, CanaryServingBackend) == [], backend
+    assert local.stable.port == 18086 and local.canary.port == 18087  # the models' ports follow the router's
+
+
+def test_the_local_backend_needs_the_router_port_from_its_connection(local_target, monkeypatch):
+    """The port is chosen in one place (scripts/services.sh sets the connection): a connection without one is
+    named, not replaced by a port of the code's own."""
+    from mlops.hooks.http import ServiceError
+    from mlops.operators.local_backend import LocalServingBackend
+
+    connect(monkeypatch, mlflow_default="http://127.0.0.1:9", mlserving_default="http://127.0.0.1")
+    with pytest.raises(ServiceError, match="the mlserving_default connection names no port"):
+        LocalServingBackend(MODEL, "mlflow_default", "mlserving_default")
+    assert not (local_target / "serving" / "ports.json").exists()  # no port given out
+
+
+def _stand_in_server(tmp_path, server, port: int):
+    """A process whose command line is the one the supervisor starts the model server with (`mlserving`, a
+    script, run with the folder's link and a port); it only sleeps."""
+    import subprocess
+
+    server.mlserving.write_text("#!/bin/sh\nsleep 60\n")
+    server.mlserving.chmod(0o755)
+    return subprocess.Popen([str(server.mlserving), "--model-dir", str(server.link), "--model-name", MODEL,
+                             "--http-port", str(port)], start_new_session=True)
+
+
+def test_a_pid_file_naming_another_process_is_not_signalled(tmp_path):
+    """The pid file outlives its server, and its pid may be anyone's by then: stop signals only this folder's
+    own model server and drops a stale pid file."""
+    import subprocess
+
+    from mlops.operators.local_backend import SupervisedModelServer
+
+    folder = tmp_path / "serving" / MODEL
+    folder.mkdir(parents=True)
+    server = SupervisedModelServer(tmp_path / "mlserving", folder, MODEL, 18086)
+    unrelated = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    elsewhere = _stand_in_server(tmp_path, server, 18090)  # a model server, but on another port: not this one
+    ours = None
+    try:
+        for other in (unrelated, elsewhere):
+            server.pid_file.write_text(str(other.pid))
+            server.stop(wait=5)
+            assert other.poll() is None and not server.pid_file.exists()
+        ours = _stand_in_server(tmp_path, server, 18086)
+        server.pid_file.write_text(str(ours.pid))
+        server.stop(wait=5)
+        assert ours.wait(timeout=5) is not None and not server.pid_file.exists()  # its own server is stopped
+    finally:
+        for process in (unrelated, elsewhere, ours):
+            if process is not None:
+                process.kill()
+                process.wait()
