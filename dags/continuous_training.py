@@ -91,7 +91,7 @@ from mlops.operators.deploy import ROLLBACK_FROM, ROLLBACK_REASON, ROLLBACK_TO
 from mlops.operators.invalid_dataset import InvalidDatasetFileOperator
 from mlops.operators.report import ReportOperator
 from mlops.sensors.partition import PartitionSensor
-from mlops.settings import MlopsSettings, SettingsError, mlops_settings
+from mlops.settings import DRIFT_LIMIT, MlopsSettings, SettingsError, mlops_settings
 from mlops.tasks import deploy_task, stage_task, training_task
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def continuous_training_dag(entry: DatasetFile, settings: MlopsSettings) -> DAG:
                                       description=f"Retrain when the champion's {dataset.metric} on the fresh batch "
                                                   f"is {below} this (the dataset file's metric.{dataset.metric_bound}: "
                                                   f"{dataset.metric_threshold})."),
-            "drift_limit": Param(0.5, schema=FRACTION,
+            "drift_limit": Param(DRIFT_LIMIT, schema=FRACTION,
                                  description="Retrain when more than this share of features has drifted."),
             "force_retrain": Param(False, schema=FLAG, description="Retrain whatever detection says."),
             # null allowed: an empty field means off, and the form marks a Param without "null" as required

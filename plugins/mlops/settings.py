@@ -33,6 +33,25 @@ TARGETS = ("local", "kubernetes")
 REQUIRED = object()  # a fact with no default: its value comes from k8s-yaml/cluster.env
 
 
+# The alert rules' thresholds, each defined once: monitoring/alerts.yml is rendered from
+# monitoring/alerts.template.yml with alert_thresholds() (scripts/alert_rules.py, `make k8s-rules`).
+DRIFT_LIMIT = 0.5  # the drifted-feature share past which a model is retrained (the DAG's drift_limit Param
+#                    default) and FeatureDriftHigh / LiveTrafficDrift fire
+# KServe's deployment modes by their v0.20 names (pkg/constants), and the names before v0.20, which its
+# defaulting webhook rewrites to them: both are accepted, the current one is what an InferenceService says.
+DEPLOYMENT_MODES = {"Knative": "Knative", "Standard": "Standard", "Serverless": "Knative", "RawDeployment": "Standard"}
+SERVING_ALERT_ERROR_RATIO = 0.05  # a model's share of server errors over 5 minutes that pages (a canary is
+#                                   held to a stricter [mlops] canary_max_error_ratio: it has a stable beside it)
+
+
+def alert_thresholds() -> dict[str, float]:
+    """The values of monitoring/alerts.template.yml's placeholders."""
+    p99_ms = {f.name: f.default for f in dataclasses.fields(MlopsSettings)}["canary_max_p99_ms"]
+    return {"drift_limit": DRIFT_LIMIT, "serving_error_ratio": SERVING_ALERT_ERROR_RATIO,
+            # the stable server is held to the latency budget a canary is judged by
+            "serving_p99_seconds": p99_ms / 1000}
+
+
 class SettingsError(ValueError):
     """A setting is missing or has a value the platform cannot use."""
 
@@ -189,8 +208,9 @@ class KubernetesSettings:
     serving_requests: dict = option({"cpu": "500m", "memory": "512Mi"}, "the predictor's resource requests (JSON)")
     serving_limits: dict = option({"cpu": "1", "memory": "1Gi"}, "and limits (JSON)")
     serving_min_replicas: int = option(1, "the predictor's minimum replicas")
-    serving_deployment_mode: str = option("Serverless", "KServe's deployment mode: `Serverless` (Knative) or "
-                                                        "`RawDeployment` (a Deployment and a Service)")
+    serving_deployment_mode: str = option("Knative", "KServe's deployment mode: `Knative` or `Standard` (a "
+                                                     "Deployment and a Service); KServe's older names "
+                                                     "`Serverless` and `RawDeployment` mean the same")
     inference_host: str = option("inference.mlops.example.com", "the shared inference host on the Istio gateway; "
                                                                 "each model gets a VirtualService there (empty: "
                                                                 "no route)")
@@ -212,9 +232,9 @@ class KubernetesSettings:
             raise SettingsError(f"[mlops_kubernetes] has no {', '.join(missing)}: these facts about the cluster come "
                                 "from k8s-yaml/cluster.env (the mlops-cluster ConfigMap, read by the Airflow pods as "
                                 f"env, e.g. {env_name('mlops_kubernetes', missing[0])})")
-        if self.serving_deployment_mode not in ("Serverless", "RawDeployment"):
-            raise SettingsError("[mlops_kubernetes] serving_deployment_mode must be Serverless or RawDeployment, "
-                                f"got {self.serving_deployment_mode!r}")
+        if self.serving_deployment_mode not in DEPLOYMENT_MODES:
+            raise SettingsError("[mlops_kubernetes] serving_deployment_mode must be Knative or Standard (or their "
+                                f"older names Serverless, RawDeployment), got {self.serving_deployment_mode!r}")
 
 
 SECTIONS = {"mlops": MlopsSettings, "mlops_kubernetes": KubernetesSettings}
@@ -223,11 +243,13 @@ SECTIONS = {"mlops": MlopsSettings, "mlops_kubernetes": KubernetesSettings}
 CONNECTIONS = {
     "mlops_data": ("fs", "the data volume as the Airflow workers and the triggerer see it: extra `path` "
                          "(the batch sensor, and the local target's stages)"),
-    "mlflow_default": ("http", "the MLflow tracking server: host (and port); login and password = an MLflow "
-                               "user, sent as HTTP Basic (`MLFLOW_TRACKING_USERNAME`/`_PASSWORD` for the local "
-                               "stages; locally the pipeline's own user, not an admin, made at MLflow's first "
-                               "start), or a password alone = "
-                               "a bearer token (`MLFLOW_TRACKING_TOKEN`)"),
+    "mlflow_default": ("http", "the MLflow tracking server, reached with MLflow's own client: host (and port); "
+                               "login and password = an MLflow user, sent as HTTP Basic "
+                               "(`MLFLOW_TRACKING_USERNAME`/`_PASSWORD` for the local stages; locally the "
+                               "pipeline's own user, not an admin, made at MLflow's first start), or a password "
+                               "alone = a bearer token (`MLFLOW_TRACKING_TOKEN`); extras `insecure_tls`, "
+                               "`server_cert_path`, `client_cert_path`; retries are MLflow's "
+                               "(`MLFLOW_HTTP_REQUEST_*` in the workers' environment). Type `http` or `mlflow`"),
     "mlserving_default": ("http", "local target: where clients reach every model (host and port, "
                                   "`/v2/models/<model_name>/`): the router (nginx) listens there; each model's "
                                   "stable and canary server get two ports of their own, the next ones of the plan "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from .conftest import REPO
 
 MONITORING = REPO / "monitoring"
@@ -31,6 +33,46 @@ def test_a_broken_expectation_is_caught(tmp_path):
     result = subprocess.run(["promtool", "test", "rules", "alerts_test.yml"], cwd=tmp_path, capture_output=True,
                             text=True)
     assert result.returncode != 0 and "FreshScorePastThreshold" in result.stdout + result.stderr
+
+
+def test_the_rule_file_is_rendered_from_its_template_and_the_settings():
+    from scripts.alert_rules import render
+
+    assert (MONITORING / "alerts.yml").read_text() == render(), "monitoring/alerts.yml is stale: make k8s-rules"
+    with pytest.raises(ValueError, match="placeholders .* but thresholds"):  # a threshold the template lacks
+        render({"drift_limit": 0.5})
+
+
+def _drift_fires(tmp_path, thresholds: dict, share: float) -> bool:
+    """Whether FeatureDriftHigh fires on a batch with this drifted share, under rules rendered with these
+    thresholds (promtool evaluates the rules)."""
+    import yaml
+
+    from scripts.alert_rules import render
+
+    (tmp_path / "alerts.yml").write_text(render(thresholds))
+    case = {"rule_files": ["alerts.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": [{"series": 'mlops_drift_share{model="m"}', "values": f"{share}x3"}],
+        "alert_rule_test": [{"eval_time": "2m", "alertname": "FeatureDriftHigh", "exp_alerts": [{
+            "exp_labels": {"model": "m", "severity": "warning"},
+            "exp_annotations": {"summary": f"{share * 100:g}% of features drifted for m"}}]}]}]}
+    (tmp_path / "case.yml").write_text(yaml.safe_dump(case))
+    result = subprocess.run(["promtool", "test", "rules", "case.yml"], cwd=tmp_path, capture_output=True, text=True)
+    return result.returncode == 0
+
+
+def test_an_alert_fires_where_the_dag_retrains_and_moves_with_the_setting(tmp_path):
+    """The drift alerts draw the line the DAG's default drift_limit draws: a share past it fires, one below it
+    does not; the threshold in settings moved, the rule moves with it."""
+    from mlops.settings import alert_thresholds
+
+    from .test_dag import parse_dag
+
+    thresholds = alert_thresholds()
+    limit = parse_dag().params.get_param("drift_limit").value
+    assert thresholds["drift_limit"] == limit, "the DAG's drift_limit default is not the alerts' (settings.DRIFT_LIMIT)"
+    assert _drift_fires(tmp_path, thresholds, limit + 0.1) and not _drift_fires(tmp_path, thresholds, limit - 0.1)
+    assert _drift_fires(tmp_path, {**thresholds, "drift_limit": limit - 0.2}, limit - 0.1)
 
 
 def test_prometheus_config_is_valid(tmp_path):
