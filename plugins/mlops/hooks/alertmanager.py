@@ -12,7 +12,10 @@ from mlops.hooks.http import HttpServiceHook
 class AlertmanagerHook(HttpServiceHook):
     conn_name_attr = "alertmanager_conn_id"
     default_conn_name = "alertmanager_default"
+    conn_type = "alertmanager"
     hook_name = "Alertmanager"
+    test_path = "/api/v2/status"  # Alertmanager's API v2 (api/v2/openapi.yaml): its cluster and config status
+    host_placeholder = "http://alertmanager:9093"
 
     def post_alerts(self, alerts: list[dict]) -> None:
         self.json("POST", "/api/v2/alerts", body=alerts)

@@ -10,6 +10,14 @@ Retry policy, tenacity's (as the cncf-kubernetes triggers use it): connection er
 are retried `retries` times in all, waiting `backoff_seconds` doubled each time, then raise the hook's
 error naming the system and the last failure; every other answer, 4xx included, goes back to the
 caller, which knows what it means.
+
+In Airflow's UI, as a provider's hook: `test_connection()` is what the connection page's Test button and
+`airflow connections test` call (airflow/models/connection.py builds the hook with its `conn_name_attr`
+keyword and calls it), one read-only request that needs the service up and the connection's credentials;
+`connection_type()` is the hook's entry of a provider's `connection-types` (the connection form's labels,
+placeholders and extra fields). Airflow 3.2 made that entry declarative, as apache-airflow-providers-http
+declares HttpHook's: airflow/providers_manager.py warns that the hook methods get_ui_field_behaviour and
+get_connection_form_widgets (wtforms fields, which this environment does not have) are deprecated.
 """
 
 from __future__ import annotations
@@ -55,11 +63,20 @@ class HttpServiceHook(BaseHook):
     hook_name = "HTTP service"
     error_class: type[ServiceError] = ServiceError  # what failures raise
     unreachable_class: type[ServiceError] | None = None  # what "no answer" raises; default error_class
+    # Airflow's connection test and form (module docstring); a hook sets its own.
+    test_path = "/"  # a read-only request answered 200 when the service is up and the credentials are right
+    host_placeholder = "http://service:port"
+    extra_fields: dict[str, tuple[str, str, dict]] = {}  # the `extra` keys the hook reads: label, description, schema
 
     def __init__(self, conn_id: str | None = None, *, base_url: str | None = None, token: str | None = None,
-                 retries: int = 3, backoff_seconds: float = 1.0, timeout_seconds: float = 30.0):
+                 retries: int = 3, backoff_seconds: float = 1.0, timeout_seconds: float = 30.0, **named):
+        """`conn_id`, or the same under the hook's `conn_name_attr` keyword (`alertmanager_conn_id=...`), as
+        Airflow passes it when it builds a hook for a connection."""
         super().__init__()
-        self.conn_id = conn_id or self.default_conn_name
+        by_name = named.pop(self.conn_name_attr, None) if self.conn_name_attr != "conn_id" else None
+        if named:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword arguments {sorted(named)}")
+        self.conn_id = conn_id or by_name or self.default_conn_name
         self._base_url, self._token = base_url, token
         self.retries, self.backoff_seconds, self.timeout_seconds = retries, backoff_seconds, timeout_seconds
 
@@ -108,6 +125,38 @@ class HttpServiceHook(BaseHook):
             pair = base64.b64encode(f"{login}:{token or ''}".encode()).decode()
             return {"Authorization": f"Basic {pair}"}
         return {"Authorization": f"Bearer {token}"} if token else {}
+
+    # -- Airflow's connection test and form ---------------------------------------------------------------
+    def test_connection(self) -> tuple[bool, str]:
+        """One attempt at `test_path` (no retries: the person pressing Test waits): (True, what answered), or
+        (False, why not), as Airflow's hooks answer."""
+        try:
+            response = self.request("GET", self.test_path, attempts=1, timeout=10)
+        except ServiceError as exc:  # no answer, a 5xx, or no such connection
+            return False, str(exc)
+        if response.status_code != 200:
+            return False, (f"{self.hook_name} at {self.base_url} answered GET {self.test_path} with HTTP "
+                           f"{response.status_code}: {error_message(response)}")
+        return True, f"{self.hook_name} at {self.base_url} answered GET {self.test_path}"
+
+    @classmethod
+    def connection_type(cls) -> dict:
+        """This hook's entry of a provider's `connection-types` (Airflow's provider.yaml.schema.json): the
+        form's fields as this hook reads them (the URL, or a host with the scheme and port fields; a user and
+        password as HTTP Basic, a password alone as a bearer token) and the extra fields it reads."""
+        return {
+            "connection-type": cls.conn_type,
+            "hook-class-name": f"{cls.__module__}.{cls.__qualname__}",
+            "hook-name": cls.hook_name,
+            "ui-field-behaviour": {
+                "hidden-fields": [] if cls.extra_fields else ["extra"],
+                "relabeling": {"host": "URL or host", "schema": "Scheme", "login": "User (HTTP Basic)",
+                               "password": "Password (with a user) or bearer token"},
+                "placeholders": {"host": cls.host_placeholder, "schema": "http, when the host has no scheme"},
+            },
+            "conn-fields": {name: {"label": label, "description": description, "schema": schema}
+                            for name, (label, description, schema) in cls.extra_fields.items()},
+        }
 
     # -- requests ------------------------------------------------------------------------------------------
     def _policy(self, retrying, attempts: int | None):

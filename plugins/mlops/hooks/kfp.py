@@ -43,8 +43,17 @@ def load_pipeline_package(path: str | Path) -> dict:
 class KfpHook(HttpServiceHook):
     conn_name_attr = "kfp_conn_id"
     default_conn_name = "kfp_default"
+    conn_type = "kfp"
     hook_name = "KFP API"
     error_class = KfpError
+    test_path = f"{API}/healthz"  # the v2beta1 API's health (HealthzService: GET /apis/v2beta1/healthz)
+    host_placeholder = "http://ml-pipeline.kubeflow:8888"
+    extra_fields = {
+        "namespace": ("Namespace", "the profile namespace of a multi-user installation", {"type": ["string", "null"]}),
+        "ui_url": ("UI URL", "the KFP UI as users' browsers reach it, for task links", {"type": ["string", "null"]}),
+        "token_path": ("Token file", "a projected service-account token, re-read on every request (it rotates)",
+                       {"type": ["string", "null"]}),
+    }
 
     def __init__(self, kfp_conn_id: str | None = None, *, host: str | None = None, token: str | None = None,
                  token_path: str | None = None, namespace: str | None = None, ui_url: str | None = None, **kwargs):

@@ -18,7 +18,10 @@ log = logging.getLogger(__name__)
 class PrometheusHook(HttpServiceHook):
     conn_name_attr = "prometheus_conn_id"
     default_conn_name = "prometheus_default"
+    conn_type = "prometheus"
     hook_name = "Prometheus"
+    test_path = "/api/v1/status/buildinfo"  # Prometheus's HTTP API (docs/querying/api.md), as `query` reads it
+    host_placeholder = "http://prometheus:9090"
 
     def query(self, promql: str) -> list[dict]:
         """An instant query's result vector ({"metric": {...}, "value": [t, "v"]} each)."""

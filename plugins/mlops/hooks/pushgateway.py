@@ -14,7 +14,10 @@ JOB = "continuous_training"
 class PushgatewayHook(HttpServiceHook):
     conn_name_attr = "pushgateway_conn_id"
     default_conn_name = "pushgateway_default"
+    conn_type = "pushgateway"
     hook_name = "Pushgateway"
+    test_path = "/api/v1/status"  # the Pushgateway's API v1 (its README: "API")
+    host_placeholder = "http://pushgateway:9091"
 
     def push(self, model: str, gauges: dict[str, tuple[str, float | None]], *, replace: bool) -> None:
         """gauges: name -> (help, value), None values left out. replace: the group becomes exactly these

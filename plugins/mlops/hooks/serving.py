@@ -25,12 +25,17 @@ class ServingUnreachable(ServingError):
 class ServingHook(HttpServiceHook):
     conn_name_attr = "mlserving_conn_id"
     default_conn_name = "mlserving_default"
+    conn_type = "mlserving"
     hook_name = "model server"
     error_class = ServingError
     unreachable_class = ServingUnreachable
+    # The Open Inference Protocol's server liveness (KServe's model server; the local router answers it too)
+    test_path = "/v2/health/live"
+    host_placeholder = "http://127.0.0.1:8085 (the local router)"
 
-    def __init__(self, model_name: str, mlserving_conn_id: str | None = None, *,
+    def __init__(self, model_name: str = "", mlserving_conn_id: str | None = None, *,
                  repository_token: Callable[[], str] | None = None, **kwargs):
+        """`model_name`: the model the calls are about (none for a connection test, which asks the server)."""
         super().__init__(mlserving_conn_id, **kwargs)
         self.model_name = model_name
         # Sent with a model load only, never with inference calls: the server refuses loads without it.

@@ -28,3 +28,8 @@ def test_posted_alerts_are_active(monitoring):
 def test_an_alert_alertmanager_refuses_is_an_error_with_its_reason(monitoring):
     with pytest.raises(ServiceError, match="Alertmanager refused POST /api/v2/alerts: HTTP 400"):
         AlertmanagerHook().post_alerts([{"labels": {}}])  # an alert without labels
+
+
+def test_the_connection_test_asks_alertmanager_s_api(monitoring):
+    ok, message = AlertmanagerHook(alertmanager_conn_id="alertmanager_default").test_connection()
+    assert ok and message == f"Alertmanager at {monitoring['alertmanager']} answered GET /api/v2/status"

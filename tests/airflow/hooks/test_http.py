@@ -113,3 +113,83 @@ def test_a_missing_connection_says_how_to_define_it(monkeypatch):
     with pytest.raises(ServiceError, match="the service: Airflow connection 'service_default' is not defined .*"
                                            "AIRFLOW_CONN_SERVICE_DEFAULT="):
         assert Service().base_url
+
+
+# -- Airflow's connection test and form -----------------------------------------------------------------------
+def hook_classes():
+    from mlops.hooks.alertmanager import AlertmanagerHook
+    from mlops.hooks.kfp import KfpHook
+    from mlops.hooks.prometheus import PrometheusHook
+    from mlops.hooks.pushgateway import PushgatewayHook
+    from mlops.hooks.serving import ServingHook
+
+    return [AlertmanagerHook, KfpHook, PrometheusHook, PushgatewayHook, ServingHook]
+
+
+def as_airflow_builds_it(hook_class, conn_id: str):
+    """The hook the UI's Test button uses: airflow/models/connection.py's get_hook calls the class with the
+    connection's id under the hook's conn_name_attr, and nothing else."""
+    return hook_class(**{hook_class.conn_name_attr: conn_id})
+
+
+def test_airflow_can_build_each_hook_for_a_connection_and_test_it(monkeypatch):
+    """Each hook takes its connection under its own keyword and asks its service's own read-only path once."""
+    for hook_class in hook_classes():
+        with Scripted((200, {})) as server:
+            connect(monkeypatch, some_service=server.url)
+            ok, message = as_airflow_builds_it(hook_class, "some_service").test_connection()
+            assert ok and server.url in message, (hook_class, message)
+            assert [(r["method"], r["path"]) for r in server.requests] == [("GET", hook_class.test_path)]
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['kfp_conn_id'\\]"):
+        Service(kfp_conn_id="x")  # another hook's keyword is no connection of this one
+
+
+def test_a_connection_test_that_fails_says_why_after_one_attempt(monkeypatch):
+    with Scripted((401, {"message": "Unauthenticated: missing or wrong bearer token"})) as server:
+        connect(monkeypatch, service_default=server.url)
+        ok, message = Service().test_connection()
+        assert not ok and message == (f"the service at {server.url} answered GET / with HTTP 401: Unauthenticated: "
+                                      "missing or wrong bearer token")
+    with Scripted((503, {"message": "warming up"})) as server:
+        ok, message = Service(base_url=server.url, retries=3).test_connection()
+        assert not ok and "failed after 1 attempt(s)" in message and len(server.requests) == 1
+    down = f"http://127.0.0.1:{support.free_port()}"
+    ok, message = Service(base_url=down).test_connection()
+    assert not ok and f"the service at {down} did not answer after 1 attempt(s)" in message
+    monkeypatch.delenv("AIRFLOW_CONN_SERVICE_DEFAULT", raising=False)
+    ok, message = Service().test_connection()
+    assert not ok and "Airflow connection 'service_default' is not defined" in message
+
+
+def test_each_hook_s_connection_form_is_what_airflow_s_provider_schema_allows():
+    """The connection-types entries validate against Airflow's own provider.yaml schema (what
+    providers_manager reads), each hook a type of its own; the form shows the extra field only to a hook
+    that reads extras, and offers exactly those."""
+    import importlib.resources
+
+    import jsonschema
+
+    schema = json.loads(importlib.resources.files("airflow").joinpath("provider.yaml.schema.json").read_text())
+    entries = {hook_class: hook_class.connection_type() for hook_class in hook_classes()}
+    for hook_class, entry in entries.items():
+        jsonschema.validate(entry, schema["properties"]["connection-types"]["items"])
+        assert entry["hook-class-name"] == f"{hook_class.__module__}.{hook_class.__name__}"
+        hidden = entry["ui-field-behaviour"]["hidden-fields"]
+        assert ("extra" in hidden) == (not entry["conn-fields"]), hook_class
+    assert len({entry["connection-type"] for entry in entries.values()}) == len(entries)
+    assert "http" not in {entry["connection-type"] for entry in entries.values()}  # the HTTP provider's own
+
+
+def test_the_kfp_form_offers_the_extras_the_hook_reads(monkeypatch, tmp_path):
+    """Each extra field the form offers changes what the hook does."""
+    from mlops.hooks.kfp import KfpHook
+
+    fields = KfpHook.connection_type()["conn-fields"]
+    token = tmp_path / "token"
+    token.write_text("from-file")
+    connect(monkeypatch, kfp_default=json.dumps({"conn_type": "kfp", "host": "http://kfp:8888", "extra": {
+        "namespace": "team-a", "ui_url": "https://kfp.example.com", "token_path": str(token)}}))
+    hook = KfpHook()
+    assert set(fields) == {"namespace", "ui_url", "token_path"}
+    assert (hook.namespace, hook.run_url("r"), hook.headers()) == (
+        "team-a", "https://kfp.example.com/#/runs/details/r", {"Authorization": "Bearer from-file"})

@@ -26,3 +26,19 @@ def test_the_connection_s_extras_name_namespace_ui_and_token_file(monkeypatch, t
 def test_an_unreadable_token_file_is_named(tmp_path):
     with pytest.raises(KfpError, match=f"cannot read the KFP token file {tmp_path / 'none'}"):
         KfpHook(host="http://kfp", token_path=str(tmp_path / "none")).headers()
+
+
+def test_the_connection_test_asks_the_api_s_health_with_the_connection_s_token(monkeypatch):
+    """Against the swagger-checked KFP server (tests/cluster/kfp.py): the right token passes, a wrong one is
+    refused with the API's own reason."""
+    import json
+
+    from tests.cluster.kfp import FakeKfp
+
+    with FakeKfp(token="s3cret") as kfp:
+        for password, expected in (("s3cret", True), ("wrong", False)):
+            connect(monkeypatch, kfp_default=json.dumps({"conn_type": "kfp", "host": kfp.url, "password": password}))
+            ok, message = KfpHook(kfp_conn_id="kfp_default").test_connection()
+            assert ok is expected, message
+        assert "HTTP 401: Unauthenticated: missing or wrong bearer token" in message
+        assert kfp.violations == []

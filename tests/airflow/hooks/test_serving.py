@@ -59,6 +59,21 @@ def test_a_server_that_is_gone_is_unreachable_not_refusing(server):
         hook.smoke_test("1")
 
 
+def test_the_connection_test_asks_the_server_not_a_model(server, monkeypatch):
+    """As Airflow builds the hook for the Test button (no model name): the server's liveness, then, once it
+    is gone, why not."""
+    from mlops.hooks.serving import ServingHook
+
+    from ..conftest import connect
+
+    connect(monkeypatch, mlserving_default=server.url)
+    assert ServingHook(mlserving_conn_id="mlserving_default").test_connection() == (
+        True, f"model server at {server.url} answered GET /v2/health/live")
+    server.stop()
+    ok, message = ServingHook(mlserving_conn_id="mlserving_default").test_connection()
+    assert not ok and f"model server at {server.url} did not answer" in message
+
+
 def test_the_server_does_not_hold_the_task_process_stdin(model_dirs, tmp_path):
     """A deploy task leaves its model server running. Airflow's supervisor talks to the task over the
     task's fd 0 and counts it finished when that socket closes. A server that inherited it held it: a
