@@ -11,9 +11,11 @@ are retried `retries` times in all, waiting `backoff_seconds` doubled each time,
 error naming the system and the last failure; every other answer, 4xx included, goes back to the
 caller, which knows what it means.
 
-In Airflow's UI, as a provider's hook: `test_connection()` is what the connection page's Test button and
-`airflow connections test` call (airflow/models/connection.py builds the hook with its `conn_name_attr`
-keyword and calls it), one read-only request that needs the service up and the connection's credentials;
+As a provider's hook: `test_connection()` is what the connection page's Test button and `airflow connections
+test` call once a provider registers the hook for its connection type (airflow/models/connection.py looks the
+hook up through ProvidersManager().hooks, builds it with its `conn_name_attr` keyword and calls it; `plugins/`
+as a folder registers none, so today it serves the project's own checks and a packaged provider later), one
+read-only request that needs the service up and the connection's credentials;
 `connection_type()` is the hook's entry of a provider's `connection-types` (the connection form's labels,
 placeholders and extra fields). Airflow 3.2 made that entry declarative, as apache-airflow-providers-http
 declares HttpHook's: airflow/providers_manager.py warns that the hook methods get_ui_field_behaviour and

@@ -236,9 +236,11 @@ class MlflowHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """Airflow's connection test: one read any user may make (the first experiment the user may see),
-        which checks the address, TLS and the login."""
+        which checks the address, TLS and the login; one try of at most ten seconds (the person pressing Test
+        waits), not MLflow's retries."""
         try:
-            self._call("the experiments list", lambda c: c.search_experiments(max_results=1))
+            with self.request_settings(max_retries=0, timeout=10):
+                self._call("the experiments list", lambda c: c.search_experiments(max_results=1))
         except MlflowError as exc:
             return False, str(exc)
         return True, f"{self.hook_name} at {self.tracking_uri} answered"
@@ -329,7 +331,9 @@ class MlflowHook(BaseHook):
     def artifact_location(self, source: str) -> str:
         """Where a version's files are: a logged model's artifact location (MLflow 3 `models:/<model id>`
         sources), else the source itself."""
-        model_id = _logged_model_id(source)
+        from mlpipeline.model_registry import logged_model_id  # the pipeline's reading, MLflow's parser
+
+        model_id = logged_model_id(source)
         if model_id is None:
             return source
         return self._call(f"logged model {model_id}", lambda c: c.get_logged_model(model_id)).artifact_location
@@ -364,12 +368,3 @@ class MlflowHook(BaseHook):
                 raise MlflowError(f"{self.hook_name}: {model_name} v{version} has no MLmodel at {location}")
         return destination
 
-
-def _logged_model_id(source: str) -> str | None:
-    """The logged model a version's source names (MLflow 3: `models:/<model id>`, one segment and no
-    alias, as MLflow's own parser reads it: mlflow/store/artifact/utils/models.py `_parse_model_uri`)."""
-    location = urlparse(source, allow_fragments=False)
-    parts = location.path.lstrip("/").split("/")
-    if location.scheme != "models" or len(parts) != 1 or not parts[0] or "@" in parts[0]:
-        return None
-    return parts[0]

@@ -157,6 +157,21 @@ def test_a_server_that_is_down_is_named_after_mlflow_s_retries(monkeypatch):
     assert ok is False and said.startswith(f"MLflow at {down} did not answer (the experiments list)")
 
 
+def test_the_connection_test_tries_once_whatever_mlflow_s_retry_settings(monkeypatch):
+    """The person pressing Test waits: one try, not MLflow's seven with a doubling back-off (minutes)."""
+    import time
+
+    down = f"http://127.0.0.1:{support.free_port()}"
+    connect(monkeypatch, mlflow_default=down)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2")
+    started = time.monotonic()
+    ok, said = MlflowHook().test_connection()
+    assert ok is False and "did not answer" in said
+    assert time.monotonic() - started < 20  # five retries would sleep 2+4+8+16 s before the last
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"  # the worker's own setting put back
+
+
 class _Unavailable(BaseHTTPRequestHandler):
     """A tracking server that answers every request 503 (a proxy in front of one that is restarting)."""
 

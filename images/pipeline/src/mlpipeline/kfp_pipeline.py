@@ -61,11 +61,12 @@ def _in_cluster(task: dsl.PipelineTask, pvc_name, secret_name, config_map_name, 
         "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
         "MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
         "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN": "MLFLOW_TRACKING_TOKEN"})
-    # The tracking server's URI from the ConfigMap the stage pods read too (the mlflow_tracking_uri
-    # parameter, when set, wins: kfp.local runs pass it).
+    # The tracking server's URI and MLflow client settings from the ConfigMap the stage pods read too (the
+    # mlflow_tracking_uri parameter, when set, wins: kfp.local runs pass it): files through the server's
+    # proxy, not presigned object-store URLs (k8s-yaml/mlflow/configmap.yaml says why).
     kubernetes.use_config_map_as_env(task, config_map_name=config_map_name, optional=True, config_map_key_to_env={
-        "MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "MLFLOW_HTTP_REQUEST_MAX_RETRIES"})
+        name: name for name in ("MLFLOW_TRACKING_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                                "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "MLFLOW_DISABLE_TELEMETRY")})
     kubernetes.add_pod_label(task, *MLFLOW_CLIENT_LABEL)  # through MLflow's NetworkPolicy
     # KFP's driver adds the rest of the stage pods' hardening itself (no privilege escalation, every
     # capability dropped, the runtime's seccomp profile); its platform spec has no read-only root.

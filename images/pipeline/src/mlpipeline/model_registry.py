@@ -81,8 +81,15 @@ class ModelVersion:
 
 
 def logged_model_id(source: str) -> str | None:
-    """The logged model a version's source names (MLflow 3 `models:/m-...`), else None."""
-    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+    """The logged model a version's source names (MLflow 3: `models:/<model id>`), read by MLflow's own
+    parser (mlflow/store/artifact/utils/models.py); None for any other source."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.utils.models import _parse_model_uri, is_models_uri
+
+    try:
+        return _parse_model_uri(source).model_id if is_models_uri(source) else None
+    except MlflowException:  # a models:/ URI MLflow cannot read names no logged model
+        return None
 
 
 def _iso(ms: int) -> str:
