@@ -32,7 +32,6 @@ tracking server does not proxy (`s3://...`, a shared path) is left to the pipeli
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Callable, Iterator
 from functools import cached_property
@@ -253,18 +252,11 @@ class MlflowHook(BaseHook):
         and its stores take no per-call value; they are no secret, and are put back when the block ends."""
         from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT
 
+        from mlpipeline.environment import environment
+
         wanted = {MLFLOW_HTTP_REQUEST_MAX_RETRIES.name: max_retries, MLFLOW_HTTP_REQUEST_TIMEOUT.name: timeout}
-        saved = {name: os.environ.get(name) for name, value in wanted.items() if value is not None}
-        try:
-            for name in saved:
-                os.environ[name] = str(wanted[name])
+        with environment({name: str(value) for name, value in wanted.items() if value is not None}):
             yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
     # -- what the operators ask ------------------------------------------------------------------------
     def training_decision(self, model_name: str, run_key: str):

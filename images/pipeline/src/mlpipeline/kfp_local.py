@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 import warnings
 
 from kfp import components, local
 
+from .environment import environment
 from .errors import PipelineError
 from .kfp_pipeline import TRAINING_YAML
 from .volume import DataVolume
@@ -32,7 +32,7 @@ def run_training_locally(volume: DataVolume, run_key: str, model_name: str, trac
                raise_on_error=False)
     log.info("running %s with kfp.local (outputs under %s)", TRAINING_YAML.name, pipeline_root)
     env_tracking = {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {}
-    with _env(env_tracking), warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+    with environment(env_tracking), warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         task = pipeline(run_key=run_key, data_root=str(volume.root.resolve()), model_name=model_name,
                         mlflow_tracking_uri=tracking_uri, dag_id=dag_id, dag_run_id=dag_run_id)
@@ -41,17 +41,3 @@ def run_training_locally(volume: DataVolume, run_key: str, model_name: str, trac
     if output is None:
         raise PipelineError("the kfp.local training run failed; its failed step's log is above")
     return {**json.loads(output), "pipeline_root": str(pipeline_root), "engine": "kfp.local"}
-
-
-@contextlib.contextmanager
-def _env(values: dict[str, str]):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old

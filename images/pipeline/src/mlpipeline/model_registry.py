@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
+from .environment import environment
 from .errors import PipelineError
 from .model_format import (
     PREDICTION_BUCKETS_FILE,
@@ -127,16 +128,8 @@ def _sent_once():
     is the process's: the stages call the registry from one thread."""
     from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES
 
-    name = MLFLOW_HTTP_REQUEST_MAX_RETRIES.name
-    saved = os.environ.get(name)
-    os.environ[name] = "0"
-    try:
+    with environment({MLFLOW_HTTP_REQUEST_MAX_RETRIES.name: "0"}):
         yield
-    finally:
-        if saved is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = saved
 
 
 class Registry:
