@@ -40,10 +40,10 @@ def demo_links(ports: dict[str, str], model: str) -> dict[str, str]:
 def _one_quick_try():
     """MLflow's request settings for the lookups below: one try of at most 5 s, so a stack whose MLflow is down
     still prints its pages at once. MLflow reads them from the environment on every request
-    (mlflow/utils/rest_utils.py http_request); patch.dict puts them back afterwards."""
-    from unittest import mock
+    (mlflow/utils/rest_utils.py http_request); they are put back afterwards."""
+    from mlpipeline.environment import environment
 
-    return mock.patch.dict(os.environ, {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+    return environment({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
 
 
 def experiment_links(mlflow: str, login: tuple[str, str] | None, model: str) -> dict[str, str]:
