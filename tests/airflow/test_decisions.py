@@ -290,3 +290,13 @@ def test_a_regression_dag_retrains_above_its_maximum(airflow_db, tmp_path, monke
 def test_check_decision_runs_the_branch_training_decided(airflow_db, tmp_path, monkeypatch, decision, taken, skipped):
     states = run_branch(tmp_path, monkeypatch, "training.check_decision", "training.train", training(decision), {})
     assert states[taken] == "success" and states[skipped] == "skipped"
+
+
+def test_a_champion_significantly_worse_than_on_its_test_set_is_retrained_though_above_the_floor():
+    degraded = {"champion": {"version": "3"}, "fresh_metrics": {"accuracy": 0.88},
+                "degradation": {"status": "measured", "degraded": True, "compared": "accuracy", "fresh_score": 0.88,
+                                "reference_score": 0.95, "pvalue": 1e-5, "alpha": 0.001}}
+    assert reasons(degraded, metric_threshold=0.85) == [
+        "fresh accuracy 0.88 is significantly worse than the champion's test 0.95 (p=1e-05 < 0.001)"]
+    steady = {**degraded, "degradation": {**degraded["degradation"], "degraded": False, "pvalue": 0.2}}
+    assert reasons(steady, metric_threshold=0.85) == []

@@ -1,5 +1,6 @@
-"""Score the serving champion on the fresh labelled batch and measure drift; with a live window,
-also the drift of the traffic the champion served (live_drift.py, no labels needed).
+"""Score the serving champion on the fresh labelled batch, test whether it got worse than on its own test set
+(degradation.py), and measure drift; with a live window, also the drift of the traffic the champion served
+(live_drift.py, no labels needed).
 
 The threshold comparison is the DAG's branch, not this stage's: it reports.
 """
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import logging
 
+from .degradation import degradation, words
 from .drift import drift_report
+from .errors import PipelineError
 from .evaluate import score_labelled
 from .live_drift import live_drift, live_prediction_drift
 from .model import model_inputs, targets
@@ -29,7 +32,8 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
     champion = registry.champion()
     result = {"run_key": run_key, "model_name": model_name, "partition": manifest["partition"],
               "fresh_rows": len(fresh), "metric": dataset.metric, "direction": dataset.metric_direction,
-              "metric_threshold": dataset.metric_threshold, "fresh_score": None, "live_drift": None}
+              "metric_threshold": dataset.metric_threshold, "fresh_score": None, "live_drift": None,
+              "degradation": None}
     if champion is None:
         result.update(champion=None, degraded_by_definition=True, fresh_metrics=None, drift=None,
                       reason=f"no champion: models:/{model_name}@champion does not exist, so the model is "
@@ -37,8 +41,10 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
         log.info(result["reason"])
     else:
         model = registry.load_version(champion)
-        metrics = score_labelled(dataset, targets(fresh, dataset), model.predict(model_inputs(fresh, dataset)),
-                                 classes)
+        fresh_pred = model.predict(model_inputs(fresh, dataset))
+        metrics = score_labelled(dataset, targets(fresh, dataset), fresh_pred, classes)
+        degraded = _degradation(volume, champion, model, dataset, classes, config, targets(fresh, dataset),
+                                fresh_pred)
         reference = registry.reference_sample(champion)
         drift = drift_report(reference, fresh, dataset, classes, config["drift"])
         # the server's histograms (numeric features: the champion version's, on its edges) and category
@@ -53,8 +59,9 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
                                                        config["drift"], version=champion.version)
         result.update(champion={"version": champion.version, "run_id": champion.run_id},
                       degraded_by_definition=False, fresh_metrics=metrics, fresh_score=metrics[dataset.metric],
-                      drift=drift, live_drift=live,
+                      drift=drift, live_drift=live, degradation=degraded,
                       reason=f"champion v{champion.version}: fresh {dataset.metric} {_score(metrics[dataset.metric])}, "
+                             f"{words(degraded)}; "
                              f"{len(drift['drifted_features'])}/{len(dataset.features)} feature(s) drifted "
                              f"({drift['method']})" + _target_words(drift.get("label"), dataset)
                              + (f"; live traffic ({live_window}): {live_summary(live)}"
@@ -62,6 +69,23 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
         log.info(result["reason"])
     write_json_atomic(volume.run_dir(run_key) / "detect.json", result)
     return result
+
+
+def _degradation(volume: DataVolume, champion, model, dataset, classes: list[str], config: dict, fresh_true,
+                 fresh_pred) -> dict:
+    """The degradation test against the champion's own test set, read from its run's folder on the volume."""
+    run_key = champion.tags.get("run_key", "")
+    try:
+        path = volume.run_dir(run_key) / "test.parquet" if run_key else None
+    except PipelineError:  # a tag that is no run key names no folder
+        path = None
+    if path is None or not path.is_file():
+        return {"status": "unavailable", "degraded": False,
+                "reason": f"the champion's test set is not on the data volume (run key {run_key or 'not tagged'})"}
+    test = load_set(volume, run_key, "test")
+    return degradation(targets(test, dataset), model.predict(model_inputs(test, dataset)), fresh_true, fresh_pred,
+                       metric=dataset.metric, classes=classes, alpha=float(config["degradation"]["alpha"]),
+                       rounds=int(config["decision"]["bootstrap_rounds"]), seed=dataset.seed)
 
 
 def _target_words(label: dict | None, dataset) -> str:
