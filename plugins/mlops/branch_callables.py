@@ -39,8 +39,8 @@ def retraining_reasons(detect: dict, metric_threshold: float, drift_limit: float
     degradation = detect.get("degradation") or {}
     if degradation.get("degraded"):
         reasons.append(f"fresh {degradation['compared']} {degradation['fresh_score']:.4g} is significantly worse "
-                       f"than the champion's test {degradation['reference_score']:.4g} (p={degradation['pvalue']:.2g} "
-                       f"< {degradation['alpha']:g})")
+                       f"than the champion's earlier {degradation['reference_score']:.4g} "
+                       f"(p={degradation['pvalue']:.2g} < {degradation['alpha']:g})")
     drift = (detect.get("drift") or {}).get("share_drifted")
     if drift is not None and drift > drift_limit:
         reasons.append(f"drifted feature share {drift:.2f} > limit {drift_limit}")

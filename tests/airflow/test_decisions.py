@@ -297,6 +297,6 @@ def test_a_champion_significantly_worse_than_on_its_test_set_is_retrained_though
                 "degradation": {"status": "measured", "degraded": True, "compared": "accuracy", "fresh_score": 0.88,
                                 "reference_score": 0.95, "pvalue": 1e-5, "alpha": 0.001}}
     assert reasons(degraded, metric_threshold=0.85) == [
-        "fresh accuracy 0.88 is significantly worse than the champion's test 0.95 (p=1e-05 < 0.001)"]
+        "fresh accuracy 0.88 is significantly worse than the champion's earlier 0.95 (p=1e-05 < 0.001)"]
     steady = {**degraded, "degradation": {**degraded["degradation"], "degraded": False, "pvalue": 0.2}}
     assert reasons(steady, metric_threshold=0.85) == []

@@ -28,7 +28,7 @@ def test_same_error_rate_is_not_degraded_and_a_higher_one_is(metric):
     worse = degradation(ref_true, ref_pred, worse_true, worse_pred, **kwargs)
     assert same["status"] == "measured" and not same["degraded"] and same["pvalue"] > 0.001
     assert worse["degraded"] and worse["z"] < -3 and worse["fresh_score"] < worse["reference_score"]
-    assert "significantly worse than the champion's test" in words(worse)
+    assert "significantly worse than the champion's earlier" in words(worse)
 
 
 def test_a_better_fresh_score_is_never_degraded():
@@ -86,3 +86,30 @@ def test_a_lucky_test_set_does_not_make_the_next_batch_degraded():
     result = degradation(ref_true, ref_pred, fresh_true, fresh_pred, metric="accuracy", classes=["a", "b"],
                          alpha=0.001, rounds=2000)
     assert not result["degraded"] and 0.001 < result["pvalue"] < 0.05, result
+
+
+def test_the_earlier_batches_are_the_ones_this_champion_served_before_without_being_found_degraded(tmp_path):
+    from mlpipeline.detect import _served_batches
+    from mlpipeline.volume import DataVolume, write_json_atomic
+
+    volume = DataVolume(tmp_path, "m")
+
+    def detected(run_key, partition, model="m", version="3", status="measured", degraded=False):
+        write_json_atomic(volume.run_dir(run_key) / "detect.json", {
+            "run_key": run_key, "model_name": model, "partition": partition, "champion": {"version": version},
+            "degradation": {"status": status, "degraded": degraded}})
+
+    detected("rk-a1", "2026-01-01")
+    detected("rk-a2", "2026-01-02")
+    detected("rk-b", "2026-01-03", model="other")
+    detected("rk-c", "2026-01-04", version="2")
+    detected("rk-d", "2026-01-05", degraded=True)
+    detected("rk-e", "2026-01-06", status="unavailable")
+    detected("rk-f", "2026-01-07")
+    detected("rk-g", "2026-01-09")  # the current partition's and later ones are not earlier
+    detected("rk-h", "2026-01-10")
+    assert _served_batches(volume, "m", "3", "2026-01-09", limit=10) == ["rk-a1", "rk-a2", "rk-f"]
+    assert _served_batches(volume, "m", "3", "2026-01-09", limit=2) == ["rk-a2", "rk-f"]
+    assert _served_batches(volume, "m", "3", "2026-01-09", limit=0) == []
+    (volume.run_dir("rk-a1") / "test.parquet").write_bytes(b"")  # the folders hold more than detect.json
+    assert _served_batches(volume, "m", "4", "2026-01-09", limit=10) == []

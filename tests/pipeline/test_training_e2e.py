@@ -90,6 +90,7 @@ def test_continuous_training_scenario(volume, tracking, model_name):
     assert detect2["degradation"]["status"] == "measured" and not detect2["degradation"]["degraded"]
     manifest1 = json.loads((volume.run_dir(rk1) / "manifest.json").read_text())
     assert detect2["degradation"]["reference_rows"] == manifest1["sets"]["test"]["rows"]
+    assert detect2["degradation"]["served_batches"] == 0
     train2 = run_cli("train-local", "--data-root", root, "--run-key", rk2, *name).json
     assert train2["decision"] == "reject" and train2["champion_version"] == "1"
     reg2 = run_cli("register", "--data-root", root, "--run-key", rk2, *name).json
@@ -102,7 +103,10 @@ def test_continuous_training_scenario(volume, tracking, model_name):
     rk3 = stage(volume, DAYS[2], 1500, seed=3, drift="concept", severity=1.0)
     detect3 = run_cli("detect", "--data-root", root, "--run-key", rk3, *name).json
     assert detect3["fresh_metrics"]["accuracy"] < 0.2 < detect2["fresh_metrics"]["accuracy"] - 0.5
+    # day 2's batch, which v1 served without being found degraded, joins its test set as the earlier score
     assert detect3["degradation"]["degraded"] and detect3["degradation"]["pvalue"] < 1e-6
+    assert detect3["degradation"]["served_batches"] == 1
+    assert detect3["degradation"]["reference_rows"] == manifest1["sets"]["test"]["rows"] + 1500
     train3 = run_cli("train-local", "--data-root", root, "--run-key", rk3, *name).json
     assert train3["decision"] == "promote" and train3["mcnemar"]["pvalue"] < 0.05
     reg3 = run_cli("register", "--data-root", root, "--run-key", rk3, *name).json

@@ -1,10 +1,11 @@
-"""Has the champion got worse than it was? Its score on the fresh batch against its own held-out test score.
+"""Has the champion got worse than it was? Its score on the fresh batch against its earlier score.
 
 A fixed floor (the dataset file's `metric.min` / `metric.max`) catches a model that has become bad; it misses a
 model that scored 0.95 and now scores 0.88, and on data where no model reaches the floor it calls for a retrain
-every time. This test is relative to the model itself: the champion is scored on the test set it was chosen on
-(the rows held out of its training window, which the data volume keeps under its run key) and on the fresh
-batch, and a one-sided test asks whether the fresh score is lower than chance explains.
+every time. This test is relative to the model itself: the champion is scored on the rows it was scored on before
+(the test set it was chosen on, held out of its training window, and the batches it served since without being
+found degraded: detect.py reads both from the data volume) and on the fresh batch, and a one-sided test asks
+whether the fresh score is lower than chance explains.
 
 The standard error is the difference's under the null hypothesis that both sets are draws of one distribution
 (pooled, as a two-proportion z-test pools): a test set the champion happened to score 0.99 on, 7 errors in
@@ -95,7 +96,7 @@ def words(result: dict) -> str:
     if result["status"] != "measured":
         return f"degradation test unavailable: {result['reason']}"
     verdict = "significantly worse than" if result["degraded"] else "not significantly worse than"
-    return (f"fresh {result['compared']} {result['fresh_score']:.4g} is {verdict} the champion's test "
+    return (f"fresh {result['compared']} {result['fresh_score']:.4g} is {verdict} the champion's earlier "
             f"{result['reference_score']:.4g} (z {result['z']:.2f}, p={result['pvalue']:.2g}, "
             f"alpha {result['alpha']:g})")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+import pandas as pd
+
 from .degradation import degradation, words
 from .drift import drift_report
 from .errors import PipelineError
@@ -17,7 +19,7 @@ from .live_drift import live_drift, live_prediction_drift
 from .model import model_inputs, targets
 from .model_registry import Registry
 from .split import load_set, run_dataset
-from .volume import DataVolume, load_run, write_json_atomic
+from .volume import DataVolume, load_run, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
         fresh_pred = model.predict(model_inputs(fresh, dataset))
         metrics = score_labelled(dataset, targets(fresh, dataset), fresh_pred, classes)
         degraded = _degradation(volume, champion, model, dataset, classes, config, targets(fresh, dataset),
-                                fresh_pred)
+                                fresh_pred, model_name, manifest["partition"])
         reference = registry.reference_sample(champion)
         drift = drift_report(reference, fresh, dataset, classes, config["drift"])
         # the server's histograms (numeric features: the champion version's, on its edges) and category
@@ -72,8 +74,10 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
 
 
 def _degradation(volume: DataVolume, champion, model, dataset, classes: list[str], config: dict, fresh_true,
-                 fresh_pred) -> dict:
-    """The degradation test against the champion's own test set, read from its run's folder on the volume."""
+                 fresh_pred, model_name: str, partition: str) -> dict:
+    """The degradation test against the champion's earlier score: its own test set, read from its run's folder
+    on the volume, and the batches it served since, where it was not found degraded (more rows: a smaller drop
+    is told from chance, which a slow drift needs)."""
     run_key = champion.tags.get("run_key", "")
     try:
         path = volume.run_dir(run_key) / "test.parquet" if run_key else None
@@ -82,10 +86,28 @@ def _degradation(volume: DataVolume, champion, model, dataset, classes: list[str
     if path is None or not path.is_file():
         return {"status": "unavailable", "degraded": False,
                 "reason": f"the champion's test set is not on the data volume (run key {run_key or 'not tagged'})"}
-    test = load_set(volume, run_key, "test")
-    return degradation(targets(test, dataset), model.predict(model_inputs(test, dataset)), fresh_true, fresh_pred,
-                       metric=dataset.metric, classes=classes, alpha=float(config["degradation"]["alpha"]),
-                       rounds=int(config["decision"]["bootstrap_rounds"]), seed=dataset.seed)
+    settings = config["degradation"]
+    served = _served_batches(volume, model_name, champion.version, partition, int(settings["reference_batches"]))
+    earlier = pd.concat([load_set(volume, run_key, "test"), *(load_set(volume, key, "fresh") for key in served)],
+                        ignore_index=True)
+    result = degradation(targets(earlier, dataset), model.predict(model_inputs(earlier, dataset)), fresh_true,
+                         fresh_pred, metric=dataset.metric, classes=classes, alpha=float(settings["alpha"]),
+                         rounds=int(config["decision"]["bootstrap_rounds"]), seed=dataset.seed)
+    return {**result, "served_batches": len(served)}
+
+
+def _served_batches(volume: DataVolume, model_name: str, version: str, before: str, limit: int) -> list[str]:
+    """Run keys of the last `limit` partitions before `before` whose batch this champion version was scored on
+    and not found degraded (their runs' detect.json); one run per partition."""
+    found = {}
+    for path in sorted((volume.root / "runs").glob("*/detect.json")):
+        earlier = read_json(path)
+        degradation = earlier.get("degradation") or {}
+        if (earlier.get("model_name") == model_name and (earlier.get("champion") or {}).get("version") == version
+                and earlier.get("partition", "") < before and degradation.get("status") == "measured"
+                and not degradation.get("degraded")):
+            found[earlier["partition"]] = earlier["run_key"]
+    return [found[partition] for partition in sorted(found)[-limit:]] if limit > 0 else []
 
 
 def _target_words(label: dict | None, dataset) -> str:
