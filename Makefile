@@ -11,7 +11,7 @@ AIRFLOW := $(VENV)/airflow
 SERVING_DIR := images/serving
 RUN := .run
 
-.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving bench-serving-profile bench-serving-inprocess demo up down envs lock compile-pipeline bench-pipeline lint clean manifests k8s-rules test-deploy images screenshots configuration-docs
+.PHONY: help system-deps test test-pipeline test-serving test-airflow bench-serving bench-serving-profile bench-serving-inprocess bench-serving-categorical bench-adaptation demo up down envs lock compile-pipeline bench-pipeline bench-wide lint clean manifests k8s-rules test-deploy images screenshots configuration-docs
 
 help:
 	@echo "make demo    run the continuous-training loop on the local target"
@@ -19,9 +19,12 @@ help:
 	@echo "make up      start the local stack without the demo's story (keeps .run/'s data); prints pages and logins"
 	@echo "make down    stop every service the demo or make up started"
 	@echo "make bench-pipeline   stage benchmark (10k to 10M rows, ~10 min) against a bare-script floor"
+	@echo "make bench-wide       the same on 100 features (20 categorical, 5 % missing), 1M and 10M rows"
 	@echo "make bench-serving    serving throughput: ours vs bare KServe vs MLServer+MLflow vs an ASGI floor"
 	@echo "make bench-serving-profile  where a served request's time goes (py-spy) and the GC pauses"
 	@echo "make bench-serving-inprocess  the server's own cost per request, in-process, beside a constant ASGI app"
+	@echo "make bench-serving-categorical  a hist-gradient-boosting model with categorical (BYTES) inputs: the server's time beyond the model's predict, in-process and under wrk"
+	@echo "make bench-adaptation does the loop keep the model good? drift streams, baselines, goals (~20 min)"
 	@echo "make manifests        the Kubernetes objects the DAG creates for a sample run, in build/manifests/"
 	@echo "make images           build the images (pipeline, serving, mlflow, airflow) with the checkout's Docker engine"
 
@@ -142,6 +145,24 @@ compile-pipeline: $(PIPELINE)/.installed
 bench-pipeline: $(PIPELINE)/.installed
 	$(PIPELINE)/bin/python benchmarks/pipeline_stages.py $(BENCH_ARGS)
 
+# BENCH_ARGS="--sizes 10000 100000" for other sizes
+bench-wide: $(PIPELINE)/.installed
+	$(PIPELINE)/bin/python benchmarks/pipeline_stages.py --shape wide $(BENCH_ARGS)
+
+# The adaptation benchmark's environment: the pipeline's, plus river (streams, Adaptive Random Forest) and
+# matplotlib (plots), which no image has.
+$(VENV)/adaptation/.installed: $(PIPELINE_DIR)/requirements.txt benchmarks/adaptation/requirements.txt $(PIPELINE_DIR)/pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)/adaptation
+	VIRTUAL_ENV=$(VENV)/adaptation $(UV) pip install --quiet --compile-bytecode --require-hashes \
+	  -r $(PIPELINE_DIR)/requirements.txt -r benchmarks/adaptation/requirements.txt
+	VIRTUAL_ENV=$(VENV)/adaptation $(UV) pip install --quiet --no-deps -e $(PIPELINE_DIR)
+	touch $@
+
+# Prequential evaluation of the loop on river's drift streams against baselines; prints each goal's verdict and
+# writes benchmarks/results/adaptation.md and a plot per stream. BENCH_ARGS=--fresh-seeds draws new seeds.
+bench-adaptation: $(PIPELINE)/.installed $(VENV)/adaptation/.installed  # services.sh runs the pipeline environment's mlflow
+	$(VENV)/adaptation/bin/python benchmarks/adaptation/bench.py $(BENCH_ARGS)
+
 $(VENV)/mlserver/.installed: benchmarks/serving/requirements-mlserver.txt | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)/mlserver
 	VIRTUAL_ENV=$(VENV)/mlserver $(UV) pip install --quiet --compile-bytecode --require-hashes -r $<
@@ -154,6 +175,12 @@ bench-serving: $(PIPELINE)/.installed $(SERVING)/.installed $(VENV)/mlserver/.in
 # The model server's ASGI app called in-process (no HTTP), beside a constant ASGI app: its own cost per request.
 bench-serving-inprocess: $(PIPELINE)/.installed $(SERVING)/.installed
 	$(SERVING)/bin/python benchmarks/serving_inprocess.py $(BENCH_ARGS)
+
+# A hist-gradient-boosting classifier with 8 numeric and 4 categorical (BYTES) inputs: the server's time beyond the
+# model's own predict per request, in-process (beside a constant ASGI app) and under wrk (beside the floor server).
+bench-serving-categorical: $(PIPELINE)/.installed $(SERVING)/.installed
+	command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
+	$(SERVING)/bin/python benchmarks/serving_categorical.py $(BENCH_ARGS)
 
 # Where a served request's time goes (py-spy, from the serving environment's dev tools).
 bench-serving-profile: $(PIPELINE)/.installed $(SERVING)/.installed
@@ -178,6 +205,8 @@ lock: | $(UV)
 	  --generate-hashes --annotation-style line -o requirements.txt && ../../../$(UV) pip compile \
 	  requirements-nodeps.in --no-deps --python-version 3.11 --no-header --generate-hashes --annotation-style line \
 	  -o requirements-nodeps.txt
+	$(UV) pip compile benchmarks/adaptation/requirements.in -c $(PIPELINE_DIR)/requirements.txt --python-version 3.11 \
+	  --no-header --generate-hashes --annotation-style line -o benchmarks/adaptation/requirements.txt
 	$(UV) pip compile benchmarks/serving/requirements-mlserver.in --python-version 3.11 --no-header --generate-hashes \
 	  --annotation-style line -o benchmarks/serving/requirements-mlserver.txt
 
