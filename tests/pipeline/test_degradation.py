@@ -88,28 +88,62 @@ def test_a_lucky_test_set_does_not_make_the_next_batch_degraded():
     assert not result["degraded"] and 0.001 < result["pvalue"] < 0.05, result
 
 
-def test_the_earlier_batches_are_the_ones_this_champion_served_before_without_being_found_degraded(tmp_path):
+def test_the_earlier_batches_are_the_ones_this_champion_served_after_its_training_without_a_retrain_mending_them(
+        tmp_path):
     from mlpipeline.detect import _served_batches
     from mlpipeline.volume import DataVolume, write_json_atomic
 
     volume = DataVolume(tmp_path, "m")
 
-    def detected(run_key, partition, model="m", version="3", status="measured", degraded=False):
-        write_json_atomic(volume.run_dir(run_key) / "detect.json", {
+    def detected(run_key, partition, model="m", version="3", status="measured", degraded=False, decision=None):
+        folder = volume.run_dir(run_key)
+        write_json_atomic(folder / "detect.json", {
             "run_key": run_key, "model_name": model, "partition": partition, "champion": {"version": version},
             "degradation": {"status": status, "degraded": degraded}})
+        (folder / "fresh.parquet").write_bytes(b"rows")
+        if decision:
+            write_json_atomic(folder / "decision.json", {"decision": decision})
 
-    detected("rk-a1", "2026-01-01")
-    detected("rk-a2", "2026-01-02")
-    detected("rk-b", "2026-01-03", model="other")
-    detected("rk-c", "2026-01-04", version="2")
-    detected("rk-d", "2026-01-05", degraded=True)
-    detected("rk-e", "2026-01-06", status="unavailable")
-    detected("rk-f", "2026-01-07")
-    detected("rk-g", "2026-01-09")  # the current partition's and later ones are not earlier
-    detected("rk-h", "2026-01-10")
-    assert _served_batches(volume, "m", "3", "2026-01-09", limit=10) == ["rk-a1", "rk-a2", "rk-f"]
-    assert _served_batches(volume, "m", "3", "2026-01-09", limit=2) == ["rk-a2", "rk-f"]
-    assert _served_batches(volume, "m", "3", "2026-01-09", limit=0) == []
-    (volume.run_dir("rk-a1") / "test.parquet").write_bytes(b"")  # the folders hold more than detect.json
-    assert _served_batches(volume, "m", "4", "2026-01-09", limit=10) == []
+    detected("rk-t", "2026-01-01")  # the champion's own partition: its training rows
+    detected("rk-a1", "2026-01-02")
+    detected("rk-a2", "2026-01-03")
+    detected("rk-b", "2026-01-04", model="other")
+    detected("rk-c", "2026-01-05", version="2")
+    detected("rk-d", "2026-01-06", degraded=True, decision="promote")  # mended by a new champion: not its normal
+    detected("rk-e", "2026-01-07", status="unavailable")
+    detected("rk-f", "2026-01-08")
+    detected("rk-r", "2026-01-09", degraded=True, decision="reject")  # no retrain could mend it: the new normal
+    detected("rk-g", "2026-01-11")  # the current partition's and later ones are not earlier
+    detected("rk-h", "2026-01-12")
+    args = ("m", "3", "2026-01-01", "2026-01-11")
+    assert _served_batches(volume, *args, limit=10) == ["rk-a1", "rk-a2", "rk-f", "rk-r"]
+    assert _served_batches(volume, *args, limit=2) == ["rk-f", "rk-r"]
+    assert _served_batches(volume, *args, limit=0) == []
+    assert _served_batches(volume, "m", "4", "2026-01-01", "2026-01-11", limit=10) == []
+
+    # what cannot be read is skipped, not an error
+    (volume.run_dir("rk-a1") / "detect.json").write_text("{not json")
+    (volume.run_dir("rk-a2") / "detect.json").write_text("null")
+    (volume.run_dir("rk-f") / "fresh.parquet").unlink()
+    (volume.run_dir("rk-r") / "decision.json").write_bytes(b"\xff\xfe")
+    volume.run_dir("rk-x").mkdir()
+    assert _served_batches(volume, *args, limit=10) == []
+
+
+def test_r2_normalises_each_earlier_batch_by_its_own_target_variance():
+    """Batches whose target level moves from day to day, with the same model error: the spread between the days
+    is no error of the model's, so the fresh batch is not degraded."""
+    rng = np.random.default_rng(0)
+    days = [rng.normal(rng.normal(0, 3), 2, 500) for _ in range(6)]
+    ref_true = np.concatenate(days[:5])
+    ref_pred = ref_true + rng.normal(0, 0.8, ref_true.size)
+    fresh_true = days[5]
+    fresh_pred = fresh_true + rng.normal(0, 0.8, fresh_true.size)
+    kwargs = {"metric": "r2", "classes": [], "alpha": 0.001, "rounds": 0}
+    grouped = degradation(ref_true, ref_pred, fresh_true, fresh_pred, ref_groups=np.repeat(np.arange(5), 500),
+                          **kwargs)
+    assert not grouped["degraded"] and abs(grouped["reference_score"] - grouped["fresh_score"]) < 0.05, grouped
+    pooled = degradation(ref_true, ref_pred, fresh_true, fresh_pred, **kwargs)  # the five days as one set
+    assert pooled["degraded"] and pooled["reference_score"] < grouped["reference_score"] / 2, pooled
+    constant = degradation(ref_true, ref_pred, np.ones(50), np.ones(50) + 0.1, **kwargs)
+    assert constant["status"] == "unavailable" and "constant" in constant["reason"]

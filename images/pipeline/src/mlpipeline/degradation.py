@@ -44,33 +44,52 @@ def _classification(ref_true, ref_pred, fresh_true, fresh_pred, classes: list[st
     return float(score(matrices[0])), float(score(matrices[1])), float(np.std(fresh_draws - ref_draws, ddof=1))
 
 
-def _loss(true, pred, metric: str) -> np.ndarray:
+def _loss(true, pred, metric: str, groups=None) -> np.ndarray:
+    """Per-row losses; for r2 each row's squared error over its own set's target variance (1 - r2 is their
+    mean), each group of `groups` (the test set, each served batch) a set of its own: the spread between
+    batches is no error of the model's. A group whose target is constant has no R² and is left out."""
     losses = row_losses(true, pred, metric)
-    if metric == "r2":  # 1 - r2 = mean squared error / the target's variance, on each side's own target
-        variance = float(np.var(np.asarray(true, dtype=np.float64)))
-        return losses / variance if variance > 0 else losses
-    return losses
+    if metric != "r2":
+        return losses
+    true = np.asarray(true, dtype=np.float64)
+    groups = np.zeros(true.size, dtype=np.int64) if groups is None else np.asarray(groups)
+    out = []
+    for group in np.unique(groups):
+        rows = groups == group
+        variance = float(np.var(true[rows]))
+        if variance > 0:
+            out.append(losses[rows] / variance)
+    return np.concatenate(out) if out else np.empty(0)
 
 
-def _regression(ref_true, ref_pred, fresh_true, fresh_pred, metric: str) -> tuple[float, float, float]:
+def _regression(ref_true, ref_pred, fresh_true, fresh_pred, metric: str, ref_groups) -> tuple[float, float, float]:
     """Reference and fresh mean loss (lower is better) and the pooled standard error of their difference."""
-    ref, fresh = _loss(ref_true, ref_pred, metric), _loss(fresh_true, fresh_pred, metric)
+    ref, fresh = _loss(ref_true, ref_pred, metric, ref_groups), _loss(fresh_true, fresh_pred, metric)
+    if min(ref.size, fresh.size) < 2:
+        raise _Unavailable("a target that is constant within its set has no R²")
     se = float(np.sqrt(np.var(np.concatenate([ref, fresh]), ddof=1) * (1 / ref.size + 1 / fresh.size)))
     return float(ref.mean()), float(fresh.mean()), se
 
 
+class _Unavailable(ValueError):
+    """The test cannot be made on these rows."""
+
+
 def degradation(ref_true, ref_pred, fresh_true, fresh_pred, *, metric: str, classes: list[str], alpha: float,
-                rounds: int, seed: int = 0) -> dict:
-    """The test above; `classes` empty for a regression target. Scores are the metric's (regression: the mean
-    per-row loss it is made of, lower is better, which for rmse is the mean squared error)."""
+                rounds: int, seed: int = 0, ref_groups=None) -> dict:
+    """The test above; `classes` empty for a regression target; `ref_groups` labels the reference's rows by the
+    set they came from (r2 normalises each set by its own target variance). Scores are the metric's
+    (regression: the mean per-row loss it is made of, lower is better, which for rmse is the mean squared
+    error). The normal approximation is loose on small batches (tens of rows): there the rate of false alarms
+    is a few times alpha."""
     ref_rows, fresh_rows = int(np.asarray(ref_true).size), int(np.asarray(fresh_true).size)
     if min(ref_rows, fresh_rows) < 2:
-        return {"status": "unavailable", "reason": f"too few rows to compare ({ref_rows} test, {fresh_rows} fresh)",
-                "degraded": False}
+        return {"status": "unavailable", "degraded": False,
+                "reason": f"too few rows to compare ({ref_rows} earlier, {fresh_rows} fresh)"}
     if metric in REGRESSION_METRICS:
         try:
-            reference, fresh, se = _regression(ref_true, ref_pred, fresh_true, fresh_pred, metric)
-        except MapeUndefinedError as exc:
+            reference, fresh, se = _regression(ref_true, ref_pred, fresh_true, fresh_pred, metric, ref_groups)
+        except (MapeUndefinedError, _Unavailable) as exc:
             return {"status": "unavailable", "reason": str(exc), "degraded": False}
         difference, compared = reference - fresh, f"mean {_LOSS_NAMES[metric]}"  # positive: fresh is better
     else:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 
+from .config import engine_settings
 from .degradation import degradation, words
 from .drift import drift_report
 from .errors import PipelineError
@@ -76,8 +78,8 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
 def _degradation(volume: DataVolume, champion, model, dataset, classes: list[str], config: dict, fresh_true,
                  fresh_pred, model_name: str, partition: str) -> dict:
     """The degradation test against the champion's earlier score: its own test set, read from its run's folder
-    on the volume, and the batches it served since, where it was not found degraded (more rows: a smaller drop
-    is told from chance, which a slow drift needs)."""
+    on the volume, and the batches it served since (_served_batches): more rows tell a smaller drop from
+    chance, which a slow drift needs."""
     run_key = champion.tags.get("run_key", "")
     try:
         path = volume.run_dir(run_key) / "test.parquet" if run_key else None
@@ -86,28 +88,48 @@ def _degradation(volume: DataVolume, champion, model, dataset, classes: list[str
     if path is None or not path.is_file():
         return {"status": "unavailable", "degraded": False,
                 "reason": f"the champion's test set is not on the data volume (run key {run_key or 'not tagged'})"}
-    settings = config["degradation"]
-    served = _served_batches(volume, model_name, champion.version, partition, int(settings["reference_batches"]))
-    earlier = pd.concat([load_set(volume, run_key, "test"), *(load_set(volume, key, "fresh") for key in served)],
-                        ignore_index=True)
+    # a run split before the setting existed keeps its config: the engine's default then
+    settings = config.get("degradation") or engine_settings()["degradation"]
+    served = _served_batches(volume, model_name, champion.version, champion.tags.get("partition", ""), partition,
+                             int(settings["reference_batches"]))
+    sets = [load_set(volume, run_key, "test"), *(load_set(volume, key, "fresh") for key in served)]
+    earlier = pd.concat(sets, ignore_index=True)
+    groups = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
     result = degradation(targets(earlier, dataset), model.predict(model_inputs(earlier, dataset)), fresh_true,
                          fresh_pred, metric=dataset.metric, classes=classes, alpha=float(settings["alpha"]),
-                         rounds=int(config["decision"]["bootstrap_rounds"]), seed=dataset.seed)
+                         rounds=int(config["decision"]["bootstrap_rounds"]), seed=dataset.seed, ref_groups=groups)
     return {**result, "served_batches": len(served)}
 
 
-def _served_batches(volume: DataVolume, model_name: str, version: str, before: str, limit: int) -> list[str]:
-    """Run keys of the last `limit` partitions before `before` whose batch this champion version was scored on
-    and not found degraded (their runs' detect.json); one run per partition."""
+def _served_batches(volume: DataVolume, model_name: str, version: str, trained_on: str, before: str,
+                    limit: int) -> list[str]:
+    """Run keys of the last `limit` partitions after `trained_on` (the champion's own partition: its training
+    rows are no evidence) and before `before` whose batch this champion version was scored on, and either was
+    not found degraded or was, but the retrain it called for kept the champion (the run's decision.json
+    rejects): a drop no retrain can mend is the champion's new normal, not a reason to retrain every day.
+    One run per partition; a folder without a readable detect.json or fresh set is skipped."""
     found = {}
-    for path in sorted((volume.root / "runs").glob("*/detect.json")):
-        earlier = read_json(path)
+    for run_dir in sorted((volume.root / "runs").glob("*/")):
+        earlier = _json_object(run_dir / "detect.json")
         degradation = earlier.get("degradation") or {}
-        if (earlier.get("model_name") == model_name and (earlier.get("champion") or {}).get("version") == version
-                and earlier.get("partition", "") < before and degradation.get("status") == "measured"
-                and not degradation.get("degraded")):
-            found[earlier["partition"]] = earlier["run_key"]
+        partition, run_key = earlier.get("partition"), earlier.get("run_key")
+        if not (isinstance(partition, str) and trained_on < partition < before and run_key == run_dir.name
+                and earlier.get("model_name") == model_name
+                and (earlier.get("champion") or {}).get("version") == version
+                and degradation.get("status") == "measured" and (run_dir / "fresh.parquet").is_file()):
+            continue
+        if not degradation.get("degraded") or _json_object(run_dir / "decision.json").get("decision") == "reject":
+            found[partition] = run_key
     return [found[partition] for partition in sorted(found)[-limit:]] if limit > 0 else []
+
+
+def _json_object(path) -> dict:
+    """A JSON object from a run's folder; {} for a missing, unreadable or non-object file."""
+    try:
+        value = read_json(path) if path.is_file() else {}
+    except (PipelineError, OSError, ValueError):  # ValueError: not UTF-8
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _target_words(label: dict | None, dataset) -> str:
