@@ -45,10 +45,10 @@ def detect(volume: DataVolume, run_key: str, model_name: str, live_window: str =
         log.info(result["reason"])
     else:
         model = registry.load_version(champion)
-        fresh_pred = model.predict(model_inputs(fresh, dataset))
-        metrics = score_labelled(dataset, targets(fresh, dataset), fresh_pred, classes)
-        degraded = _degradation(volume, champion, model, dataset, classes, config, targets(fresh, dataset),
-                                fresh_pred, model_name, manifest["partition"])
+        fresh_true, fresh_pred = targets(fresh, dataset), model.predict(model_inputs(fresh, dataset))
+        metrics = score_labelled(dataset, fresh_true, fresh_pred, classes)
+        degraded = _degradation(volume, champion, model, dataset, classes, config, fresh_true, fresh_pred,
+                                model_name, manifest["partition"])
         reference = registry.reference_sample(champion)
         drift = drift_report(reference, fresh, dataset, classes, config["drift"])
         # the server's histograms (numeric features: the champion version's, on its edges) and category
