@@ -166,12 +166,17 @@ def main() -> None:
     (report if dataset is None else report_wide)(rows_out)
 
 
+def print_stages(rows: int, stages, our_res: dict, floor_res: dict, width: int) -> None:
+    """One line per stage: wall seconds, ratio and peak MiB, ours beside the floor's."""
+    for stage in stages:
+        (ow, om), (fw, fm) = our_res[stage], floor_res[stage]
+        print(f"{rows:>{width},} {stage:<9} {ow:7.2f} {fw:8.2f} {ow / fw:6.2f} {om:9.0f} {fm:9.0f}")
+
+
 def report(results) -> None:
     print(f"\n{'rows':>9} {'stage':<9} {'ours s':>7} {'floor s':>8} {'ratio':>6} {'ours MiB':>9} {'floor MiB':>9}")
     for rows, our_res, floor_res in results:
-        for stage in STAGES:
-            (ow, om), (fw, fm) = our_res[stage], floor_res[stage]
-            print(f"{rows:>9,} {stage:<9} {ow:7.2f} {fw:8.2f} {ow / fw:6.2f} {om:9.0f} {fm:9.0f}")
+        print_stages(rows, STAGES, our_res, floor_res, 9)
         ot, ft = sum(v[0] for v in our_res.values()), sum(v[0] for v in floor_res.values())
         om, fm = max(v[1] for v in our_res.values()), max(v[1] for v in floor_res.values())
         print(f"{rows:>9,} {'TOTAL':<9} {ot:7.2f} {ft:8.2f} {ot / ft:6.2f} {om:9.0f} {fm:9.0f}")
@@ -191,9 +196,7 @@ def report_wide(results) -> None:
     print(f"{'rows':>10} {'stage':<9} {'ours s':>7} {'floor s':>8} {'ratio':>6} {'ours MiB':>9} {'floor MiB':>9}")
     verdicts = []
     for rows, our_res, floor_res in results:
-        for stage in WIDE_STAGES:
-            (ow, om), (fw, fm) = our_res[stage], floor_res[stage]
-            print(f"{rows:>10,} {stage:<9} {ow:7.2f} {fw:8.2f} {ow / fw:6.2f} {om:9.0f} {fm:9.0f}")
+        print_stages(rows, WIDE_STAGES, our_res, floor_res, 10)
         ot, ft = sum(v[0] for v in our_res.values()), sum(v[0] for v in floor_res.values())
         om, fm = max(v[1] for v in our_res.values()), max(v[1] for v in floor_res.values())
         print(f"{rows:>10,} {'PIPELINE':<9} {ot:7.2f} {ft:8.2f} {ot / ft:6.2f} {om:9.0f} {fm:9.0f}")

@@ -40,8 +40,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path[:0] = [str(HERE), str(REPO / "plugins")]
+sys.path[:0] = [str(HERE), str(HERE.parent), str(REPO / "plugins")]
 
+import pipeline_stages as stage_benchmark  # noqa: E402
 from report import write_results  # noqa: E402
 from streams import STREAMS, TUNING_SEEDS, Stream  # noqa: E402
 
@@ -73,14 +74,11 @@ def dataset_file(stream: Stream, folder: Path) -> Path:
 
 
 def start_mlflow(run_dir: Path, port: int) -> dict:
-    """A real MLflow server as `make up` starts it, and the pipeline user's login (services.sh)."""
-    env = {"RUN_DIR": str(run_dir), "MLFLOW_PORT": str(port)}
-    subprocess.run(["bash", str(REPO / "scripts/services.sh"), "start", "mlflow"], check=True,
-                   env={**os.environ, **env}, stdout=subprocess.DEVNULL)
-    password = (run_dir / "mlflow" / "pipeline-credentials").read_text().split("pipeline=", 1)[1].split()[0]
-    os.environ.update({"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "MLFLOW_TRACKING_USERNAME": "pipeline",
-                       "MLFLOW_TRACKING_PASSWORD": password})
-    return env
+    """A real MLflow server as `make up` starts it (the stage benchmark's), the stages logged in as its pipeline
+    user; returns the environment services.sh stops it with."""
+    services = stage_benchmark.start_mlflow(run_dir, port)
+    os.environ.update({"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", **stage_benchmark.pipeline_login(run_dir)})
+    return services
 
 
 @contextlib.contextmanager
